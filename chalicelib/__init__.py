@@ -1,0 +1,1 @@
+"""Everything the crowdtrain Lambdas run; app.py only wires requests to it."""
