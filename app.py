@@ -1,0 +1,112 @@
+"""crowdtrain's API and event handlers: routes only; the work is in chalicelib."""
+import json
+import os
+
+from chalice import Chalice, CORSConfig, IAMAuthorizer, Response
+
+from chalicelib import validate
+from chalicelib.errors import PayloadTooLarge
+from chalicelib.leases import RETRY_AFTER_SECONDS
+from chalicelib.services import services
+
+app = Chalice(app_name="crowdtrain")
+iam = IAMAuthorizer()
+cors = CORSConfig(allow_origin=os.environ.get("CORS_ORIGIN", "*"), max_age=600)
+
+MAX_ADMIN_BODY = 1024 * 1024
+MAX_TASK_BODY = 16 * 1024
+
+
+def _body(limit: int) -> dict:
+    """The request's JSON object; 413 past `limit` bytes, 400 if not an object."""
+    request = app.current_request
+    if len(request.raw_body or b"") > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return validate.body_object(request.json_body)
+
+
+def _admin() -> None:
+    request = app.current_request
+    services().guard.check(request.context, request.headers)
+
+
+def _job_id(job_id: str) -> str:
+    return validate.identifier(job_id, "job id")
+
+
+# -- admin (IAM in AWS) -------------------------------------------------------
+@app.route("/jobs", methods=["POST"], authorizer=iam)
+def create_job():
+    _admin()
+    return Response(body=services().admin.create(_body(MAX_ADMIN_BODY)), status_code=201)
+
+
+@app.route("/jobs", methods=["GET"], authorizer=iam)
+def list_jobs():
+    _admin()
+    return {"jobs": services().admin.list()}
+
+
+@app.route("/jobs/{job_id}", methods=["GET"], authorizer=iam)
+def job_status(job_id):
+    _admin()
+    return services().admin.status(_job_id(job_id))
+
+
+@app.route("/jobs/{job_id}/start", methods=["POST"], authorizer=iam)
+def start_job(job_id):
+    _admin()
+    return services().admin.start(_job_id(job_id))
+
+
+@app.route("/jobs/{job_id}/pause", methods=["POST"], authorizer=iam)
+def pause_job(job_id):
+    _admin()
+    return services().admin.set_paused(_job_id(job_id), True)
+
+
+@app.route("/jobs/{job_id}/resume", methods=["POST"], authorizer=iam)
+def resume_job(job_id):
+    _admin()
+    return services().admin.set_paused(_job_id(job_id), False)
+
+
+@app.route("/jobs/{job_id}", methods=["DELETE"], authorizer=iam)
+def delete_job(job_id):
+    _admin()
+    return services().admin.delete(_job_id(job_id))
+
+
+# -- volunteers (public, throttled at API Gateway) ----------------------------
+@app.route("/tasks/lease", methods=["POST"], cors=cors)
+def lease_task():
+    body = _body(MAX_TASK_BODY)
+    validate.only_keys(body, {"volunteer_id"})
+    volunteer = validate.text(body, "volunteer_id", "anonymous", max_len=64)
+    task = services().leases.lease(volunteer)
+    if task is None:
+        return Response(body="", status_code=204, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return task
+
+
+@app.route("/tasks/heartbeat", methods=["POST"], cors=cors)
+def heartbeat_task():
+    body = _body(MAX_TASK_BODY)
+    validate.only_keys(body, {"job_id", "lease_token"})
+    return services().leases.heartbeat(_job_id(body.get("job_id")), body.get("lease_token"))
+
+
+@app.route("/tasks/complete", methods=["POST"], cors=cors)
+def complete_task():
+    body = _body(MAX_TASK_BODY)
+    validate.only_keys(body, {"job_id", "lease_token", "loss"})
+    loss = validate.number(body, "loss", None, 0.0, 1e9)
+    return services().leases.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss)
+
+
+# -- fold (results FIFO queue) ------------------------------------------------
+@app.on_sqs_message(queue=os.environ.get("RESULTS_QUEUE_NAME", "crowdtrain-dev-results.fifo"), batch_size=10)
+def fold(event):
+    """Fold completed tasks in order; an exception makes SQS redeliver the batch."""
+    for record in event:
+        services().folder.handle(json.loads(record.body))

@@ -1,0 +1,51 @@
+"""Settings read from the environment, which .chalice/config.json (AWS) or the
+local stack sets. Read once per process, when first needed."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    bucket_name: str
+    task_queue_url: str
+    results_queue_url: str
+    # Where browsers read weights and batches: the CloudFront URL in AWS, the
+    # bucket's URL on the local stack. Keys are appended to it.
+    public_base_url: str
+    # The HMAC key for lease tokens lives in Secrets Manager (name or ARN) ...
+    lease_secret_id: str
+    # ... or, where there is no Secrets Manager, directly in the environment.
+    lease_secret: str
+    # A bearer token that admits admin calls where no API Gateway IAM
+    # authorizer stands in front of the app (the local stack). Empty: IAM only.
+    admin_token: str
+    lease_wait_seconds: int
+    max_parameters: int
+    max_batches: int
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    env = os.environ
+    bucket = env.get("BUCKET_NAME", "crowdtrain-dev-data")
+    return Settings(
+        table_name=env.get("TABLE_NAME", "crowdtrain-dev"),
+        bucket_name=bucket,
+        task_queue_url=env.get("TASK_QUEUE_URL", ""),
+        results_queue_url=env.get("RESULTS_QUEUE_URL", ""),
+        public_base_url=env.get("PUBLIC_BASE_URL", f"https://{bucket}.s3.amazonaws.com/").rstrip("/") + "/",
+        lease_secret_id=env.get("LEASE_SECRET_ID", ""),
+        lease_secret=env.get("LEASE_SECRET", ""),
+        admin_token=env.get("ADMIN_TOKEN", ""),
+        lease_wait_seconds=_int("LEASE_WAIT_SECONDS", 1),
+        max_parameters=_int("MAX_PARAMETERS", 20_000_000),
+        max_batches=_int("MAX_BATCHES", 100_000),
+    )

@@ -1,0 +1,141 @@
+"""The fold: turns completed tasks into new model versions.
+
+Fed by the results FIFO queue, one message group per job, so at most one fold
+of a job runs at a time while other jobs fold in parallel. Each message is
+one completed task. Handling it:
+
+1. settle: if META already holds a full update (a previous run crashed after
+   recording it), fold it now; make sure the current epoch is queued.
+2. duplicate? If its (epoch, batch) is already folded or already pending, or
+   its lease was already discarded, drop it: that batch is accounted for.
+   (A lease still marked "leased" is not a duplicate: `complete` moves it
+   back when sending looked failed, though SQS may have taken the message.)
+3. stale or invalid? (base version more than S versions behind, or a gradient
+   that fails the size/finite/norm check): re-queue the batch as a new task,
+   then mark the lease discarded. Re-queue first: a crash between the two
+   re-queues twice (the copy is dropped in step 2 later) but never loses it.
+4. otherwise add it to META's pending list (a write conditional on META's
+   revision), and settle again.
+
+Folding an update reads the pending gradients, aggregates them with the job's
+strategy, applies the numpy optimizer to version N, writes version N+1's
+files to S3, and then, in one DynamoDB transaction, advances META to N+1
+(conditional on its revision), empties pending and writes a FOLD record per
+batch, each conditional on not existing. So:
+
+- a batch is folded at most once: its FOLD record can be written once, and
+  only in the transaction that advances the version;
+- a batch is folded at least once or re-queued: a result is deleted from the
+  fold queue only after it is pending in META (or its batch re-queued), and
+  pending results are folded before anything else happens to the job;
+- a crash between writing N+1's files and the transaction leaves META at N
+  with the same pending list, so the retry writes the same bytes again
+  (the fold is deterministic) and then commits; browsers are only ever
+  pointed at versions META has reached, so no half-written version is served.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from chalicelib.aggregation import get_strategy
+from chalicelib.epochs import queue_epoch
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.gradients import check_gradient
+from chalicelib.jobstore import JobMeta, JobStore, Pending, StaleState
+from chalicelib.objects import ObjectStore
+from chalicelib.queues import TaskQueue
+from chalicelib.spec import JobSpec
+from chalicelib.versions import VersionStore
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Result:
+    job: str
+    epoch: int
+    batch: int
+    lease_id: str
+    base_version: int
+    key: str
+    loss: float
+    samples: int
+
+
+class Folder:
+    def __init__(self, jobs: JobStore, versions: VersionStore, tasks: TaskQueue, objects: ObjectStore):
+        self.jobs, self.versions, self.tasks, self.objects = jobs, versions, tasks, objects
+
+    def handle(self, message: dict[str, Any]) -> str:
+        """Process one completed task; returns what happened to it. Raises on
+        AWS errors so the queue redelivers (every step is safe to repeat)."""
+        result = Result(**message)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                return self._handle(result)
+            except StaleState:
+                continue  # META moved under us (e.g. a pause): read it again
+        raise RuntimeError(f"job {result.job}: META kept changing during {MAX_ATTEMPTS} attempts")
+
+    def _handle(self, r: Result) -> str:
+        try:
+            meta, spec = self.jobs.meta(r.job), self.jobs.spec(r.job)
+        except NotFound:
+            return "gone"
+        meta = self.settle(meta, spec)
+        if ((r.epoch, r.batch) in meta.pending_pairs() or self.jobs.is_folded(r.job, r.epoch, r.batch)
+                or self.jobs.lease_state(r.job, r.lease_id) == "discarded"):
+            self.jobs.count(r.job, duplicates=1)
+            return "duplicate"
+        reason = self._reject_reason(r, meta, spec)
+        if reason:
+            self.tasks.enqueue(r.job, r.epoch, [r.batch])
+            if self.jobs.move_lease(r.job, r.lease_id, ("leased", "completed"), "discarded", reason=reason):
+                self.jobs.count(r.job, **{f"discarded_{reason}": 1})
+            return reason
+        pending = Pending(r.epoch, r.batch, r.lease_id, r.key, r.base_version, r.loss, r.samples)
+        meta = self.jobs.save(meta, replace(meta, pending=meta.pending + (pending,)))
+        before = meta.version
+        meta = self.settle(meta, spec)
+        return "folded" if meta.version > before else "pending"
+
+    def _reject_reason(self, r: Result, meta: JobMeta, spec: JobSpec) -> str:
+        if meta.version - r.base_version > spec.staleness:
+            return "stale"
+        try:
+            check_gradient(spec, self.objects.get(r.key))
+        except BadRequest as err:
+            log.warning("job %s: discarding %s-%s: %s", r.job, r.epoch, r.batch, err)
+            return "invalid"
+        return ""
+
+    def settle(self, meta: JobMeta, spec: JobSpec) -> JobMeta:
+        """Fold a full update if META holds one; queue the epoch if it is not queued."""
+        if meta.pending and (len(meta.pending) >= spec.gradients_per_update
+                             or meta.folded_in_epoch + len(meta.pending) >= spec.num_batches):
+            meta = self.fold(meta, spec)
+        return queue_epoch(self.jobs, self.tasks, meta, spec)
+
+    def fold(self, meta: JobMeta, spec: JobSpec) -> JobMeta:
+        """Apply META's pending gradients to version N and commit version N+1."""
+        gradients = [check_gradient(spec, self.objects.get(p.key)) for p in meta.pending]
+        combined = get_strategy(spec.aggregation).aggregate(gradients)
+        weights = self.versions.read_weights(meta.job_id, meta.version, spec)
+        state = self.versions.read_state(meta.job_id, meta.version, spec)
+        new_weights, new_state = spec.build_optimizer().apply(weights, combined, state)
+        self.versions.write(meta.job_id, meta.version + 1, spec, new_weights, new_state)
+
+        folded_in_epoch, epoch, status = meta.folded_in_epoch + len(meta.pending), meta.epoch, meta.status
+        if folded_in_epoch >= spec.num_batches:
+            folded_in_epoch, epoch = 0, epoch + 1
+            if epoch >= spec.epochs:
+                status = "finished"
+        after = replace(meta, version=meta.version + 1, pending=(), folded_in_epoch=folded_in_epoch,
+                        folded_total=meta.folded_total + len(meta.pending), epoch=epoch, status=status)
+        loss = float(np.mean([p.loss for p in meta.pending]))
+        return self.jobs.commit_fold(meta, after, meta.pending, loss, sum(p.samples for p in meta.pending))

@@ -1,0 +1,22 @@
+"""What makes an uploaded gradient acceptable. One check, used both when a
+volunteer completes a task (to answer 400 at once) and again by the fold
+(which never trusts what it did not check itself)."""
+from __future__ import annotations
+
+import numpy as np
+
+from chalicelib.codecs import get_codec
+from chalicelib.errors import BadRequest
+from chalicelib.spec import JobSpec
+
+
+def check_gradient(spec: JobSpec, data: bytes) -> list[np.ndarray]:
+    """Decode a gradient; 400 unless it has the exact size, only finite values
+    and a global L2 norm within the job's bound."""
+    tensors = get_codec(spec.codec).decode(data, spec.shapes)
+    if not all(np.isfinite(t).all() for t in tensors):
+        raise BadRequest("gradient contains NaN or infinite values")
+    norm = float(np.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in tensors)))
+    if norm > spec.max_grad_norm:
+        raise BadRequest(f"gradient norm {norm:.4g} exceeds the job's bound {spec.max_grad_norm:.4g}")
+    return tensors

@@ -1,0 +1,274 @@
+"""DynamoDB behind one class: job records, leases, folded batches, versions.
+
+One table, items grouped under `pk = JOB#<id>`:
+- `SPEC`: the immutable job spec.
+- `META`: the mutable progress (status, version, epoch, pending results). Every
+  write to it is conditional on its revision `rev`, so two writers can never
+  both succeed from the same state; the version only ever moves N -> N+1.
+- `FOLD#<epoch>#<batch>`: written once, in the same transaction that
+  advances the version, for each batch that version folded.
+- `VER#<version>`: loss and sample count of each version (the loss history).
+- `LEASE#<lease id>`: one per lease; its state moves leased -> completed, and
+  completed -> discarded where the fold drops the result, each by a
+  conditional write: a replayed completion finds the lease no longer leased.
+- `STATS`: counters updated with atomic ADD (no revision, no contention).
+A `pk = JOBS` item per job lets jobs be listed without a scan.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Iterable
+
+from boto3.dynamodb.conditions import Attr, Key
+
+from chalicelib.errors import Conflict, NotFound
+from chalicelib.spec import JobSpec
+
+LEASE_TTL_SECONDS = 7 * 24 * 3600
+
+
+class StaleState(Exception):
+    """META changed since it was read; re-read and try again."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A validated result waiting in META for the rest of its update."""
+
+    epoch: int
+    batch: int
+    lease_id: str
+    key: str
+    base_version: int
+    loss: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    job_id: str
+    status: str  # uploading | running | paused | finished
+    version: int = 0
+    epoch: int = 0
+    folded_in_epoch: int = 0
+    folded_total: int = 0
+    queued_epoch: int = -1
+    pending: tuple[Pending, ...] = ()
+    rev: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+
+    def pending_pairs(self) -> set[tuple[int, int]]:
+        return {(p.epoch, p.batch) for p in self.pending}
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id, "status": self.status, "version": self.version, "epoch": self.epoch,
+            "batches_done_in_epoch": self.folded_in_epoch, "batches_done": self.folded_total,
+            "pending_gradients": len(self.pending),
+            "created": self.created, "updated": self.updated,
+        }
+
+
+def _key(job: str, sort: str) -> dict[str, str]:
+    return {"pk": f"JOB#{job}", "sk": sort}
+
+
+def fold_sort_key(epoch: int, batch: int) -> str:
+    return f"FOLD#{epoch:06d}#{batch:06d}"
+
+
+def _meta_item(meta: JobMeta) -> dict[str, Any]:
+    return {
+        **_key(meta.job_id, "META"), "status": meta.status, "version": meta.version, "epoch": meta.epoch,
+        "folded_in_epoch": meta.folded_in_epoch, "folded_total": meta.folded_total,
+        "queued_epoch": meta.queued_epoch, "rev": meta.rev,
+        "pending": json.dumps([p.__dict__ for p in meta.pending]), "created": Decimal(str(meta.created)),
+        "updated": Decimal(str(meta.updated)),
+    }
+
+
+def _meta_from(item: dict[str, Any]) -> JobMeta:
+    return JobMeta(
+        job_id=item["pk"][4:], status=item["status"], version=int(item["version"]), epoch=int(item["epoch"]),
+        folded_in_epoch=int(item["folded_in_epoch"]), folded_total=int(item["folded_total"]),
+        queued_epoch=int(item["queued_epoch"]),
+        pending=tuple(Pending(**p) for p in json.loads(item["pending"])),
+        rev=int(item["rev"]),
+        created=float(item["created"]), updated=float(item["updated"]),
+    )
+
+
+class JobStore:
+    def __init__(self, table: Any, clock=time.time):
+        self._table = table
+        self._client = table.meta.client
+        self._clock = clock
+        self._specs: dict[str, JobSpec] = {}
+
+    # -- jobs ---------------------------------------------------------------
+    def create(self, job_id: str, spec: JobSpec) -> JobMeta:
+        now = self._clock()
+        meta = JobMeta(job_id=job_id, status="uploading", created=now, updated=now)
+        self._transact([
+            {"Put": {"Item": {**_key(job_id, "SPEC"), "spec": spec.to_json()},
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"Item": _meta_item(meta), "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"Item": {"pk": "JOBS", "sk": job_id, "name": spec.name, "created": Decimal(str(now))}}},
+        ], conflict=f"job {job_id} already exists")
+        return meta
+
+    def spec(self, job_id: str) -> JobSpec:
+        """The job's spec; cached for the life of the process since it never changes."""
+        if job_id not in self._specs:
+            item = self._table.get_item(Key=_key(job_id, "SPEC"), ConsistentRead=True).get("Item")
+            if not item:
+                raise NotFound(f"no job {job_id}")
+            self._specs[job_id] = JobSpec.from_json(item["spec"])
+        return self._specs[job_id]
+
+    def meta(self, job_id: str) -> JobMeta:
+        item = self._table.get_item(Key=_key(job_id, "META"), ConsistentRead=True).get("Item")
+        if not item:
+            raise NotFound(f"no job {job_id}")
+        return _meta_from(item)
+
+    def job_ids(self) -> list[str]:
+        return [item["sk"] for item in self._query(Key("pk").eq("JOBS"))]
+
+    def save(self, before: JobMeta, after: JobMeta) -> JobMeta:
+        """Write `after` if META is still at `before`'s revision; StaleState if not."""
+        after = replace(after, rev=before.rev + 1, updated=self._clock())
+        try:
+            self._table.put_item(Item=_meta_item(after), ConditionExpression=Attr("rev").eq(before.rev))
+        except self._client.exceptions.ConditionalCheckFailedException:
+            raise StaleState(after.job_id)
+        return after
+
+    def delete(self, job_id: str) -> int:
+        """Remove every item of the job; returns how many."""
+        keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._query(Key("pk").eq(f"JOB#{job_id}"))]
+        keys.append({"pk": "JOBS", "sk": job_id})
+        with self._table.batch_writer() as batch:
+            for key in keys:
+                batch.delete_item(Key=key)
+        self._specs.pop(job_id, None)
+        return len(keys)
+
+    # -- folding -------------------------------------------------------------
+    def is_folded(self, job_id: str, epoch: int, batch: int) -> bool:
+        item = self._table.get_item(Key=_key(job_id, fold_sort_key(epoch, batch)), ConsistentRead=True)
+        return "Item" in item
+
+    def commit_fold(self, before: JobMeta, after: JobMeta, folded: Iterable[Pending], loss: float,
+                    samples: int) -> JobMeta:
+        """Advance the version in one transaction: META (conditional on its
+        revision), a FOLD record per batch (each must not exist yet), the
+        version record, and the folded leases. All of it or none of it."""
+        after = replace(after, rev=before.rev + 1, updated=self._clock())
+        job = after.job_id
+        items: list[dict[str, Any]] = [
+            {"Put": {"Item": _meta_item(after), "ConditionExpression": "#rev = :rev",
+                     "ExpressionAttributeNames": {"#rev": "rev"},
+                     "ExpressionAttributeValues": {":rev": before.rev}}},
+            {"Put": {"Item": {**_key(job, f"VER#{after.version:010d}"), "version": after.version,
+                              "loss": Decimal(repr(loss)), "samples": samples,
+                              "time": Decimal(str(after.updated))},
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+        ]
+        for p in folded:
+            items.append({"Put": {"Item": {**_key(job, fold_sort_key(p.epoch, p.batch)), "version": after.version,
+                                           "lease_id": p.lease_id},
+                                  "ConditionExpression": "attribute_not_exists(pk)"}})
+        self._transact(items, stale=True)
+        return after
+
+    def folds(self, job_id: str) -> list[tuple[int, int, int]]:
+        """(epoch, batch, version) of every folded batch."""
+        items = self._query(Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("FOLD#"))
+        return [(int(i["sk"][5:11]), int(i["sk"][12:]), int(i["version"])) for i in items]
+
+    def history(self, job_id: str, limit: int = 500) -> list[dict[str, float]]:
+        """The newest `limit` versions, oldest first: version, loss, samples, time."""
+        reply = self._table.query(
+            KeyConditionExpression=Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("VER#"),
+            ScanIndexForward=False, Limit=limit)
+        return [{"version": int(i["version"]), "loss": float(i["loss"]), "samples": int(i["samples"]),
+                 "time": float(i["time"])} for i in reversed(reply["Items"])]
+
+    # -- leases --------------------------------------------------------------
+    def put_lease(self, job_id: str, lease_id: str, epoch: int, batch: int, expires: float,
+                  volunteer: str) -> None:
+        self._table.put_item(Item={
+            **_key(job_id, f"LEASE#{lease_id}"), "state": "leased", "epoch": epoch, "batch": batch,
+            "expires": Decimal(str(expires)), "volunteer": volunteer,
+            "ttl": int(expires) + LEASE_TTL_SECONDS,
+        }, ConditionExpression="attribute_not_exists(pk)")
+
+    def lease_state(self, job_id: str, lease_id: str) -> str | None:
+        item = self._table.get_item(Key=_key(job_id, f"LEASE#{lease_id}"), ConsistentRead=True).get("Item")
+        return item["state"] if item else None
+
+    def move_lease(self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str,
+                   **fields: Any) -> bool:
+        """Move a lease from state `source` (or one of them) to `target`; False if it was elsewhere."""
+        sources = (source,) if isinstance(source, str) else source
+        names = {"#s": "state"}
+        values: dict[str, Any] = {":to": target, **{f":from{i}": s for i, s in enumerate(sources)}}
+        sets = ["#s = :to"]
+        for i, (name, value) in enumerate(fields.items()):
+            names[f"#f{i}"] = name
+            values[f":v{i}"] = Decimal(str(value)) if isinstance(value, float) else value
+            sets.append(f"#f{i} = :v{i}")
+        try:
+            self._table.update_item(Key=_key(job_id, f"LEASE#{lease_id}"), UpdateExpression="SET " + ", ".join(sets),
+                                    ConditionExpression=f"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})",
+                                    ExpressionAttributeNames=names,
+                                    ExpressionAttributeValues=values)
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def active_leases(self, job_id: str) -> int:
+        now = Decimal(str(self._clock()))
+        items = self._query(Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("LEASE#"),
+                            Attr("state").eq("leased") & Attr("expires").gt(now))
+        return len(items)
+
+    # -- counters --------------------------------------------------------------
+    def count(self, job_id: str, **increments: int) -> None:
+        names = {f"#c{i}": name for i, name in enumerate(increments)}
+        values = {f":c{i}": value for i, value in enumerate(increments.values())}
+        self._table.update_item(Key=_key(job_id, "STATS"),
+                                UpdateExpression="ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(increments))),
+                                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+    def counters(self, job_id: str) -> dict[str, int]:
+        item = self._table.get_item(Key=_key(job_id, "STATS")).get("Item") or {}
+        return {k: int(v) for k, v in item.items() if k not in ("pk", "sk")}
+
+    # -- plumbing --------------------------------------------------------------
+    def _query(self, condition: Any, filter_expression: Any = None) -> list[dict[str, Any]]:
+        args: dict[str, Any] = {"KeyConditionExpression": condition, "ConsistentRead": True}
+        if filter_expression is not None:
+            args["FilterExpression"] = filter_expression
+        items: list[dict[str, Any]] = []
+        while True:
+            reply = self._table.query(**args)
+            items.extend(reply["Items"])
+            if "LastEvaluatedKey" not in reply:
+                return items
+            args["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def _transact(self, items: list[dict[str, Any]], conflict: str = "", stale: bool = False) -> None:
+        # The resource's client serializes plain Python values itself.
+        named = [{kind: dict(body, TableName=self._table.name)} for entry in items for kind, body in entry.items()]
+        try:
+            self._client.transact_write_items(TransactItems=named)
+        except self._client.exceptions.TransactionCanceledException:
+            if stale:
+                raise StaleState(items[0])
+            raise Conflict(conflict or "the job changed; try again")

@@ -1,0 +1,59 @@
+"""S3 behind one small class, handed its client (tests hand it a moto one)."""
+from __future__ import annotations
+
+from typing import Any
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class ObjectStore:
+    def __init__(self, s3: Any, bucket: str, public_base_url: str):
+        self._s3 = s3
+        self.bucket = bucket
+        self.public_base_url = public_base_url
+
+    def put(self, key: str, body: bytes, content_type: str = "application/octet-stream",
+            cache_control: str = IMMUTABLE) -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body,
+                            ContentType=content_type, CacheControl=cache_control)
+
+    def get(self, key: str) -> bytes:
+        return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def size(self, key: str) -> int | None:
+        """Object length, or None where there is no such object."""
+        try:
+            return int(self._s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+        except self._s3.exceptions.ClientError as err:
+            if err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Every key under a prefix with its length."""
+        found: dict[str, int] = {}
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                found[item["Key"]] = int(item["Size"])
+        return found
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.sizes(prefix))
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": k} for k in keys[start:start + 1000]]
+            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+        return len(keys)
+
+    def presigned_post(self, key: str, size: int, expires: int, prefix: bool = False) -> dict[str, Any]:
+        """A browser-usable POST form for exactly `size` bytes at `key` (or, with
+        prefix=True, at any key under `key`). S3 itself enforces the length."""
+        conditions: list[Any] = [["content-length-range", size, size]]
+        if prefix:
+            conditions.append(["starts-with", "$key", key])
+            key = key + "${filename}"
+        post = self._s3.generate_presigned_post(Bucket=self.bucket, Key=key, Conditions=conditions,
+                                                ExpiresIn=expires)
+        return {"url": post["url"], "fields": post["fields"]}
+
+    def public_url(self, key: str) -> str:
+        return self.public_base_url + key

@@ -1,0 +1,167 @@
+"""What a job is: its model, dataset layout and hyperparameters, validated once
+at creation and immutable afterwards (so every Lambda may cache it)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from chalicelib import validate
+from chalicelib.aggregation import get_strategy
+from chalicelib.codecs import get_codec
+from chalicelib.errors import BadRequest
+from chalicelib.optimizers import Optimizer, make_optimizer
+from chalicelib.weights import WeightSpec, parse_model_json
+
+LOSSES = ("sparseCategoricalCrossentropy", "categoricalCrossentropy", "meanSquaredError")
+BATCH_DTYPES = ("int32", "float32")
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+# A fold commits its folded batches in one DynamoDB transaction (100 items at most).
+MAX_GRADIENTS_PER_UPDATE = 64
+
+JOB_FIELDS = {"name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness",
+              "epochs", "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed"}
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """Shape and dtype of one half (x or y) of every batch file."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    one_hot: int = 0  # for token ids: the vocabulary size the page one-hot encodes to
+
+    @property
+    def nbytes(self) -> int:
+        size = 4
+        for dim in self.shape:
+            size *= dim
+        return size
+
+
+def _layout(raw: Any, what: str) -> TensorLayout:
+    if not isinstance(raw, dict):
+        raise BadRequest(f"dataset.{what} must be an object with shape and dtype")
+    validate.only_keys(raw, {"shape", "dtype", "one_hot"}, f"dataset.{what}")
+    shape = raw.get("shape")
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= 4
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1_000_000 for d in shape)):
+        raise BadRequest(f"dataset.{what}.shape must be 1-4 positive integers, batch size first")
+    dtype = raw.get("dtype")
+    if dtype not in BATCH_DTYPES:
+        raise BadRequest(f"dataset.{what}.dtype must be one of {list(BATCH_DTYPES)}")
+    one_hot = validate.integer(raw, "one_hot", 0, 0, 65_536)
+    if one_hot and dtype != "int32":
+        raise BadRequest(f"dataset.{what}.one_hot needs int32 token ids")
+    return TensorLayout(tuple(shape), dtype, one_hot)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    topology: dict[str, Any]
+    weight_specs: tuple[WeightSpec, ...]
+    loss: str
+    num_batches: int
+    x: TensorLayout
+    y: TensorLayout
+    optimizer: str
+    optimizer_settings: dict[str, Any]
+    gradients_per_update: int
+    staleness: int
+    epochs: int
+    lease_seconds: int
+    codec: str
+    max_grad_norm: float
+    aggregation: str
+    seed: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def batch_bytes(self) -> int:
+        return self.x.nbytes + self.y.nbytes
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [s.shape for s in self.weight_specs]
+
+    @property
+    def gradient_bytes(self) -> int:
+        return get_codec(self.codec).size(self.shapes)
+
+    def build_optimizer(self) -> Optimizer:
+        return make_optimizer(self.optimizer, self.optimizer_settings)
+
+    def public(self) -> dict[str, Any]:
+        """What a volunteer needs to compute a gradient (no secrets in a spec)."""
+        return {
+            "name": self.name, "loss": self.loss, "codec": self.codec, "batch_size": self.batch_size,
+            "x": {"shape": list(self.x.shape), "dtype": self.x.dtype, "one_hot": self.x.one_hot},
+            "y": {"shape": list(self.y.shape), "dtype": self.y.dtype, "one_hot": self.y.one_hot},
+            "weights": [s.to_json() for s in self.weight_specs],
+            "num_batches": self.num_batches, "epochs": self.epochs,
+            "gradients_per_update": self.gradients_per_update, "staleness": self.staleness,
+            "optimizer": {"name": self.optimizer, **self.optimizer_settings},
+            "aggregation": self.aggregation, "lease_seconds": self.lease_seconds,
+        }
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["weight_specs"] = [s.to_json() for s in self.weight_specs]
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobSpec":
+        data = json.loads(text)
+        data["weight_specs"] = tuple(WeightSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in data["weight_specs"])
+        data["x"] = TensorLayout(tuple(data["x"]["shape"]), data["x"]["dtype"], data["x"]["one_hot"])
+        data["y"] = TensorLayout(tuple(data["y"]["shape"]), data["y"]["dtype"], data["y"]["one_hot"])
+        return cls(**data)
+
+
+def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
+    """Validate a POST /jobs body; every mistake is a 400 naming the field."""
+    body = validate.body_object(body)
+    validate.only_keys(body, JOB_FIELDS, "job")
+    model = parse_model_json(body.get("model"), max_parameters)
+    loss = body.get("loss", "sparseCategoricalCrossentropy")
+    if loss not in LOSSES:
+        raise BadRequest(f"loss must be one of {list(LOSSES)}")
+    dataset = body.get("dataset")
+    if not isinstance(dataset, dict):
+        raise BadRequest("dataset must be an object with batches, x and y")
+    validate.only_keys(dataset, {"batches", "x", "y"}, "dataset")
+    x, y = _layout(dataset.get("x"), "x"), _layout(dataset.get("y"), "y")
+    if x.shape[0] != y.shape[0]:
+        raise BadRequest("dataset.x and dataset.y must have the same batch size (first dimension)")
+    if x.nbytes + y.nbytes > MAX_BATCH_BYTES:
+        raise BadRequest(f"a batch may hold at most {MAX_BATCH_BYTES} bytes")
+    optimizer = body.get("optimizer", {"name": "adam"})
+    if not isinstance(optimizer, dict):
+        raise BadRequest("optimizer must be an object with a name and its settings")
+    settings = {k: v for k, v in optimizer.items() if k != "name"}
+    resolved = make_optimizer(optimizer.get("name"), settings).settings()
+    codec = get_codec(body.get("codec", "fp32")).name
+    aggregation = body.get("aggregation", "mean")
+    get_strategy(aggregation)
+    return JobSpec(
+        name=validate.text(body, "name", "job"),
+        topology=model.topology,
+        weight_specs=tuple(model.specs),
+        loss=loss,
+        num_batches=validate.integer(dataset, "batches", None, 1, max_batches),
+        x=x, y=y,
+        optimizer=optimizer["name"],
+        optimizer_settings=resolved,
+        gradients_per_update=validate.integer(body, "gradients_per_update", 1, 1, MAX_GRADIENTS_PER_UPDATE),
+        staleness=validate.integer(body, "staleness", 4, 0, 1000),
+        epochs=validate.integer(body, "epochs", 1, 1, 10_000),
+        lease_seconds=validate.integer(body, "lease_seconds", 120, 10, 43_200),
+        codec=codec,
+        max_grad_norm=validate.number(body, "max_grad_norm", 1e4, 1e-6, 1e12),
+        aggregation=aggregation,
+        seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),
+    )

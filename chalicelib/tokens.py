@@ -1,0 +1,79 @@
+"""HMAC-signed lease tokens.
+
+A token is what a volunteer holds for one lease: it names the job, the task,
+the base version, the lease id and the SQS receipt handle, and when it ends.
+The volunteer can read it but not change it: any edit breaks the signature.
+Keys are derived per job from one secret, so a token minted for one job never
+verifies for another even if its payload were copied over.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from chalicelib.errors import BadRequest, Forbidden, Gone, Unauthorized
+
+VERSION = "v1"
+MAX_TOKEN_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class Lease:
+    job: str
+    epoch: int
+    batch: int
+    base_version: int
+    lease_id: str
+    receipt: str
+    expires: float
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenSigner:
+    """Signs and verifies lease tokens with keys derived from one secret."""
+
+    def __init__(self, secret: Callable[[], bytes], clock: Callable[[], float] = time.time):
+        self._secret = secret
+        self._clock = clock
+
+    def _key(self, job: str) -> bytes:
+        return hmac.new(self._secret(), f"crowdtrain-lease:{job}".encode(), hashlib.sha256).digest()
+
+    def sign(self, lease: Lease) -> str:
+        body = _b64(json.dumps(asdict(lease), separators=(",", ":"), sort_keys=True).encode())
+        mac = hmac.new(self._key(lease.job), f"{VERSION}.{body}".encode(), hashlib.sha256).digest()
+        return f"{VERSION}.{body}.{_b64(mac)}"
+
+    def verify(self, token: object, job: str) -> Lease:
+        """The lease a token stands for; 4xx if forged, for another job, or expired."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            raise BadRequest("lease_token must be a non-empty string")
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != VERSION:
+            raise Unauthorized("lease token is malformed")
+        try:
+            payload = json.loads(_unb64(parts[1]))
+            lease = Lease(**payload)
+            mac = _unb64(parts[2])
+        except (ValueError, TypeError):
+            raise Unauthorized("lease token is malformed")
+        if lease.job != job:
+            raise Forbidden("lease token belongs to another job")
+        expected = hmac.new(self._key(job), f"{VERSION}.{parts[1]}".encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, expected):
+            raise Unauthorized("lease token signature does not verify")
+        if self._clock() >= lease.expires:
+            raise Gone("lease has expired; its task may be handed to another volunteer")
+        return lease

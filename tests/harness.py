@@ -1,0 +1,250 @@
+"""Drives the real Chalice app the way AWS would: API requests through
+chalice.test.Client, uploads through the presigned POST forms, and the fold
+Lambda fed from the results FIFO queue like Lambda's SQS event source
+(delete on success, redeliver on failure)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import numpy as np
+import requests
+from chalice.test import Client
+
+import app as app_module
+from chalicelib import services as services_module
+from chalicelib.codecs import get_codec
+
+ADMIN = {"Authorization": "Bearer test-admin-token", "Content-Type": "application/json"}
+JSON = {"Content-Type": "application/json"}
+TABLE = "crowdtrain-test"
+BUCKET = "crowdtrain-test-data"
+PUBLIC = f"https://{BUCKET}.s3.amazonaws.com/"
+
+
+def softmax_topology(features: int, classes: int) -> dict[str, Any]:
+    """A Keras/TF.js topology: one Dense softmax layer (multinomial logistic regression)."""
+    return {
+        "class_name": "Sequential",
+        "config": {"name": "softmax_regression", "layers": [{
+            "class_name": "Dense",
+            "config": {"name": "dense", "units": classes, "activation": "softmax", "use_bias": True,
+                       "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+                       "bias_initializer": {"class_name": "Zeros", "config": {}},
+                       "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
+                       "kernel_constraint": None, "bias_constraint": None,
+                       "trainable": True, "batch_input_shape": [None, features], "dtype": "float32"}}]},
+        "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js",
+    }
+
+
+@dataclass
+class Dataset:
+    """Separable-ish classes drawn from Gaussians around fixed centres."""
+
+    x: np.ndarray  # [batches, B, features] float32
+    y: np.ndarray  # [batches, B] int32
+
+    @classmethod
+    def generate(cls, batches: int, batch_size: int, features: int = 4, classes: int = 3, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        centres = rng.normal(scale=2.0, size=(classes, features))
+        y = rng.integers(0, classes, size=(batches, batch_size))
+        x = centres[y] + rng.normal(size=(batches, batch_size, features))
+        return cls(x.astype(np.float32), y.astype(np.int32))
+
+    def batch_bytes(self, b: int) -> bytes:
+        return self.x[b].astype("<f4").tobytes() + self.y[b].astype("<i4").tobytes()
+
+
+def softmax_loss_and_grad(weights: list[np.ndarray], x: np.ndarray, y: np.ndarray):
+    """Mean cross-entropy of softmax(x W + b) and its gradient, as TF.js would compute it."""
+    kernel, bias = weights
+    logits = x @ kernel + bias
+    logits = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    onehot = np.eye(kernel.shape[1], dtype=np.float32)[y]
+    loss = float(-np.mean(np.sum(onehot * np.log(np.clip(probs, 1e-7, 1)), axis=1)))
+    delta = (probs - onehot) / len(y)
+    return loss, [(x.T @ delta).astype(np.float32), delta.sum(axis=0).astype(np.float32)]
+
+
+def job_body(ds: Dataset, **overrides: Any) -> dict[str, Any]:
+    features, classes = ds.x.shape[2], int(ds.y.max()) + 1
+    body = {
+        "name": "softmax test",
+        "model": {"modelTopology": softmax_topology(features, classes),
+                  "weightsManifest": [{"paths": ["weights.bin"], "weights": [
+                      {"name": "dense/kernel", "shape": [features, classes], "dtype": "float32"},
+                      {"name": "dense/bias", "shape": [classes], "dtype": "float32"}]}]},
+        "loss": "sparseCategoricalCrossentropy",
+        "dataset": {"batches": ds.x.shape[0],
+                    "x": {"shape": [ds.x.shape[1], features], "dtype": "float32"},
+                    "y": {"shape": [ds.x.shape[1]], "dtype": "int32"}},
+        "optimizer": {"name": "sgd", "learning_rate": 0.5},
+        "gradients_per_update": 1, "staleness": 4, "epochs": 1, "lease_seconds": 60, "codec": "fp32",
+    }
+    body.update(overrides)
+    return body
+
+
+def post_form(form: dict[str, Any], data: bytes, key: str | None = None) -> requests.Response:
+    """Upload through a presigned POST form, as a browser would."""
+    fields = dict(form["fields"])
+    if key is not None:
+        fields["key"] = key
+    return requests.post(form["url"], data=fields, files={"file": ("blob", data)}, timeout=30)
+
+
+class Harness:
+    def __init__(self):
+        services_module.reset()
+        self._client_cm = Client(app_module.app)
+        self.session = boto3.Session(region_name="us-east-1")
+        self.sqs = self.session.client("sqs")
+        self.s3 = self.session.client("s3")
+        self.results_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-results.fifo")["QueueUrl"]
+        self.tasks_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-tasks")["QueueUrl"]
+
+    def __enter__(self) -> "Harness":
+        self.client = self._client_cm.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._client_cm.__exit__(*exc)
+        services_module.reset()
+
+    @staticmethod
+    def create_resources(session: boto3.Session) -> dict[str, str]:
+        """The stateful resources the app needs, as infra/ defines them, in moto."""
+        ddb = session.client("dynamodb")
+        ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                               {"AttributeName": "sk", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
+        session.client("s3").create_bucket(Bucket=BUCKET)
+        sqs = session.client("sqs")
+        tasks = sqs.create_queue(QueueName="crowdtrain-test-tasks",
+                                 Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+        results = sqs.create_queue(QueueName="crowdtrain-test-results.fifo",
+                                   Attributes={"FifoQueue": "true", "VisibilityTimeout": "60"})["QueueUrl"]
+        secret = session.client("secretsmanager").create_secret(
+            Name="crowdtrain-test-lease", SecretString="0123456789abcdef0123456789abcdef")["ARN"]
+        return {"TABLE_NAME": TABLE, "BUCKET_NAME": BUCKET, "TASK_QUEUE_URL": tasks,
+                "RESULTS_QUEUE_URL": results, "LEASE_SECRET_ID": secret,
+                "PUBLIC_BASE_URL": PUBLIC}
+
+    # -- API ---------------------------------------------------------------
+    def call(self, method: str, path: str, body: Any = None, headers: dict | None = None):
+        payload = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
+        response = getattr(self.client.http, method.lower())(path, headers=headers or JSON, body=payload)
+        return response
+
+    def admin(self, method: str, path: str, body: Any = None):
+        return self.call(method, path, body, ADMIN)
+
+    def create_job(self, ds: Dataset, initial: list[np.ndarray] | None = None, start: bool = True,
+                   **overrides: Any) -> str:
+        reply = self.admin("POST", "/jobs", job_body(ds, **overrides))
+        assert reply.status_code == 201, reply.body
+        created = json.loads(reply.body)
+        job = created["job_id"]
+        features, classes = ds.x.shape[2], int(ds.y.max()) + 1
+        if initial is None:
+            rng = np.random.default_rng(1)
+            initial = [rng.normal(scale=0.1, size=(features, classes)).astype(np.float32),
+                       np.zeros(classes, np.float32)]
+        weights = b"".join(w.astype("<f4").tobytes() for w in initial)
+        assert post_form(created["upload"]["weights"], weights).status_code in (200, 204)
+        prefix = created["upload"]["batch_key_prefix"]
+        for b in range(ds.x.shape[0]):
+            res = post_form(created["upload"]["batches"], ds.batch_bytes(b), key=f"{prefix}batch-{b:06d}.bin")
+            assert res.status_code in (200, 204), res.text
+        if start:
+            reply = self.admin("POST", f"/jobs/{job}/start")
+            assert reply.status_code == 200, reply.body
+        return job
+
+    def status(self, job: str) -> dict[str, Any]:
+        reply = self.admin("GET", f"/jobs/{job}")
+        assert reply.status_code == 200, reply.body
+        return json.loads(reply.body)
+
+    # -- volunteer steps ---------------------------------------------------------
+    def lease(self, volunteer: str = "v") -> dict[str, Any] | None:
+        reply = self.call("POST", "/tasks/lease", {"volunteer_id": volunteer})
+        if reply.status_code == 204:
+            return None
+        assert reply.status_code == 200, reply.body
+        return json.loads(reply.body)
+
+    def fetch(self, url: str) -> bytes:
+        """GET a public URL. Public URLs are CloudFront's in AWS, which reads the
+        private bucket through origin access control; here S3 is read directly."""
+        assert url.startswith(PUBLIC), url
+        return self.s3.get_object(Bucket=BUCKET, Key=url[len(PUBLIC):])["Body"].read()
+
+    def load_model(self, model_url: str) -> list[np.ndarray]:
+        """Weights of a model.json URL, read as tf.loadLayersModel would (shard paths relative to it)."""
+        model = json.loads(self.fetch(model_url))
+        base = model_url.rsplit("/", 1)[0] + "/"
+        group = model["weightsManifest"][0]
+        shard = b"".join(self.fetch(base + path) for path in group["paths"])
+        out, offset = [], 0
+        for spec in group["weights"]:
+            n = int(np.prod(spec["shape"]))
+            out.append(np.frombuffer(shard, "<f4", count=n, offset=offset).reshape(spec["shape"]))
+            offset += 4 * n
+        return out
+
+    def weights(self, job: str, version: int) -> list[np.ndarray]:
+        return self.load_model(f"{PUBLIC}jobs/{job}/versions/{version:08d}/model.json")
+
+    def compute(self, task: dict[str, Any]) -> tuple[float, bytes]:
+        """What a volunteer computes: the gradient of its batch at the base version, encoded."""
+        job = task["job"]
+        weights = self.load_model(task["model_url"])
+        raw = self.fetch(task["batch_url"])
+        bsz, feats = job["x"]["shape"]
+        x = np.frombuffer(raw, "<f4", count=bsz * feats).reshape(bsz, feats)
+        y = np.frombuffer(raw, "<i4", offset=4 * bsz * feats)
+        loss, grads = softmax_loss_and_grad(weights, x, y)
+        return loss, get_codec(job["codec"]).encode(grads)
+
+    def upload(self, task: dict[str, Any], data: bytes) -> requests.Response:
+        return post_form(task["upload"], data)
+
+    def complete(self, task: dict[str, Any], loss: float = 1.0, token: str | None = None):
+        return self.call("POST", "/tasks/complete", {"job_id": task["job_id"], "loss": loss,
+                                                     "lease_token": token or task["lease_token"]})
+
+    def work(self, task: dict[str, Any]):
+        loss, data = self.compute(task)
+        assert self.upload(task, data).status_code in (200, 204)
+        return self.complete(task, loss)
+
+    # -- fold ---------------------------------------------------------------------
+    def result_messages(self, max_messages: int = 10, visibility: int = 60) -> list[dict[str, Any]]:
+        reply = self.sqs.receive_message(QueueUrl=self.results_url, MaxNumberOfMessages=max_messages,
+                                         VisibilityTimeout=visibility)
+        return reply.get("Messages", [])
+
+    def invoke_fold(self, bodies: list[str]):
+        event = self.client.events.generate_sqs_event(message_bodies=bodies,
+                                                      queue_name="crowdtrain-test-results.fifo")
+        return self.client.lambda_.invoke("fold", event)
+
+    def deliver(self) -> int:
+        """Run the fold over everything in the results queue; returns messages folded."""
+        done = 0
+        while True:
+            messages = self.result_messages()
+            if not messages:
+                return done
+            self.invoke_fold([m["Body"] for m in messages])
+            for m in messages:
+                self.sqs.delete_message(QueueUrl=self.results_url, ReceiptHandle=m["ReceiptHandle"])
+            done += len(messages)
