@@ -24,6 +24,9 @@ class Settings:
     # authorizer stands in front of the app (the local stack). Empty: IAM only.
     admin_token: str
     lease_wait_seconds: int
+    # A paused job's tasks met by a lease are hidden this long, so resuming
+    # takes effect within this time.
+    paused_retry_seconds: int
     max_parameters: int
     max_batches: int
 
@@ -46,6 +49,7 @@ def settings() -> Settings:
         lease_secret=env.get("LEASE_SECRET", ""),
         admin_token=env.get("ADMIN_TOKEN", ""),
         lease_wait_seconds=_int("LEASE_WAIT_SECONDS", 1),
+        paused_retry_seconds=_int("PAUSED_RETRY_SECONDS", 60),
         max_parameters=_int("MAX_PARAMETERS", 20_000_000),
         max_batches=_int("MAX_BATCHES", 100_000),
     )

@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 
 # Visibility of a freshly received task until its job's own lease time is set.
 FIRST_LOOK_SECONDS = 30
-# A paused job's tasks are put back out of sight this long when met.
-PAUSED_RETRY_SECONDS = 60
 # An empty queue answers 204 with this Retry-After.
 RETRY_AFTER_SECONDS = 5
 # Receives tried per lease request while skipping tasks of paused or ended jobs.
@@ -40,9 +38,11 @@ def token_margin(lease_seconds: int) -> float:
 
 class LeaseService:
     def __init__(self, jobs: JobStore, tasks: TaskQueue, results: ResultQueue, objects: ObjectStore,
-                 signer: TokenSigner, wait_seconds: int, clock: Callable[[], float] = time.time):
+                 signer: TokenSigner, wait_seconds: int, paused_retry_seconds: int,
+                 clock: Callable[[], float] = time.time):
         self.jobs, self.tasks, self.results, self.objects = jobs, tasks, results, objects
         self.signer, self.wait_seconds, self.clock = signer, wait_seconds, clock
+        self.paused_retry_seconds = paused_retry_seconds
 
     def lease(self, volunteer: str) -> dict[str, Any] | None:
         """The next task of a running job, or None when there is none now."""
@@ -56,7 +56,7 @@ class LeaseService:
                 self.tasks.delete(task.receipt)  # the job was deleted: its tasks go with it
                 continue
             if meta.status == "paused":
-                self.tasks.hide(task.receipt, PAUSED_RETRY_SECONDS)
+                self.tasks.hide(task.receipt, self.paused_retry_seconds)  # back when it ends
                 continue
             if meta.status != "running" or self.jobs.is_folded(task.job, task.epoch, task.batch):
                 # A finished job, or a second copy of a task already folded.

@@ -1,9 +1,24 @@
-"""A job's life through the real handlers: lease, upload, complete, fold, epochs."""
+"""A job's life through the real handlers: lease, upload, complete, fold, epochs,
+and every way a task can go wrong on the way."""
 import json
+import time
 
 import numpy as np
+import pytest
 
+from chalicelib.jobstore import JobStore
+from chalicelib.versions import VersionStore
 from tests.harness import Dataset, softmax_loss_and_grad
+
+
+def drain(harness, job=None):
+    """Work every task there is, folding as results arrive; returns tasks done."""
+    done = 0
+    while (task := harness.lease()) is not None:
+        assert harness.work(task).status_code == 200
+        harness.deliver()
+        done += 1
+    return done
 
 
 def test_lease_upload_complete_fold_advances_version(harness):
@@ -12,14 +27,283 @@ def test_lease_upload_complete_fold_advances_version(harness):
     task = harness.lease()
     assert task["job_id"] == job and task["base_version"] == 0
     assert task["upload_bytes"] == 4 * (4 * 3 + 3)
+    assert "receipt" not in json.dumps(task).lower().replace("lease_token", "")
     before = harness.weights(job, 0)
     reply = harness.work(task)
     assert reply.status_code == 200, reply.body
     assert harness.deliver() == 1
     status = harness.status(job)
     assert status["version"] == 1 and status["batches_done"] == 1
+    assert [h["version"] for h in status["history"]] == [1]
     after = harness.weights(job, 1)
     # version 1 is exactly SGD applied to the batch's gradient at version 0
     _, grads = softmax_loss_and_grad(before, ds.x[task["batch"]], ds.y[task["batch"]])
     for w0, g, w1 in zip(before, grads, after):
         np.testing.assert_allclose(w1, w0 - np.float32(0.5) * g, atol=1e-6)
+
+
+def test_epochs_complete_and_next_epoch_is_queued_shuffled(harness):
+    ds = Dataset.generate(batches=5, batch_size=4)
+    job = harness.create_job(ds, epochs=2, gradients_per_update=2)
+    first_epoch = []
+    for _ in range(5):
+        task = harness.lease()
+        assert task["epoch"] == 0
+        first_epoch.append(task["batch"])
+        assert harness.work(task).status_code == 200
+        harness.deliver()
+    assert sorted(first_epoch) == list(range(5))
+    status = harness.status(job)
+    # 5 batches with K=2: updates of 2, 2 and the epoch's last 1
+    assert status["version"] == 3 and status["epoch"] == 1 and status["status"] == "running"
+    assert drain(harness) == 5
+    status = harness.status(job)
+    assert status["status"] == "finished" and status["version"] == 6 and status["batches_done"] == 10
+    folds = JobStore(harness.session.resource("dynamodb").Table("crowdtrain-test")).folds(job)
+    assert sorted((e, b) for e, b, _ in folds) == [(e, b) for e in range(2) for b in range(5)]
+    assert harness.lease() is None
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    from chalicelib.epochs import batch_order
+    from chalicelib.spec import parse_job
+    from tests.harness import job_body
+    spec = parse_job(job_body(Dataset.generate(batches=20, batch_size=2), seed=3), 10**6, 1000)
+    orders = [batch_order(spec, e) for e in range(3)]
+    assert all(sorted(o) == list(range(20)) for o in orders)
+    assert orders[0] != orders[1] and orders[0] == batch_order(spec, 0)
+
+
+def test_stale_result_is_discarded_and_its_batch_requeued(harness):
+    ds = Dataset.generate(batches=3, batch_size=4)
+    job = harness.create_job(ds, staleness=0)
+    first, second = harness.lease(), harness.lease()
+    assert first["base_version"] == second["base_version"] == 0
+    assert harness.work(first).status_code == 200
+    harness.deliver()
+    assert harness.work(second).status_code == 200  # accepted; the fold judges staleness
+    harness.deliver()
+    status = harness.status(job)
+    assert status["version"] == 1 and status["discarded"] == {"stale": 1}
+    # the stale batch came back as a new task, on a newer version
+    batches = []
+    while (task := harness.lease()) is not None:
+        batches.append((task["batch"], task["base_version"]))
+        assert harness.work(task).status_code == 200
+        harness.deliver()
+    assert sorted(b for b, _ in batches) == sorted({0, 1, 2} - {first["batch"]})
+    assert all(version >= 1 for _, version in batches)
+    status = harness.status(job)
+    assert status["status"] == "finished" and status["batches_done"] == 3 and status["version"] == 3
+
+
+def test_duplicate_completion_is_refused(harness):
+    ds = Dataset.generate(batches=2, batch_size=4)
+    job = harness.create_job(ds)
+    task = harness.lease()
+    assert harness.work(task).status_code == 200
+    again = harness.complete(task)
+    assert again.status_code == 409 and b"already completed" in again.body
+    assert harness.deliver() == 1
+    assert harness.status(job)["version"] == 1
+
+
+def test_redelivered_fold_message_folds_once(harness):
+    ds = Dataset.generate(batches=2, batch_size=4)
+    job = harness.create_job(ds)
+    task = harness.lease()
+    assert harness.work(task).status_code == 200
+    [message] = harness.result_messages()
+    harness.invoke_fold([message["Body"]])
+    harness.invoke_fold([message["Body"]])  # SQS delivers at least once
+    harness.invoke_fold([message["Body"], message["Body"]])
+    status = harness.status(job)
+    assert status["version"] == 1 and status["batches_done"] == 1
+    assert status["counters"]["duplicates"] == 3
+
+
+@pytest.mark.parametrize("crash_at", ["commit_fold", "after_weights", "after_commit"])
+def test_fold_crash_then_retry_applies_gradient_exactly_once(harness, monkeypatch, crash_at):
+    ds = Dataset.generate(batches=2, batch_size=4)
+    job = harness.create_job(ds, optimizer={"name": "adam", "learning_rate": 0.1})
+    task = harness.lease()
+    w0 = harness.weights(job, 0)
+    assert harness.work(task).status_code == 200
+    [message] = harness.result_messages()
+
+    class Crash(Exception):
+        pass
+
+    real_commit, real_write = JobStore.commit_fold, VersionStore.write
+
+    def crash(*args, **kwargs):
+        raise Crash(crash_at)
+
+    def write_then_crash(self, *args, **kwargs):
+        real_write(self, *args, **kwargs)
+        raise Crash(crash_at)
+
+    def commit_then_crash(self, *args, **kwargs):
+        real_commit(self, *args, **kwargs)
+        raise Crash(crash_at)
+
+    patch = {"commit_fold": (JobStore, "commit_fold", crash),          # S3 written, DynamoDB not
+             "after_weights": (VersionStore, "write", write_then_crash),
+             "after_commit": (JobStore, "commit_fold", commit_then_crash)}[crash_at]
+    monkeypatch.setattr(*patch)
+    with pytest.raises(Crash):
+        harness.invoke_fold([message["Body"]])
+    expected_version = 1 if crash_at == "after_commit" else 0
+    assert harness.status(job)["version"] == expected_version
+    monkeypatch.undo()
+    harness.invoke_fold([message["Body"]])  # the queue redelivers
+    harness.invoke_fold([message["Body"]])
+    status = harness.status(job)
+    assert status["version"] == 1 and status["batches_done"] == 1
+    # and version 1 is one Adam step from version 0, not two
+    _, grads = softmax_loss_and_grad(w0, ds.x[task["batch"]], ds.y[task["batch"]])
+    first_step = [w - np.float32(0.1) * g / (np.abs(g) + np.float32(1e-7)) for w, g in zip(w0, grads)]
+    for expected, actual in zip(first_step, harness.weights(job, 1)):
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_expired_lease_is_reassigned_and_its_token_refused(harness):
+    ds = Dataset.generate(batches=1, batch_size=4)
+    job = harness.create_job(ds, lease_seconds=10)
+    gone = harness.lease("vanishes")
+    assert harness.lease() is None  # the only task is out on lease
+    time.sleep(10.5)
+    again = harness.lease("second")
+    assert again is not None and again["batch"] == gone["batch"] and again["lease_token"] != gone["lease_token"]
+    loss, data = harness.compute(gone)
+    harness.upload(gone, data)
+    late = harness.complete(gone, loss)
+    assert late.status_code == 410 and b"expired" in late.body
+    assert harness.work(again).status_code == 200
+    harness.deliver()
+    assert harness.status(job)["status"] == "finished"
+
+
+def test_heartbeat_extends_the_lease(harness):
+    ds = Dataset.generate(batches=1, batch_size=4)
+    job = harness.create_job(ds, lease_seconds=10)
+    task = harness.lease()
+    reply = harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": task["lease_token"]})
+    assert reply.status_code == 200
+    renewed = json.loads(reply.body)
+    assert renewed["lease_expires"] >= task["lease_expires"]
+    assert harness.status(job)["active_leases"] == 1
+    task["lease_token"] = renewed["lease_token"]
+    assert harness.work(task).status_code == 200
+    # a completed lease can no longer be extended
+    reply = harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": renewed["lease_token"]})
+    assert reply.status_code == 409
+
+
+def test_forged_and_other_job_tokens_are_rejected(harness):
+    ds = Dataset.generate(batches=2, batch_size=4)
+    job_a = harness.create_job(ds)
+    job_b = harness.create_job(ds)
+    task = harness.lease()
+    loss, data = harness.compute(task)
+    assert harness.upload(task, data).status_code in (200, 204)
+    other = job_b if task["job_id"] == job_a else job_a
+
+    version, body, mac = task["lease_token"].split(".")
+    payload = json.loads(__import__("base64").urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload["base_version"] = 99
+    forged_body = __import__("base64").urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    cases = [
+        ({"job_id": task["job_id"], "lease_token": f"{version}.{forged_body}.{mac}"}, 401, b"signature"),
+        ({"job_id": task["job_id"], "lease_token": "v1.not-base64!.x"}, 401, b"malformed"),
+        ({"job_id": task["job_id"], "lease_token": "garbage"}, 401, b"malformed"),
+        ({"job_id": other, "lease_token": task["lease_token"]}, 403, b"another job"),
+        ({"job_id": task["job_id"], "lease_token": 42}, 400, b"lease_token"),
+    ]
+    for body, status, message in cases:
+        reply = harness.call("POST", "/tasks/complete", {**body, "loss": loss})
+        assert reply.status_code == status, (body, reply.body)
+        assert message in reply.body
+    assert harness.complete(task, loss).status_code == 200
+
+
+def test_wrong_size_and_nan_gradients_are_rejected(harness):
+    ds = Dataset.generate(batches=1, batch_size=4)
+    job = harness.create_job(ds)
+    task = harness.lease()
+    loss, data = harness.compute(task)
+
+    missing = harness.complete(task, loss)
+    assert missing.status_code == 400 and b"no gradient was uploaded" in missing.body
+
+    harness.upload(task, data[:-4])  # S3 refuses it in AWS (exact content-length-range)
+    short = harness.complete(task, loss)
+    assert short.status_code == 400 and b"exactly" in short.body
+
+    poisoned = np.frombuffer(data, "<f4").copy()
+    poisoned[3] = np.nan
+    harness.upload(task, poisoned.tobytes())
+    nan = harness.complete(task, loss)
+    assert nan.status_code == 400 and b"NaN" in nan.body
+
+    huge = (np.frombuffer(data, "<f4") * 1e6).astype("<f4")
+    harness.upload(task, huge.tobytes())
+    big = harness.complete(task, loss)
+    assert big.status_code == 400 and b"norm" in big.body
+
+    status = harness.status(job)
+    assert status["version"] == 0 and status["counters"]["rejected"] == 4 - 1  # 'missing' is not counted
+    # the lease is still good: the correct gradient is accepted
+    harness.upload(task, data)
+    assert harness.complete(task, loss).status_code == 200
+    harness.deliver()
+    assert harness.status(job)["version"] == 1
+
+
+def test_empty_queue_answers_204_with_retry_after(harness):
+    reply = harness.call("POST", "/tasks/lease", {})
+    assert reply.status_code == 204 and reply.headers["Retry-After"] == "5"
+
+
+def test_paused_job_hands_out_nothing_until_resumed(harness, monkeypatch):
+    monkeypatch.setenv("PAUSED_RETRY_SECONDS", "1")
+    ds = Dataset.generate(batches=2, batch_size=4)
+    job = harness.create_job(ds)
+    assert json.loads(harness.admin("POST", f"/jobs/{job}/pause").body)["status"] == "paused"
+    assert harness.lease() is None
+    assert harness.admin("POST", f"/jobs/{job}/pause").status_code == 409
+    assert json.loads(harness.admin("POST", f"/jobs/{job}/resume").body)["status"] == "running"
+    # the tasks met while paused were put out of sight for PAUSED_RETRY_SECONDS
+    time.sleep(1.5)
+    assert harness.lease()["job_id"] == job
+
+
+def test_jobs_run_side_by_side_without_interfering(harness):
+    ds_a, ds_b = Dataset.generate(batches=3, batch_size=4, seed=1), Dataset.generate(batches=4, batch_size=4, seed=2)
+    job_a = harness.create_job(ds_a, epochs=2)
+    job_b = harness.create_job(ds_b, gradients_per_update=2)
+    assert drain(harness) == 3 * 2 + 4
+    a, b = harness.status(job_a), harness.status(job_b)
+    assert (a["status"], a["version"], a["batches_done"]) == ("finished", 6, 6)
+    assert (b["status"], b["version"], b["batches_done"]) == ("finished", 2, 4)
+
+
+def test_deleted_job_disappears_with_its_tasks(harness):
+    ds = Dataset.generate(batches=3, batch_size=4)
+    job = harness.create_job(ds)
+    reply = harness.admin("DELETE", f"/jobs/{job}")
+    assert reply.status_code == 200 and json.loads(reply.body)["files"] >= 4
+    assert harness.admin("GET", f"/jobs/{job}").status_code == 404
+    assert harness.lease() is None  # its queued tasks were dropped on sight
+    assert harness.sqs.get_queue_attributes(QueueUrl=harness.tasks_url, AttributeNames=["All"])[
+        "Attributes"]["ApproximateNumberOfMessages"] == "0"
+    assert json.loads(harness.admin("GET", "/jobs").body)["jobs"] == []
+
+
+def test_start_checks_every_upload(harness):
+    ds = Dataset.generate(batches=3, batch_size=4)
+    job = harness.create_job(ds, start=False)
+    harness.s3.delete_object(Bucket="crowdtrain-test-data", Key=f"jobs/{job}/data/batch-000002.bin")
+    reply = harness.admin("POST", f"/jobs/{job}/start")
+    assert reply.status_code == 400 and b"first: batch 2" in reply.body
+    assert harness.status(job)["status"] == "uploading"
