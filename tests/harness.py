@@ -5,7 +5,10 @@ Lambda fed from the results FIFO queue like Lambda's SQS event source
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -98,10 +101,26 @@ def post_form(form: dict[str, Any], data: bytes, key: str | None = None) -> requ
     return requests.post(form["url"], data=fields, files={"file": ("blob", data)}, timeout=30)
 
 
+APP_SETTINGS = ("TABLE_NAME", "BUCKET_NAME", "TASK_QUEUE_URL", "RESULTS_QUEUE_URL", "LEASE_SECRET_ID",
+                "PUBLIC_BASE_URL", "ADMIN_TOKEN", "LEASE_WAIT_SECONDS", "PAUSED_RETRY_SECONDS")
+
+
+def stage_project(directory: Path) -> Path:
+    """A Chalice project folder whose `test` stage points at the moto resources,
+    the way a deployed stage's environment points at the real ones."""
+    env = {key: os.environ[key] for key in APP_SETTINGS if key in os.environ}
+    (directory / ".chalice").mkdir(parents=True, exist_ok=True)
+    config = {"version": "2.0", "app_name": "crowdtrain", "stages": {"test": {"environment_variables": env}}}
+    (directory / ".chalice" / "config.json").write_text(json.dumps(config))
+    return directory
+
+
 class Harness:
     def __init__(self):
         services_module.reset()
-        self._client_cm = Client(app_module.app)
+        self._project = tempfile.TemporaryDirectory()
+        project = stage_project(Path(self._project.name))
+        self._client_cm = Client(app_module.app, stage_name="test", project_dir=str(project))
         self.session = boto3.Session(region_name="us-east-1")
         self.sqs = self.session.client("sqs")
         self.s3 = self.session.client("s3")
@@ -114,6 +133,7 @@ class Harness:
 
     def __exit__(self, *exc) -> None:
         self._client_cm.__exit__(*exc)
+        self._project.cleanup()
         services_module.reset()
 
     @staticmethod
