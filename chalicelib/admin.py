@@ -20,7 +20,7 @@ from chalicelib.jobstore import JobStore
 from chalicelib.objects import ObjectStore
 from chalicelib.queues import TaskQueue
 from chalicelib.spec import parse_job
-from chalicelib.versions import (VersionStore, batch_key, data_prefix, initial_weights_key, job_prefix,
+from chalicelib.versions import (VersionStore, batch_key, data_prefix, initial_weights_key, job_prefixes,
                                  model_key)
 from chalicelib.weights import decode_tensors
 
@@ -103,5 +103,5 @@ class JobAdmin:
         dropped as volunteers meet them (the lease finds no job)."""
         self.jobs.meta(job_id)  # 404 for an unknown job
         items = self.jobs.delete(job_id)
-        files = self.objects.delete_prefix(job_prefix(job_id))
+        files = sum(self.objects.delete_prefix(prefix) for prefix in job_prefixes(job_id))
         return {"job_id": job_id, "deleted": True, "records": items, "files": files}

@@ -19,8 +19,15 @@ from chalicelib.spec import JobSpec
 from chalicelib.weights import SHARD_NAME, WeightSpec, decode_tensors, encode_tensors, model_json
 
 
-def job_prefix(job: str) -> str:
-    return f"jobs/{job}/"
+def job_prefixes(job: str) -> tuple[str, str]:
+    """Every prefix holding a job's files: its data and versions, and its gradients."""
+    return f"jobs/{job}/", gradient_prefix(job)
+
+
+def gradient_prefix(job: str) -> str:
+    # Gradients sit under their own top-level prefix so that one S3 lifecycle
+    # rule (infra/template.yaml) expires them for every job.
+    return f"grads/{job}/"
 
 
 def initial_weights_key(job: str) -> str:
@@ -44,7 +51,7 @@ def model_key(job: str, version: int) -> str:
 
 
 def gradient_key(job: str, epoch: int, batch: int, lease_id: str) -> str:
-    return f"jobs/{job}/grads/{epoch:06d}/{batch:06d}/{lease_id}.bin"
+    return f"{gradient_prefix(job)}{epoch:06d}/{batch:06d}/{lease_id}.bin"
 
 
 class VersionStore:
