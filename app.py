@@ -77,7 +77,19 @@ def delete_job(job_id):
     return services().admin.delete(_job_id(job_id))
 
 
-# -- volunteers (public, throttled at API Gateway) ----------------------------
+# -- volunteers and dashboards (public, throttled at API Gateway) --------------
+@app.route("/progress", methods=["GET"], cors=cors)
+def list_progress():
+    """Jobs that have started, for the volunteer page and the dashboard."""
+    return {"jobs": [job for job in services().admin.list() if job["status"] != "uploading"]}
+
+
+@app.route("/progress/{job_id}", methods=["GET"], cors=cors)
+def job_progress(job_id):
+    return services().admin.status(_job_id(job_id))
+
+
+
 @app.route("/tasks/lease", methods=["POST"], cors=cors)
 def lease_task():
     body = _body(MAX_TASK_BODY)

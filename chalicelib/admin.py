@@ -75,20 +75,25 @@ class JobAdmin:
         return meta.public()
 
     def status(self, job_id: str) -> dict[str, Any]:
+        """Everything about a job's progress. None of it is secret: the public
+        progress routes serve the same view to volunteer pages and dashboards."""
         meta, spec = self.jobs.meta(job_id), self.jobs.spec(job_id)
         counters = self.jobs.counters(job_id)
+        volunteers = self.jobs.active_leases(job_id)
         return {
             **meta.public(),
             "spec": spec.public(),
             "model_url": self.objects.public_url(model_key(job_id, meta.version)) if meta.status != "uploading" else None,
-            "active_leases": self.jobs.active_leases(job_id),
+            "active_leases": len(volunteers),
+            "active_volunteers": len(set(volunteers)),
             "discarded": {k[len("discarded_"):]: v for k, v in counters.items() if k.startswith("discarded_")},
             "counters": counters,
             "history": self.jobs.history(job_id, HISTORY_POINTS),
         }
 
     def list(self) -> list[dict[str, Any]]:
-        return [self.jobs.meta(job_id).public() for job_id in self.jobs.job_ids()]
+        return [{**meta.public(), "name": self.jobs.spec(meta.job_id).name}
+                for meta in (self.jobs.meta(job_id) for job_id in self.jobs.job_ids())]
 
     def set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
         meta = self.jobs.meta(job_id)

@@ -232,11 +232,12 @@ class JobStore:
             return False
         return True
 
-    def active_leases(self, job_id: str) -> int:
+    def active_leases(self, job_id: str) -> list[str]:
+        """The volunteer id of every lease still running."""
         now = Decimal(str(self._clock()))
         items = self._query(Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("LEASE#"),
                             Attr("state").eq("leased") & Attr("expires").gt(now))
-        return len(items)
+        return [item["volunteer"] for item in items]
 
     # -- counters --------------------------------------------------------------
     def count(self, job_id: str, **increments: int) -> None:

@@ -20,7 +20,7 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 MAX_GRADIENTS_PER_UPDATE = 64
 
 JOB_FIELDS = {"name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness",
-              "epochs", "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed"}
+              "epochs", "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,9 @@ class JobSpec:
     max_grad_norm: float
     aggregation: str
     seed: int = 0
+    # For text jobs: character i of the alphabet is token id i, so pages can
+    # show what the model writes.
+    alphabet: str = ""
 
     @property
     def batch_size(self) -> int:
@@ -106,6 +109,7 @@ class JobSpec:
             "gradients_per_update": self.gradients_per_update, "staleness": self.staleness,
             "optimizer": {"name": self.optimizer, **self.optimizer_settings},
             "aggregation": self.aggregation, "lease_seconds": self.lease_seconds,
+            "text": {"alphabet": self.alphabet} if self.alphabet else None,
         }
 
     def to_json(self) -> str:
@@ -147,6 +151,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
     codec = get_codec(body.get("codec", "fp32")).name
     aggregation = body.get("aggregation", "mean")
     get_strategy(aggregation)
+    alphabet = _alphabet(body.get("text"), x)
     return JobSpec(
         name=validate.text(body, "name", "job"),
         topology=model.topology,
@@ -164,4 +169,15 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
         max_grad_norm=validate.number(body, "max_grad_norm", 1e4, 1e-6, 1e12),
         aggregation=aggregation,
         seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),
+        alphabet=alphabet,
     )
+
+
+def _alphabet(raw: Any, x: TensorLayout) -> str:
+    if raw is None:
+        return ""
+    if not isinstance(raw, dict) or set(raw) != {"alphabet"} or not isinstance(raw["alphabet"], str):
+        raise BadRequest("text must be an object with an alphabet string")
+    if not x.one_hot or len(raw["alphabet"]) != x.one_hot:
+        raise BadRequest("text.alphabet needs one character per token id (dataset.x.one_hot of them)")
+    return raw["alphabet"]

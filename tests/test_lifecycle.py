@@ -192,7 +192,8 @@ def test_heartbeat_extends_the_lease(harness):
     assert reply.status_code == 200
     renewed = json.loads(reply.body)
     assert renewed["lease_expires"] >= task["lease_expires"]
-    assert harness.status(job)["active_leases"] == 1
+    status = harness.status(job)
+    assert status["active_leases"] == 1 and status["active_volunteers"] == 1
     task["lease_token"] = renewed["lease_token"]
     assert harness.work(task).status_code == 200
     # a completed lease can no longer be extended

@@ -1,0 +1,103 @@
+"""The `char-lstm` job template: next-character prediction with stacked LSTMs,
+as in JSDoop's experiment (two LSTM(10) layers, one-hot input over 128
+characters, sequences of 1024, a softmax over the next character).
+
+Token ids are character codes below 128 (other characters are dropped), so
+the one-hot depth is 128 and the alphabet is ASCII, as in the paper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+VOCAB = 128
+ALPHABET = "".join(chr(i) if 32 <= i < 127 or chr(i) == "\n" else "\x00" for i in range(VOCAB))
+
+# JSDoop's example (docs/jsdoop.md): the settings the paper's experiment used.
+PAPER = {"units": [10, 10], "seq_len": 1024, "batch_size": 32, "gradients_per_update": 3}
+
+
+@dataclass(frozen=True)
+class CharLSTM:
+    units: tuple[int, ...] = (10, 10)
+    seq_len: int = 1024
+    batch_size: int = 32
+    vocab: int = VOCAB
+
+    def topology(self) -> dict[str, Any]:
+        layers: list[dict[str, Any]] = []
+        for i, units in enumerate(self.units):
+            config: dict[str, Any] = {
+                "name": f"lstm_{i + 1}", "units": units, "return_sequences": i < len(self.units) - 1,
+                "activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
+                "unit_forget_bias": True, "dtype": "float32", "trainable": True,
+                # glorotUniform, not the default orthogonal: TF.js builds the
+                # latter slowly in browsers (see docs/architecture.md).
+                "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+                "recurrent_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+                "bias_initializer": {"class_name": "Zeros", "config": {}},
+            }
+            if i == 0:
+                config["batch_input_shape"] = [None, self.seq_len, self.vocab]
+            layers.append({"class_name": "LSTM", "config": config})
+        layers.append({"class_name": "Dense", "config": {
+            "name": "next_char", "units": self.vocab, "activation": "softmax", "use_bias": True,
+            "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+            "bias_initializer": {"class_name": "Zeros", "config": {}}, "dtype": "float32", "trainable": True}})
+        return {"class_name": "Sequential", "config": {"name": "char_lstm", "layers": layers},
+                "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"}
+
+    def weight_specs(self) -> list[dict[str, Any]]:
+        specs, inputs = [], self.vocab
+        for i, units in enumerate(self.units):
+            name = f"lstm_{i + 1}"
+            specs += [{"name": f"{name}/kernel", "shape": [inputs, 4 * units], "dtype": "float32"},
+                      {"name": f"{name}/recurrent_kernel", "shape": [units, 4 * units], "dtype": "float32"},
+                      {"name": f"{name}/bias", "shape": [4 * units], "dtype": "float32"}]
+            inputs = units
+        specs += [{"name": "next_char/kernel", "shape": [inputs, self.vocab], "dtype": "float32"},
+                  {"name": "next_char/bias", "shape": [self.vocab], "dtype": "float32"}]
+        return specs
+
+    def initial_weights(self, seed: int = 0) -> list[np.ndarray]:
+        """Glorot-uniform kernels, zero biases with the forget gate's at 1 (Keras's unit_forget_bias)."""
+        rng = np.random.default_rng(seed)
+        out = []
+        for spec in self.weight_specs():
+            shape = spec["shape"]
+            if len(shape) == 2:
+                limit = np.sqrt(6.0 / (shape[0] + shape[1]))
+                out.append(rng.uniform(-limit, limit, size=shape).astype(np.float32))
+            else:
+                bias = np.zeros(shape, np.float32)
+                if spec["name"].startswith("lstm_"):
+                    units = shape[0] // 4
+                    bias[units:2 * units] = 1.0
+                out.append(bias)
+        return out
+
+    def batches(self, text: str, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """`count` batches of (sequence, next character) pairs drawn from the text."""
+        codes = np.frombuffer(text.encode("ascii", "ignore"), np.uint8).astype(np.int32)
+        needed = self.seq_len + 1
+        if len(codes) < needed:
+            raise ValueError(f"the text has {len(codes)} usable characters; a sequence needs {needed}")
+        starts = np.random.default_rng(seed).integers(0, len(codes) - needed + 1, size=(count, self.batch_size))
+        windows = codes[starts[..., None] + np.arange(needed)]
+        return windows[..., :-1].astype(np.int32), windows[..., -1].astype(np.int32)
+
+    def job_spec(self, batches: int, **hyper: Any) -> dict[str, Any]:
+        spec = {
+            "name": f"char-lstm {'x'.join(map(str, self.units))} seq {self.seq_len}",
+            "model": {"modelTopology": self.topology(),
+                      "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}]},
+            "loss": "sparseCategoricalCrossentropy",
+            "dataset": {"batches": batches,
+                        "x": {"shape": [self.batch_size, self.seq_len], "dtype": "int32", "one_hot": self.vocab},
+                        "y": {"shape": [self.batch_size], "dtype": "int32"}},
+            "text": {"alphabet": ALPHABET},
+        }
+        spec.update(hyper)
+        return spec

@@ -1,0 +1,273 @@
+"""`crowdtrain`: run the local stack, create and watch jobs, fetch trained models.
+
+The same commands work against the local stack and against AWS: only the
+API URL and the credentials differ (`--api`, `--admin-token`, or AWS
+credentials for SigV4). `crowdtrain local` saves its URL and token in
+.crowdtrain/local.json, which the other commands read by default.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import requests
+
+from crowdtrain.api import Api, ApiError
+
+STATE = Path(".crowdtrain") / "local.json"
+
+
+def _progress(label: str):
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return show
+
+
+def _api(args: argparse.Namespace) -> Api:
+    url, token = args.api or os.environ.get("CROWDTRAIN_API"), args.admin_token or os.environ.get(
+        "CROWDTRAIN_ADMIN_TOKEN", "")
+    if not url and STATE.exists():
+        saved = json.loads(STATE.read_text())
+        url, token = saved["api"], token or saved["admin_token"]
+    if not url:
+        raise SystemExit("no API URL: pass --api, set CROWDTRAIN_API, or start `crowdtrain local` first")
+    return Api(url, token, args.region or "")
+
+
+# -- job creation -------------------------------------------------------------------
+def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
+    from crowdtrain.charlstm import CharLSTM
+    from crowdtrain.corpus import kjv_text
+
+    model = CharLSTM(units=tuple(args.units), seq_len=args.seq_len, batch_size=args.batch_size)
+    x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
+    spec = model.job_spec(args.batches, **_hyper(args))
+    weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
+    return spec, weights, (x[b].astype("<i4").tobytes() + y[b].astype("<i4").tobytes() for b in range(args.batches))
+
+
+def model_json_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
+    """A job from a TF.js model.json (its shards beside it) and a folder of batch files."""
+    path = Path(args.model)
+    document = json.loads(path.read_text())
+    shards = [p for group in document["weightsManifest"] for p in group["paths"]]
+    weights = b"".join((path.parent / shard).read_bytes() for shard in shards)
+    files = sorted(Path(args.dataset).glob("batch-*.bin"))
+    if not files:
+        raise SystemExit(f"no batch-*.bin files in {args.dataset}")
+    dataset = json.loads((Path(args.dataset) / "dataset.json").read_text())
+    spec = {"name": args.name or path.parent.name, "model": document, "loss": args.loss,
+            "dataset": {"batches": len(files), **dataset}, **_hyper(args)}
+    return spec, weights, (f.read_bytes() for f in files)
+
+
+def _hyper(args: argparse.Namespace) -> dict[str, Any]:
+    optimizer: dict[str, Any] = {"name": args.optimizer}
+    if args.learning_rate is not None:
+        optimizer["learning_rate"] = args.learning_rate
+    if args.optimizer == "momentum":
+        optimizer["momentum"] = args.momentum
+    return {"optimizer": optimizer, "gradients_per_update": args.k, "staleness": args.staleness,
+            "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed}
+
+
+def create(args: argparse.Namespace) -> str:
+    api = _api(args)
+    spec, weights, batches = model_json_job(args) if args.model else char_lstm_job(args)
+    job = api.create_job(spec, weights, batches, _progress("uploading batches"), start=not args.no_start)
+    print(job)
+    return job
+
+
+# -- watching and managing ------------------------------------------------------------
+def describe(status: dict[str, Any]) -> str:
+    spec = status["spec"]
+    total = spec["num_batches"] * spec["epochs"]
+    history = status["history"]
+    loss = f"{history[-1]['loss']:.4f}" if history else "-"
+    eta = "-"
+    if len(history) >= 2 and status["status"] == "running":
+        span = history[-1]["time"] - history[0]["time"]
+        per_batch = span / max(1, status["batches_done"] - 1)
+        eta = f"{per_batch * (total - status['batches_done']):.0f}s"
+    return (f"{status['job_id']} {status['status']:<9} version {status['version']:>5}  epoch "
+            f"{status['epoch']}/{spec['epochs']}  batches {status['batches_done']}/{total}  loss {loss}  "
+            f"volunteers {status['active_volunteers']}  discarded {sum(status['discarded'].values())}  eta {eta}")
+
+
+def watch(args: argparse.Namespace) -> None:
+    api = _api(args)
+    while True:
+        status = api.call("GET", f"/jobs/{args.job}")
+        print(describe(status), flush=True)
+        if status["status"] == "finished" or args.once:
+            return
+        time.sleep(args.interval)
+
+
+def download(args: argparse.Namespace) -> None:
+    """Fetch a version's model.json and weights (the latest by default) as TF.js files."""
+    status = _api(args).call("GET", f"/jobs/{args.job}")
+    model_url = status["model_url"]
+    if args.version is not None:
+        model_url = model_url.rsplit("/", 2)[0] + f"/{args.version:08d}/model.json"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    document = requests.get(model_url, timeout=60)
+    document.raise_for_status()
+    (out / "model.json").write_bytes(document.content)
+    base = model_url.rsplit("/", 1)[0]
+    for group in document.json()["weightsManifest"]:
+        for shard in group["paths"]:
+            reply = requests.get(f"{base}/{shard}", timeout=300)
+            reply.raise_for_status()
+            (out / shard).write_bytes(reply.content)
+    print(f"{out / 'model.json'} (version {args.version if args.version is not None else status['version']})")
+
+
+def import_keras(args: argparse.Namespace) -> None:
+    """Keras .h5/.keras -> TF.js layers files, through the optional tensorflowjs package."""
+    try:
+        from tensorflowjs.converters import converter
+    except ImportError:
+        raise SystemExit("Keras import needs the optional extra: pip install '.[keras]' "
+                         "(it brings TensorFlow; keep it out of Lambda environments)")
+    converter.convert(["--input_format=keras", args.keras_model, args.out])
+    print(Path(args.out) / "model.json")
+
+
+# -- the local stack -----------------------------------------------------------------
+def local(args: argparse.Namespace) -> None:
+    from crowdtrain.localstack import LocalStack
+
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    stack = LocalStack(api_port=args.api_port, web_port=args.web_port)
+    print("starting moto server, resources, API, dispatcher and web server ...", flush=True)
+    swarm = None
+    with stack:
+        STATE.parent.mkdir(exist_ok=True)
+        STATE.write_text(json.dumps({"api": stack.api_url, "web": stack.web_url, "admin_token": stack.admin_token}))
+        print(f"API:            {stack.api_url}\nadmin token:    {stack.admin_token} (saved in {STATE})")
+        job = None
+        if not args.no_demo:
+            args.api, args.admin_token, args.region = stack.api_url, stack.admin_token, ""
+            job = create(args)
+        print(f"volunteer page: {stack.web_url}")
+        print(f"dashboard:      {stack.web_url}dashboard.html" + (f"?job={job}" if job else ""), flush=True)
+        if args.volunteers:
+            from crowdtrain.swarm import Swarm
+            swarm = Swarm(stack.web_url, args.volunteers).start()
+            print(f"{args.volunteers} headless Chromium volunteers started", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        try:
+            while not stopping.wait(args.status_every or 3600):
+                if job and args.status_every:
+                    print(describe(Api(stack.api_url, stack.admin_token).call("GET", f"/jobs/{job}")), flush=True)
+        finally:
+            if swarm:
+                swarm.stop()
+    STATE.unlink(missing_ok=True)
+    print("stopped", flush=True)
+
+
+# -- argument parsing ------------------------------------------------------------------
+def _job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", choices=["char-lstm"], default="char-lstm")
+    parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of a template")
+    parser.add_argument("--dataset", help="with --model: folder of batch-NNNNNN.bin files and dataset.json")
+    parser.add_argument("--loss", default="sparseCategoricalCrossentropy")
+    parser.add_argument("--name")
+    parser.add_argument("--units", type=int, nargs="+", default=[10, 10], help="LSTM layer sizes (paper: 10 10)")
+    parser.add_argument("--seq-len", type=int, default=40, help="characters per sequence (paper: 1024)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--passage", default="gen1:1-rev22:21", help="KJV passage for the corpus")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--k", type=int, default=3, help="gradients per update (paper: accumulate 3)")
+    parser.add_argument("--staleness", type=int, default=4)
+    parser.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adam", "rmsprop"])
+    parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--lease-seconds", type=int, default=120)
+    parser.add_argument("--codec", default="fp32", choices=["fp32", "fp16", "int8"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-start", action="store_true", help="upload but do not start the job")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="crowdtrain", description=__doc__.splitlines()[0])
+    top.add_argument("--api", help="API URL (default: $CROWDTRAIN_API or the running local stack)")
+    top.add_argument("--admin-token", help="bearer token (local stack); without it, AWS SigV4 is used")
+    top.add_argument("--region")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("local", help="run everything locally on moto server, with a demo job")
+    _job_options(p)
+    p.add_argument("--no-demo", action="store_true")
+    p.add_argument("--volunteers", type=int, default=0, help="headless Chromium volunteers to start")
+    p.add_argument("--api-port", type=int, default=8000)
+    p.add_argument("--web-port", type=int, default=8080)
+    p.add_argument("--status-every", type=float, default=10, help="print the demo job's status every N s (0: never)")
+    p.set_defaults(func=local)
+
+    p = sub.add_parser("create", help="create (and start) a job")
+    _job_options(p)
+    p.set_defaults(func=create)
+
+    p = sub.add_parser("jobs", help="list jobs")
+    p.set_defaults(func=lambda a: [print(json.dumps(j)) for j in _api(a).call("GET", "/jobs")["jobs"]])
+
+    p = sub.add_parser("watch", help="follow a job: version, loss, volunteers, ETA")
+    p.add_argument("job")
+    p.add_argument("--interval", type=float, default=5)
+    p.add_argument("--once", action="store_true")
+    p.set_defaults(func=watch)
+
+    for verb in ("pause", "resume"):
+        p = sub.add_parser(verb, help=f"{verb} a job")
+        p.add_argument("job")
+        p.set_defaults(func=lambda a, v=verb: print(_api(a).call("POST", f"/jobs/{a.job}/{v}")["status"]))
+
+    p = sub.add_parser("delete", help="delete a job and its files")
+    p.add_argument("job")
+    p.set_defaults(func=lambda a: print(json.dumps(_api(a).call("DELETE", f"/jobs/{a.job}"))))
+
+    p = sub.add_parser("download", help="download a job's model as TF.js files")
+    p.add_argument("job")
+    p.add_argument("out")
+    p.add_argument("--version", type=int)
+    p.set_defaults(func=download)
+
+    p = sub.add_parser("import-keras", help="convert a Keras model to TF.js files (needs the keras extra)")
+    p.add_argument("keras_model")
+    p.add_argument("out")
+    p.set_defaults(func=import_keras)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ApiError as err:
+        raise SystemExit(f"crowdtrain: {err}")
+    except requests.ConnectionError as err:
+        raise SystemExit(f"crowdtrain: cannot reach the API: {err}")
+
+
+if __name__ == "__main__":
+    main()

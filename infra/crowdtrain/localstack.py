@@ -1,0 +1,176 @@
+"""The whole of crowdtrain on one machine, with moto's server standing in for AWS.
+
+Started by `crowdtrain local`: a `moto_server` child process; the stack's
+resources created from infra/template.yaml through moto's CloudFormation
+(the few resource types moto cannot create, CloudFront and Secrets Manager,
+are made from the same definitions by hand or played by the edge server);
+the Chalice app served by Chalice's local dev server; the SQS dispatcher in
+place of Lambda's event source mappings; and the edge server in place of
+CloudFront. `stop()` ends all of it, the child process included.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+from crowdtrain.dispatcher import QueueDispatcher, sqs_dispatchers
+from crowdtrain.template import load_template, without_unsupported
+from crowdtrain.webserver import EdgeServer
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalStack:
+    stage: str = "local"
+    site: Path = ROOT / "frontend" / "dist"
+    api_port: int = 0
+    web_port: int = 0
+    log_dir: Path | None = None
+    moto: subprocess.Popen | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    dispatchers: list[QueueDispatcher] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/"
+
+    def start(self) -> "LocalStack":
+        try:
+            self._start_moto()
+            self._create_resources()
+            self._start_app()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    # -- moto --------------------------------------------------------------------
+    def _start_moto(self) -> None:
+        port = free_port()
+        log = open(self.log_dir / "moto.log", "wb") if self.log_dir else subprocess.DEVNULL
+        self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.moto.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {self.moto.returncode}")
+            try:
+                requests.get(f"{self.endpoint}/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("moto_server did not start within 30 s")
+        os.environ.update(AWS_ENDPOINT_URL=self.endpoint, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local",
+                          AWS_DEFAULT_REGION=REGION)
+        self.session = boto3.Session(region_name=REGION)
+
+    # -- resources from infra/template.yaml -----------------------------------------
+    def _create_resources(self) -> None:
+        template = load_template()
+        local, skipped = without_unsupported(template)
+        cloudformation = self.session.client("cloudformation")
+        name = f"crowdtrain-{self.stage}"
+        cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(local),
+                                    Parameters=[{"ParameterKey": "Stage", "ParameterValue": self.stage}])
+        stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+        if stack["StackStatus"] != "CREATE_COMPLETE":
+            raise RuntimeError(f"stack {name}: {stack['StackStatus']} {stack.get('StackStatusReason', '')}")
+        self.outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        # Secrets Manager: made from the template's own LeaseSecret definition.
+        secret = template["Resources"]["LeaseSecret"]["Properties"]
+        secret_name = secret["Name"]["Fn::Sub"].replace("${Stage}", self.stage)
+        length = int(secret["GenerateSecretString"]["PasswordLength"])
+        arn = self.session.client("secretsmanager").create_secret(
+            Name=secret_name, Description=secret["Description"], SecretString=secrets.token_hex(length // 2))["ARN"]
+        self.outputs["LeaseSecretId"] = arn
+        self.skipped = skipped
+
+    # -- the app -------------------------------------------------------------------
+    def _start_app(self) -> None:
+        from chalice.config import Config
+        from chalice.local import create_local_server
+
+        self.api_port = self.api_port or free_port()
+        self.web_port = self.web_port or free_port()
+        env = self.app_environment()
+        os.environ.update(env)
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))  # app.py lives at the checkout's top, as `chalice` expects
+        module = importlib.import_module("app")
+        if module.app.event_sources and module.app.event_sources[0].queue != env["RESULTS_QUEUE_NAME"]:
+            module = importlib.reload(module)  # the queue name is read when app.py is imported
+        from chalicelib import services
+
+        services.reset()
+        config = Config(chalice_stage=self.stage, config_from_disk={
+            "version": "2.0", "app_name": "crowdtrain", "stages": {self.stage: {"environment_variables": env}}})
+        self.api = create_local_server(module.app, config, "127.0.0.1", self.api_port)
+        self._api_thread = threading.Thread(target=self.api.server.serve_forever, name="api", daemon=True)
+        self._api_thread.start()
+        self.edge = EdgeServer(self.site, self.session.client("s3"), self.outputs["BucketName"],
+                               {"api": self.api_url, "stage": self.stage}, port=self.web_port).start()
+        self.dispatchers = sqs_dispatchers(module, self.session.client("sqs"))
+        for dispatcher in self.dispatchers:
+            dispatcher.start()
+
+    def app_environment(self) -> dict[str, str]:
+        """What `chalice deploy` puts in the Lambdas' environment, for this stack."""
+        o = self.outputs
+        return {
+            "TABLE_NAME": o["TableName"], "BUCKET_NAME": o["BucketName"], "TASK_QUEUE_URL": o["TaskQueueUrl"],
+            "RESULTS_QUEUE_URL": o["ResultsQueueUrl"], "RESULTS_QUEUE_NAME": o["ResultsQueueName"],
+            "LEASE_SECRET_ID": o["LeaseSecretId"], "PUBLIC_BASE_URL": self.web_url, "CORS_ORIGIN": "*",
+            "ADMIN_TOKEN": self.admin_token,
+        }
+
+    def stop(self) -> None:
+        for dispatcher in self.dispatchers:
+            dispatcher.stop()
+        for dispatcher in self.dispatchers:
+            dispatcher.join(timeout=5)
+        if getattr(self, "api", None):
+            self.api.shutdown()
+            self.api.server.server_close()
+        if getattr(self, "edge", None):
+            self.edge.stop()
+        if self.moto and self.moto.poll() is None:
+            self.moto.terminate()
+            try:
+                self.moto.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.moto.kill()
+                self.moto.wait()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

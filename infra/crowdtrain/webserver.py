@@ -1,0 +1,87 @@
+"""The local stand-in for CloudFront: the built frontend at `/`, the stage's
+`config.json`, and `/jobs/*` read from the data bucket (as CloudFront's
+`jobs/*` behaviour does through origin access control)."""
+from __future__ import annotations
+
+import http.server
+import json
+import mimetypes
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+mimetypes.add_type("application/wasm", ".wasm")
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("text/javascript", ".mjs")
+
+
+class EdgeServer:
+    def __init__(self, site: Path, s3: Any, bucket: str, config: dict[str, Any], host: str = "127.0.0.1",
+                 port: int = 0):
+        self.site, self.s3, self.bucket = site, s3, bucket
+        self.config_bytes = json.dumps(config).encode()
+        self.server = http.server.ThreadingHTTPServer((host, port), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="edge", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> "EdgeServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type:
+        edge = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet: the supervisor prints what matters
+                pass
+
+            def _send(self, status: int, body: bytes, content_type: str, cache: str = "no-cache") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", cache)
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def do_GET(self) -> None:
+                path = unquote(urlparse(self.path).path)
+                if path == "/config.json":
+                    return self._send(200, edge.config_bytes, "application/json", "max-age=60")
+                if path.startswith("/jobs/"):
+                    return self._object(path[1:])
+                return self._file(path)
+
+            def _object(self, key: str) -> None:
+                try:
+                    obj = edge.s3.get_object(Bucket=edge.bucket, Key=key)
+                except edge.s3.exceptions.NoSuchKey:
+                    return self._send(404, b"not found", "text/plain")
+                self._send(200, obj["Body"].read(), obj.get("ContentType", "application/octet-stream"),
+                           obj.get("CacheControl", "no-cache"))
+
+            def _file(self, path: str) -> None:
+                relative = path.lstrip("/") or "index.html"
+                target = (edge.site / relative).resolve()
+                if edge.site.resolve() not in target.parents or not target.is_file():
+                    return self._send(404, b"not found", "text/plain")
+                kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+                self._send(200, target.read_bytes(), kind)
+
+        return Handler
