@@ -1,14 +1,17 @@
-# crowdtrain developer commands. `make test` is the README's test command and what CI runs.
+# crowdtrain developer commands.
+#   make demo   the whole thing locally (moto server, API, fold, pages) with a demo job
+#   make test   every test; the README's test command and what CI runs
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NODE_MODULES := frontend/node_modules/.package-lock.json
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test clean
+.PHONY: install system-deps frontend test demo clean
 
 install: $(VENV)/.installed $(NODE_MODULES)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -17,8 +20,22 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 $(NODE_MODULES): frontend/package.json frontend/package-lock.json
 	cd frontend && npm ci --no-audit --no-fund
 
-test: install
+# Debian packages: Chromium for the browser tests and swarm, bible-kjv for the demo's text.
+system-deps:
+	@if ! command -v bible >/dev/null || [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian packages chromium and bible-kjv"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium bible-kjv >/dev/null; \
+	fi
+
+frontend: $(NODE_MODULES)
+	cd frontend && node build.mjs
+
+test: install system-deps frontend
+	cd frontend && npm test
 	$(PY) -m pytest
 
+demo: install system-deps frontend
+	$(VENV)/bin/crowdtrain local
+
 clean:
-	rm -rf $(VENV) frontend/node_modules .pytest_cache
+	rm -rf $(VENV) frontend/node_modules frontend/dist .pytest_cache artifacts .crowdtrain

@@ -160,7 +160,9 @@ def local(args: argparse.Namespace) -> None:
     swarm = None
     with stack:
         STATE.parent.mkdir(exist_ok=True)
-        STATE.write_text(json.dumps({"api": stack.api_url, "web": stack.web_url, "admin_token": stack.admin_token}))
+        STATE.write_text(json.dumps({"api": stack.api_url, "web": stack.web_url, "admin_token": stack.admin_token,
+                                     "aws_endpoint": stack.endpoint, "pid": os.getpid(),
+                                     "moto_pid": stack.moto.pid}))
         print(f"API:            {stack.api_url}\nadmin token:    {stack.admin_token} (saved in {STATE})")
         job = None
         if not args.no_demo:

@@ -1,0 +1,99 @@
+// The volunteer loop: lease -> weights and batch -> gradient -> encode ->
+// upload -> complete -> next. Environment-free (no DOM, no worker globals),
+// so Node's test runner drives it with fakes and the Web Worker with the real thing.
+import { ApiError, backoffDelay, fetchBytes, uploadForm } from './api.js';
+import { getCodec } from './codecs.js';
+
+const now = () => performance.now();
+const sleep = (ms, signal) => new Promise((resolve) => {
+  const timer = setTimeout(resolve, ms);
+  signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+});
+
+export class VolunteerLoop {
+  /**
+   * @param {object} deps api (Api), trainer (Trainer), fetch, report(event), volunteerId
+   */
+  constructor({ api, trainer, fetchImpl, report, volunteerId, idleMs = 0 }) {
+    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, idleMs });
+    this.stopping = new AbortController();
+    this.paused = false;
+    this.failures = 0;
+  }
+
+  /** Ask the loop to end after the task in hand (nothing is left half-done). */
+  stop() { this.stopping.abort(); }
+
+  get stopped() { return this.stopping.signal.aborted; }
+
+  async run() {
+    while (!this.stopped) {
+      if (this.paused) { await sleep(250, this.stopping.signal); continue; }
+      let waitMs = this.idleMs;
+      try {
+        const outcome = await this.once();
+        if (outcome.retryAfter !== undefined) {
+          waitMs = backoffDelay(this.failures, outcome.retryAfter * 1000);
+          this.failures += 1;
+          this.report({ type: 'idle', waitMs });
+        } else {
+          this.failures = 0;
+        }
+      } catch (err) {
+        waitMs = backoffDelay(this.failures);
+        this.failures += 1;
+        this.report({ type: 'error', message: String(err.message || err), status: err.status, waitMs });
+      }
+      await sleep(waitMs, this.stopping.signal);
+    }
+    this.report({ type: 'stopped' });
+  }
+
+  /** One task, start to finish. Returns {retryAfter} when there was none. */
+  async once() {
+    const t = { start: now() };
+    const task = await this.api.lease(this.volunteerId);
+    t.lease = now();
+    if (task.retryAfter !== undefined) return task;
+    this.report({ type: 'leased', jobId: task.job_id, epoch: task.epoch, batch: task.batch, version: task.base_version });
+    let token = task.lease_token;
+    const heartbeat = async () => {
+      if (performance.now() - t.start > task.heartbeat_seconds * 1000) {
+        token = (await this.api.heartbeat(task.job_id, token)).lease_token;
+      }
+    };
+    const fetched = await this.trainer.prepare(task);
+    const batch = await fetchBytes(task.batch_url, this.fetchImpl);
+    t.download = now();
+    await heartbeat();
+    const { loss, grads } = this.trainer.gradient(batch, task.job);
+    t.compute = now();
+    if (!Number.isFinite(loss)) throw new Error(`loss is ${loss}; not uploading`);
+    const body = getCodec(task.job.codec).encode(grads);
+    t.encode = now();
+    await heartbeat();
+    await uploadForm(task.upload, body, this.fetchImpl);
+    t.upload = now();
+    try {
+      await this.api.complete(task.job_id, token, loss);
+    } catch (err) {
+      // 409/410: the lease ended or was completed; its task goes to someone else.
+      if (err instanceof ApiError && (err.status === 409 || err.status === 410)) {
+        this.report({ type: 'lost', jobId: task.job_id, message: err.message });
+        return {};
+      }
+      throw err;
+    }
+    t.complete = now();
+    this.report({
+      type: 'task', jobId: task.job_id, version: task.base_version, epoch: task.epoch, batch: task.batch,
+      loss, samples: task.job.batch_size, fetched, bytes: body.byteLength,
+      ms: {
+        lease: t.lease - t.start, download: t.download - t.lease, compute: t.compute - t.download,
+        encode: t.encode - t.compute, upload: t.upload - t.encode, complete: t.complete - t.upload,
+        total: t.complete - t.start,
+      },
+    });
+    return {};
+  }
+}

@@ -1,0 +1,137 @@
+// Gradients of one batch with TF.js, on the model version a lease names.
+// Used by the volunteer's Web Worker and, in tests, by TF.js under Node.
+import { fetchBytes } from './api.js';
+
+const TYPED = { int32: Int32Array, float32: Float32Array };
+// The server writes every version as model.json + this one shard (chalicelib/weights.py).
+const SHARD = 'weights.bin';
+
+const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
+
+/** Split a batch file (x then y, little-endian) into typed arrays. */
+export function parseBatch(bytes, job) {
+  const xCount = sizeOf(job.x.shape);
+  const yCount = sizeOf(job.y.shape);
+  const expected = 4 * (xCount + yCount);
+  if (bytes.byteLength !== expected) throw new Error(`batch is ${bytes.byteLength} bytes, expected ${expected}`);
+  const copy = bytes.slice().buffer; // aligned, little-endian on every browser we run on
+  return {
+    x: new TYPED[job.x.dtype](copy, 0, xCount),
+    y: new TYPED[job.y.dtype](copy, 4 * xCount, yCount),
+  };
+}
+
+/** Split one weights shard into tensors' values following the manifest specs. */
+export function splitWeights(bytes, specs) {
+  const copy = bytes.slice().buffer;
+  let offset = 0;
+  return specs.map((spec) => {
+    const n = sizeOf(spec.shape);
+    const values = new Float32Array(copy, offset, n);
+    offset += 4 * n;
+    return values;
+  });
+}
+
+export class Trainer {
+  constructor(tf, fetchImpl) {
+    this.tf = tf;
+    this.fetch = fetchImpl;
+    this.model = null;
+    this.jobId = null;
+    this.version = -1;
+  }
+
+  /** Make the model match the lease's job and version; returns what had to be fetched. */
+  async prepare(task) {
+    const { tf } = this;
+    if (this.jobId !== task.job_id) {
+      if (this.model) this.model.dispose();
+      // The topology is built once per job (slow for LSTMs); new versions only swap weights.
+      this.model = await tf.loadLayersModel(task.model_url);
+      this.jobId = task.job_id;
+      this.version = task.base_version;
+      this.bind(task.job.weights);
+      return 'model';
+    }
+    if (this.version !== task.base_version) {
+      const base = task.model_url.slice(0, task.model_url.lastIndexOf('/') + 1);
+      const values = splitWeights(await fetchBytes(base + SHARD, this.fetch), task.job.weights);
+      const byName = new Map(task.job.weights.map((spec, i) => [spec.name, tf.tensor(values[i], spec.shape)]));
+      this.model.setWeights(this.model.weights.map((w) => byName.get(w.originalName)));
+      byName.forEach((t) => t.dispose());
+      this.version = task.base_version;
+      return 'weights';
+    }
+    return 'cached';
+  }
+
+  bind(specs) {
+    const trainable = this.model.trainableWeights;
+    this.order = specs.map((spec) => {
+      const index = trainable.findIndex((w) => w.originalName === spec.name);
+      if (index < 0) throw new Error(`weight ${spec.name} is not trainable in this model`);
+      return index;
+    });
+  }
+
+  loss(job, ys, preds) {
+    const { tf } = this;
+    switch (job.loss) {
+      case 'sparseCategoricalCrossentropy': {
+        const depth = preds.shape[preds.shape.length - 1];
+        return tf.metrics.categoricalCrossentropy(tf.oneHot(ys.toInt(), depth).toFloat(), preds).mean();
+      }
+      case 'categoricalCrossentropy':
+        return tf.metrics.categoricalCrossentropy(ys, preds).mean();
+      case 'meanSquaredError':
+        return tf.losses.meanSquaredError(ys, preds);
+      default:
+        throw new Error(`unsupported loss ${job.loss}`);
+    }
+  }
+
+  inputs(values, layout) {
+    const t = this.tf.tensor(values, layout.shape, layout.dtype);
+    return layout.one_hot ? this.tf.oneHot(t, layout.one_hot).toFloat() : t;
+  }
+
+  /** The mean loss of a batch and its gradient, one Float32Array per manifest weight. */
+  gradient(batchBytes, job) {
+    const { tf } = this;
+    const { x, y } = parseBatch(batchBytes, job);
+    if (job.x.one_hot && job.x.shape.length === 2) this.seed = Array.from(x.subarray(0, job.x.shape[1]));
+    return tf.tidy(() => {
+      const xs = this.inputs(x, job.x);
+      const ys = this.inputs(y, job.y);
+      const variables = this.model.trainableWeights.map((w) => w.val);
+      const { value, grads } = tf.variableGrads(
+        () => this.loss(job, ys, this.model.apply(xs, { training: true })), variables);
+      return {
+        loss: value.dataSync()[0],
+        grads: this.order.map((i) => Float32Array.from(grads[variables[i].name].dataSync())),
+      };
+    });
+  }
+
+  /** Text the current model writes after `seed` (token ids; by default the
+   * first sequence of the last batch), for text jobs. */
+  sample(seed, length, alphabet, random = Math.random) {
+    const { tf } = this;
+    const depth = alphabet.length;
+    const window = seed.slice();
+    let text = '';
+    for (let i = 0; i < length; i += 1) {
+      const probs = tf.tidy(() => this.model.predict(tf.oneHot(tf.tensor2d([window], undefined, 'int32'), depth).toFloat()).dataSync());
+      // temperature 0.6 keeps samples readable without looping on one character
+      const weights = Array.from(probs, (p) => p ** (1 / 0.6));
+      let pick = random() * weights.reduce((a, b) => a + b, 0);
+      let id = 0;
+      while (id < weights.length - 1 && (pick -= weights[id]) > 0) id += 1;
+      text += alphabet[id] === '\u0000' ? '' : alphabet[id];
+      window.shift();
+      window.push(id);
+    }
+    return text;
+  }
+}

@@ -1,0 +1,108 @@
+// The volunteer page: consent, start/stop, throttle, live stats, the job's
+// loss curve and a sample of what the model writes. Training runs in worker.js.
+import { Api } from './api.js';
+import { lineChart } from './chart.js';
+
+const $ = (id) => document.getElementById(id);
+const stats = { tasks: 0, samples: 0, ms: 0, split: { download: 0, compute: 0, upload: 0 } };
+let worker = null;
+let api = null;
+let jobId = null;
+let alphabet = null;
+const lossChart = lineChart($('loss-chart'), 'loss');
+
+const params = new URLSearchParams(location.search);
+// ?volunteer=NAME names this page (headless swarms run several in one browser profile).
+const volunteerId = params.get('volunteer') || localStorage.getItem('crowdtrain-volunteer')
+  || `v-${crypto.getRandomValues(new Uint32Array(2)).join('')}`;
+if (!params.has('volunteer')) localStorage.setItem('crowdtrain-volunteer', volunteerId);
+
+function render() {
+  $('tasks').textContent = stats.tasks;
+  $('samples').textContent = stats.samples;
+  $('time').textContent = `${(stats.ms / 1000).toFixed(1)} s`;
+  for (const part of ['download', 'compute', 'upload']) {
+    $(`ms-${part}`).textContent = stats.tasks ? Math.round(stats.split[part] / stats.tasks) : '–';
+  }
+}
+
+function onReport({ data }) {
+  switch (data.type) {
+    case 'backend': $('backend-active').textContent = data.name; break;
+    case 'leased': $('state').textContent = `working on job ${data.jobId}, batch ${data.batch}`; jobId = data.jobId; break;
+    case 'task':
+      stats.tasks += 1;
+      stats.samples += data.samples;
+      stats.ms += data.ms.total;
+      stats.split.download += data.ms.download;
+      stats.split.compute += data.ms.compute + data.ms.encode;
+      stats.split.upload += data.ms.upload + data.ms.complete;
+      render();
+      break;
+    case 'idle': $('state').textContent = 'no task right now; waiting'; break;
+    case 'lost': $('state').textContent = 'a lease ran out; moving on'; break;
+    case 'error':
+      $('state').textContent = `problem: ${data.message}; retrying`;
+      console.error(`crowdtrain volunteer: ${data.message}`);
+      break;
+    case 'stopped': $('state').textContent = 'stopped'; worker = null; $('toggle').textContent = 'Start helping'; break;
+    case 'sample': $('sample').textContent = data.text; break;
+    default: break;
+  }
+}
+
+function start() {
+  worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  worker.onmessage = onReport;
+  worker.onerror = (event) => {
+    $('state').textContent = `worker failed: ${event.message}`;
+    console.error(`crowdtrain worker failed: ${event.message}`);
+  };
+  worker.postMessage({
+    type: 'start', api: api.base, backend: $('backend').value, idleMs: Number($('idle').value), volunteerId,
+  });
+  $('toggle').textContent = 'Stop';
+  $('state').textContent = 'starting';
+}
+
+async function refreshJob() {
+  try {
+    if (!jobId) {
+      const { jobs } = await api.jobs();
+      jobId = (jobs.find((j) => j.status === 'running') || jobs[0] || {}).job_id;
+    }
+    if (!jobId) { $('job').textContent = 'no job yet'; return; }
+    const job = await api.progress(jobId);
+    $('job').textContent = `${job.spec.name} (${job.job_id}), ${job.status}`;
+    $('version').textContent = job.version;
+    $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
+    lossChart.update(job.history.map((h) => h.version), job.history.map((h) => h.loss));
+    alphabet = job.spec.text ? job.spec.text.alphabet : null;
+    $('sample-box').hidden = !alphabet;
+    if (alphabet && worker) worker.postMessage({ type: 'sample', length: 80, alphabet });
+  } catch (err) {
+    $('job').textContent = `cannot reach the API: ${err.message}`;
+  }
+}
+
+async function main() {
+  const config = await (await fetch('config.json')).json();
+  api = new Api(config.api);
+  $('toggle').addEventListener('click', () => {
+    if (worker) { worker.postMessage({ type: 'stop' }); $('toggle').textContent = 'Stopping…'; } else start();
+  });
+  $('idle').addEventListener('input', () => {
+    $('idle-value').textContent = `${$('idle').value} ms`;
+    worker?.postMessage({ type: 'idle', idleMs: Number($('idle').value) });
+  });
+  document.addEventListener('visibilitychange', () => {
+    if ($('pause-hidden').checked) worker?.postMessage({ type: 'pause', paused: document.hidden });
+  });
+  render();
+  await refreshJob();
+  setInterval(refreshJob, 3000);
+  if (params.has('backend')) $('backend').value = params.get('backend');
+  if (params.has('autostart')) start();
+}
+
+main();

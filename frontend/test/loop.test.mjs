@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { ApiError, backoffDelay } from '../src/api.js';
+import { VolunteerLoop } from '../src/loop.js';
+import { parseBatch } from '../src/trainer.js';
+
+const job = { codec: 'fp32', batch_size: 2, x: { shape: [2, 3], dtype: 'int32' }, y: { shape: [2], dtype: 'int32' } };
+const task = {
+  job_id: 'j-1', epoch: 0, batch: 4, base_version: 7, lease_token: 't1', heartbeat_seconds: 0,
+  model_url: 'http://cdn/jobs/j-1/versions/00000007/model.json', batch_url: 'http://cdn/batch', upload: { url: 'http://s3/', fields: { key: 'k' } }, job,
+};
+
+function fakes({ complete } = {}) {
+  const calls = [];
+  const api = {
+    lease: async () => { calls.push('lease'); return task; },
+    heartbeat: async (jobId, token) => { calls.push(`heartbeat ${token}`); return { lease_token: `${token}+` }; },
+    complete: complete || (async (jobId, token, loss) => { calls.push(`complete ${token} ${loss}`); return {}; }),
+  };
+  const trainer = {
+    prepare: async () => 'cached',
+    gradient: () => ({ loss: 0.5, grads: [Float32Array.from([1, 2])] }),
+  };
+  const fetchImpl = async (url, init) => {
+    calls.push(`${init?.method || 'GET'} ${url}`);
+    return { ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' };
+  };
+  return { calls, api, trainer, fetchImpl };
+}
+
+test('one task runs lease, download, heartbeat, upload, complete in order', async () => {
+  const { calls, api, trainer, fetchImpl } = fakes();
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v' });
+  await loop.once();
+  assert.deepEqual(calls, ['lease', 'GET http://cdn/batch', 'heartbeat t1', 'heartbeat t1+', 'POST http://s3/', 'complete t1++ 0.5']);
+  const done = reports.find((r) => r.type === 'task');
+  assert.equal(done.bytes, 8);
+  assert.equal(done.samples, 2);
+  assert.ok(done.ms.total >= 0 && 'compute' in done.ms);
+});
+
+test('a lease that ended is reported as lost, not as an error', async () => {
+  const { api, trainer, fetchImpl } = fakes({ complete: async () => { throw new ApiError(410, 'lease has expired'); } });
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v' });
+  await loop.once();
+  assert.equal(reports.at(-1).type, 'lost');
+});
+
+test('an empty queue backs off and stop ends the loop', async () => {
+  const reports = [];
+  const api = { lease: async () => ({ retryAfter: 0.01 }) };
+  const loop = new VolunteerLoop({ api, trainer: {}, fetchImpl: null, report: (e) => reports.push(e), volunteerId: 'v' });
+  const running = loop.run();
+  await new Promise((r) => setTimeout(r, 60));
+  loop.stop();
+  await running;
+  assert.ok(reports.filter((r) => r.type === 'idle').length >= 1);
+  assert.equal(reports.at(-1).type, 'stopped');
+});
+
+test('back-off is jittered within an exponentially growing, capped window', () => {
+  assert.equal(backoffDelay(0, 1000, 30000, () => 1), 1000);
+  assert.equal(backoffDelay(3, 1000, 30000, () => 1), 8000);
+  assert.equal(backoffDelay(10, 1000, 30000, () => 1), 30000);
+  assert.equal(backoffDelay(3, 1000, 30000, () => 0), 0);
+});
+
+test('batch files split into x then y and must have the exact size', () => {
+  const bytes = new Uint8Array(new Int32Array([1, 2, 3, 4, 5, 6, 7, 8]).buffer);
+  const { x, y } = parseBatch(bytes, job);
+  assert.deepEqual(Array.from(x), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(Array.from(y), [7, 8]);
+  assert.throws(() => parseBatch(bytes.slice(4), job), /expected 32/);
+});

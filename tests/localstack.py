@@ -1,0 +1,82 @@
+"""The real local stack (`crowdtrain local`) as a child process, for tests that
+need real HTTP, a real moto server and real browsers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "infra"))
+from crowdtrain.api import Api  # noqa: E402
+from crowdtrain.charlstm import CharLSTM  # noqa: E402
+from crowdtrain.corpus import kjv_text  # noqa: E402
+
+CLI = Path(sys.executable).parent / "crowdtrain"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not alive either
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class StackProcess:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.log = open(workdir / "local.log", "w")
+        self.proc = subprocess.Popen([str(CLI), "local", "--no-demo", "--api-port", "0", "--web-port", "0",
+                                      "--status-every", "0"], cwd=workdir, stdout=self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        state = workdir / ".crowdtrain" / "local.json"
+        deadline = time.monotonic() + 60
+        while not state.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"local stack did not start:\n{(workdir / 'local.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        time.sleep(0.5)
+        self.state: dict[str, Any] = json.loads(state.read_text())
+        self.api = Api(self.state["api"], self.state["admin_token"])
+        self.web = self.state["web"]
+        self.s3 = boto3.client("s3", endpoint_url=self.state["aws_endpoint"], region_name="us-east-1",
+                               aws_access_key_id="local", aws_secret_access_key="local")
+
+    def char_lstm_job(self, batches: int, epochs: int, k: int = 1, codec: str = "fp32", seq_len: int = 20,
+                      batch_size: int = 16, units=(10, 10), learning_rate: float = 0.01, seed: int = 0) -> str:
+        model = CharLSTM(units=tuple(units), seq_len=seq_len, batch_size=batch_size)
+        x, y = model.batches(kjv_text("gen1:1-gen3:24"), batches, seed=seed)
+        spec = model.job_spec(batches, optimizer={"name": "adam", "learning_rate": learning_rate},
+                              gradients_per_update=k, epochs=epochs, codec=codec, lease_seconds=60, staleness=8)
+        weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(seed))
+        return self.api.create_job(spec, weights, (x[b].tobytes() + y[b].tobytes() for b in range(batches)))
+
+    def wait_for(self, job: str, condition, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.api.call("GET", f"/jobs/{job}")
+            if condition(status):
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting on {job}: {status}")
+            time.sleep(1)
+
+    def stop(self) -> int:
+        """Ctrl-C, as a person would; returns the exit code."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(timeout=30)
+        finally:
+            self.log.close()
+        return code

@@ -1,0 +1,129 @@
+"""The volunteer page and the dashboard in real headless Chromium (Debian's,
+driven by Playwright) against the real local stack."""
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chalicelib.codecs import get_codec
+from tests.localstack import StackProcess, alive
+from tests.tfjs import ROOT
+
+from crowdtrain.swarm import open_context  # noqa: E402  (tests/localstack.py puts infra/ on the path)
+
+ARTIFACTS = ROOT / "artifacts"
+pytestmark = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    process = StackProcess(tmp_path_factory.mktemp("stack"))
+    yield process
+    moto_pid = process.state["moto_pid"]
+    assert process.stop() == 0
+    assert not alive(moto_pid), "moto server outlived the local stack"
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        ctx = open_context(playwright, str(tmp_path_factory.mktemp("profile")))
+        yield ctx
+        ctx.close()
+
+
+@pytest.fixture
+def page(context):
+    page = context.new_page()
+    page.errors = []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    yield page
+    page.close()
+    assert page.errors == [], f"console errors: {page.errors}"
+
+
+def test_volunteer_page_trains_a_char_lstm_and_stays_responsive(stack, page):
+    job = stack.char_lstm_job(batches=8, epochs=3, k=1)
+    page.goto(stack.web)
+    page.evaluate("window.__frames = 0; (function tick() { window.__frames++; requestAnimationFrame(tick); })()")
+    page.click("#toggle")
+    page.wait_for_function("document.getElementById('tasks').textContent !== '0'", timeout=120_000)
+    frames_before = page.evaluate("window.__frames")
+    time.sleep(2)
+    frames_during = page.evaluate("window.__frames") - frames_before
+    status = stack.wait_for(job, lambda s: s["version"] >= 20, timeout=240)
+    assert frames_during >= 20, f"main thread starved: {frames_during} frames in 2 s while training"
+    losses = [h["loss"] for h in status["history"]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    assert page.inner_text("#backend-active") == "wasm"
+    page.wait_for_function("Number(document.getElementById('version').textContent) >= 20", timeout=10_000)
+    page.wait_for_function("document.getElementById('sample').textContent.length > 20", timeout=20_000)
+    page.screenshot(path=str(ARTIFACTS / "volunteer.png"), full_page=True)
+    page.click("#toggle")
+    page.wait_for_function("document.getElementById('state').textContent === 'stopped'", timeout=60_000)
+    done = int(page.inner_text("#tasks"))
+    time.sleep(2)
+    assert int(page.inner_text("#tasks")) == done, "tasks went on after stop"
+    stack.wait_for(job, lambda s: s["status"] == "finished" or s["active_leases"] == 0, timeout=30)
+
+
+def test_dashboard_plots_the_job(stack, page):
+    jobs = stack.api.call("GET", "/jobs")["jobs"]
+    job = max(jobs, key=lambda j: j["version"])["job_id"]
+    page.goto(f"{stack.web}dashboard.html?job={job}")
+    page.wait_for_function("document.getElementById('summary').textContent.includes('version')", timeout=20_000)
+    assert page.locator("canvas").count() == 3
+    assert int(page.inner_text("#batches").split("/")[0]) >= 20
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+
+def test_pages_fit_a_phone(stack, page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    for name in ("index.html", "dashboard.html"):
+        page.goto(stack.web + name)
+        page.wait_for_timeout(1500)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{name} is {overflow}px wider than a phone"
+        page.screenshot(path=str(ARTIFACTS / f"phone-{name.replace('.html', '')}.png"), full_page=True)
+
+
+def node_gradient(stack, job: str, spec: dict) -> dict:
+    task = {"job_id": job, "base_version": 0, "job": spec,
+            "model_url": f"{stack.web}jobs/{job}/versions/00000000/model.json"}
+    out = subprocess.run(["node", str(ROOT / "frontend" / "test" / "oracle" / "gradient.mjs")],
+                         input=json.dumps({"task": task, "batch_url": f"{stack.web}jobs/{job}/data/batch-000000.bin"}),
+                         capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("codec", ["fp32", "fp16", "int8"])
+def test_page_gradients_equal_tfjs_under_node(stack, page, codec):
+    job = stack.char_lstm_job(batches=1, epochs=1, codec=codec, seed=3)
+    page.goto(f"{stack.web}?autostart&volunteer=parity")
+    status = stack.wait_for(job, lambda s: s["status"] == "finished", timeout=120)
+    [key] = [o["Key"] for o in stack.s3.list_objects_v2(Bucket=_bucket(stack), Prefix=f"grads/{job}/")["Contents"]]
+    uploaded = stack.s3.get_object(Bucket=_bucket(stack), Key=key)["Body"].read()
+    spec = status["spec"]
+    shapes = [tuple(w["shape"]) for w in spec["weights"]]
+    page_grads = get_codec(codec).decode(uploaded, shapes)  # the page's bytes, decoded by the server's codec
+    reference = node_gradient(stack, job, spec)
+    worst = 0.0
+    for ours, theirs in zip(page_grads, reference["grads"]):
+        theirs = np.asarray(theirs, np.float32).reshape(ours.shape)
+        step = {"fp32": 0.0, "fp16": float(np.abs(theirs).max()) * 2**-11,
+                "int8": float(np.abs(theirs).max()) / 127 / 2 + 1e-7}[codec]
+        worst = max(worst, float(np.abs(ours - theirs).max()) - step)
+    assert worst <= 1e-4, f"{codec}: page and Node differ by {worst} beyond the codec's rounding"
+    assert abs(status["history"][0]["loss"] - reference["loss"]) < 1e-4
+
+
+def _bucket(stack) -> str:
+    return next(b["Name"] for b in stack.s3.list_buckets()["Buckets"] if "-data-" in b["Name"])
