@@ -34,15 +34,18 @@ def alive(pid: int) -> bool:
 
 
 class StackProcess:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, *options: str):
+        """`crowdtrain local` with `options` (default: no demo job)."""
         self.workdir = workdir
+        options = options or ("--no-demo",)
+        ready_key = "web" if "--no-demo" in options else "demo_job"
         self.log = open(workdir / "local.log", "w")
-        self.proc = subprocess.Popen([str(CLI), "local", "--no-demo", "--api-port", "0", "--web-port", "0",
-                                      "--status-every", "0"], cwd=workdir, stdout=self.log,
+        self.proc = subprocess.Popen([str(CLI), "local", "--api-port", "0", "--web-port", "0", "--status-every", "0",
+                                      *options], cwd=workdir, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         state = workdir / ".crowdtrain" / "local.json"
-        deadline = time.monotonic() + 60
-        while not state.exists():
+        deadline = time.monotonic() + 120
+        while not state.exists() or ready_key not in json.loads(state.read_text() or "{}"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"local stack did not start:\n{(workdir / 'local.log').read_text()[-3000:]}")
             time.sleep(0.2)
@@ -50,8 +53,18 @@ class StackProcess:
         self.state: dict[str, Any] = json.loads(state.read_text())
         self.api = Api(self.state["api"], self.state["admin_token"])
         self.web = self.state["web"]
-        self.s3 = boto3.client("s3", endpoint_url=self.state["aws_endpoint"], region_name="us-east-1",
-                               aws_access_key_id="local", aws_secret_access_key="local")
+        aws = dict(endpoint_url=self.state["aws_endpoint"], region_name="us-east-1",
+                   aws_access_key_id="local", aws_secret_access_key="local")
+        self.s3 = boto3.client("s3", **aws)
+        self.table = boto3.resource("dynamodb", **aws).Table("crowdtrain-local")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a `crowdtrain` command against this stack."""
+        proc = subprocess.run([str(CLI), "--api", self.state["api"], "--admin-token", self.state["admin_token"],
+                               *args], cwd=self.workdir, capture_output=True, text=True, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"crowdtrain {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
 
     def char_lstm_job(self, batches: int, epochs: int, k: int = 1, codec: str = "fp32", seq_len: int = 20,
                       batch_size: int = 16, units=(10, 10), learning_rate: float = 0.01, seed: int = 0) -> str:

@@ -168,6 +168,7 @@ def local(args: argparse.Namespace) -> None:
         if not args.no_demo:
             args.api, args.admin_token, args.region = stack.api_url, stack.admin_token, ""
             job = create(args)
+            STATE.write_text(json.dumps({**json.loads(STATE.read_text()), "demo_job": job}))
         print(f"volunteer page: {stack.web_url}")
         print(f"dashboard:      {stack.web_url}dashboard.html" + (f"?job={job}" if job else ""), flush=True)
         if args.volunteers:
@@ -239,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true")
     p.set_defaults(func=watch)
 
-    for verb in ("pause", "resume"):
+    for verb in ("start", "pause", "resume"):
         p = sub.add_parser(verb, help=f"{verb} a job")
         p.add_argument("job")
         p.set_defaults(func=lambda a, v=verb: print(_api(a).call("POST", f"/jobs/{a.job}/{v}")["status"]))

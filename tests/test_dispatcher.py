@@ -1,0 +1,76 @@
+"""The local stand-in for Lambda's SQS event source mapping."""
+import json
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.localstack import CLI  # noqa: F401  (puts infra/ on the path)
+from crowdtrain.dispatcher import QueueDispatcher, sqs_dispatchers  # noqa: E402
+
+
+@pytest.fixture
+def sqs(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield boto3.client("sqs", region_name="us-east-1")
+
+
+def queue_with_dlq(sqs, max_receives=2):
+    dlq = sqs.create_queue(QueueName="dead")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName="work", Attributes={
+        "VisibilityTimeout": "1",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receives)})})["QueueUrl"]
+    return url, dlq
+
+
+def test_delivers_batches_and_deletes_on_success(sqs):
+    url, _ = queue_with_dlq(sqs)
+    for i in range(5):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": i}))
+    seen = []
+
+    def handler(event, context):
+        assert context.function_name == "fold"
+        seen.append([json.loads(r["body"])["n"] for r in event["Records"]])
+        assert all(r["eventSource"] == "aws:sqs" and r["eventSourceARN"].endswith(":work") for r in event["Records"])
+
+    dispatcher = QueueDispatcher(sqs, url, handler, batch_size=3, name="fold", wait_seconds=0)
+    while dispatcher.poll_once():
+        pass
+    assert sorted(n for batch in seen for n in batch) == list(range(5))
+    assert max(len(batch) for batch in seen) <= 3
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)
+
+
+def test_failures_are_redelivered_then_dead_lettered(sqs):
+    url, dlq = queue_with_dlq(sqs, max_receives=2)
+    sqs.send_message(QueueUrl=url, MessageBody="poison")
+    calls = []
+
+    def handler(event, context):
+        calls.append(event["Records"][0]["body"])
+        raise RuntimeError("handler crashed")
+
+    dispatcher = QueueDispatcher(sqs, url, handler, batch_size=10, name="fold", wait_seconds=0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "Messages" not in sqs.receive_message(QueueUrl=dlq, VisibilityTimeout=0):
+        dispatcher.poll_once()
+        time.sleep(0.3)
+    assert calls == ["poison", "poison"]  # tried maxReceiveCount times
+    assert dispatcher.failures == 2
+    [dead] = sqs.receive_message(QueueUrl=dlq)["Messages"]
+    assert dead["Body"] == "poison"
+
+
+def test_finds_the_apps_sqs_handlers(sqs):
+    import app
+    sqs.create_queue(QueueName=app.app.event_sources[0].queue,
+                     Attributes={"FifoQueue": "true"} if app.app.event_sources[0].queue.endswith(".fifo") else {})
+    [dispatcher] = sqs_dispatchers(app, sqs)
+    assert dispatcher.function_name == "fold" and dispatcher.batch_size == 10
+    assert dispatcher.handler is app.fold

@@ -1,0 +1,124 @@
+"""The local stack as a newcomer uses it: `crowdtrain local` with headless
+Chromium volunteers, and the operator CLI against it."""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chalicelib.jobstore import JobStore
+from chalicelib.weights import decode_tensors, parse_model_json
+from tests.harness import Dataset, softmax_topology
+from tests.localstack import CLI, StackProcess, alive
+
+needs_chromium = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return [pid for pid in found if alive(pid)]
+
+
+@needs_chromium
+def test_two_browser_volunteers_train_the_demo_job_then_everything_stops(tmp_path):
+    stack = StackProcess(tmp_path, "--volunteers", "2", "--seq-len", "20", "--batch-size", "16", "--batches", "6",
+                         "--epochs", "4", "--k", "2", "--passage", "gen1:1-gen3:24", "--learning-rate", "0.02")
+    try:
+        job = stack.state["demo_job"]
+        status = stack.wait_for(job, lambda s: s["status"] == "finished", timeout=240)
+        assert swarm_seen(stack, job) == {"swarm-1", "swarm-2"}
+    finally:
+        moto_pid, stack_pid = stack.state["moto_pid"], stack.proc.pid
+        code = stack.stop()
+    assert code == 0
+    assert not alive(moto_pid) and not alive(stack_pid)
+    assert processes_mentioning("crowdtrain-swarm-") == [], "Chromium outlived the local stack"
+    assert status["version"] == 4 * 3 and status["batches_done"] == 24
+    losses = [h["loss"] for h in status["history"]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    assert "Ctrl-C stops everything" in (tmp_path / "local.log").read_text()
+
+
+def swarm_seen(stack, job):
+    """Volunteer ids that held leases of the job (read from the lease records)."""
+    items = stack.table.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
+                              ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"})["Items"]
+    folds = JobStore(stack.table).folds(job)
+    pairs = [(e, b) for e, b, _ in folds]
+    assert len(pairs) == len(set(pairs)) == 24, "a batch was folded twice or not at all"
+    return {item["volunteer"] for item in items}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    process = StackProcess(tmp_path_factory.mktemp("cli"))
+    yield process
+    assert process.stop() == 0
+
+
+def test_cli_creates_watches_pauses_downloads_and_deletes(stack, tmp_path):
+    created = stack.cli("create", "--seq-len", "12", "--batch-size", "4", "--batches", "3", "--epochs", "1",
+                        "--passage", "gen1:1-gen1:31", "--no-start")
+    job = created.stdout.strip().splitlines()[-1]
+    assert job.startswith("j-") and "uploading batches [" in created.stderr and "3/3" in created.stderr
+    jobs = [json.loads(line) for line in stack.cli("jobs").stdout.splitlines()]
+    assert {"job_id": job, "status": "uploading"}.items() <= next(j for j in jobs if j["job_id"] == job).items()
+    assert stack.cli("start", job).stdout.strip() == "running"
+    line = stack.cli("watch", job, "--once").stdout
+    assert job in line and "running" in line and "version     0" in line and "batches 0/3" in line
+    assert stack.cli("pause", job).stdout.strip() == "paused"
+    assert stack.cli("resume", job).stdout.strip() == "running"
+
+    out = tmp_path / "model"
+    stack.cli("download", job, str(out))
+    document = parse_model_json(json.loads((out / "model.json").read_text()), 10**7)
+    weights = decode_tensors(document.specs, (out / "weights.bin").read_bytes())
+    assert document.specs[0].name == "lstm_1/kernel" and weights[0].shape == (128, 40)
+
+    deleted = json.loads(stack.cli("delete", job).stdout)
+    assert deleted["deleted"] is True
+    gone = stack.cli("watch", job, "--once", check=False)
+    assert gone.returncode != 0 and "404" in gone.stderr
+
+
+def test_cli_creates_a_job_from_a_tfjs_model_json(stack, tmp_path):
+    ds = Dataset.generate(batches=2, batch_size=4)
+    folder = tmp_path / "softmax"
+    folder.mkdir()
+    specs = [{"name": "dense/kernel", "shape": [4, 3], "dtype": "float32"},
+             {"name": "dense/bias", "shape": [3], "dtype": "float32"}]
+    (folder / "model.json").write_text(json.dumps({"format": "layers-model", "modelTopology": softmax_topology(4, 3),
+                                                   "weightsManifest": [{"paths": ["w.bin"], "weights": specs}]}))
+    (folder / "w.bin").write_bytes(np.zeros(15, "<f4").tobytes())
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset.json").write_text(json.dumps({"x": {"shape": [4, 4], "dtype": "float32"},
+                                                   "y": {"shape": [4], "dtype": "int32"}}))
+    for b in range(2):
+        (data / f"batch-{b:06d}.bin").write_bytes(ds.batch_bytes(b))
+    job = stack.cli("create", "--model", str(folder / "model.json"), "--dataset", str(data), "--name", "softmax",
+                    "--optimizer", "sgd", "--learning-rate", "0.1").stdout.strip().splitlines()[-1]
+    status = stack.api.call("GET", f"/jobs/{job}")
+    assert status["status"] == "running" and status["spec"]["num_batches"] == 2
+    assert status["spec"]["optimizer"] == {"name": "sgd", "learning_rate": 0.1}
+
+
+def test_cli_reports_api_errors_plainly(stack):
+    wrong = stack.cli("--admin-token", "nope", "jobs", check=False)
+    assert wrong.returncode != 0 and "crowdtrain: 401" in wrong.stderr and "Traceback" not in wrong.stderr
+    missing = stack.cli("watch", "j-000000000000", "--once", check=False)
+    assert missing.returncode != 0 and "404: no job j-000000000000" in missing.stderr
+    # with no --api, no $CROWDTRAIN_API and no running local stack, the CLI says what to do
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDTRAIN_")}
+    lost = subprocess.run([str(CLI), "jobs"], cwd=stack.workdir.parent, capture_output=True, text=True, env=env)
+    assert lost.returncode != 0 and "no API URL" in lost.stderr
