@@ -26,3 +26,13 @@ def test_package_contains_numpy_and_the_fold_event_source(tmp_path):
     events = template["Resources"]["Fold"]["Properties"]["Events"]
     [source] = events.values()
     assert source["Type"] == "SQS" and source["Properties"]["Queue"]["Fn::Sub"].endswith(":crowdtrain-dev-results.fifo")
+
+
+def test_packaged_template_passes_cfn_lint(tmp_path):
+    env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1")
+    chalice = Path(sys.executable).parent / "chalice"
+    subprocess.run([str(chalice), "package", "--stage", "dev", str(tmp_path)], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=600)
+    lint = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(tmp_path / "sam.json")],
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -187,6 +187,24 @@ def local(args: argparse.Namespace) -> None:
     print("stopped", flush=True)
 
 
+# -- AWS --------------------------------------------------------------------------------
+def deploy(args: argparse.Namespace) -> None:
+    import boto3
+    from crowdtrain.deploy import Deployer
+
+    session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
+    url = Deployer(session, args.stage).deploy(args.rate_limit, args.burst_limit)
+    print(f"\nvolunteers visit {url}")
+
+
+def teardown(args: argparse.Namespace) -> None:
+    import boto3
+    from crowdtrain.deploy import Deployer
+
+    session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
+    Deployer(session, args.stage).teardown()
+
+
 # -- argument parsing ------------------------------------------------------------------
 def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", choices=["char-lstm"], default="char-lstm")
@@ -254,6 +272,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--version", type=int)
     p.set_defaults(func=download)
+
+    p = sub.add_parser("deploy", help="deploy a stage to AWS: stack, app, frontend, CloudFront")
+    p.add_argument("--stage", default="dev")
+    p.add_argument("--rate-limit", type=float, default=100, help="API requests per second, stage-wide")
+    p.add_argument("--burst-limit", type=int, default=200)
+    p.set_defaults(func=deploy)
+
+    p = sub.add_parser("teardown", help="delete a stage from AWS: app, bucket contents, stack")
+    p.add_argument("--stage", default="dev")
+    p.set_defaults(func=teardown)
 
     p = sub.add_parser("import-keras", help="convert a Keras model to TF.js files (needs the keras extra)")
     p.add_argument("keras_model")

@@ -1,0 +1,201 @@
+"""`crowdtrain deploy` and `crowdtrain teardown`: from an AWS account to a CloudFront URL.
+
+Deploy, in order: create or update the CloudFormation stack of
+infra/template.yaml (printing its events until it settles); write the
+stack's outputs into the stage's environment in .chalice/config.json; run
+`chalice deploy --stage`; build the frontend with the API's URL in
+config.json; upload it with content types and cache headers; invalidate
+CloudFront; print the URL. After the first deploy, plain `chalice deploy
+--stage STAGE` works on its own, since the config already holds the names.
+"""
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from botocore.exceptions import ClientError, WaiterError
+
+from crowdtrain.template import TEMPLATE
+
+ROOT = Path(__file__).resolve().parents[2]
+mimetypes.add_type("application/wasm", ".wasm")
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("application/json", ".map")
+
+# Short-lived: the entry points, which name everything else.
+SHORT_CACHE = {"index.html", "dashboard.html", "config.json"}
+
+
+def cache_control(name: str) -> str:
+    if name in SHORT_CACHE:
+        return "no-cache"
+    if name.endswith(".wasm"):
+        return "public, max-age=86400"
+    return "public, max-age=300"
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+class Deployer:
+    def __init__(self, session: Any, stage: str, root: Path = ROOT,
+                 run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+                 say: Callable[[str], None] = lambda line: print(line, flush=True), poll_seconds: float = 5):
+        self.session, self.stage, self.root, self.run, self.say = session, stage, root, run, say
+        self.poll_seconds = poll_seconds
+        self.stack_name = f"crowdtrain-{stage}"
+        self.cloudformation = session.client("cloudformation")
+
+    # -- 1. the stack ----------------------------------------------------------------
+    def deploy_stack(self) -> dict[str, str]:
+        body = TEMPLATE.read_text()
+        parameters = [{"ParameterKey": "Stage", "ParameterValue": self.stage}]
+        try:
+            self.cloudformation.describe_stacks(StackName=self.stack_name)
+            exists = True
+        except ClientError as err:
+            if "does not exist" not in str(err):
+                raise
+            exists = False
+        started = time.time()
+        try:
+            if exists:
+                self.say(f"updating stack {self.stack_name}")
+                self.cloudformation.update_stack(StackName=self.stack_name, TemplateBody=body, Parameters=parameters)
+            else:
+                self.say(f"creating stack {self.stack_name}")
+                self.cloudformation.create_stack(StackName=self.stack_name, TemplateBody=body, Parameters=parameters)
+        except ClientError as err:
+            if "No updates are to be performed" not in str(err):
+                raise
+            self.say("stack is up to date")
+            return self.outputs()
+        self._follow(exists, started)
+        return self.outputs()
+
+    def _follow(self, updating: bool, since: float) -> None:
+        """Print stack events until the stack settles (a waiter decides when)."""
+        waiter = self.cloudformation.get_waiter("stack_update_complete" if updating else "stack_create_complete")
+        seen: set[str] = set()
+        while True:
+            self._print_events(seen, since)
+            try:
+                waiter.wait(StackName=self.stack_name, WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": 1})
+                self._print_events(seen, since)
+                return
+            except WaiterError as err:
+                if "Max attempts exceeded" not in str(err):
+                    self._print_events(seen, since)
+                    raise DeployError(f"stack {self.stack_name} failed: {err}")
+
+    def _print_events(self, seen: set[str], since: float) -> None:
+        events = self.cloudformation.describe_stack_events(StackName=self.stack_name)["StackEvents"]
+        for event in reversed(events):
+            if event["EventId"] in seen or event["Timestamp"].timestamp() < since - 5:
+                continue
+            seen.add(event["EventId"])
+            reason = f"  {event['ResourceStatusReason']}" if event.get("ResourceStatusReason") else ""
+            self.say(f"  {event['LogicalResourceId']:<22} {event['ResourceStatus']}{reason}")
+
+    def outputs(self) -> dict[str, str]:
+        stack = self.cloudformation.describe_stacks(StackName=self.stack_name)["Stacks"][0]
+        return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+    # -- 2. chalice config ------------------------------------------------------------
+    def write_chalice_config(self, outputs: dict[str, str]) -> dict[str, str]:
+        path = self.root / ".chalice" / "config.json"
+        config = json.loads(path.read_text())
+        stage = config.setdefault("stages", {}).setdefault(self.stage, {})
+        domain = outputs["DistributionDomain"]
+        env = {
+            "TABLE_NAME": outputs["TableName"], "BUCKET_NAME": outputs["BucketName"],
+            "TASK_QUEUE_URL": outputs["TaskQueueUrl"], "RESULTS_QUEUE_URL": outputs["ResultsQueueUrl"],
+            "RESULTS_QUEUE_NAME": outputs["ResultsQueueName"], "LEASE_SECRET_ID": outputs["LeaseSecretId"],
+            "PUBLIC_BASE_URL": f"https://{domain}/", "CORS_ORIGIN": f"https://{domain}",
+        }
+        stage.setdefault("environment_variables", {}).update(env)
+        stage.setdefault("api_gateway_stage", "api")
+        stage.setdefault("iam_policy_file", f"policy-{self.stage}.json")
+        stage["autogen_policy"] = False
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        self.say(f"wrote stage {self.stage} of {path.relative_to(self.root)}")
+        return env
+
+    # -- 3. the app -------------------------------------------------------------------
+    def deploy_app(self) -> str:
+        self.say(f"chalice deploy --stage {self.stage}")
+        chalice = Path(sys.executable).parent / "chalice"
+        proc = self.run([str(chalice), "deploy", "--stage", self.stage], cwd=self.root, capture_output=True,
+                        text=True)
+        if proc.returncode != 0:
+            raise DeployError(f"chalice deploy failed:\n{proc.stdout}\n{proc.stderr}")
+        match = re.search(r"Rest API URL: (\S+)", proc.stdout)
+        if not match:
+            raise DeployError(f"chalice deploy printed no Rest API URL:\n{proc.stdout}")
+        return match.group(1).rstrip("/")
+
+    # -- 4. the frontend ----------------------------------------------------------------
+    def publish_frontend(self, outputs: dict[str, str], api_url: str) -> str:
+        build = self.run(["node", "build.mjs"], cwd=self.root / "frontend", capture_output=True, text=True)
+        if build.returncode != 0:
+            raise DeployError(f"frontend build failed:\n{build.stderr}")
+        dist = self.root / "frontend" / "dist"
+        files = {p.relative_to(dist).as_posix(): p.read_bytes() for p in sorted(dist.rglob("*")) if p.is_file()}
+        # The stage's own settings; the build itself stays stage-free.
+        files["config.json"] = json.dumps({"api": api_url, "stage": self.stage}).encode()
+        s3 = self.session.client("s3")
+        for i, (key, body) in enumerate(files.items(), 1):
+            kind = mimetypes.guess_type(key)[0] or "application/octet-stream"
+            s3.put_object(Bucket=outputs["FrontendBucketName"], Key=key, Body=body, ContentType=kind,
+                          CacheControl=cache_control(key))
+            self.say(f"  uploaded {i}/{len(files)} {key}")
+        self.session.client("cloudfront").create_invalidation(
+            DistributionId=outputs["DistributionId"],
+            InvalidationBatch={"Paths": {"Quantity": 1, "Items": ["/*"]}, "CallerReference": str(time.time())})
+        url = f"https://{outputs['DistributionDomain']}/"
+        self.say(f"invalidated CloudFront; volunteers visit {url}")
+        return url
+
+    def throttle_api(self, rate: float, burst: int) -> None:
+        """Stage-wide API Gateway throttling (Chalice has no setting for it):
+        volunteers' routes are public, so a flood is cut off before Lambda."""
+        deployed = json.loads((self.root / ".chalice" / "deployed" / f"{self.stage}.json").read_text())
+        api = next(r for r in deployed["resources"] if r.get("resource_type") == "rest_api")
+        self.session.client("apigateway").update_stage(
+            restApiId=api["rest_api_id"], stageName="api", patchOperations=[
+                {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(rate)},
+                {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(burst)}])
+        self.say(f"API throttled to {rate} requests/s, bursts of {burst}")
+
+    def deploy(self, rate: float, burst: int) -> str:
+        outputs = self.deploy_stack()
+        self.write_chalice_config(outputs)
+        api_url = self.deploy_app()
+        self.say(f"API: {api_url}")
+        self.throttle_api(rate, burst)
+        return self.publish_frontend(outputs, api_url)
+
+    # -- teardown ----------------------------------------------------------------------
+    def teardown(self) -> None:
+        """Delete the app, empty the buckets (CloudFormation cannot delete full ones), delete the stack."""
+        chalice = Path(sys.executable).parent / "chalice"
+        proc = self.run([str(chalice), "delete", "--stage", self.stage], cwd=self.root, capture_output=True,
+                        text=True)
+        self.say(f"chalice delete: {'done' if proc.returncode == 0 else proc.stderr.strip()[-300:]}")
+        outputs = self.outputs()
+        s3 = self.session.resource("s3")
+        for key in ("BucketName", "FrontendBucketName"):
+            bucket = s3.Bucket(outputs[key])
+            bucket.objects.all().delete()
+            self.say(f"emptied {outputs[key]}")
+        self.cloudformation.delete_stack(StackName=self.stack_name)
+        self.say(f"deleting stack {self.stack_name}")
+        self.cloudformation.get_waiter("stack_delete_complete").wait(StackName=self.stack_name)
+        self.say("stack deleted")

@@ -1,0 +1,268 @@
+"""AWS deployment, proven offline: linted templates, a least-privilege policy,
+the deploy steps against moto where moto can and botocore's Stubber where
+only AWS can."""
+import ast
+import datetime
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+from moto import mock_aws
+
+from tests.localstack import CLI  # noqa: F401  (puts infra/ on the path)
+from crowdtrain.deploy import Deployer, DeployError, cache_control  # noqa: E402
+from crowdtrain.template import TEMPLATE, load_template, without_unsupported  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+
+# boto3 operation -> the IAM action it needs
+OPERATIONS = {
+    "put_object": "s3:PutObject", "get_object": "s3:GetObject", "head_object": "s3:GetObject",
+    "delete_objects": "s3:DeleteObject",
+    "generate_presigned_post": "s3:PutObject",  # the form is signed with the Lambda's own credentials
+    "send_message": "sqs:SendMessage", "send_message_batch": "sqs:SendMessage",
+    "receive_message": "sqs:ReceiveMessage", "change_message_visibility": "sqs:ChangeMessageVisibility",
+    "delete_message": "sqs:DeleteMessage",
+    "get_item": "dynamodb:GetItem", "put_item": "dynamodb:PutItem", "update_item": "dynamodb:UpdateItem",
+    "query": "dynamodb:Query", "batch_writer": "dynamodb:BatchWriteItem",
+    "transact_write_items": "dynamodb:PutItem",  # every item of crowdtrain's transactions is a Put
+    "get_secret_value": "secretsmanager:GetSecretValue",
+}
+PAGINATORS = {"list_objects_v2": "s3:ListBucket"}
+# Lambda's SQS event source mapping polls the results queue with the fold's role.
+EVENT_SOURCE = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+
+
+def called_actions() -> set[str]:
+    actions = set()
+    for path in (ROOT / "chalicelib").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        batch_names = {item.optional_vars.id for node in ast.walk(tree) if isinstance(node, ast.With)
+                       for item in node.items if isinstance(item.optional_vars, ast.Name)
+                       and isinstance(item.context_expr, ast.Call)
+                       and getattr(item.context_expr.func, "attr", "") == "batch_writer"}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            receiver = node.func.value
+            if isinstance(receiver, ast.Name) and receiver.id in batch_names:
+                continue  # writes inside a batch writer are its BatchWriteItem
+            if node.func.attr in OPERATIONS:
+                actions.add(OPERATIONS[node.func.attr])
+            if node.func.attr == "get_paginator" and isinstance(node.args[0], ast.Constant):
+                actions.add(PAGINATORS[node.args[0].value])
+    return actions
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_stage_policy_allows_exactly_what_the_code_calls(stage):
+    policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
+    allowed = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert not any("*" in a for a in allowed), "wildcard actions"
+    allowed -= {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+    needed = called_actions() | EVENT_SOURCE
+    assert needed - allowed == set(), f"the code calls actions the policy denies: {needed - allowed}"
+    assert allowed - needed == set(), f"the policy allows actions nothing calls: {allowed - needed}"
+    resources = json.dumps([s["Resource"] for s in policy["Statement"]])
+    assert f"crowdtrain-{stage}" in resources and '"*"' not in resources
+
+
+def test_template_passes_cfn_lint():
+    proc = subprocess.run([str(CFN_LINT), str(TEMPLATE)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_template_has_what_the_stage_needs():
+    template = load_template()
+    resources = template["Resources"]
+    kinds = sorted(r["Type"] for r in resources.values())
+    assert kinds.count("AWS::SQS::Queue") == 4  # tasks, results and a dead-letter queue for each
+    for queue in ("TaskQueue", "ResultQueue"):
+        assert "deadLetterTargetArn" in resources[queue]["Properties"]["RedrivePolicy"]
+    assert resources["ResultQueue"]["Properties"]["FifoQueue"] is True
+    for bucket in ("DataBucket", "FrontendBucket"):
+        assert all(resources[bucket]["Properties"]["PublicAccessBlockConfiguration"].values())
+    rules = resources["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("Prefix") == "grads/" and "ExpirationInDays" in r for r in rules)
+    assert resources["Table"]["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert resources["Table"]["Properties"]["TimeToLiveSpecification"]["AttributeName"] == "ttl"
+    assert "GenerateSecretString" in resources["LeaseSecret"]["Properties"]
+    origins = resources["Distribution"]["Properties"]["DistributionConfig"]["Origins"]
+    assert all("OriginAccessControlId" in o for o in origins)
+    assert set(template["Outputs"]) >= {"TableName", "BucketName", "TaskQueueUrl", "ResultsQueueUrl",
+                                        "ResultsQueueName", "LeaseSecretId", "DistributionDomain", "DistributionId",
+                                        "FrontendBucketName"}
+
+
+def test_cache_headers():
+    assert cache_control("index.html") == cache_control("config.json") == "no-cache"
+    assert "max-age" in cache_control("worker.js") and "86400" in cache_control("tfjs-backend-wasm.wasm")
+
+
+# -- the stack: Stubber (moto's CloudFormation cannot run the whole template) -----------
+OUTPUTS = {"TableName": "crowdtrain-dev", "BucketName": "crowdtrain-dev-data-1", "FrontendBucketName": "site",
+           "TaskQueueUrl": "https://sqs/1/crowdtrain-dev-tasks", "ResultsQueueUrl": "https://sqs/1/r.fifo",
+           "ResultsQueueName": "crowdtrain-dev-results.fifo", "LeaseSecretId": "arn:secret",
+           "DistributionId": "E123", "DistributionDomain": "d111.cloudfront.net"}
+
+
+def stack(status, outputs=True):
+    return {"Stacks": [{"StackName": "crowdtrain-dev", "StackStatus": status,
+                        "CreationTime": datetime.datetime(2026, 1, 1),
+                        "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in OUTPUTS.items()] if outputs else []}]}
+
+
+def event(n, resource, status):
+    return {"EventId": str(n), "StackName": "crowdtrain-dev", "StackId": "id", "LogicalResourceId": resource,
+            "ResourceStatus": status, "Timestamp": datetime.datetime.now(datetime.timezone.utc)}
+
+
+def stubbed_deployer(tmp_path):
+    session = boto3.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    lines = []
+    deployer = Deployer(session, "dev", root=tmp_path, say=lines.append, poll_seconds=0)
+    return deployer, Stubber(deployer.cloudformation), lines
+
+
+def test_first_deploy_creates_the_stack_and_prints_its_events(tmp_path):
+    deployer, stub, lines = stubbed_deployer(tmp_path)
+    stub.add_client_error("describe_stacks", "ValidationError", "Stack with id crowdtrain-dev does not exist")
+    stub.add_response("create_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY,
+                                                            "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}]})
+    stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Table", "CREATE_IN_PROGRESS")]})
+    stub.add_response("describe_stacks", stack("CREATE_IN_PROGRESS", outputs=False))
+    stub.add_response("describe_stack_events", {"StackEvents": [event(2, "Table", "CREATE_COMPLETE"),
+                                                                event(1, "Table", "CREATE_IN_PROGRESS")]})
+    stub.add_response("describe_stacks", stack("CREATE_COMPLETE"))
+    stub.add_response("describe_stack_events", {"StackEvents": [event(2, "Table", "CREATE_COMPLETE")]})
+    stub.add_response("describe_stacks", stack("CREATE_COMPLETE"))
+    with stub:
+        assert deployer.deploy_stack() == OUTPUTS
+    stub.assert_no_pending_responses()
+    assert lines[0] == "creating stack crowdtrain-dev"
+    assert [l.split()[-1] for l in lines[1:]] == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE"]
+
+
+def test_redeploy_with_no_changes_keeps_the_stack(tmp_path):
+    deployer, stub, lines = stubbed_deployer(tmp_path)
+    stub.add_response("describe_stacks", stack("CREATE_COMPLETE"))
+    stub.add_client_error("update_stack", "ValidationError", "No updates are to be performed.")
+    stub.add_response("describe_stacks", stack("UPDATE_COMPLETE"))
+    with stub:
+        assert deployer.deploy_stack()["DistributionDomain"] == "d111.cloudfront.net"
+    assert lines == ["updating stack crowdtrain-dev", "stack is up to date"]
+
+
+def test_failed_stack_is_an_error(tmp_path):
+    deployer, stub, lines = stubbed_deployer(tmp_path)
+    stub.add_client_error("describe_stacks", "ValidationError", "Stack with id crowdtrain-dev does not exist")
+    stub.add_response("create_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY,
+                                                            "Parameters": ANY})
+    stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Distribution", "CREATE_FAILED")]})
+    stub.add_response("describe_stacks", stack("ROLLBACK_COMPLETE", outputs=False))
+    stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Distribution", "CREATE_FAILED")]})
+    with stub, pytest.raises(DeployError, match="failed"):
+        deployer.deploy_stack()
+    assert any("CREATE_FAILED" in l for l in lines)
+
+
+def test_throttling_is_applied_to_the_deployed_api(tmp_path):
+    deployer, _, lines = stubbed_deployer(tmp_path)
+    (tmp_path / ".chalice" / "deployed").mkdir(parents=True)
+    (tmp_path / ".chalice" / "deployed" / "dev.json").write_text(json.dumps(
+        {"resources": [{"name": "api_handler", "resource_type": "lambda_function"},
+                       {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123"}]}))
+    client = deployer.session.client("apigateway")
+    deployer.session = type("S", (), {"client": lambda self, name: client})()
+    with Stubber(client) as stub:
+        stub.add_response("update_stage", {}, {"restApiId": "abc123", "stageName": "api", "patchOperations": [
+            {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": "50"},
+            {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": "80"}]})
+        deployer.throttle_api(50, 80)
+        stub.assert_no_pending_responses()
+
+
+# -- the steps moto can run ------------------------------------------------------------------
+def test_stage_config_gets_the_stack_outputs(tmp_path):
+    (tmp_path / ".chalice").mkdir()
+    shutil.copy(ROOT / ".chalice" / "config.json", tmp_path / ".chalice" / "config.json")
+    deployer, _, _ = stubbed_deployer(tmp_path)
+    deployer.write_chalice_config(OUTPUTS)
+    env = json.loads((tmp_path / ".chalice" / "config.json").read_text())["stages"]["dev"]["environment_variables"]
+    assert env["RESULTS_QUEUE_NAME"] == "crowdtrain-dev-results.fifo"
+    assert env["PUBLIC_BASE_URL"] == "https://d111.cloudfront.net/" and env["LEASE_SECRET_ID"] == "arn:secret"
+
+
+def test_chalice_deploy_step_reads_the_api_url(tmp_path):
+    calls = []
+
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "Creating deployment package.\nResources deployed:\n"
+                                                     "  - Rest API URL: https://abc.execute-api.us-east-1.amazonaws.com/api/\n", "")
+    deployer = Deployer(boto3.Session(region_name="us-east-1"), "dev", root=tmp_path, run=run, say=lambda l: None)
+    assert deployer.deploy_app() == "https://abc.execute-api.us-east-1.amazonaws.com/api"
+    assert calls[0][1:] == ["deploy", "--stage", "dev"]
+    failing = Deployer(boto3.Session(region_name="us-east-1"), "dev", root=tmp_path, say=lambda l: None,
+                       run=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 2, "", "AccessDenied"))
+    with pytest.raises(DeployError, match="AccessDenied"):
+        failing.deploy_app()
+
+
+@pytest.fixture
+def aws_moto(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield boto3.Session(region_name="us-east-1")
+
+
+def test_frontend_is_published_with_types_headers_and_an_invalidation(aws_moto):
+    aws_moto.client("s3").create_bucket(Bucket="site")
+    distribution = aws_moto.client("cloudfront").create_distribution(DistributionConfig={
+        "CallerReference": "t", "Comment": "", "Enabled": True,
+        "Origins": {"Quantity": 1, "Items": [{"Id": "o", "DomainName": "site.s3.amazonaws.com",
+                                              "S3OriginConfig": {"OriginAccessIdentity": ""}}]},
+        "DefaultCacheBehavior": {"TargetOriginId": "o", "ViewerProtocolPolicy": "allow-all",
+                                 "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6"}})["Distribution"]
+    outputs = {**OUTPUTS, "FrontendBucketName": "site", "DistributionId": distribution["Id"]}
+    lines = []
+    deployer = Deployer(aws_moto, "dev", root=ROOT, say=lines.append)  # builds the real frontend
+    url = deployer.publish_frontend(outputs, "https://abc.execute-api.us-east-1.amazonaws.com/api")
+    assert url == "https://d111.cloudfront.net/"
+    s3 = aws_moto.client("s3")
+    config = s3.get_object(Bucket="site", Key="config.json")
+    assert json.loads(config["Body"].read())["api"].startswith("https://abc.execute-api")
+    assert config["CacheControl"] == "no-cache"
+    wasm = s3.head_object(Bucket="site", Key="tfjs-backend-wasm.wasm")
+    assert wasm["ContentType"] == "application/wasm"
+    assert s3.head_object(Bucket="site", Key="worker.js")["ContentType"] == "text/javascript"
+    assert s3.head_object(Bucket="site", Key="index.html")["ContentType"] == "text/html"
+    invalidations = aws_moto.client("cloudfront").list_invalidations(DistributionId=distribution["Id"])
+    assert invalidations["InvalidationList"]["Quantity"] == 1
+    assert any("uploaded" in l for l in lines)
+
+
+def test_teardown_empties_buckets_and_deletes_the_stack(aws_moto, tmp_path):
+    local, _ = without_unsupported(load_template())
+    cloudformation = aws_moto.client("cloudformation")
+    cloudformation.create_stack(StackName="crowdtrain-dev", TemplateBody=json.dumps(local))
+    names = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(
+        StackName="crowdtrain-dev")["Stacks"][0]["Outputs"]}
+    s3 = aws_moto.client("s3")
+    s3.put_object(Bucket=names["BucketName"], Key="jobs/j-1/init/weights.bin", Body=b"x")
+    s3.put_object(Bucket=names["FrontendBucketName"], Key="index.html", Body=b"x")
+    runs = []
+    deployer = Deployer(aws_moto, "dev", root=tmp_path, say=lambda l: None,
+                        run=lambda cmd, **kw: runs.append(cmd) or subprocess.CompletedProcess(cmd, 0, "", ""))
+    deployer.teardown()
+    assert runs[0][1:] == ["delete", "--stage", "dev"]
+    assert [s["StackStatus"] for s in cloudformation.list_stacks()["StackSummaries"]] == ["DELETE_COMPLETE"]
+    assert all(b["Name"] not in names.values() for b in s3.list_buckets()["Buckets"])
