@@ -1,12 +1,17 @@
 """How K gradients of one update become one: a pluggable strategy.
 
 Each rule is a sibling class with one method, `aggregate`, chosen per job by
-name. The fold validates every gradient (exact size, finite, norm bound)
-before a strategy sees it, so strategies only combine.
+name (with its settings): `mean`, `median`, `trimmed_mean`, `clipped_mean`.
+The fold validates every gradient (exact size, finite, norm bound) before a
+strategy sees it, so strategies only combine. The robust rules bound what a
+minority of hostile volunteers can do to an update: a sign-flipped or scaled
+gradient moves a median or trimmed mean little, and a clipped mean caps each
+volunteer's pull at `clip_norm`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -15,8 +20,22 @@ from chalicelib.errors import BadRequest
 Gradient = list[np.ndarray]
 
 
+def _stacked(gradients: Sequence[Gradient]) -> list[np.ndarray]:
+    """Tensor i of every gradient, stacked on a new first axis."""
+    return [np.stack(tensors) for tensors in zip(*gradients)]
+
+
 class Strategy:
     name = ""
+    keys: tuple[str, ...] = ()
+
+    def __init__(self, settings: Mapping[str, Any]):
+        unknown = set(settings) - set(self.keys)
+        if unknown:
+            raise BadRequest(f"unknown {self.name} settings {sorted(unknown)}; allowed: {list(self.keys)}")
+
+    def settings(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.keys}
 
     def aggregate(self, gradients: Sequence[Gradient]) -> Gradient:
         """Combine gradients (each a list of tensors in manifest order)."""
@@ -24,18 +43,76 @@ class Strategy:
 
 
 class Mean(Strategy):
-    """The plain average: what a single worker's batch of K x B samples gives."""
+    """The plain average: what one worker's batch of K x B samples would give."""
 
     name = "mean"
 
-    def aggregate(self, gradients: Sequence[Gradient]) -> Gradient:
-        return [np.mean(np.stack(tensors), axis=0, dtype=np.float32) for tensors in zip(*gradients)]
+    def aggregate(self, gradients):
+        return [np.mean(t, axis=0, dtype=np.float32) for t in _stacked(gradients)]
 
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (Mean(),)}
+class Median(Strategy):
+    """Coordinate-wise median: robust while fewer than half are hostile."""
+
+    name = "median"
+
+    def aggregate(self, gradients):
+        return [np.median(t, axis=0).astype(np.float32) for t in _stacked(gradients)]
 
 
-def get_strategy(name: object) -> Strategy:
+class TrimmedMean(Strategy):
+    """Coordinate-wise mean after dropping the `trim` fraction of largest and
+    of smallest values (at least one each side once there are three or more)."""
+
+    name = "trimmed_mean"
+    keys = ("trim",)
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        trim = settings.get("trim", 0.2)
+        if isinstance(trim, bool) or not isinstance(trim, (int, float)) or not 0 <= trim < 0.5:
+            raise BadRequest("trimmed_mean setting 'trim' must be a number in [0, 0.5)")
+        self.trim = float(trim)
+
+    def aggregate(self, gradients):
+        k = len(gradients)
+        cut = min(max(math.floor(self.trim * k), 1 if k >= 3 and self.trim > 0 else 0), (k - 1) // 2)
+        out = []
+        for t in _stacked(gradients):
+            ordered = np.sort(t, axis=0)
+            out.append(np.mean(ordered[cut:k - cut], axis=0, dtype=np.float32))
+        return out
+
+
+class ClippedMean(Strategy):
+    """Mean of gradients each scaled down to a global L2 norm of at most `clip_norm`."""
+
+    name = "clipped_mean"
+    keys = ("clip_norm",)
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        clip = settings.get("clip_norm")
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (0 < clip < math.inf):
+            raise BadRequest("clipped_mean needs a positive finite 'clip_norm'")
+        self.clip_norm = float(clip)
+
+    def aggregate(self, gradients):
+        clipped = []
+        for gradient in gradients:
+            norm = math.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in gradient))
+            factor = np.float32(min(1.0, self.clip_norm / norm)) if norm > 0 else np.float32(1)
+            clipped.append([t * factor for t in gradient])
+        return Mean({}).aggregate(clipped)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Mean, Median, TrimmedMean, ClippedMean)}
+
+
+def make_strategy(raw: Any) -> Strategy:
+    """A strategy from a job's `aggregation`: a name, or {"name": ..., settings}."""
+    name, settings = (raw, {}) if isinstance(raw, str) else (
+        (raw.get("name"), {k: v for k, v in raw.items() if k != "name"}) if isinstance(raw, dict) else (raw, {}))
     if not isinstance(name, str) or name not in STRATEGIES:
         raise BadRequest(f"unknown aggregation {name!r}; choose one of {sorted(STRATEGIES)}")
-    return STRATEGIES[name]
+    return STRATEGIES[name](settings)

@@ -27,6 +27,9 @@ class Settings:
     # A paused job's tasks met by a lease are hidden this long, so resuming
     # takes effect within this time.
     paused_retry_seconds: int
+    # Leases one volunteer id may hold at once (ids are self-chosen, so this
+    # stops careless clients; API Gateway throttling stops floods).
+    max_leases_per_volunteer: int
     max_parameters: int
     max_batches: int
 
@@ -50,6 +53,7 @@ def settings() -> Settings:
         admin_token=env.get("ADMIN_TOKEN", ""),
         lease_wait_seconds=_int("LEASE_WAIT_SECONDS", 1),
         paused_retry_seconds=_int("PAUSED_RETRY_SECONDS", 60),
+        max_leases_per_volunteer=_int("MAX_LEASES_PER_VOLUNTEER", 4),
         max_parameters=_int("MAX_PARAMETERS", 20_000_000),
         max_batches=_int("MAX_BATCHES", 100_000),
     )

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.aggregation import get_strategy
 from chalicelib.epochs import queue_epoch
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.gradients import check_gradient
@@ -124,7 +123,7 @@ class Folder:
     def fold(self, meta: JobMeta, spec: JobSpec) -> JobMeta:
         """Apply META's pending gradients to version N and commit version N+1."""
         gradients = [check_gradient(spec, self.objects.get(p.key)) for p in meta.pending]
-        combined = get_strategy(spec.aggregation).aggregate(gradients)
+        combined = spec.build_strategy().aggregate(gradients)
         weights = self.versions.read_weights(meta.job_id, meta.version, spec)
         state = self.versions.read_state(meta.job_id, meta.version, spec)
         new_weights, new_state = spec.build_optimizer().apply(weights, combined, state)

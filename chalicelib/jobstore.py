@@ -208,9 +208,49 @@ class JobStore:
             "ttl": int(expires) + LEASE_TTL_SECONDS,
         }, ConditionExpression="attribute_not_exists(pk)")
 
+    def lease_record(self, job_id: str, lease_id: str) -> dict[str, Any] | None:
+        return self._table.get_item(Key=_key(job_id, f"LEASE#{lease_id}"), ConsistentRead=True).get("Item")
+
     def lease_state(self, job_id: str, lease_id: str) -> str | None:
-        item = self._table.get_item(Key=_key(job_id, f"LEASE#{lease_id}"), ConsistentRead=True).get("Item")
+        item = self.lease_record(job_id, lease_id)
         return item["state"] if item else None
+
+    # -- per-volunteer lease slots ---------------------------------------------------
+    def claim_slot(self, volunteer: str, lease_id: str, expires: float, limit: int) -> bool:
+        """Record a lease against its volunteer unless they already hold `limit`
+        unexpired ones. Conditional on the record's revision, so two concurrent
+        leases cannot both take the last slot."""
+        key = {"pk": f"VOLUNTEER#{volunteer}", "sk": "LEASES"}
+        for _ in range(5):
+            item = self._table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
+            now = self._clock()
+            held = {k: v for k, v in json.loads(item.get("leases", "{}")).items() if v > now}
+            if len(held) >= limit:
+                return False
+            held[lease_id] = expires
+            condition = Attr("rev").eq(item["rev"]) if item else Attr("pk").not_exists()
+            try:
+                self._table.put_item(Item={**key, "leases": json.dumps(held), "rev": int(item.get("rev", 0)) + 1,
+                                           "ttl": int(max(held.values())) + LEASE_TTL_SECONDS},
+                                     ConditionExpression=condition)
+                return True
+            except self._client.exceptions.ConditionalCheckFailedException:
+                continue
+        return False
+
+    def release_slot(self, volunteer: str, lease_id: str) -> None:
+        """Best effort: an unreleased slot frees itself when the lease expires."""
+        key = {"pk": f"VOLUNTEER#{volunteer}", "sk": "LEASES"}
+        item = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
+        if not item:
+            return
+        held = json.loads(item["leases"])
+        if held.pop(lease_id, None) is not None:
+            try:
+                self._table.put_item(Item={**item, "leases": json.dumps(held), "rev": int(item["rev"]) + 1},
+                                     ConditionExpression=Attr("rev").eq(item["rev"]))
+            except self._client.exceptions.ConditionalCheckFailedException:
+                pass
 
     def move_lease(self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str,
                    **fields: Any) -> bool:

@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from chalicelib.gradients import check_gradient
 from chalicelib.jobstore import JobStore
 from chalicelib.objects import ObjectStore
@@ -38,11 +38,12 @@ def token_margin(lease_seconds: int) -> float:
 
 class LeaseService:
     def __init__(self, jobs: JobStore, tasks: TaskQueue, results: ResultQueue, objects: ObjectStore,
-                 signer: TokenSigner, wait_seconds: int, paused_retry_seconds: int,
+                 signer: TokenSigner, wait_seconds: int, paused_retry_seconds: int, max_leases_per_volunteer: int,
                  clock: Callable[[], float] = time.time):
         self.jobs, self.tasks, self.results, self.objects = jobs, tasks, results, objects
         self.signer, self.wait_seconds, self.clock = signer, wait_seconds, clock
         self.paused_retry_seconds = paused_retry_seconds
+        self.max_leases_per_volunteer = max_leases_per_volunteer
 
     def lease(self, volunteer: str) -> dict[str, Any] | None:
         """The next task of a running job, or None when there is none now."""
@@ -63,10 +64,14 @@ class LeaseService:
                 self.tasks.delete(task.receipt)
                 continue
             now = self.clock()
-            self.tasks.hide(task.receipt, spec.lease_seconds)
             lease = Lease(job=task.job, epoch=task.epoch, batch=task.batch, base_version=meta.version,
                           lease_id=secrets.token_hex(16), receipt=task.receipt,
                           expires=now + spec.lease_seconds - token_margin(spec.lease_seconds))
+            if not self.jobs.claim_slot(volunteer, lease.lease_id, lease.expires, self.max_leases_per_volunteer):
+                self.tasks.hide(task.receipt, 0)  # straight back for someone else
+                raise TooManyRequests(f"volunteer {volunteer!r} already holds {self.max_leases_per_volunteer} "
+                                      "leases; complete or let them expire first")
+            self.tasks.hide(task.receipt, spec.lease_seconds)
             self.jobs.put_lease(task.job, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer)
             self.jobs.count(task.job, leases=1)
             upload_key = gradient_key(task.job, task.epoch, task.batch, lease.lease_id)
@@ -107,7 +112,7 @@ class LeaseService:
         """
         lease = self.signer.verify(token, job)
         spec = self.jobs.spec(job)
-        self._require_state(lease, "leased")
+        record = self._require_state(lease, "leased")
         key = gradient_key(job, lease.epoch, lease.batch, lease.lease_id)
         size = self.objects.size(key)
         if size is None:
@@ -135,12 +140,14 @@ class LeaseService:
             # The task will reappear and be leased again; its second result is
             # then discarded as a duplicate by the fold. Nothing is lost.
             log.warning("could not delete task %s-%s of %s: %s", lease.epoch, lease.batch, job, err)
+        self.jobs.release_slot(record["volunteer"], lease.lease_id)
         self.jobs.count(job, completed=1, samples=spec.batch_size)
         return {"accepted": True, "job_id": job, "epoch": lease.epoch, "batch": lease.batch}
 
-    def _require_state(self, lease: Lease, state: str) -> None:
-        actual = self.jobs.lease_state(lease.job, lease.lease_id)
-        if actual is None:
+    def _require_state(self, lease: Lease, state: str) -> dict[str, Any]:
+        record = self.jobs.lease_record(lease.job, lease.lease_id)
+        if record is None:
             raise NotFound("no such lease (was the job deleted?)")
-        if actual != state:
-            raise Conflict(f"lease is already {actual}; each lease is completed once")
+        if record["state"] != state:
+            raise Conflict(f"lease is already {record['state']}; each lease is completed once")
+        return record

@@ -66,7 +66,8 @@ class Services:
     @cached_property
     def leases(self) -> LeaseService:
         return LeaseService(self.jobs, self.tasks, self.results, self.objects, self.signer,
-                            self.config.lease_wait_seconds, self.config.paused_retry_seconds)
+                            self.config.lease_wait_seconds, self.config.paused_retry_seconds,
+                            self.config.max_leases_per_volunteer)
 
     @cached_property
     def folder(self) -> Folder:

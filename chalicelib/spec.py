@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from chalicelib import validate
-from chalicelib.aggregation import get_strategy
+from chalicelib.aggregation import Strategy, make_strategy
 from chalicelib.codecs import get_codec
 from chalicelib.errors import BadRequest
 from chalicelib.optimizers import Optimizer, make_optimizer
@@ -73,7 +73,7 @@ class JobSpec:
     lease_seconds: int
     codec: str
     max_grad_norm: float
-    aggregation: str
+    aggregation: dict[str, Any]  # {"name": ..., settings}
     seed: int = 0
     # For text jobs: character i of the alphabet is token id i, so pages can
     # show what the model writes.
@@ -97,6 +97,9 @@ class JobSpec:
 
     def build_optimizer(self) -> Optimizer:
         return make_optimizer(self.optimizer, self.optimizer_settings)
+
+    def build_strategy(self) -> Strategy:
+        return make_strategy(self.aggregation)
 
     def public(self) -> dict[str, Any]:
         """What a volunteer needs to compute a gradient (no secrets in a spec)."""
@@ -149,8 +152,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
     settings = {k: v for k, v in optimizer.items() if k != "name"}
     resolved = make_optimizer(optimizer.get("name"), settings).settings()
     codec = get_codec(body.get("codec", "fp32")).name
-    aggregation = body.get("aggregation", "mean")
-    get_strategy(aggregation)
+    strategy = make_strategy(body.get("aggregation", "mean"))
     alphabet = _alphabet(body.get("text"), x)
     return JobSpec(
         name=validate.text(body, "name", "job"),
@@ -167,7 +169,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
         lease_seconds=validate.integer(body, "lease_seconds", 120, 10, 43_200),
         codec=codec,
         max_grad_norm=validate.number(body, "max_grad_norm", 1e4, 1e-6, 1e12),
-        aggregation=aggregation,
+        aggregation={"name": strategy.name, **strategy.settings()},
         seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),
         alphabet=alphabet,
     )

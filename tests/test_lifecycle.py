@@ -308,3 +308,16 @@ def test_start_checks_every_upload(harness):
     reply = harness.admin("POST", f"/jobs/{job}/start")
     assert reply.status_code == 400 and b"first: batch 2" in reply.body
     assert harness.status(job)["status"] == "uploading"
+
+
+def test_a_volunteer_holds_a_bounded_number_of_leases(harness, monkeypatch):
+    monkeypatch.setenv("MAX_LEASES_PER_VOLUNTEER", "2")
+    ds = Dataset.generate(batches=4, batch_size=4)
+    job = harness.create_job(ds)
+    first, second = harness.lease("greedy"), harness.lease("greedy")
+    refused = harness.call("POST", "/tasks/lease", {"volunteer_id": "greedy"})
+    assert refused.status_code == 429 and b"already holds 2 leases" in refused.body
+    assert harness.lease("someone-else") is not None  # the refused task went straight back
+    assert harness.work(first).status_code == 200  # completing frees a slot
+    assert harness.lease("greedy") is not None
+    assert harness.status(job)["active_leases"] == 3
