@@ -18,6 +18,18 @@ import numpy as np
 from chalicelib.errors import BadRequest
 
 SHARD_NAME = "weights.bin"
+MODEL_CLASSES = {"Sequential", "Model", "Functional"}
+# Layers whose every weight is trained by gradients. Layers with state that is
+# not learned by gradient (BatchNormalization's moving statistics) would be
+# corrupted by the fold, which moves every weight of the manifest.
+TRAINABLE_LAYERS = {
+    "InputLayer", "Dense", "Dropout", "Activation", "Flatten", "Reshape", "Permute", "RepeatVector",
+    "Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "TimeDistributed", "Conv1D", "Conv2D",
+    "DepthwiseConv2D", "SeparableConv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
+    "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Concatenate", "Add", "Multiply",
+    "Average", "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "LeakyReLU", "ReLU", "Softmax",
+}
 DTYPES = {"float32": "<f4", "int32": "<i4"}
 
 
@@ -117,6 +129,21 @@ class ModelDocument:
     paths: list[str]
 
 
+def check_topology(topology: dict[str, Any]) -> None:
+    """400 for a model kind or layer type crowdtrain cannot train."""
+    if topology["class_name"] not in MODEL_CLASSES:
+        raise BadRequest(f"model class {topology['class_name']!r} is not supported; use one of {sorted(MODEL_CLASSES)}")
+    config = topology.get("config")
+    layers = config.get("layers") if isinstance(config, dict) else config
+    if not isinstance(layers, list) or not layers:
+        raise BadRequest("modelTopology.config must list the model's layers")
+    for layer in layers:
+        kind = layer.get("class_name") if isinstance(layer, dict) else None
+        if kind not in TRAINABLE_LAYERS:
+            raise BadRequest(f"layer type {kind!r} is not supported: crowdtrain trains every weight by "
+                             f"gradient (supported: {', '.join(sorted(TRAINABLE_LAYERS))})")
+
+
 def parse_model_json(document: Any, max_values: int) -> ModelDocument:
     """Validate a TF.js layers-model document (as saved by TF.js or the converter)."""
     if not isinstance(document, dict):
@@ -128,6 +155,7 @@ def parse_model_json(document: Any, max_values: int) -> ModelDocument:
         topology = topology["model_config"]
     if not isinstance(topology, dict) or not isinstance(topology.get("class_name"), str):
         raise BadRequest("modelTopology must be a Keras model config with a class_name")
+    check_topology(topology)
     manifest = document.get("weightsManifest")
     if not isinstance(manifest, list) or not manifest:
         raise BadRequest("model.json has no weightsManifest")

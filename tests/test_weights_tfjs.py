@@ -71,5 +71,5 @@ def test_decode_checks_length_and_encode_checks_shapes():
     with pytest.raises(ValueError, match="shape"):
         encode_tensors(specs, [np.zeros((4,), np.float32)])
     with pytest.raises(BadRequest, match="more than the allowed 3 parameters"):
-        parse_model_json({"modelTopology": {"class_name": "Sequential"},
+        parse_model_json({"modelTopology": softmax_topology(2, 2),
                           "weightsManifest": [{"paths": [], "weights": [s.to_json() for s in specs]}]}, 3)
