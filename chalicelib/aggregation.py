@@ -48,7 +48,15 @@ class Mean(Strategy):
     name = "mean"
 
     def aggregate(self, gradients):
-        return [np.mean(t, axis=0, dtype=np.float32) for t in _stacked(gradients)]
+        # summed in place in arrival order: no stacked copy, and the same bits on every retry
+        out = [np.array(t, dtype=np.float32, copy=True) for t in gradients[0]]
+        for gradient in gradients[1:]:
+            for acc, t in zip(out, gradient):
+                acc += t
+        scale = np.float32(1.0 / len(gradients))
+        for acc in out:
+            acc *= scale
+        return out
 
 
 class Median(Strategy):

@@ -72,7 +72,7 @@ class Float32Codec(Codec):
         return _flatten(tensors).astype("<f4").tobytes()
 
     def _decode(self, data: bytes, shapes: Sequence[Shape]) -> list[np.ndarray]:
-        return _split(np.frombuffer(data, "<f4").astype(np.float32), shapes)
+        return _split(np.frombuffer(data, "<f4").astype(np.float32, copy=False), shapes)
 
 
 class Float16Codec(Codec):

@@ -114,6 +114,13 @@ export class Trainer {
     });
   }
 
+  /** The mean loss of a batch, no gradient (validation). */
+  evaluate(batchBytes, job) {
+    const { tf } = this;
+    const { x, y } = parseBatch(batchBytes, job);
+    return tf.tidy(() => this.loss(job, this.inputs(y, job.y), this.model.predict(this.inputs(x, job.x))).dataSync()[0]);
+  }
+
   /** Text the current model writes after `seed` (token ids; by default the
    * first sequence of the last batch), for text jobs. */
   sample(seed, length, alphabet, random = Math.random) {

@@ -10,6 +10,8 @@ let api = null;
 let jobId = null;
 let alphabet = null;
 const lossChart = lineChart($('loss-chart'), 'loss');
+// The last tasks' timings, for people curious in the console and for bench/overhead.py.
+window.crowdtrain = { tasks: [] };
 
 const params = new URLSearchParams(location.search);
 // ?volunteer=NAME names this page (headless swarms run several in one browser profile).
@@ -31,6 +33,7 @@ function onReport({ data }) {
     case 'backend': $('backend-active').textContent = data.name; break;
     case 'leased': $('state').textContent = `working on job ${data.jobId}, batch ${data.batch}`; jobId = data.jobId; break;
     case 'task':
+      window.crowdtrain.tasks = [...window.crowdtrain.tasks.slice(-999), data];
       stats.tasks += 1;
       stats.samples += data.samples;
       stats.ms += data.ms.total;

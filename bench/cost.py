@@ -1,0 +1,147 @@
+"""Requests and bytes per task, per AWS service and codec, and dollars per
+million training samples at AWS's public list prices.
+
+Request counts are measured: tasks run through the real handlers on moto
+(in-process), and every boto3 call the app makes is counted by a botocore
+hook; Lambda's SQS poller (played here by the test harness) is added as one
+receive and one delete batch per fold invocation. Bytes follow from the job
+spec (what the browser downloads through CloudFront and uploads to S3).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+
+import boto3
+
+import common
+from tests.harness import Dataset, Harness
+
+# us-east-1 list prices (USD) as published by AWS (2024-2025 price pages; the
+# DynamoDB on-demand prices are those after the November 2024 reduction).
+# Check the current pages before relying on the totals.
+PRICES = {
+    "api_gateway_rest_per_request": 3.50e-6,
+    "lambda_per_request": 0.20e-6,
+    "lambda_per_gb_second": 0.0000166667,
+    "sqs_standard_per_request": 0.40e-6,
+    "sqs_fifo_per_request": 0.50e-6,
+    "s3_put_post_list_per_request": 0.005e-3,
+    "s3_get_head_per_request": 0.0004e-3,
+    "dynamodb_per_write_unit": 0.625e-6,
+    "dynamodb_per_read_unit": 0.125e-6,
+    "cloudfront_per_gb": 0.085,
+    "cloudfront_per_https_request": 0.0100e-4,
+}
+LAMBDA_GB = 1.0  # .chalice/config.json lambda_memory_size = 1024
+S3_WRITES = {"PutObject", "ListObjectsV2", "DeleteObjects", "PostObject"}
+# The paper's model: LSTM(10) -> LSTM(10) -> Dense(128), one-hot over 128, sequences of 1024.
+PAPER = {"parameters": 128 * 40 + 10 * 40 + 40 + 10 * 40 + 10 * 40 + 40 + 10 * 128 + 128,
+         "batch": 32, "seq": 1024, "batch_bytes": 32 * 1024 * 4 + 32 * 4}
+
+
+def measure(tasks: int, k: int) -> dict:
+    """Run `tasks` tasks through the handlers; count the app's AWS calls."""
+    from moto import mock_aws
+
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                      ADMIN_TOKEN="test-admin-token", LEASE_WAIT_SECONDS="0")
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    calls: Counter = Counter()
+    timings: dict[str, list[float]] = {"lease": [], "complete": [], "fold": []}
+    with mock_aws():
+        names = Harness.create_resources(boto3.Session(region_name="us-east-1"))
+        os.environ.update(names)
+        with Harness() as harness:
+            ds = Dataset.generate(batches=tasks, batch_size=8)
+            harness.create_job(ds, gradients_per_update=k)
+            boto3.setup_default_session(region_name="us-east-1")
+
+            def count(model, **_):
+                calls[(model.service_model.service_name, model.name)] += 1
+            boto3.DEFAULT_SESSION.events.register("before-call", count)
+            from chalicelib import services
+            services.reset()  # rebuild the app's clients on the counted session
+            invocations = 0
+            for _ in range(tasks):
+                start = time.perf_counter()
+                task = harness.lease()
+                timings["lease"].append(time.perf_counter() - start)
+                loss, data = harness.compute(task)
+                harness.upload(task, data)
+                calls[("s3", "PostObject")] += 1  # the browser's upload through the presigned form
+                start = time.perf_counter()
+                assert harness.complete(task, loss).status_code == 200
+                timings["complete"].append(time.perf_counter() - start)
+                messages = harness.result_messages()
+                start = time.perf_counter()
+                harness.invoke_fold([m["Body"] for m in messages])
+                timings["fold"].append(time.perf_counter() - start)
+                invocations += 1
+                for m in messages:
+                    harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=m["ReceiptHandle"])
+    calls[("sqs-fifo", "ReceiveMessage (Lambda poller)")] += invocations
+    calls[("sqs-fifo", "DeleteMessageBatch (Lambda poller)")] += invocations
+    per_task = {f"{service}:{op}": n / tasks for (service, op), n in sorted(calls.items())}
+    seconds = {key: sum(v) / len(v) for key, v in timings.items()}
+    return {"tasks": tasks, "k": k, "calls_per_task": per_task, "handler_seconds": seconds}
+
+
+def dollars(calls: dict[str, float], seconds: dict[str, float], batch: int, download: float, upload: int,
+            fold_invocations_per_task: float) -> dict[str, float]:
+    """Cost of one task, by service."""
+    p = PRICES
+    sqs_fifo = sum(n for key, n in calls.items() if key.startswith("sqs-fifo") or
+                   (key.startswith("sqs:") and "results" in key))
+    sqs = sum(n for key, n in calls.items() if key.startswith("sqs:"))
+    s3_writes = sum(n for key, n in calls.items() if key.startswith("s3:") and key.split(":")[1] in S3_WRITES)
+    s3_reads = sum(n for key, n in calls.items() if key.startswith("s3:")) - s3_writes
+    ddb_writes = sum(n * (2 if "Transact" in key else 1) for key, n in calls.items()
+                     if key.startswith("dynamodb:") and key.split(":")[1] in
+                     {"PutItem", "UpdateItem", "TransactWriteItems", "BatchWriteItem", "DeleteItem"})
+    ddb_reads = sum(n for key, n in calls.items() if key.startswith("dynamodb:") and key.split(":")[1] in
+                    {"GetItem", "Query"})
+    lambda_seconds = seconds["lease"] + seconds["complete"] + seconds["fold"] * fold_invocations_per_task
+    cost = {
+        "API Gateway": 2 * p["api_gateway_rest_per_request"],
+        "Lambda": (2 + fold_invocations_per_task) * p["lambda_per_request"] + lambda_seconds * LAMBDA_GB * p["lambda_per_gb_second"],
+        "SQS": sqs * p["sqs_standard_per_request"] + sqs_fifo * p["sqs_fifo_per_request"],
+        "S3": s3_writes * p["s3_put_post_list_per_request"] + s3_reads * p["s3_get_head_per_request"],
+        "DynamoDB": ddb_writes * p["dynamodb_per_write_unit"] + ddb_reads * p["dynamodb_per_read_unit"],
+        "CloudFront": download / 1e9 * p["cloudfront_per_gb"] + 2 * p["cloudfront_per_https_request"],
+    }
+    return {service: value * 1e6 / batch for service, value in cost.items()}  # per million samples
+
+
+def main() -> None:
+    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    measured = measure(tasks=6 if args.quick else 60, k=3)
+    calls, seconds = measured["calls_per_task"], measured["handler_seconds"]
+    print("AWS requests per task (measured):")
+    for key, n in calls.items():
+        print(f"  {key:<45} {n:6.2f}")
+    rows = []
+    weights = 4 * PAPER["parameters"]
+    for codec, gradient in (("fp32", 4 * PAPER["parameters"]), ("fp16", 2 * PAPER["parameters"]),
+                            ("int8", PAPER["parameters"] + 4 * 8)):
+        for fold_share, note in ((1.0, "one fold invocation per task (light load)"),
+                                 (0.1, "ten results per fold invocation (busy)")):
+            # a new version per task for a lone volunteer; the batch is always new
+            per_million = dollars(calls, seconds, PAPER["batch"], weights + PAPER["batch_bytes"], gradient, fold_share)
+            total = sum(per_million.values())
+            rows.append({"codec": codec, "fold_invocations_per_task": fold_share, "note": note,
+                         "download_bytes": weights + PAPER["batch_bytes"], "upload_bytes": gradient,
+                         "dollars_per_million_samples": per_million, "total": total})
+            print(f"{codec}, {note}: ${total:.3f} per million samples "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in per_million.items()))
+    best = min(r["total"] for r in rows)
+    print(f"target <= $0.10 per million samples: best ${best:.3f} -> {'met' if best <= 0.10 else 'NOT met'}")
+    common.save("cost", {"measured": measured, "paper_model": PAPER, "prices": PRICES, "rows": rows,
+                         "target": 0.10, "target_met": best <= 0.10,
+                         "tasks_per_million_samples": math.ceil(1e6 / PAPER["batch"])}, args)
+
+
+if __name__ == "__main__":
+    main()

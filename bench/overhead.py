@@ -1,0 +1,79 @@
+"""Task overhead: where a volunteer's time goes, per task, on the paper's model.
+
+One headless Chromium volunteer (the real page, TF.js on wasm) trains the
+paper's char-LSTM (LSTM(10) -> LSTM(10) -> softmax over 128, sequences of
+1024) against the real local stack. The page reports each task's phases:
+lease, download (weights when the version changed, and the batch), compute,
+encode, upload, complete. Overhead fraction = (wall - compute) / wall.
+Target: 5 % or less. With K = 3 a lone volunteer finds the version unchanged
+on two tasks of three, which shows what version caching saves.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import common
+from tests.localstack import StackProcess
+from crowdtrain.swarm import open_context, volunteer_url
+
+PHASES = ["lease", "download", "compute", "encode", "upload", "complete", "total"]
+
+
+def run(seq_len: int, tasks: int, k: int) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = StackProcess(Path(tmp))
+        try:
+            stack.char_lstm_job(batches=tasks + 2, epochs=1, k=k, seq_len=seq_len, batch_size=32)
+            from playwright.sync_api import sync_playwright
+            with sync_playwright() as playwright:
+                context = open_context(playwright, str(Path(tmp) / "profile"))
+                page = context.new_page()
+                page.goto(volunteer_url(stack.web, "bench"))
+                deadline = time.monotonic() + 60 + tasks * seq_len / 50
+                while page.evaluate("window.crowdtrain.tasks.length") < tasks + 1:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"volunteer too slow: {page.inner_text('#state')}")
+                    time.sleep(0.5)
+                reports = page.evaluate("window.crowdtrain.tasks")
+                context.close()
+        finally:
+            stack.stop()
+    return reports[1:]  # the first task also builds the model: reported apart
+
+
+def summarize(reports: list[dict]) -> dict:
+    out = {}
+    for phase in PHASES:
+        values = [r["ms"][phase] for r in reports]
+        out[phase] = {"median": statistics.median(values), "p95": common.percentile(values, 95)}
+    walls = [r["ms"]["total"] for r in reports]
+    computes = [r["ms"]["compute"] for r in reports]
+    out["overhead_fraction"] = (sum(walls) - sum(computes)) / sum(walls)
+    for kind in ("weights", "cached"):
+        chosen = [r["ms"]["download"] for r in reports if r["fetched"] == kind]
+        out[f"download_median_when_{kind}"] = statistics.median(chosen) if chosen else None
+    return out
+
+
+def main() -> None:
+    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    seq_len, tasks = (64, 4) if args.quick else (1024, 24)
+    reports = run(seq_len, tasks, k=3)
+    summary = summarize(reports)
+    print(f"paper model, sequence {seq_len}, batch 32, {len(reports)} tasks after the first:")
+    for phase in PHASES:
+        print(f"  {phase:<9} median {summary[phase]['median']:8.1f} ms   p95 {summary[phase]['p95']:8.1f} ms")
+    print(f"  download when the version changed {summary['download_median_when_weights']} ms, "
+          f"when cached {summary['download_median_when_cached']} ms")
+    fraction = summary["overhead_fraction"]
+    print(f"overhead fraction (wall - compute) / wall = {fraction:.1%}; target <= 5 %: "
+          f"{'met' if fraction <= 0.05 else 'NOT met'}")
+    common.save("overhead", {"seq_len": seq_len, "summary": summary, "reports": reports,
+                             "target": 0.05, "target_met": fraction <= 0.05}, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+// A volunteer in Node (TF.js cpu backend) running the page's own loop, for
+// benchmarks and headless helpers: node tools/volunteer.mjs API_URL NAME JOB_ID
+// It stops when the job is finished.
+import * as tf from '@tensorflow/tfjs';
+import { Api } from '../src/api.js';
+import { VolunteerLoop } from '../src/loop.js';
+import { Trainer } from '../src/trainer.js';
+
+const [apiUrl, name, jobId] = process.argv.slice(2);
+await tf.setBackend('cpu');
+const api = new Api(apiUrl);
+let tasks = 0;
+const loop = new VolunteerLoop({
+  api, trainer: new Trainer(tf), volunteerId: name,
+  report: async (event) => {
+    if (event.type === 'task') tasks += 1;
+    if (event.type === 'error') console.error(`${name}: ${event.message}`);
+    if ((event.type === 'idle' || event.type === 'task') && (await api.progress(jobId)).status === 'finished') loop.stop();
+  },
+});
+await loop.run();
+console.log(JSON.stringify({ name, tasks }));

@@ -1,0 +1,41 @@
+"""Every benchmark script runs (its --quick smoke mode) and the report builds
+from what they write. The figures themselves live in docs/benchmarks.md."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ["fold", "cost", "overhead", "scaling", "quality"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_benchmark_runs_quick(results, name):
+    if name in ("overhead",) and not shutil.which("/usr/bin/chromium"):
+        pytest.skip("needs Debian's chromium")
+    out = results / f"{name}.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["quick"] is True and data["machine"]["cores"] >= 1
+    assert "target" in proc.stdout  # every script states its target and whether it was met
+
+
+def test_report_builds_from_the_results(results, tmp_path):
+    out = tmp_path / "benchmarks.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--results", str(results),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    for heading in ("Task overhead", "Scaling", "Fold capacity", "dollars", "Learning quality", "JSDoop"):
+        assert heading in text
+    assert (tmp_path / "benchmarks" / "scaling.png").stat().st_size > 1000

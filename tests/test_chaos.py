@@ -1,0 +1,210 @@
+"""A seeded chaos run through the real handlers on moto: 200 simulated
+volunteers and 2,000 tasks, with volunteers vanishing mid-task, duplicate and
+replayed completions, poisoned gradients, and the fold crashing at every point
+between reading its messages and deleting them. Nothing may be lost or folded
+twice, no half-written version may be served, and the model must still learn.
+The counts it prints are recorded in docs/security.md."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import Counter
+
+import numpy as np
+
+from chalicelib.fold import Folder
+from chalicelib.jobstore import JobStore
+from chalicelib.versions import VersionStore
+from tests.harness import BUCKET, Dataset, softmax_loss_and_grad
+
+SEED = 20261124
+VOLUNTEERS = 200
+BATCHES, EPOCHS, K = int(os.environ.get("CHAOS_BATCHES", 400)), int(os.environ.get("CHAOS_EPOCHS", 5)), 20
+CRASH_PROBABILITY = 0.03
+ACTIVE_PER_ROUND = 50  # volunteers stepping in one round: those holding a task, then idle ones
+POISON = ["nan", "inf", "huge_norm", "wrong_length", "sign_flip"]
+
+
+class Crash(Exception):
+    """An injected fold crash (the Lambda dying between two writes)."""
+
+
+def install_crashes(monkeypatch, rng, counts):
+    """Make the fold die, now and then, at each point between its writes."""
+    def maybe(point):
+        if rng.random() < CRASH_PROBABILITY:
+            counts[f"crash: {point}"] += 1
+            raise Crash(point)
+
+    real_handle, real_write, real_commit, real_save = Folder._handle, VersionStore.write, JobStore.commit_fold, JobStore.save
+
+    def handle(self, result):
+        maybe("after reading the message")
+        return real_handle(self, result)
+
+    def write(self, *args, **kwargs):
+        maybe("before writing the version")
+        real_write(self, *args, **kwargs)
+        maybe("after writing the version, before advancing it")
+
+    def commit(self, *args, **kwargs):
+        out = real_commit(self, *args, **kwargs)
+        maybe("after advancing the version")
+        return out
+
+    def save(self, *args, **kwargs):
+        out = real_save(self, *args, **kwargs)
+        maybe("after recording a pending result")
+        return out
+
+    monkeypatch.setattr(Folder, "_handle", handle)
+    monkeypatch.setattr(VersionStore, "write", write)
+    monkeypatch.setattr(JobStore, "commit_fold", commit)
+    monkeypatch.setattr(JobStore, "save", save)
+
+
+def poisoned(kind: str, good: bytes) -> bytes:
+    g = np.frombuffer(good, "<f4").copy()
+    if kind == "nan":
+        g[0] = np.nan
+    elif kind == "inf":
+        g[-1] = -np.inf
+    elif kind == "huge_norm":
+        g += 1e4
+    elif kind == "wrong_length":
+        g = g[:-3]
+    elif kind == "sign_flip":
+        g *= -3  # passes every check: only a robust aggregation stops it
+    return g.astype("<f4").tobytes()
+
+
+def test_chaos_run_loses_nothing_and_still_converges(harness, monkeypatch, capsys):
+    rng = random.Random(SEED)
+    counts: Counter = Counter()
+    ds = Dataset.generate(batches=BATCHES, batch_size=8, seed=3)
+    job = harness.create_job(ds, epochs=EPOCHS, gradients_per_update=K, staleness=8, lease_seconds=20,
+                             optimizer={"name": "sgd", "learning_rate": 0.5}, max_grad_norm=50,
+                             aggregation={"name": "trimmed_mean", "trim": 0.2})
+    table = harness.session.resource("dynamodb").Table("crowdtrain-test")
+    store = JobStore(table)
+    x_all, y_all = ds.x.reshape(-1, 4), ds.y.reshape(-1)
+    start_loss = softmax_loss_and_grad(harness.weights(job, 0), x_all, y_all)[0]
+    install_crashes(monkeypatch, rng, counts)
+    held: list[dict | None] = [None] * VOLUNTEERS
+    leased_by: set[int] = set()
+    deadline = time.monotonic() + 1800
+    started = time.monotonic()
+
+    def deliver():
+        """Lambda's event source: receive, invoke, delete on success; a crash leaves
+        the messages to come back after the visibility timeout."""
+        messages = harness.result_messages(visibility=2)
+        if not messages:
+            return
+        try:
+            harness.invoke_fold([m["Body"] for m in messages])
+        except Crash:
+            counts["fold invocations crashed"] += 1
+            return
+        if rng.random() < CRASH_PROBABILITY:
+            counts["crash: before deleting the messages"] += 1
+            return
+        counts["fold invocations"] += 1
+        for m in messages:
+            harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def step(i: int) -> bool:
+        """Volunteer i's next move; False when it found the queue empty."""
+        task = held[i]
+        if task is None:
+            task = harness.lease(f"volunteer-{i}")
+            if task is None:
+                counts["empty leases"] += 1
+                return False
+            counts["leases"] += 1
+            leased_by.add(i)
+            # the version a lease names must be complete: every file present
+            base = f"jobs/{job}/versions/{task['base_version']:08d}/"
+            files = {o["Key"][len(base):] for o in harness.s3.list_objects_v2(Bucket=BUCKET, Prefix=base)["Contents"]}
+            assert files == {"model.json", "weights.bin", "optimizer.json", "optimizer.bin"}, files
+            held[i] = task
+            return True
+        held[i] = None
+        roll = rng.random()
+        if roll < 0.20:
+            counts["vanished mid-task"] += 1
+            return True
+        loss, data = harness.compute(task)
+        kind = rng.choice(POISON) if roll < 0.25 else None
+        harness.upload(task, poisoned(kind, data) if kind else data)
+        reply = harness.complete(task, loss)
+        if reply.status_code == 410:
+            counts["completed too late (lease expired)"] += 1
+        elif kind and kind != "sign_flip":
+            assert reply.status_code == 400, (kind, reply.body)
+            counts[f"poisoned: {kind} rejected"] += 1
+        else:
+            assert reply.status_code == 200, reply.body
+            counts["poisoned: sign flips accepted (robust aggregation's job)" if kind else "completed"] += 1
+            if not kind and rng.random() < 0.10:
+                replay = harness.complete(task, loss)
+                assert replay.status_code == 409, replay.body
+                counts["replayed completions refused"] += 1
+        return True
+
+    # Rounds: every volunteer holding a task steps, and idle ones drawn at random
+    # from all 200 fill the round up to ACTIVE_PER_ROUND, in a shuffled order;
+    # idle volunteers stop asking once the queue is empty.
+    while store.meta(job).status != "finished":
+        assert time.monotonic() < deadline, f"chaos run did not finish: {store.meta(job)} {dict(counts)}"
+        holders = [i for i in range(VOLUNTEERS) if held[i] is not None]
+        idle = [i for i in range(VOLUNTEERS) if held[i] is None]
+        order = holders + rng.sample(idle, max(0, min(len(idle), ACTIVE_PER_ROUND - len(holders))))
+        rng.shuffle(order)
+        queue_empty = False
+        for n, i in enumerate(order):
+            if held[i] is None and queue_empty:
+                continue
+            if not step(i):
+                queue_empty = True
+            if n % 10 == 0:
+                deliver()
+        deliver()
+        if queue_empty and not any(held):
+            time.sleep(0.5)  # everything is out on lease: wait for vanished leases to end
+
+    while harness.result_messages(visibility=0):  # let the stragglers (duplicates) drain through the fold
+        deliver()
+        time.sleep(0.1)
+    elapsed = time.monotonic() - started
+
+    status = harness.status(job)
+    folds = store.folds(job)
+    pairs = [(e, b) for e, b, _ in folds]
+    updates_per_epoch = -(-BATCHES // K)
+    # every (epoch, batch) folded exactly once
+    assert len(pairs) == len(set(pairs)) == EPOCHS * BATCHES
+    assert set(pairs) == {(e, b) for e in range(EPOCHS) for b in range(BATCHES)}
+    # the version advanced by exactly one per fold, and every version's files exist
+    history = store.history(job, limit=10_000)
+    assert [h["version"] for h in history] == list(range(1, EPOCHS * updates_per_epoch + 1))
+    assert status["version"] == EPOCHS * updates_per_epoch
+    assert sorted({v for _, _, v in folds}) == list(range(1, status["version"] + 1))
+    versions = harness.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"jobs/{job}/versions/")
+    model_files = [o["Key"] for page in versions for o in page.get("Contents", []) if o["Key"].endswith("model.json")]
+    assert len(model_files) == status["version"] + 1
+    # and the model still learned
+    final_loss = softmax_loss_and_grad(harness.weights(job, status["version"]), x_all, y_all)[0]
+    assert final_loss < 0.3 < start_loss
+
+    report = {**dict(sorted(counts.items())), "discarded by the fold": status["discarded"],
+              "duplicates dropped by the fold": status["counters"].get("duplicates", 0),
+              "tasks folded": len(pairs), "volunteers who held leases": len(leased_by), "versions": status["version"],
+              "loss": f"{start_loss:.3f} -> {final_loss:.3f}", "seconds": round(elapsed, 1)}
+    with capsys.disabled():
+        print("\nchaos run: " + json.dumps(report, indent=1))
+    assert sum(v for k, v in counts.items() if k.startswith("crash")) >= 20
+    assert len(leased_by) >= 0.95 * VOLUNTEERS, f"only {len(leased_by)} volunteers ever held a lease"
+    assert counts["vanished mid-task"] > 0.15 * counts["leases"]
