@@ -15,9 +15,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-for path in (ROOT, ROOT / "infra"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # bench/ scripts reuse tests/ helpers (tests is not installed)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -32,9 +32,12 @@ def run(seq_len: int, tasks: int, k: int) -> list[dict]:
                 context = open_context(playwright, str(Path(tmp) / "profile"))
                 page = context.new_page()
                 page.goto(volunteer_url(stack.web, "bench"))
-                deadline = time.monotonic() + 60 + tasks * seq_len / 50
+                # a time budget: a slow machine reports fewer tasks rather than none
+                deadline = time.monotonic() + 60 + tasks * seq_len / 30
                 while page.evaluate("window.crowdtrain.tasks.length") < tasks + 1:
                     if time.monotonic() > deadline:
+                        if page.evaluate("window.crowdtrain.tasks.length") >= 3:
+                            break
                         raise RuntimeError(f"volunteer too slow: {page.inner_text('#state')}")
                     time.sleep(0.5)
                 reports = page.evaluate("window.crowdtrain.tasks")
@@ -60,7 +63,7 @@ def summarize(reports: list[dict]) -> dict:
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
-    seq_len, tasks = (64, 4) if args.quick else (1024, 24)
+    seq_len, tasks = (64, 4) if args.quick else (1024, 8)
     reports = run(seq_len, tasks, k=3)
     summary = summarize(reports)
     print(f"paper model, sequence {seq_len}, batch 32, {len(reports)} tasks after the first:")

@@ -11,11 +11,12 @@ volunteer's pull at `clip_norm`.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from chalicelib.errors import BadRequest
+from chalicelib.named import Named
 
 Gradient = list[np.ndarray]
 
@@ -25,18 +26,7 @@ def _stacked(gradients: Sequence[Gradient]) -> list[np.ndarray]:
     return [np.stack(tensors) for tensors in zip(*gradients)]
 
 
-class Strategy:
-    name = ""
-    keys: tuple[str, ...] = ()
-
-    def __init__(self, settings: Mapping[str, Any]):
-        unknown = set(settings) - set(self.keys)
-        if unknown:
-            raise BadRequest(f"unknown {self.name} settings {sorted(unknown)}; allowed: {list(self.keys)}")
-
-    def settings(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.keys}
-
+class Strategy(Named):
     def aggregate(self, gradients: Sequence[Gradient]) -> Gradient:
         """Combine gradients (each a list of tensors in manifest order)."""
         raise NotImplementedError

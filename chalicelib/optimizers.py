@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from chalicelib.errors import BadRequest
+from chalicelib.named import Named
 
 F32 = np.float32
 BACKEND_EPSILON = 1e-7
@@ -52,20 +53,8 @@ def _flag(settings: Mapping[str, Any], key: str) -> bool:
     return value
 
 
-class Optimizer:
+class Optimizer(Named):
     """An update rule: weights, gradients and state in; new weights and state out."""
-
-    name = ""
-    keys: tuple[str, ...] = ()
-
-    def __init__(self, settings: Mapping[str, Any]):
-        unknown = set(settings) - set(self.keys)
-        if unknown:
-            raise BadRequest(f"unknown {self.name} settings {sorted(unknown)}; allowed: {list(self.keys)}")
-
-    def settings(self) -> dict[str, Any]:
-        """The resolved settings, defaults filled in (stored with the job)."""
-        return {key: getattr(self, key) for key in self.keys}
 
     def initial_state(self, weights: list[np.ndarray]) -> OptimizerState:
         return OptimizerState()

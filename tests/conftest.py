@@ -13,6 +13,17 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
 @pytest.fixture
+def moto_session(monkeypatch):
+    """moto's in-process AWS with fake credentials, and a boto3 session on it."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield boto3.Session(region_name="us-east-1")
+
+
+@pytest.fixture
 def aws(monkeypatch):
     """Fresh moto-backed bucket, table, queues and secret, with the app's environment pointing at them."""
     for key in ("AWS_ENDPOINT_URL",):

@@ -13,10 +13,9 @@ from typing import Any
 
 import boto3
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "infra"))
-from crowdtrain.api import Api  # noqa: E402
-from crowdtrain.charlstm import CharLSTM  # noqa: E402
-from crowdtrain.corpus import kjv_text  # noqa: E402
+from crowdtrain.api import Api
+from crowdtrain.charlstm import CharLSTM
+from crowdtrain.corpus import kjv_text
 
 CLI = Path(sys.executable).parent / "crowdtrain"
 

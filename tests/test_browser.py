@@ -13,7 +13,7 @@ from chalicelib.codecs import get_codec
 from tests.localstack import StackProcess, alive
 from tests.tfjs import ROOT
 
-from crowdtrain.swarm import open_context  # noqa: E402  (tests/localstack.py puts infra/ on the path)
+from crowdtrain.swarm import open_context
 
 ARTIFACTS = ROOT / "artifacts"
 pytestmark = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")

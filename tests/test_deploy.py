@@ -12,11 +12,9 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
-from moto import mock_aws
 
-from tests.localstack import CLI  # noqa: F401  (puts infra/ on the path)
-from crowdtrain.deploy import Deployer, DeployError, cache_control  # noqa: E402
-from crowdtrain.template import TEMPLATE, load_template, without_unsupported  # noqa: E402
+from crowdtrain.deploy import Deployer, DeployError, cache_control
+from crowdtrain.template import TEMPLATE, load_template, without_unsupported
 
 ROOT = Path(__file__).resolve().parent.parent
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -215,18 +213,9 @@ def test_chalice_deploy_step_reads_the_api_url(tmp_path):
         failing.deploy_app()
 
 
-@pytest.fixture
-def aws_moto(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield boto3.Session(region_name="us-east-1")
-
-
-def test_frontend_is_published_with_types_headers_and_an_invalidation(aws_moto):
-    aws_moto.client("s3").create_bucket(Bucket="site")
-    distribution = aws_moto.client("cloudfront").create_distribution(DistributionConfig={
+def test_frontend_is_published_with_types_headers_and_an_invalidation(moto_session):
+    moto_session.client("s3").create_bucket(Bucket="site")
+    distribution = moto_session.client("cloudfront").create_distribution(DistributionConfig={
         "CallerReference": "t", "Comment": "", "Enabled": True,
         "Origins": {"Quantity": 1, "Items": [{"Id": "o", "DomainName": "site.s3.amazonaws.com",
                                               "S3OriginConfig": {"OriginAccessIdentity": ""}}]},
@@ -234,10 +223,10 @@ def test_frontend_is_published_with_types_headers_and_an_invalidation(aws_moto):
                                  "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6"}})["Distribution"]
     outputs = {**OUTPUTS, "FrontendBucketName": "site", "DistributionId": distribution["Id"]}
     lines = []
-    deployer = Deployer(aws_moto, "dev", root=ROOT, say=lines.append)  # builds the real frontend
+    deployer = Deployer(moto_session, "dev", root=ROOT, say=lines.append)  # builds the real frontend
     url = deployer.publish_frontend(outputs, "https://abc.execute-api.us-east-1.amazonaws.com/api")
     assert url == "https://d111.cloudfront.net/"
-    s3 = aws_moto.client("s3")
+    s3 = moto_session.client("s3")
     config = s3.get_object(Bucket="site", Key="config.json")
     assert json.loads(config["Body"].read())["api"].startswith("https://abc.execute-api")
     assert config["CacheControl"] == "no-cache"
@@ -245,22 +234,22 @@ def test_frontend_is_published_with_types_headers_and_an_invalidation(aws_moto):
     assert wasm["ContentType"] == "application/wasm"
     assert s3.head_object(Bucket="site", Key="worker.js")["ContentType"] == "text/javascript"
     assert s3.head_object(Bucket="site", Key="index.html")["ContentType"] == "text/html"
-    invalidations = aws_moto.client("cloudfront").list_invalidations(DistributionId=distribution["Id"])
+    invalidations = moto_session.client("cloudfront").list_invalidations(DistributionId=distribution["Id"])
     assert invalidations["InvalidationList"]["Quantity"] == 1
     assert any("uploaded" in l for l in lines)
 
 
-def test_teardown_empties_buckets_and_deletes_the_stack(aws_moto, tmp_path):
+def test_teardown_empties_buckets_and_deletes_the_stack(moto_session, tmp_path):
     local, _ = without_unsupported(load_template())
-    cloudformation = aws_moto.client("cloudformation")
+    cloudformation = moto_session.client("cloudformation")
     cloudformation.create_stack(StackName="crowdtrain-dev", TemplateBody=json.dumps(local))
     names = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(
         StackName="crowdtrain-dev")["Stacks"][0]["Outputs"]}
-    s3 = aws_moto.client("s3")
+    s3 = moto_session.client("s3")
     s3.put_object(Bucket=names["BucketName"], Key="jobs/j-1/init/weights.bin", Body=b"x")
     s3.put_object(Bucket=names["FrontendBucketName"], Key="index.html", Body=b"x")
     runs = []
-    deployer = Deployer(aws_moto, "dev", root=tmp_path, say=lambda l: None,
+    deployer = Deployer(moto_session, "dev", root=tmp_path, say=lambda l: None,
                         run=lambda cmd, **kw: runs.append(cmd) or subprocess.CompletedProcess(cmd, 0, "", ""))
     deployer.teardown()
     assert runs[0][1:] == ["delete", "--stage", "dev"]

@@ -2,21 +2,14 @@
 import json
 import time
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from tests.localstack import CLI  # noqa: F401  (puts infra/ on the path)
-from crowdtrain.dispatcher import QueueDispatcher, sqs_dispatchers  # noqa: E402
+from crowdtrain.dispatcher import QueueDispatcher, sqs_dispatchers
 
 
 @pytest.fixture
-def sqs(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield boto3.client("sqs", region_name="us-east-1")
+def sqs(moto_session):
+    return moto_session.client("sqs")
 
 
 def queue_with_dlq(sqs, max_receives=2):

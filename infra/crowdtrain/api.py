@@ -25,8 +25,10 @@ class Api:
     region: str = ""
     timeout: float = 60
 
-    def _headers(self, method: str, url: str, body: bytes) -> dict[str, str]:
+    def _headers(self, method: str, url: str, body: bytes, signed: bool) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
+        if not signed:
+            return headers
         if self.admin_token:
             headers["Authorization"] = f"Bearer {self.admin_token}"
             return headers
@@ -44,10 +46,11 @@ class Api:
         SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
         return dict(request.headers.items())
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
+    def call(self, method: str, path: str, body: Any = None, signed: bool = True) -> Any:
+        """One API call; `signed=False` for the public volunteer routes."""
         url = self.base_url.rstrip("/") + path
         data = json.dumps(body).encode() if body is not None else b""
-        reply = requests.request(method, url, data=data or None, headers=self._headers(method, url, data),
+        reply = requests.request(method, url, data=data or None, headers=self._headers(method, url, data, signed),
                                  timeout=self.timeout)
         if reply.status_code == 204:
             return None
