@@ -122,7 +122,15 @@ class Folder:
 
     def fold(self, meta: JobMeta, spec: JobSpec) -> JobMeta:
         """Apply META's pending gradients to version N and commit version N+1."""
-        gradients = [check_gradient(spec, self.objects.get(p.key)) for p in meta.pending]
+        gradients, spoiled = [], []
+        for p in meta.pending:
+            try:
+                gradients.append(check_gradient(spec, self.objects.get(p.key)))
+            except (BadRequest, NotFound) as err:
+                log.warning("job %s: pending %s-%s spoiled: %s", meta.job_id, p.epoch, p.batch, err)
+                spoiled.append(p)
+        if spoiled:
+            return self._drop_spoiled(meta, spoiled)
         combined = spec.build_strategy().aggregate(gradients)
         weights = self.versions.read_weights(meta.job_id, meta.version, spec)
         state = self.versions.read_state(meta.job_id, meta.version, spec)
@@ -138,3 +146,14 @@ class Folder:
                         folded_total=meta.folded_total + len(meta.pending), epoch=epoch, status=status)
         loss = float(np.mean([p.loss for p in meta.pending]))
         return self.jobs.commit_fold(meta, after, meta.pending, loss, sum(p.samples for p in meta.pending))
+
+    def _drop_spoiled(self, meta: JobMeta, spoiled: list[Pending]) -> JobMeta:
+        """A pending gradient that no longer passes the check (overwritten through
+        its still-valid upload form, or expired from S3) must not wedge the job:
+        re-queue its batch, mark its lease discarded, then take it out of pending.
+        Re-queue first, as in step 3: a crash in between re-queues twice, never zero times."""
+        for p in spoiled:
+            self.tasks.enqueue(meta.job_id, p.epoch, [p.batch])
+            if self.jobs.move_lease(meta.job_id, p.lease_id, "completed", "discarded", reason="invalid"):
+                self.jobs.count(meta.job_id, discarded_invalid=1)
+        return self.jobs.save(meta, replace(meta, pending=tuple(p for p in meta.pending if p not in spoiled)))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.errors import NotFound
+
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -18,7 +20,11 @@ class ObjectStore:
                             ContentType=content_type, CacheControl=cache_control)
 
     def get(self, key: str) -> bytes:
-        return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        """The object's bytes; NotFound where there is no such object."""
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self._s3.exceptions.NoSuchKey:
+            raise NotFound(f"no object {key}")
 
     def size(self, key: str) -> int | None:
         """Object length, or None where there is no such object."""

@@ -126,6 +126,7 @@ class Harness:
         self.s3 = self.session.client("s3")
         self.results_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-results.fifo")["QueueUrl"]
         self.tasks_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-tasks")["QueueUrl"]
+        self._models: dict[str, list[np.ndarray]] = {}  # versions are immutable, as the page caches them
 
     def __enter__(self) -> "Harness":
         self.client = self._client_cm.__enter__()
@@ -209,6 +210,11 @@ class Harness:
 
     def load_model(self, model_url: str) -> list[np.ndarray]:
         """Weights of a model.json URL, read as tf.loadLayersModel would (shard paths relative to it)."""
+        if model_url not in self._models:
+            self._models[model_url] = self._read_model(model_url)
+        return self._models[model_url]
+
+    def _read_model(self, model_url: str) -> list[np.ndarray]:
         model = json.loads(self.fetch(model_url))
         base = model_url.rsplit("/", 1)[0] + "/"
         group = model["weightsManifest"][0]

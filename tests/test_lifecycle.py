@@ -97,6 +97,31 @@ def test_stale_result_is_discarded_and_its_batch_requeued(harness):
     assert status["status"] == "finished" and status["batches_done"] == 3 and status["version"] == 3
 
 
+def test_gradient_overwritten_after_completion_is_requeued_not_folded(harness):
+    """The upload form stays valid until the lease ends, so a volunteer can replace
+    an accepted gradient while it waits in pending: the fold re-checks it, drops
+    it and re-queues its batch instead of failing on every retry."""
+    ds = Dataset.generate(batches=3, batch_size=4)
+    job = harness.create_job(ds, gradients_per_update=2)
+    first = harness.lease()
+    assert harness.work(first).status_code == 200
+    harness.deliver()
+    assert harness.status(job)["pending_gradients"] == 1
+    poison = np.full(first["upload_bytes"] // 4, np.nan, "<f4").tobytes()
+    assert harness.upload(first, poison).status_code in (200, 204)
+    second = harness.lease()
+    assert harness.work(second).status_code == 200
+    harness.deliver()
+    status = harness.status(job)
+    assert status["version"] == 0 and status["discarded"] == {"invalid": 1}
+    assert status["pending_gradients"] == 1
+    assert drain(harness) == 2  # the third batch and the re-queued first one
+    status = harness.status(job)
+    assert status["status"] == "finished" and status["batches_done"] == 3
+    folds = JobStore(harness.session.resource("dynamodb").Table("crowdtrain-test")).folds(job)
+    assert sorted(b for _, b, _ in folds) == [0, 1, 2]
+
+
 def test_duplicate_completion_is_refused(harness):
     ds = Dataset.generate(batches=2, batch_size=4)
     job = harness.create_job(ds)
