@@ -35,6 +35,7 @@ PRICES = {
     "cloudfront_per_gb": 0.085,
     "cloudfront_per_https_request": 0.0100e-4,
 }
+SAMPLES_PER_TASK = (32, 128, 512, 2048)
 LAMBDA_GB = 1.0  # .chalice/config.json lambda_memory_size = 1024
 S3_WRITES = {"PutObject", "ListObjectsV2", "DeleteObjects", "PostObject"}
 # The paper's model: LSTM(10) -> LSTM(10) -> Dense(128), one-hot over 128, sequences of 1024.
@@ -138,7 +139,18 @@ def main() -> None:
                   + ", ".join(f"{k} {v:.3f}" for k, v in per_million.items()))
     best = min(r["total"] for r in rows)
     print(f"target <= $0.10 per million samples: best ${best:.3f} -> {'met' if best <= 0.10 else 'NOT met'}")
+    # Requests per task do not depend on how many samples a task holds; bytes do.
+    # So the same measured counts give the cost of larger tasks (a larger batch).
+    sweep = []
+    for samples in SAMPLES_PER_TASK:
+        batch_bytes = PAPER["batch_bytes"] * samples // PAPER["batch"]
+        per_million = dollars(calls, seconds, samples, weights + batch_bytes, 4 * PAPER["parameters"], 0.1)
+        sweep.append({"samples_per_task": samples, "dollars_per_million_samples": per_million,
+                      "total": sum(per_million.values())})
+        print(f"fp32, busy, {samples:5d} samples per task: ${sweep[-1]['total']:.3f} per million samples "
+              f"(CloudFront {per_million['CloudFront']:.3f})")
     common.save("cost", {"measured": measured, "paper_model": PAPER, "prices": PRICES, "rows": rows,
+                         "samples_sweep": sweep,
                          "target": 0.10, "target_met": best <= 0.10,
                          "tasks_per_million_samples": math.ceil(1e6 / PAPER["batch"])}, args)
 

@@ -112,6 +112,15 @@ def cost_section(r: dict) -> list[str]:
               "($3.50 per million; two calls per task) and DynamoDB's per-task reads and writes. Storing tokens "
               "as bytes, tasks of several mini-batches, an HTTP API and fewer version files would each cut a "
               "large share; none is built yet.", ""]
+    if r.get("samples_sweep"):
+        lines += ["Larger tasks (a larger batch per task) spread the per-task requests over more samples; "
+                  "the bytes per sample stay, so CloudFront egress of int32 token ids sets a floor near "
+                  f"${r['samples_sweep'][-1]['dollars_per_million_samples']['CloudFront']:.2f}. "
+                  "Same measured requests per task, fp32, busy fold:", "",
+                  "| samples per task | CloudFront | total $ per million samples |", "| ---: | ---: | ---: |"]
+        lines += [f"| {x['samples_per_task']:,} | {x['dollars_per_million_samples']['CloudFront']:.3f} | "
+                  f"{x['total']:.3f} |" for x in r["samples_sweep"]]
+        lines.append("")
     return lines
 
 
