@@ -17,6 +17,15 @@ one completed task. Handling it:
 4. otherwise add it to META's pending list (a write conditional on META's
    revision), and settle again.
 
+Replicated jobs (BOINC-style, `replication.copies = 2`) put one more step
+before pending: an accepted first copy waits in META's `awaiting` list while a
+check task, pinned to the same version, goes back on the task queue. The
+check's result joins the first copy in pending if a different volunteer
+computed it and the two gradients agree within the job's tolerance; otherwise
+both are discarded (the reason is recorded on their leases and counted) and
+the batch is re-queued. Pending holds one copy per batch either way, so the
+argument below is unchanged.
+
 Folding an update reads the pending gradients, aggregates them with the job's
 strategy, applies the numpy optimizer to version N, writes version N+1's
 files to S3, and then, in one DynamoDB transaction, advances META to N+1
@@ -64,6 +73,14 @@ class Result:
     key: str
     loss: float
     samples: int
+    volunteer: str = ""
+
+
+def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """||a - b|| / max(||a||, ||b||) over all tensors: 0 for identical copies."""
+    diff = np.sqrt(sum(float(np.sum((x.astype(np.float64) - y) ** 2)) for x, y in zip(a, b)))
+    scale = max(np.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in g)) for g in (a, b))
+    return float(diff / scale) if scale > 0 else 0.0
 
 
 class Folder:
@@ -87,21 +104,72 @@ class Folder:
         except NotFound:
             return "gone"
         meta = self.settle(meta, spec)
-        if ((r.epoch, r.batch) in meta.pending_pairs() or self.jobs.is_folded(r.job, r.epoch, r.batch)
+        if ((r.epoch, r.batch) in meta.pending_pairs() or r.lease_id in {p.lease_id for p in meta.awaiting}
+                or self.jobs.is_folded(r.job, r.epoch, r.batch)
                 or self.jobs.lease_state(r.job, r.lease_id) == "discarded"):
             self.jobs.count(r.job, duplicates=1)
             return "duplicate"
+        first = next((p for p in meta.awaiting if (p.epoch, p.batch) == (r.epoch, r.batch)), None)
+        if first is not None:
+            return self._check_replica(r, first, meta, spec)
         reason = self._reject_reason(r, meta, spec)
         if reason:
-            self.tasks.enqueue(r.job, r.epoch, [r.batch])
-            if self.jobs.move_lease(r.job, r.lease_id, ("leased", "completed"), "discarded", reason=reason):
-                self.jobs.count(r.job, **{f"discarded_{reason}": 1})
+            self._discard(r.job, r.epoch, r.batch, [r.lease_id], reason)
             return reason
-        pending = Pending(r.epoch, r.batch, r.lease_id, r.key, r.base_version, r.loss, r.samples)
-        meta = self.jobs.save(meta, replace(meta, pending=meta.pending + (pending,)))
+        pending = Pending(r.epoch, r.batch, r.lease_id, r.key, r.base_version, r.loss, r.samples, r.volunteer)
+        if spec.replicas > 1:
+            # Queue the check first (pinned to this copy's version), then record
+            # the copy as awaiting it: a crash in between queues a second check,
+            # whose result is later dropped as a duplicate; none is ever missing.
+            self.tasks.enqueue(r.job, r.epoch, [r.batch], pin=r.base_version)
+            self.jobs.save(meta, replace(meta, awaiting=meta.awaiting + (pending,)))
+            return "awaiting replica"
+        return self._add_pending(meta, spec, pending, meta.awaiting)
+
+    def _add_pending(self, meta: JobMeta, spec: JobSpec, pending: Pending, awaiting: tuple[Pending, ...]) -> str:
+        meta = self.jobs.save(meta, replace(meta, pending=meta.pending + (pending,), awaiting=awaiting))
         before = meta.version
         meta = self.settle(meta, spec)
         return "folded" if meta.version > before else "pending"
+
+    def _check_replica(self, r: Result, first: Pending, meta: JobMeta, spec: JobSpec) -> str:
+        """The second copy of a replicated batch: the first goes on to pending
+        if both agree within the job's tolerance. Otherwise both are discarded
+        and the batch re-queued. META drops the first copy before the batch is
+        re-queued: a crash in between leaves this result's message to come
+        back, and it then starts the batch over as a first copy."""
+        rest = tuple(p for p in meta.awaiting if p is not first)
+        reason = self._reject_reason(r, meta, spec)
+        if not reason and r.volunteer == first.volunteer:
+            reason = "same_volunteer"
+        elif not reason and r.base_version != first.base_version:
+            reason = "replica_version"
+        elif not reason:
+            try:
+                difference = relative_difference(check_gradient(spec, self.objects.get(first.key)),
+                                                 check_gradient(spec, self.objects.get(r.key)))
+            except (BadRequest, NotFound):
+                reason = "invalid"
+            else:
+                if difference > spec.replica_tolerance:
+                    log.warning("job %s: %s-%s: volunteers %r and %r disagree (relative difference %.3g)",
+                                r.job, r.epoch, r.batch, first.volunteer, r.volunteer, difference)
+                    reason = "disagreement"
+        if not reason:
+            self.jobs.count(r.job, replicas_agreed=1)
+            return self._add_pending(meta, spec, first, rest)
+        self.jobs.save(meta, replace(meta, awaiting=rest))
+        self._discard(r.job, r.epoch, r.batch, [first.lease_id, r.lease_id], reason)
+        return reason
+
+    def _discard(self, job: str, epoch: int, batch: int, lease_ids: list[str], reason: str) -> None:
+        """Re-queue the batch as a new task, then mark its leases discarded
+        (in this order: a crash in between re-queues twice, never zero times)."""
+        self.tasks.enqueue(job, epoch, [batch])
+        moved = sum(self.jobs.move_lease(job, lease_id, ("leased", "completed"), "discarded", reason=reason)
+                    for lease_id in lease_ids)
+        if moved:
+            self.jobs.count(job, **{f"discarded_{reason}": moved})
 
     def _reject_reason(self, r: Result, meta: JobMeta, spec: JobSpec) -> str:
         if meta.version - r.base_version > spec.staleness:
@@ -153,7 +221,5 @@ class Folder:
         re-queue its batch, mark its lease discarded, then take it out of pending.
         Re-queue first, as in step 3: a crash in between re-queues twice, never zero times."""
         for p in spoiled:
-            self.tasks.enqueue(meta.job_id, p.epoch, [p.batch])
-            if self.jobs.move_lease(meta.job_id, p.lease_id, "completed", "discarded", reason="invalid"):
-                self.jobs.count(meta.job_id, discarded_invalid=1)
+            self._discard(meta.job_id, p.epoch, p.batch, [p.lease_id], "invalid")
         return self.jobs.save(meta, replace(meta, pending=tuple(p for p in meta.pending if p not in spoiled)))

@@ -2,7 +2,8 @@
 
 One table, items grouped under `pk = JOB#<id>`:
 - `SPEC`: the immutable job spec.
-- `META`: the mutable progress (status, version, epoch, pending results). Every
+- `META`: the mutable progress (status, version, epoch, pending results, and
+  for replicated jobs the results awaiting their second copy). Every
   write to it is conditional on its revision `rev`, so two writers can never
   both succeed from the same state; the version only ever moves N -> N+1.
 - `FOLD#<epoch>#<batch>`: written once, in the same transaction that
@@ -45,6 +46,7 @@ class Pending:
     base_version: int
     loss: float
     samples: int
+    volunteer: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class JobMeta:
     folded_total: int = 0
     queued_epoch: int = -1
     pending: tuple[Pending, ...] = ()
+    awaiting: tuple[Pending, ...] = ()  # replicated jobs: first copies waiting for their check
     rev: int = 0
     created: float = 0.0
     updated: float = 0.0
@@ -68,7 +71,7 @@ class JobMeta:
         return {
             "job_id": self.job_id, "status": self.status, "version": self.version, "epoch": self.epoch,
             "batches_done_in_epoch": self.folded_in_epoch, "batches_done": self.folded_total,
-            "pending_gradients": len(self.pending),
+            "pending_gradients": len(self.pending), "awaiting_replica": len(self.awaiting),
             "created": self.created, "updated": self.updated,
         }
 
@@ -86,7 +89,8 @@ def _meta_item(meta: JobMeta) -> dict[str, Any]:
         **_key(meta.job_id, "META"), "status": meta.status, "version": meta.version, "epoch": meta.epoch,
         "folded_in_epoch": meta.folded_in_epoch, "folded_total": meta.folded_total,
         "queued_epoch": meta.queued_epoch, "rev": meta.rev,
-        "pending": json.dumps([p.__dict__ for p in meta.pending]), "created": Decimal(str(meta.created)),
+        "pending": json.dumps([p.__dict__ for p in meta.pending]),
+        "awaiting": json.dumps([p.__dict__ for p in meta.awaiting]), "created": Decimal(str(meta.created)),
         "updated": Decimal(str(meta.updated)),
     }
 
@@ -97,6 +101,7 @@ def _meta_from(item: dict[str, Any]) -> JobMeta:
         folded_in_epoch=int(item["folded_in_epoch"]), folded_total=int(item["folded_total"]),
         queued_epoch=int(item["queued_epoch"]),
         pending=tuple(Pending(**p) for p in json.loads(item["pending"])),
+        awaiting=tuple(Pending(**p) for p in json.loads(item.get("awaiting", "[]"))),
         rev=int(item["rev"]),
         created=float(item["created"]), updated=float(item["updated"]),
     )

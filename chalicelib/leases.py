@@ -64,7 +64,8 @@ class LeaseService:
                 self.tasks.delete(task.receipt)
                 continue
             now = self.clock()
-            lease = Lease(job=task.job, epoch=task.epoch, batch=task.batch, base_version=meta.version,
+            base = meta.version if task.pin is None else task.pin
+            lease = Lease(job=task.job, epoch=task.epoch, batch=task.batch, base_version=base,
                           lease_id=secrets.token_hex(16), receipt=task.receipt,
                           expires=now + spec.lease_seconds - token_margin(spec.lease_seconds))
             if not self.jobs.claim_slot(volunteer, lease.lease_id, lease.expires, self.max_leases_per_volunteer):
@@ -77,8 +78,8 @@ class LeaseService:
             upload_key = gradient_key(task.job, task.epoch, task.batch, lease.lease_id)
             return {
                 "job_id": task.job, "task_id": f"{task.epoch}-{task.batch}", "epoch": task.epoch,
-                "batch": task.batch, "base_version": meta.version,
-                "model_url": self.objects.public_url(model_key(task.job, meta.version)),
+                "batch": task.batch, "base_version": base,
+                "model_url": self.objects.public_url(model_key(task.job, base)),
                 "batch_url": self.objects.public_url(batch_key(task.job, task.batch)),
                 "upload": self.objects.presigned_post(upload_key, spec.gradient_bytes, spec.lease_seconds),
                 "upload_bytes": spec.gradient_bytes,
@@ -128,7 +129,8 @@ class LeaseService:
         if not self.jobs.move_lease(job, lease.lease_id, "leased", "completed", loss=loss):
             raise Conflict("this lease was already completed")
         result = {"job": job, "epoch": lease.epoch, "batch": lease.batch, "lease_id": lease.lease_id,
-                  "base_version": lease.base_version, "key": key, "loss": loss, "samples": spec.batch_size}
+                  "base_version": lease.base_version, "key": key, "loss": loss, "samples": spec.batch_size,
+                  "volunteer": record["volunteer"]}
         try:
             self.results.send(result)
         except Exception:

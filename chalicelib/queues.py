@@ -15,6 +15,7 @@ class Task:
     epoch: int
     batch: int
     receipt: str
+    pin: int | None = None  # a replica check: compute on this version, not the newest
 
 
 class TaskQueue:
@@ -24,9 +25,10 @@ class TaskQueue:
         self._sqs = sqs
         self.url = url
 
-    def enqueue(self, job: str, epoch: int, batches: Iterable[int]) -> int:
+    def enqueue(self, job: str, epoch: int, batches: Iterable[int], pin: int | None = None) -> int:
         """Queue one message per (epoch, batch), in the order given."""
-        entries = [{"Id": str(i), "MessageBody": json.dumps({"job": job, "epoch": epoch, "batch": b})}
+        extra = {} if pin is None else {"pin": pin}
+        entries = [{"Id": str(i), "MessageBody": json.dumps({"job": job, "epoch": epoch, "batch": b, **extra})}
                    for i, b in enumerate(batches)]
         for start in range(0, len(entries), 10):
             chunk = entries[start:start + 10]
@@ -41,7 +43,9 @@ class TaskQueue:
                                           VisibilityTimeout=visibility, WaitTimeSeconds=wait)
         for message in reply.get("Messages", []):
             body = json.loads(message["Body"])
-            return Task(body["job"], int(body["epoch"]), int(body["batch"]), message["ReceiptHandle"])
+            pin = body.get("pin")
+            return Task(body["job"], int(body["epoch"]), int(body["batch"]), message["ReceiptHandle"],
+                        None if pin is None else int(pin))
         return None
 
     def hide(self, receipt: str, seconds: int) -> None:

@@ -20,7 +20,11 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 MAX_GRADIENTS_PER_UPDATE = 64
 
 JOB_FIELDS = {"name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness",
-              "epochs", "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text"}
+              "epochs", "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text",
+              "replication"}
+# Replication compares two volunteers' gradients of the same batch on the same
+# version; browsers on different backends (wasm, webgl, cpu) agree to about 1e-4.
+DEFAULT_REPLICA_TOLERANCE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class JobSpec:
     # For text jobs: character i of the alphabet is token id i, so pages can
     # show what the model writes.
     alphabet: str = ""
+    # BOINC-style replication: 2 = each accepted gradient is checked against a
+    # second volunteer's on the same version before it may be folded.
+    replicas: int = 1
+    replica_tolerance: float = DEFAULT_REPLICA_TOLERANCE
 
     @property
     def batch_size(self) -> int:
@@ -111,7 +119,7 @@ class JobSpec:
             "num_batches": self.num_batches, "epochs": self.epochs,
             "gradients_per_update": self.gradients_per_update, "staleness": self.staleness,
             "optimizer": {"name": self.optimizer, **self.optimizer_settings},
-            "aggregation": self.aggregation, "lease_seconds": self.lease_seconds,
+            "aggregation": self.aggregation, "lease_seconds": self.lease_seconds, "replicas": self.replicas,
             "text": {"alphabet": self.alphabet} if self.alphabet else None,
         }
 
@@ -154,6 +162,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
     codec = get_codec(body.get("codec", "fp32")).name
     strategy = make_strategy(body.get("aggregation", "mean"))
     alphabet = _alphabet(body.get("text"), x)
+    replicas, tolerance = _replication(body.get("replication"))
     return JobSpec(
         name=validate.text(body, "name", "job"),
         topology=model.topology,
@@ -172,7 +181,20 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
         aggregation={"name": strategy.name, **strategy.settings()},
         seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),
         alphabet=alphabet,
+        replicas=replicas,
+        replica_tolerance=tolerance,
     )
+
+
+def _replication(raw: Any) -> tuple[int, float]:
+    """{"copies": 1 or 2, "tolerance": relative L2 difference two copies may have}."""
+    if raw is None:
+        return 1, DEFAULT_REPLICA_TOLERANCE
+    if not isinstance(raw, dict):
+        raise BadRequest("replication must be an object with copies (1 or 2) and an optional tolerance")
+    validate.only_keys(raw, {"copies", "tolerance"}, "replication")
+    copies = validate.integer(raw, "copies", 1, 1, 2)
+    return copies, validate.number(raw, "tolerance", DEFAULT_REPLICA_TOLERANCE, 1e-9, 1.0)
 
 
 def _alphabet(raw: Any, x: TensorLayout) -> str:
