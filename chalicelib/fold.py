@@ -36,7 +36,9 @@ batch, each conditional on not existing. So:
   only in the transaction that advances the version;
 - a batch is folded at least once or re-queued: a result is deleted from the
   fold queue only after it is pending in META (or its batch re-queued), and
-  pending results are folded before anything else happens to the job;
+  pending results are folded before anything else happens to the job
+  (one whose bytes are no longer those accepted, by SHA-256, because it was
+  overwritten through its upload form or expired, is re-queued as in step 3);
 - a crash between writing N+1's files and the transaction leaves META at N
   with the same pending list, so the retry writes the same bytes again
   (the fold is deterministic) and then commits; browsers are only ever
@@ -44,6 +46,7 @@ batch, each conditional on not existing. So:
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
@@ -74,6 +77,10 @@ class Result:
     loss: float
     samples: int
     volunteer: str = ""
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -112,11 +119,12 @@ class Folder:
         first = next((p for p in meta.awaiting if (p.epoch, p.batch) == (r.epoch, r.batch)), None)
         if first is not None:
             return self._check_replica(r, first, meta, spec)
-        reason = self._reject_reason(r, meta, spec)
+        reason, digest = self._reject_reason(r, meta, spec)
         if reason:
             self._discard(r.job, r.epoch, r.batch, [r.lease_id], reason)
             return reason
-        pending = Pending(r.epoch, r.batch, r.lease_id, r.key, r.base_version, r.loss, r.samples, r.volunteer)
+        pending = Pending(r.epoch, r.batch, r.lease_id, r.key, r.base_version, r.loss, r.samples, r.volunteer,
+                          digest)
         if spec.replicas > 1:
             # Queue the check first (pinned to this copy's version), then record
             # the copy as awaiting it: a crash in between queues a second check,
@@ -139,15 +147,15 @@ class Folder:
         re-queued: a crash in between leaves this result's message to come
         back, and it then starts the batch over as a first copy."""
         rest = tuple(p for p in meta.awaiting if p is not first)
-        reason = self._reject_reason(r, meta, spec)
+        reason, digest = self._reject_reason(r, meta, spec)
         if not reason and r.volunteer == first.volunteer:
             reason = "same_volunteer"
         elif not reason and r.base_version != first.base_version:
             reason = "replica_version"
         elif not reason:
             try:
-                difference = relative_difference(check_gradient(spec, self.objects.get(first.key)),
-                                                 check_gradient(spec, self.objects.get(r.key)))
+                difference = relative_difference(self._load(spec, first.key, first.digest),
+                                                 self._load(spec, r.key, digest))
             except (BadRequest, NotFound):
                 reason = "invalid"
             else:
@@ -171,15 +179,26 @@ class Folder:
         if moved:
             self.jobs.count(job, **{f"discarded_{reason}": moved})
 
-    def _reject_reason(self, r: Result, meta: JobMeta, spec: JobSpec) -> str:
+    def _reject_reason(self, r: Result, meta: JobMeta, spec: JobSpec) -> tuple[str, str]:
+        """Why the result cannot be used ("" if it can), and the digest of the bytes that passed."""
         if meta.version - r.base_version > spec.staleness:
-            return "stale"
+            return "stale", ""
         try:
-            check_gradient(spec, self.objects.get(r.key))
-        except BadRequest as err:
+            data = self.objects.get(r.key)
+            check_gradient(spec, data)
+        except (BadRequest, NotFound) as err:
             log.warning("job %s: discarding %s-%s: %s", r.job, r.epoch, r.batch, err)
-            return "invalid"
-        return ""
+            return "invalid", ""
+        return "", _digest(data)
+
+    def _load(self, spec: JobSpec, key: str, digest: str) -> list[np.ndarray]:
+        """An accepted gradient, only if its bytes are still those that were
+        accepted: the upload form stays valid until the lease ends, so a
+        volunteer could otherwise swap in another well-formed gradient."""
+        data = self.objects.get(key)
+        if digest and _digest(data) != digest:
+            raise BadRequest(f"gradient {key} changed after it was accepted")
+        return check_gradient(spec, data)
 
     def settle(self, meta: JobMeta, spec: JobSpec) -> JobMeta:
         """Fold a full update if META holds one; queue the epoch if it is not queued."""
@@ -193,7 +212,7 @@ class Folder:
         gradients, spoiled = [], []
         for p in meta.pending:
             try:
-                gradients.append(check_gradient(spec, self.objects.get(p.key)))
+                gradients.append(self._load(spec, p.key, p.digest))
             except (BadRequest, NotFound) as err:
                 log.warning("job %s: pending %s-%s spoiled: %s", meta.job_id, p.epoch, p.batch, err)
                 spoiled.append(p)
@@ -216,8 +235,9 @@ class Folder:
         return self.jobs.commit_fold(meta, after, meta.pending, loss, sum(p.samples for p in meta.pending))
 
     def _drop_spoiled(self, meta: JobMeta, spoiled: list[Pending]) -> JobMeta:
-        """A pending gradient that no longer passes the check (overwritten through
-        its still-valid upload form, or expired from S3) must not wedge the job:
+        """A pending gradient that is no longer the one accepted (overwritten
+        through its still-valid upload form, or expired from S3) must not be
+        folded, nor wedge the job:
         re-queue its batch, mark its lease discarded, then take it out of pending.
         Re-queue first, as in step 3: a crash in between re-queues twice, never zero times."""
         for p in spoiled:

@@ -47,6 +47,7 @@ class Pending:
     loss: float
     samples: int
     volunteer: str = ""
+    digest: str = ""  # sha256 of the bytes the fold accepted; folded only if unchanged
 
 
 @dataclass(frozen=True)

@@ -97,17 +97,20 @@ def test_stale_result_is_discarded_and_its_batch_requeued(harness):
     assert status["status"] == "finished" and status["batches_done"] == 3 and status["version"] == 3
 
 
-def test_gradient_overwritten_after_completion_is_requeued_not_folded(harness):
+@pytest.mark.parametrize("swap", ["nan", "sign_flip"])
+def test_gradient_overwritten_after_completion_is_requeued_not_folded(harness, swap):
     """The upload form stays valid until the lease ends, so a volunteer can replace
-    an accepted gradient while it waits in pending: the fold re-checks it, drops
-    it and re-queues its batch instead of failing on every retry."""
+    an accepted gradient while it waits in pending, with garbage or with another
+    well-formed gradient: the fold folds only the bytes it accepted, so it drops
+    the swapped one and re-queues its batch (and does not fail on every retry)."""
     ds = Dataset.generate(batches=3, batch_size=4)
     job = harness.create_job(ds, gradients_per_update=2)
     first = harness.lease()
     assert harness.work(first).status_code == 200
     harness.deliver()
     assert harness.status(job)["pending_gradients"] == 1
-    poison = np.full(first["upload_bytes"] // 4, np.nan, "<f4").tobytes()
+    honest = np.frombuffer(harness.compute(first)[1], "<f4")
+    poison = (np.full_like(honest, np.nan) if swap == "nan" else -honest).astype("<f4").tobytes()
     assert harness.upload(first, poison).status_code in (200, 204)
     second = harness.lease()
     assert harness.work(second).status_code == 200
