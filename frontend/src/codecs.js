@@ -43,37 +43,29 @@ export function fromHalfBits(h) {
 
 const total = (tensors) => tensors.reduce((n, t) => n + t.length, 0);
 
+/** A codec that writes every value in `width` bytes, little-endian, with no header. */
+function fixedWidth(width, write, read) {
+  return {
+    size: (sizes) => width * sizes.reduce((a, b) => a + b, 0),
+    encode(tensors) {
+      const out = new Uint8Array(width * total(tensors));
+      const view = new DataView(out.buffer);
+      let offset = 0;
+      for (const t of tensors) for (const v of t) { write(view, offset, v); offset += width; }
+      return out;
+    },
+    decode(bytes, sizes) {
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      let offset = 0;
+      return sizes.map((n) => Float32Array.from({ length: n }, () => { const v = read(view, offset); offset += width; return v; }));
+    },
+  };
+}
+
 export const CODECS = {
-  fp32: {
-    size: (sizes) => 4 * sizes.reduce((a, b) => a + b, 0),
-    encode(tensors) {
-      const out = new Uint8Array(4 * total(tensors));
-      const view = new DataView(out.buffer);
-      let offset = 0;
-      for (const t of tensors) for (const v of t) { view.setFloat32(offset, v, true); offset += 4; }
-      return out;
-    },
-    decode(bytes, sizes) {
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      let offset = 0;
-      return sizes.map((n) => Float32Array.from({ length: n }, () => { const v = view.getFloat32(offset, true); offset += 4; return v; }));
-    },
-  },
-  fp16: {
-    size: (sizes) => 2 * sizes.reduce((a, b) => a + b, 0),
-    encode(tensors) {
-      const out = new Uint8Array(2 * total(tensors));
-      const view = new DataView(out.buffer);
-      let offset = 0;
-      for (const t of tensors) for (const v of t) { view.setUint16(offset, toHalfBits(v), true); offset += 2; }
-      return out;
-    },
-    decode(bytes, sizes) {
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      let offset = 0;
-      return sizes.map((n) => Float32Array.from({ length: n }, () => { const v = fromHalfBits(view.getUint16(offset, true)); offset += 2; return v; }));
-    },
-  },
+  fp32: fixedWidth(4, (view, at, v) => view.setFloat32(at, v, true), (view, at) => view.getFloat32(at, true)),
+  fp16: fixedWidth(2, (view, at, v) => view.setUint16(at, toHalfBits(v), true),
+    (view, at) => fromHalfBits(view.getUint16(at, true))),
   int8: {
     // One float32 scale per tensor (max|x| / 127), then q = floor(x / scale + 0.5) per value.
     size: (sizes) => 4 * sizes.length + sizes.reduce((a, b) => a + b, 0),
