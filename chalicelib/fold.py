@@ -119,7 +119,7 @@ class Folder:
         first = next((p for p in meta.awaiting if (p.epoch, p.batch) == (r.epoch, r.batch)), None)
         if first is not None:
             return self._check_replica(r, first, meta, spec)
-        reason, digest = self._reject_reason(r, meta, spec)
+        reason, digest, _ = self._reject_reason(r, meta, spec)
         if reason:
             self._discard(r.job, r.epoch, r.batch, [r.lease_id], reason)
             return reason
@@ -147,15 +147,14 @@ class Folder:
         re-queued: a crash in between leaves this result's message to come
         back, and it then starts the batch over as a first copy."""
         rest = tuple(p for p in meta.awaiting if p is not first)
-        reason, digest = self._reject_reason(r, meta, spec)
+        reason, _, second = self._reject_reason(r, meta, spec)
         if not reason and r.volunteer == first.volunteer:
             reason = "same_volunteer"
         elif not reason and r.base_version != first.base_version:
             reason = "replica_version"
         elif not reason:
             try:
-                difference = relative_difference(self._load(spec, first.key, first.digest),
-                                                 self._load(spec, r.key, digest))
+                difference = relative_difference(self._load(spec, first.key, first.digest), second)
             except (BadRequest, NotFound):
                 reason = "invalid"
             else:
@@ -179,17 +178,18 @@ class Folder:
         if moved:
             self.jobs.count(job, **{f"discarded_{reason}": moved})
 
-    def _reject_reason(self, r: Result, meta: JobMeta, spec: JobSpec) -> tuple[str, str]:
-        """Why the result cannot be used ("" if it can), and the digest of the bytes that passed."""
+    def _reject_reason(self, r: Result, meta: JobMeta, spec: JobSpec) -> tuple[str, str, list[np.ndarray]]:
+        """Why the result cannot be used ("" if it can); if it can, the digest
+        of the bytes that passed and the tensors they decode to."""
         if meta.version - r.base_version > spec.staleness:
-            return "stale", ""
+            return "stale", "", []
         try:
             data = self.objects.get(r.key)
-            check_gradient(spec, data)
+            tensors = check_gradient(spec, data)
         except (BadRequest, NotFound) as err:
             log.warning("job %s: discarding %s-%s: %s", r.job, r.epoch, r.batch, err)
-            return "invalid", ""
-        return "", _digest(data)
+            return "invalid", "", []
+        return "", _digest(data), tensors
 
     def _load(self, spec: JobSpec, key: str, digest: str) -> list[np.ndarray]:
         """An accepted gradient, only if its bytes are still those that were
