@@ -28,18 +28,21 @@ argument below is unchanged.
 
 Folding an update reads the pending gradients, aggregates them with the job's
 strategy, applies the numpy optimizer to version N, writes version N+1's
-files to S3, and then, in one DynamoDB transaction, advances META to N+1
-(conditional on its revision), empties pending and writes a FOLD record per
-batch, each conditional on not existing. So:
+files to S3, and then advances META to N+1 in one write conditional on its
+revision: that write empties pending and sets the pending batches' bits in
+the epoch's folded bitmap. The fold log (FOLD and VER records) is written
+after it (see jobstore.py). So:
 
-- a batch is folded at most once: its FOLD record can be written once, and
-  only in the transaction that advances the version;
+- a batch is folded at most once: it enters pending only if META's bitmap
+  (or an earlier epoch) does not already count it as folded, and only the
+  conditional write that advances the version moves it from pending to the
+  bitmap; the fold refuses a pending list that breaks this;
 - a batch is folded at least once or re-queued: a result is deleted from the
   fold queue only after it is pending in META (or its batch re-queued), and
   pending results are folded before anything else happens to the job
   (one whose bytes are no longer those accepted, by SHA-256, because it was
   overwritten through its upload form or expired, is re-queued as in step 3);
-- a crash between writing N+1's files and the transaction leaves META at N
+- a crash between writing N+1's files and advancing META leaves META at N
   with the same pending list, so the retry writes the same bytes again
   (the fold is deterministic) and then commits; browsers are only ever
   pointed at versions META has reached, so no half-written version is served.
@@ -56,7 +59,7 @@ import numpy as np
 from chalicelib.epochs import queue_epoch
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.gradients import check_gradient
-from chalicelib.jobstore import JobMeta, JobStore, Pending, StaleState
+from chalicelib.jobstore import JobMeta, JobStore, Pending, StaleState, mark_folded
 from chalicelib.objects import ObjectStore
 from chalicelib.queues import TaskQueue
 from chalicelib.spec import JobSpec
@@ -112,7 +115,7 @@ class Folder:
             return "gone"
         meta = self.settle(meta, spec)
         if ((r.epoch, r.batch) in meta.pending_pairs() or r.lease_id in {p.lease_id for p in meta.awaiting}
-                or self.jobs.is_folded(r.job, r.epoch, r.batch)
+                or meta.is_folded(r.epoch, r.batch)
                 or self.jobs.lease_state(r.job, r.lease_id) == "discarded"):
             self.jobs.count(r.job, duplicates=1)
             return "duplicate"
@@ -224,15 +227,17 @@ class Folder:
         new_weights, new_state = spec.build_optimizer().apply(weights, combined, state)
         self.versions.write(meta.job_id, meta.version + 1, spec, new_weights, new_state)
 
-        folded_in_epoch, epoch, status = meta.folded_in_epoch + len(meta.pending), meta.epoch, meta.status
-        if folded_in_epoch >= spec.num_batches:
-            folded_in_epoch, epoch = 0, epoch + 1
+        if any(p.epoch != meta.epoch or meta.is_folded(p.epoch, p.batch) for p in meta.pending):
+            raise RuntimeError(f"job {meta.job_id}: pending holds a batch that is not of epoch {meta.epoch} "
+                               f"or already folded: {meta.pending}")
+        folded, epoch, status = mark_folded(meta.folded, (p.batch for p in meta.pending)), meta.epoch, meta.status
+        if int.from_bytes(folded, "little").bit_count() >= spec.num_batches:
+            folded, epoch = b"", epoch + 1
             if epoch >= spec.epochs:
                 status = "finished"
-        after = replace(meta, version=meta.version + 1, pending=(), folded_in_epoch=folded_in_epoch,
+        after = replace(meta, version=meta.version + 1, pending=(), folded=folded,
                         folded_total=meta.folded_total + len(meta.pending), epoch=epoch, status=status)
-        loss = float(np.mean([p.loss for p in meta.pending]))
-        return self.jobs.commit_fold(meta, after, meta.pending, loss, sum(p.samples for p in meta.pending))
+        return self.jobs.commit_fold(meta, after, float(np.mean([p.loss for p in meta.pending])))
 
     def _drop_spoiled(self, meta: JobMeta, spoiled: list[Pending]) -> JobMeta:
         """A pending gradient that is no longer the one accepted (overwritten

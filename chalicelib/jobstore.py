@@ -2,13 +2,17 @@
 
 One table, items grouped under `pk = JOB#<id>`:
 - `SPEC`: the immutable job spec.
-- `META`: the mutable progress (status, version, epoch, pending results, and
-  for replicated jobs the results awaiting their second copy). Every
-  write to it is conditional on its revision `rev`, so two writers can never
-  both succeed from the same state; the version only ever moves N -> N+1.
-- `FOLD#<epoch>#<batch>`: written once, in the same transaction that
-  advances the version, for each batch that version folded.
-- `VER#<version>`: loss and sample count of each version (the loss history).
+- `META`: the mutable progress (status, version, epoch, which batches of the
+  epoch are folded, pending results, for replicated jobs the results awaiting
+  their second copy, and the latest fold's log entry). Every write to it is
+  conditional on its revision `rev`, so two writers can never both succeed
+  from the same state; the version only ever moves N -> N+1, and a batch
+  becomes folded in the same single-item write that advances the version.
+  Single-item: no transaction, which costs twice the writes on DynamoDB.
+- `FOLD#<epoch>#<batch>` and `VER#<version>`: the fold log (which version
+  folded each batch; loss, samples and gradients of each version), written
+  after META advances. A crash can cut the latest entry short, so META keeps
+  it, readers merge it in, and the next fold rewrites it before committing.
 - `LEASE#<lease id>`: one per lease; its state moves leased -> completed, and
   completed -> discarded where the fold drops the result, each by a
   conditional write: a replayed completion finds the lease no longer leased.
@@ -17,8 +21,10 @@ A `pk = JOBS` item per job lets jobs be listed without a scan.
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
+import zlib
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Iterable
@@ -51,19 +57,55 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class FoldLog:
+    """What one fold did: the log entry for its version."""
+
+    version: int
+    loss: float
+    samples: int
+    time: float
+    batches: tuple[tuple[int, int, str], ...]  # (epoch, batch, lease id)
+
+    def point(self) -> dict[str, float]:
+        return {"version": self.version, "loss": self.loss, "samples": self.samples,
+                "gradients": len(self.batches), "time": self.time}
+
+
+def mark_folded(bitmap: bytes, batches: Iterable[int]) -> bytes:
+    """`bitmap` with the bits of `batches` set (it grows as needed)."""
+    bits = bytearray(bitmap)
+    for b in batches:
+        if b // 8 >= len(bits):
+            bits.extend(bytes(b // 8 + 1 - len(bits)))
+        bits[b // 8] |= 1 << (b % 8)
+    return bytes(bits)
+
+
+@dataclass(frozen=True)
 class JobMeta:
     job_id: str
     status: str  # uploading | running | paused | finished
     version: int = 0
     epoch: int = 0
-    folded_in_epoch: int = 0
+    folded: bytes = b""  # bitmap of the batches of `epoch` already folded
     folded_total: int = 0
     queued_epoch: int = -1
     pending: tuple[Pending, ...] = ()
     awaiting: tuple[Pending, ...] = ()  # replicated jobs: first copies waiting for their check
+    last_fold: FoldLog | None = None
     rev: int = 0
     created: float = 0.0
     updated: float = 0.0
+
+    @property
+    def folded_in_epoch(self) -> int:
+        return int.from_bytes(self.folded, "little").bit_count()
+
+    def is_folded(self, epoch: int, batch: int) -> bool:
+        """Every batch of an earlier epoch was folded before the epoch advanced."""
+        if epoch != self.epoch:
+            return epoch < self.epoch
+        return batch // 8 < len(self.folded) and bool(self.folded[batch // 8] >> (batch % 8) & 1)
 
     def pending_pairs(self) -> set[tuple[int, int]]:
         return {(p.epoch, p.batch) for p in self.pending}
@@ -85,25 +127,34 @@ def fold_sort_key(epoch: int, batch: int) -> str:
     return f"FOLD#{epoch:06d}#{batch:06d}"
 
 
+def _version_sort_key(version: int) -> str:
+    return f"VER#{version:010d}"
+
+
 def _meta_item(meta: JobMeta) -> dict[str, Any]:
+    # The bitmap is compressed: zeros early in an epoch and runs later shrink well.
     return {
         **_key(meta.job_id, "META"), "status": meta.status, "version": meta.version, "epoch": meta.epoch,
-        "folded_in_epoch": meta.folded_in_epoch, "folded_total": meta.folded_total,
+        "folded": base64.b64encode(zlib.compress(meta.folded)).decode(), "folded_total": meta.folded_total,
         "queued_epoch": meta.queued_epoch, "rev": meta.rev,
         "pending": json.dumps([p.__dict__ for p in meta.pending]),
-        "awaiting": json.dumps([p.__dict__ for p in meta.awaiting]), "created": Decimal(str(meta.created)),
-        "updated": Decimal(str(meta.updated)),
+        "awaiting": json.dumps([p.__dict__ for p in meta.awaiting]),
+        "last_fold": json.dumps(meta.last_fold.__dict__ if meta.last_fold else None),
+        "created": Decimal(str(meta.created)), "updated": Decimal(str(meta.updated)),
     }
 
 
 def _meta_from(item: dict[str, Any]) -> JobMeta:
+    last_fold = json.loads(item["last_fold"])
+    if last_fold:
+        last_fold = FoldLog(**{**last_fold, "batches": tuple(tuple(b) for b in last_fold["batches"])})
     return JobMeta(
         job_id=item["pk"][4:], status=item["status"], version=int(item["version"]), epoch=int(item["epoch"]),
-        folded_in_epoch=int(item["folded_in_epoch"]), folded_total=int(item["folded_total"]),
+        folded=zlib.decompress(base64.b64decode(item["folded"])), folded_total=int(item["folded_total"]),
         queued_epoch=int(item["queued_epoch"]),
         pending=tuple(Pending(**p) for p in json.loads(item["pending"])),
-        awaiting=tuple(Pending(**p) for p in json.loads(item.get("awaiting", "[]"))),
-        rev=int(item["rev"]),
+        awaiting=tuple(Pending(**p) for p in json.loads(item["awaiting"])),
+        last_fold=last_fold, rev=int(item["rev"]),
         created=float(item["created"]), updated=float(item["updated"]),
     )
 
@@ -148,11 +199,14 @@ class JobStore:
     def save(self, before: JobMeta, after: JobMeta) -> JobMeta:
         """Write `after` if META is still at `before`'s revision; StaleState if not."""
         after = replace(after, rev=before.rev + 1, updated=self._clock())
-        try:
-            self._table.put_item(Item=_meta_item(after), ConditionExpression=Attr("rev").eq(before.rev))
-        except self._client.exceptions.ConditionalCheckFailedException:
-            raise StaleState(after.job_id)
+        self._put_meta(before.rev, after)
         return after
+
+    def _put_meta(self, rev: int, meta: JobMeta) -> None:
+        try:
+            self._table.put_item(Item=_meta_item(meta), ConditionExpression=Attr("rev").eq(rev))
+        except self._client.exceptions.ConditionalCheckFailedException:
+            raise StaleState(meta.job_id)
 
     def delete(self, job_id: str) -> int:
         """Remove every item of the job; returns how many."""
@@ -165,45 +219,52 @@ class JobStore:
         return len(keys)
 
     # -- folding -------------------------------------------------------------
-    def is_folded(self, job_id: str, epoch: int, batch: int) -> bool:
-        item = self._table.get_item(Key=_key(job_id, fold_sort_key(epoch, batch)), ConsistentRead=True)
-        return "Item" in item
-
-    def commit_fold(self, before: JobMeta, after: JobMeta, folded: Iterable[Pending], loss: float,
-                    samples: int) -> JobMeta:
-        """Advance the version in one transaction: META (conditional on its
-        revision), a FOLD record per batch (each must not exist yet), the
-        version record, and the folded leases. All of it or none of it."""
-        after = replace(after, rev=before.rev + 1, updated=self._clock())
-        job = after.job_id
-        items: list[dict[str, Any]] = [
-            {"Put": {"Item": _meta_item(after), "ConditionExpression": "#rev = :rev",
-                     "ExpressionAttributeNames": {"#rev": "rev"},
-                     "ExpressionAttributeValues": {":rev": before.rev}}},
-            {"Put": {"Item": {**_key(job, f"VER#{after.version:010d}"), "version": after.version,
-                              "loss": Decimal(repr(loss)), "samples": samples,
-                              "time": Decimal(str(after.updated))},
-                     "ConditionExpression": "attribute_not_exists(pk)"}},
-        ]
-        for p in folded:
-            items.append({"Put": {"Item": {**_key(job, fold_sort_key(p.epoch, p.batch)), "version": after.version,
-                                           "lease_id": p.lease_id},
-                                  "ConditionExpression": "attribute_not_exists(pk)"}})
-        self._transact(items, stale=True)
+    def commit_fold(self, before: JobMeta, after: JobMeta, loss: float) -> JobMeta:
+        """Advance META from `before` to `after`, which folded `before.pending`,
+        by one write conditional on META's revision; then write the fold log.
+        The previous version's log is made whole first, so only the latest
+        entry can ever be missing from the table, and META holds that one."""
+        now = self._clock()
+        entry = FoldLog(after.version, loss, sum(p.samples for p in before.pending), now,
+                        tuple((p.epoch, p.batch, p.lease_id) for p in before.pending))
+        after = replace(after, rev=before.rev + 1, updated=now, last_fold=entry)
+        if before.last_fold and "Item" not in self._table.get_item(
+                Key=_key(before.job_id, _version_sort_key(before.last_fold.version)), ConsistentRead=True):
+            self._log_fold(before.job_id, before.last_fold)
+        self._put_meta(before.rev, after)
+        self._log_fold(after.job_id, entry)
         return after
+
+    def _log_fold(self, job_id: str, entry: FoldLog) -> None:
+        """Write one fold's log records; the version record last, so that its
+        presence means the whole entry is there. Rewriting is harmless."""
+        with self._table.batch_writer() as batch:
+            for epoch, b, lease_id in entry.batches:
+                batch.put_item(Item={**_key(job_id, fold_sort_key(epoch, b)), "version": entry.version,
+                                     "lease_id": lease_id})
+        self._table.put_item(Item={**_key(job_id, _version_sort_key(entry.version)), "version": entry.version,
+                                   "loss": Decimal(repr(entry.loss)), "samples": entry.samples,
+                                   "gradients": len(entry.batches), "time": Decimal(str(entry.time))})
 
     def folds(self, job_id: str) -> list[tuple[int, int, int]]:
         """(epoch, batch, version) of every folded batch."""
         items = self._query(Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("FOLD#"))
-        return [(int(i["sk"][5:11]), int(i["sk"][12:]), int(i["version"])) for i in items]
+        logged = {(int(i["sk"][5:11]), int(i["sk"][12:])): int(i["version"]) for i in items}
+        last = self.meta(job_id).last_fold
+        logged.update({(e, b): last.version for e, b, _ in last.batches} if last else {})
+        return sorted((e, b, v) for (e, b), v in logged.items())
 
     def history(self, job_id: str, limit: int = 500) -> list[dict[str, float]]:
-        """The newest `limit` versions, oldest first: version, loss, samples, time."""
+        """The newest `limit` versions, oldest first: version, loss, samples, gradients, time."""
         reply = self._table.query(
             KeyConditionExpression=Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("VER#"),
             ScanIndexForward=False, Limit=limit)
-        return [{"version": int(i["version"]), "loss": float(i["loss"]), "samples": int(i["samples"]),
-                 "time": float(i["time"])} for i in reversed(reply["Items"])]
+        points = [{"version": int(i["version"]), "loss": float(i["loss"]), "samples": int(i["samples"]),
+                   "gradients": int(i["gradients"]), "time": float(i["time"])} for i in reversed(reply["Items"])]
+        last = self.meta(job_id).last_fold
+        if last and (not points or points[-1]["version"] < last.version):
+            points = (points + [last.point()])[-limit:]
+        return points
 
     # -- leases --------------------------------------------------------------
     def put_lease(self, job_id: str, lease_id: str, epoch: int, batch: int, expires: float,
@@ -310,12 +371,10 @@ class JobStore:
                 return items
             args["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
 
-    def _transact(self, items: list[dict[str, Any]], conflict: str = "", stale: bool = False) -> None:
+    def _transact(self, items: list[dict[str, Any]], conflict: str) -> None:
         # The resource's client serializes plain Python values itself.
         named = [{kind: dict(body, TableName=self._table.name)} for entry in items for kind, body in entry.items()]
         try:
             self._client.transact_write_items(TransactItems=named)
         except self._client.exceptions.TransactionCanceledException:
-            if stale:
-                raise StaleState(items[0])
-            raise Conflict(conflict or "the job changed; try again")
+            raise Conflict(conflict)

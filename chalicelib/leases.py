@@ -59,7 +59,7 @@ class LeaseService:
             if meta.status == "paused":
                 self.tasks.hide(task.receipt, self.paused_retry_seconds)  # back when it ends
                 continue
-            if meta.status != "running" or self.jobs.is_folded(task.job, task.epoch, task.batch):
+            if meta.status != "running" or meta.is_folded(task.epoch, task.batch):
                 # A finished job, or a second copy of a task already folded.
                 self.tasks.delete(task.receipt)
                 continue

@@ -16,7 +16,8 @@ from chalicelib.weights import WeightSpec, parse_model_json
 LOSSES = ("sparseCategoricalCrossentropy", "categoricalCrossentropy", "meanSquaredError")
 BATCH_DTYPES = ("int32", "float32")
 MAX_BATCH_BYTES = 64 * 1024 * 1024
-# A fold commits its folded batches in one DynamoDB transaction (100 items at most).
+# A fold holds this many gradients in the Lambda's memory, and META lists them
+# while they are pending (a DynamoDB item holds 400 KB at most).
 MAX_GRADIENTS_PER_UPDATE = 64
 
 JOB_FIELDS = {"name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness",

@@ -195,6 +195,44 @@ def test_fold_crash_then_retry_applies_gradient_exactly_once(harness, monkeypatc
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
+def test_fold_log_cut_short_by_a_crash_is_served_from_meta_and_rewritten_by_the_next_fold(harness, monkeypatch):
+    ds = Dataset.generate(batches=2, batch_size=4)
+    job = harness.create_job(ds)
+    table = harness.session.resource("dynamodb").Table("crowdtrain-test")
+    store = JobStore(table)
+    first = harness.lease()
+    assert harness.work(first).status_code == 200
+    [message] = harness.result_messages()
+
+    class Crash(Exception):
+        pass
+
+    def crash(*args, **kwargs):
+        raise Crash("after advancing META, before the fold log")
+
+    monkeypatch.setattr(JobStore, "_log_fold", crash)
+    with pytest.raises(Crash):
+        harness.invoke_fold([message["Body"]])
+    monkeypatch.undo()
+    logged = lambda: sorted(i["sk"] for i in table.query(  # noqa: E731
+        KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"JOB#{job}"})["Items"]
+        if i["sk"].startswith(("FOLD#", "VER#")))
+    assert logged() == []  # nothing of version 1's log reached the table...
+    status = harness.status(job)  # ...yet readers see it, from META
+    assert status["version"] == 1 and [h["version"] for h in status["history"]] == [1]
+    assert store.folds(job) == [(0, first["batch"], 1)]
+    harness.invoke_fold([message["Body"]])  # the redelivery is a duplicate
+    harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=message["ReceiptHandle"])
+    assert harness.status(job)["version"] == 1 and harness.status(job)["counters"]["duplicates"] == 1
+    second = harness.lease()
+    assert harness.work(second).status_code == 200
+    harness.deliver()
+    # the next fold rewrote version 1's log before committing version 2, then wrote its own
+    assert len(logged()) == 4 and harness.status(job)["status"] == "finished"
+    assert store.folds(job) == sorted([(0, first["batch"], 1), (0, second["batch"], 2)])
+    assert [(h["version"], h["gradients"]) for h in store.history(job)] == [(1, 1), (2, 1)]
+
+
 def test_expired_lease_is_reassigned_and_its_token_refused(harness):
     ds = Dataset.generate(batches=1, batch_size=4)
     job = harness.create_job(ds, lease_seconds=10)
