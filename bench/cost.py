@@ -9,6 +9,7 @@ spec (what the browser downloads through CloudFront and uploads to S3).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -62,7 +63,11 @@ def measure(tasks: int, k: int) -> dict:
 
             def count(model, **_):
                 calls[(model.service_model.service_name, model.name)] += 1
+
+            def count_write_units(params, model, **_):
+                calls[("dynamodb", "write units")] += write_units(model.name, params)
             boto3.DEFAULT_SESSION.events.register("before-call", count)
+            boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb", count_write_units)
             from chalicelib import services
             services.reset()  # rebuild the app's clients on the counted session
             invocations = 0
@@ -90,6 +95,25 @@ def measure(tasks: int, k: int) -> dict:
     return {"tasks": tasks, "k": k, "calls_per_task": per_task, "handler_seconds": seconds}
 
 
+def write_units(operation: str, params: dict) -> int:
+    """DynamoDB on-demand write units of one call: one per started KB of each
+    item written (item size approximated by its JSON), twice that in a
+    transaction; an update touches our small lease and counter items (1 unit)."""
+    def units(item: dict) -> int:
+        return max(1, math.ceil(len(json.dumps(item, default=str)) / 1024))
+    if operation == "PutItem":
+        return units(params["Item"])
+    if operation == "UpdateItem":
+        return 1
+    if operation == "BatchWriteItem":
+        return sum(units(r["PutRequest"]["Item"]) if "PutRequest" in r else 1
+                   for requests in params["RequestItems"].values() for r in requests)
+    if operation == "TransactWriteItems":
+        return sum(2 * (units(body["Item"]) if "Item" in body else 1)
+                   for entry in params["TransactItems"] for body in entry.values())
+    return 0
+
+
 def dollars(calls: dict[str, float], seconds: dict[str, float], batch: int, download: float, upload: int,
             fold_invocations_per_task: float) -> dict[str, float]:
     """Cost of one task, by service."""
@@ -99,9 +123,7 @@ def dollars(calls: dict[str, float], seconds: dict[str, float], batch: int, down
     sqs = sum(n for key, n in calls.items() if key.startswith("sqs:"))
     s3_writes = sum(n for key, n in calls.items() if key.startswith("s3:") and key.split(":")[1] in S3_WRITES)
     s3_reads = sum(n for key, n in calls.items() if key.startswith("s3:")) - s3_writes
-    ddb_writes = sum(n * (2 if "Transact" in key else 1) for key, n in calls.items()
-                     if key.startswith("dynamodb:") and key.split(":")[1] in
-                     {"PutItem", "UpdateItem", "TransactWriteItems", "BatchWriteItem", "DeleteItem"})
+    ddb_writes = calls["dynamodb:write units"]
     ddb_reads = sum(n for key, n in calls.items() if key.startswith("dynamodb:") and key.split(":")[1] in
                     {"GetItem", "Query"})
     lambda_seconds = seconds["lease"] + seconds["complete"] + seconds["fold"] * fold_invocations_per_task
