@@ -102,7 +102,9 @@ def cost_section(r: dict) -> list[str]:
     calls = r["measured"]["calls_per_task"]
     lines = ["## 3. Requests, bytes and dollars", "",
              f"Requests per task, measured through the real handlers ({r['measured']['tasks']} tasks, K = "
-             f"{r['measured']['k']}). Command: `.venv/bin/python bench/cost.py`.", "",
+             f"{r['measured']['k']}). Command: `.venv/bin/python bench/cost.py`. `dynamodb:write units` is what "
+             "DynamoDB bills: one per started KB of each item written (META, rewritten with every result, "
+             "carries the pending list), counted from the requests' items.", "",
              "| service:operation | per task |", "| --- | ---: |"]
     lines += [f"| {key} | {n:.2f} |" for key, n in calls.items()]
     services = list(r["rows"][0]["dollars_per_million_samples"])
