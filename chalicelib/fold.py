@@ -212,6 +212,9 @@ class Folder:
 
     def fold(self, meta: JobMeta, spec: JobSpec) -> JobMeta:
         """Apply META's pending gradients to version N and commit version N+1."""
+        if any(p.epoch != meta.epoch or meta.is_folded(p.epoch, p.batch) for p in meta.pending):
+            raise RuntimeError(f"job {meta.job_id}: pending holds a batch that is not of epoch {meta.epoch} "
+                               f"or already folded: {meta.pending}")
         gradients, spoiled = [], []
         for p in meta.pending:
             try:
@@ -227,16 +230,11 @@ class Folder:
         new_weights, new_state = spec.build_optimizer().apply(weights, combined, state)
         self.versions.write(meta.job_id, meta.version + 1, spec, new_weights, new_state)
 
-        if any(p.epoch != meta.epoch or meta.is_folded(p.epoch, p.batch) for p in meta.pending):
-            raise RuntimeError(f"job {meta.job_id}: pending holds a batch that is not of epoch {meta.epoch} "
-                               f"or already folded: {meta.pending}")
-        folded, epoch, status = mark_folded(meta.folded, (p.batch for p in meta.pending)), meta.epoch, meta.status
-        if int.from_bytes(folded, "little").bit_count() >= spec.num_batches:
-            folded, epoch = b"", epoch + 1
-            if epoch >= spec.epochs:
-                status = "finished"
-        after = replace(meta, version=meta.version + 1, pending=(), folded=folded,
-                        folded_total=meta.folded_total + len(meta.pending), epoch=epoch, status=status)
+        after = replace(meta, version=meta.version + 1, pending=(), folded_total=meta.folded_total + len(meta.pending),
+                        folded=mark_folded(meta.folded, (p.batch for p in meta.pending)))
+        if after.folded_in_epoch >= spec.num_batches:
+            epoch = meta.epoch + 1
+            after = replace(after, folded=b"", epoch=epoch, status="finished" if epoch >= spec.epochs else meta.status)
         return self.jobs.commit_fold(meta, after, float(np.mean([p.loss for p in meta.pending])))
 
     def _drop_spoiled(self, meta: JobMeta, spoiled: list[Pending]) -> JobMeta:
