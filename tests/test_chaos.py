@@ -110,6 +110,7 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, monkeypatch, capsy
     install_crashes(monkeypatch, rng, counts)
     held: list[dict | None] = [None] * VOLUNTEERS
     leased_by: set[int] = set()
+    complete_versions: set[int] = set()
     deadline = time.monotonic() + 1800
     started = time.monotonic()
 
@@ -142,9 +143,13 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, monkeypatch, capsy
             counts["leases"] += 1
             leased_by.add(i)
             # the version a lease names must be complete: every file present
-            base = f"jobs/{job}/versions/{task['base_version']:08d}/"
-            files = {o["Key"][len(base):] for o in harness.s3.list_objects_v2(Bucket=BUCKET, Prefix=base)["Contents"]}
-            assert files == {"model.json", "weights.bin", "optimizer.json", "optimizer.bin"}, files
+            # (checked when a lease first names it; a version's files never change)
+            if task["base_version"] not in complete_versions:
+                base = f"jobs/{job}/versions/{task['base_version']:08d}/"
+                listing = harness.s3.list_objects_v2(Bucket=BUCKET, Prefix=base)["Contents"]
+                files = {o["Key"][len(base):] for o in listing}
+                assert files == {"model.json", "weights.bin", "optimizer.json", "optimizer.bin"}, files
+                complete_versions.add(task["base_version"])
             held[i] = task
             return True
         held[i] = None
