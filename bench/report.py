@@ -52,8 +52,11 @@ def overhead_section(r: dict) -> list[str]:
               "implemented; they would divide the per-task overhead by the number of batches.", ""]
     lines += ["Where the time goes: in some tasks one request (a lease, once an upload) took about 2.1 s in "
               "the browser, while the same requests from a Python client against the same local stack take "
-              "40-70 ms (lease) and 5-7 ms (upload), so the stall sits between Chromium and the local servers; "
-              "its cause is not found yet. Without it the local stack's ~150 ms of requests per task are still "
+              "40-70 ms (lease) and 5-7 ms (upload), so the stall sits between Chromium and the local servers. "
+              "A lead, not a cause: with `LEASE_WAIT_SECONDS=0` (no long poll on an empty-looking task queue) "
+              "two runs at sequence 64 had no lease stall, and a ~1.2 s stall appeared on one upload instead "
+              "(p95 1.19 s and 1.24 s), so the local moto server itself seems to hold some requests for about "
+              "a second; a py-spy sample of it found no busy loop. Without it the local stack's ~150 ms of requests per task are still "
               "large next to a sub-second gradient step; local accumulation is the lever for that.", ""]
     if r["seq_len"] != 1024:
         lines += [f"Sequence {r['seq_len']}, not the paper's 1,024: at 1,024 characters TF.js's LSTM on wasm in "
