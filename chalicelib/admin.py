@@ -88,7 +88,7 @@ class JobAdmin:
             "active_volunteers": len(set(volunteers)),
             "discarded": {k[len("discarded_"):]: v for k, v in counters.items() if k.startswith("discarded_")},
             "counters": counters,
-            "history": self.jobs.history(job_id, HISTORY_POINTS),
+            "history": self.jobs.history(meta, HISTORY_POINTS),
         }
 
     def list(self) -> list[dict[str, Any]]:

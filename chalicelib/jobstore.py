@@ -254,14 +254,15 @@ class JobStore:
         logged.update({(e, b): last.version for e, b, _ in last.batches} if last else {})
         return sorted((e, b, v) for (e, b), v in logged.items())
 
-    def history(self, job_id: str, limit: int = 500) -> list[dict[str, float]]:
-        """The newest `limit` versions, oldest first: version, loss, samples, gradients, time."""
+    def history(self, meta: JobMeta, limit: int = 500) -> list[dict[str, float]]:
+        """The newest `limit` versions, oldest first: version, loss, samples, gradients, time.
+        Takes the META its caller already read, whose last fold may not be logged yet."""
         reply = self._table.query(
-            KeyConditionExpression=Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("VER#"),
+            KeyConditionExpression=Key("pk").eq(f"JOB#{meta.job_id}") & Key("sk").begins_with("VER#"),
             ScanIndexForward=False, Limit=limit)
         points = [{"version": int(i["version"]), "loss": float(i["loss"]), "samples": int(i["samples"]),
                    "gradients": int(i["gradients"]), "time": float(i["time"])} for i in reversed(reply["Items"])]
-        last = self.meta(job_id).last_fold
+        last = meta.last_fold
         if last and (not points or points[-1]["version"] < last.version):
             points = (points + [last.point()])[-limit:]
         return points

@@ -205,7 +205,7 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, monkeypatch, capsy
     folds = store.folds(job)
     pairs = [(e, b) for e, b, _ in folds]
     updates_per_epoch = -(-BATCHES // K)
-    history = store.history(job, limit=10_000)
+    history = store.history(store.meta(job), limit=10_000)
     # every (epoch, batch) folded, and the versions folded one gradient per batch in all: exactly once
     assert set(pairs) == {(e, b) for e in range(EPOCHS) for b in range(BATCHES)}
     assert sum(h["gradients"] for h in history) == status["batches_done"] == EPOCHS * BATCHES

@@ -230,7 +230,7 @@ def test_fold_log_cut_short_by_a_crash_is_served_from_meta_and_rewritten_by_the_
     # the next fold rewrote version 1's log before committing version 2, then wrote its own
     assert len(logged()) == 4 and harness.status(job)["status"] == "finished"
     assert store.folds(job) == sorted([(0, first["batch"], 1), (0, second["batch"], 2)])
-    assert [(h["version"], h["gradients"]) for h in store.history(job)] == [(1, 1), (2, 1)]
+    assert [(h["version"], h["gradients"]) for h in store.history(store.meta(job))] == [(1, 1), (2, 1)]
 
 
 def test_expired_lease_is_reassigned_and_its_token_refused(harness):
