@@ -12,10 +12,12 @@ const sleep = (ms, signal) => new Promise((resolve) => {
 
 export class VolunteerLoop {
   /**
-   * @param {object} deps api (Api), trainer (Trainer), fetch, report(event), volunteerId
+   * @param {object} deps api (Api), trainer (Trainer), fetch, report(event), volunteerId, and
+   *   betweenTasks: async work the volunteer's thread owes besides training (the page's text
+   *   sample); it runs before a lease, never while one is held, and is timed as `ms.between`.
    */
-  constructor({ api, trainer, fetchImpl, report, volunteerId, idleMs = 0 }) {
-    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, idleMs });
+  constructor({ api, trainer, fetchImpl, report, volunteerId, idleMs = 0, betweenTasks = async () => {} }) {
+    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, idleMs, betweenTasks });
     this.stopping = new AbortController();
     this.paused = false;
     this.failures = 0;
@@ -51,6 +53,8 @@ export class VolunteerLoop {
 
   /** One task, start to finish. Returns {retryAfter} when there was none. */
   async once() {
+    const before = now();
+    await this.betweenTasks();
     const t = { start: now() };
     const task = await this.api.lease(this.volunteerId);
     t.lease = now();
@@ -91,7 +95,7 @@ export class VolunteerLoop {
       ms: {
         lease: t.lease - t.start, download: t.download - t.lease, compute: t.compute - t.download,
         encode: t.encode - t.compute, upload: t.upload - t.encode, complete: t.complete - t.upload,
-        total: t.complete - t.start,
+        total: t.complete - t.start, between: t.start - before,
       },
     });
     return {};

@@ -38,6 +38,7 @@ export class Trainer {
     this.tf = tf;
     this.fetch = fetchImpl;
     this.model = null;
+    this.sampler = null;
     this.jobId = null;
     this.version = -1;
   }
@@ -47,6 +48,8 @@ export class Trainer {
     const { tf } = this;
     if (this.jobId !== task.job_id) {
       if (this.model) this.model.dispose();
+      if (this.sampler) this.sampler.dispose();
+      this.sampler = null;
       // The topology is built once per job (slow for LSTMs); new versions only swap weights.
       this.model = await tf.loadLayersModel(task.model_url);
       this.jobId = task.job_id;
@@ -121,23 +124,43 @@ export class Trainer {
     return tf.tidy(() => this.loss(job, this.inputs(y, job.y), this.model.predict(this.inputs(x, job.x))).dataSync()[0]);
   }
 
+  /** A batch-1 copy of the model whose recurrent layers keep their state
+   * between calls, so sampling feeds the seed once and then one character per
+   * step. (Sliding a full window per character costs a forward pass of the
+   * whole sequence per character: over a minute at sequence 1,024 on wasm,
+   * while the worker can do nothing else.) Rebuilt per job; weights per call. */
+  async samplerModel() {
+    if (!this.sampler) {
+      const topology = this.model.toJSON(null, false);
+      const layers = topology.config.layers;
+      const shape = layers?.[0]?.config?.batch_input_shape;
+      if (topology.class_name !== 'Sequential' || !shape) throw new Error('text samples need a Sequential model with an input shape');
+      layers[0].config.batch_input_shape = [1, null, ...shape.slice(2)];
+      for (const layer of layers) if ('return_sequences' in layer.config) layer.config.stateful = true;
+      this.sampler = await this.tf.models.modelFromJSON({ modelTopology: topology });
+    }
+    this.sampler.setWeights(this.model.getWeights());
+    this.sampler.resetStates();
+    return this.sampler;
+  }
+
   /** Text the current model writes after `seed` (token ids; by default the
    * first sequence of the last batch), for text jobs. */
-  sample(seed, length, alphabet, random = Math.random) {
+  async sample(seed, length, alphabet, random = Math.random) {
     const { tf } = this;
     const depth = alphabet.length;
-    const window = seed.slice();
+    const sampler = await this.samplerModel();
+    const step = (ids) => tf.tidy(() => sampler.predict(tf.oneHot(tf.tensor2d([ids], undefined, 'int32'), depth).toFloat()).dataSync());
+    let probs = step(seed);
     let text = '';
     for (let i = 0; i < length; i += 1) {
-      const probs = tf.tidy(() => this.model.predict(tf.oneHot(tf.tensor2d([window], undefined, 'int32'), depth).toFloat()).dataSync());
       // temperature 0.6 keeps samples readable without looping on one character
       const weights = Array.from(probs, (p) => p ** (1 / 0.6));
       let pick = random() * weights.reduce((a, b) => a + b, 0);
       let id = 0;
       while (id < weights.length - 1 && (pick -= weights[id]) > 0) id += 1;
       text += alphabet[id] === '\u0000' ? '' : alphabet[id];
-      window.shift();
-      window.push(id);
+      if (i + 1 < length) probs = step([id]);
     }
     return text;
   }

@@ -9,6 +9,7 @@ let worker = null;
 let api = null;
 let jobId = null;
 let alphabet = null;
+let sampledVersion = null; // the version the shown text sample came from
 const lossChart = lineChart($('loss-chart'), 'loss');
 // The last tasks' timings, for people curious in the console and for bench/overhead.py.
 window.crowdtrain = { tasks: [] };
@@ -57,6 +58,7 @@ function onReport({ data }) {
 function start() {
   worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   worker.onmessage = onReport;
+  sampledVersion = null; // a new worker has shown no sample yet
   worker.onerror = (event) => {
     $('state').textContent = `worker failed: ${event.message}`;
     console.error(`crowdtrain worker failed: ${event.message}`);
@@ -82,7 +84,11 @@ async function refreshJob() {
     lossChart.update(job.history.map((h) => h.version), job.history.map((h) => h.loss));
     alphabet = job.spec.text ? job.spec.text.alphabet : null;
     $('sample-box').hidden = !alphabet;
-    if (alphabet && worker) worker.postMessage({ type: 'sample', length: 80, alphabet });
+    // a new sample only for a new version: writing one takes the worker's time
+    if (alphabet && worker && job.version !== sampledVersion) {
+      sampledVersion = job.version;
+      worker.postMessage({ type: 'sample', length: 80, alphabet });
+    }
   } catch (err) {
     $('job').textContent = `cannot reach the API: ${err.message}`;
   }

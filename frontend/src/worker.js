@@ -10,6 +10,20 @@ import { Trainer } from './trainer.js';
 
 let loop = null;
 const trainer = new Trainer(tf);
+// The latest text-sample request. It runs between tasks (or at once when not
+// training), so it never holds up a lease's download, upload or completion.
+let sampleWanted = null;
+
+async function writeSample() {
+  if (!sampleWanted || !trainer.model || !trainer.seed) return;
+  const { length, alphabet } = sampleWanted;
+  sampleWanted = null;
+  try {
+    self.postMessage({ type: 'sample', text: await trainer.sample(trainer.seed, length, alphabet) });
+  } catch (err) {
+    self.postMessage({ type: 'sample', text: `(no sample: ${err.message || err})` });
+  }
+}
 
 async function chooseBackend(requested) {
   // wasm is the fastest here for recurrent models; models with Embedding layers
@@ -30,7 +44,7 @@ self.onmessage = async ({ data }) => {
     self.postMessage({ type: 'backend', name: backend });
     loop = new VolunteerLoop({
       api: new Api(data.api), trainer, report: (event) => self.postMessage(event),
-      volunteerId: data.volunteerId, idleMs: data.idleMs || 0,
+      volunteerId: data.volunteerId, idleMs: data.idleMs || 0, betweenTasks: writeSample,
     });
     loop.run().finally(() => { loop = null; });
   } else if (data.type === 'stop' && loop) {
@@ -39,7 +53,8 @@ self.onmessage = async ({ data }) => {
     loop.paused = data.paused;
   } else if (data.type === 'idle' && loop) {
     loop.idleMs = data.idleMs;
-  } else if (data.type === 'sample' && trainer.model && trainer.seed) {
-    self.postMessage({ type: 'sample', text: trainer.sample(trainer.seed, data.length, data.alphabet) });
+  } else if (data.type === 'sample') {
+    sampleWanted = { length: data.length, alphabet: data.alphabet };
+    if (!loop) writeSample();
   }
 };

@@ -40,6 +40,19 @@ test('one task runs lease, download, heartbeat, upload, complete in order', asyn
   assert.ok(done.ms.total >= 0 && 'compute' in done.ms);
 });
 
+test('work owed between tasks runs before the lease, never while one is held, and is timed', async () => {
+  const { calls, api, trainer, fetchImpl } = fakes();
+  const reports = [];
+  const betweenTasks = async () => { calls.push('between'); await new Promise((r) => setTimeout(r, 30)); };
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', betweenTasks });
+  await loop.once();
+  await loop.once();
+  assert.deepEqual(calls.filter((c) => c === 'between' || c === 'lease' || c.startsWith('complete')),
+    ['between', 'lease', 'complete t1++ 0.5', 'between', 'lease', 'complete t1++ 0.5']);
+  const done = reports.filter((r) => r.type === 'task');
+  assert.ok(done.every((r) => r.ms.between >= 25 && r.ms.total < r.ms.between));
+});
+
 test('a lease that ended is reported as lost, not as an error', async () => {
   const { api, trainer, fetchImpl } = fakes({ complete: async () => { throw new ApiError(410, 'lease has expired'); } });
   const reports = [];
