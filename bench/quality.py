@@ -139,7 +139,7 @@ def _sgd_job(stack, steps: int, seq: int) -> str:
     spec = model.job_spec(steps, optimizer={"name": "sgd", "learning_rate": 0.5}, gradients_per_update=1, epochs=1,
                           staleness=0)
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(5))
-    return stack.api.create_job(spec, weights, (x[b].tobytes() + y[b].tobytes() for b in range(steps)))
+    return stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(steps)))
 
 
 def _finish(stack, job_id):

@@ -14,7 +14,9 @@ from chalicelib.optimizers import Optimizer, make_optimizer
 from chalicelib.weights import WeightSpec, parse_model_json
 
 LOSSES = ("sparseCategoricalCrossentropy", "categoricalCrossentropy", "meanSquaredError")
-BATCH_DTYPES = ("int32", "float32")
+# bytes per value in a batch file; uint8 is for token ids below 256 (a char
+# vocabulary), a quarter of int32's bytes for the volunteers to download
+BATCH_DTYPES = {"int32": 4, "float32": 4, "uint8": 1}
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 # A fold holds this many gradients in the Lambda's memory, and META lists them
 # while they are pending (a DynamoDB item holds 400 KB at most).
@@ -38,7 +40,7 @@ class TensorLayout:
 
     @property
     def nbytes(self) -> int:
-        size = 4
+        size = BATCH_DTYPES[self.dtype]
         for dim in self.shape:
             size *= dim
         return size
@@ -56,8 +58,10 @@ def _layout(raw: Any, what: str) -> TensorLayout:
     if dtype not in BATCH_DTYPES:
         raise BadRequest(f"dataset.{what}.dtype must be one of {list(BATCH_DTYPES)}")
     one_hot = validate.integer(raw, "one_hot", 0, 0, 65_536)
-    if one_hot and dtype != "int32":
-        raise BadRequest(f"dataset.{what}.one_hot needs int32 token ids")
+    if one_hot and dtype == "float32":
+        raise BadRequest(f"dataset.{what}.one_hot needs integer token ids (int32 or uint8)")
+    if one_hot > 256 and dtype == "uint8":
+        raise BadRequest(f"dataset.{what}.one_hot is {one_hot}, but uint8 token ids stop at 255: use int32")
     return TensorLayout(tuple(shape), dtype, one_hot)
 
 

@@ -172,6 +172,12 @@ CASES = [
     Case("batch files too large", "POST", "/jobs",
          spec_with(dataset={"batches": 2, "x": {"shape": [4096, 4096], "dtype": "float32"},
                             "y": {"shape": [4096], "dtype": "int32"}}), headers=ADMIN, message="a batch may hold"),
+    Case("one-hot of float values", "POST", "/jobs",
+         spec_with(dataset={"batches": 2, "x": {"shape": [4, 3], "dtype": "float32", "one_hot": 8},
+                            "y": {"shape": [4], "dtype": "int32"}}), headers=ADMIN, message="needs integer token ids"),
+    Case("uint8 ids for a vocabulary over 256", "POST", "/jobs",
+         spec_with(dataset={"batches": 2, "x": {"shape": [4, 3], "dtype": "uint8", "one_hot": 300},
+                            "y": {"shape": [4], "dtype": "int32"}}), headers=ADMIN, message="uint8 token ids stop at 255"),
     Case("alphabet that does not match the vocabulary", "POST", "/jobs", spec_with(text={"alphabet": "abc"}),
          headers=ADMIN, message="text.alphabet"),
     # -- state

@@ -2,7 +2,10 @@
 // Used by the volunteer's Web Worker and, in tests, by TF.js under Node.
 import { fetchBytes } from './api.js';
 
-const TYPED = { int32: Int32Array, float32: Float32Array };
+// A batch file's value types (chalicelib/spec.py BATCH_DTYPES). TF.js has no
+// uint8 tensors: uint8 token ids become int32 tensors.
+const TYPED = { int32: Int32Array, float32: Float32Array, uint8: Uint8Array };
+const TENSOR_DTYPE = { int32: 'int32', float32: 'float32', uint8: 'int32' };
 // The server writes every version as model.json + this one shard (chalicelib/weights.py).
 const SHARD = 'weights.bin';
 
@@ -10,14 +13,13 @@ const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
 
 /** Split a batch file (x then y, little-endian) into typed arrays. */
 export function parseBatch(bytes, job) {
-  const xCount = sizeOf(job.x.shape);
-  const yCount = sizeOf(job.y.shape);
-  const expected = 4 * (xCount + yCount);
-  if (bytes.byteLength !== expected) throw new Error(`batch is ${bytes.byteLength} bytes, expected ${expected}`);
-  const copy = bytes.slice().buffer; // aligned, little-endian on every browser we run on
+  const xBytes = sizeOf(job.x.shape) * TYPED[job.x.dtype].BYTES_PER_ELEMENT;
+  const yBytes = sizeOf(job.y.shape) * TYPED[job.y.dtype].BYTES_PER_ELEMENT;
+  if (bytes.byteLength !== xBytes + yBytes) throw new Error(`batch is ${bytes.byteLength} bytes, expected ${xBytes + yBytes}`);
+  // copies: aligned for each half's type, little-endian on every browser we run on
   return {
-    x: new TYPED[job.x.dtype](copy, 0, xCount),
-    y: new TYPED[job.y.dtype](copy, 4 * xCount, yCount),
+    x: new TYPED[job.x.dtype](bytes.slice(0, xBytes).buffer),
+    y: new TYPED[job.y.dtype](bytes.slice(xBytes).buffer),
   };
 }
 
@@ -95,7 +97,8 @@ export class Trainer {
   }
 
   inputs(values, layout) {
-    const t = this.tf.tensor(values, layout.shape, layout.dtype);
+    const dtype = TENSOR_DTYPE[layout.dtype];
+    const t = this.tf.tensor(layout.dtype === 'uint8' ? Int32Array.from(values) : values, layout.shape, dtype);
     return layout.one_hot ? this.tf.oneHot(t, layout.one_hot).toFloat() : t;
   }
 

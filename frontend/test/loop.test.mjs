@@ -87,3 +87,15 @@ test('batch files split into x then y and must have the exact size', () => {
   assert.deepEqual(Array.from(y), [7, 8]);
   assert.throws(() => parseBatch(bytes.slice(4), job), /expected 32/);
 });
+
+test('uint8 token ids take one byte each, and the y half after an odd x is read whole', () => {
+  const ids = { ...job, x: { shape: [1, 3], dtype: 'uint8', one_hot: 128 }, y: { shape: [2], dtype: 'int32' } };
+  const bytes = new Uint8Array(11);
+  bytes.set([65, 66, 127]);
+  new DataView(bytes.buffer).setInt32(3, 300, true);
+  new DataView(bytes.buffer).setInt32(7, -2, true);
+  const { x, y } = parseBatch(bytes, ids);
+  assert.deepEqual(Array.from(x), [65, 66, 127]);
+  assert.deepEqual(Array.from(y), [300, -2]);
+  assert.throws(() => parseBatch(bytes.slice(1), ids), /expected 11/);
+});

@@ -3,7 +3,8 @@ as in JSDoop's experiment (two LSTM(10) layers, one-hot input over 128
 characters, sequences of 1024, a softmax over the next character).
 
 Token ids are character codes below 128 (other characters are dropped), so
-the one-hot depth is 128 and the alphabet is ASCII, as in the paper.
+the one-hot depth is 128 and the alphabet is ASCII, as in the paper. They are
+stored one byte each (uint8): the batches are most of what volunteers download.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 VOCAB = 128
+TOKEN_DTYPE = "uint8"  # how batch files store token ids (see above)
 ALPHABET = "".join(chr(i) if 32 <= i < 127 or chr(i) == "\n" else "\x00" for i in range(VOCAB))
 
 # JSDoop's example (docs/jsdoop.md): the settings the paper's experiment used.
@@ -79,14 +81,19 @@ class CharLSTM:
         return out
 
     def batches(self, text: str, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """`count` batches of (sequence, next character) pairs drawn from the text."""
-        codes = np.frombuffer(text.encode("ascii", "ignore"), np.uint8).astype(np.int32)
+        """`count` batches of (sequence, next character) pairs drawn from the text, as uint8 ids."""
+        codes = np.frombuffer(text.encode("ascii", "ignore"), np.uint8)
         needed = self.seq_len + 1
         if len(codes) < needed:
             raise ValueError(f"the text has {len(codes)} usable characters; a sequence needs {needed}")
         starts = np.random.default_rng(seed).integers(0, len(codes) - needed + 1, size=(count, self.batch_size))
         windows = codes[starts[..., None] + np.arange(needed)]
-        return windows[..., :-1].astype(np.int32), windows[..., -1].astype(np.int32)
+        return windows[..., :-1], windows[..., -1]
+
+    @staticmethod
+    def batch_file(x: np.ndarray, y: np.ndarray) -> bytes:
+        """One batch's file as job_spec describes it: the sequences, then the next characters."""
+        return x.astype(TOKEN_DTYPE).tobytes() + y.astype(TOKEN_DTYPE).tobytes()
 
     def job_spec(self, batches: int, **hyper: Any) -> dict[str, Any]:
         spec = {
@@ -95,8 +102,8 @@ class CharLSTM:
                       "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}]},
             "loss": "sparseCategoricalCrossentropy",
             "dataset": {"batches": batches,
-                        "x": {"shape": [self.batch_size, self.seq_len], "dtype": "int32", "one_hot": self.vocab},
-                        "y": {"shape": [self.batch_size], "dtype": "int32"}},
+                        "x": {"shape": [self.batch_size, self.seq_len], "dtype": TOKEN_DTYPE, "one_hot": self.vocab},
+                        "y": {"shape": [self.batch_size], "dtype": TOKEN_DTYPE}},
             "text": {"alphabet": ALPHABET},
         }
         spec.update(hyper)

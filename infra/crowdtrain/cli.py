@@ -55,7 +55,7 @@ def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iter
     x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
     spec = model.job_spec(args.batches, **_hyper(args))
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
-    return spec, weights, (x[b].astype("<i4").tobytes() + y[b].astype("<i4").tobytes() for b in range(args.batches))
+    return spec, weights, (model.batch_file(x[b], y[b]) for b in range(args.batches))
 
 
 def model_json_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
