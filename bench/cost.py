@@ -39,9 +39,21 @@ PRICES = {
 SAMPLES_PER_TASK = (32, 128, 512, 2048)
 LAMBDA_GB = 1.0  # .chalice/config.json lambda_memory_size = 1024
 S3_WRITES = {"PutObject", "ListObjectsV2", "DeleteObjects", "PostObject"}
-# The paper's model: LSTM(10) -> LSTM(10) -> Dense(128), one-hot over 128, sequences of 1024.
-PAPER = {"parameters": 128 * 40 + 10 * 40 + 40 + 10 * 40 + 10 * 40 + 40 + 10 * 128 + 128,
-         "batch": 32, "seq": 1024, "batch_bytes": 32 * 1024 * 4 + 32 * 4}
+
+
+def paper_model() -> dict:
+    """The paper's model as the char-lstm template builds it: LSTM(10) -> LSTM(10)
+    -> Dense(128), one-hot over 128, sequences of 1024, batch 32, uint8 token ids."""
+    from chalicelib.spec import BATCH_DTYPES
+    from crowdtrain.charlstm import CharLSTM
+    model = CharLSTM()
+    dataset = model.job_spec(1)["dataset"]
+    batch_bytes = sum(math.prod(dataset[half]["shape"]) * BATCH_DTYPES[dataset[half]["dtype"]] for half in "xy")
+    return {"parameters": sum(math.prod(w["shape"]) for w in model.weight_specs()), "batch": model.batch_size,
+            "seq": model.seq_len, "batch_bytes": batch_bytes, "token_dtype": dataset["x"]["dtype"]}
+
+
+PAPER = paper_model()
 
 
 def measure(tasks: int, k: int) -> dict:
