@@ -89,19 +89,19 @@ def measure(stack: StackProcess, n: int, step: float, seconds: float) -> dict:
     stop.set()
     for v in crowd:
         v.join(timeout=step + 30)
-    rate, requests = 0.0, []
+    rate, request_times = 0.0, []
     for v in crowd:
         done = [d for d in v.done if start <= d[0] < end]
         if len(done) >= 2:
             rate += sum(size for _, size, _ in done[1:]) / (done[-1][0] - done[0][0])
         else:  # a volunteer slowed to under two tasks a window: count what it finished
             rate += sum(size for _, size, _ in done) / (end - start)
-        requests += [r for _, _, r in done]
+        request_times += [r for _, _, r in done]
     return {"volunteers": n, "samples_per_second": rate, "lost": sum(v.lost for v in crowd),
             "errors": sum(v.errors for v in crowd),
             "completed": sum(len(v.done) for v in crowd),
-            "request_seconds_median": float(np.median(requests)) if requests else float("nan"),
-            "request_seconds_p95": common.percentile(requests, 95)}
+            "request_seconds_median": float(np.median(request_times)) if request_times else float("nan"),
+            "request_seconds_p95": common.percentile(request_times, 95)}
 
 
 def discarded(stack: StackProcess, job: str) -> int:
