@@ -9,6 +9,7 @@ queues the first epoch.
 from __future__ import annotations
 
 import secrets
+import zlib
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +20,7 @@ from chalicelib.errors import BadRequest, Conflict
 from chalicelib.jobstore import JobStore
 from chalicelib.objects import ObjectStore
 from chalicelib.queues import TaskQueue
-from chalicelib.spec import parse_job
+from chalicelib.spec import JobSpec, parse_job
 from chalicelib.versions import (VersionStore, batch_key, data_prefix, initial_weights_key, job_prefixes,
                                  model_key)
 from chalicelib.weights import decode_tensors
@@ -44,10 +45,13 @@ class JobAdmin:
             "upload": {
                 "weights": self.objects.presigned_post(initial_weights_key(job_id), weight_bytes, UPLOAD_SECONDS),
                 "weights_bytes": weight_bytes,
-                # One form for every batch: POST each file with key = prefix + "batch-NNNNNN.bin".
-                "batches": self.objects.presigned_post(data_prefix(job_id), spec.batch_bytes, UPLOAD_SECONDS,
-                                                       prefix=True),
+                # One form for every batch: POST each file with key = prefix + "batch-NNNNNN.bin",
+                # gzip-compressed where batch_encoding says so (batch_bytes is the inflated size).
+                "batches": self.objects.presigned_post(data_prefix(job_id), spec.batch_upload_bytes,
+                                                       UPLOAD_SECONDS, prefix=True,
+                                                       content_encoding=spec.batch_encoding),
                 "batch_key_prefix": data_prefix(job_id), "batch_bytes": spec.batch_bytes,
+                "batch_encoding": spec.batch_encoding,
                 "batches_expected": spec.num_batches,
             },
             "gradient_bytes": spec.gradient_bytes,
@@ -60,11 +64,7 @@ class JobAdmin:
         weight_bytes = sum(s.nbytes for s in spec.weight_specs)
         if self.objects.size(initial_weights_key(job_id)) != weight_bytes:
             raise BadRequest(f"initial weights are missing or not exactly {weight_bytes} bytes")
-        sizes = self.objects.sizes(data_prefix(job_id))
-        wrong = [b for b in range(spec.num_batches) if sizes.get(batch_key(job_id, b)) != spec.batch_bytes]
-        if wrong:
-            raise BadRequest(f"{len(wrong)} of {spec.num_batches} batch files are missing or not exactly "
-                             f"{spec.batch_bytes} bytes (first: batch {wrong[0]})")
+        self._check_batches(job_id, spec)
         weights = decode_tensors(spec.weight_specs, self.objects.get(initial_weights_key(job_id)))
         if not all(np.isfinite(w).all() for w in weights):
             raise BadRequest("initial weights contain NaN or infinite values")
@@ -73,6 +73,26 @@ class JobAdmin:
         meta = self.jobs.save(meta, replace(meta, status="running"))
         meta = queue_epoch(self.jobs, self.tasks, meta, spec)
         return meta.public()
+
+    def _check_batches(self, job_id: str, spec: JobSpec) -> None:
+        """Every batch file is there with an acceptable size. A gzip file's
+        inflated size is only known by reading it: batch 0 is inflated here to
+        catch a wrong layout or an uncompressed upload, and volunteers check
+        every batch's size again before they train on it."""
+        least, most = spec.batch_upload_bytes
+        sizes = self.objects.sizes(data_prefix(job_id))
+        wrong = [b for b in range(spec.num_batches) if not least <= sizes.get(batch_key(job_id, b), -1) <= most]
+        if wrong:
+            wanted = (f"exactly {spec.batch_bytes} bytes" if least == most
+                      else f"{least}-{most} bytes of {spec.batch_encoding}")
+            raise BadRequest(f"{len(wrong)} of {spec.num_batches} batch files are missing or not {wanted} "
+                             f"(first: batch {wrong[0]})")
+        if spec.batch_encoding == "gzip":
+            inflated = inflate(self.objects.get(batch_key(job_id, 0)), spec.batch_bytes + 1)
+            if inflated is None or len(inflated) != spec.batch_bytes:
+                found = "is not gzip data" if inflated is None else f"inflates to {len(inflated)} bytes"
+                raise BadRequest(f"batch 0 {found}; dataset.encoding gzip needs each file to inflate to "
+                                 f"exactly {spec.batch_bytes} bytes")
 
     def status(self, job_id: str) -> dict[str, Any]:
         """Everything about a job's progress. None of it is secret: the public
@@ -110,3 +130,12 @@ class JobAdmin:
         items = self.jobs.delete(job_id)
         files = sum(self.objects.delete_prefix(prefix) for prefix in job_prefixes(job_id))
         return {"job_id": job_id, "deleted": True, "records": items, "files": files}
+
+
+def inflate(data: bytes, limit: int) -> bytes | None:
+    """At most `limit` bytes of a gzip stream inflated, or None where `data`
+    is not gzip; the limit keeps a tiny file from inflating without end."""
+    try:
+        return zlib.decompressobj(wbits=31).decompress(data, limit)
+    except zlib.error:
+        return None

@@ -50,15 +50,23 @@ class ObjectStore:
             self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
         return len(keys)
 
-    def presigned_post(self, key: str, size: int, expires: int, prefix: bool = False) -> dict[str, Any]:
-        """A browser-usable POST form for exactly `size` bytes at `key` (or, with
-        prefix=True, at any key under `key`). S3 itself enforces the length."""
-        conditions: list[Any] = [["content-length-range", size, size]]
+    def presigned_post(self, key: str, size: int | tuple[int, int], expires: int, prefix: bool = False,
+                       content_encoding: str = "identity") -> dict[str, Any]:
+        """A browser-usable POST form for exactly `size` bytes (or a (least,
+        most) range) at `key`, or with prefix=True at any key under `key`. S3
+        itself enforces the length, and the Content-Encoding the object is
+        stored and served with."""
+        least, most = size if isinstance(size, tuple) else (size, size)
+        conditions: list[Any] = [["content-length-range", least, most]]
+        fields: dict[str, str] = {}
+        if content_encoding != "identity":
+            fields["Content-Encoding"] = content_encoding
+            conditions.append({"Content-Encoding": content_encoding})
         if prefix:
             conditions.append(["starts-with", "$key", key])
             key = key + "${filename}"
-        post = self._s3.generate_presigned_post(Bucket=self.bucket, Key=key, Conditions=conditions,
-                                                ExpiresIn=expires)
+        post = self._s3.generate_presigned_post(Bucket=self.bucket, Key=key, Fields=fields or None,
+                                                Conditions=conditions, ExpiresIn=expires)
         return {"url": post["url"], "fields": post["fields"]}
 
     def public_url(self, key: str) -> str:

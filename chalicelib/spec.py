@@ -18,6 +18,10 @@ LOSSES = ("sparseCategoricalCrossentropy", "categoricalCrossentropy", "meanSquar
 # vocabulary), a quarter of int32's bytes for the volunteers to download
 BATCH_DTYPES = {"int32": 4, "float32": 4, "uint8": 1}
 MAX_BATCH_BYTES = 64 * 1024 * 1024
+# How batch files are stored and served (HTTP Content-Encoding): "gzip" files
+# are uploaded compressed, CloudFront serves them as they are, and the
+# browser's fetch inflates them, so volunteers download a third of the bytes.
+BATCH_ENCODINGS = ("identity", "gzip")
 # A fold holds this many gradients in the Lambda's memory, and META lists them
 # while they are pending (a DynamoDB item holds 400 KB at most).
 MAX_GRADIENTS_PER_UPDATE = 64
@@ -91,6 +95,11 @@ class JobSpec:
     # second volunteer's on the same version before it may be folded.
     replicas: int = 1
     replica_tolerance: float = DEFAULT_REPLICA_TOLERANCE
+    batch_encoding: str = "identity"
+    # Local accumulation: volunteers compute a batch's gradient this many
+    # samples at a time (0: all at once), so a large batch, which spreads each
+    # task's fixed requests over more samples, fits a browser's memory.
+    micro_batch: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -99,6 +108,15 @@ class JobSpec:
     @property
     def batch_bytes(self) -> int:
         return self.x.nbytes + self.y.nbytes
+
+    @property
+    def batch_upload_bytes(self) -> tuple[int, int]:
+        """Smallest and largest batch file S3 accepts: exact for identity; for
+        gzip, room for what deflate adds to data it cannot shrink (zlib's
+        deflateBound is about 0.03 % plus a header and trailer)."""
+        if self.batch_encoding == "gzip":
+            return 20, self.batch_bytes + self.batch_bytes // 1000 + 64
+        return self.batch_bytes, self.batch_bytes
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -118,6 +136,7 @@ class JobSpec:
         """What a volunteer needs to compute a gradient (no secrets in a spec)."""
         return {
             "name": self.name, "loss": self.loss, "codec": self.codec, "batch_size": self.batch_size,
+            "batch_encoding": self.batch_encoding, "micro_batch": self.micro_batch or self.batch_size,
             "x": {"shape": list(self.x.shape), "dtype": self.x.dtype, "one_hot": self.x.one_hot},
             "y": {"shape": list(self.y.shape), "dtype": self.y.dtype, "one_hot": self.y.one_hot},
             "weights": [s.to_json() for s in self.weight_specs],
@@ -153,12 +172,18 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
     dataset = body.get("dataset")
     if not isinstance(dataset, dict):
         raise BadRequest("dataset must be an object with batches, x and y")
-    validate.only_keys(dataset, {"batches", "x", "y"}, "dataset")
+    validate.only_keys(dataset, {"batches", "x", "y", "encoding", "micro_batch"}, "dataset")
+    encoding = dataset.get("encoding", "identity")
+    if encoding not in BATCH_ENCODINGS:
+        raise BadRequest(f"dataset.encoding must be one of {list(BATCH_ENCODINGS)}")
     x, y = _layout(dataset.get("x"), "x"), _layout(dataset.get("y"), "y")
     if x.shape[0] != y.shape[0]:
         raise BadRequest("dataset.x and dataset.y must have the same batch size (first dimension)")
     if x.nbytes + y.nbytes > MAX_BATCH_BYTES:
         raise BadRequest(f"a batch may hold at most {MAX_BATCH_BYTES} bytes")
+    micro_batch = validate.integer(dataset, "micro_batch", x.shape[0], 1, x.shape[0])
+    if x.shape[0] % micro_batch:
+        raise BadRequest(f"dataset.micro_batch ({micro_batch}) must divide the batch size ({x.shape[0]})")
     optimizer = body.get("optimizer", {"name": "adam"})
     if not isinstance(optimizer, dict):
         raise BadRequest("optimizer must be an object with a name and its settings")
@@ -188,6 +213,8 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
         alphabet=alphabet,
         replicas=replicas,
         replica_tolerance=tolerance,
+        batch_encoding=encoding,
+        micro_batch=0 if micro_batch == x.shape[0] else micro_batch,
     )
 
 

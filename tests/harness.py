@@ -4,6 +4,7 @@ Lambda fed from the results FIFO queue like Lambda's SQS event source
 (delete on success, redeliver on failure)."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -168,8 +169,11 @@ class Harness:
         return self.call(method, path, body, ADMIN)
 
     def create_job(self, ds: Dataset, initial: list[np.ndarray] | None = None, start: bool = True,
-                   **overrides: Any) -> str:
-        reply = self.admin("POST", "/jobs", job_body(ds, **overrides))
+                   encoding: str = "identity", **overrides: Any) -> str:
+        """Create, upload (gzip-compressing batch files for encoding="gzip") and start."""
+        body = job_body(ds, **overrides)
+        body["dataset"]["encoding"] = encoding
+        reply = self.admin("POST", "/jobs", body)
         assert reply.status_code == 201, reply.body
         created = json.loads(reply.body)
         job = created["job_id"]
@@ -182,7 +186,9 @@ class Harness:
         assert post_form(created["upload"]["weights"], weights).status_code in (200, 204)
         prefix = created["upload"]["batch_key_prefix"]
         for b in range(ds.x.shape[0]):
-            res = post_form(created["upload"]["batches"], ds.batch_bytes(b), key=f"{prefix}batch-{b:06d}.bin")
+            data = ds.batch_bytes(b)
+            res = post_form(created["upload"]["batches"], gzip.compress(data) if encoding == "gzip" else data,
+                            key=f"{prefix}batch-{b:06d}.bin")
             assert res.status_code in (200, 204), res.text
         if start:
             reply = self.admin("POST", f"/jobs/{job}/start")
@@ -206,7 +212,9 @@ class Harness:
         """GET a public URL. Public URLs are CloudFront's in AWS, which reads the
         private bucket through origin access control; here S3 is read directly."""
         assert url.startswith(PUBLIC), url
-        return self.s3.get_object(Bucket=BUCKET, Key=url[len(PUBLIC):])["Body"].read()
+        obj = self.s3.get_object(Bucket=BUCKET, Key=url[len(PUBLIC):])
+        body = obj["Body"].read()  # a browser's fetch inflates what was stored gzip-encoded
+        return gzip.decompress(body) if obj.get("ContentEncoding") == "gzip" else body
 
     def load_model(self, model_url: str) -> list[np.ndarray]:
         """Weights of a model.json URL, read as tf.loadLayersModel would (shard paths relative to it)."""

@@ -178,6 +178,12 @@ CASES = [
     Case("uint8 ids for a vocabulary over 256", "POST", "/jobs",
          spec_with(dataset={"batches": 2, "x": {"shape": [4, 3], "dtype": "uint8", "one_hot": 300},
                             "y": {"shape": [4], "dtype": "int32"}}), headers=ADMIN, message="uint8 token ids stop at 255"),
+    Case("batch encoding browsers cannot inflate", "POST", "/jobs",
+         spec_with(dataset={"batches": 2, "encoding": "lz4", "x": {"shape": [4, 3], "dtype": "float32"},
+                            "y": {"shape": [4], "dtype": "int32"}}), headers=ADMIN, message="dataset.encoding must be one of"),
+    Case("micro-batch that does not divide the batch", "POST", "/jobs",
+         spec_with(dataset={"batches": 2, "micro_batch": 3, "x": {"shape": [4, 3], "dtype": "float32"},
+                            "y": {"shape": [4], "dtype": "int32"}}), headers=ADMIN, message="must divide the batch size"),
     Case("alphabet that does not match the vocabulary", "POST", "/jobs", spec_with(text={"alphabet": "abc"}),
          headers=ADMIN, message="text.alphabet"),
     # -- state

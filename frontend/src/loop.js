@@ -61,16 +61,18 @@ export class VolunteerLoop {
     if (task.retryAfter !== undefined) return task;
     this.report({ type: 'leased', jobId: task.job_id, epoch: task.epoch, batch: task.batch, version: task.base_version });
     let token = task.lease_token;
+    let beat = t.start;  // when the lease was last taken or extended
     const heartbeat = async () => {
-      if (performance.now() - t.start > task.heartbeat_seconds * 1000) {
+      if (now() - beat >= task.heartbeat_seconds * 1000) {
         token = (await this.api.heartbeat(task.job_id, token)).lease_token;
+        beat = now();
       }
     };
     const fetched = await this.trainer.prepare(task);
     const batch = await fetchBytes(task.batch_url, this.fetchImpl);
     t.download = now();
     await heartbeat();
-    const { loss, grads } = this.trainer.gradient(batch, task.job);
+    const { loss, grads } = await this.trainer.gradient(batch, task.job, heartbeat);  // beats between micro-batches
     t.compute = now();
     if (!Number.isFinite(loss)) throw new Error(`loss is ${loss}; not uploading`);
     const body = getCodec(task.job.codec).encode(grads);

@@ -24,6 +24,25 @@ export function parseBatch(bytes, job) {
 }
 
 /** Split one weights shard into tensors' values following the manifest specs. */
+/**
+ * A parsed batch as micro-batches of `job.micro_batch` samples (the whole
+ * batch when unset): views of x and y with their layouts, and each part's
+ * share of the batch, the weight of its mean loss and gradient.
+ */
+export function microBatches({ x, y }, job) {
+  const size = job.x.shape[0];
+  const step = job.micro_batch || size;
+  const view = (values, layout, start) => {
+    const per = sizeOf(layout.shape.slice(1));
+    return { values: values.subarray(start * per, (start + step) * per), layout: { ...layout, shape: [step, ...layout.shape.slice(1)] } };
+  };
+  const parts = [];
+  for (let start = 0; start < size; start += step) {
+    parts.push({ x: view(x, job.x, start), y: view(y, job.y, start), share: step / size });
+  }
+  return parts;
+}
+
 export function splitWeights(bytes, specs) {
   const copy = bytes.slice().buffer;
   let offset = 0;
@@ -96,35 +115,44 @@ export class Trainer {
     }
   }
 
-  inputs(values, layout) {
+  inputs({ values, layout }) {
     const dtype = TENSOR_DTYPE[layout.dtype];
     const t = this.tf.tensor(layout.dtype === 'uint8' ? Int32Array.from(values) : values, layout.shape, dtype);
     return layout.one_hot ? this.tf.oneHot(t, layout.one_hot).toFloat() : t;
   }
 
-  /** The mean loss of a batch and its gradient, one Float32Array per manifest weight. */
-  gradient(batchBytes, job) {
+  /**
+   * The mean loss of a batch and its gradient, one Float32Array per manifest weight.
+   * Computed `job.micro_batch` samples at a time (local accumulation: memory
+   * for one micro-batch, whatever the batch size), awaiting `between` after
+   * each but the last, where the loop sends its heartbeats.
+   */
+  async gradient(batchBytes, job, between = async () => {}) {
     const { tf } = this;
-    const { x, y } = parseBatch(batchBytes, job);
-    if (job.x.one_hot && job.x.shape.length === 2) this.seed = Array.from(x.subarray(0, job.x.shape[1]));
-    return tf.tidy(() => {
-      const xs = this.inputs(x, job.x);
-      const ys = this.inputs(y, job.y);
-      const variables = this.model.trainableWeights.map((w) => w.val);
-      const { value, grads } = tf.variableGrads(
-        () => this.loss(job, ys, this.model.apply(xs, { training: true })), variables);
-      return {
-        loss: value.dataSync()[0],
-        grads: this.order.map((i) => Float32Array.from(grads[variables[i].name].dataSync())),
-      };
-    });
+    const parts = microBatches(parseBatch(batchBytes, job), job);
+    if (job.x.one_hot && job.x.shape.length === 2) this.seed = Array.from(parts[0].x.values.subarray(0, job.x.shape[1]));
+    const variables = this.model.trainableWeights.map((w) => w.val);
+    let loss = 0;
+    let sums = null;
+    for (const [i, { x, y, share }] of parts.entries()) {
+      const part = tf.tidy(() => {
+        const { value, grads } = tf.variableGrads(
+          () => this.loss(job, this.inputs(y), this.model.apply(this.inputs(x), { training: true })), variables);
+        return { loss: value.dataSync()[0], grads: this.order.map((k) => grads[variables[k].name].dataSync()) };
+      });
+      loss += share * part.loss;
+      if (sums === null) sums = part.grads.map((g) => Float32Array.from(g, (v) => share * v));
+      else part.grads.forEach((g, k) => { for (let j = 0; j < g.length; j += 1) sums[k][j] += share * g[j]; });
+      if (i < parts.length - 1) await between();
+    }
+    return { loss, grads: sums };
   }
 
-  /** The mean loss of a batch, no gradient (validation). */
+  /** The mean loss of a batch, no gradient (validation), a micro-batch at a time. */
   evaluate(batchBytes, job) {
     const { tf } = this;
-    const { x, y } = parseBatch(batchBytes, job);
-    return tf.tidy(() => this.loss(job, this.inputs(y, job.y), this.model.predict(this.inputs(x, job.x))).dataSync()[0]);
+    return microBatches(parseBatch(batchBytes, job), job).reduce((sum, { x, y, share }) => sum + share * tf.tidy(
+      () => this.loss(job, this.inputs(y), this.model.predict(this.inputs(x))).dataSync()[0]), 0);
   }
 
   /** A batch-1 copy of the model whose recurrent layers keep their state

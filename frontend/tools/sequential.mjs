@@ -24,7 +24,7 @@ const validate = () => evalBatches.reduce((s, b) => s + trainer.evaluate(b, job)
 const val = [[0, validate()]];
 const variables = trainer.model.trainableWeights.map((w) => w.val);
 for (let step = 0; step < input.batch_urls.length; step += 1) {
-  const { grads } = trainer.gradient(await fetchBytes(input.batch_urls[step]), job);
+  const { grads } = await trainer.gradient(await fetchBytes(input.batch_urls[step]), job);
   optimizer.applyGradients(trainer.order.map((i, k) => ({ name: variables[i].name, tensor: tf.tensor(grads[k], variables[i].shape) })));
   if ((step + 1) % (input.eval_every || 1e9) === 0 || step === input.batch_urls.length - 1) {
     val.push([(step + 1) * job.batch_size, validate()]);

@@ -4,6 +4,7 @@ credentials) against API Gateway's IAM authorizer; uploads through the
 presigned forms the API hands out."""
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -72,6 +73,10 @@ class Api:
         post_form(upload["weights"], weights)
         total = upload["batches_expected"]
         for index, data in enumerate(batches):
+            if len(data) != upload["batch_bytes"]:
+                raise ApiError(400, f"batch {index} is {len(data)} bytes; the job's layout needs {upload['batch_bytes']}")
+            if upload["batch_encoding"] == "gzip":
+                data = gzip.compress(data, mtime=0)
             post_form(upload["batches"], data, key=f"{upload['batch_key_prefix']}batch-{index:06d}.bin")
             progress(index + 1, total)
         if start:

@@ -95,16 +95,20 @@ class CharLSTM:
         """One batch's file as job_spec describes it: the sequences, then the next characters."""
         return x.astype(TOKEN_DTYPE).tobytes() + y.astype(TOKEN_DTYPE).tobytes()
 
-    def job_spec(self, batches: int, **hyper: Any) -> dict[str, Any]:
+    def job_spec(self, batches: int, micro_batch: int | None = None, **hyper: Any) -> dict[str, Any]:
+        """The job: `hyper` are the spec's top-level settings; `micro_batch`
+        has volunteers compute each batch that many sequences at a time."""
         spec = {
             "name": f"char-lstm {'x'.join(map(str, self.units))} seq {self.seq_len}",
             "model": {"modelTopology": self.topology(),
                       "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}]},
             "loss": "sparseCategoricalCrossentropy",
-            "dataset": {"batches": batches,
+            "dataset": {"batches": batches, "encoding": "gzip",  # English text: about 2.7x smaller
                         "x": {"shape": [self.batch_size, self.seq_len], "dtype": TOKEN_DTYPE, "one_hot": self.vocab},
                         "y": {"shape": [self.batch_size], "dtype": TOKEN_DTYPE}},
             "text": {"alphabet": ALPHABET},
         }
+        if micro_batch:
+            spec["dataset"]["micro_batch"] = micro_batch
         spec.update(hyper)
         return spec

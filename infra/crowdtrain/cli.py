@@ -53,7 +53,7 @@ def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iter
 
     model = CharLSTM(units=tuple(args.units), seq_len=args.seq_len, batch_size=args.batch_size)
     x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
-    spec = model.job_spec(args.batches, **_hyper(args))
+    spec = model.job_spec(args.batches, args.micro_batch, **_hyper(args))
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
     return spec, weights, (model.batch_file(x[b], y[b]) for b in range(args.batches))
 
@@ -216,6 +216,8 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, default=40, help="characters per sequence (paper: 1024)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--micro-batch", type=int,
+                        help="volunteers compute each batch this many sequences at a time (local accumulation)")
     parser.add_argument("--passage", default="gen1:1-rev22:21", help="KJV passage for the corpus")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--k", type=int, default=3, help="gradients per update (paper: accumulate 3)")

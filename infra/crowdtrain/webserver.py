@@ -47,9 +47,12 @@ class EdgeServer:
             def log_message(self, *args: Any) -> None:  # quiet: the supervisor prints what matters
                 pass
 
-            def _send(self, status: int, body: bytes, content_type: str, cache: str = "no-cache") -> None:
+            def _send(self, status: int, body: bytes, content_type: str, cache: str = "no-cache",
+                      encoding: str | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if encoding:  # stored compressed (gzip batch files): served as stored, as CloudFront does
+                    self.send_header("Content-Encoding", encoding)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", cache)
                 self.send_header("Access-Control-Allow-Origin", "*")
@@ -74,7 +77,7 @@ class EdgeServer:
                 except edge.s3.exceptions.NoSuchKey:
                     return self._send(404, b"not found", "text/plain")
                 self._send(200, obj["Body"].read(), obj.get("ContentType", "application/octet-stream"),
-                           obj.get("CacheControl", "no-cache"))
+                           obj.get("CacheControl", "no-cache"), obj.get("ContentEncoding"))
 
             def _file(self, path: str) -> None:
                 relative = path.lstrip("/") or "index.html"

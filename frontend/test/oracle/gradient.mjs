@@ -10,5 +10,5 @@ await tf.setBackend('cpu');
 const { task, batch_url: batchUrl } = JSON.parse(readFileSync(0, 'utf8'));
 const trainer = new Trainer(tf);
 await trainer.prepare(task);
-const { loss, grads } = trainer.gradient(await fetchBytes(batchUrl), task.job);
+const { loss, grads } = await trainer.gradient(await fetchBytes(batchUrl), task.job);
 process.stdout.write(`\n${JSON.stringify({ loss, grads: grads.map((g) => Array.from(g)) })}`);

@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import * as tf from '@tensorflow/tfjs';
+import { microBatches, Trainer } from '../src/trainer.js';
+
+await tf.setBackend('cpu');
+
+const VOCAB = 6;
+const job = (microBatch) => ({
+  loss: 'sparseCategoricalCrossentropy', micro_batch: microBatch,
+  x: { shape: [8, 5], dtype: 'uint8', one_hot: VOCAB }, y: { shape: [8], dtype: 'uint8' },
+  weights: [],
+});
+
+function trainer() {
+  const model = tf.sequential();
+  model.add(tf.layers.lstm({ units: 4, inputShape: [5, VOCAB], recurrentInitializer: 'glorotUniform' }));
+  model.add(tf.layers.dense({ units: VOCAB, activation: 'softmax' }));
+  const t = new Trainer(tf);
+  t.model = model;
+  t.order = model.trainableWeights.map((_, i) => i);
+  return t;
+}
+
+const batch = Uint8Array.from({ length: 8 * 5 + 8 }, (_, i) => (i * 7 + 3) % VOCAB);
+
+test('micro-batches are views of the batch with their share', () => {
+  const parts = microBatches({ x: batch.subarray(0, 40), y: batch.subarray(40) }, job(2));
+  assert.equal(parts.length, 4);
+  assert.deepEqual(parts[1].x.layout.shape, [2, 5]);
+  assert.deepEqual(Array.from(parts[1].x.values), Array.from(batch.subarray(10, 20)));
+  assert.deepEqual(Array.from(parts[3].y.values), Array.from(batch.subarray(46, 48)));
+  assert.equal(parts[0].share, 0.25);
+});
+
+test('a gradient computed a micro-batch at a time is the whole batch\'s gradient', async () => {
+  const t = trainer();
+  const whole = await t.gradient(batch, job(8));
+  let pauses = 0;
+  const tensors = tf.memory().numTensors;
+  const parts = await t.gradient(batch, job(2), async () => { pauses += 1; });
+  assert.equal(pauses, 3, 'the loop may heartbeat between micro-batches');
+  assert.equal(tf.memory().numTensors, tensors, 'no tensors leak');
+  assert.ok(Math.abs(parts.loss - whole.loss) < 1e-6, `${parts.loss} vs ${whole.loss}`);
+  whole.grads.forEach((g, k) => g.forEach((v, j) => assert.ok(Math.abs(parts.grads[k][j] - v) < 1e-6, `weight ${k}[${j}]`)));
+  assert.ok(Math.abs(t.evaluate(batch, job(2)) - t.evaluate(batch, job(8))) < 1e-6);
+});
