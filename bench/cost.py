@@ -5,10 +5,12 @@ Request counts are measured: tasks run through the real handlers on moto
 (in-process), and every boto3 call the app makes is counted by a botocore
 hook; Lambda's SQS poller (played here by the test harness) is added as one
 receive and one delete batch per fold invocation. Bytes follow from the job
-spec (what the browser downloads through CloudFront and uploads to S3).
+spec (what the browser downloads through CloudFront and uploads to S3), the
+batch files' at their gzip-encoded size.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -16,6 +18,7 @@ import time
 from collections import Counter
 
 import boto3
+import numpy as np
 
 import common
 from tests.harness import Dataset, Harness
@@ -36,21 +39,27 @@ PRICES = {
     "cloudfront_per_gb": 0.085,
     "cloudfront_per_https_request": 0.0100e-4,
 }
-SAMPLES_PER_TASK = (32, 128, 512, 2048)
+SAMPLES_PER_TASK = (32, 128, 512, 1024, 2048)
+GZIP_SAMPLE_BATCHES = 16
 LAMBDA_GB = 1.0  # .chalice/config.json lambda_memory_size = 1024
 S3_WRITES = {"PutObject", "ListObjectsV2", "DeleteObjects", "PostObject"}
 
 
 def paper_model() -> dict:
     """The paper's model as the char-lstm template builds it: LSTM(10) -> LSTM(10)
-    -> Dense(128), one-hot over 128, sequences of 1024, batch 32, uint8 token ids."""
+    -> Dense(128), one-hot over 128, sequences of 1024, batch 32, uint8 token ids,
+    batch files gzip-encoded (their compressed size measured on KJV batches)."""
     from chalicelib.spec import BATCH_DTYPES
     from crowdtrain.charlstm import CharLSTM
+    from crowdtrain.corpus import kjv_text
     model = CharLSTM()
     dataset = model.job_spec(1)["dataset"]
     batch_bytes = sum(math.prod(dataset[half]["shape"]) * BATCH_DTYPES[dataset[half]["dtype"]] for half in "xy")
+    x, y = model.batches(kjv_text(), GZIP_SAMPLE_BATCHES)
+    stored = [len(gzip.compress(model.batch_file(x[b], y[b]), mtime=0)) for b in range(GZIP_SAMPLE_BATCHES)]
     return {"parameters": sum(math.prod(w["shape"]) for w in model.weight_specs()), "batch": model.batch_size,
-            "seq": model.seq_len, "batch_bytes": batch_bytes, "token_dtype": dataset["x"]["dtype"]}
+            "seq": model.seq_len, "batch_bytes": batch_bytes, "token_dtype": dataset["x"]["dtype"],
+            "batch_encoding": dataset["encoding"], "batch_stored_bytes": round(float(np.mean(stored)))}
 
 
 PAPER = paper_model()
@@ -164,10 +173,11 @@ def main() -> None:
         for fold_share, note in ((1.0, "one fold invocation per task (light load)"),
                                  (0.1, "ten results per fold invocation (busy)")):
             # a new version per task for a lone volunteer; the batch is always new
-            per_million = dollars(calls, seconds, PAPER["batch"], weights + PAPER["batch_bytes"], gradient, fold_share)
+            per_million = dollars(calls, seconds, PAPER["batch"], weights + PAPER["batch_stored_bytes"], gradient,
+                                  fold_share)
             total = sum(per_million.values())
             rows.append({"codec": codec, "fold_invocations_per_task": fold_share, "note": note,
-                         "download_bytes": weights + PAPER["batch_bytes"], "upload_bytes": gradient,
+                         "download_bytes": weights + PAPER["batch_stored_bytes"], "upload_bytes": gradient,
                          "dollars_per_million_samples": per_million, "total": total})
             print(f"{codec}, {note}: ${total:.3f} per million samples "
                   + ", ".join(f"{k} {v:.3f}" for k, v in per_million.items()))
@@ -177,7 +187,7 @@ def main() -> None:
     # So the same measured counts give the cost of larger tasks (a larger batch).
     sweep = []
     for samples in SAMPLES_PER_TASK:
-        batch_bytes = PAPER["batch_bytes"] * samples // PAPER["batch"]
+        batch_bytes = PAPER["batch_stored_bytes"] * samples // PAPER["batch"]
         per_million = dollars(calls, seconds, samples, weights + batch_bytes, 4 * PAPER["parameters"], 0.1)
         sweep.append({"samples_per_task": samples, "dollars_per_million_samples": per_million,
                       "total": sum(per_million.values())})

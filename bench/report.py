@@ -50,15 +50,22 @@ def overhead_section(r: dict) -> list[str]:
               f"(target ≤ 5 %: {'met' if r['target_met'] else 'not met'}).",
               f"Version caching: download median {_ms(s['download_median_when_weights'])} when the version "
               f"changed (weights and batch) and {_ms(s['download_median_when_cached'])} when the loaded model "
-              "was current (batch only). Tasks covering several mini-batches (local accumulation) are not "
-              "implemented; the paper's model does not need them (a step is about 22 s, the requests about "
-              "0.3 s), a model with sub-second steps would.", ""]
+              "was current (batch only).", ""]
     if r.get("shorter"):
         t = r["shorter"]
         lines += [f"The same at sequence {t['seq_len']} (the script's second run, `--short-seq-len`): "
                   f"compute median {t['compute_median']:.0f} ms, overhead {t['overhead_fraction']:.1%}. The "
                   "local stack's requests (lease, downloads, upload, complete: ~0.3 s a task) are what a short "
                   "step cannot hide.", ""]
+    if r.get("accumulated"):
+        a = r["accumulated"]
+        lines += [f"Local accumulation (the third run, `--accumulate {a['batch'] // a['micro_batch']}`): "
+                  f"sequence {a['seq_len']}, a batch of {a['batch']} per task computed {a['micro_batch']} "
+                  f"sequences at a time (`dataset.micro_batch`, heartbeats between micro-batches): compute "
+                  f"median {a['compute_median']:.0f} ms, overhead **{a['overhead_fraction']:.1%}**. One task's "
+                  "requests now serve several mini-batches, and the browser holds one micro-batch's "
+                  "activations; each task is one update's worth of gradient, so K and the learning rate "
+                  "should be chosen for the larger batch.", ""]
     lines += ["An earlier version of the page asked the worker for an 80-character text sample every 3 s and "
               "wrote it by running the model over the whole window once per character, while the task in hand "
               "waited: at sequence 128 that showed up as ~2 s stalls in leases and uploads (p95), and at "
@@ -100,10 +107,10 @@ def scaling_section(r: dict, docs: Path) -> list[str]:
                   f"{x['discarded']} of {x['completed']} |" for x in case["rows"]]
         lines += ["", f"Target ≥ 95 % at 32: {'met' if case['target_met'] else 'not met'}.", ""]
     lines += ["![scaling](benchmarks/scaling.png)", "",
-              "The paper-model case sleeps for 22,106 ms, the compute median of an earlier run of section 1 at "
-              "sequence 1,024 (section 1's run above differs by a few percent); the short-step case for one wasm "
-              "step of TF.js's LSTM(128) text example (674 ms, batch 32): 33 times more requests per second for "
-              "the same crowd. Everything AWS would run (moto server, the API, the fold, the edge server) and "
+              f"The paper-model case sleeps for section 1's compute median at sequence 1,024 "
+              f"({cases[0]['step_ms']:,.0f} ms); the short-step case for one wasm step of TF.js's LSTM(128) text "
+              f"example ({cases[-1]['step_ms']:,.0f} ms, batch 32): "
+              f"{cases[0]['step_ms'] / cases[-1]['step_ms']:.0f} times more requests per second for the same crowd. Everything AWS would run (moto server, the API, the fold, the edge server) and "
               "all simulated volunteers share this machine's 2 cores. In the short-step case that local stack "
               "is what saturates: a task's requests take longer as the crowd grows, and the slower tasks push "
               "results past the staleness bound. In AWS the API and fold Lambdas scale out, and a job's folds "
@@ -125,7 +132,7 @@ def fold_section(r: dict) -> list[str]:
     return lines
 
 
-def cost_section(r: dict) -> list[str]:
+def cost_section(r: dict, step_s: float | None) -> list[str]:
     calls = r["measured"]["calls_per_task"]
     lines = ["## 3. Requests, bytes and dollars", "",
              f"Requests per task, measured through the real handlers ({r['measured']['tasks']} tasks, K = "
@@ -147,21 +154,34 @@ def cost_section(r: dict) -> list[str]:
     paper = r["paper_model"]
     lines += ["", f"Target ≤ $0.10 per million samples: {'met' if r['target_met'] else '**not met**'} at batch "
               f"{paper['batch']}. The codec does not change the bill (data into S3 is free); it cuts upload time. "
-              f"Token ids are stored as {paper['token_dtype']} ({paper['batch_bytes']:,} bytes per batch file). "
+              f"Token ids are stored as {paper['token_dtype']} ({paper['batch_bytes']:,} bytes per batch file), "
+              f"and the files {paper['batch_encoding']}-encoded: {paper['batch_stored_bytes']:,} bytes on average "
+              "of KJV batches, which is what CloudFront sends. "
               "What dominates at 32 samples per task is what every task costs whatever its size: S3 request "
               "charges (one presigned POST per task, and each new version's four files), API Gateway's REST "
-              "price ($3.50 per million; two calls per task) and DynamoDB's per-task reads and writes. An HTTP "
-              "API, fewer version files or tasks of several mini-batches would cut those; none is built.", ""]
+              "price ($3.50 per million; two calls per task) and DynamoDB's per-task reads and writes. Larger "
+              "tasks spread them (below); an HTTP API (which Chalice does not deploy) or fewer files per "
+              "version would cut them, and neither is built.", ""]
     if r.get("samples_sweep"):
         met = [x for x in r["samples_sweep"] if x["total"] <= r["target"]]
+        big = (met or r["samples_sweep"][-1:])[0]["samples_per_task"]
+        k = r["measured"]["k"]
+        extra_puts = (4 - 4 / k) * r["prices"]["s3_put_post_list_per_request"] * 1e6 / big
         lines += ["Larger tasks (a larger batch per task) spread the per-task requests over more samples, while "
-                  "the bytes per sample stay, so CloudFront egress of the token ids sets a floor near "
+                  "the bytes per sample stay, so CloudFront egress of the compressed token ids sets a floor near "
                   f"${r['samples_sweep'][-1]['dollars_per_million_samples']['CloudFront']:.3f}. "
                   + (f"From {met[0]['samples_per_task']:,} samples per task the target is met. " if met else
                      "The target is not met at any of these sizes. ")
-                  + "A larger batch is a job setting (`dataset.x.shape`), but its compute grows with it: at about "
-                  "22 s per 32 sequences of 1,024 on wasm here, 2,048 samples would be a task of over 20 minutes. "
-                  "Same measured requests per task, fp32, busy fold:", "",
+                  + "A larger batch is a job setting (`dataset.x.shape`, with `dataset.micro_batch` so that "
+                  "volunteers compute it 32 sequences at a time and hold one micro-batch in memory; section 1), "
+                  + (f"but a task's compute grows with it: at about {step_s:.0f} s per 32 sequences of 1,024 on "
+                     f"wasm here, {big:,} samples make a task of about {big / 32 * step_s / 60:.0f} minutes " if step_s
+                     else "but a task's compute grows with it ")
+                  + "(set `lease_seconds` to match; the page "
+                  "heartbeats between micro-batches, and none when `lease_seconds` is over three times the task), "
+                  "and each task is one gradient of the larger batch. Same measured requests per task (K = "
+                  f"{k}), fp32, busy fold; with K = 1 every task writes a version's four files, "
+                  f"${extra_puts:.3f} more per million samples at {big:,} samples per task:", "",
                   "| samples per task | CloudFront | total $ per million samples |", "| ---: | ---: | ---: |"]
         lines += [f"| {x['samples_per_task']:,} | {x['dollars_per_million_samples']['CloudFront']:.3f} | "
                   f"{x['total']:.3f} |" for x in r["samples_sweep"]]
@@ -196,16 +216,24 @@ def quality_section(r: dict, docs: Path) -> list[str]:
     return lines
 
 
-JSDOOP = ["## 5. JSDoop side by side", "",
-          "| | JSDoop (paper) | crowdtrain (this machine) |", "| --- | --- | --- |",
-          "| model | LSTM(10) → LSTM(10) → softmax, one-hot 128, sequence 1024 | the same model at sequence "
-          "1,024 in sections 1-3 (about 22 s per gradient step on TF.js wasm here); sequence 40 in section 4, "
-          "so that five training runs fit in minutes on 2 cores |",
-          "| coordination | RabbitMQ queues + Redis/webdis data server, run by hand | SQS, S3, DynamoDB, Lambda; no server |",
-          "| reduce | in volunteers' browsers, accumulating 3 gradients | fold Lambda (numpy), K = 3 |",
-          "| volunteers | up to 32 | simulated 1-32 (section 2), browsers and Node (sections 1, 4) |",
-          "| published figures | run times, speed-ups and losses not recoverable from the material we have; "
-          "qualitative claims: \"feasible and accurate\", \"high scalability\" | sections 1-4 above |", ""]
+def jsdoop_section(step_s: float | None) -> list[str]:
+    step = f" (about {step_s:.0f} s per gradient step on TF.js wasm here)" if step_s else ""
+    return [
+        "## 5. JSDoop side by side", "",
+        "| | JSDoop (paper) | crowdtrain (this machine) |", "| --- | --- | --- |",
+        "| model | LSTM(10) → LSTM(10) → softmax, one-hot 128, sequence 1024 | the same model at sequence "
+        f"1,024 in sections 1-3{step}; sequence 40 in "
+        "section 4, so that five training runs fit in minutes on 2 cores |",
+        "| coordination | RabbitMQ queues + Redis/webdis data server, run by hand | SQS, S3, DynamoDB, Lambda; no server |",
+        "| reduce | in volunteers' browsers, accumulating 3 gradients | fold Lambda (numpy), K = 3 |",
+        "| volunteers | up to 32 | simulated 1-32 (section 2), browsers and Node (sections 1, 4) |",
+        "| published figures | run times, speed-ups and losses not recoverable from the material we have; "
+        "qualitative claims: \"feasible and accurate\", \"high scalability\" | sections 1-4 above |", ""]
+
+
+def describe(machine: dict) -> str:
+    return (f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; Python {machine.get('python', '?')}, "
+            f"Node {machine.get('node', '?')}, {machine.get('chromium', '?')}; run on {machine.get('date', '?')}")
 
 
 def main() -> None:
@@ -215,14 +243,20 @@ def main() -> None:
     args = p.parse_args()
     docs = args.out.parent / "benchmarks"
     parts = {name: load(args.results, name) for name in ("overhead", "scaling", "fold", "cost", "quality")}
-    machine = next((r["machine"] for r in parts.values() if r), {})
+    machines: dict[str, list[str]] = {}  # a machine's description -> the results measured on it
+    for name, r in parts.items():
+        if r:
+            machines.setdefault(describe(r["machine"]), []).append(name)
     lines = ["# Benchmarks", "",
              "Figures from `bench/` (each script prints them and writes `bench/results/*.json`; "
              "`.venv/bin/python bench/report.py` writes this page and its plots). Not timed tests: CI only runs "
-             "each script with `--quick` to prove it works.", "",
-             f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; Python "
-             f"{machine.get('python', '?')}, Node {machine.get('node', '?')}, {machine.get('chromium', '?')}; "
-             f"run on {machine.get('date', '?')}.", ""]
+             "each script with `--quick` to prove it works.", ""]
+    if len(machines) == 1:
+        lines += [f"Machine: {next(iter(machines))}.", ""]
+    else:
+        lines += [f"Machine for {', '.join(names)}: {machine}." for machine, names in machines.items()] + [""]
+    # the paper model's browser step, as section 1 measured it
+    step_s = parts["overhead"]["summary"]["compute"]["median"] / 1000 if parts["overhead"] else None
     missing = [name for name, r in parts.items() if r is None]
     if parts["overhead"]:
         lines += overhead_section(parts["overhead"])
@@ -231,10 +265,10 @@ def main() -> None:
     if parts["fold"]:
         lines += fold_section(parts["fold"])
     if parts["cost"]:
-        lines += cost_section(parts["cost"])
+        lines += cost_section(parts["cost"], step_s)
     if parts["quality"]:
         lines += quality_section(parts["quality"], docs)
-    lines += JSDOOP
+    lines += jsdoop_section(step_s)
     if missing:
         lines += [f"Not yet measured: {', '.join(missing)}.", ""]
     args.out.write_text("\n".join(lines))

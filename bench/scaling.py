@@ -17,6 +17,7 @@ do not count as trained.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 import time
@@ -150,14 +151,24 @@ def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_second
             "target_met": rows[-1]["efficiency"] >= 0.95}
 
 
+def measured_step_ms() -> float | None:
+    """The paper model's browser step as bench/overhead.py last measured it."""
+    path = common.RESULTS / "overhead.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["summary"]["compute"]["median"]
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    # 22,106 ms: the compute median of the paper's model at sequence 1,024 on
-    # wasm in headless Chromium (bench/overhead.py, docs/benchmarks.md).
-    p.add_argument("--paper-step-ms", type=float, default=22106, help="simulated compute per task, paper model")
+    p.add_argument("--paper-step-ms", type=float, default=measured_step_ms(),
+                   help="simulated compute per task, paper model (default: bench/overhead.py's compute median "
+                        "at sequence 1,024, from bench/results/overhead.json)")
     # 674 ms: one step of TF.js's LSTM(128) text example, batch 32, wasm (shared/paper/facts.md).
     p.add_argument("--fast-step-ms", type=float, default=674, help="simulated compute per task, short-step case")
     args = p.parse_args()
+    if args.paper_step_ms is None and not args.quick:
+        p.error("no bench/results/overhead.json: run bench/overhead.py first or pass --paper-step-ms")
     if args.quick:
         cases = [scale("short step", 128, args.fast_step_ms, [1, 2], 4)]
     else:
