@@ -23,7 +23,6 @@ export function parseBatch(bytes, job) {
   };
 }
 
-/** Split one weights shard into tensors' values following the manifest specs. */
 /**
  * A parsed batch as micro-batches of `job.micro_batch` samples (the whole
  * batch when unset): views of x and y with their layouts, and each part's
@@ -43,6 +42,7 @@ export function microBatches({ x, y }, job) {
   return parts;
 }
 
+/** Split one weights shard into tensors' values following the manifest specs. */
 export function splitWeights(bytes, specs) {
   const copy = bytes.slice().buffer;
   let offset = 0;
