@@ -110,7 +110,8 @@ def scaling_section(r: dict, docs: Path) -> list[str]:
               f"The paper-model case sleeps for section 1's compute median at sequence 1,024 "
               f"({cases[0]['step_ms']:,.0f} ms); the short-step case for one wasm step of TF.js's LSTM(128) text "
               f"example ({cases[-1]['step_ms']:,.0f} ms, batch 32): "
-              f"{cases[0]['step_ms'] / cases[-1]['step_ms']:.0f} times more requests per second for the same crowd. Everything AWS would run (moto server, the API, the fold, the edge server) and "
+              f"{cases[0]['step_ms'] / cases[-1]['step_ms']:.0f} times more requests per second for the same "
+              "crowd. Everything AWS would run (moto server, the API, the fold, the edge server) and "
               "all simulated volunteers share this machine's 2 cores. In the short-step case that local stack "
               "is what saturates: a task's requests take longer as the crowd grows, and the slower tasks push "
               "results past the staleness bound. In AWS the API and fold Lambdas scale out, and a job's folds "
@@ -166,7 +167,8 @@ def cost_section(r: dict, step_s: float | None) -> list[str]:
         met = [x for x in r["samples_sweep"] if x["total"] <= r["target"]]
         big = (met or r["samples_sweep"][-1:])[0]["samples_per_task"]
         k = r["measured"]["k"]
-        extra_puts = (4 - 4 / k) * r["prices"]["s3_put_post_list_per_request"] * 1e6 / big
+        files = round(calls["s3:PutObject"] * k)  # a version's files: written once per K tasks
+        extra_puts = (files - files / k) * r["prices"]["s3_put_post_list_per_request"] * 1e6 / big
         lines += ["Larger tasks (a larger batch per task) spread the per-task requests over more samples, while "
                   "the bytes per sample stay, so CloudFront egress of the compressed token ids sets a floor near "
                   f"${r['samples_sweep'][-1]['dollars_per_million_samples']['CloudFront']:.3f}. "
@@ -180,7 +182,7 @@ def cost_section(r: dict, step_s: float | None) -> list[str]:
                   + "(set `lease_seconds` to match; the page "
                   "heartbeats between micro-batches, and none when `lease_seconds` is over three times the task), "
                   "and each task is one gradient of the larger batch. Same measured requests per task (K = "
-                  f"{k}), fp32, busy fold; with K = 1 every task writes a version's four files, "
+                  f"{k}), fp32, busy fold; with K = 1 every task writes a version's {files} files, "
                   f"${extra_puts:.3f} more per million samples at {big:,} samples per task:", "",
                   "| samples per task | CloudFront | total $ per million samples |", "| ---: | ---: | ---: |"]
         lines += [f"| {x['samples_per_task']:,} | {x['dollars_per_million_samples']['CloudFront']:.3f} | "

@@ -97,8 +97,9 @@ class JobSpec:
     replica_tolerance: float = DEFAULT_REPLICA_TOLERANCE
     batch_encoding: str = "identity"
     # Local accumulation: volunteers compute a batch's gradient this many
-    # samples at a time (0: all at once), so a large batch, which spreads each
-    # task's fixed requests over more samples, fits a browser's memory.
+    # samples at a time, so a large batch, which spreads each task's fixed
+    # requests over more samples, fits a browser's memory. (0 in specs stored
+    # before the field existed: the whole batch at once.)
     micro_batch: int = 0
 
     @property
@@ -214,7 +215,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
         replicas=replicas,
         replica_tolerance=tolerance,
         batch_encoding=encoding,
-        micro_batch=0 if micro_batch == x.shape[0] else micro_batch,
+        micro_batch=micro_batch,
     )
 
 

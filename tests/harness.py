@@ -169,8 +169,9 @@ class Harness:
         return self.call(method, path, body, ADMIN)
 
     def create_job(self, ds: Dataset, initial: list[np.ndarray] | None = None, start: bool = True,
-                   encoding: str = "identity", **overrides: Any) -> str:
-        """Create, upload (gzip-compressing batch files for encoding="gzip") and start."""
+                   encoding: str = "identity", files: list[bytes] | None = None, **overrides: Any) -> str:
+        """Create, upload (gzip-compressing batch files for encoding="gzip", or
+        uploading `files` as they are) and start."""
         body = job_body(ds, **overrides)
         body["dataset"]["encoding"] = encoding
         reply = self.admin("POST", "/jobs", body)
@@ -185,10 +186,11 @@ class Harness:
         weights = b"".join(w.astype("<f4").tobytes() for w in initial)
         assert post_form(created["upload"]["weights"], weights).status_code in (200, 204)
         prefix = created["upload"]["batch_key_prefix"]
-        for b in range(ds.x.shape[0]):
-            data = ds.batch_bytes(b)
-            res = post_form(created["upload"]["batches"], gzip.compress(data) if encoding == "gzip" else data,
-                            key=f"{prefix}batch-{b:06d}.bin")
+        if files is None:
+            files = [ds.batch_bytes(b) for b in range(ds.x.shape[0])]
+            files = [gzip.compress(data) for data in files] if encoding == "gzip" else files
+        for b, data in enumerate(files):
+            res = post_form(created["upload"]["batches"], data, key=f"{prefix}batch-{b:06d}.bin")
             assert res.status_code in (200, 204), res.text
         if start:
             reply = self.admin("POST", f"/jobs/{job}/start")

@@ -13,26 +13,8 @@ import pytest
 import requests
 
 from crowdtrain.webserver import EdgeServer
-from tests.harness import BUCKET, Dataset, job_body, post_form
+from tests.harness import BUCKET, Dataset, job_body
 from tests.test_lifecycle import drain
-
-
-def created_gzip_job(harness, ds: Dataset) -> dict:
-    body = job_body(ds)
-    body["dataset"]["encoding"] = "gzip"
-    reply = harness.admin("POST", "/jobs", body)
-    assert reply.status_code == 201, reply.body
-    created = json.loads(reply.body)
-    weights = bytes(4 * (4 * 3 + 3))
-    assert post_form(created["upload"]["weights"], weights).status_code in (200, 204)
-    return created
-
-
-def upload_batches(created: dict, files: list[bytes]) -> None:
-    prefix = created["upload"]["batch_key_prefix"]
-    for b, data in enumerate(files):
-        reply = post_form(created["upload"]["batches"], data, key=f"{prefix}batch-{b:06d}.bin")
-        assert reply.status_code in (200, 204), reply.text
 
 
 def test_gzip_job_trains_from_compressed_files(harness):
@@ -48,7 +30,11 @@ def test_gzip_job_trains_from_compressed_files(harness):
 
 def test_upload_form_names_the_encoding_and_the_inflated_size(harness):
     ds = Dataset.generate(batches=2, batch_size=8)
-    upload = created_gzip_job(harness, ds)["upload"]
+    body = job_body(ds)
+    body["dataset"]["encoding"] = "gzip"
+    reply = harness.admin("POST", "/jobs", body)
+    assert reply.status_code == 201, reply.body
+    upload = json.loads(reply.body)["upload"]
     assert upload["batch_encoding"] == "gzip"
     assert upload["batch_bytes"] == len(ds.batch_bytes(0))
     assert upload["batches"]["fields"]["Content-Encoding"] == "gzip"
@@ -62,11 +48,10 @@ def test_upload_form_names_the_encoding_and_the_inflated_size(harness):
 ], ids=["uncompressed", "wrong_layout", "missing"])
 def test_start_refuses_gzip_batches_that_do_not_inflate_to_the_layout(harness, files, message):
     ds = Dataset.generate(batches=2, batch_size=8)
-    created = created_gzip_job(harness, ds)
-    upload_batches(created, files(ds))
-    reply = harness.admin("POST", f"/jobs/{created['job_id']}/start")
+    job = harness.create_job(ds, start=False, encoding="gzip", files=files(ds))
+    reply = harness.admin("POST", f"/jobs/{job}/start")
     assert reply.status_code == 400 and message in json.loads(reply.body)["Message"], reply.body
-    assert harness.status(created["job_id"])["status"] == "uploading"
+    assert harness.status(job)["status"] == "uploading"
 
 
 def test_edge_server_serves_gzip_files_as_stored_and_clients_inflate_them(harness, tmp_path):
