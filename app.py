@@ -1,13 +1,13 @@
 """crowdtrain's API and event handlers: routes only; the work is in chalicelib."""
-import json
 import os
 
 from chalice import Chalice, CORSConfig, IAMAuthorizer, Response
 
 from chalicelib import validate
 from chalicelib.errors import PayloadTooLarge
-from chalicelib.leases import RETRY_AFTER_SECONDS
 from chalicelib.services import services
+from chalicelib.tasks.leases import RETRY_AFTER_SECONDS
+from chalicelib.tasks.records import Result
 
 app = Chalice(app_name="crowdtrain")
 iam = IAMAuthorizer()
@@ -89,13 +89,12 @@ def job_progress(job_id):
     return services().admin.status(_job_id(job_id))
 
 
-
 @app.route("/tasks/lease", methods=["POST"], cors=cors)
 def lease_task():
     body = _body(MAX_TASK_BODY)
     validate.only_keys(body, {"volunteer_id"})
-    volunteer = validate.text(body, "volunteer_id", "anonymous", max_len=64)
-    task = services().leases.lease(volunteer)
+    volunteer_id = validate.text(body, "volunteer_id", "anonymous", max_len=64)
+    task = services().lease_service.lease(volunteer_id)
     if task is None:
         return Response(body="", status_code=204, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return task
@@ -105,7 +104,7 @@ def lease_task():
 def heartbeat_task():
     body = _body(MAX_TASK_BODY)
     validate.only_keys(body, {"job_id", "lease_token"})
-    return services().leases.heartbeat(_job_id(body.get("job_id")), body.get("lease_token"))
+    return services().lease_service.heartbeat(_job_id(body.get("job_id")), body.get("lease_token"))
 
 
 @app.route("/tasks/complete", methods=["POST"], cors=cors)
@@ -113,7 +112,7 @@ def complete_task():
     body = _body(MAX_TASK_BODY)
     validate.only_keys(body, {"job_id", "lease_token", "loss"})
     loss = validate.number(body, "loss", None, 0.0, 1e9)
-    return services().leases.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss)
+    return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss)
 
 
 # -- fold (results FIFO queue) ------------------------------------------------
@@ -121,4 +120,4 @@ def complete_task():
 def fold(event):
     """Fold completed tasks in order; an exception makes SQS redeliver the batch."""
     for record in event:
-        services().folder.handle(json.loads(record.body))
+        services().fold.handle(Result.from_message(record.body))

@@ -8,15 +8,13 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from crowdtrain.paths import ROOT
+
 RESULTS = ROOT / "bench" / "results"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # bench/ scripts reuse tests/ helpers (tests is not installed)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

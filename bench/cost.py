@@ -20,7 +20,7 @@ from collections import Counter
 import boto3
 import numpy as np
 
-import common
+from bench import common
 from tests.harness import Dataset, Harness
 
 # us-east-1 list prices (USD) as published by AWS (2024-2025 price pages; the
@@ -49,9 +49,9 @@ def paper_model() -> dict:
     """The paper's model as the char-lstm template builds it: LSTM(10) -> LSTM(10)
     -> Dense(128), one-hot over 128, sequences of 1024, batch 32, uint8 token ids,
     batch files gzip-encoded (their compressed size measured on KJV batches)."""
-    from chalicelib.spec import BATCH_DTYPES
-    from crowdtrain.charlstm import CharLSTM
-    from crowdtrain.corpus import kjv_text
+    from chalicelib.jobs.spec import BATCH_DTYPES
+    from crowdtrain.jobs.charlstm import CharLSTM
+    from crowdtrain.jobs.corpus import kjv_text
     model = CharLSTM()
     dataset = model.job_spec(1)["dataset"]
     batch_bytes = sum(math.prod(dataset[half]["shape"]) * BATCH_DTYPES[dataset[half]["dtype"]] for half in "xy")

@@ -15,12 +15,12 @@ import time
 
 import numpy as np
 
-import common  # noqa: F401  (puts the repo on sys.path)
-from chalicelib.aggregation import make_strategy
-from chalicelib.codecs import CODECS
-from chalicelib.gradients import check_gradient
-from chalicelib.spec import parse_job
-from chalicelib.weights import WeightSpec, encode_tensors
+from bench import common
+from chalicelib.fold.strategies import make_strategy
+from chalicelib.model.codecs import CODECS
+from chalicelib.model.gradients import check_gradient
+from chalicelib.jobs.schema import parse_job
+from chalicelib.model.weights import WeightSpec, encode_tensors
 
 
 def spec_for(parameters: int, codec: str):

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import common
-from tests.localstack import StackProcess
-from crowdtrain.swarm import open_context, volunteer_url
+from bench import common
+from crowdtrain.local.process import LocalCloudProcess
+from crowdtrain.local.swarm import open_context, volunteer_url
 
 # "between": work the page's worker does between tasks (the text sample), outside
 # the lease but still the volunteer's time, so it counts as overhead.
@@ -31,7 +31,7 @@ PHASES = ["between", "lease", "download", "compute", "encode", "upload", "comple
 
 def run(seq_len: int, tasks: int, k: int, accumulate: int = 1) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        stack = StackProcess(Path(tmp))
+        stack = LocalCloudProcess(Path(tmp))
         try:
             stack.char_lstm_job(batches=tasks + 2, epochs=1, k=k, seq_len=seq_len, batch_size=32 * accumulate,
                                 micro_batch=32)

@@ -22,10 +22,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-import common
-from chalicelib.epochs import batch_order
-from chalicelib.jobstore import JobStore
-from tests.localstack import StackProcess
+from bench import common
+from chalicelib.tasks.epochs import batch_order
+from chalicelib.store.foldlog import FoldLogStore
+from chalicelib.store.meta import MetaStore
+from crowdtrain.local.process import LocalCloudProcess
 
 TOOLS = common.ROOT / "frontend" / "tools"
 
@@ -38,7 +39,7 @@ def node(tool: str, *args: str, payload=None, timeout: float = 1800):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_job(stack: StackProcess, volunteers: int, **job) -> tuple[str, dict]:
+def run_job(stack: LocalCloudProcess, volunteers: int, **job) -> tuple[str, dict]:
     job_id = stack.char_lstm_job(**job)
     started = time.monotonic()
     procs = [subprocess.Popen(["node", str(TOOLS / "volunteer.mjs"), stack.state["api"], f"node-{i}", job_id],
@@ -64,7 +65,7 @@ def validation_curve(stack, job_id, status, eval_job, points: int) -> list[list[
     for v in range(1, status["version"] + 1):
         seen += history[v]["samples"]
         samples[v] = seen
-    losses = node("evaluate.mjs", payload={"job": status["spec"], "model_urls": urls(stack, job_id, "model", versions),
+    losses = node("evaluate.mjs", payload={"spec": status["spec"], "model_urls": urls(stack, job_id, "model", versions),
                                            "eval_urls": urls(stack, eval_job, "batch", range(4))})
     return [[samples[v], loss] for v, loss in zip(versions, losses)]
 
@@ -75,7 +76,7 @@ def main() -> None:
     adam = {"name": "adam", "learning_rate": 0.01, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-7}
     results: dict = {"batches": batches, "epochs": epochs, "seq_len": seq, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        stack = StackProcess(Path(tmp))
+        stack = LocalCloudProcess(Path(tmp))
         try:
             # held-out batches: a different seed's windows of the same text
             eval_job = stack.char_lstm_job(batches=4, epochs=1, seq_len=seq, seed=99)
@@ -86,10 +87,10 @@ def main() -> None:
                 curve = validation_curve(stack, job_id, status, eval_job, points=8 if not args.quick else 2)
                 if sequential_curve is None:
                     # the shuffled order crowdtrain queues (seed 0), epoch by epoch
-                    shuffle = SimpleNamespace(seed=0, num_batches=batches)
+                    shuffle = SimpleNamespace(seed=0, dataset=SimpleNamespace(batches=batches))
                     order = [b for e in range(epochs) for b in batch_order(shuffle, e)]
                     seq_out = node("sequential.mjs", payload={
-                        "model_url": urls(stack, job_id, "model", [0])[0], "job": status["spec"],
+                        "model_url": urls(stack, job_id, "model", [0])[0], "spec": status["spec"],
                         "batch_urls": urls(stack, job_id, "batch", order), "optimizer": adam,
                         "eval_urls": urls(stack, eval_job, "batch", range(4)),
                         "eval_every": max(1, len(order) // 7)})
@@ -108,11 +109,10 @@ def main() -> None:
             sgd = {"name": "sgd", "learning_rate": 0.5}
             job_id = _sgd_job(stack, steps, seq)
             _, status = _finish(stack, job_id)
-            store = JobStore(stack.table)
-            folded = sorted(store.folds(job_id), key=lambda f: f[2])
+            folded = sorted(FoldLogStore(stack.table).folds(MetaStore(stack.table).get(job_id)), key=lambda f: f[2])
             order = [b for _, b, _ in folded]
             seq_out = node("sequential.mjs", payload={
-                "model_url": urls(stack, job_id, "model", [0])[0], "job": status["spec"],
+                "model_url": urls(stack, job_id, "model", [0])[0], "spec": status["spec"],
                 "batch_urls": urls(stack, job_id, "batch", order), "optimizer": sgd})
             final = stack.s3.get_object(Bucket=_bucket(stack), Key=f"jobs/{job_id}/versions/{steps:08d}/weights.bin")
             ours = np.frombuffer(final["Body"].read(), "<f4")
@@ -130,8 +130,8 @@ def main() -> None:
 
 
 def _sgd_job(stack, steps: int, seq: int) -> str:
-    from crowdtrain.charlstm import CharLSTM
-    from crowdtrain.corpus import kjv_text
+    from crowdtrain.jobs.charlstm import CharLSTM
+    from crowdtrain.jobs.corpus import kjv_text
     model = CharLSTM(seq_len=seq, batch_size=32)
     x, y = model.batches(kjv_text("gen1:1-gen3:24"), steps, seed=5)
     # staleness 0: a gradient computed on an older version is discarded and its

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import common  # noqa: E402
+from bench import common  # noqa: E402
 
 
 def load(results: Path, name: str) -> dict | None:
@@ -40,7 +40,7 @@ def overhead_section(r: dict) -> list[str]:
              f"One headless Chromium volunteer (TF.js wasm) on the paper's model (LSTM(10) → LSTM(10) → "
              f"softmax over 128, sequence {r['seq_len']}, batch 32) against the local stack; "
              f"{len(r['reports'])} tasks after the first (which also builds the model). Command: "
-             f"`.venv/bin/python bench/overhead.py --seq-len {r['seq_len']} --tasks {len(r['reports'])}`.", "",
+             f"`.venv/bin/python -m bench.overhead --seq-len {r['seq_len']} --tasks {len(r['reports'])}`.", "",
              "| phase | median ms | p95 ms |", "| --- | ---: | ---: |"]
     lines += [f"| {phase} | {s[phase]['median']:.1f} | {s[phase]['p95']:.1f} |"
               for phase in ("between", "lease", "download", "compute", "encode", "upload", "complete", "total")]
@@ -96,7 +96,7 @@ def scaling_section(r: dict, docs: Path) -> list[str]:
              "completed in the point; `trained` counts only the rest, and efficiency is computed from it. "
              "`requests`: a task's time outside the compute (lease, downloads, upload, complete), median. "
              "`errors`: requests that failed (a reset connection, a 5xx) and were retried. "
-             "Command: `.venv/bin/python bench/scaling.py`.", ""]
+             "Command: `.venv/bin/python -m bench.scaling`.", ""]
     for case in cases:
         lines += [f"**{case['case']}** (sequence {case['seq_len']}, compute {case['step_ms']:,.0f} ms, "
                   f"{case['seconds_per_point']:.0f} s per point, after one step of arrivals and two of warm-up):", "",
@@ -125,7 +125,7 @@ def scaling_section(r: dict, docs: Path) -> list[str]:
 def fold_section(r: dict) -> list[str]:
     lines = ["### Fold capacity", "",
              "The fold's own work per update (decode and check K = 8 gradients, aggregate, Adam, encode the "
-             "new version), on one core, without S3/DynamoDB latency. Command: `.venv/bin/python bench/fold.py`.",
+             "new version), on one core, without S3/DynamoDB latency. Command: `.venv/bin/python -m bench.fold`.",
              "", "| parameters | codec | upload bytes | ms per fold | updates/s |", "| ---: | --- | ---: | ---: | ---: |"]
     lines += [f"| {x['parameters']:,} | {x['codec']} | {x['upload_bytes']:,} | {x['ms_median']:.1f} | "
               f"{x['folds_per_second']:.1f} |" for x in r["rows"]]
@@ -137,7 +137,7 @@ def cost_section(r: dict, step_s: float | None) -> list[str]:
     calls = r["measured"]["calls_per_task"]
     lines = ["## 3. Requests, bytes and dollars", "",
              f"Requests per task, measured through the real handlers ({r['measured']['tasks']} tasks, K = "
-             f"{r['measured']['k']}). Command: `.venv/bin/python bench/cost.py`. `dynamodb:write units` is what "
+             f"{r['measured']['k']}). Command: `.venv/bin/python -m bench.cost`. `dynamodb:write units` is what "
              "DynamoDB bills: one per started KB of each item written (META, rewritten with every result, "
              "carries the pending list), counted from the requests' items.", "",
              "| service:operation | per task |", "| --- | ---: |"]
@@ -200,7 +200,7 @@ def quality_section(r: dict, docs: Path) -> list[str]:
              f"A char-LSTM (LSTM(10) → LSTM(10), sequence {r['seq_len']}, batch 32, Adam 0.01) on "
              f"{r['batches']} batches × {r['epochs']} epochs of the KJV text; validation loss on 4 held-out "
              "batches. Volunteers are Node processes running the page's own loop (TF.js cpu). Command: "
-             "`.venv/bin/python bench/quality.py`.", "",
+             "`.venv/bin/python -m bench.quality`.", "",
              "| run | final validation loss | ratio to sequential | versions | discarded | seconds |",
              "| --- | ---: | ---: | ---: | --- | ---: |",
              f"| sequential TF.js | {r['sequential']['curve'][-1][1]:.4f} | 1.000 | | | |"]
@@ -251,7 +251,7 @@ def main() -> None:
             machines.setdefault(describe(r["machine"]), []).append(name)
     lines = ["# Benchmarks", "",
              "Figures from `bench/` (each script prints them and writes `bench/results/*.json`; "
-             "`.venv/bin/python bench/report.py` writes this page and its plots). Not timed tests: CI only runs "
+             "`.venv/bin/python -m bench.report` writes this page and its plots). Not timed tests: CI only runs "
              "each script with `--quick` to prove it works.", ""]
     if len(machines) == 1:
         lines += [f"Machine: {next(iter(machines))}.", ""]

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-import common
-from tests.localstack import StackProcess
+from bench import common
+from crowdtrain.local.process import LocalCloudProcess
 from crowdtrain.api import Api, ApiError, post_form
 
 
@@ -72,10 +72,10 @@ class Volunteer(threading.Thread):
             self.lost += 1  # the lease ended first: part of the measurement
             return
         end = time.monotonic()
-        self.done.append((end, task["job"]["batch_size"], (slept - start) + (end - woke)))
+        self.done.append((end, task["spec"]["dataset"]["x"]["shape"][0], (slept - start) + (end - woke)))
 
 
-def measure(stack: StackProcess, n: int, step: float, seconds: float) -> dict:
+def measure(stack: LocalCloudProcess, n: int, step: float, seconds: float) -> dict:
     stop = threading.Event()
     # volunteers arrive spread over one step, as people do: started together with
     # equal steps, they would hit the API in lock-step bursts for the whole run
@@ -105,7 +105,7 @@ def measure(stack: StackProcess, n: int, step: float, seconds: float) -> dict:
             "request_seconds_p95": common.percentile(request_times, 95)}
 
 
-def discarded(stack: StackProcess, job: str) -> int:
+def discarded(stack: LocalCloudProcess, job: str) -> int:
     """Results the fold threw away so far (stale ones, mostly): accepted by the API, yet not trained on.
     Read once the fold has caught up (version and discards unchanged for a second)."""
     def read() -> tuple[int, int]:
@@ -126,7 +126,7 @@ def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_second
     seconds = max(min_seconds, 3 * step_ms / 1000 + 5)  # at least two completions per volunteer
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        stack = StackProcess(Path(tmp))
+        stack = LocalCloudProcess(Path(tmp))
         try:
             # staleness 16: with 32 volunteers and K = 3 a result lands about 32 / 3 versions after its
             # lease, so a smaller bound discards work the crowd did (section 4 shows what S costs)

@@ -1,38 +1,74 @@
 """Builds the app's parts from settings, lazily and once per process.
 
 boto3 clients are created on first use and reused by every request a warm
-Lambda serves. Tests call `reset()` after changing the environment (and
-inside moto's mock) so the next request builds fresh parts.
+Lambda serves; every record class is handed the same DynamoDB table. Tests
+call `reset()` after changing the environment (and inside moto's mock) so the
+next request builds fresh parts, and `override()` to put a part of their own
+in place before anything that depends on it is built.
 """
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 import boto3
 
-from chalicelib.admin import JobAdmin
 from chalicelib.auth import AdminGuard
 from chalicelib.config import Settings, settings
-from chalicelib.fold import Folder
-from chalicelib.jobstore import JobStore
-from chalicelib.leases import LeaseService
-from chalicelib.objects import ObjectStore
-from chalicelib.queues import ResultQueue, TaskQueue
-from chalicelib.tokens import TokenSigner
-from chalicelib.versions import VersionStore
+from chalicelib.fold.commit import VersionCommit
+from chalicelib.fold.fold import Fold
+from chalicelib.fold.vetting import GradientVetting
+from chalicelib.jobs.admin import JobAdmin
+from chalicelib.model.versions import VersionStore
+from chalicelib.store.foldlog import FoldLogStore
+from chalicelib.store.jobs import JobRecords
+from chalicelib.store.leases import LeaseRecords
+from chalicelib.store.meta import MetaStore
+from chalicelib.store.objects import ObjectStore
+from chalicelib.store.stats import Counters
+from chalicelib.store.volunteers import VolunteerSlots
+from chalicelib.tasks.epochs import EpochQueue
+from chalicelib.tasks.leases import LeasePolicy, LeaseService
+from chalicelib.tasks.queues import ResultQueue, TaskQueue
+from chalicelib.tasks.tokens import TokenSigner
 
 
 class Services:
     def __init__(self, config: Settings):
         self.config = config
 
+    # -- AWS clients and stores ---------------------------------------------------
     @cached_property
-    def _sqs(self):
+    def _sqs(self) -> Any:
         return boto3.client("sqs")
 
     @cached_property
-    def jobs(self) -> JobStore:
-        return JobStore(boto3.resource("dynamodb").Table(self.config.table_name))
+    def _table(self) -> Any:
+        return boto3.resource("dynamodb").Table(self.config.table_name)
+
+    @cached_property
+    def jobs(self) -> JobRecords:
+        return JobRecords(self._table)
+
+    @cached_property
+    def meta(self) -> MetaStore:
+        return MetaStore(self._table)
+
+    @cached_property
+    def leases(self) -> LeaseRecords:
+        return LeaseRecords(self._table)
+
+    @cached_property
+    def slots(self) -> VolunteerSlots:
+        return VolunteerSlots(self._table)
+
+    @cached_property
+    def counters(self) -> Counters:
+        return Counters(self._table)
+
+    @cached_property
+    def fold_log(self) -> FoldLogStore:
+        return FoldLogStore(self._table)
 
     @cached_property
     def objects(self) -> ObjectStore:
@@ -51,6 +87,10 @@ class Services:
         return ResultQueue(self._sqs, self.config.results_queue_url)
 
     @cached_property
+    def epochs(self) -> EpochQueue:
+        return EpochQueue(self.meta, self.tasks)
+
+    @cached_property
     def _lease_secret(self) -> bytes:
         if self.config.lease_secret_id:
             reply = boto3.client("secretsmanager").get_secret_value(SecretId=self.config.lease_secret_id)
@@ -63,24 +103,36 @@ class Services:
     def signer(self) -> TokenSigner:
         return TokenSigner(lambda: self._lease_secret)
 
+    # -- the services the routes and handlers call ----------------------------------
     @cached_property
-    def leases(self) -> LeaseService:
-        return LeaseService(self.jobs, self.tasks, self.results, self.objects, self.signer,
-                            self.config.lease_wait_seconds, self.config.paused_retry_seconds,
-                            self.config.max_leases_per_volunteer)
+    def lease_service(self) -> LeaseService:
+        c = self.config
+        return LeaseService(self.jobs, self.meta, self.leases, self.slots, self.counters, self.tasks, self.results,
+                            self.objects, self.signer,
+                            LeasePolicy(c.lease_wait_seconds, c.paused_retry_seconds, c.max_leases_per_volunteer))
 
     @cached_property
-    def folder(self) -> Folder:
-        return Folder(self.jobs, self.versions, self.tasks, self.objects)
+    def fold(self) -> Fold:
+        return Fold(self.jobs, self.meta, self.leases, self.counters, self.versions, self.tasks, self.epochs,
+                    GradientVetting(self.objects), VersionCommit(self.meta, self.fold_log))
 
     @cached_property
     def admin(self) -> JobAdmin:
-        return JobAdmin(self.jobs, self.versions, self.tasks, self.objects,
-                        self.config.max_parameters, self.config.max_batches)
+        return JobAdmin(self.jobs, self.meta, self.leases, self.counters, self.fold_log, self.versions,
+                        self.epochs, self.objects, self.config.max_parameters, self.config.max_batches)
 
     @cached_property
     def guard(self) -> AdminGuard:
         return AdminGuard(self.config.admin_token)
+
+    def override(self, **parts: Any) -> "Services":
+        """Put parts in place of those this class would build (a test's clock,
+        a store that fails on cue). Only before a part that uses them is built."""
+        built = [name for name in type(self).__dict__ if name in self.__dict__ and name not in parts]
+        if built:
+            raise RuntimeError(f"override() must come before these parts are built: {built}")
+        self.__dict__.update(parts)
+        return self
 
 
 _current: Services | None = None
@@ -91,6 +143,11 @@ def services() -> Services:
     if _current is None:
         _current = Services(settings())
     return _current
+
+
+def override(**parts: Any) -> Services:
+    """The current Services with `parts` in place (see Services.override)."""
+    return services().override(**parts)
 
 
 def reset() -> None:

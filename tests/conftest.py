@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import random
+from collections import Counter
+from operator import attrgetter
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib import services as services_module
 from tests.harness import Harness
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -44,3 +48,53 @@ def aws(monkeypatch):
 def harness(aws):
     with Harness() as h:
         yield h
+
+
+class Crash(Exception):
+    """An injected crash: the Lambda dying between two of its writes."""
+
+
+class CrashPoints:
+    """Makes the app's parts die at named points, through their public methods
+    on the live `services()` instances (`part` may be dotted: "fold.committer";
+    no private code is patched). A rate
+    below 1 draws from `rng` each time the point is passed; `counts` records
+    every crash by point."""
+
+    def __init__(self):
+        self.monkeypatch, self.rng, self.counts = pytest.MonkeyPatch(), random.Random(0), Counter()
+
+    def _maybe(self, point: str, rate: float) -> None:
+        if rate >= 1 or self.rng.random() < rate:
+            self.counts[f"crash: {point}"] += 1
+            raise Crash(point)
+
+    def before(self, part: str, method: str, point: str, rate: float = 1.0) -> None:
+        target = attrgetter(part)(services_module.services())
+        real = getattr(target, method)
+
+        def wrapper(*args, **kwargs):
+            self._maybe(point, rate)
+            return real(*args, **kwargs)
+        self.monkeypatch.setattr(target, method, wrapper)
+
+    def after(self, part: str, method: str, point: str, rate: float = 1.0) -> None:
+        target = attrgetter(part)(services_module.services())
+        real = getattr(target, method)
+
+        def wrapper(*args, **kwargs):
+            out = real(*args, **kwargs)
+            self._maybe(point, rate)
+            return out
+        self.monkeypatch.setattr(target, method, wrapper)
+
+    def heal(self) -> None:
+        """Stop crashing: every part works again (the Lambda's next run)."""
+        self.monkeypatch.undo()
+
+
+@pytest.fixture
+def crashes(harness):
+    points = CrashPoints()
+    yield points
+    points.heal()

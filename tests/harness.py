@@ -19,7 +19,7 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib import services as services_module
-from chalicelib.codecs import get_codec
+from chalicelib.model.codecs import get_codec
 
 ADMIN = {"Authorization": "Bearer test-admin-token", "Content-Type": "application/json"}
 JSON = {"Content-Type": "application/json"}
@@ -197,6 +197,11 @@ class Harness:
             assert reply.status_code == 200, reply.body
         return job
 
+    def folds(self, job: str) -> list[tuple[int, int, int]]:
+        """(epoch, batch, version) of every folded batch, from the fold log and META."""
+        parts = services_module.services()
+        return parts.fold_log.folds(parts.meta.get(job))
+
     def status(self, job: str) -> dict[str, Any]:
         reply = self.admin("GET", f"/jobs/{job}")
         assert reply.status_code == 200, reply.body
@@ -241,14 +246,14 @@ class Harness:
 
     def compute(self, task: dict[str, Any]) -> tuple[float, bytes]:
         """What a volunteer computes: the gradient of its batch at the base version, encoded."""
-        job = task["job"]
+        spec = task["spec"]
         weights = self.load_model(task["model_url"])
         raw = self.fetch(task["batch_url"])
-        bsz, feats = job["x"]["shape"]
+        bsz, feats = spec["dataset"]["x"]["shape"]
         x = np.frombuffer(raw, "<f4", count=bsz * feats).reshape(bsz, feats)
         y = np.frombuffer(raw, "<i4", offset=4 * bsz * feats)
         loss, grads = softmax_loss_and_grad(weights, x, y)
-        return loss, get_codec(job["codec"]).encode(grads)
+        return loss, get_codec(spec["codec"]).encode(grads)
 
     def upload(self, task: dict[str, Any], data: bytes) -> requests.Response:
         return post_form(task["upload"], data)

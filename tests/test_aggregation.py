@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from chalicelib.aggregation import make_strategy
+from chalicelib.fold.strategies import make_strategy
 from chalicelib.errors import BadRequest
 
 

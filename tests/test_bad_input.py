@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib import services
-from chalicelib.tokens import Lease
+from chalicelib.tasks.records import Lease
 from tests.harness import ADMIN, JSON, Dataset, job_body, softmax_topology
 
 
@@ -43,7 +43,7 @@ def expired_token(ctx) -> str:
     """A correctly signed token whose lease ended a second ago."""
     version, body, _ = ctx["task"]["lease_token"].split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    return services.services().signer.sign(replace(Lease(**payload), expires=time.time() - 1))
+    return services.services().signer.sign(replace(Lease.from_json(payload), expires=time.time() - 1))
 
 
 def upload(data_of: Callable[[np.ndarray], bytes]) -> Callable[[dict], None]:
@@ -128,7 +128,7 @@ CASES = [
     Case("token of another job", "POST", "/tasks/complete", lambda ctx: complete(ctx, job_id=ctx["other"]),
          status=403, message="another job"),
     Case("token whose payload names another job", "POST", "/tasks/complete",
-         lambda ctx: complete(ctx, job_id=ctx["other"], lease_token=token_with(ctx, job=ctx["other"])),
+         lambda ctx: complete(ctx, job_id=ctx["other"], lease_token=token_with(ctx, job_id=ctx["other"])),
          status=401, message="signature"),
     Case("expired token", "POST", "/tasks/complete", lambda ctx: complete(ctx, lease_token=expired_token(ctx)),
          status=410, message="expired"),

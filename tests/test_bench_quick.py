@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from crowdtrain.paths import ROOT
 SCRIPTS = ["fold", "cost", "overhead", "scaling", "quality"]
 
 
@@ -22,7 +22,7 @@ def test_benchmark_runs_quick(results, name):
     if name in ("overhead",) and not shutil.which("/usr/bin/chromium"):
         pytest.skip("needs Debian's chromium")
     out = results / f"{name}.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
@@ -32,7 +32,7 @@ def test_benchmark_runs_quick(results, name):
 
 def test_report_builds_from_the_results(results, tmp_path):
     out = tmp_path / "benchmarks.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--results", str(results),
+    proc = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(results),
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()

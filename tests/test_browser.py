@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chalicelib.codecs import get_codec
-from tests.localstack import StackProcess, alive
-from tests.tfjs import ROOT
+from chalicelib.model.codecs import get_codec
+from crowdtrain.local.process import LocalCloudProcess, alive
+from crowdtrain.paths import ROOT
 
-from crowdtrain.swarm import open_context
+from crowdtrain.local.swarm import open_context
 
 ARTIFACTS = ROOT / "artifacts"
 pytestmark = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="n
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    process = StackProcess(tmp_path_factory.mktemp("stack"))
+    process = LocalCloudProcess(tmp_path_factory.mktemp("stack"))
     yield process
     moto_pid = process.state["moto_pid"]
     assert process.stop() == 0
@@ -96,7 +96,7 @@ def test_pages_fit_a_phone(stack, page):
 
 
 def node_gradient(stack, job: str, spec: dict) -> dict:
-    task = {"job_id": job, "base_version": 0, "job": spec,
+    task = {"job_id": job, "base_version": 0, "spec": spec,
             "model_url": f"{stack.web}jobs/{job}/versions/00000000/model.json"}
     out = subprocess.run(["node", str(ROOT / "frontend" / "test" / "oracle" / "gradient.mjs")],
                          input=json.dumps({"task": task, "batch_url": f"{stack.web}jobs/{job}/data/batch-000000.bin"}),

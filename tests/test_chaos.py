@@ -14,9 +14,8 @@ from collections import Counter
 
 import numpy as np
 
-from chalicelib.fold import Folder
-from chalicelib.jobstore import JobStore
-from chalicelib.versions import VersionStore
+from chalicelib.services import services
+from tests.conftest import Crash
 from tests.harness import BUCKET, Dataset, softmax_loss_and_grad
 
 SEED = 20261124
@@ -37,48 +36,16 @@ ACTIVE_PER_ROUND = 50  # volunteers stepping in one round: those holding a task,
 POISON = ["nan", "inf", "huge_norm", "wrong_length", "sign_flip"]
 
 
-class Crash(Exception):
-    """An injected fold crash (the Lambda dying between two writes)."""
-
-
-def install_crashes(monkeypatch, rng, counts):
+def install_crashes(crashes):
     """Make the fold die, now and then, at each point between its writes."""
-    def maybe(point):
-        if rng.random() < CRASH_POINTS[point]:
-            counts[f"crash: {point}"] += 1
-            raise Crash(point)
-
-    real_handle, real_write, real_commit, real_save = Folder._handle, VersionStore.write, JobStore.commit_fold, JobStore.save
-    real_log = JobStore._log_fold
-
-    def handle(self, result):
-        maybe("after reading the message")
-        return real_handle(self, result)
-
-    def write(self, *args, **kwargs):
-        maybe("before writing the version")
-        real_write(self, *args, **kwargs)
-        maybe("after writing the version, before advancing it")
-
-    def commit(self, *args, **kwargs):
-        out = real_commit(self, *args, **kwargs)
-        maybe("after advancing the version")
-        return out
-
-    def log(self, *args, **kwargs):
-        maybe("after advancing the version, before its log")
-        real_log(self, *args, **kwargs)
-
-    def save(self, *args, **kwargs):
-        out = real_save(self, *args, **kwargs)
-        maybe("after recording a pending result")
-        return out
-
-    monkeypatch.setattr(Folder, "_handle", handle)
-    monkeypatch.setattr(VersionStore, "write", write)
-    monkeypatch.setattr(JobStore, "commit_fold", commit)
-    monkeypatch.setattr(JobStore, "_log_fold", log)
-    monkeypatch.setattr(JobStore, "save", save)
+    for when, part, method, point in (
+            ("before", "fold", "apply", "after reading the message"),
+            ("before", "versions", "write", "before writing the version"),
+            ("after", "versions", "write", "after writing the version, before advancing it"),
+            ("after", "fold.committer", "commit", "after advancing the version"),
+            ("before", "fold_log", "write", "after advancing the version, before its log"),
+            ("after", "meta", "save", "after recording a pending result")):
+        getattr(crashes, when)(part, method, point, CRASH_POINTS[point])
 
 
 def poisoned(kind: str, good: bytes) -> bytes:
@@ -96,18 +63,18 @@ def poisoned(kind: str, good: bytes) -> bytes:
     return g.astype("<f4").tobytes()
 
 
-def test_chaos_run_loses_nothing_and_still_converges(harness, monkeypatch, capsys):
+def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
     rng = random.Random(SEED)
-    counts: Counter = Counter()
+    counts: Counter = crashes.counts
     ds = Dataset.generate(batches=BATCHES, batch_size=8, seed=3)
     job = harness.create_job(ds, epochs=EPOCHS, gradients_per_update=K, staleness=8, lease_seconds=10,
                              optimizer={"name": "sgd", "learning_rate": 0.5}, max_grad_norm=50,
                              aggregation={"name": "trimmed_mean", "trim": 0.2})
-    table = harness.session.resource("dynamodb").Table("crowdtrain-test")
-    store = JobStore(table)
     x_all, y_all = ds.x.reshape(-1, 4), ds.y.reshape(-1)
     start_loss = softmax_loss_and_grad(harness.weights(job, 0), x_all, y_all)[0]
-    install_crashes(monkeypatch, rng, counts)
+    crashes.rng = rng
+    install_crashes(crashes)
+    meta = services().meta
     held: list[dict | None] = [None] * VOLUNTEERS
     leased_by: set[int] = set()
     complete_versions: set[int] = set()
@@ -178,8 +145,15 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, monkeypatch, capsy
     # Rounds: every volunteer holding a task steps, and idle ones drawn at random
     # from all 200 fill the round up to ACTIVE_PER_ROUND, in a shuffled order;
     # idle volunteers stop asking once the queue is empty.
-    while store.meta(job).status != "finished":
-        assert time.monotonic() < deadline, f"chaos run did not finish: {store.meta(job)} {dict(counts)}"
+    shown = started
+    while (now_meta := meta.get(job)).status != "finished":
+        assert time.monotonic() < deadline, f"chaos run did not finish: {now_meta} {dict(counts)}"
+        if time.monotonic() - shown >= 30:  # a long run shows it is moving (pytest -s not needed)
+            shown = time.monotonic()
+            with capsys.disabled():
+                print(f"\n  chaos run: {now_meta.folded_total}/{EPOCHS * BATCHES} batches folded, "
+                      f"{sum(v for k, v in counts.items() if k.startswith('crash'))} crashes, "
+                      f"{shown - started:.0f} s", flush=True)
         holders = [i for i in range(VOLUNTEERS) if held[i] is not None]
         idle = [i for i in range(VOLUNTEERS) if held[i] is None]
         order = holders + rng.sample(idle, max(0, min(len(idle), ACTIVE_PER_ROUND - len(holders))))
@@ -202,10 +176,10 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, monkeypatch, capsy
     elapsed = time.monotonic() - started
 
     status = harness.status(job)
-    folds = store.folds(job)
+    folds = harness.folds(job)
     pairs = [(e, b) for e, b, _ in folds]
     updates_per_epoch = -(-BATCHES // K)
-    history = store.history(store.meta(job), limit=10_000)
+    history = services().fold_log.history(meta.get(job), limit=10_000)
     # every (epoch, batch) folded, and the versions folded one gradient per batch in all: exactly once
     assert set(pairs) == {(e, b) for e in range(EPOCHS) for b in range(BATCHES)}
     assert sum(h["gradients"] for h in history) == status["batches_done"] == EPOCHS * BATCHES

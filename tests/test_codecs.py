@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from chalicelib.codecs import CODECS, get_codec
+from chalicelib.model.codecs import CODECS, get_codec
 from chalicelib.errors import BadRequest
 
 SHAPES = [(7, 5), (5,), (2, 3, 4)]

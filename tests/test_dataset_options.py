@@ -12,7 +12,7 @@ import json
 import pytest
 import requests
 
-from crowdtrain.webserver import EdgeServer
+from crowdtrain.local.edge import EdgeServer
 from tests.harness import BUCKET, Dataset, job_body
 from tests.test_lifecycle import drain
 
@@ -23,7 +23,7 @@ def test_gzip_job_trains_from_compressed_files(harness):
     stored = harness.s3.get_object(Bucket=BUCKET, Key=f"jobs/{job}/data/batch-000000.bin")
     assert stored["ContentEncoding"] == "gzip"
     assert gzip.decompress(stored["Body"].read()) == ds.batch_bytes(0)
-    assert harness.status(job)["spec"]["batch_encoding"] == "gzip"
+    assert harness.status(job)["spec"]["dataset"]["encoding"] == "gzip"
     assert drain(harness) == 3
     assert harness.status(job)["version"] == 3
 
@@ -74,5 +74,5 @@ def test_leases_tell_volunteers_the_micro_batch(harness, micro_batch, public):
     ds = Dataset.generate(batches=1, batch_size=8)
     job = harness.create_job(ds) if micro_batch is None else harness.create_job(
         ds, dataset={**job_body(ds)["dataset"], "micro_batch": micro_batch})
-    assert harness.lease()["job"]["micro_batch"] == public
-    assert harness.status(job)["spec"]["micro_batch"] == public
+    assert harness.lease()["spec"]["dataset"]["micro_batch"] == public
+    assert harness.status(job)["spec"]["dataset"]["micro_batch"] == public

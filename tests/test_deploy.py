@@ -13,10 +13,10 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from crowdtrain.deploy import Deployer, DeployError, cache_control
+from crowdtrain.paths import ROOT
+from crowdtrain.aws.deploy import Deployer, DeployError, cache_control
 from crowdtrain.template import TEMPLATE, load_template, without_unsupported
 
-ROOT = Path(__file__).resolve().parent.parent
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 
 # boto3 operation -> the IAM action it needs
@@ -39,7 +39,7 @@ EVENT_SOURCE = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttribut
 
 def called_actions() -> set[str]:
     actions = set()
-    for path in (ROOT / "chalicelib").glob("*.py"):
+    for path in (ROOT / "chalicelib").rglob("*.py"):
         tree = ast.parse(path.read_text())
         batch_names = {item.optional_vars.id for node in ast.walk(tree) if isinstance(node, ast.With)
                        for item in node.items if isinstance(item.optional_vars, ast.Name)

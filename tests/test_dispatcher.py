@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from crowdtrain.dispatcher import QueueDispatcher, sqs_dispatchers
+from crowdtrain.local.dispatcher import QueueDispatcher, sqs_dispatchers
 
 
 @pytest.fixture

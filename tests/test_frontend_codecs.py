@@ -5,8 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from chalicelib.codecs import CODECS
-from tests.tfjs import ROOT
+from chalicelib.model.codecs import CODECS
+from crowdtrain.paths import ROOT
 
 ORACLE = ROOT / "frontend" / "test" / "oracle" / "codec.mjs"
 

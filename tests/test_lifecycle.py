@@ -6,8 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from chalicelib.jobstore import JobStore
-from chalicelib.versions import VersionStore
+from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.services import services
+from chalicelib.tasks.records import Result
+from tests.conftest import Crash
 from tests.harness import Dataset, softmax_loss_and_grad
 
 
@@ -59,14 +61,14 @@ def test_epochs_complete_and_next_epoch_is_queued_shuffled(harness):
     assert drain(harness) == 5
     status = harness.status(job)
     assert status["status"] == "finished" and status["version"] == 6 and status["batches_done"] == 10
-    folds = JobStore(harness.session.resource("dynamodb").Table("crowdtrain-test")).folds(job)
+    folds = harness.folds(job)
     assert sorted((e, b) for e, b, _ in folds) == [(e, b) for e in range(2) for b in range(5)]
     assert harness.lease() is None
 
 
 def test_epoch_order_is_a_seeded_permutation():
-    from chalicelib.epochs import batch_order
-    from chalicelib.spec import parse_job
+    from chalicelib.jobs.schema import parse_job
+    from chalicelib.tasks.epochs import batch_order
     from tests.harness import job_body
     spec = parse_job(job_body(Dataset.generate(batches=20, batch_size=2), seed=3), 10**6, 1000)
     orders = [batch_order(spec, e) for e in range(3)]
@@ -121,8 +123,7 @@ def test_gradient_overwritten_after_completion_is_requeued_not_folded(harness, s
     assert drain(harness) == 2  # the third batch and the re-queued first one
     status = harness.status(job)
     assert status["status"] == "finished" and status["batches_done"] == 3
-    folds = JobStore(harness.session.resource("dynamodb").Table("crowdtrain-test")).folds(job)
-    assert sorted(b for _, b, _ in folds) == [0, 1, 2]
+    assert sorted(b for _, b, _ in harness.folds(job)) == [0, 1, 2]
 
 
 def test_duplicate_completion_is_refused(harness):
@@ -150,8 +151,22 @@ def test_redelivered_fold_message_folds_once(harness):
     assert status["counters"]["duplicates"] == 3
 
 
-@pytest.mark.parametrize("crash_at", ["commit_fold", "after_weights", "after_commit"])
-def test_fold_crash_then_retry_applies_gradient_exactly_once(harness, monkeypatch, crash_at):
+def test_fold_outcomes_say_what_happened_to_each_result(harness):
+    ds = Dataset.generate(batches=3, batch_size=4)
+    job = harness.create_job(ds, gradients_per_update=2, staleness=0)
+    tasks = [harness.lease(f"v{i}") for i in range(3)]
+    for task in tasks:
+        assert harness.work(task).status_code == 200
+    results = [Result.from_message(m["Body"]) for m in harness.result_messages()]
+    fold = services().fold
+    assert [fold.handle(r) for r in results[:2]] == [FoldOutcome.PENDING, FoldOutcome.FOLDED]
+    assert fold.handle(results[0]) is FoldOutcome.DUPLICATE
+    assert fold.handle(results[2]) is FoldOutcome.STALE  # computed on version 0, now at 1 with S = 0
+    assert harness.status(job)["discarded"] == {"stale": 1}
+
+
+@pytest.mark.parametrize("crash_at", ["before_commit", "after_weights", "after_commit"])
+def test_fold_crash_then_retry_applies_gradient_exactly_once(harness, crashes, crash_at):
     ds = Dataset.generate(batches=2, batch_size=4)
     job = harness.create_job(ds, optimizer={"name": "adam", "learning_rate": 0.1})
     task = harness.lease()
@@ -159,31 +174,15 @@ def test_fold_crash_then_retry_applies_gradient_exactly_once(harness, monkeypatc
     assert harness.work(task).status_code == 200
     [message] = harness.result_messages()
 
-    class Crash(Exception):
-        pass
-
-    real_commit, real_write = JobStore.commit_fold, VersionStore.write
-
-    def crash(*args, **kwargs):
-        raise Crash(crash_at)
-
-    def write_then_crash(self, *args, **kwargs):
-        real_write(self, *args, **kwargs)
-        raise Crash(crash_at)
-
-    def commit_then_crash(self, *args, **kwargs):
-        real_commit(self, *args, **kwargs)
-        raise Crash(crash_at)
-
-    patch = {"commit_fold": (JobStore, "commit_fold", crash),          # S3 written, DynamoDB not
-             "after_weights": (VersionStore, "write", write_then_crash),
-             "after_commit": (JobStore, "commit_fold", commit_then_crash)}[crash_at]
-    monkeypatch.setattr(*patch)
+    when, part, method = {"before_commit": ("before", "fold.committer", "commit"),  # S3 written, DynamoDB not
+                          "after_weights": ("after", "versions", "write"),
+                          "after_commit": ("after", "fold.committer", "commit")}[crash_at]
+    getattr(crashes, when)(part, method, crash_at)
     with pytest.raises(Crash):
         harness.invoke_fold([message["Body"]])
     expected_version = 1 if crash_at == "after_commit" else 0
     assert harness.status(job)["version"] == expected_version
-    monkeypatch.undo()
+    crashes.heal()
     harness.invoke_fold([message["Body"]])  # the queue redelivers
     harness.invoke_fold([message["Body"]])
     status = harness.status(job)
@@ -195,32 +194,25 @@ def test_fold_crash_then_retry_applies_gradient_exactly_once(harness, monkeypatc
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
-def test_fold_log_cut_short_by_a_crash_is_served_from_meta_and_rewritten_by_the_next_fold(harness, monkeypatch):
+def test_fold_log_cut_short_by_a_crash_is_served_from_meta_and_rewritten_by_the_next_fold(harness, crashes):
     ds = Dataset.generate(batches=2, batch_size=4)
     job = harness.create_job(ds)
     table = harness.session.resource("dynamodb").Table("crowdtrain-test")
-    store = JobStore(table)
     first = harness.lease()
     assert harness.work(first).status_code == 200
     [message] = harness.result_messages()
 
-    class Crash(Exception):
-        pass
-
-    def crash(*args, **kwargs):
-        raise Crash("after advancing META, before the fold log")
-
-    monkeypatch.setattr(JobStore, "_log_fold", crash)
+    crashes.before("fold_log", "write", "after advancing META, before the fold log")
     with pytest.raises(Crash):
         harness.invoke_fold([message["Body"]])
-    monkeypatch.undo()
+    crashes.heal()
     logged = lambda: sorted(i["sk"] for i in table.query(  # noqa: E731
         KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"JOB#{job}"})["Items"]
         if i["sk"].startswith(("FOLD#", "VER#")))
     assert logged() == []  # nothing of version 1's log reached the table...
     status = harness.status(job)  # ...yet readers see it, from META
     assert status["version"] == 1 and [h["version"] for h in status["history"]] == [1]
-    assert store.folds(job) == [(0, first["batch"], 1)]
+    assert harness.folds(job) == [(0, first["batch"], 1)]
     harness.invoke_fold([message["Body"]])  # the redelivery is a duplicate
     harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=message["ReceiptHandle"])
     assert harness.status(job)["version"] == 1 and harness.status(job)["counters"]["duplicates"] == 1
@@ -229,8 +221,9 @@ def test_fold_log_cut_short_by_a_crash_is_served_from_meta_and_rewritten_by_the_
     harness.deliver()
     # the next fold rewrote version 1's log before committing version 2, then wrote its own
     assert len(logged()) == 4 and harness.status(job)["status"] == "finished"
-    assert store.folds(job) == sorted([(0, first["batch"], 1), (0, second["batch"], 2)])
-    assert [(h["version"], h["gradients"]) for h in store.history(store.meta(job))] == [(1, 1), (2, 1)]
+    assert harness.folds(job) == sorted([(0, first["batch"], 1), (0, second["batch"], 2)])
+    history = services().fold_log.history(services().meta.get(job))
+    assert [(h["version"], h["gradients"]) for h in history] == [(1, 1), (2, 1)]
 
 
 def test_expired_lease_is_reassigned_and_its_token_refused(harness):

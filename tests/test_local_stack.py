@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chalicelib.jobstore import JobStore
-from chalicelib.weights import decode_tensors, parse_model_json
+from chalicelib.jobs.schema import parse_model
+from chalicelib.model.weights import decode_tensors
+from chalicelib.store.foldlog import FoldLogStore
+from chalicelib.store.meta import MetaStore
 from tests.harness import Dataset, softmax_topology
-from tests.localstack import CLI, StackProcess, alive
+from crowdtrain.local.process import CLI, LocalCloudProcess, alive
 
 needs_chromium = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
 
@@ -31,7 +33,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 @needs_chromium
 def test_two_browser_volunteers_train_the_demo_job_then_everything_stops(tmp_path):
-    stack = StackProcess(tmp_path, "--volunteers", "2", "--seq-len", "20", "--batch-size", "16", "--batches", "6",
+    stack = LocalCloudProcess(tmp_path, "--volunteers", "2", "--seq-len", "20", "--batch-size", "16", "--batches", "6",
                          "--epochs", "4", "--k", "2", "--passage", "gen1:1-gen3:24", "--learning-rate", "0.02")
     try:
         job = stack.state["demo_job"]
@@ -53,7 +55,7 @@ def swarm_seen(stack, job):
     """Volunteer ids that held leases of the job (read from the lease records)."""
     items = stack.table.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
                               ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"})["Items"]
-    folds = JobStore(stack.table).folds(job)
+    folds = FoldLogStore(stack.table).folds(MetaStore(stack.table).get(job))
     pairs = [(e, b) for e, b, _ in folds]
     assert len(pairs) == len(set(pairs)) == 24, "a batch was folded twice or not at all"
     return {item["volunteer"] for item in items}
@@ -61,7 +63,7 @@ def swarm_seen(stack, job):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    process = StackProcess(tmp_path_factory.mktemp("cli"))
+    process = LocalCloudProcess(tmp_path_factory.mktemp("cli"))
     yield process
     assert process.stop() == 0
 
@@ -81,9 +83,9 @@ def test_cli_creates_watches_pauses_downloads_and_deletes(stack, tmp_path):
 
     out = tmp_path / "model"
     stack.cli("download", job, str(out))
-    document = parse_model_json(json.loads((out / "model.json").read_text()), 10**7)
-    weights = decode_tensors(document.specs, (out / "weights.bin").read_bytes())
-    assert document.specs[0].name == "lstm_1/kernel" and weights[0].shape == (128, 40)
+    _, specs = parse_model(json.loads((out / "model.json").read_text()), 10**7)
+    weights = decode_tensors(specs, (out / "weights.bin").read_bytes())
+    assert specs[0].name == "lstm_1/kernel" and weights[0].shape == (128, 40)
 
     deleted = json.loads(stack.cli("delete", job).stdout)
     assert deleted["deleted"] is True
@@ -109,7 +111,7 @@ def test_cli_creates_a_job_from_a_tfjs_model_json(stack, tmp_path):
     job = stack.cli("create", "--model", str(folder / "model.json"), "--dataset", str(data), "--name", "softmax",
                     "--optimizer", "sgd", "--learning-rate", "0.1").stdout.strip().splitlines()[-1]
     status = stack.api.call("GET", f"/jobs/{job}")
-    assert status["status"] == "running" and status["spec"]["num_batches"] == 2
+    assert status["status"] == "running" and status["spec"]["dataset"]["batches"] == 2
     assert status["spec"]["optimizer"] == {"name": "sgd", "learning_rate": 0.1}
 
 

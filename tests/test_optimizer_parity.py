@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from chalicelib.errors import BadRequest
-from chalicelib.optimizers import make_optimizer
+from chalicelib.fold.optimizers import make_optimizer
 from tests.tfjs import tfjs
 
 CASES = [
@@ -24,7 +24,7 @@ def test_twenty_steps_match_tfjs(name, settings):
     weights = [rng.normal(size=s).astype(np.float32) for s in shapes]
     grads = [[(rng.normal(size=s) * rng.uniform(0.1, 3)).astype(np.float32) for s in shapes] for _ in range(20)]
 
-    optimizer = make_optimizer(name, settings)
+    optimizer = make_optimizer({"name": name, **settings})
     state = optimizer.initial_state(weights)
     ours, current = [], weights
     for step_grads in grads:
@@ -50,7 +50,7 @@ def test_twenty_steps_match_tfjs(name, settings):
 
 def test_inputs_are_not_modified():
     weights = [np.ones((2, 2), np.float32)]
-    optimizer = make_optimizer("adam", {})
+    optimizer = make_optimizer({"name": "adam"})
     state = optimizer.initial_state(weights)
     optimizer.apply(weights, [np.ones((2, 2), np.float32)], state)
     assert np.all(weights[0] == 1) and np.all(state.slots["m"][0] == 0)
@@ -68,4 +68,4 @@ def test_inputs_are_not_modified():
 ])
 def test_bad_settings_are_rejected(name, settings, message):
     with pytest.raises(BadRequest, match=message):
-        make_optimizer(name, settings)
+        make_optimizer({"name": name, **settings})

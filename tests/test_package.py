@@ -6,7 +6,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from crowdtrain.paths import ROOT
 
 
 def test_package_contains_numpy_and_the_fold_event_source(tmp_path):
@@ -20,7 +20,7 @@ def test_package_contains_numpy_and_the_fold_event_source(tmp_path):
     archive = tmp_path / "out" / "deployment.zip"
     assert archive.stat().st_size < 50 * 1024 * 1024
     names = set(zipfile.ZipFile(archive).namelist())
-    assert "numpy/__init__.py" in names and "app.py" in names and "chalicelib/fold.py" in names
+    assert "numpy/__init__.py" in names and "app.py" in names and "chalicelib/fold/fold.py" in names
     assert any(n.startswith("numpy/_core/_multiarray_umath") and n.endswith(".so") for n in names)
     template = json.loads((tmp_path / "out" / "sam.json").read_text())
     events = template["Resources"]["Fold"]["Properties"]["Events"]

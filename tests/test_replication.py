@@ -6,15 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from chalicelib.fold import Folder
-from chalicelib.jobstore import JobStore
+from tests.conftest import Crash
 from tests.harness import Dataset
 
 REPLICATED = {"replication": {"copies": 2, "tolerance": 1e-3}, "gradients_per_update": 1, "staleness": 8}
 
 
 def folds(harness, job):
-    return sorted((e, b) for e, b, _ in JobStore(harness.session.resource("dynamodb").Table("crowdtrain-test")).folds(job))
+    return sorted((e, b) for e, b, _ in harness.folds(job))
 
 
 def step(harness, volunteer, data=None):
@@ -64,23 +63,18 @@ def test_rejected_copies_are_both_discarded_and_the_batch_requeued(harness, seco
     assert folds(harness, job) == [(0, 0)]
 
 
-def test_crash_between_dropping_the_first_copy_and_requeuing_loses_nothing(harness, monkeypatch):
+def test_crash_between_dropping_the_first_copy_and_requeuing_loses_nothing(harness, crashes):
     ds = Dataset.generate(batches=1, batch_size=4)
     job = harness.create_job(ds, **REPLICATED)
     step(harness, "a")
-    real_discard = Folder._discard
-
-    def crash(*args, **kwargs):
-        monkeypatch.setattr(Folder, "_discard", real_discard)
-        raise RuntimeError("fold died after dropping the first copy")
-
-    monkeypatch.setattr(Folder, "_discard", crash)
+    crashes.before("fold", "discard", "after dropping the first copy")
     task = harness.lease("b")
     assert harness.upload(task, sign_flipped(harness.compute(task)[1])).status_code in (200, 204)
     assert harness.complete(task).status_code == 200
     messages = harness.result_messages(visibility=0)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(Crash):
         harness.invoke_fold([m["Body"] for m in messages])
+    crashes.heal()
     # the message comes back; its result starts the batch over as a first copy
     harness.deliver()
     status = harness.status(job)

@@ -7,7 +7,6 @@ from collections import Counter
 
 import numpy as np
 
-from chalicelib.jobstore import JobStore
 from tests.harness import Dataset, softmax_loss_and_grad
 
 LOSS_THRESHOLD = 0.2  # mean cross-entropy on the whole dataset; chance level is ln 3 = 1.10
@@ -61,7 +60,7 @@ def test_flaky_volunteers_train_to_threshold_folding_each_batch_once(harness):
                 harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=m["ReceiptHandle"])
 
     status = harness.status(job)
-    folds = JobStore(harness.session.resource("dynamodb").Table("crowdtrain-test")).folds(job)
+    folds = harness.folds(job)
     pairs = [(e, b) for e, b, _ in folds]
     assert len(pairs) == len(set(pairs)) == epochs * 12
     assert sorted(pairs) == [(e, b) for e in range(epochs) for b in range(12)]

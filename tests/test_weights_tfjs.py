@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from chalicelib.errors import BadRequest
-from chalicelib.weights import WeightSpec, decode_tensors, encode_tensors, model_json, parse_model_json
+from chalicelib.jobs.schema import parse_model
+from chalicelib.model.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 from tests.harness import softmax_topology
 from tests.tfjs import tfjs
 
@@ -56,12 +57,13 @@ def test_numpy_written_weights_load_in_tfjs(served, topology, specs):
 
 def test_tfjs_saved_weights_read_back_in_numpy(tmp_path):
     saved = tfjs("save", str(tmp_path), payload={"topology": lstm_topology(10, 6, 4)})
-    document = parse_model_json(json.loads((tmp_path / "model.json").read_text()), max_values=10**6)
-    assert [s.name for s in document.specs] == saved["names"] and document.paths == ["weights.bin"]
-    tensors = decode_tensors(document.specs, (tmp_path / "weights.bin").read_bytes())
+    document = json.loads((tmp_path / "model.json").read_text())
+    topology, specs = parse_model(document, max_values=10**6)
+    assert [s.name for s in specs] == saved["names"] and document["weightsManifest"][0]["paths"] == ["weights.bin"]
+    tensors = decode_tensors(specs, (tmp_path / "weights.bin").read_bytes())
     for ours, theirs in zip(tensors, saved["values"]):
         assert np.array_equal(ours.ravel(), np.asarray(theirs, np.float32))
-    assert document.topology["class_name"] == "Sequential"
+    assert topology["class_name"] == "Sequential"
 
 
 def test_decode_checks_length_and_encode_checks_shapes():
@@ -71,5 +73,5 @@ def test_decode_checks_length_and_encode_checks_shapes():
     with pytest.raises(ValueError, match="shape"):
         encode_tensors(specs, [np.zeros((4,), np.float32)])
     with pytest.raises(BadRequest, match="more than the allowed 3 parameters"):
-        parse_model_json({"modelTopology": softmax_topology(2, 2),
-                          "weightsManifest": [{"paths": [], "weights": [s.to_json() for s in specs]}]}, 3)
+        parse_model({"modelTopology": softmax_topology(2, 2),
+                     "weightsManifest": [{"paths": [], "weights": [s.to_json() for s in specs]}]}, 3)

@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from crowdtrain.paths import ROOT
+
 ORACLE = ROOT / "tests" / "js" / "tfjs_oracle.cjs"
 NODE_MODULES = ROOT / "frontend" / "node_modules"
 

@@ -25,7 +25,7 @@ async function refresh() {
     await pickJob();
     if (!jobId) { $('summary').textContent = 'no jobs yet'; return; }
     const job = await api.progress(jobId);
-    const total = job.spec.num_batches * job.spec.epochs;
+    const total = job.spec.dataset.batches * job.spec.epochs;
     $('summary').textContent = `${job.spec.name}: ${job.status}, version ${job.version}`;
     $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
     $('epoch-bar').value = job.batches_done;
@@ -42,7 +42,7 @@ async function refresh() {
     // samples per minute over a sliding window of 5 versions
     const rates = h.slice(5).map((p, i) => (60 * h.slice(i + 1, i + 6).reduce((n, q) => n + q.samples, 0)) / Math.max(1e-3, p.time - h[i].time));
     charts.rate.update(h.slice(5).map((p) => p.time - t0), rates);
-    $('tasks-per-minute').textContent = rates.length ? (rates[rates.length - 1] / job.spec.batch_size).toFixed(1) : '–';
+    $('tasks-per-minute').textContent = rates.length ? (rates[rates.length - 1] / job.spec.dataset.x.shape[0]).toFixed(1) : '–';
   } catch (err) {
     $('summary').textContent = `cannot reach the API: ${err.message}`;
   }

@@ -14,10 +14,11 @@ export class VolunteerLoop {
   /**
    * @param {object} deps api (Api), trainer (Trainer), fetch, report(event), volunteerId, and
    *   betweenTasks: async work the volunteer's thread owes besides training (the page's text
-   *   sample); it runs before a lease, never while one is held, and is timed as `ms.between`.
+   *   sample); it runs before a lease, never while one is held, and is timed as `ms.between`;
+   *   trained(batch, spec): told of each batch trained on (the text sample seeds from it).
    */
-  constructor({ api, trainer, fetchImpl, report, volunteerId, idleMs = 0, betweenTasks = async () => {} }) {
-    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, idleMs, betweenTasks });
+  constructor({ api, trainer, fetchImpl, report, volunteerId, idleMs = 0, betweenTasks = async () => {}, trained = () => {} }) {
+    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, idleMs, betweenTasks, trained });
     this.stopping = new AbortController();
     this.paused = false;
     this.failures = 0;
@@ -72,10 +73,11 @@ export class VolunteerLoop {
     const batch = await fetchBytes(task.batch_url, this.fetchImpl);
     t.download = now();
     await heartbeat();
-    const { loss, grads } = await this.trainer.gradient(batch, task.job, heartbeat);  // beats between micro-batches
+    const { loss, grads } = await this.trainer.gradient(batch, task.spec, heartbeat);  // beats between micro-batches
     t.compute = now();
+    this.trained(batch, task.spec);
     if (!Number.isFinite(loss)) throw new Error(`loss is ${loss}; not uploading`);
-    const body = getCodec(task.job.codec).encode(grads);
+    const body = getCodec(task.spec.codec).encode(grads);
     t.encode = now();
     await heartbeat();
     await uploadForm(task.upload, body, this.fetchImpl);
@@ -93,7 +95,7 @@ export class VolunteerLoop {
     t.complete = now();
     this.report({
       type: 'task', jobId: task.job_id, version: task.base_version, epoch: task.epoch, batch: task.batch,
-      loss, samples: task.job.batch_size, fetched, bytes: body.byteLength,
+      loss, samples: task.spec.dataset.x.shape[0], fetched, bytes: body.byteLength,
       ms: {
         lease: t.lease - t.start, download: t.download - t.lease, compute: t.compute - t.download,
         encode: t.encode - t.compute, upload: t.upload - t.encode, complete: t.complete - t.upload,

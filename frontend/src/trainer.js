@@ -11,33 +11,33 @@ const SHARD = 'weights.bin';
 
 const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
 
-/** Split a batch file (x then y, little-endian) into typed arrays. */
-export function parseBatch(bytes, job) {
-  const xBytes = sizeOf(job.x.shape) * TYPED[job.x.dtype].BYTES_PER_ELEMENT;
-  const yBytes = sizeOf(job.y.shape) * TYPED[job.y.dtype].BYTES_PER_ELEMENT;
+/** Split a batch file (x then y, little-endian) into typed arrays, following `spec.dataset`. */
+export function parseBatch(bytes, dataset) {
+  const xBytes = sizeOf(dataset.x.shape) * TYPED[dataset.x.dtype].BYTES_PER_ELEMENT;
+  const yBytes = sizeOf(dataset.y.shape) * TYPED[dataset.y.dtype].BYTES_PER_ELEMENT;
   if (bytes.byteLength !== xBytes + yBytes) throw new Error(`batch is ${bytes.byteLength} bytes, expected ${xBytes + yBytes}`);
   // copies: aligned for each half's type, little-endian on every browser we run on
   return {
-    x: new TYPED[job.x.dtype](bytes.slice(0, xBytes).buffer),
-    y: new TYPED[job.y.dtype](bytes.slice(xBytes).buffer),
+    x: new TYPED[dataset.x.dtype](bytes.slice(0, xBytes).buffer),
+    y: new TYPED[dataset.y.dtype](bytes.slice(xBytes).buffer),
   };
 }
 
 /**
- * A parsed batch as micro-batches of `job.micro_batch` samples (the whole
+ * A parsed batch as micro-batches of `dataset.micro_batch` samples (the whole
  * batch when unset): views of x and y with their layouts, and each part's
  * share of the batch, the weight of its mean loss and gradient.
  */
-export function microBatches({ x, y }, job) {
-  const size = job.x.shape[0];
-  const step = job.micro_batch || size;
+export function microBatches({ x, y }, dataset) {
+  const size = dataset.x.shape[0];
+  const step = dataset.micro_batch || size;
   const view = (values, layout, start) => {
     const per = sizeOf(layout.shape.slice(1));
     return { values: values.subarray(start * per, (start + step) * per), layout: { ...layout, shape: [step, ...layout.shape.slice(1)] } };
   };
   const parts = [];
   for (let start = 0; start < size; start += step) {
-    parts.push({ x: view(x, job.x, start), y: view(y, job.y, start), share: step / size });
+    parts.push({ x: view(x, dataset.x, start), y: view(y, dataset.y, start), share: step / size });
   }
   return parts;
 }
@@ -59,7 +59,6 @@ export class Trainer {
     this.tf = tf;
     this.fetch = fetchImpl;
     this.model = null;
-    this.sampler = null;
     this.jobId = null;
     this.version = -1;
   }
@@ -69,19 +68,17 @@ export class Trainer {
     const { tf } = this;
     if (this.jobId !== task.job_id) {
       if (this.model) this.model.dispose();
-      if (this.sampler) this.sampler.dispose();
-      this.sampler = null;
       // The topology is built once per job (slow for LSTMs); new versions only swap weights.
       this.model = await tf.loadLayersModel(task.model_url);
       this.jobId = task.job_id;
       this.version = task.base_version;
-      this.bind(task.job.weights);
+      this.bind(task.spec.weights);
       return 'model';
     }
     if (this.version !== task.base_version) {
       const base = task.model_url.slice(0, task.model_url.lastIndexOf('/') + 1);
-      const values = splitWeights(await fetchBytes(base + SHARD, this.fetch), task.job.weights);
-      const byName = new Map(task.job.weights.map((spec, i) => [spec.name, tf.tensor(values[i], spec.shape)]));
+      const values = splitWeights(await fetchBytes(base + SHARD, this.fetch), task.spec.weights);
+      const byName = new Map(task.spec.weights.map((spec, i) => [spec.name, tf.tensor(values[i], spec.shape)]));
       this.model.setWeights(this.model.weights.map((w) => byName.get(w.originalName)));
       byName.forEach((t) => t.dispose());
       this.version = task.base_version;
@@ -99,9 +96,9 @@ export class Trainer {
     });
   }
 
-  loss(job, ys, preds) {
+  loss(spec, ys, preds) {
     const { tf } = this;
-    switch (job.loss) {
+    switch (spec.loss) {
       case 'sparseCategoricalCrossentropy': {
         const depth = preds.shape[preds.shape.length - 1];
         return tf.metrics.categoricalCrossentropy(tf.oneHot(ys.toInt(), depth).toFloat(), preds).mean();
@@ -111,7 +108,7 @@ export class Trainer {
       case 'meanSquaredError':
         return tf.losses.meanSquaredError(ys, preds);
       default:
-        throw new Error(`unsupported loss ${job.loss}`);
+        throw new Error(`unsupported loss ${spec.loss}`);
     }
   }
 
@@ -123,21 +120,20 @@ export class Trainer {
 
   /**
    * The mean loss of a batch and its gradient, one Float32Array per manifest weight.
-   * Computed `job.micro_batch` samples at a time (local accumulation: memory
-   * for one micro-batch, whatever the batch size), awaiting `between` after
-   * each but the last, where the loop sends its heartbeats.
+   * Computed `spec.dataset.micro_batch` samples at a time (local accumulation:
+   * memory for one micro-batch, whatever the batch size), awaiting `between`
+   * after each but the last, where the loop sends its heartbeats.
    */
-  async gradient(batchBytes, job, between = async () => {}) {
+  async gradient(batchBytes, spec, between = async () => {}) {
     const { tf } = this;
-    const parts = microBatches(parseBatch(batchBytes, job), job);
-    if (job.x.one_hot && job.x.shape.length === 2) this.seed = Array.from(parts[0].x.values.subarray(0, job.x.shape[1]));
+    const parts = microBatches(parseBatch(batchBytes, spec.dataset), spec.dataset);
     const variables = this.model.trainableWeights.map((w) => w.val);
     let loss = 0;
     let sums = null;
     for (const [i, { x, y, share }] of parts.entries()) {
       const part = tf.tidy(() => {
         const { value, grads } = tf.variableGrads(
-          () => this.loss(job, this.inputs(y), this.model.apply(this.inputs(x), { training: true })), variables);
+          () => this.loss(spec, this.inputs(y), this.model.apply(this.inputs(x), { training: true })), variables);
         return { loss: value.dataSync()[0], grads: this.order.map((k) => grads[variables[k].name].dataSync()) };
       });
       loss += share * part.loss;
@@ -149,50 +145,10 @@ export class Trainer {
   }
 
   /** The mean loss of a batch, no gradient (validation), a micro-batch at a time. */
-  evaluate(batchBytes, job) {
+  evaluate(batchBytes, spec) {
     const { tf } = this;
-    return microBatches(parseBatch(batchBytes, job), job).reduce((sum, { x, y, share }) => sum + share * tf.tidy(
-      () => this.loss(job, this.inputs(y), this.model.predict(this.inputs(x))).dataSync()[0]), 0);
-  }
-
-  /** A batch-1 copy of the model whose recurrent layers keep their state
-   * between calls, so sampling feeds the seed once and then one character per
-   * step. (Sliding a full window per character costs a forward pass of the
-   * whole sequence per character: over a minute at sequence 1,024 on wasm,
-   * while the worker can do nothing else.) Rebuilt per job; weights per call. */
-  async samplerModel() {
-    if (!this.sampler) {
-      const topology = this.model.toJSON(null, false);
-      const layers = topology.config.layers;
-      const shape = layers?.[0]?.config?.batch_input_shape;
-      if (topology.class_name !== 'Sequential' || !shape) throw new Error('text samples need a Sequential model with an input shape');
-      layers[0].config.batch_input_shape = [1, null, ...shape.slice(2)];
-      for (const layer of layers) if ('return_sequences' in layer.config) layer.config.stateful = true;
-      this.sampler = await this.tf.models.modelFromJSON({ modelTopology: topology });
-    }
-    this.sampler.setWeights(this.model.getWeights());
-    this.sampler.resetStates();
-    return this.sampler;
-  }
-
-  /** Text the current model writes after `seed` (token ids; by default the
-   * first sequence of the last batch), for text jobs. */
-  async sample(seed, length, alphabet, random = Math.random) {
-    const { tf } = this;
-    const depth = alphabet.length;
-    const sampler = await this.samplerModel();
-    const step = (ids) => tf.tidy(() => sampler.predict(tf.oneHot(tf.tensor2d([ids], undefined, 'int32'), depth).toFloat()).dataSync());
-    let probs = step(seed);
-    let text = '';
-    for (let i = 0; i < length; i += 1) {
-      // temperature 0.6 keeps samples readable without looping on one character
-      const weights = Array.from(probs, (p) => p ** (1 / 0.6));
-      let pick = random() * weights.reduce((a, b) => a + b, 0);
-      let id = 0;
-      while (id < weights.length - 1 && (pick -= weights[id]) > 0) id += 1;
-      text += alphabet[id] === '\u0000' ? '' : alphabet[id];
-      if (i + 1 < length) probs = step([id]);
-    }
-    return text;
+    return microBatches(parseBatch(batchBytes, spec.dataset), spec.dataset).reduce((sum, { x, y, share }) => sum + share * tf.tidy(
+      () => this.loss(spec, this.inputs(y), this.model.predict(this.inputs(x))).dataSync()[0]), 0);
   }
 }
+

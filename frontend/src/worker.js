@@ -6,20 +6,23 @@ import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { Api } from './api.js';
 import { VolunteerLoop } from './loop.js';
+import { firstSequence, TextSampler } from './sampler.js';
 import { Trainer } from './trainer.js';
 
 let loop = null;
 const trainer = new Trainer(tf);
+const sampler = new TextSampler(tf);
+let seed = null;  // the first sequence of the last batch trained on
 // The latest text-sample request. It runs between tasks (or at once when not
 // training), so it never holds up a lease's download, upload or completion.
 let sampleWanted = null;
 
 async function writeSample() {
-  if (!sampleWanted || !trainer.model || !trainer.seed) return;
+  if (!sampleWanted || !trainer.model || !seed) return;
   const { length, alphabet } = sampleWanted;
   sampleWanted = null;
   try {
-    self.postMessage({ type: 'sample', text: await trainer.sample(trainer.seed, length, alphabet) });
+    self.postMessage({ type: 'sample', text: await sampler.sample(trainer.model, seed, length, alphabet) });
   } catch (err) {
     self.postMessage({ type: 'sample', text: `(no sample: ${err.message || err})` });
   }
@@ -45,6 +48,7 @@ self.onmessage = async ({ data }) => {
     loop = new VolunteerLoop({
       api: new Api(data.api), trainer, report: (event) => self.postMessage(event),
       volunteerId: data.volunteerId, idleMs: data.idleMs || 0, betweenTasks: writeSample,
+      trained: (batch, spec) => { seed = firstSequence(batch, spec) || seed; },
     });
     loop.run().finally(() => { loop = null; });
   } else if (data.type === 'stop' && loop) {

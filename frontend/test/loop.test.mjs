@@ -4,10 +4,11 @@ import { ApiError, backoffDelay } from '../src/api.js';
 import { VolunteerLoop } from '../src/loop.js';
 import { parseBatch } from '../src/trainer.js';
 
-const job = { codec: 'fp32', batch_size: 2, x: { shape: [2, 3], dtype: 'int32' }, y: { shape: [2], dtype: 'int32' } };
+const dataset = { x: { shape: [2, 3], dtype: 'int32' }, y: { shape: [2], dtype: 'int32' } };
+const spec = { codec: 'fp32', dataset };
 const task = {
   job_id: 'j-1', epoch: 0, batch: 4, base_version: 7, lease_token: 't1', heartbeat_seconds: 0,
-  model_url: 'http://cdn/jobs/j-1/versions/00000007/model.json', batch_url: 'http://cdn/batch', upload: { url: 'http://s3/', fields: { key: 'k' } }, job,
+  model_url: 'http://cdn/jobs/j-1/versions/00000007/model.json', batch_url: 'http://cdn/batch', upload: { url: 'http://s3/', fields: { key: 'k' } }, spec,
 };
 
 function fakes({ complete } = {}) {
@@ -82,14 +83,14 @@ test('back-off is jittered within an exponentially growing, capped window', () =
 
 test('batch files split into x then y and must have the exact size', () => {
   const bytes = new Uint8Array(new Int32Array([1, 2, 3, 4, 5, 6, 7, 8]).buffer);
-  const { x, y } = parseBatch(bytes, job);
+  const { x, y } = parseBatch(bytes, dataset);
   assert.deepEqual(Array.from(x), [1, 2, 3, 4, 5, 6]);
   assert.deepEqual(Array.from(y), [7, 8]);
-  assert.throws(() => parseBatch(bytes.slice(4), job), /expected 32/);
+  assert.throws(() => parseBatch(bytes.slice(4), dataset), /expected 32/);
 });
 
 test('uint8 token ids take one byte each, and the y half after an odd x is read whole', () => {
-  const ids = { ...job, x: { shape: [1, 3], dtype: 'uint8', one_hot: 128 }, y: { shape: [2], dtype: 'int32' } };
+  const ids = { x: { shape: [1, 3], dtype: 'uint8', one_hot: 128 }, y: { shape: [2], dtype: 'int32' } };
   const bytes = new Uint8Array(11);
   bytes.set([65, 66, 127]);
   new DataView(bytes.buffer).setInt32(3, 300, true);

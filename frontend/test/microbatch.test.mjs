@@ -6,10 +6,9 @@ import { microBatches, Trainer } from '../src/trainer.js';
 await tf.setBackend('cpu');
 
 const VOCAB = 6;
-const job = (microBatch) => ({
-  loss: 'sparseCategoricalCrossentropy', micro_batch: microBatch,
-  x: { shape: [8, 5], dtype: 'uint8', one_hot: VOCAB }, y: { shape: [8], dtype: 'uint8' },
-  weights: [],
+const spec = (microBatch) => ({
+  loss: 'sparseCategoricalCrossentropy', weights: [],
+  dataset: { micro_batch: microBatch, x: { shape: [8, 5], dtype: 'uint8', one_hot: VOCAB }, y: { shape: [8], dtype: 'uint8' } },
 });
 
 function trainer() {
@@ -25,7 +24,7 @@ function trainer() {
 const batch = Uint8Array.from({ length: 8 * 5 + 8 }, (_, i) => (i * 7 + 3) % VOCAB);
 
 test('micro-batches are views of the batch with their share', () => {
-  const parts = microBatches({ x: batch.subarray(0, 40), y: batch.subarray(40) }, job(2));
+  const parts = microBatches({ x: batch.subarray(0, 40), y: batch.subarray(40) }, spec(2).dataset);
   assert.equal(parts.length, 4);
   assert.deepEqual(parts[1].x.layout.shape, [2, 5]);
   assert.deepEqual(Array.from(parts[1].x.values), Array.from(batch.subarray(10, 20)));
@@ -35,13 +34,13 @@ test('micro-batches are views of the batch with their share', () => {
 
 test('a gradient computed a micro-batch at a time is the whole batch\'s gradient', async () => {
   const t = trainer();
-  const whole = await t.gradient(batch, job(8));
+  const whole = await t.gradient(batch, spec(8));
   let pauses = 0;
   const tensors = tf.memory().numTensors;
-  const parts = await t.gradient(batch, job(2), async () => { pauses += 1; });
+  const parts = await t.gradient(batch, spec(2), async () => { pauses += 1; });
   assert.equal(pauses, 3, 'the loop may heartbeat between micro-batches');
   assert.equal(tf.memory().numTensors, tensors, 'no tensors leak');
   assert.ok(Math.abs(parts.loss - whole.loss) < 1e-6, `${parts.loss} vs ${whole.loss}`);
   whole.grads.forEach((g, k) => g.forEach((v, j) => assert.ok(Math.abs(parts.grads[k][j] - v) < 1e-6, `weight ${k}[${j}]`)));
-  assert.ok(Math.abs(t.evaluate(batch, job(2)) - t.evaluate(batch, job(8))) < 1e-6);
+  assert.ok(Math.abs(t.evaluate(batch, spec(2)) - t.evaluate(batch, spec(8))) < 1e-6);
 });

@@ -1,18 +1,18 @@
-// Validation loss of model versions: stdin {job, model_urls, eval_urls}; stdout (last line): [loss, ...]
+// Validation loss of model versions: stdin {spec, model_urls, eval_urls}; stdout (last line): [loss, ...]
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { fetchBytes } from '../src/api.js';
 import { Trainer } from '../src/trainer.js';
 
 await tf.setBackend('cpu');
-const { job, model_urls: urls, eval_urls: evalUrls } = JSON.parse(readFileSync(0, 'utf8'));
+const { spec, model_urls: urls, eval_urls: evalUrls } = JSON.parse(readFileSync(0, 'utf8'));
 const batches = await Promise.all(evalUrls.map((u) => fetchBytes(u)));
 const trainer = new Trainer(tf);
 const losses = [];
 for (const [i, url] of urls.entries()) {
   const version = Number(url.match(/versions\/(\d+)\//)[1]);
-  await trainer.prepare({ job_id: 'eval', base_version: i === 0 ? -1 : version, model_url: url, job });
+  await trainer.prepare({ job_id: 'eval', base_version: i === 0 ? -1 : version, model_url: url, spec });
   trainer.version = version;
-  losses.push(batches.reduce((s, b) => s + trainer.evaluate(b, job), 0) / batches.length);
+  losses.push(batches.reduce((s, b) => s + trainer.evaluate(b, spec), 0) / batches.length);
 }
 process.stdout.write(`\n${JSON.stringify(losses)}`);

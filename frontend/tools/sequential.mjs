@@ -1,6 +1,6 @@
 // Sequential training with TF.js in one process, the baseline crowdtrain is
 // compared with: the same model, data and order, tf.train optimizers.
-// stdin: {model_url, job, batch_urls, optimizer: {name, ...settings}, eval_urls, eval_every}
+// stdin: {model_url, spec, batch_urls, optimizer: {name, ...settings}, eval_urls, eval_every}
 // stdout (last line): {val: [[samples, loss], ...], weights: [[...], ...]}
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
@@ -9,9 +9,9 @@ import { Trainer } from '../src/trainer.js';
 
 await tf.setBackend('cpu');
 const input = JSON.parse(readFileSync(0, 'utf8'));
-const { job } = input;
+const { spec } = input;
 const trainer = new Trainer(tf);
-await trainer.prepare({ job_id: 'sequential', base_version: 0, model_url: input.model_url, job });
+await trainer.prepare({ job_id: 'sequential', base_version: 0, model_url: input.model_url, spec });
 const o = input.optimizer;
 const optimizer = {
   sgd: () => tf.train.sgd(o.learning_rate),
@@ -20,14 +20,14 @@ const optimizer = {
   rmsprop: () => tf.train.rmsprop(o.learning_rate, o.decay, o.momentum, o.epsilon, o.centered),
 }[o.name]();
 const evalBatches = await Promise.all((input.eval_urls || []).map((u) => fetchBytes(u)));
-const validate = () => evalBatches.reduce((s, b) => s + trainer.evaluate(b, job), 0) / Math.max(1, evalBatches.length);
+const validate = () => evalBatches.reduce((s, b) => s + trainer.evaluate(b, spec), 0) / Math.max(1, evalBatches.length);
 const val = [[0, validate()]];
 const variables = trainer.model.trainableWeights.map((w) => w.val);
 for (let step = 0; step < input.batch_urls.length; step += 1) {
-  const { grads } = await trainer.gradient(await fetchBytes(input.batch_urls[step]), job);
+  const { grads } = await trainer.gradient(await fetchBytes(input.batch_urls[step]), spec);
   optimizer.applyGradients(trainer.order.map((i, k) => ({ name: variables[i].name, tensor: tf.tensor(grads[k], variables[i].shape) })));
   if ((step + 1) % (input.eval_every || 1e9) === 0 || step === input.batch_urls.length - 1) {
-    val.push([(step + 1) * job.batch_size, validate()]);
+    val.push([(step + 1) * spec.dataset.x.shape[0], validate()]);
   }
 }
 const weights = trainer.order.map((i) => Array.from(variables[i].dataSync()));

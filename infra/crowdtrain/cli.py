@@ -19,6 +19,8 @@ from typing import Any, Iterator
 
 import requests
 
+from chalicelib.fold.optimizers import OPTIMIZERS
+from chalicelib.model.codecs import CODECS
 from crowdtrain.api import Api, ApiError
 
 STATE = Path(".crowdtrain") / "local.json"
@@ -48,8 +50,8 @@ def _api(args: argparse.Namespace) -> Api:
 
 # -- job creation -------------------------------------------------------------------
 def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
-    from crowdtrain.charlstm import CharLSTM
-    from crowdtrain.corpus import kjv_text
+    from crowdtrain.jobs.charlstm import CharLSTM
+    from crowdtrain.jobs.corpus import kjv_text
 
     model = CharLSTM(units=tuple(args.units), seq_len=args.seq_len, batch_size=args.batch_size)
     x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
@@ -79,7 +81,7 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
         optimizer["learning_rate"] = args.learning_rate
     if args.optimizer == "momentum":
         optimizer["momentum"] = args.momentum
-    return {"optimizer": optimizer, "gradients_per_update": args.k, "staleness": args.staleness,
+    return {"optimizer": optimizer, "gradients_per_update": args.gradients_per_update, "staleness": args.staleness,
             "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed}
 
 
@@ -92,9 +94,14 @@ def create(args: argparse.Namespace) -> str:
 
 
 # -- watching and managing ------------------------------------------------------------
+def list_jobs(args: argparse.Namespace) -> None:
+    jobs = _api(args).call("GET", "/jobs")["jobs"]
+    print("\n".join(json.dumps(job) for job in jobs) if args.json else job_table(jobs))
+
+
 def describe(status: dict[str, Any]) -> str:
     spec = status["spec"]
-    total = spec["num_batches"] * spec["epochs"]
+    total = spec["dataset"]["batches"] * spec["epochs"]
     history = status["history"]
     loss = f"{history[-1]['loss']:.4f}" if history else "-"
     eta = "-"
@@ -105,6 +112,20 @@ def describe(status: dict[str, Any]) -> str:
     return (f"{status['job_id']} {status['status']:<9} version {status['version']:>5}  epoch "
             f"{status['epoch']}/{spec['epochs']}  batches {status['batches_done']}/{total}  loss {loss}  "
             f"volunteers {status['active_volunteers']}  discarded {sum(status['discarded'].values())}  eta {eta}")
+
+
+JOB_COLUMNS = (("job_id", "JOB"), ("name", "NAME"), ("status", "STATUS"), ("version", "VERSION"),
+               ("epoch", "EPOCH"), ("batches_done", "BATCHES"), ("pending_gradients", "PENDING"))
+
+
+def job_table(jobs: list[dict[str, Any]]) -> str:
+    """`crowdtrain jobs`: one aligned row per job, newest first."""
+    if not jobs:
+        return "no jobs yet: `crowdtrain create` makes one"
+    rows = [[label for _, label in JOB_COLUMNS]] + [
+        [str(job[key]) for key, _ in JOB_COLUMNS] for job in sorted(jobs, key=lambda j: -j["created"])]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(JOB_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
 def watch(args: argparse.Namespace) -> None:
@@ -150,15 +171,19 @@ def import_keras(args: argparse.Namespace) -> None:
 
 # -- the local stack -----------------------------------------------------------------
 def local(args: argparse.Namespace) -> None:
-    from crowdtrain.localstack import LocalStack
+    from crowdtrain.local.cloud import LocalCloud, PortInUse
 
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    stack = LocalStack(api_port=args.api_port, web_port=args.web_port)
+    stack = LocalCloud(api_port=args.api_port, web_port=args.web_port, verbose=args.verbose)
     print("starting moto server, resources, API, dispatcher and web server ...", flush=True)
     swarm = None
-    with stack:
+    try:
+        stack.start()
+    except PortInUse as err:
+        raise SystemExit(f"crowdtrain local: {err}")
+    try:
         STATE.parent.mkdir(exist_ok=True)
         STATE.write_text(json.dumps({"api": stack.api_url, "web": stack.web_url, "admin_token": stack.admin_token,
                                      "aws_endpoint": stack.endpoint, "pid": os.getpid(),
@@ -172,25 +197,48 @@ def local(args: argparse.Namespace) -> None:
         print(f"volunteer page: {stack.web_url}")
         print(f"dashboard:      {stack.web_url}dashboard.html" + (f"?job={job}" if job else ""), flush=True)
         if args.volunteers:
-            from crowdtrain.swarm import Swarm
+            from crowdtrain.local.swarm import Swarm
             swarm = Swarm(stack.web_url, args.volunteers).start()
             print(f"{args.volunteers} headless Chromium volunteers started", flush=True)
-        print("Ctrl-C stops everything.", flush=True)
+        print("Ctrl-C stops everything." + ("" if args.verbose else " (--verbose shows every API request)"),
+              flush=True)
+        status = StatusLine(sys.stdout)
         try:
             while not stopping.wait(args.status_every or 3600):
                 if job and args.status_every:
-                    print(describe(Api(stack.api_url, stack.admin_token).call("GET", f"/jobs/{job}")), flush=True)
+                    status.show(describe(Api(stack.api_url, stack.admin_token).call("GET", f"/jobs/{job}")))
         finally:
+            status.end()
             if swarm:
                 swarm.stop()
+    finally:
+        stack.stop()
     STATE.unlink(missing_ok=True)
     print("stopped", flush=True)
+
+
+class StatusLine:
+    """The demo job's status: rewritten in place on a terminal, so it stays the
+    last thing on screen; one line per update elsewhere (logs, pipes)."""
+
+    def __init__(self, out: Any):
+        self.out, self.in_place, self.shown = out, out.isatty(), False
+
+    def show(self, text: str) -> None:
+        self.out.write(f"\r\033[K{text}" if self.in_place else f"{text}\n")
+        self.out.flush()
+        self.shown = True
+
+    def end(self) -> None:
+        if self.in_place and self.shown:
+            self.out.write("\n")
+            self.out.flush()
 
 
 # -- AWS --------------------------------------------------------------------------------
 def deploy(args: argparse.Namespace) -> None:
     import boto3
-    from crowdtrain.deploy import Deployer
+    from crowdtrain.aws.deploy import Deployer
 
     session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
     url = Deployer(session, args.stage).deploy(args.rate_limit, args.burst_limit)
@@ -199,7 +247,7 @@ def deploy(args: argparse.Namespace) -> None:
 
 def teardown(args: argparse.Namespace) -> None:
     import boto3
-    from crowdtrain.deploy import Deployer
+    from crowdtrain.aws.deploy import Deployer
 
     session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
     Deployer(session, args.stage).teardown()
@@ -207,8 +255,7 @@ def teardown(args: argparse.Namespace) -> None:
 
 # -- argument parsing ------------------------------------------------------------------
 def _job_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--template", choices=["char-lstm"], default="char-lstm")
-    parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of a template")
+    parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of the char-lstm template")
     parser.add_argument("--dataset", help="with --model: folder of batch-NNNNNN.bin files and dataset.json")
     parser.add_argument("--loss", default="sparseCategoricalCrossentropy")
     parser.add_argument("--name")
@@ -220,13 +267,14 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
                         help="volunteers compute each batch this many sequences at a time (local accumulation)")
     parser.add_argument("--passage", default="gen1:1-rev22:21", help="KJV passage for the corpus")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--k", type=int, default=3, help="gradients per update (paper: accumulate 3)")
+    parser.add_argument("-k", "--gradients-per-update", type=int, default=3,
+                        help="gradients folded into each update, K (paper: accumulate 3)")
     parser.add_argument("--staleness", type=int, default=4)
-    parser.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adam", "rmsprop"])
+    parser.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--lease-seconds", type=int, default=120)
-    parser.add_argument("--codec", default="fp32", choices=["fp32", "fp16", "int8"])
+    parser.add_argument("--codec", default="fp32", choices=sorted(CODECS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-start", action="store_true", help="upload but do not start the job")
 
@@ -242,8 +290,9 @@ def parser() -> argparse.ArgumentParser:
     _job_options(p)
     p.add_argument("--no-demo", action="store_true")
     p.add_argument("--volunteers", type=int, default=0, help="headless Chromium volunteers to start")
-    p.add_argument("--api-port", type=int, default=8000)
-    p.add_argument("--web-port", type=int, default=8080)
+    p.add_argument("--api-port", type=int, default=8000, help="the API's port (0: any free one)")
+    p.add_argument("--web-port", type=int, default=8080, help="the pages' port (0: any free one)")
+    p.add_argument("--verbose", action="store_true", help="print every API request (the access log)")
     p.add_argument("--status-every", type=float, default=10, help="print the demo job's status every N s (0: never)")
     p.set_defaults(func=local)
 
@@ -252,7 +301,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=create)
 
     p = sub.add_parser("jobs", help="list jobs")
-    p.set_defaults(func=lambda a: [print(json.dumps(j)) for j in _api(a).call("GET", "/jobs")["jobs"]])
+    p.add_argument("--json", action="store_true", help="one JSON object per job instead of a table")
+    p.set_defaults(func=list_jobs)
 
     p = sub.add_parser("watch", help="follow a job: version, loss, volunteers, ETA")
     p.add_argument("job")

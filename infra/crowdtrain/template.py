@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
+from crowdtrain.paths import TEMPLATE
 # Resource types moto's CloudFormation cannot create. On the local stack the
 # edge server plays CloudFront and the lease secret is made by hand.
 LOCAL_UNSUPPORTED = {"AWS::CloudFront::Distribution", "AWS::CloudFront::OriginAccessControl",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from chalicelib.codecs import get_codec
+from chalicelib.model.codecs import get_codec
 from chalicelib.errors import BadRequest
-from chalicelib.spec import JobSpec
+from chalicelib.jobs.spec import JobSpec
 
 
 def check_gradient(spec: JobSpec, data: bytes) -> list[np.ndarray]:

@@ -1,5 +1,5 @@
-"""The real local stack (`crowdtrain local`) as a child process, for tests that
-need real HTTP, a real moto server and real browsers."""
+"""`crowdtrain local` as a child process, for tests and benchmarks that need
+real HTTP, a real moto server and real browsers."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 
 from crowdtrain.api import Api
-from crowdtrain.charlstm import CharLSTM
-from crowdtrain.corpus import kjv_text
+from crowdtrain.jobs.charlstm import CharLSTM
+from crowdtrain.jobs.corpus import kjv_text
 
 CLI = Path(sys.executable).parent / "crowdtrain"
 
@@ -32,7 +32,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-class StackProcess:
+class LocalCloudProcess:
     def __init__(self, workdir: Path, *options: str):
         """`crowdtrain local` with `options` (default: no demo job)."""
         self.workdir = workdir

@@ -1,4 +1,5 @@
-"""The whole of crowdtrain on one machine, with moto's server standing in for AWS.
+"""The local cloud: the whole of crowdtrain on one machine, with moto's server
+standing in for AWS.
 
 Started by `crowdtrain local`: a `moto_server` child process; the stack's
 resources created from infra/template.yaml through moto's CloudFormation
@@ -10,6 +11,8 @@ CloudFront. `stop()` ends all of it, the child process included.
 """
 from __future__ import annotations
 
+import errno
+import functools
 import importlib
 import json
 import os
@@ -26,12 +29,17 @@ from typing import Any
 import boto3
 import requests
 
-from crowdtrain.dispatcher import QueueDispatcher, sqs_dispatchers
+from crowdtrain.environment import app_environment
+from crowdtrain.local.dispatcher import QueueDispatcher, sqs_dispatchers
+from crowdtrain.local.edge import EdgeServer
+from crowdtrain.paths import ROOT, SITE
 from crowdtrain.template import load_template, without_unsupported
-from crowdtrain.webserver import EdgeServer
 
-ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
+
+
+class PortInUse(RuntimeError):
+    """A port the local cloud was told to use is taken."""
 
 
 def free_port() -> int:
@@ -41,12 +49,13 @@ def free_port() -> int:
 
 
 @dataclass
-class LocalStack:
+class LocalCloud:
     stage: str = "local"
-    site: Path = ROOT / "frontend" / "dist"
+    site: Path = SITE
     api_port: int = 0
     web_port: int = 0
     log_dir: Path | None = None
+    verbose: bool = False  # print the API's access log
     moto: subprocess.Popen | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -60,7 +69,7 @@ class LocalStack:
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}/"
 
-    def start(self) -> "LocalStack":
+    def start(self) -> "LocalCloud":
         try:
             self._start_moto()
             self._create_resources()
@@ -95,7 +104,7 @@ class LocalStack:
     # -- resources from infra/template.yaml -----------------------------------------
     def _create_resources(self) -> None:
         template = load_template()
-        local, skipped = without_unsupported(template)
+        local, _ = without_unsupported(template)
         cloudformation = self.session.client("cloudformation")
         name = f"crowdtrain-{self.stage}"
         cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(local),
@@ -111,16 +120,15 @@ class LocalStack:
         arn = self.session.client("secretsmanager").create_secret(
             Name=secret_name, Description=secret["Description"], SecretString=secrets.token_hex(length // 2))["ARN"]
         self.outputs["LeaseSecretId"] = arn
-        self.skipped = skipped
 
     # -- the app -------------------------------------------------------------------
     def _start_app(self) -> None:
         from chalice.config import Config
-        from chalice.local import create_local_server
+        from chalice.local import ChaliceRequestHandler, create_local_server
 
         self.api_port = self.api_port or free_port()
         self.web_port = self.web_port or free_port()
-        env = self.app_environment()
+        env = app_environment(self.outputs, self.web_url, "*", self.admin_token)
         os.environ.update(env)
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))  # app.py lives at the checkout's top, as `chalice` expects
@@ -132,24 +140,19 @@ class LocalStack:
         services.reset()
         config = Config(chalice_stage=self.stage, config_from_disk={
             "version": "2.0", "app_name": "crowdtrain", "stages": {self.stage: {"environment_variables": env}}})
-        self.api = create_local_server(module.app, config, "127.0.0.1", self.api_port)
+        self.api = _bind("API", "--api-port", self.api_port,
+                         lambda: create_local_server(module.app, config, "127.0.0.1", self.api_port))
+        if not self.verbose:  # one line per request buries what matters; --verbose shows them
+            self.api.server.RequestHandlerClass = functools.partial(
+                _quiet(ChaliceRequestHandler), app_object=module.app, config=config)
         self._api_thread = threading.Thread(target=self.api.server.serve_forever, name="api", daemon=True)
         self._api_thread.start()
-        self.edge = EdgeServer(self.site, self.session.client("s3"), self.outputs["BucketName"],
-                               {"api": self.api_url, "stage": self.stage}, port=self.web_port).start()
+        self.edge = _bind("web server", "--web-port", self.web_port, lambda: EdgeServer(
+            self.site, self.session.client("s3"), self.outputs["BucketName"],
+            {"api": self.api_url, "stage": self.stage}, port=self.web_port)).start()
         self.dispatchers = sqs_dispatchers(module, self.session.client("sqs"))
         for dispatcher in self.dispatchers:
             dispatcher.start()
-
-    def app_environment(self) -> dict[str, str]:
-        """What `chalice deploy` puts in the Lambdas' environment, for this stack."""
-        o = self.outputs
-        return {
-            "TABLE_NAME": o["TableName"], "BUCKET_NAME": o["BucketName"], "TASK_QUEUE_URL": o["TaskQueueUrl"],
-            "RESULTS_QUEUE_URL": o["ResultsQueueUrl"], "RESULTS_QUEUE_NAME": o["ResultsQueueName"],
-            "LEASE_SECRET_ID": o["LeaseSecretId"], "PUBLIC_BASE_URL": self.web_url, "CORS_ORIGIN": "*",
-            "ADMIN_TOKEN": self.admin_token,
-        }
 
     def stop(self) -> None:
         for dispatcher in self.dispatchers:
@@ -169,8 +172,24 @@ class LocalStack:
                 self.moto.kill()
                 self.moto.wait()
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> "LocalCloud":
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _bind(what: str, option: str, port: int, make: Any) -> Any:
+    """`make()`, with a taken port reported by name and option instead of a traceback."""
+    try:
+        return make()
+    except OSError as err:
+        if err.errno != errno.EADDRINUSE:
+            raise
+        raise PortInUse(f"port {port} for the {what} is taken: stop what uses it, or pass {option} with "
+                        f"another port ({option} 0 picks a free one)") from None
+
+
+def _quiet(handler: type) -> type:
+    """`handler` without the access log line per request (errors still print)."""
+    return type(f"Quiet{handler.__name__}", (handler,), {"log_request": lambda self, *args: None})

@@ -15,31 +15,38 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.epochs import queue_epoch
 from chalicelib.errors import BadRequest, Conflict
-from chalicelib.jobstore import JobStore
-from chalicelib.objects import ObjectStore
-from chalicelib.queues import TaskQueue
-from chalicelib.spec import JobSpec, parse_job
-from chalicelib.versions import (VersionStore, batch_key, data_prefix, initial_weights_key, job_prefixes,
-                                 model_key)
-from chalicelib.weights import decode_tensors
+from chalicelib.jobs.schema import parse_job
+from chalicelib.jobs.spec import JobSpec
+from chalicelib.model.keys import batch_key, data_prefix, initial_weights_key, job_prefixes, model_key
+from chalicelib.model.versions import VersionStore
+from chalicelib.model.weights import decode_tensors
+from chalicelib.store.foldlog import FoldLogStore
+from chalicelib.store.jobs import JobRecords
+from chalicelib.store.leases import LeaseRecords
+from chalicelib.store.meta import MetaStore
+from chalicelib.store.objects import ObjectStore
+from chalicelib.store.stats import Counters
+from chalicelib.tasks.epochs import EpochQueue
 
 UPLOAD_SECONDS = 6 * 3600
 HISTORY_POINTS = 500
 
 
 class JobAdmin:
-    def __init__(self, jobs: JobStore, versions: VersionStore, tasks: TaskQueue, objects: ObjectStore,
+    def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, counters: Counters,
+                 fold_log: FoldLogStore, versions: VersionStore, epochs: EpochQueue, objects: ObjectStore,
                  max_parameters: int, max_batches: int):
-        self.jobs, self.versions, self.tasks, self.objects = jobs, versions, tasks, objects
+        self.jobs, self.meta, self.leases, self.counters, self.fold_log = jobs, meta, leases, counters, fold_log
+        self.versions, self.epochs, self.objects = versions, epochs, objects
         self.max_parameters, self.max_batches = max_parameters, max_batches
 
     def create(self, body: Any) -> dict[str, Any]:
         spec = parse_job(body, self.max_parameters, self.max_batches)
         job_id = f"j-{secrets.token_hex(6)}"
         self.jobs.create(job_id, spec)
-        weight_bytes = sum(s.nbytes for s in spec.weight_specs)
+        weight_bytes = spec.weight_bytes
+        dataset = spec.dataset
         return {
             "job_id": job_id, "status": "uploading",
             "upload": {
@@ -47,59 +54,58 @@ class JobAdmin:
                 "weights_bytes": weight_bytes,
                 # One form for every batch: POST each file with key = prefix + "batch-NNNNNN.bin",
                 # gzip-compressed where batch_encoding says so (batch_bytes is the inflated size).
-                "batches": self.objects.presigned_post(data_prefix(job_id), spec.batch_upload_bytes,
+                "batches": self.objects.presigned_post(data_prefix(job_id), dataset.upload_bytes,
                                                        UPLOAD_SECONDS, prefix=True,
-                                                       content_encoding=spec.batch_encoding),
-                "batch_key_prefix": data_prefix(job_id), "batch_bytes": spec.batch_bytes,
-                "batch_encoding": spec.batch_encoding,
-                "batches_expected": spec.num_batches,
+                                                       content_encoding=dataset.encoding),
+                "batch_key_prefix": data_prefix(job_id), "batch_bytes": dataset.batch_bytes,
+                "batch_encoding": dataset.encoding,
+                "batches_expected": dataset.batches,
             },
             "gradient_bytes": spec.gradient_bytes,
         }
 
     def start(self, job_id: str) -> dict[str, Any]:
-        meta, spec = self.jobs.meta(job_id), self.jobs.spec(job_id)
+        meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
         if meta.status != "uploading":
             raise Conflict(f"job {job_id} is already {meta.status}")
-        weight_bytes = sum(s.nbytes for s in spec.weight_specs)
-        if self.objects.size(initial_weights_key(job_id)) != weight_bytes:
-            raise BadRequest(f"initial weights are missing or not exactly {weight_bytes} bytes")
+        if self.objects.size(initial_weights_key(job_id)) != spec.weight_bytes:
+            raise BadRequest(f"initial weights are missing or not exactly {spec.weight_bytes} bytes")
         self._check_batches(job_id, spec)
         weights = decode_tensors(spec.weight_specs, self.objects.get(initial_weights_key(job_id)))
         if not all(np.isfinite(w).all() for w in weights):
             raise BadRequest("initial weights contain NaN or infinite values")
         optimizer = spec.build_optimizer()
         self.versions.write(job_id, 0, spec, weights, optimizer.initial_state(weights))
-        meta = self.jobs.save(meta, replace(meta, status="running"))
-        meta = queue_epoch(self.jobs, self.tasks, meta, spec)
-        return meta.public()
+        meta = self.meta.save(meta, replace(meta, status="running"))
+        return self.epochs.queue(meta, spec).public()
 
     def _check_batches(self, job_id: str, spec: JobSpec) -> None:
         """Every batch file is there with an acceptable size. A gzip file's
         inflated size is only known by reading it: batch 0 is inflated here to
         catch a wrong layout or an uncompressed upload, and volunteers check
         every batch's size again before they train on it."""
-        least, most = spec.batch_upload_bytes
+        dataset = spec.dataset
+        least, most = dataset.upload_bytes
         sizes = self.objects.sizes(data_prefix(job_id))
-        wrong = [b for b in range(spec.num_batches) if not least <= sizes.get(batch_key(job_id, b), -1) <= most]
+        wrong = [b for b in range(dataset.batches) if not least <= sizes.get(batch_key(job_id, b), -1) <= most]
         if wrong:
-            wanted = (f"exactly {spec.batch_bytes} bytes" if least == most
-                      else f"{least}-{most} bytes of {spec.batch_encoding}")
-            raise BadRequest(f"{len(wrong)} of {spec.num_batches} batch files are missing or not {wanted} "
+            wanted = (f"exactly {dataset.batch_bytes} bytes" if least == most
+                      else f"{least}-{most} bytes of {dataset.encoding}")
+            raise BadRequest(f"{len(wrong)} of {dataset.batches} batch files are missing or not {wanted} "
                              f"(first: batch {wrong[0]})")
-        if spec.batch_encoding == "gzip":
-            inflated = inflate(self.objects.get(batch_key(job_id, 0)), spec.batch_bytes + 1)
-            if inflated is None or len(inflated) != spec.batch_bytes:
+        if dataset.encoding == "gzip":
+            inflated = inflate(self.objects.get(batch_key(job_id, 0)), dataset.batch_bytes + 1)
+            if inflated is None or len(inflated) != dataset.batch_bytes:
                 found = "is not gzip data" if inflated is None else f"inflates to {len(inflated)} bytes"
                 raise BadRequest(f"batch 0 {found}; dataset.encoding gzip needs each file to inflate to "
-                                 f"exactly {spec.batch_bytes} bytes")
+                                 f"exactly {dataset.batch_bytes} bytes")
 
     def status(self, job_id: str) -> dict[str, Any]:
         """Everything about a job's progress. None of it is secret: the public
         progress routes serve the same view to volunteer pages and dashboards."""
-        meta, spec = self.jobs.meta(job_id), self.jobs.spec(job_id)
-        counters = self.jobs.counters(job_id)
-        volunteers = self.jobs.active_leases(job_id)
+        meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
+        counters = self.counters.read(job_id)
+        volunteers = self.leases.active_volunteers(job_id)
         return {
             **meta.public(),
             "spec": spec.public(),
@@ -108,25 +114,25 @@ class JobAdmin:
             "active_volunteers": len(set(volunteers)),
             "discarded": {k[len("discarded_"):]: v for k, v in counters.items() if k.startswith("discarded_")},
             "counters": counters,
-            "history": self.jobs.history(meta, HISTORY_POINTS),
+            "history": self.fold_log.history(meta, HISTORY_POINTS),
         }
 
     def list(self) -> list[dict[str, Any]]:
         return [{**meta.public(), "name": self.jobs.spec(meta.job_id).name}
-                for meta in (self.jobs.meta(job_id) for job_id in self.jobs.job_ids())]
+                for meta in (self.meta.get(job_id) for job_id in self.jobs.ids())]
 
     def set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
-        meta = self.jobs.meta(job_id)
+        meta = self.meta.get(job_id)
         source, target = ("running", "paused") if paused else ("paused", "running")
         if meta.status != source:
             raise Conflict(f"job {job_id} is {meta.status}; only a {source} job can be "
                            f"{'paused' if paused else 'resumed'}")
-        return self.jobs.save(meta, replace(meta, status=target)).public()
+        return self.meta.save(meta, replace(meta, status=target)).public()
 
     def delete(self, job_id: str) -> dict[str, Any]:
         """Remove the job's records, then its files. Its queued tasks are
         dropped as volunteers meet them (the lease finds no job)."""
-        self.jobs.meta(job_id)  # 404 for an unknown job
+        self.meta.get(job_id)  # 404 for an unknown job
         items = self.jobs.delete(job_id)
         files = sum(self.objects.delete_prefix(prefix) for prefix in job_prefixes(job_id))
         return {"job_id": job_id, "deleted": True, "records": items, "files": files}

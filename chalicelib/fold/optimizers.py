@@ -12,17 +12,18 @@ no backend, so that value is the default here.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from chalicelib.errors import BadRequest
-from chalicelib.named import Named
+from chalicelib.named import Named, choose
+from chalicelib.validate import FLAG, Range
 
 F32 = np.float32
 BACKEND_EPSILON = 1e-7
+LEARNING_RATE = Range(0, 1e3, low_open=True)
+UNIT = Range(0, 1)
 
 
 @dataclass
@@ -32,25 +33,6 @@ class OptimizerState:
     step: int = 0
     scalars: dict[str, float] = field(default_factory=dict)
     slots: dict[str, list[np.ndarray]] = field(default_factory=dict)
-
-
-def _number(settings: Mapping[str, Any], key: str, default: float | None, low: float, high: float,
-            low_open: bool = False) -> float:
-    value = settings.get(key, default)
-    if value is None:
-        raise BadRequest(f"optimizer setting {key!r} is required")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequest(f"optimizer setting {key!r} must be a finite number")
-    if value < low or value > high or (low_open and value == low):
-        raise BadRequest(f"optimizer setting {key!r} must be in {'(' if low_open else '['}{low}, {high}]")
-    return float(value)
-
-
-def _flag(settings: Mapping[str, Any], key: str) -> bool:
-    value = settings.get(key, False)
-    if not isinstance(value, bool):
-        raise BadRequest(f"optimizer setting {key!r} must be true or false")
-    return value
 
 
 class Optimizer(Named):
@@ -72,11 +54,10 @@ class SGD(Optimizer):
     """tf.train.sgd(learningRate): w - lr * g."""
 
     name = "sgd"
-    keys = ("learning_rate",)
+    limits = {"learning_rate": LEARNING_RATE}
 
-    def __init__(self, settings: Mapping[str, Any]):
-        super().__init__(settings)
-        self.learning_rate = _number(settings, "learning_rate", None, 0, 1e3, low_open=True)
+    def __init__(self, learning_rate: float):
+        self.learning_rate = learning_rate
 
     def apply(self, weights, grads, state):
         lr = F32(self.learning_rate)
@@ -88,13 +69,10 @@ class Momentum(Optimizer):
     """tf.train.momentum(learningRate, momentum, useNesterov)."""
 
     name = "momentum"
-    keys = ("learning_rate", "momentum", "use_nesterov")
+    limits = {"learning_rate": LEARNING_RATE, "momentum": UNIT, "use_nesterov": FLAG}
 
-    def __init__(self, settings: Mapping[str, Any]):
-        super().__init__(settings)
-        self.learning_rate = _number(settings, "learning_rate", None, 0, 1e3, low_open=True)
-        self.momentum = _number(settings, "momentum", None, 0, 1)
-        self.use_nesterov = _flag(settings, "use_nesterov")
+    def __init__(self, learning_rate: float, momentum: float, use_nesterov: bool = False):
+        self.learning_rate, self.momentum, self.use_nesterov = learning_rate, momentum, use_nesterov
 
     def initial_state(self, weights):
         return OptimizerState(slots={"momentum": _zeros(weights)})
@@ -118,14 +96,11 @@ class Adam(Optimizer):
     """
 
     name = "adam"
-    keys = ("learning_rate", "beta1", "beta2", "epsilon")
+    limits = {"learning_rate": LEARNING_RATE, "beta1": UNIT, "beta2": UNIT, "epsilon": UNIT}
 
-    def __init__(self, settings: Mapping[str, Any]):
-        super().__init__(settings)
-        self.learning_rate = _number(settings, "learning_rate", 0.001, 0, 1e3, low_open=True)
-        self.beta1 = _number(settings, "beta1", 0.9, 0, 1)
-        self.beta2 = _number(settings, "beta2", 0.999, 0, 1)
-        self.epsilon = _number(settings, "epsilon", BACKEND_EPSILON, 0, 1)
+    def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 epsilon: float = BACKEND_EPSILON):
+        self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, epsilon
 
     def initial_state(self, weights):
         return OptimizerState(
@@ -158,15 +133,12 @@ class RMSProp(Optimizer):
     """
 
     name = "rmsprop"
-    keys = ("learning_rate", "decay", "momentum", "epsilon", "centered")
+    limits = {"learning_rate": LEARNING_RATE, "decay": UNIT, "momentum": UNIT, "epsilon": UNIT, "centered": FLAG}
 
-    def __init__(self, settings: Mapping[str, Any]):
-        super().__init__(settings)
-        self.learning_rate = _number(settings, "learning_rate", None, 0, 1e3, low_open=True)
-        self.decay = _number(settings, "decay", 0.9, 0, 1)
-        self.momentum = _number(settings, "momentum", 0.0, 0, 1)
-        self.epsilon = _number(settings, "epsilon", BACKEND_EPSILON, 0, 1)
-        self.centered = _flag(settings, "centered")
+    def __init__(self, learning_rate: float, decay: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = BACKEND_EPSILON, centered: bool = False):
+        self.learning_rate, self.decay, self.momentum = learning_rate, decay, momentum
+        self.epsilon, self.centered = epsilon, centered
 
     def initial_state(self, weights):
         slots = {"rms": _zeros(weights), "momentum": _zeros(weights)}
@@ -197,10 +169,6 @@ class RMSProp(Optimizer):
 OPTIMIZERS: dict[str, type[Optimizer]] = {c.name: c for c in (SGD, Momentum, Adam, RMSProp)}
 
 
-def make_optimizer(name: Any, settings: Any) -> Optimizer:
-    """Build the named optimizer, validating its settings (400 on mistakes)."""
-    if not isinstance(name, str) or name not in OPTIMIZERS:
-        raise BadRequest(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
-    if not isinstance(settings, Mapping):
-        raise BadRequest("optimizer settings must be a JSON object")
-    return OPTIMIZERS[name](settings)
+def make_optimizer(raw: Any) -> Optimizer:
+    """The optimizer a job's `optimizer` object names, its settings checked (400 on mistakes)."""
+    return choose(OPTIMIZERS, raw, "optimizer")

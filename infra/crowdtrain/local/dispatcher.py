@@ -39,7 +39,6 @@ class QueueDispatcher(threading.Thread):
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"]["QueueArn"]
         self.stopping = threading.Event()
-        self.invocations = 0
         self.failures = 0
 
     def poll_once(self) -> int:
@@ -53,7 +52,6 @@ class QueueDispatcher(threading.Thread):
         event = {"Records": [lambda_record(m, self.queue_arn) for m in messages]}
         context = types.SimpleNamespace(function_name=self.function_name, aws_request_id=str(uuid.uuid4()),
                                         memory_limit_in_mb=1024)
-        self.invocations += 1
         try:
             self.handler(event, context)
         except Exception:

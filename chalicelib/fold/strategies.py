@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from chalicelib.errors import BadRequest
-from chalicelib.named import Named
+from chalicelib.named import Named, choose
+from chalicelib.validate import Range
 
 Gradient = list[np.ndarray]
 
@@ -63,13 +63,9 @@ class TrimmedMean(Strategy):
     of smallest values (at least one each side once there are three or more)."""
 
     name = "trimmed_mean"
-    keys = ("trim",)
+    limits = {"trim": Range(0, 0.5, high_open=True)}
 
-    def __init__(self, settings):
-        super().__init__(settings)
-        trim = settings.get("trim", 0.2)
-        if isinstance(trim, bool) or not isinstance(trim, (int, float)) or not 0 <= trim < 0.5:
-            raise BadRequest("trimmed_mean setting 'trim' must be a number in [0, 0.5)")
+    def __init__(self, trim: float = 0.2):
         self.trim = float(trim)
 
     def aggregate(self, gradients):
@@ -86,14 +82,10 @@ class ClippedMean(Strategy):
     """Mean of gradients each scaled down to a global L2 norm of at most `clip_norm`."""
 
     name = "clipped_mean"
-    keys = ("clip_norm",)
+    limits = {"clip_norm": Range(0, 1e12, low_open=True)}
 
-    def __init__(self, settings):
-        super().__init__(settings)
-        clip = settings.get("clip_norm")
-        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (0 < clip < math.inf):
-            raise BadRequest("clipped_mean needs a positive finite 'clip_norm'")
-        self.clip_norm = float(clip)
+    def __init__(self, clip_norm: float):
+        self.clip_norm = float(clip_norm)
 
     def aggregate(self, gradients):
         clipped = []
@@ -101,7 +93,7 @@ class ClippedMean(Strategy):
             norm = math.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in gradient))
             factor = np.float32(min(1.0, self.clip_norm / norm)) if norm > 0 else np.float32(1)
             clipped.append([t * factor for t in gradient])
-        return Mean({}).aggregate(clipped)
+        return Mean().aggregate(clipped)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Mean, Median, TrimmedMean, ClippedMean)}
@@ -109,8 +101,4 @@ STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Mean, Median, Trimm
 
 def make_strategy(raw: Any) -> Strategy:
     """A strategy from a job's `aggregation`: a name, or {"name": ..., settings}."""
-    name, settings = (raw, {}) if isinstance(raw, str) else (
-        (raw.get("name"), {k: v for k, v in raw.items() if k != "name"}) if isinstance(raw, dict) else (raw, {}))
-    if not isinstance(name, str) or name not in STRATEGIES:
-        raise BadRequest(f"unknown aggregation {name!r}; choose one of {sorted(STRATEGIES)}")
-    return STRATEGIES[name](settings)
+    return choose(STRATEGIES, raw, "aggregation")

@@ -13,24 +13,14 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable
 
 from chalicelib.errors import BadRequest, Forbidden, Gone, Unauthorized
+from chalicelib.tasks.records import Lease
 
 VERSION = "v1"
 MAX_TOKEN_CHARS = 4096
-
-
-@dataclass(frozen=True)
-class Lease:
-    job: str
-    epoch: int
-    batch: int
-    base_version: int
-    lease_id: str
-    receipt: str
-    expires: float
 
 
 def _b64(data: bytes) -> str:
@@ -48,15 +38,15 @@ class TokenSigner:
         self._secret = secret
         self._clock = clock
 
-    def _key(self, job: str) -> bytes:
-        return hmac.new(self._secret(), f"crowdtrain-lease:{job}".encode(), hashlib.sha256).digest()
+    def _key(self, job_id: str) -> bytes:
+        return hmac.new(self._secret(), f"crowdtrain-lease:{job_id}".encode(), hashlib.sha256).digest()
 
     def sign(self, lease: Lease) -> str:
         body = _b64(json.dumps(asdict(lease), separators=(",", ":"), sort_keys=True).encode())
-        mac = hmac.new(self._key(lease.job), f"{VERSION}.{body}".encode(), hashlib.sha256).digest()
+        mac = hmac.new(self._key(lease.job_id), f"{VERSION}.{body}".encode(), hashlib.sha256).digest()
         return f"{VERSION}.{body}.{_b64(mac)}"
 
-    def verify(self, token: object, job: str) -> Lease:
+    def verify(self, token: object, job_id: str) -> Lease:
         """The lease a token stands for; 4xx if forged, for another job, or expired."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise BadRequest("lease_token must be a non-empty string")
@@ -65,13 +55,13 @@ class TokenSigner:
             raise Unauthorized("lease token is malformed")
         try:
             payload = json.loads(_unb64(parts[1]))
-            lease = Lease(**payload)
+            lease = Lease.from_json(payload)
             mac = _unb64(parts[2])
         except (ValueError, TypeError):
             raise Unauthorized("lease token is malformed")
-        if lease.job != job:
+        if lease.job_id != job_id:
             raise Forbidden("lease token belongs to another job")
-        expected = hmac.new(self._key(job), f"{VERSION}.{parts[1]}".encode(), hashlib.sha256).digest()
+        expected = hmac.new(self._key(job_id), f"{VERSION}.{parts[1]}".encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(mac, expected):
             raise Unauthorized("lease token signature does not verify")
         if self._clock() >= lease.expires:

@@ -2,20 +2,11 @@
 results FIFO queue (one message group per job serializes its folds)."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 from botocore.exceptions import ClientError
 
-
-@dataclass(frozen=True)
-class Task:
-    job: str
-    epoch: int
-    batch: int
-    receipt: str
-    pin: int | None = None  # a replica check: compute on this version, not the newest
+from chalicelib.tasks.records import Result, Task
 
 
 class TaskQueue:
@@ -25,10 +16,9 @@ class TaskQueue:
         self._sqs = sqs
         self.url = url
 
-    def enqueue(self, job: str, epoch: int, batches: Iterable[int], pin: int | None = None) -> int:
+    def enqueue(self, job_id: str, epoch: int, batches: Iterable[int], pin: int | None = None) -> int:
         """Queue one message per (epoch, batch), in the order given."""
-        extra = {} if pin is None else {"pin": pin}
-        entries = [{"Id": str(i), "MessageBody": json.dumps({"job": job, "epoch": epoch, "batch": b, **extra})}
+        entries = [{"Id": str(i), "MessageBody": Task(job_id, epoch, b, pin=pin).message()}
                    for i, b in enumerate(batches)]
         for start in range(0, len(entries), 10):
             chunk = entries[start:start + 10]
@@ -42,10 +32,7 @@ class TaskQueue:
         reply = self._sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=1,
                                           VisibilityTimeout=visibility, WaitTimeSeconds=wait)
         for message in reply.get("Messages", []):
-            body = json.loads(message["Body"])
-            pin = body.get("pin")
-            return Task(body["job"], int(body["epoch"]), int(body["batch"]), message["ReceiptHandle"],
-                        None if pin is None else int(pin))
+            return Task.from_message(message["Body"], message["ReceiptHandle"])
         return None
 
     def hide(self, receipt: str, seconds: int) -> None:
@@ -62,8 +49,8 @@ class ResultQueue:
         self._sqs = sqs
         self.url = url
 
-    def send(self, result: dict[str, Any]) -> None:
+    def send(self, result: Result) -> None:
         """Hand a completed task to the fold. The lease id is the deduplication
         id, so a completion retried within SQS's 5-minute window is sent once."""
-        self._sqs.send_message(QueueUrl=self.url, MessageBody=json.dumps(result),
-                               MessageGroupId=result["job"], MessageDeduplicationId=result["lease_id"])
+        self._sqs.send_message(QueueUrl=self.url, MessageBody=result.message(),
+                               MessageGroupId=result.job_id, MessageDeduplicationId=result.lease_id)

@@ -21,9 +21,8 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError, WaiterError
 
-from crowdtrain.template import TEMPLATE
-
-ROOT = Path(__file__).resolve().parents[2]
+from crowdtrain.environment import app_environment
+from crowdtrain.paths import ROOT, TEMPLATE
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("application/json", ".map")
@@ -114,12 +113,7 @@ class Deployer:
         config = json.loads(path.read_text())
         stage = config.setdefault("stages", {}).setdefault(self.stage, {})
         domain = outputs["DistributionDomain"]
-        env = {
-            "TABLE_NAME": outputs["TableName"], "BUCKET_NAME": outputs["BucketName"],
-            "TASK_QUEUE_URL": outputs["TaskQueueUrl"], "RESULTS_QUEUE_URL": outputs["ResultsQueueUrl"],
-            "RESULTS_QUEUE_NAME": outputs["ResultsQueueName"], "LEASE_SECRET_ID": outputs["LeaseSecretId"],
-            "PUBLIC_BASE_URL": f"https://{domain}/", "CORS_ORIGIN": f"https://{domain}",
-        }
+        env = app_environment(outputs, f"https://{domain}/", f"https://{domain}")
         stage.setdefault("environment_variables", {}).update(env)
         stage.setdefault("api_gateway_stage", "api")
         stage.setdefault("iam_policy_file", f"policy-{self.stage}.json")

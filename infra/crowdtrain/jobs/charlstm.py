@@ -17,9 +17,6 @@ VOCAB = 128
 TOKEN_DTYPE = "uint8"  # how batch files store token ids (see above)
 ALPHABET = "".join(chr(i) if 32 <= i < 127 or chr(i) == "\n" else "\x00" for i in range(VOCAB))
 
-# JSDoop's example (docs/jsdoop.md): the settings the paper's experiment used.
-PAPER = {"units": [10, 10], "seq_len": 1024, "batch_size": 32, "gradients_per_update": 3}
-
 
 @dataclass(frozen=True)
 class CharLSTM:

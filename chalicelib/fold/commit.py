@@ -1,0 +1,33 @@
+"""Committing a folded version: META N -> N+1, then the fold log.
+
+One write conditional on META's revision advances the version (the step the
+exactly-once argument rests on, docs/architecture.md#exactly-once). The fold
+log is written after it; the previous version's entry is made whole first,
+so only the latest entry can ever be missing from the table, and META holds
+that one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable
+
+from chalicelib.store.foldlog import FoldLogStore
+from chalicelib.store.meta import FoldLog, JobMeta, MetaStore
+
+
+class VersionCommit:
+    def __init__(self, meta: MetaStore, fold_log: FoldLogStore, clock: Callable[[], float] = time.time):
+        self.meta, self.fold_log, self.clock = meta, fold_log, clock
+
+    def commit(self, before: JobMeta, after: JobMeta, loss: float) -> JobMeta:
+        """Advance META from `before` to `after`, which folded `before.pending`."""
+        now = self.clock()
+        entry = FoldLog(after.version, loss, sum(p.samples for p in before.pending), now,
+                        tuple((p.epoch, p.batch, p.lease_id) for p in before.pending))
+        after = replace(after, rev=before.rev + 1, updated=now, last_fold=entry)
+        if before.last_fold and not self.fold_log.is_logged(before.job_id, before.last_fold.version):
+            self.fold_log.write(before.job_id, before.last_fold)
+        self.meta.put(before.rev, after)
+        self.fold_log.write(after.job_id, entry)
+        return after

@@ -1,0 +1,19 @@
+"""What the fold did with one result. The values double as the names of the
+job's counters (`discarded_<reason>`) and of the reasons on discarded leases."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class FoldOutcome(str, Enum):
+    GONE = "gone"                          # the job was deleted
+    DUPLICATE = "duplicate"                # its batch is already folded, pending or discarded
+    AWAITING_REPLICA = "awaiting_replica"  # a first copy, waiting for its check
+    PENDING = "pending"                    # recorded for the next update
+    FOLDED = "folded"                      # recorded, and the update it completed is folded
+    # discarded, the batch re-queued:
+    STALE = "stale"                        # computed on a version more than `staleness` behind
+    INVALID = "invalid"                    # wrong size, not finite, over the norm bound, or changed
+    SAME_VOLUNTEER = "same_volunteer"      # a replica check by the first copy's own volunteer
+    REPLICA_VERSION = "replica_version"    # a replica check computed on another version
+    DISAGREEMENT = "disagreement"          # the two copies differ by more than the tolerance

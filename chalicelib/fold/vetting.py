@@ -1,0 +1,56 @@
+"""Whether the fold may use a result's gradient. The fold never trusts what it
+did not check itself, and folds only the bytes it checked (by SHA-256): the
+upload form stays valid until the lease ends, so a volunteer could otherwise
+swap in another well-formed gradient after completing."""
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.jobs.spec import JobSpec
+from chalicelib.model.gradients import check_gradient
+from chalicelib.store.meta import JobMeta
+from chalicelib.store.objects import ObjectStore
+from chalicelib.tasks.records import Result
+
+log = logging.getLogger(__name__)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """||a - b|| / max(||a||, ||b||) over all tensors: 0 for identical copies."""
+    diff = np.sqrt(sum(float(np.sum((x.astype(np.float64) - y) ** 2)) for x, y in zip(a, b)))
+    scale = max(np.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in g)) for g in (a, b))
+    return float(diff / scale) if scale > 0 else 0.0
+
+
+class GradientVetting:
+    def __init__(self, objects: ObjectStore):
+        self.objects = objects
+
+    def reject(self, r: Result, meta: JobMeta, spec: JobSpec) -> tuple[FoldOutcome | None, str, list[np.ndarray]]:
+        """Why the result cannot be used (None if it can); if it can, the
+        digest of the bytes that passed and the tensors they decode to."""
+        if meta.version - r.base_version > spec.staleness:
+            return FoldOutcome.STALE, "", []
+        try:
+            data = self.objects.get(r.key)
+            tensors = check_gradient(spec, data)
+        except (BadRequest, NotFound) as err:
+            log.warning("job %s: discarding %s-%s: %s", r.job_id, r.epoch, r.batch, err)
+            return FoldOutcome.INVALID, "", []
+        return None, digest(data), tensors
+
+    def load(self, spec: JobSpec, key: str, accepted: str) -> list[np.ndarray]:
+        """An accepted gradient, only if its bytes are still those accepted."""
+        data = self.objects.get(key)
+        if accepted and digest(data) != accepted:
+            raise BadRequest(f"gradient {key} changed after it was accepted")
+        return check_gradient(spec, data)

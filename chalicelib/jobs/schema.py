@@ -1,0 +1,203 @@
+"""The job document's schema: the one place a job is validated, whether it
+comes from POST /jobs or back from the stored SPEC item. Every mistake is a
+400 naming the field; the checks are chalicelib/validate.py's."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib import validate
+from chalicelib.errors import BadRequest
+from chalicelib.fold.optimizers import make_optimizer
+from chalicelib.fold.strategies import make_strategy
+from chalicelib.jobs.spec import BATCH_DTYPES, Dataset, JobSpec, Replication, TensorLayout
+from chalicelib.model.codecs import get_codec
+from chalicelib.model.weights import WeightSpec
+
+LOSSES = ("sparseCategoricalCrossentropy", "categoricalCrossentropy", "meanSquaredError")
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+# How batch files are stored and served (HTTP Content-Encoding): "gzip" files
+# are uploaded compressed, CloudFront serves them as they are, and the
+# browser's fetch inflates them, so volunteers download a third of the bytes.
+BATCH_ENCODINGS = ("identity", "gzip")
+# A fold holds this many gradients in the Lambda's memory, and META lists them
+# while they are pending (a DynamoDB item holds 400 KB at most).
+MAX_GRADIENTS_PER_UPDATE = 64
+JOB_FIELDS = ("name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness", "epochs",
+              "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication")
+MODEL_CLASSES = ("Sequential", "Model", "Functional")
+# Layers whose every weight is trained by gradients. Layers with state that is
+# not learned by gradient (BatchNormalization's moving statistics) would be
+# corrupted by the fold, which moves every weight of the manifest.
+TRAINABLE_LAYERS = {
+    "InputLayer", "Dense", "Dropout", "Activation", "Flatten", "Reshape", "Permute", "RepeatVector",
+    "Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "TimeDistributed", "Conv1D", "Conv2D",
+    "DepthwiseConv2D", "SeparableConv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
+    "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Concatenate", "Add", "Multiply",
+    "Average", "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "LeakyReLU", "ReLU", "Softmax",
+}
+# Stored specs were validated against the deployment's limits when created.
+UNLIMITED = 2**62
+
+
+def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
+    """Validate a job document (POST /jobs); every mistake is a 400 naming the field."""
+    body = validate.body_object(body)
+    validate.only_keys(body, JOB_FIELDS, "job")
+    topology, weight_specs = parse_model(body.get("model"), max_parameters)
+    loss = body.get("loss", "sparseCategoricalCrossentropy")
+    if loss not in LOSSES:
+        raise BadRequest(f"loss must be one of {list(LOSSES)}")
+    dataset = _dataset(body.get("dataset"), max_batches)
+    optimizer = make_optimizer(body.get("optimizer", {"name": "adam"}))
+    strategy = make_strategy(body.get("aggregation", "mean"))
+    return JobSpec(
+        name=validate.text(body, "name", "job"),
+        topology=topology, weight_specs=weight_specs, loss=loss, dataset=dataset,
+        optimizer={"name": optimizer.name, **optimizer.settings()},
+        aggregation={"name": strategy.name, **strategy.settings()},
+        gradients_per_update=validate.integer(body, "gradients_per_update", 1, 1, MAX_GRADIENTS_PER_UPDATE),
+        staleness=validate.integer(body, "staleness", 4, 0, 1000),
+        epochs=validate.integer(body, "epochs", 1, 1, 10_000),
+        lease_seconds=validate.integer(body, "lease_seconds", 120, 10, 43_200),
+        codec=get_codec(body.get("codec", "fp32")).name,
+        max_grad_norm=validate.number(body, "max_grad_norm", 1e4, 1e-6, 1e12),
+        seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),
+        replication=_replication(body.get("replication")),
+        alphabet=_alphabet(body.get("text"), dataset.x),
+    )
+
+
+def load_spec(text: str) -> JobSpec:
+    """A stored SPEC item's document, read back through the same schema."""
+    return parse_job(json.loads(text), UNLIMITED, UNLIMITED)
+
+
+def _layout(raw: Any, what: str) -> TensorLayout:
+    if not isinstance(raw, dict):
+        raise BadRequest(f"dataset.{what} must be an object with shape and dtype")
+    validate.only_keys(raw, ("shape", "dtype", "one_hot"), f"dataset.{what}")
+    shape = raw.get("shape")
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= 4
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1_000_000 for d in shape)):
+        raise BadRequest(f"dataset.{what}.shape must be 1-4 positive integers, batch size first")
+    dtype = raw.get("dtype")
+    if dtype not in BATCH_DTYPES:
+        raise BadRequest(f"dataset.{what}.dtype must be one of {list(BATCH_DTYPES)}")
+    one_hot = validate.integer(raw, "one_hot", 0, 0, 65_536, f"dataset.{what}.")
+    if one_hot and dtype == "float32":
+        raise BadRequest(f"dataset.{what}.one_hot needs integer token ids (int32 or uint8)")
+    if one_hot > 256 and dtype == "uint8":
+        raise BadRequest(f"dataset.{what}.one_hot is {one_hot}, but uint8 token ids stop at 255: use int32")
+    return TensorLayout(tuple(shape), dtype, one_hot)
+
+
+def _dataset(raw: Any, max_batches: int) -> Dataset:
+    if not isinstance(raw, dict):
+        raise BadRequest("dataset must be an object with batches, x and y")
+    validate.only_keys(raw, ("batches", "x", "y", "encoding", "micro_batch"), "dataset")
+    encoding = raw.get("encoding", "identity")
+    if encoding not in BATCH_ENCODINGS:
+        raise BadRequest(f"dataset.encoding must be one of {list(BATCH_ENCODINGS)}")
+    x, y = _layout(raw.get("x"), "x"), _layout(raw.get("y"), "y")
+    if x.shape[0] != y.shape[0]:
+        raise BadRequest("dataset.x and dataset.y must have the same batch size (first dimension)")
+    if x.nbytes + y.nbytes > MAX_BATCH_BYTES:
+        raise BadRequest(f"a batch may hold at most {MAX_BATCH_BYTES} bytes")
+    micro_batch = validate.integer(raw, "micro_batch", x.shape[0], 1, x.shape[0], "dataset.")
+    if x.shape[0] % micro_batch:
+        raise BadRequest(f"dataset.micro_batch ({micro_batch}) must divide the batch size ({x.shape[0]})")
+    return Dataset(validate.integer(raw, "batches", None, 1, max_batches, "dataset."), x, y, encoding, micro_batch)
+
+
+def _replication(raw: Any) -> Replication:
+    """{"copies": 1 or 2, "tolerance": relative L2 difference two copies may have}."""
+    if raw is None:
+        return Replication()
+    if not isinstance(raw, dict):
+        raise BadRequest("replication must be an object with copies (1 or 2) and an optional tolerance")
+    validate.only_keys(raw, ("copies", "tolerance"), "replication")
+    return Replication(validate.integer(raw, "copies", 1, 1, 2, "replication."),
+                       validate.number(raw, "tolerance", Replication.tolerance, 1e-9, 1.0, "replication."))
+
+
+def _alphabet(raw: Any, x: TensorLayout) -> str:
+    if raw is None:
+        return ""
+    if not isinstance(raw, dict) or set(raw) != {"alphabet"} or not isinstance(raw["alphabet"], str):
+        raise BadRequest("text must be an object with an alphabet string")
+    if not x.one_hot or len(raw["alphabet"]) != x.one_hot:
+        raise BadRequest("text.alphabet needs one character per token id (dataset.x.one_hot of them)")
+    return raw["alphabet"]
+
+
+# -- the model: a TF.js layers-model document (as TF.js or the converter saves it) --
+def parse_model(document: Any, max_values: int) -> tuple[dict[str, Any], tuple[WeightSpec, ...]]:
+    """The topology and weight specs of a model.json document."""
+    if not isinstance(document, dict):
+        raise BadRequest("model must be a TF.js model.json object")
+    topology = document.get("modelTopology")
+    if isinstance(topology, dict) and "model_config" in topology:  # the converter nests the Keras config
+        topology = topology["model_config"]
+    if not isinstance(topology, dict) or not isinstance(topology.get("class_name"), str):
+        raise BadRequest("modelTopology must be a Keras model config with a class_name")
+    _check_layers(topology)
+    manifest = document.get("weightsManifest")
+    if not isinstance(manifest, list) or not manifest:
+        raise BadRequest("model.json has no weightsManifest")
+    entries = []
+    for group in manifest:
+        if not isinstance(group, dict) or not isinstance(group.get("weights"), list):
+            raise BadRequest("each weightsManifest group needs a weights list")
+        paths = group.get("paths", [])
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise BadRequest("weightsManifest paths must be a list of file names")
+        entries.extend(group["weights"])
+    return topology, _weight_specs(entries, max_values)
+
+
+def _check_layers(topology: dict[str, Any]) -> None:
+    """400 for a model kind or layer type crowdtrain cannot train."""
+    if topology["class_name"] not in MODEL_CLASSES:
+        raise BadRequest(f"model class {topology['class_name']!r} is not supported; use one of {sorted(MODEL_CLASSES)}")
+    config = topology.get("config")
+    layers = config.get("layers") if isinstance(config, dict) else config
+    if not isinstance(layers, list) or not layers:
+        raise BadRequest("modelTopology.config must list the model's layers")
+    for layer in layers:
+        kind = layer.get("class_name") if isinstance(layer, dict) else None
+        if kind not in TRAINABLE_LAYERS:
+            raise BadRequest(f"layer type {kind!r} is not supported: crowdtrain trains every weight by "
+                             f"gradient (supported: {', '.join(sorted(TRAINABLE_LAYERS))})")
+
+
+def _weight_specs(entries: list[Any], max_values: int) -> tuple[WeightSpec, ...]:
+    """A manifest's weight entries (float32 only: they are trained)."""
+    if not entries:
+        raise BadRequest("weights manifest must list at least one weight")
+    specs: list[WeightSpec] = []
+    names: set[str] = set()
+    total = 0
+    for i, entry in enumerate(entries):
+        entry = validate.body_object(entry, f"weight {i}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name or len(name) > 256:
+            raise BadRequest(f"weight {i} needs a name of 1-256 characters")
+        if name in names:
+            raise BadRequest(f"weight name {name!r} appears twice")
+        if "quantization" in entry:
+            raise BadRequest(f"weight {name!r} is quantized; save the model with float32 weights")
+        if entry.get("dtype", "float32") != "float32":
+            raise BadRequest(f"weight {name!r} has dtype {entry.get('dtype')!r}; only float32 weights can be trained")
+        shape = entry.get("shape")
+        if (not isinstance(shape, list) or len(shape) > 8
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)):
+            raise BadRequest(f"weight {name!r} needs a shape of up to 8 positive integers")
+        spec = WeightSpec(name, tuple(shape))
+        total += spec.size
+        if total > max_values:
+            raise BadRequest(f"model has more than the allowed {max_values} parameters")
+        names.add(name)
+        specs.append(spec)
+    return tuple(specs)

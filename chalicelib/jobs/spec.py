@@ -1,0 +1,148 @@
+"""What a job is, as typed records: its model, dataset layout and
+hyperparameters. Built only by jobs/schema.py (from a POST /jobs body or the
+stored SPEC item), immutable afterwards, so every Lambda may cache it.
+
+Field names are the JSON document's: `dataset.encoding`, `replication.copies`,
+`text.alphabet` mean the same in the request, the stored item, the lease
+response (`spec`) and the volunteer page.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.fold.optimizers import Optimizer, make_optimizer
+from chalicelib.fold.strategies import Strategy, make_strategy
+from chalicelib.model.codecs import get_codec
+from chalicelib.model.keys import SHARD_NAME
+from chalicelib.model.weights import WeightSpec
+
+# bytes per value in a batch file; uint8 is for token ids below 256 (a char
+# vocabulary), a quarter of int32's bytes for the volunteers to download
+BATCH_DTYPES = {"int32": 4, "float32": 4, "uint8": 1}
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """Shape and dtype of one half (x or y) of every batch file."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    one_hot: int = 0  # for token ids: the vocabulary size the page one-hot encodes to
+
+    @property
+    def nbytes(self) -> int:
+        size = BATCH_DTYPES[self.dtype]
+        for dim in self.shape:
+            size *= dim
+        return size
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype, "one_hot": self.one_hot}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The batch files: how many, their layout, how they are stored, and the
+    micro-batch volunteers compute them in (local accumulation: a large batch,
+    which spreads each task's fixed requests over more samples, fits a
+    browser's memory)."""
+
+    batches: int
+    x: TensorLayout
+    y: TensorLayout
+    encoding: str = "identity"  # HTTP Content-Encoding of the stored files: identity or gzip
+    micro_batch: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def batch_bytes(self) -> int:
+        return self.x.nbytes + self.y.nbytes
+
+    @property
+    def upload_bytes(self) -> tuple[int, int]:
+        """Smallest and largest batch file S3 accepts: exact for identity; for
+        gzip, room for what deflate adds to data it cannot shrink (zlib's
+        deflateBound is about 0.03 % plus a header and trailer)."""
+        if self.encoding == "gzip":
+            return 20, self.batch_bytes + self.batch_bytes // 1000 + 64
+        return self.batch_bytes, self.batch_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"batches": self.batches, "encoding": self.encoding, "micro_batch": self.micro_batch,
+                "x": self.x.to_json(), "y": self.y.to_json()}
+
+
+@dataclass(frozen=True)
+class Replication:
+    """BOINC-style replication: with 2 copies, each accepted gradient is
+    checked against a second volunteer's on the same version before it may be
+    folded; the two may differ by `tolerance` (relative L2)."""
+
+    copies: int = 1
+    tolerance: float = 1e-2
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    topology: dict[str, Any]
+    weight_specs: tuple[WeightSpec, ...]
+    loss: str
+    dataset: Dataset
+    optimizer: dict[str, Any]  # {"name": ..., resolved settings}
+    aggregation: dict[str, Any]  # likewise
+    gradients_per_update: int
+    staleness: int
+    epochs: int
+    lease_seconds: int
+    codec: str
+    max_grad_norm: float
+    seed: int = 0
+    replication: Replication = Replication()
+    # For text jobs: character i of the alphabet is token id i, so pages can
+    # show what the model writes.
+    alphabet: str = ""
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [s.shape for s in self.weight_specs]
+
+    @property
+    def gradient_bytes(self) -> int:
+        return get_codec(self.codec).size(self.shapes)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(s.nbytes for s in self.weight_specs)
+
+    def build_optimizer(self) -> Optimizer:
+        return make_optimizer(self.optimizer)
+
+    def build_strategy(self) -> Strategy:
+        return make_strategy(self.aggregation)
+
+    def public(self) -> dict[str, Any]:
+        """What a volunteer needs to compute a gradient: the document less the
+        topology, with the weights manifest (no secrets in a spec)."""
+        document = self.to_json()
+        document.pop("model")
+        return {**document, "weights": [s.to_json() for s in self.weight_specs]}
+
+    def to_json(self) -> dict[str, Any]:
+        """The job document, every default filled in (jobs/schema.py reads it back)."""
+        document = {
+            "name": self.name, "loss": self.loss, "codec": self.codec,
+            "model": {"modelTopology": self.topology,
+                      "weightsManifest": [{"paths": [SHARD_NAME], "weights": [s.to_json() for s in self.weight_specs]}]},
+            "dataset": self.dataset.to_json(), "optimizer": self.optimizer, "aggregation": self.aggregation,
+            "gradients_per_update": self.gradients_per_update, "staleness": self.staleness, "epochs": self.epochs,
+            "lease_seconds": self.lease_seconds, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
+            "replication": {"copies": self.replication.copies, "tolerance": self.replication.tolerance},
+        }
+        if self.alphabet:
+            document["text"] = {"alphabet": self.alphabet}
+        return document

@@ -1,0 +1,61 @@
+"""`SPEC` (the immutable job document) and the `JOBS` index (one item per
+job, so jobs are listed without a scan); creating and deleting a job."""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from boto3.dynamodb.conditions import Key
+
+from chalicelib.errors import Conflict, NotFound
+from chalicelib.jobs.schema import load_spec
+from chalicelib.jobs.spec import JobSpec
+from chalicelib.store.meta import JobMeta, meta_item
+from chalicelib.store.table import Records, job_key
+
+
+class JobRecords(Records):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._specs: dict[str, JobSpec] = {}
+
+    def create(self, job_id: str, spec: JobSpec) -> JobMeta:
+        """SPEC, META and the index entry in one transaction (the only one:
+        a job is created once; nothing else needs more than one item)."""
+        now = self._clock()
+        meta = JobMeta(job_id=job_id, status="uploading", created=now, updated=now)
+        items = [
+            {"Put": {"Item": {**job_key(job_id, "SPEC"), "spec": json.dumps(spec.to_json(), separators=(",", ":"))},
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"Item": meta_item(meta), "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"Item": {"pk": "JOBS", "sk": job_id, "name": spec.name, "created": Decimal(str(now))}}},
+        ]
+        # The resource's client serializes plain Python values itself.
+        named = [{kind: dict(body, TableName=self._table.name)} for entry in items for kind, body in entry.items()]
+        try:
+            self._client.transact_write_items(TransactItems=named)
+        except self._client.exceptions.TransactionCanceledException:
+            raise Conflict(f"job {job_id} already exists")
+        return meta
+
+    def spec(self, job_id: str) -> JobSpec:
+        """The job's spec; cached for the life of the process since it never changes."""
+        if job_id not in self._specs:
+            item = self._table.get_item(Key=job_key(job_id, "SPEC"), ConsistentRead=True).get("Item")
+            if not item:
+                raise NotFound(f"no job {job_id}")
+            self._specs[job_id] = load_spec(item["spec"])
+        return self._specs[job_id]
+
+    def ids(self) -> list[str]:
+        return [item["sk"] for item in self._query(Key("pk").eq("JOBS"))]
+
+    def delete(self, job_id: str) -> int:
+        """Remove every item of the job; returns how many."""
+        keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._query(Key("pk").eq(f"JOB#{job_id}"))]
+        keys.append({"pk": "JOBS", "sk": job_id})
+        with self._table.batch_writer() as batch:
+            for key in keys:
+                batch.delete_item(Key=key)
+        self._specs.pop(job_id, None)
+        return len(keys)

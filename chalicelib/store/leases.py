@@ -1,0 +1,60 @@
+"""`LEASE#<lease id>`: one item per lease. Its state moves leased -> completed,
+and completed -> discarded where the fold drops the result, each by a
+conditional write, so a replayed completion finds the lease no longer leased."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+
+from chalicelib.store.table import LEASE_TTL_SECONDS, Records, job_key
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    state: str  # leased | completed | discarded
+    volunteer_id: str
+
+
+class LeaseRecords(Records):
+    def put(self, job_id: str, lease_id: str, epoch: int, batch: int, expires: float, volunteer_id: str) -> None:
+        self._table.put_item(Item={
+            **job_key(job_id, f"LEASE#{lease_id}"), "state": "leased", "epoch": epoch, "batch": batch,
+            "expires": Decimal(str(expires)), "volunteer_id": volunteer_id,
+            "ttl": int(expires) + LEASE_TTL_SECONDS,
+        }, ConditionExpression="attribute_not_exists(pk)")
+
+    def get(self, job_id: str, lease_id: str) -> LeaseRecord | None:
+        item = self._table.get_item(Key=job_key(job_id, f"LEASE#{lease_id}"), ConsistentRead=True).get("Item")
+        return LeaseRecord(item["state"], item["volunteer_id"]) if item else None
+
+    def state(self, job_id: str, lease_id: str) -> str | None:
+        record = self.get(job_id, lease_id)
+        return record.state if record else None
+
+    def move(self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str, **fields: Any) -> bool:
+        """Move a lease from state `source` (or one of them) to `target`; False if it was elsewhere."""
+        sources = (source,) if isinstance(source, str) else source
+        names = {"#s": "state"}
+        values: dict[str, Any] = {":to": target, **{f":from{i}": s for i, s in enumerate(sources)}}
+        sets = ["#s = :to"]
+        for i, (name, value) in enumerate(fields.items()):
+            names[f"#f{i}"] = name
+            values[f":v{i}"] = Decimal(str(value)) if isinstance(value, float) else value
+            sets.append(f"#f{i} = :v{i}")
+        try:
+            self._table.update_item(Key=job_key(job_id, f"LEASE#{lease_id}"), UpdateExpression="SET " + ", ".join(sets),
+                                    ConditionExpression=f"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})",
+                                    ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except self._condition_failed:
+            return False
+        return True
+
+    def active_volunteers(self, job_id: str) -> list[str]:
+        """The volunteer id of every lease still running."""
+        now = Decimal(str(self._clock()))
+        items = self._query(Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("LEASE#"),
+                            Attr("state").eq("leased") & Attr("expires").gt(now))
+        return [item["volunteer_id"] for item in items]

@@ -1,0 +1,147 @@
+"""META: a job's mutable progress, one item per job.
+
+It holds the status, version, epoch, a bitmap of the epoch's folded batches,
+the results pending for the next update, for replicated jobs the results
+awaiting their second copy, and the latest fold's log entry. Every write is
+conditional on its revision `rev`, so two writers can never both succeed from
+the same state. Why that makes folding exactly-once is argued in one place:
+chalicelib/fold/fold.py.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from dataclasses import asdict, dataclass, replace
+from decimal import Decimal
+from typing import Any, Iterable
+
+from boto3.dynamodb.conditions import Attr
+
+from chalicelib.errors import NotFound
+from chalicelib.store.table import Records, job_key
+from chalicelib.tasks.records import Result
+
+
+class StaleState(Exception):
+    """META changed since it was read; re-read and try again."""
+
+
+@dataclass(frozen=True)
+class Pending(Result):
+    """A validated result waiting in META for the rest of its update."""
+
+    digest: str = ""  # sha256 of the bytes the fold accepted; folded only if unchanged
+
+
+@dataclass(frozen=True)
+class FoldLog:
+    """What one fold did: the log entry for its version."""
+
+    version: int
+    loss: float
+    samples: int
+    time: float
+    batches: tuple[tuple[int, int, str], ...]  # (epoch, batch, lease id)
+
+    def point(self) -> dict[str, float]:
+        return {"version": self.version, "loss": self.loss, "samples": self.samples,
+                "gradients": len(self.batches), "time": self.time}
+
+
+def mark_folded(bitmap: bytes, batches: Iterable[int]) -> bytes:
+    """`bitmap` with the bits of `batches` set (it grows as needed)."""
+    bits = bytearray(bitmap)
+    for b in batches:
+        if b // 8 >= len(bits):
+            bits.extend(bytes(b // 8 + 1 - len(bits)))
+        bits[b // 8] |= 1 << (b % 8)
+    return bytes(bits)
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    job_id: str
+    status: str  # uploading | running | paused | finished
+    version: int = 0
+    epoch: int = 0
+    folded: bytes = b""  # bitmap of the batches of `epoch` already folded
+    folded_total: int = 0
+    queued_epoch: int = -1
+    pending: tuple[Pending, ...] = ()
+    awaiting: tuple[Pending, ...] = ()  # replicated jobs: first copies waiting for their check
+    last_fold: FoldLog | None = None
+    rev: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+
+    @property
+    def folded_in_epoch(self) -> int:
+        return int.from_bytes(self.folded, "little").bit_count()
+
+    def is_folded(self, epoch: int, batch: int) -> bool:
+        """Every batch of an earlier epoch was folded before the epoch advanced."""
+        if epoch != self.epoch:
+            return epoch < self.epoch
+        return batch // 8 < len(self.folded) and bool(self.folded[batch // 8] >> (batch % 8) & 1)
+
+    def pending_pairs(self) -> set[tuple[int, int]]:
+        return {(p.epoch, p.batch) for p in self.pending}
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id, "status": self.status, "version": self.version, "epoch": self.epoch,
+            "batches_done_in_epoch": self.folded_in_epoch, "batches_done": self.folded_total,
+            "pending_gradients": len(self.pending), "awaiting_replica": len(self.awaiting),
+            "created": self.created, "updated": self.updated,
+        }
+
+
+def meta_item(meta: JobMeta) -> dict[str, Any]:
+    # The bitmap is compressed: zeros early in an epoch and runs later shrink well.
+    return {
+        **job_key(meta.job_id, "META"), "status": meta.status, "version": meta.version, "epoch": meta.epoch,
+        "folded": base64.b64encode(zlib.compress(meta.folded)).decode(), "folded_total": meta.folded_total,
+        "queued_epoch": meta.queued_epoch, "rev": meta.rev,
+        "pending": json.dumps([asdict(p) for p in meta.pending]),
+        "awaiting": json.dumps([asdict(p) for p in meta.awaiting]),
+        "last_fold": json.dumps(asdict(meta.last_fold) if meta.last_fold else None),
+        "created": Decimal(str(meta.created)), "updated": Decimal(str(meta.updated)),
+    }
+
+
+def _meta_from(item: dict[str, Any]) -> JobMeta:
+    last_fold = json.loads(item["last_fold"])
+    if last_fold:
+        last_fold = FoldLog(**{**last_fold, "batches": tuple(tuple(b) for b in last_fold["batches"])})
+    return JobMeta(
+        job_id=item["pk"][4:], status=item["status"], version=int(item["version"]), epoch=int(item["epoch"]),
+        folded=zlib.decompress(base64.b64decode(item["folded"])), folded_total=int(item["folded_total"]),
+        queued_epoch=int(item["queued_epoch"]),
+        pending=tuple(Pending(**p) for p in json.loads(item["pending"])),
+        awaiting=tuple(Pending(**p) for p in json.loads(item["awaiting"])),
+        last_fold=last_fold, rev=int(item["rev"]),
+        created=float(item["created"]), updated=float(item["updated"]),
+    )
+
+
+class MetaStore(Records):
+    def get(self, job_id: str) -> JobMeta:
+        item = self._table.get_item(Key=job_key(job_id, "META"), ConsistentRead=True).get("Item")
+        if not item:
+            raise NotFound(f"no job {job_id}")
+        return _meta_from(item)
+
+    def save(self, before: JobMeta, after: JobMeta) -> JobMeta:
+        """Write `after` if META is still at `before`'s revision; StaleState if not."""
+        after = replace(after, rev=before.rev + 1, updated=self._clock())
+        self.put(before.rev, after)
+        return after
+
+    def put(self, rev: int, meta: JobMeta) -> None:
+        """Write `meta` as it is if the stored revision is `rev`; StaleState if not."""
+        try:
+            self._table.put_item(Item=meta_item(meta), ConditionExpression=Attr("rev").eq(rev))
+        except self._condition_failed:
+            raise StaleState(meta.job_id)
+

@@ -1,0 +1,86 @@
+"""The records that travel along the task path, typed from end to end: a
+task message (SQS tasks queue), a lease (inside the signed token) and a
+result (SQS results queue, then the fold). Each field means the same in the
+JSON it travels as."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+def _load(cls: type, raw: Any) -> Any:
+    """`cls` from a decoded JSON object: exactly its fields (TypeError otherwise)."""
+    if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(cls)}:
+        raise TypeError(f"not a {cls.__name__} record")
+    return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One (epoch, batch) of a job on the task queue; `receipt` is the SQS
+    receipt handle of the delivery that leased it."""
+
+    job_id: str
+    epoch: int
+    batch: int
+    receipt: str = ""
+    pin: int | None = None  # a replica check: compute on this version, not the newest
+
+    def message(self) -> str:
+        body: dict[str, Any] = {"job_id": self.job_id, "epoch": self.epoch, "batch": self.batch}
+        if self.pin is not None:
+            body["pin"] = self.pin
+        return json.dumps(body)
+
+    @classmethod
+    def from_message(cls, body: str, receipt: str) -> "Task":
+        data = json.loads(body)
+        pin = data.get("pin")
+        return cls(data["job_id"], int(data["epoch"]), int(data["batch"]), receipt, None if pin is None else int(pin))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a lease token stands for: the task, the version to compute on,
+    the lease id, the SQS receipt handle and when the token stops being valid."""
+
+    job_id: str
+    epoch: int
+    batch: int
+    base_version: int
+    lease_id: str
+    receipt: str
+    expires: float
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "Lease":
+        return _load(cls, raw)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A completed task: built by LeaseService.complete, sent by ResultQueue,
+    applied by the fold."""
+
+    job_id: str
+    epoch: int
+    batch: int
+    lease_id: str
+    base_version: int
+    key: str  # the uploaded gradient's S3 key
+    loss: float
+    samples: int
+    volunteer_id: str
+
+    @classmethod
+    def of(cls, lease: Lease, key: str, loss: float, samples: int, volunteer_id: str) -> "Result":
+        return cls(lease.job_id, lease.epoch, lease.batch, lease.lease_id, lease.base_version, key, loss, samples,
+                   volunteer_id)
+
+    def message(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_message(cls, body: str) -> "Result":
+        return _load(cls, json.loads(body))

@@ -1,0 +1,1 @@
+"""Deploying a stage to a real AWS account (`crowdtrain deploy`)."""

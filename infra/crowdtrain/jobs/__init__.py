@@ -1,0 +1,1 @@
+"""Job templates: the models and datasets `crowdtrain create` builds."""
