@@ -12,26 +12,31 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 install: $(VENV)/.installed $(NODE_MODULES)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@echo "== Python packages into $(VENV) (about a minute on a fresh machine)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --progress-bar off -r requirements-dev.txt | grep -E '^(Collecting|Successfully)' || true
+	@$(PY) -c "import chalice, moto, numpy" || { echo "pip did not install the packages: see its errors above"; exit 1; }
 	touch $@
 
 $(NODE_MODULES): frontend/package.json frontend/package-lock.json
+	@echo "== npm packages into frontend/node_modules"
 	cd frontend && npm ci --no-audit --no-fund
 
 # Debian packages: Chromium for the browser tests and swarm, bible-kjv for the demo's text.
 system-deps:
 	@if ! command -v bible >/dev/null || [ ! -x /usr/bin/chromium ]; then \
-	  echo "installing Debian packages chromium and bible-kjv"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium bible-kjv >/dev/null; \
+	  echo "== Debian packages chromium and bible-kjv (a few minutes: Chromium is large)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium bible-kjv; \
 	fi
 
 frontend: $(NODE_MODULES)
 	cd frontend && node build.mjs
 
 test: install system-deps frontend
+	@echo "== frontend unit tests"
 	cd frontend && npm test
+	@echo "== pytest (about 11 minutes on 2 cores; the chaos run prints its progress)"
 	$(PY) -m pytest
 
 demo: install system-deps frontend

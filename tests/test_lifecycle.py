@@ -380,3 +380,27 @@ def test_a_volunteer_holds_a_bounded_number_of_leases(harness, monkeypatch):
     assert harness.work(first).status_code == 200  # completing frees a slot
     assert harness.lease("greedy") is not None
     assert harness.status(job)["active_leases"] == 3
+
+
+def test_services_override_puts_a_part_in_place_before_anything_uses_it(harness):
+    from chalicelib.services import override
+    from chalicelib.tasks.tokens import TokenSigner
+    secret = lambda: b"0123456789abcdef0123456789abcdef"  # noqa: E731  (the test stack's secret)
+    # a signer whose clock is an hour ahead: every lease has ended by its reckoning
+    override(signer=TokenSigner(secret, clock=lambda: time.time() + 3600))
+    harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    task = harness.lease()
+    loss, data = harness.compute(task)
+    assert harness.upload(task, data).status_code in (200, 204)
+    reply = harness.complete(task, loss)
+    assert reply.status_code == 410 and b"expired" in reply.body
+    with pytest.raises(RuntimeError, match="lease_service"):  # too late: the lease service holds the signer
+        override(signer=TokenSigner(secret))
+
+
+def test_a_result_message_must_name_exactly_the_results_fields():
+    good = Result("j-1", 0, 3, "l", 0, "grads/j-1/k.bin", 1.0, 8, "v")
+    assert Result.from_message(good.message()) == good
+    for bad in ('{"job_id": "j-1"}', json.dumps({**json.loads(good.message()), "extra": 1}), "[]"):
+        with pytest.raises(TypeError):
+            Result.from_message(bad)

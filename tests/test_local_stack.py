@@ -1,8 +1,10 @@
 """The local stack as a newcomer uses it: `crowdtrain local` with headless
 Chromium volunteers, and the operator CLI against it."""
+import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from chalicelib.model.weights import decode_tensors
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.meta import MetaStore
 from tests.harness import Dataset, softmax_topology
+from crowdtrain.cli import StatusLine, job_table
 from crowdtrain.local.process import CLI, LocalCloudProcess, alive
 
 needs_chromium = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
@@ -34,7 +37,7 @@ def processes_mentioning(text: str) -> list[int]:
 @needs_chromium
 def test_two_browser_volunteers_train_the_demo_job_then_everything_stops(tmp_path):
     stack = LocalCloudProcess(tmp_path, "--volunteers", "2", "--seq-len", "20", "--batch-size", "16", "--batches", "6",
-                         "--epochs", "4", "--k", "2", "--passage", "gen1:1-gen3:24", "--learning-rate", "0.02")
+                         "--epochs", "4", "--gradients-per-update", "2", "--passage", "gen1:1-gen3:24", "--learning-rate", "0.02")
     try:
         job = stack.state["demo_job"]
         status = stack.wait_for(job, lambda s: s["status"] == "finished", timeout=240)
@@ -48,7 +51,22 @@ def test_two_browser_volunteers_train_the_demo_job_then_everything_stops(tmp_pat
     assert status["version"] == 4 * 3 and status["batches_done"] == 24
     losses = [h["loss"] for h in status["history"]]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
-    assert "Ctrl-C stops everything" in (tmp_path / "local.log").read_text()
+    log = (tmp_path / "local.log").read_text()
+    assert "Ctrl-C stops everything" in log
+    # two pages polled the API for minutes: none of it reaches the terminal without --verbose
+    assert "POST /tasks/lease" not in log and "GET /progress" not in log, log[-2000:]
+
+
+def test_a_taken_port_is_named_with_the_option_that_moves_it(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([str(CLI), "local", "--no-demo", "--api-port", str(port), "--web-port", "0"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"port {port} for the API is taken" in proc.stderr and "--api-port" in proc.stderr, proc.stderr
+    assert not (tmp_path / ".crowdtrain" / "local.json").exists()
 
 
 def swarm_seen(stack, job):
@@ -58,7 +76,7 @@ def swarm_seen(stack, job):
     folds = FoldLogStore(stack.table).folds(MetaStore(stack.table).get(job))
     pairs = [(e, b) for e, b, _ in folds]
     assert len(pairs) == len(set(pairs)) == 24, "a batch was folded twice or not at all"
-    return {item["volunteer"] for item in items}
+    return {item["volunteer_id"] for item in items}
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +91,11 @@ def test_cli_creates_watches_pauses_downloads_and_deletes(stack, tmp_path):
                         "--passage", "gen1:1-gen1:31", "--no-start")
     job = created.stdout.strip().splitlines()[-1]
     assert job.startswith("j-") and "uploading batches [" in created.stderr and "3/3" in created.stderr
-    jobs = [json.loads(line) for line in stack.cli("jobs").stdout.splitlines()]
+    jobs = [json.loads(line) for line in stack.cli("jobs", "--json").stdout.splitlines()]
     assert {"job_id": job, "status": "uploading"}.items() <= next(j for j in jobs if j["job_id"] == job).items()
+    header, *rows = stack.cli("jobs").stdout.splitlines()
+    assert header.split()[:3] == ["JOB", "NAME", "STATUS"]
+    assert any(row.startswith(job) and " uploading " in row for row in rows), rows
     assert stack.cli("start", job).stdout.strip() == "running"
     line = stack.cli("watch", job, "--once").stdout
     assert job in line and "running" in line and "version     0" in line and "batches 0/3" in line
@@ -124,3 +145,28 @@ def test_cli_reports_api_errors_plainly(stack):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDTRAIN_")}
     lost = subprocess.run([str(CLI), "jobs"], cwd=stack.workdir.parent, capture_output=True, text=True, env=env)
     assert lost.returncode != 0 and "no API URL" in lost.stderr
+
+
+def test_the_status_line_stays_in_place_on_a_terminal_and_is_one_line_each_elsewhere():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    terminal, pipe = Terminal(), io.StringIO()
+    for out in (terminal, pipe):
+        line = StatusLine(out)
+        line.show("version 1")
+        line.show("version 2")
+        line.end()
+    assert terminal.getvalue() == "\r\033[Kversion 1\r\033[Kversion 2\n"
+    assert pipe.getvalue() == "version 1\nversion 2\n"
+
+
+def test_jobs_are_listed_newest_first_in_aligned_columns():
+    jobs = [{"job_id": "j-1", "name": "old", "status": "finished", "version": 12, "epoch": 3, "batches_done": 180,
+             "pending_gradients": 0, "created": 1.0},
+            {"job_id": "j-22", "name": "char-lstm 10x10", "status": "running", "version": 3, "epoch": 0,
+             "batches_done": 9, "pending_gradients": 2, "created": 2.0}]
+    header, first, second = job_table(jobs).splitlines()
+    assert first.startswith("j-22  char-lstm 10x10  running") and second.startswith("j-1   old")
+    assert header.index("STATUS") == first.index("running") == second.index("finished")
+    assert job_table([]).startswith("no jobs yet")

@@ -84,11 +84,13 @@ class Api:
         return created["job_id"]
 
 
-def post_form(form: dict[str, Any], data: bytes, key: str | None = None) -> None:
-    """Upload through a presigned POST form."""
+def post_form(form: dict[str, Any], data: bytes, key: str | None = None, check: bool = True) -> requests.Response:
+    """Upload through a presigned POST form, as a browser would; with `check`,
+    a refused upload is an ApiError."""
     fields = dict(form["fields"])
     if key is not None:
         fields["key"] = key
     reply = requests.post(form["url"], data=fields, files={"file": ("blob", data)}, timeout=300)
-    if reply.status_code not in (200, 201, 204):
+    if check and reply.status_code not in (200, 201, 204):
         raise ApiError(reply.status_code, f"upload refused: {reply.text[:300]}")
+    return reply
