@@ -118,6 +118,5 @@ def complete_task():
 # -- fold (results FIFO queue) ------------------------------------------------
 @app.on_sqs_message(queue=os.environ.get("RESULTS_QUEUE_NAME", "crowdtrain-dev-results.fifo"), batch_size=10)
 def fold(event):
-    """Fold completed tasks in order; an exception makes SQS redeliver the batch."""
-    for record in event:
-        services().fold.handle(Result.from_message(record.body))
+    """Fold completed tasks, the whole batch at once; an exception makes SQS redeliver the batch."""
+    services().fold.handle_batch([Result.from_message(record.body) for record in event])

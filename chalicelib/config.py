@@ -24,14 +24,20 @@ class Settings:
     # authorizer stands in front of the app (the local stack). Empty: IAM only.
     admin_token: str
     lease_wait_seconds: int
-    # A paused job's tasks met by a lease are hidden this long, so resuming
-    # takes effect within this time.
-    paused_retry_seconds: int
     # Leases one volunteer id may hold at once (ids are self-chosen, so this
-    # stops careless clients; API Gateway throttling stops floods).
+    # stops careless clients; API Gateway throttling stops floods) ...
     max_leases_per_volunteer: int
+    # ... and how long a slot stays taken when its volunteer vanishes.
+    lease_slot_seconds: int
+    # How old a META read one Lambda may reuse for a lease (the version it
+    # hands out, whether the job runs): leases then read META once a second
+    # per job and Lambda instead of once each.
+    lease_meta_max_age: float
     max_parameters: int
     max_batches: int
+    # The fold Lambda's memory (lambda_memory_size in .chalice/config.json):
+    # jobs whose fold would not fit are refused at creation.
+    fold_memory_mb: int
 
 
 def _int(name: str, default: int) -> int:
@@ -52,8 +58,10 @@ def settings() -> Settings:
         lease_secret=env.get("LEASE_SECRET", ""),
         admin_token=env.get("ADMIN_TOKEN", ""),
         lease_wait_seconds=_int("LEASE_WAIT_SECONDS", 1),
-        paused_retry_seconds=_int("PAUSED_RETRY_SECONDS", 60),
         max_leases_per_volunteer=_int("MAX_LEASES_PER_VOLUNTEER", 4),
+        lease_slot_seconds=_int("LEASE_SLOT_SECONDS", 120),
+        lease_meta_max_age=float(env.get("LEASE_META_MAX_AGE", 1.0)),
         max_parameters=_int("MAX_PARAMETERS", 20_000_000),
         max_batches=_int("MAX_BATCHES", 100_000),
+        fold_memory_mb=_int("FOLD_MEMORY_MB", 1024),
     )

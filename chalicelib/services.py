@@ -16,7 +16,9 @@ import boto3
 from chalicelib.auth import AdminGuard
 from chalicelib.config import Settings, settings
 from chalicelib.fold.commit import VersionCommit
+from chalicelib.fold.discards import Discards
 from chalicelib.fold.fold import Fold
+from chalicelib.fold.updates import Updates
 from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.admin import JobAdmin
 from chalicelib.model.versions import VersionStore
@@ -109,12 +111,29 @@ class Services:
         c = self.config
         return LeaseService(self.jobs, self.meta, self.leases, self.slots, self.counters, self.tasks, self.results,
                             self.objects, self.signer,
-                            LeasePolicy(c.lease_wait_seconds, c.paused_retry_seconds, c.max_leases_per_volunteer))
+                            LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.lease_slot_seconds,
+                                        c.lease_meta_max_age))
+
+    @cached_property
+    def vetting(self) -> GradientVetting:
+        return GradientVetting(self.objects, self.config.fold_memory_mb * 2**20)
+
+    @cached_property
+    def committer(self) -> VersionCommit:
+        return VersionCommit(self.meta, self.fold_log)
+
+    @cached_property
+    def discards(self) -> Discards:
+        return Discards(self.tasks, self.leases, self.counters)
+
+    @cached_property
+    def updates(self) -> Updates:
+        return Updates(self.meta, self.versions, self.epochs, self.vetting, self.committer, self.discards)
 
     @cached_property
     def fold(self) -> Fold:
-        return Fold(self.jobs, self.meta, self.leases, self.counters, self.versions, self.tasks, self.epochs,
-                    GradientVetting(self.objects), VersionCommit(self.meta, self.fold_log))
+        return Fold(self.jobs, self.meta, self.leases, self.counters, self.tasks, self.vetting, self.discards,
+                    self.updates)
 
     @cached_property
     def admin(self) -> JobAdmin:

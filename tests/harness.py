@@ -96,7 +96,7 @@ def job_body(ds: Dataset, **overrides: Any) -> dict[str, Any]:
 
 
 APP_SETTINGS = ("TABLE_NAME", "BUCKET_NAME", "TASK_QUEUE_URL", "RESULTS_QUEUE_URL", "LEASE_SECRET_ID",
-                "PUBLIC_BASE_URL", "ADMIN_TOKEN", "LEASE_WAIT_SECONDS", "PAUSED_RETRY_SECONDS")
+                "PUBLIC_BASE_URL", "ADMIN_TOKEN", "LEASE_WAIT_SECONDS")
 
 
 def stage_project(directory: Path) -> Path:

@@ -21,12 +21,14 @@ from tests.harness import BUCKET, Dataset, softmax_loss_and_grad
 SEED = 20261124
 VOLUNTEERS = 200
 BATCHES, EPOCHS, K = int(os.environ.get("CHAOS_BATCHES", 400)), int(os.environ.get("CHAOS_EPOCHS", 5)), 20
-# How often the fold dies at each point: the per-message points are passed ten
-# times as often as the per-fold ones, so they crash less often per pass.
+# How often the fold dies at each point: the per-invocation points are passed
+# more often than the per-version ones, so they crash less often per pass.
 CRASH_POINTS = {
-    "after reading the message": 0.01,
-    "after recording a pending result": 0.01,
+    "after reading the messages": 0.03,
+    "after checking a batch's gradients": 0.03,
+    "after recording a pending result": 0.02,
     "before writing the version": 0.05,
+    "after a version's data files, before its model.json": 0.05,
     "after writing the version, before advancing it": 0.05,
     "after advancing the version, before its log": 0.05,
     "after advancing the version": 0.05,
@@ -39,10 +41,12 @@ POISON = ["nan", "inf", "huge_norm", "wrong_length", "sign_flip"]
 def install_crashes(crashes):
     """Make the fold die, now and then, at each point between its writes."""
     for when, part, method, point in (
-            ("before", "fold", "apply", "after reading the message"),
+            ("before", "fold", "apply_batch", "after reading the messages"),
+            ("after", "vetting", "reject_all", "after checking a batch's gradients"),
             ("before", "versions", "write", "before writing the version"),
+            ("after", "versions", "write_data", "after a version's data files, before its model.json"),
             ("after", "versions", "write", "after writing the version, before advancing it"),
-            ("after", "fold.committer", "commit", "after advancing the version"),
+            ("after", "committer", "commit", "after advancing the version"),
             ("before", "fold_log", "write", "after advancing the version, before its log"),
             ("after", "meta", "save", "after recording a pending result")):
         getattr(crashes, when)(part, method, point, CRASH_POINTS[point])

@@ -67,7 +67,7 @@ def test_crash_between_dropping_the_first_copy_and_requeuing_loses_nothing(harne
     ds = Dataset.generate(batches=1, batch_size=4)
     job = harness.create_job(ds, **REPLICATED)
     step(harness, "a")
-    crashes.before("fold", "discard", "after dropping the first copy")
+    crashes.before("discards", "discard", "after dropping the first copy")
     task = harness.lease("b")
     assert harness.upload(task, sign_flipped(harness.compute(task)[1])).status_code in (200, 204)
     assert harness.complete(task).status_code == 200

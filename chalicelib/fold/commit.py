@@ -12,19 +12,22 @@ import time
 from dataclasses import replace
 from typing import Callable
 
+import numpy as np
+
 from chalicelib.store.foldlog import FoldLogStore
-from chalicelib.store.meta import FoldLog, JobMeta, MetaStore
+from chalicelib.store.meta import FoldLog, JobMeta, MetaStore, Pending
 
 
 class VersionCommit:
     def __init__(self, meta: MetaStore, fold_log: FoldLogStore, clock: Callable[[], float] = time.time):
         self.meta, self.fold_log, self.clock = meta, fold_log, clock
 
-    def commit(self, before: JobMeta, after: JobMeta, loss: float) -> JobMeta:
-        """Advance META from `before` to `after`, which folded `before.pending`."""
+    def commit(self, before: JobMeta, after: JobMeta, folded: tuple[Pending, ...]) -> JobMeta:
+        """Advance META from `before` to `after`, which folded `folded` (the first of `before.pending`)."""
         now = self.clock()
-        entry = FoldLog(after.version, loss, sum(p.samples for p in before.pending), now,
-                        tuple((p.epoch, p.batch, p.lease_id) for p in before.pending))
+        loss = float(np.mean([p.loss for p in folded]))
+        entry = FoldLog(after.version, loss, sum(p.samples for p in folded), now,
+                        tuple((p.epoch, p.batch, p.lease_id) for p in folded))
         after = replace(after, rev=before.rev + 1, updated=now, last_fold=entry)
         if before.last_fold and not self.fold_log.is_logged(before.job_id, before.last_fold.version):
             self.fold_log.write(before.job_id, before.last_fold)

@@ -2,16 +2,17 @@
 
 Fed by the results FIFO queue, one message group per job, so at most one fold
 of a job runs at a time while other jobs fold in parallel. Each message is
-one `Result`. Handling it:
+one `Result`; an invocation handles its whole batch (up to 10), per job:
 
 1. settle: if META already holds a full update (a previous run crashed after
    recording it), fold it now; make sure the current epoch is queued.
-2. duplicate? If its (epoch, batch) is already folded or pending, or its
-   lease was already discarded, drop it: that batch is accounted for.
-3. stale or invalid? Re-queue the batch as a new task, then mark the lease
-   discarded.
-4. otherwise add it to META's pending list (a write conditional on META's
-   revision), and settle again.
+2. duplicates: results whose (epoch, batch) is already folded or pending, or
+   whose lease was already discarded (one BatchGetItem for the batch), or
+   whose batch an earlier result of the same invocation took, are dropped.
+3. the rest are checked, their gradients read in parallel; stale or invalid
+   ones are discarded (their batch re-queued first, fold/discards.py).
+4. the accepted ones join META's pending list in one write conditional on
+   META's revision, and settle folds every full update (fold/updates.py).
 
 Replicated jobs put a check before pending: an accepted first copy waits in
 META's `awaiting` list while a check task, pinned to the same version, is
@@ -24,20 +25,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-
-import numpy as np
+from typing import Sequence
 
 from chalicelib.errors import BadRequest, NotFound
-from chalicelib.fold.commit import VersionCommit
+from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.fold.updates import Gradients, Updates
 from chalicelib.fold.vetting import GradientVetting, relative_difference
 from chalicelib.jobs.spec import JobSpec
-from chalicelib.model.versions import VersionStore
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
-from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState, mark_folded
+from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState
 from chalicelib.store.stats import Counters
-from chalicelib.tasks.epochs import EpochQueue
 from chalicelib.tasks.queues import TaskQueue
 from chalicelib.tasks.records import Result
 
@@ -47,28 +46,81 @@ MAX_ATTEMPTS = 5
 
 class Fold:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, counters: Counters,
-                 versions: VersionStore, tasks: TaskQueue, epochs: EpochQueue, vetting: GradientVetting,
-                 commit: VersionCommit):
+                 tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates):
         self.jobs, self.meta, self.leases, self.counters = jobs, meta, leases, counters
-        self.versions, self.tasks, self.epochs, self.vetting, self.committer = versions, tasks, epochs, vetting, commit
+        self.tasks, self.vetting, self.discards, self.updates = tasks, vetting, discards, updates
 
     def handle(self, result: Result) -> FoldOutcome:
-        """Process one completed task. Raises on AWS errors so the queue
-        redelivers (every step is safe to repeat)."""
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                return self.apply(result)
-            except StaleState:
-                continue  # META moved under us (e.g. a pause): read it again
-        raise RuntimeError(f"job {result.job_id}: META kept changing during {MAX_ATTEMPTS} attempts")
+        """One result, as an invocation of its own."""
+        return self.handle_batch([result])[0]
 
-    def apply(self, r: Result) -> FoldOutcome:
-        """One attempt at handling a result, from a fresh read of META."""
+    def handle_batch(self, results: Sequence[Result]) -> list[FoldOutcome]:
+        """Process one invocation's results, each job's in order. Raises on AWS
+        errors so the queue redelivers the batch (every step is safe to repeat)."""
+        outcomes: list[FoldOutcome | None] = [None] * len(results)
+        by_job: dict[str, list[int]] = {}
+        for i, r in enumerate(results):
+            by_job.setdefault(r.job_id, []).append(i)
+        for job_id, indexes in by_job.items():
+            for _ in range(MAX_ATTEMPTS):
+                try:
+                    done = self.apply_batch(job_id, [results[i] for i in indexes])
+                    break
+                except StaleState:
+                    continue  # META moved under us: read it again (what was done is safe to repeat)
+            else:
+                raise RuntimeError(f"job {job_id}: META kept changing during {MAX_ATTEMPTS} attempts")
+            for i, outcome in zip(indexes, done):
+                outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
+
+    def apply_batch(self, job_id: str, results: list[Result]) -> list[FoldOutcome]:
+        """One attempt at a job's results of one invocation, from a fresh read of META."""
         try:
-            meta, spec = self.meta.get(r.job_id), self.jobs.spec(r.job_id)
+            meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
         except NotFound:
-            return FoldOutcome.GONE
-        meta = self.settle(meta, spec)
+            return [FoldOutcome.GONE] * len(results)
+        if spec.replication.copies > 1:  # first copies and their checks pair up one result at a time
+            return [self._apply_one(r) for r in results]
+        meta = self.updates.settle(meta, spec)
+        discarded = {lease_id for lease_id, state in self.leases.states(
+            job_id, [r.lease_id for r in results]).items() if state == "discarded"}
+        outcomes: list[FoldOutcome] = [FoldOutcome.DUPLICATE] * len(results)
+        fresh = [i for i, r in enumerate(results) if (r.epoch, r.batch) not in meta.pending_pairs()
+                 and not meta.is_folded(r.epoch, r.batch) and r.lease_id not in discarded]
+        verdicts = self.vetting.reject_all([results[i] for i in fresh], meta, spec)
+        keep = len(fresh) <= self.vetting.parallelism(spec)  # decoded gradients fit the memory share
+        claimed, accepted, rejected = meta.pending_pairs(), [], {}
+        gradients: Gradients = {}  # accepted in this invocation: checked moments ago
+        for i, (reason, digest, tensors) in zip(fresh, verdicts):
+            r = results[i]
+            if (r.epoch, r.batch) in claimed:
+                continue  # a second result for a batch of this invocation: a duplicate
+            if reason:
+                rejected.setdefault(reason, []).append(r)
+                outcomes[i] = reason
+                continue
+            claimed.add((r.epoch, r.batch))
+            accepted.append(Pending(**{**r.__dict__, "digest": digest}))
+            if keep:
+                gradients[r.lease_id] = tensors
+            outcomes[i] = FoldOutcome.PENDING
+        duplicates = outcomes.count(FoldOutcome.DUPLICATE)
+        if duplicates:
+            self.counters.add(job_id, duplicates=duplicates)
+        for reason, group in rejected.items():
+            self.discards.discard(job_id, [(r.epoch, r.batch, [r.lease_id]) for r in group], reason)
+        if accepted:
+            meta = self.meta.save(meta, replace(meta, pending=meta.pending + tuple(accepted)))
+            meta = self.updates.settle(meta, spec, gradients)
+            outcomes = [FoldOutcome.FOLDED if o is FoldOutcome.PENDING and meta.is_folded(r.epoch, r.batch) else o
+                        for o, r in zip(outcomes, results)]
+        return outcomes
+
+    def _apply_one(self, r: Result) -> FoldOutcome:
+        """One result of a replicated job, from a fresh read of META."""
+        meta, spec = self.meta.get(r.job_id), self.jobs.spec(r.job_id)
+        meta = self.updates.settle(meta, spec)
         if ((r.epoch, r.batch) in meta.pending_pairs() or r.lease_id in {p.lease_id for p in meta.awaiting}
                 or meta.is_folded(r.epoch, r.batch)
                 or self.leases.state(r.job_id, r.lease_id) == "discarded"):
@@ -79,7 +131,7 @@ class Fold:
             return self._check_replica(r, first, meta, spec)
         reason, digest, _ = self.vetting.reject(r, meta, spec)
         if reason:
-            self.discard(r.job_id, r.epoch, r.batch, [r.lease_id], reason)
+            self.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
             return reason
         pending = Pending(**{**r.__dict__, "digest": digest})
         if spec.replication.copies > 1:
@@ -95,7 +147,7 @@ class Fold:
                      awaiting: tuple[Pending, ...]) -> FoldOutcome:
         meta = self.meta.save(meta, replace(meta, pending=meta.pending + (pending,), awaiting=awaiting))
         before = meta.version
-        meta = self.settle(meta, spec)
+        meta = self.updates.settle(meta, spec)
         return FoldOutcome.FOLDED if meta.version > before else FoldOutcome.PENDING
 
     def _check_replica(self, r: Result, first: Pending, meta: JobMeta, spec: JobSpec) -> FoldOutcome:
@@ -124,57 +176,5 @@ class Fold:
             self.counters.add(r.job_id, replicas_agreed=1)
             return self._add_pending(meta, spec, first, rest)
         self.meta.save(meta, replace(meta, awaiting=rest))
-        self.discard(r.job_id, r.epoch, r.batch, [first.lease_id, r.lease_id], reason)
+        self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, r.lease_id])], reason)
         return reason
-
-    def discard(self, job_id: str, epoch: int, batch: int, lease_ids: list[str], reason: FoldOutcome) -> None:
-        """Re-queue the batch as a new task, then mark its leases discarded
-        (in this order: a crash in between re-queues twice, never zero times)."""
-        self.tasks.enqueue(job_id, epoch, [batch])
-        moved = sum(self.leases.move(job_id, lease_id, ("leased", "completed"), "discarded", reason=reason.value)
-                    for lease_id in lease_ids)
-        if moved:
-            self.counters.add(job_id, **{f"discarded_{reason.value}": moved})
-
-    def settle(self, meta: JobMeta, spec: JobSpec) -> JobMeta:
-        """Fold a full update if META holds one; queue the epoch if it is not queued."""
-        if meta.pending and (len(meta.pending) >= spec.gradients_per_update
-                             or meta.folded_in_epoch + len(meta.pending) >= spec.dataset.batches):
-            meta = self.update(meta, spec)
-        return self.epochs.queue(meta, spec)
-
-    def update(self, meta: JobMeta, spec: JobSpec) -> JobMeta:
-        """Apply META's pending gradients to version N and commit version N+1."""
-        if any(p.epoch != meta.epoch or meta.is_folded(p.epoch, p.batch) for p in meta.pending):
-            raise RuntimeError(f"job {meta.job_id}: pending holds a batch that is not of epoch {meta.epoch} "
-                               f"or already folded: {meta.pending}")
-        gradients, spoiled = [], []
-        for p in meta.pending:
-            try:
-                gradients.append(self.vetting.load(spec, p.key, p.digest))
-            except (BadRequest, NotFound) as err:
-                log.warning("job %s: pending %s-%s spoiled: %s", meta.job_id, p.epoch, p.batch, err)
-                spoiled.append(p)
-        if spoiled:
-            return self._drop_spoiled(meta, spoiled)
-        combined = spec.build_strategy().aggregate(gradients)
-        weights = self.versions.read_weights(meta.job_id, meta.version, spec)
-        state = self.versions.read_state(meta.job_id, meta.version, spec)
-        new_weights, new_state = spec.build_optimizer().apply(weights, combined, state)
-        self.versions.write(meta.job_id, meta.version + 1, spec, new_weights, new_state)
-
-        after = replace(meta, version=meta.version + 1, pending=(), folded_total=meta.folded_total + len(meta.pending),
-                        folded=mark_folded(meta.folded, (p.batch for p in meta.pending)))
-        if after.folded_in_epoch >= spec.dataset.batches:
-            epoch = meta.epoch + 1
-            after = replace(after, folded=b"", epoch=epoch, status="finished" if epoch >= spec.epochs else meta.status)
-        return self.committer.commit(meta, after, float(np.mean([p.loss for p in meta.pending])))
-
-    def _drop_spoiled(self, meta: JobMeta, spoiled: list[Pending]) -> JobMeta:
-        """A pending gradient that is no longer the one accepted (overwritten
-        through its still-valid upload form, or expired from S3) must not be
-        folded, nor wedge the job: re-queue its batch, mark its lease
-        discarded, then take it out of pending (re-queue first, as in step 3)."""
-        for p in spoiled:
-            self.discard(meta.job_id, p.epoch, p.batch, [p.lease_id], FoldOutcome.INVALID)
-        return self.meta.save(meta, replace(meta, pending=tuple(p for p in meta.pending if p not in spoiled)))

@@ -38,6 +38,10 @@ class OptimizerState:
 class Optimizer(Named):
     """An update rule: weights, gradients and state in; new weights and state out."""
 
+    def slot_count(self) -> int:
+        """Weight-sized arrays of state the rule keeps (the fold's memory check)."""
+        return len(self.initial_state([np.zeros(1, F32)]).slots)
+
     def initial_state(self, weights: list[np.ndarray]) -> OptimizerState:
         return OptimizerState()
 

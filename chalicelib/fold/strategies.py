@@ -11,7 +11,7 @@ volunteer's pull at `clip_norm`.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -21,14 +21,38 @@ from chalicelib.validate import Range
 Gradient = list[np.ndarray]
 
 
-def _stacked(gradients: Sequence[Gradient]) -> list[np.ndarray]:
+def _stacked(gradients: Iterable[Gradient]) -> list[np.ndarray]:
     """Tensor i of every gradient, stacked on a new first axis."""
     return [np.stack(tensors) for tensors in zip(*gradients)]
 
 
+def _running_mean(gradients: Iterable[Gradient]) -> Gradient:
+    """Summed in place in arrival order: one gradient in memory besides the sum,
+    whatever K is, and the same bits on every retry."""
+    out: Gradient = []
+    count = 0
+    for gradient in gradients:
+        if count == 0:
+            out = [np.array(t, dtype=np.float32, copy=True) for t in gradient]
+        else:
+            for acc, t in zip(out, gradient):
+                acc += t
+        count += 1
+    scale = np.float32(1.0 / count)
+    for acc in out:
+        acc *= scale
+    return out
+
+
 class Strategy(Named):
-    def aggregate(self, gradients: Sequence[Gradient]) -> Gradient:
-        """Combine gradients (each a list of tensors in manifest order)."""
+    def aggregate(self, gradients: Iterable[Gradient]) -> Gradient:
+        """Combine gradients (each a list of tensors in manifest order), read
+        one at a time from the iterable."""
+        raise NotImplementedError
+
+    def gradients_held(self, k: int) -> int:
+        """How many gradient-sized arrays the rule holds at once for K gradients
+        (the fold's memory check at job creation)."""
         raise NotImplementedError
 
 
@@ -38,15 +62,10 @@ class Mean(Strategy):
     name = "mean"
 
     def aggregate(self, gradients):
-        # summed in place in arrival order: no stacked copy, and the same bits on every retry
-        out = [np.array(t, dtype=np.float32, copy=True) for t in gradients[0]]
-        for gradient in gradients[1:]:
-            for acc, t in zip(out, gradient):
-                acc += t
-        scale = np.float32(1.0 / len(gradients))
-        for acc in out:
-            acc *= scale
-        return out
+        return _running_mean(gradients)
+
+    def gradients_held(self, k):
+        return 2  # the sum and the gradient being added
 
 
 class Median(Strategy):
@@ -56,6 +75,9 @@ class Median(Strategy):
 
     def aggregate(self, gradients):
         return [np.median(t, axis=0).astype(np.float32) for t in _stacked(gradients)]
+
+    def gradients_held(self, k):
+        return 2 * k + 1  # all K, their stacked copy (median sorts a copy of one tensor at a time), the result
 
 
 class TrimmedMean(Strategy):
@@ -69,6 +91,7 @@ class TrimmedMean(Strategy):
         self.trim = float(trim)
 
     def aggregate(self, gradients):
+        gradients = list(gradients)
         k = len(gradients)
         cut = min(max(math.floor(self.trim * k), 1 if k >= 3 and self.trim > 0 else 0), (k - 1) // 2)
         out = []
@@ -76,6 +99,9 @@ class TrimmedMean(Strategy):
             ordered = np.sort(t, axis=0)
             out.append(np.mean(ordered[cut:k - cut], axis=0, dtype=np.float32))
         return out
+
+    def gradients_held(self, k):
+        return 2 * k + 1  # all K, their stacked copy, the result
 
 
 class ClippedMean(Strategy):
@@ -88,12 +114,15 @@ class ClippedMean(Strategy):
         self.clip_norm = float(clip_norm)
 
     def aggregate(self, gradients):
-        clipped = []
-        for gradient in gradients:
-            norm = math.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in gradient))
-            factor = np.float32(min(1.0, self.clip_norm / norm)) if norm > 0 else np.float32(1)
-            clipped.append([t * factor for t in gradient])
-        return Mean().aggregate(clipped)
+        return _running_mean(self._clipped(g) for g in gradients)
+
+    def _clipped(self, gradient: Gradient) -> Gradient:
+        norm = math.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in gradient))
+        factor = np.float32(min(1.0, self.clip_norm / norm)) if norm > 0 else np.float32(1)
+        return [t * factor for t in gradient]
+
+    def gradients_held(self, k):
+        return 3  # the sum, the gradient, its clipped copy
 
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Mean, Median, TrimmedMean, ClippedMean)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -32,8 +33,27 @@ def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 class GradientVetting:
-    def __init__(self, objects: ObjectStore):
+    def __init__(self, objects: ObjectStore, memory_bytes: int = 1024 * 2**20, threads: int = 10):
         self.objects = objects
+        # decoded gradients in flight at once stay within a quarter of the fold's memory
+        self.memory_bytes, self._pool = memory_bytes, ThreadPoolExecutor(threads, thread_name_prefix="vetting")
+        self.threads = threads
+
+    def parallelism(self, spec: JobSpec) -> int:
+        """How many of this job's gradients may be read and decoded at once."""
+        per_gradient = 4 * sum(s.size for s in spec.weight_specs)
+        return max(1, min(self.threads, self.memory_bytes // 4 // max(1, per_gradient)))
+
+    def reject_all(self, results: list[Result], meta: JobMeta,
+                   spec: JobSpec) -> list[tuple[FoldOutcome | None, str, list[np.ndarray]]]:
+        """`reject` for each result, their S3 reads in parallel (as many at once
+        as the job's gradient size allows), in the results' order."""
+        out: list[tuple[FoldOutcome | None, str, list[np.ndarray]]] = []
+        step = self.parallelism(spec)
+        for start in range(0, len(results), step):
+            chunk = [self._pool.submit(self.reject, r, meta, spec) for r in results[start:start + step]]
+            out.extend(done.result() for done in chunk)
+        return out
 
     def reject(self, r: Result, meta: JobMeta, spec: JobSpec) -> tuple[FoldOutcome | None, str, list[np.ndarray]]:
         """Why the result cannot be used (None if it can); if it can, the

@@ -122,12 +122,17 @@ class JobAdmin:
                 for meta in (self.meta.get(job_id) for job_id in self.jobs.ids())]
 
     def set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
+        """Pause: leases drop the job's tasks as they meet them. Resume: the
+        epoch is queued again from META (folded and pending batches skipped)."""
         meta = self.meta.get(job_id)
         source, target = ("running", "paused") if paused else ("paused", "running")
         if meta.status != source:
             raise Conflict(f"job {job_id} is {meta.status}; only a {source} job can be "
                            f"{'paused' if paused else 'resumed'}")
-        return self.meta.save(meta, replace(meta, status=target)).public()
+        if paused:
+            return self.meta.save(meta, replace(meta, status=target)).public()
+        meta = self.meta.save(meta, self.epochs.requeue(replace(meta, status=target)))
+        return self.epochs.queue(meta, self.jobs.spec(job_id)).public()
 
     def delete(self, job_id: str) -> dict[str, Any]:
         """Remove the job's records, then its files. Its queued tasks are

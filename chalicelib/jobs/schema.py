@@ -10,7 +10,7 @@ from chalicelib import validate
 from chalicelib.errors import BadRequest
 from chalicelib.fold.optimizers import make_optimizer
 from chalicelib.fold.strategies import make_strategy
-from chalicelib.jobs.spec import BATCH_DTYPES, Dataset, JobSpec, Replication, TensorLayout
+from chalicelib.jobs.spec import BATCH_DTYPES, DEFAULT_LEASE_SECONDS, Dataset, JobSpec, Replication, TensorLayout
 from chalicelib.model.codecs import get_codec
 from chalicelib.model.weights import WeightSpec
 
@@ -60,7 +60,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
         gradients_per_update=validate.integer(body, "gradients_per_update", 1, 1, MAX_GRADIENTS_PER_UPDATE),
         staleness=validate.integer(body, "staleness", 4, 0, 1000),
         epochs=validate.integer(body, "epochs", 1, 1, 10_000),
-        lease_seconds=validate.integer(body, "lease_seconds", 120, 10, 43_200),
+        lease_seconds=validate.integer(body, "lease_seconds", DEFAULT_LEASE_SECONDS, 10, 43_200),
         codec=get_codec(body.get("codec", "fp32")).name,
         max_grad_norm=validate.number(body, "max_grad_norm", 1e4, 1e-6, 1e12),
         seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),

@@ -20,6 +20,7 @@ from chalicelib.model.weights import WeightSpec
 # bytes per value in a batch file; uint8 is for token ids below 256 (a char
 # vocabulary), a quarter of int32's bytes for the volunteers to download
 BATCH_DTYPES = {"int32": 4, "float32": 4, "uint8": 1}
+DEFAULT_LEASE_SECONDS = 120
 
 
 @dataclass(frozen=True)

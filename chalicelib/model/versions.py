@@ -9,6 +9,8 @@ DynamoDB points at it and never change after, so they are cached forever.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -21,36 +23,69 @@ from chalicelib.store.objects import ObjectStore
 
 
 class VersionStore:
-    def __init__(self, objects: ObjectStore):
+    """A version's files. Reads of the newest versions are kept in memory
+    (versions never change), so a warm fold reads a version it wrote itself
+    from memory instead of S3."""
+
+    CACHED_VERSIONS = 4
+
+    def __init__(self, objects: ObjectStore, threads: int = 4):
         self.objects = objects
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="version-io")
+        self._cache: OrderedDict[tuple[str, int], tuple[list[np.ndarray], OptimizerState]] = OrderedDict()
 
     def write(self, job_id: str, version: int, spec: JobSpec, weights: Sequence[np.ndarray],
               state: OptimizerState) -> None:
-        """Write every file of a version; model.json, the browsers' entry point, last.
+        """Write every file of a version: the data files in parallel, then
+        model.json, the browsers' entry point, last.
 
         Writing the same version twice with the same inputs writes the same
         bytes (the fold is deterministic), which is what makes a retried fold safe.
         """
+        self.write_data(job_id, version, spec, weights, state)
+        self.publish(job_id, version, spec)
+        self._remember(job_id, version, list(weights), state)
+
+    def write_data(self, job_id: str, version: int, spec: JobSpec, weights: Sequence[np.ndarray],
+                   state: OptimizerState) -> None:
+        """The weights shard and the optimizer state, written in parallel."""
         prefix = version_prefix(job_id, version)
         specs = list(spec.weight_specs)
         slot_names = sorted(state.slots)
         slot_specs = [WeightSpec(f"{slot}/{s.name}", s.shape) for slot in slot_names for s in specs]
         slot_tensors = [t for slot in slot_names for t in state.slots[slot]]
-        self.objects.put(prefix + SHARD_NAME, encode_tensors(specs, weights))
-        self.objects.put(prefix + "optimizer.bin", encode_tensors(slot_specs, slot_tensors))
         meta = {"optimizer": spec.optimizer["name"], "step": state.step, "scalars": state.scalars, "slots": slot_names}
-        self.objects.put(prefix + "optimizer.json", json.dumps(meta).encode(), "application/json")
-        self.objects.put(prefix + "model.json", model_json(spec.topology, specs), "application/json")
+        puts = [(prefix + SHARD_NAME, encode_tensors(specs, weights), "application/octet-stream"),
+                (prefix + "optimizer.bin", encode_tensors(slot_specs, slot_tensors), "application/octet-stream"),
+                (prefix + "optimizer.json", json.dumps(meta).encode(), "application/json")]
+        for done in [self._pool.submit(self.objects.put, *put) for put in puts]:
+            done.result()
 
-    def read_weights(self, job_id: str, version: int, spec: JobSpec) -> list[np.ndarray]:
-        return decode_tensors(spec.weight_specs, self.objects.get(version_prefix(job_id, version) + SHARD_NAME))
+    def publish(self, job_id: str, version: int, spec: JobSpec) -> None:
+        """model.json: once it exists, a browser may load the version."""
+        self.objects.put(version_prefix(job_id, version) + "model.json",
+                         model_json(spec.topology, list(spec.weight_specs)), "application/json")
 
-    def read_state(self, job_id: str, version: int, spec: JobSpec) -> OptimizerState:
+    def read(self, job_id: str, version: int, spec: JobSpec) -> tuple[list[np.ndarray], OptimizerState]:
+        """A version's weights and optimizer state (the two shards read in parallel)."""
+        cached = self._cache.get((job_id, version))
+        if cached is not None:
+            return cached
         prefix = version_prefix(job_id, version)
-        meta = json.loads(self.objects.get(prefix + "optimizer.json"))
+        shard, state_json, state_bin = (self._pool.submit(self.objects.get, prefix + name) for name in
+                                        (SHARD_NAME, "optimizer.json", "optimizer.bin"))
+        weights = decode_tensors(spec.weight_specs, shard.result())
+        meta = json.loads(state_json.result())
         specs = list(spec.weight_specs)
         slot_specs = [WeightSpec(f"{slot}/{s.name}", s.shape) for slot in meta["slots"] for s in specs]
-        tensors = decode_tensors(slot_specs, self.objects.get(prefix + "optimizer.bin")) if slot_specs else []
+        tensors = decode_tensors(slot_specs, state_bin.result()) if slot_specs else []
         n = len(specs)
         slots = {slot: tensors[i * n:(i + 1) * n] for i, slot in enumerate(meta["slots"])}
-        return OptimizerState(step=meta["step"], scalars=meta["scalars"], slots=slots)
+        state = OptimizerState(step=meta["step"], scalars=meta["scalars"], slots=slots)
+        self._remember(job_id, version, weights, state)
+        return weights, state
+
+    def _remember(self, job_id: str, version: int, weights: list[np.ndarray], state: OptimizerState) -> None:
+        self._cache[(job_id, version)] = (weights, state)
+        while len(self._cache) > self.CACHED_VERSIONS:
+            self._cache.popitem(last=False)

@@ -5,37 +5,66 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterable
 
 from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.types import TypeDeserializer
 
 from chalicelib.store.table import LEASE_TTL_SECONDS, Records, job_key
+
+_DESERIALIZE = TypeDeserializer()  # a failed condition's item comes back in DynamoDB's wire form
 
 
 @dataclass(frozen=True)
 class LeaseRecord:
     state: str  # leased | completed | discarded
     volunteer_id: str
+    slot: int = 0  # the volunteer's slot it holds (store/volunteers.py)
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> "LeaseRecord":
+        return cls(item["state"], item["volunteer_id"], int(item.get("slot", 0)))
 
 
 class LeaseRecords(Records):
-    def put(self, job_id: str, lease_id: str, epoch: int, batch: int, expires: float, volunteer_id: str) -> None:
+    def put(self, job_id: str, lease_id: str, epoch: int, batch: int, expires: float, volunteer_id: str,
+            slot: int) -> None:
         self._table.put_item(Item={
             **job_key(job_id, f"LEASE#{lease_id}"), "state": "leased", "epoch": epoch, "batch": batch,
-            "expires": Decimal(str(expires)), "volunteer_id": volunteer_id,
+            "expires": Decimal(str(expires)), "volunteer_id": volunteer_id, "slot": slot,
             "ttl": int(expires) + LEASE_TTL_SECONDS,
         }, ConditionExpression="attribute_not_exists(pk)")
 
     def get(self, job_id: str, lease_id: str) -> LeaseRecord | None:
         item = self._table.get_item(Key=job_key(job_id, f"LEASE#{lease_id}"), ConsistentRead=True).get("Item")
-        return LeaseRecord(item["state"], item["volunteer_id"]) if item else None
+        return LeaseRecord.of(item) if item else None
 
     def state(self, job_id: str, lease_id: str) -> str | None:
         record = self.get(job_id, lease_id)
         return record.state if record else None
 
+    def states(self, job_id: str, lease_ids: Iterable[str]) -> dict[str, str]:
+        """The state of each of a job's leases that exists, in one BatchGetItem per 100."""
+        keys = [job_key(job_id, f"LEASE#{lease_id}") for lease_id in dict.fromkeys(lease_ids)]
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 100):
+            request = {self._table.name: {"Keys": keys[start:start + 100], "ConsistentRead": True,
+                                          "ProjectionExpression": "sk, #s", "ExpressionAttributeNames": {"#s": "state"}}}
+            while request:
+                reply = self._client.batch_get_item(RequestItems=request)
+                for item in reply["Responses"].get(self._table.name, []):
+                    found[item["sk"][len("LEASE#"):]] = item["state"]
+                request = reply.get("UnprocessedKeys") or None
+        return found
+
     def move(self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str, **fields: Any) -> bool:
         """Move a lease from state `source` (or one of them) to `target`; False if it was elsewhere."""
+        return self.transition(job_id, lease_id, source, target, **fields)[0]
+
+    def transition(self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str,
+                   **fields: Any) -> tuple[bool, LeaseRecord | None]:
+        """`move`, with the record as it was before (None: no such lease) in
+        the same call, whether the move happened or not."""
         sources = (source,) if isinstance(source, str) else source
         names = {"#s": "state"}
         values: dict[str, Any] = {":to": target, **{f":from{i}": s for i, s in enumerate(sources)}}
@@ -45,12 +74,15 @@ class LeaseRecords(Records):
             values[f":v{i}"] = Decimal(str(value)) if isinstance(value, float) else value
             sets.append(f"#f{i} = :v{i}")
         try:
-            self._table.update_item(Key=job_key(job_id, f"LEASE#{lease_id}"), UpdateExpression="SET " + ", ".join(sets),
-                                    ConditionExpression=f"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})",
-                                    ExpressionAttributeNames=names, ExpressionAttributeValues=values)
-        except self._condition_failed:
-            return False
-        return True
+            reply = self._table.update_item(
+                Key=job_key(job_id, f"LEASE#{lease_id}"), UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=f"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                ReturnValues="ALL_OLD", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except self._condition_failed as err:
+            item = err.response.get("Item")
+            return False, LeaseRecord.of({k: _DESERIALIZE.deserialize(v) for k, v in item.items()}) if item else None
+        return True, LeaseRecord.of(reply["Attributes"])
 
     def active_volunteers(self, job_id: str) -> list[str]:
         """The volunteer id of every lease still running."""

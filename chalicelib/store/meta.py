@@ -67,7 +67,8 @@ class JobMeta:
     epoch: int = 0
     folded: bytes = b""  # bitmap of the batches of `epoch` already folded
     folded_total: int = 0
-    queued_epoch: int = -1
+    queued_epoch: int = -1  # the last epoch whose tasks were all queued
+    queue_cursor: int = 0  # how far the queueing of `epoch` got along its batch order
     pending: tuple[Pending, ...] = ()
     awaiting: tuple[Pending, ...] = ()  # replicated jobs: first copies waiting for their check
     last_fold: FoldLog | None = None
@@ -102,7 +103,7 @@ def meta_item(meta: JobMeta) -> dict[str, Any]:
     return {
         **job_key(meta.job_id, "META"), "status": meta.status, "version": meta.version, "epoch": meta.epoch,
         "folded": base64.b64encode(zlib.compress(meta.folded)).decode(), "folded_total": meta.folded_total,
-        "queued_epoch": meta.queued_epoch, "rev": meta.rev,
+        "queued_epoch": meta.queued_epoch, "queue_cursor": meta.queue_cursor, "rev": meta.rev,
         "pending": json.dumps([asdict(p) for p in meta.pending]),
         "awaiting": json.dumps([asdict(p) for p in meta.awaiting]),
         "last_fold": json.dumps(asdict(meta.last_fold) if meta.last_fold else None),
@@ -117,7 +118,7 @@ def _meta_from(item: dict[str, Any]) -> JobMeta:
     return JobMeta(
         job_id=item["pk"][4:], status=item["status"], version=int(item["version"]), epoch=int(item["epoch"]),
         folded=zlib.decompress(base64.b64decode(item["folded"])), folded_total=int(item["folded_total"]),
-        queued_epoch=int(item["queued_epoch"]),
+        queued_epoch=int(item["queued_epoch"]), queue_cursor=int(item.get("queue_cursor", 0)),
         pending=tuple(Pending(**p) for p in json.loads(item["pending"])),
         awaiting=tuple(Pending(**p) for p in json.loads(item["awaiting"])),
         last_fold=last_fold, rev=int(item["rev"]),
@@ -126,11 +127,28 @@ def _meta_from(item: dict[str, Any]) -> JobMeta:
 
 
 class MetaStore(Records):
-    def get(self, job_id: str) -> JobMeta:
+    """META reads and writes. What this process last read or wrote is kept:
+    a lease may take it if it is at most `max_age` seconds old (each lease
+    would otherwise read META), while the fold and admin always read afresh."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._seen: dict[str, tuple[float, JobMeta]] = {}
+
+    def get(self, job_id: str, max_age: float = 0.0) -> JobMeta:
+        if max_age > 0 and job_id in self._seen:
+            when, meta = self._seen[job_id]
+            if self._clock() - when <= max_age:
+                return meta
         item = self._table.get_item(Key=job_key(job_id, "META"), ConsistentRead=True).get("Item")
         if not item:
+            self._seen.pop(job_id, None)
             raise NotFound(f"no job {job_id}")
-        return _meta_from(item)
+        return self._remember(_meta_from(item))
+
+    def _remember(self, meta: JobMeta) -> JobMeta:
+        self._seen[meta.job_id] = (self._clock(), meta)
+        return meta
 
     def save(self, before: JobMeta, after: JobMeta) -> JobMeta:
         """Write `after` if META is still at `before`'s revision; StaleState if not."""
@@ -143,5 +161,7 @@ class MetaStore(Records):
         try:
             self._table.put_item(Item=meta_item(meta), ConditionExpression=Attr("rev").eq(rev))
         except self._condition_failed:
+            self._seen.pop(meta.job_id, None)
             raise StaleState(meta.job_id)
+        self._remember(meta)
 

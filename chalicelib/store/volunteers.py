@@ -1,8 +1,17 @@
-"""`VOLUNTEER#<id>` / `LEASES`: the leases one volunteer id holds, so that no
-id holds more than the deployment's limit at once."""
+"""`VOLUNTEER#<id>` / `SLOT#<i>`: the lease slots of one volunteer id, so that
+no id holds more than the deployment's limit of leases at once.
+
+A slot is one item, claimed by a conditional write (free, or expired) and
+freed by a conditional delete when its lease completes: one call each, and
+no read. A lease claims its slot before it receives a task, so a volunteer
+at its limit never takes a task out of the queue (a receive that counted
+against the task's redrive limit). A slot left by a volunteer that vanished
+frees itself after `seconds`.
+"""
 from __future__ import annotations
 
-import json
+import zlib
+from decimal import Decimal
 
 from boto3.dynamodb.conditions import Attr
 
@@ -10,38 +19,29 @@ from chalicelib.store.table import LEASE_TTL_SECONDS, Records
 
 
 class VolunteerSlots(Records):
-    def claim(self, volunteer_id: str, lease_id: str, expires: float, limit: int) -> bool:
-        """Record a lease against its volunteer unless they already hold `limit`
-        unexpired ones. Conditional on the record's revision, so two concurrent
-        leases cannot both take the last slot."""
-        key = {"pk": f"VOLUNTEER#{volunteer_id}", "sk": "LEASES"}
-        for _ in range(5):
-            item = self._table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
-            now = self._clock()
-            held = {k: v for k, v in json.loads(item.get("leases", "{}")).items() if v > now}
-            if len(held) >= limit:
-                return False
-            held[lease_id] = expires
-            condition = Attr("rev").eq(item["rev"]) if item else Attr("pk").not_exists()
+    def claim(self, volunteer_id: str, holder: str, seconds: float, limit: int) -> int | None:
+        """A free slot of the volunteer's `limit`, now held by `holder` for at
+        most `seconds`; None when all are held. Tried from a slot that depends
+        on the holder, so a volunteer with one lease usually needs one write."""
+        now = self._clock()
+        start = zlib.crc32(holder.encode()) % limit
+        for n in range(limit):
+            slot = (start + n) % limit
             try:
-                self._table.put_item(Item={**key, "leases": json.dumps(held), "rev": int(item.get("rev", 0)) + 1,
-                                           "ttl": int(max(held.values())) + LEASE_TTL_SECONDS},
-                                     ConditionExpression=condition)
-                return True
+                self._table.put_item(
+                    Item={"pk": f"VOLUNTEER#{volunteer_id}", "sk": f"SLOT#{slot}", "holder": holder,
+                          "expires": Decimal(str(now + seconds)), "ttl": int(now + seconds) + LEASE_TTL_SECONDS},
+                    ConditionExpression=Attr("pk").not_exists() | Attr("expires").lt(Decimal(str(now))))
+                return slot
             except self._condition_failed:
                 continue
-        return False
+        return None
 
-    def release(self, volunteer_id: str, lease_id: str) -> None:
-        """Best effort: an unreleased slot frees itself when the lease expires."""
-        key = {"pk": f"VOLUNTEER#{volunteer_id}", "sk": "LEASES"}
-        item = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
-        if not item:
-            return
-        held = json.loads(item["leases"])
-        if held.pop(lease_id, None) is not None:
-            try:
-                self._table.put_item(Item={**item, "leases": json.dumps(held), "rev": int(item["rev"]) + 1},
-                                     ConditionExpression=Attr("rev").eq(item["rev"]))
-            except self._condition_failed:
-                pass
+    def release(self, volunteer_id: str, slot: int, holder: str) -> None:
+        """Free a slot if `holder` still holds it (best effort: an unreleased
+        slot frees itself when it expires)."""
+        try:
+            self._table.delete_item(Key={"pk": f"VOLUNTEER#{volunteer_id}", "sk": f"SLOT#{slot}"},
+                                    ConditionExpression=Attr("holder").eq(holder))
+        except self._condition_failed:
+            pass

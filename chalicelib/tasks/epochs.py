@@ -1,12 +1,19 @@
-"""Queuing an epoch's tasks: once per epoch, in a shuffled order.
+"""Queuing an epoch's tasks, a bounded chunk at a time, in a shuffled order.
 
-Called when a job starts and by every fold. The tasks are sent before META
-records the epoch as queued, so a crash in between queues some tasks twice
-and never zero times; a duplicate task is harmless because its batch is
-folded at most once (docs/architecture.md#exactly-once).
+A job's epoch can hold 100,000 batches: more SendMessageBatch calls than one
+request may make in API Gateway's 29 s or the fold in its minute. So each
+call queues at most `chunk` tasks along the epoch's batch order and moves
+META's `queue_cursor` past them; the fold calls again on every invocation
+until the epoch is queued. Batches already folded or pending are skipped.
+
+The tasks are sent before META records the cursor, so a crash in between
+queues some tasks twice and never zero times; a duplicate task is harmless
+because its batch is folded at most once (docs/architecture.md#exactly-once).
+A paused job queues nothing; resuming re-queues the epoch from META.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +22,8 @@ from chalicelib.jobs.spec import JobSpec
 from chalicelib.store.meta import JobMeta, MetaStore
 from chalicelib.tasks.queues import TaskQueue
 
+CHUNK = 1000  # tasks per call: 100 SendMessageBatch calls, 10 at a time
+
 
 def batch_order(spec: JobSpec, epoch: int) -> list[int]:
     """A fixed permutation per (job seed, epoch): reruns queue the same order."""
@@ -22,12 +31,33 @@ def batch_order(spec: JobSpec, epoch: int) -> list[int]:
 
 
 class EpochQueue:
-    def __init__(self, meta: MetaStore, tasks: TaskQueue):
-        self.meta, self.tasks = meta, tasks
+    def __init__(self, meta: MetaStore, tasks: TaskQueue, chunk: int = CHUNK, threads: int = 10):
+        self.meta, self.tasks, self.chunk = meta, tasks, chunk
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="epoch-queue")
+        self._orders: dict[tuple[str, int], list[int]] = {}
 
     def queue(self, meta: JobMeta, spec: JobSpec) -> JobMeta:
-        """Queue the current epoch's tasks unless that was done already."""
-        if meta.status not in ("running", "paused") or meta.queued_epoch >= meta.epoch or meta.epoch >= spec.epochs:
+        """Queue the next chunk of the current epoch's tasks, if any are left to queue."""
+        if meta.status != "running" or meta.queued_epoch >= meta.epoch or meta.epoch >= spec.epochs:
             return meta
-        self.tasks.enqueue(meta.job_id, meta.epoch, batch_order(spec, meta.epoch))
-        return self.meta.save(meta, replace(meta, queued_epoch=meta.epoch))
+        order = self._order(meta.job_id, spec, meta.epoch)
+        end = min(len(order), meta.queue_cursor + self.chunk)
+        taken = meta.pending_pairs() | {(p.epoch, p.batch) for p in meta.awaiting}
+        batches = [b for b in order[meta.queue_cursor:end]
+                   if not meta.is_folded(meta.epoch, b) and (meta.epoch, b) not in taken]
+        groups = [batches[i:i + 100] for i in range(0, len(batches), 100)]
+        for sent in [self._pool.submit(self.tasks.enqueue, meta.job_id, meta.epoch, group) for group in groups]:
+            sent.result()
+        done = end >= len(order)
+        return self.meta.save(meta, replace(meta, queue_cursor=0 if done else end,
+                                            queued_epoch=meta.epoch if done else meta.queued_epoch))
+
+    def requeue(self, meta: JobMeta) -> JobMeta:
+        """META set to queue the current epoch again from its start (on resume:
+        a paused job's tasks were dropped from the queue as leases met them)."""
+        return replace(meta, queued_epoch=min(meta.queued_epoch, meta.epoch - 1), queue_cursor=0)
+
+    def _order(self, job_id: str, spec: JobSpec, epoch: int) -> list[int]:
+        if (job_id, epoch) not in self._orders:
+            self._orders = {(job_id, epoch): batch_order(spec, epoch)}  # one job's order at a time is plenty
+        return self._orders[(job_id, epoch)]

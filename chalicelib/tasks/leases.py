@@ -15,22 +15,24 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from chalicelib.errors import BadRequest, Conflict, NotFound, TooManyRequests
+from chalicelib.jobs.spec import DEFAULT_LEASE_SECONDS, JobSpec
 from chalicelib.model.gradients import check_gradient
 from chalicelib.model.keys import batch_key, gradient_key, model_key
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecord, LeaseRecords
-from chalicelib.store.meta import MetaStore
+from chalicelib.store.meta import JobMeta, MetaStore
 from chalicelib.store.objects import ObjectStore
 from chalicelib.store.stats import Counters
 from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.tasks.queues import ResultQueue, TaskQueue
-from chalicelib.tasks.records import Lease, Result
+from chalicelib.tasks.records import Lease, Result, Task
 from chalicelib.tasks.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
-# Visibility of a freshly received task until its job's own lease time is set.
-FIRST_LOOK_SECONDS = 30
+# A task is received with the default lease time, so most leases need no
+# ChangeMessageVisibility; a job with another lease time gets one.
+RECEIVE_VISIBILITY_SECONDS = DEFAULT_LEASE_SECONDS
 # An empty queue answers 204 with this Retry-After.
 RETRY_AFTER_SECONDS = 5
 # Receives tried per lease request while skipping tasks of paused or ended jobs.
@@ -46,8 +48,9 @@ class LeasePolicy:
     """The deployment's lease settings (chalicelib/config.py)."""
 
     wait_seconds: int  # SQS long-poll per receive
-    paused_retry_seconds: int  # a paused job's task met by a lease is hidden this long
     max_leases_per_volunteer: int
+    slot_seconds: int  # a vanished volunteer's lease slot frees itself after this long
+    meta_max_age: float  # how old a META read a lease may reuse (each lease would read it otherwise)
 
 
 class LeaseService:
@@ -59,62 +62,70 @@ class LeaseService:
         self.signer, self.policy, self.clock = signer, policy, clock
 
     def lease(self, volunteer_id: str) -> dict[str, Any] | None:
-        """The next task of a running job, or None when there is none now."""
+        """The next task of a running job, or None when there is none now.
+        The volunteer's slot is claimed first: one at its limit takes nothing
+        out of the queue."""
+        lease_id, limit = secrets.token_hex(16), self.policy.max_leases_per_volunteer
+        slot = self.slots.claim(volunteer_id, lease_id, self.policy.slot_seconds, limit)
+        if slot is None:
+            raise TooManyRequests(f"volunteer {volunteer_id!r} already holds {limit} "
+                                  "leases; complete or let them expire first")
+        task = self._next_task()
+        if task is None:
+            self.slots.release(volunteer_id, slot, lease_id)
+            return None
+        task, meta, spec = task
+        base = meta.version if task.pin is None else task.pin
+        lease = Lease(job_id=task.job_id, epoch=task.epoch, batch=task.batch, base_version=base,
+                      lease_id=lease_id, receipt=task.receipt,
+                      expires=self.clock() + spec.lease_seconds - token_margin(spec.lease_seconds))
+        if spec.lease_seconds != RECEIVE_VISIBILITY_SECONDS:
+            self.tasks.hide(task.receipt, spec.lease_seconds)
+        self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id, slot)
+        upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
+        return {
+            "job_id": task.job_id, "task_id": f"{task.epoch}-{task.batch}", "epoch": task.epoch,
+            "batch": task.batch, "base_version": base,
+            "model_url": self.objects.public_url(model_key(task.job_id, base)),
+            "batch_url": self.objects.public_url(batch_key(task.job_id, task.batch)),
+            "upload": self.objects.presigned_post(upload_key, spec.gradient_bytes, spec.lease_seconds),
+            "upload_bytes": spec.gradient_bytes,
+            "lease_token": self.signer.sign(lease), "lease_expires": lease.expires,
+            "heartbeat_seconds": max(1, spec.lease_seconds // 3),
+            "spec": spec.public(),
+        }
+
+    def _next_task(self) -> tuple[Task, JobMeta, JobSpec] | None:
+        """A task of a running job, received with the default lease time;
+        tasks of deleted, finished or paused jobs and of folded batches met on
+        the way are dropped (resuming a job queues its epoch again)."""
         for _ in range(MAX_SKIPS):
-            task = self.tasks.receive(FIRST_LOOK_SECONDS, self.policy.wait_seconds)
+            task = self.tasks.receive(RECEIVE_VISIBILITY_SECONDS, self.policy.wait_seconds)
             if task is None:
                 return None
             try:
-                meta, spec = self.meta.get(task.job_id), self.jobs.spec(task.job_id)
+                meta = self.meta.get(task.job_id, max_age=self.policy.meta_max_age)
+                spec = self.jobs.spec(task.job_id)
             except NotFound:
-                self.tasks.delete(task.receipt)  # the job was deleted: its tasks go with it
-                continue
-            if meta.status == "paused":
-                self.tasks.hide(task.receipt, self.policy.paused_retry_seconds)  # back when it ends
-                continue
-            if meta.status != "running" or meta.is_folded(task.epoch, task.batch):
-                # A finished job, or a second copy of a task already folded.
+                meta = None
+            if meta is None or meta.status != "running" or meta.is_folded(task.epoch, task.batch):
                 self.tasks.delete(task.receipt)
                 continue
-            now = self.clock()
-            base = meta.version if task.pin is None else task.pin
-            lease = Lease(job_id=task.job_id, epoch=task.epoch, batch=task.batch, base_version=base,
-                          lease_id=secrets.token_hex(16), receipt=task.receipt,
-                          expires=now + spec.lease_seconds - token_margin(spec.lease_seconds))
-            limit = self.policy.max_leases_per_volunteer
-            if not self.slots.claim(volunteer_id, lease.lease_id, lease.expires, limit):
-                self.tasks.hide(task.receipt, 0)  # straight back for someone else
-                raise TooManyRequests(f"volunteer {volunteer_id!r} already holds {limit} "
-                                      "leases; complete or let them expire first")
-            self.tasks.hide(task.receipt, spec.lease_seconds)
-            self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id)
-            self.counters.add(task.job_id, leases=1)
-            upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
-            return {
-                "job_id": task.job_id, "task_id": f"{task.epoch}-{task.batch}", "epoch": task.epoch,
-                "batch": task.batch, "base_version": base,
-                "model_url": self.objects.public_url(model_key(task.job_id, base)),
-                "batch_url": self.objects.public_url(batch_key(task.job_id, task.batch)),
-                "upload": self.objects.presigned_post(upload_key, spec.gradient_bytes, spec.lease_seconds),
-                "upload_bytes": spec.gradient_bytes,
-                "lease_token": self.signer.sign(lease), "lease_expires": lease.expires,
-                "heartbeat_seconds": max(1, spec.lease_seconds // 3),
-                "spec": spec.public(),
-            }
+            return task, meta, spec
         return None
 
     def heartbeat(self, job_id: str, token: Any) -> dict[str, Any]:
         """Extend a live lease by the job's lease seconds; a fresh token comes back."""
         lease = self.signer.verify(token, job_id)
         spec = self.jobs.spec(job_id)
-        self._require_state(lease, "leased")
+        renewed = replace(lease, expires=self.clock() + spec.lease_seconds - token_margin(spec.lease_seconds))
+        moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "leased", expires=renewed.expires)
+        if not moved:
+            self._refuse(record)
         try:
             self.tasks.hide(lease.receipt, spec.lease_seconds)
         except self.tasks.errors as err:
             raise Conflict(f"the task can no longer be extended: {err}")
-        renewed = replace(lease, expires=self.clock() + spec.lease_seconds - token_margin(spec.lease_seconds))
-        if not self.leases.move(job_id, lease.lease_id, "leased", "leased", expires=renewed.expires):
-            raise Conflict("lease was completed meanwhile")
         return {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires}
 
     def complete(self, job_id: str, token: Any, loss: float) -> dict[str, Any]:
@@ -127,25 +138,15 @@ class LeaseService:
         """
         lease = self.signer.verify(token, job_id)
         spec = self.jobs.spec(job_id)
-        record = self._require_state(lease, "leased")
+        moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "completed", loss=loss)
+        if not moved:
+            self._refuse(record)
         key = gradient_key(job_id, lease.epoch, lease.batch, lease.lease_id)
-        size = self.objects.size(key)
-        if size is None:
-            raise BadRequest("no gradient was uploaded for this lease; POST it to the upload form first")
         try:
-            if size != spec.gradient_bytes:
-                raise BadRequest(f"uploaded gradient is {size} bytes; the job's {spec.codec} gradients "
-                                 f"are exactly {spec.gradient_bytes} bytes")
-            check_gradient(spec, self.objects.get(key))
-        except BadRequest:
-            self.counters.add(job_id, rejected=1)
-            raise
-        if not self.leases.move(job_id, lease.lease_id, "leased", "completed", loss=loss):
-            raise Conflict("this lease was already completed")
-        samples = spec.dataset.batch_size
-        try:
-            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id))
+            self._check_upload(job_id, spec, key)
+            self.results.send(Result.of(lease, key, loss, spec.dataset.batch_size, record.volunteer_id))
         except Exception:
+            # back to leased: the volunteer may upload again, or retry the completion
             self.leases.move(job_id, lease.lease_id, "completed", "leased")
             raise
         try:
@@ -154,14 +155,27 @@ class LeaseService:
             # The task will reappear and be leased again; its second result is
             # then discarded as a duplicate by the fold. Nothing is lost.
             log.warning("could not delete task %s-%s of %s: %s", lease.epoch, lease.batch, job_id, err)
-        self.slots.release(record.volunteer_id, lease.lease_id)
-        self.counters.add(job_id, completed=1, samples=samples)
+        self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
         return {"accepted": True, "job_id": job_id, "epoch": lease.epoch, "batch": lease.batch}
 
-    def _require_state(self, lease: Lease, state: str) -> LeaseRecord:
-        record = self.leases.get(lease.job_id, lease.lease_id)
+    def _check_upload(self, job_id: str, spec: JobSpec, key: str) -> None:
+        """400 unless the lease's upload is there and passes the gradient check."""
+        try:
+            data = self.objects.get(key)
+        except NotFound:
+            raise BadRequest("no gradient was uploaded for this lease; POST it to the upload form first")
+        try:
+            if len(data) != spec.gradient_bytes:
+                raise BadRequest(f"uploaded gradient is {len(data)} bytes; the job's {spec.codec} gradients "
+                                 f"are exactly {spec.gradient_bytes} bytes")
+            check_gradient(spec, data)
+        except BadRequest:
+            self.counters.add(job_id, rejected=1)
+            raise
+
+    @staticmethod
+    def _refuse(record: LeaseRecord | None) -> None:
+        """Why a lease could not move on: gone (404) or no longer leased (409)."""
         if record is None:
             raise NotFound("no such lease (was the job deleted?)")
-        if record.state != state:
-            raise Conflict(f"lease is already {record.state}; each lease is completed once")
-        return record
+        raise Conflict(f"lease is already {record.state}; each lease is completed once")

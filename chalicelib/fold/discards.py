@@ -1,0 +1,26 @@
+"""Dropping results the fold cannot use: the batch goes back on the task
+queue first, then the leases are marked discarded with the reason (in this
+order: a crash in between re-queues twice, never zero times; the extra copy
+is dropped as a duplicate, docs/architecture.md#exactly-once)."""
+from __future__ import annotations
+
+from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.store.leases import LeaseRecords
+from chalicelib.store.stats import Counters
+from chalicelib.tasks.queues import TaskQueue
+
+Discarded = tuple[int, int, list[str]]  # (epoch, batch, lease ids)
+
+
+class Discards:
+    def __init__(self, tasks: TaskQueue, leases: LeaseRecords, counters: Counters):
+        self.tasks, self.leases, self.counters = tasks, leases, counters
+
+    def discard(self, job_id: str, batches: list[Discarded], reason: FoldOutcome) -> None:
+        """Re-queue the batches (one queue call per epoch), then mark their leases discarded."""
+        for epoch in sorted({e for e, _, _ in batches}):
+            self.tasks.enqueue(job_id, epoch, [b for e, b, _ in batches if e == epoch])
+        moved = sum(self.leases.move(job_id, lease_id, ("leased", "completed"), "discarded", reason=reason.value)
+                    for _, _, lease_ids in batches for lease_id in lease_ids)
+        if moved:
+            self.counters.add(job_id, **{f"discarded_{reason.value}": moved})

@@ -1,0 +1,92 @@
+"""Folding updates: META's pending results into new model versions.
+
+An update takes the first K pending gradients (or, at the end of an epoch,
+what is left of it), aggregates them with the job's strategy, applies the
+numpy optimizer to version N and commits N+1 (fold/commit.py). Gradients
+the same invocation accepted are used as they were checked; the others are
+read again and folded only if their bytes are still those accepted.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Iterator
+
+import numpy as np
+
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.fold.commit import VersionCommit
+from chalicelib.fold.discards import Discards
+from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.fold.vetting import GradientVetting
+from chalicelib.jobs.spec import JobSpec
+from chalicelib.model.versions import VersionStore
+from chalicelib.store.meta import JobMeta, MetaStore, Pending, mark_folded
+from chalicelib.tasks.epochs import EpochQueue
+
+log = logging.getLogger(__name__)
+Gradients = dict[str, list[np.ndarray]]  # by lease id
+
+
+class Spoiled(Exception):
+    """A pending gradient that can no longer be folded as accepted."""
+
+    def __init__(self, pending: Pending):
+        super().__init__(pending.key)
+        self.pending = pending
+
+
+class Updates:
+    def __init__(self, meta: MetaStore, versions: VersionStore, epochs: EpochQueue, vetting: GradientVetting,
+                 committer: VersionCommit, discards: Discards):
+        self.meta, self.versions, self.epochs, self.vetting = meta, versions, epochs, vetting
+        self.committer, self.discards = committer, discards
+
+    def settle(self, meta: JobMeta, spec: JobSpec, gradients: dict[str, list[np.ndarray]] | None = None) -> JobMeta:
+        """Fold every full update META holds (K pending, or the rest of the
+        epoch); queue the epoch if it is not queued."""
+        k = spec.gradients_per_update
+        while meta.pending and (len(meta.pending) >= k or meta.folded_in_epoch + len(meta.pending) >= spec.dataset.batches):
+            meta = self.update(meta, spec, gradients or {})
+        return self.epochs.queue(meta, spec)
+
+    def update(self, meta: JobMeta, spec: JobSpec, gradients: dict[str, list[np.ndarray]]) -> JobMeta:
+        """Apply META's first K pending gradients to version N and commit N+1.
+        `gradients` holds those this invocation already read and checked;
+        the others are read again and must still have the bytes accepted."""
+        group = meta.pending[:spec.gradients_per_update]
+        if any(p.epoch != meta.epoch or meta.is_folded(p.epoch, p.batch) for p in group):
+            raise RuntimeError(f"job {meta.job_id}: pending holds a batch that is not of epoch {meta.epoch} "
+                               f"or already folded: {group}")
+
+        def read() -> Iterator[list[np.ndarray]]:
+            for p in group:
+                try:
+                    yield gradients[p.lease_id] if p.lease_id in gradients else self.vetting.load(spec, p.key, p.digest)
+                except (BadRequest, NotFound) as err:
+                    log.warning("job %s: pending %s-%s spoiled: %s", meta.job_id, p.epoch, p.batch, err)
+                    raise Spoiled(p)
+        try:
+            combined = spec.build_strategy().aggregate(read())
+        except Spoiled as err:
+            return self._drop_spoiled(meta, [err.pending])
+        weights, state = self.versions.read(meta.job_id, meta.version, spec)
+        new_weights, new_state = spec.build_optimizer().apply(weights, combined, state)
+        self.versions.write(meta.job_id, meta.version + 1, spec, new_weights, new_state)
+
+        after = replace(meta, version=meta.version + 1, pending=meta.pending[len(group):],
+                        folded_total=meta.folded_total + len(group),
+                        folded=mark_folded(meta.folded, (p.batch for p in group)))
+        if after.folded_in_epoch >= spec.dataset.batches:
+            epoch = meta.epoch + 1
+            after = replace(after, folded=b"", epoch=epoch, queue_cursor=0, status="finished" if epoch >= spec.epochs else meta.status)
+        return self.committer.commit(meta, after, group)
+
+
+    def _drop_spoiled(self, meta: JobMeta, spoiled: list[Pending]) -> JobMeta:
+        """A pending gradient that is no longer the one accepted (overwritten
+        through its still-valid upload form, or expired from S3) must not be
+        folded, nor wedge the job: re-queue its batch, mark its lease
+        discarded, then take it out of pending (re-queue first, see discards.py)."""
+        self.discards.discard(meta.job_id, [(p.epoch, p.batch, [p.lease_id]) for p in spoiled], FoldOutcome.INVALID)
+        return self.meta.save(meta, replace(meta, pending=tuple(p for p in meta.pending if p not in spoiled)))
