@@ -25,10 +25,8 @@ class Settings:
     admin_token: str
     lease_wait_seconds: int
     # Leases one volunteer id may hold at once (ids are self-chosen, so this
-    # stops careless clients; API Gateway throttling stops floods) ...
+    # stops careless clients; API Gateway throttling stops floods).
     max_leases_per_volunteer: int
-    # ... and how long a slot stays taken when its volunteer vanishes.
-    lease_slot_seconds: int
     # How old a META read one Lambda may reuse for a lease (the version it
     # hands out, whether the job runs): leases then read META once a second
     # per job and Lambda instead of once each.
@@ -59,7 +57,6 @@ def settings() -> Settings:
         admin_token=env.get("ADMIN_TOKEN", ""),
         lease_wait_seconds=_int("LEASE_WAIT_SECONDS", 1),
         max_leases_per_volunteer=_int("MAX_LEASES_PER_VOLUNTEER", 4),
-        lease_slot_seconds=_int("LEASE_SLOT_SECONDS", 120),
         lease_meta_max_age=float(env.get("LEASE_META_MAX_AGE", 1.0)),
         max_parameters=_int("MAX_PARAMETERS", 20_000_000),
         max_batches=_int("MAX_BATCHES", 100_000),

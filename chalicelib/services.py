@@ -111,8 +111,7 @@ class Services:
         c = self.config
         return LeaseService(self.jobs, self.meta, self.leases, self.slots, self.counters, self.tasks, self.results,
                             self.objects, self.signer,
-                            LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.lease_slot_seconds,
-                                        c.lease_meta_max_age))
+                            LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.lease_meta_max_age))
 
     @cached_property
     def vetting(self) -> GradientVetting:

@@ -5,8 +5,8 @@ A slot is one item, claimed by a conditional write (free, or expired) and
 freed by a conditional delete when its lease completes: one call each, and
 no read. A lease claims its slot before it receives a task, so a volunteer
 at its limit never takes a task out of the queue (a receive that counted
-against the task's redrive limit). A slot left by a volunteer that vanished
-frees itself after `seconds`.
+against the task's redrive limit). A slot is taken for as long as its lease
+runs, so one left by a volunteer that vanished frees itself when the lease ends.
 """
 from __future__ import annotations
 
@@ -36,6 +36,19 @@ class VolunteerSlots(Records):
             except self._condition_failed:
                 continue
         return None
+
+    def extend(self, volunteer_id: str, slot: int, holder: str, seconds: float) -> None:
+        """Hold the slot `seconds` from now (its lease turned out longer or shorter)."""
+        now = self._clock()
+        try:
+            self._table.update_item(Key={"pk": f"VOLUNTEER#{volunteer_id}", "sk": f"SLOT#{slot}"},
+                                    UpdateExpression="SET expires = :e, #t = :t",
+                                    ConditionExpression=Attr("holder").eq(holder),
+                                    ExpressionAttributeNames={"#t": "ttl"},
+                                    ExpressionAttributeValues={":e": Decimal(str(now + seconds)),
+                                                               ":t": int(now + seconds) + LEASE_TTL_SECONDS})
+        except self._condition_failed:
+            pass
 
     def release(self, volunteer_id: str, slot: int, holder: str) -> None:
         """Free a slot if `holder` still holds it (best effort: an unreleased

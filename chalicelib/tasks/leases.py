@@ -30,9 +30,6 @@ from chalicelib.tasks.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
-# A task is received with the default lease time, so most leases need no
-# ChangeMessageVisibility; a job with another lease time gets one.
-RECEIVE_VISIBILITY_SECONDS = DEFAULT_LEASE_SECONDS
 # An empty queue answers 204 with this Retry-After.
 RETRY_AFTER_SECONDS = 5
 # Receives tried per lease request while skipping tasks of paused or ended jobs.
@@ -49,7 +46,6 @@ class LeasePolicy:
 
     wait_seconds: int  # SQS long-poll per receive
     max_leases_per_volunteer: int
-    slot_seconds: int  # a vanished volunteer's lease slot frees itself after this long
     meta_max_age: float  # how old a META read a lease may reuse (each lease would read it otherwise)
 
 
@@ -60,17 +56,21 @@ class LeaseService:
         self.jobs, self.meta, self.leases, self.slots, self.counters = jobs, meta, leases, slots, counters
         self.tasks, self.results, self.objects = tasks, results, objects
         self.signer, self.policy, self.clock = signer, policy, clock
+        # The lease time of the job this Lambda last leased from: tasks are
+        # received and slots claimed for that long, so that (with one job, the
+        # common case) no lease needs a second call to set its time.
+        self.expected_seconds = DEFAULT_LEASE_SECONDS
 
     def lease(self, volunteer_id: str) -> dict[str, Any] | None:
         """The next task of a running job, or None when there is none now.
         The volunteer's slot is claimed first: one at its limit takes nothing
         out of the queue."""
-        lease_id, limit = secrets.token_hex(16), self.policy.max_leases_per_volunteer
-        slot = self.slots.claim(volunteer_id, lease_id, self.policy.slot_seconds, limit)
+        lease_id, limit, seconds = secrets.token_hex(16), self.policy.max_leases_per_volunteer, self.expected_seconds
+        slot = self.slots.claim(volunteer_id, lease_id, seconds, limit)
         if slot is None:
             raise TooManyRequests(f"volunteer {volunteer_id!r} already holds {limit} "
                                   "leases; complete or let them expire first")
-        task = self._next_task()
+        task = self._next_task(seconds)
         if task is None:
             self.slots.release(volunteer_id, slot, lease_id)
             return None
@@ -79,8 +79,10 @@ class LeaseService:
         lease = Lease(job_id=task.job_id, epoch=task.epoch, batch=task.batch, base_version=base,
                       lease_id=lease_id, receipt=task.receipt,
                       expires=self.clock() + spec.lease_seconds - token_margin(spec.lease_seconds))
-        if spec.lease_seconds != RECEIVE_VISIBILITY_SECONDS:
+        if spec.lease_seconds != seconds:
             self.tasks.hide(task.receipt, spec.lease_seconds)
+            self.slots.extend(volunteer_id, slot, lease_id, spec.lease_seconds)
+            self.expected_seconds = spec.lease_seconds
         self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id, slot)
         upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
         return {
@@ -95,12 +97,12 @@ class LeaseService:
             "spec": spec.public(),
         }
 
-    def _next_task(self) -> tuple[Task, JobMeta, JobSpec] | None:
-        """A task of a running job, received with the default lease time;
+    def _next_task(self, seconds: int) -> tuple[Task, JobMeta, JobSpec] | None:
+        """A task of a running job, received out of sight for `seconds`;
         tasks of deleted, finished or paused jobs and of folded batches met on
         the way are dropped (resuming a job queues its epoch again)."""
         for _ in range(MAX_SKIPS):
-            task = self.tasks.receive(RECEIVE_VISIBILITY_SECONDS, self.policy.wait_seconds)
+            task = self.tasks.receive(seconds, self.policy.wait_seconds)
             if task is None:
                 return None
             try:
