@@ -4,7 +4,8 @@ import os
 from chalice import Chalice, CORSConfig, IAMAuthorizer, Response
 
 from chalicelib import validate
-from chalicelib.errors import PayloadTooLarge
+from chalicelib.errors import NotFound, PayloadTooLarge
+from chalicelib.model.keys import INDEX_KEY, status_key
 from chalicelib.services import services
 from chalicelib.tasks.leases import RETRY_AFTER_SECONDS
 from chalicelib.tasks.records import Result
@@ -80,13 +81,20 @@ def delete_job(job_id):
 # -- volunteers and dashboards (public, throttled at API Gateway) --------------
 @app.route("/progress", methods=["GET"], cors=cors)
 def list_progress():
-    """Jobs that have started, for the volunteer page and the dashboard."""
-    return {"jobs": [job for job in services().admin.list() if job["status"] != "uploading"]}
+    """Jobs that have started: the published job list (pages read it from CloudFront)."""
+    try:
+        return services().board.read(INDEX_KEY)
+    except NotFound:
+        return {"jobs": []}
 
 
 @app.route("/progress/{job_id}", methods=["GET"], cors=cors)
 def job_progress(job_id):
-    return services().admin.status(_job_id(job_id))
+    """A started job's published status document; no database read."""
+    try:
+        return services().board.read(status_key(_job_id(job_id)))
+    except NotFound:
+        raise NotFound(f"no started job {job_id}")
 
 
 @app.route("/tasks/lease", methods=["POST"], cors=cors)

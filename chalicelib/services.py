@@ -21,6 +21,7 @@ from chalicelib.fold.fold import Fold
 from chalicelib.fold.updates import Updates
 from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.admin import JobAdmin
+from chalicelib.jobs.status import StatusBoard
 from chalicelib.model.versions import VersionStore
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.jobs import JobRecords
@@ -132,12 +133,16 @@ class Services:
     @cached_property
     def fold(self) -> Fold:
         return Fold(self.jobs, self.meta, self.leases, self.counters, self.tasks, self.vetting, self.discards,
-                    self.updates)
+                    self.updates, self.board)
+
+    @cached_property
+    def board(self) -> StatusBoard:
+        return StatusBoard(self.jobs, self.meta, self.counters, self.fold_log, self.objects)
 
     @cached_property
     def admin(self) -> JobAdmin:
-        return JobAdmin(self.jobs, self.meta, self.leases, self.counters, self.fold_log, self.versions,
-                        self.epochs, self.objects, self.config.max_parameters, self.config.max_batches)
+        return JobAdmin(self.jobs, self.meta, self.leases, self.board, self.versions, self.epochs, self.objects,
+                        self.config.max_parameters, self.config.max_batches)
 
     @cached_property
     def guard(self) -> AdminGuard:

@@ -258,9 +258,11 @@ def test_heartbeat_extends_the_lease(harness):
     renewed = json.loads(reply.body)
     assert renewed["lease_expires"] >= task["lease_expires"]
     status = harness.status(job)
-    assert status["active_leases"] == 1 and status["active_volunteers"] == 1
+    assert status["active_leases"] == 1 and status["active_volunteers"] == 0  # none has delivered yet
     task["lease_token"] = renewed["lease_token"]
     assert harness.work(task).status_code == 200
+    harness.deliver()
+    assert harness.status(job)["active_volunteers"] == 1
     # a completed lease can no longer be extended
     reply = harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": renewed["lease_token"]})
     assert reply.status_code == 409

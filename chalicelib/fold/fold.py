@@ -33,6 +33,7 @@ from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.updates import Gradients, Updates
 from chalicelib.fold.vetting import GradientVetting, relative_difference
 from chalicelib.jobs.spec import JobSpec
+from chalicelib.jobs.status import StatusBoard
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState
@@ -46,9 +47,9 @@ MAX_ATTEMPTS = 5
 
 class Fold:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, counters: Counters,
-                 tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates):
+                 tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates, board: StatusBoard):
         self.jobs, self.meta, self.leases, self.counters = jobs, meta, leases, counters
-        self.tasks, self.vetting, self.discards, self.updates = tasks, vetting, discards, updates
+        self.tasks, self.vetting, self.discards, self.updates, self.board = tasks, vetting, discards, updates, board
 
     def handle(self, result: Result) -> FoldOutcome:
         """One result, as an invocation of its own."""
@@ -80,8 +81,12 @@ class Fold:
             meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
         except NotFound:
             return [FoldOutcome.GONE] * len(results)
+        status = meta.status
+        self.counters.seen(job_id, (r.volunteer_id for r in results), len(results))
         if spec.replication.copies > 1:  # first copies and their checks pair up one result at a time
-            return [self._apply_one(r) for r in results]
+            outcomes = [self._apply_one(r) for r in results]
+            self._publish(status, self.meta.get(job_id), spec)
+            return outcomes
         meta = self.updates.settle(meta, spec)
         discarded = {lease_id for lease_id, state in self.leases.states(
             job_id, [r.lease_id for r in results]).items() if state == "discarded"}
@@ -115,7 +120,15 @@ class Fold:
             meta = self.updates.settle(meta, spec, gradients)
             outcomes = [FoldOutcome.FOLDED if o is FoldOutcome.PENDING and meta.is_folded(r.epoch, r.batch) else o
                         for o, r in zip(outcomes, results)]
+        self._publish(status, meta, spec)
         return outcomes
+
+    def _publish(self, status_before: str, meta: JobMeta, spec: JobSpec) -> None:
+        """The job's public status document (at once, and the job list, when its status changed)."""
+        changed = meta.status != status_before
+        self.board.publish(meta, spec, force=changed)
+        if changed:
+            self.board.publish_index()
 
     def _apply_one(self, r: Result) -> FoldOutcome:
         """One result of a replicated job, from a fresh read of META."""

@@ -18,26 +18,24 @@ import numpy as np
 from chalicelib.errors import BadRequest, Conflict
 from chalicelib.jobs.schema import parse_job
 from chalicelib.jobs.spec import JobSpec
-from chalicelib.model.keys import batch_key, data_prefix, initial_weights_key, job_prefixes, model_key
+from chalicelib.model.keys import batch_key, data_prefix, initial_weights_key, job_prefixes
 from chalicelib.model.versions import VersionStore
 from chalicelib.model.weights import decode_tensors
-from chalicelib.store.foldlog import FoldLogStore
+from chalicelib.jobs.status import StatusBoard
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
-from chalicelib.store.meta import MetaStore
+from chalicelib.store.meta import JobMeta, MetaStore
 from chalicelib.store.objects import ObjectStore
-from chalicelib.store.stats import Counters
 from chalicelib.tasks.epochs import EpochQueue
 
 UPLOAD_SECONDS = 6 * 3600
-HISTORY_POINTS = 500
 
 
 class JobAdmin:
-    def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, counters: Counters,
-                 fold_log: FoldLogStore, versions: VersionStore, epochs: EpochQueue, objects: ObjectStore,
-                 max_parameters: int, max_batches: int):
-        self.jobs, self.meta, self.leases, self.counters, self.fold_log = jobs, meta, leases, counters, fold_log
+    def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, board: StatusBoard,
+                 versions: VersionStore, epochs: EpochQueue, objects: ObjectStore, max_parameters: int,
+                 max_batches: int):
+        self.jobs, self.meta, self.leases, self.board = jobs, meta, leases, board
         self.versions, self.epochs, self.objects = versions, epochs, objects
         self.max_parameters, self.max_batches = max_parameters, max_batches
 
@@ -77,7 +75,7 @@ class JobAdmin:
         optimizer = spec.build_optimizer()
         self.versions.write(job_id, 0, spec, weights, optimizer.initial_state(weights))
         meta = self.meta.save(meta, replace(meta, status="running"))
-        return self.epochs.queue(meta, spec).public()
+        return self._published(self.epochs.queue(meta, spec), spec)
 
     def _check_batches(self, job_id: str, spec: JobSpec) -> None:
         """Every batch file is there with an acceptable size. A gzip file's
@@ -101,21 +99,10 @@ class JobAdmin:
                                  f"exactly {dataset.batch_bytes} bytes")
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """Everything about a job's progress. None of it is secret: the public
-        progress routes serve the same view to volunteer pages and dashboards."""
+        """The public document, read fresh, and the live leases (which the
+        public one leaves out: counting them queries the lease records)."""
         meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
-        counters = self.counters.read(job_id)
-        volunteers = self.leases.active_volunteers(job_id)
-        return {
-            **meta.public(),
-            "spec": spec.public(),
-            "model_url": self.objects.public_url(model_key(job_id, meta.version)) if meta.status != "uploading" else None,
-            "active_leases": len(volunteers),
-            "active_volunteers": len(set(volunteers)),
-            "discarded": {k[len("discarded_"):]: v for k, v in counters.items() if k.startswith("discarded_")},
-            "counters": counters,
-            "history": self.fold_log.history(meta, HISTORY_POINTS),
-        }
+        return {**self.board.document(meta, spec), "active_leases": len(self.leases.active_volunteers(job_id))}
 
     def list(self) -> list[dict[str, Any]]:
         return [{**meta.public(), "name": self.jobs.spec(meta.job_id).name}
@@ -129,17 +116,26 @@ class JobAdmin:
         if meta.status != source:
             raise Conflict(f"job {job_id} is {meta.status}; only a {source} job can be "
                            f"{'paused' if paused else 'resumed'}")
+        spec = self.jobs.spec(job_id)
         if paused:
-            return self.meta.save(meta, replace(meta, status=target)).public()
+            return self._published(self.meta.save(meta, replace(meta, status=target)), spec)
         meta = self.meta.save(meta, self.epochs.requeue(replace(meta, status=target)))
-        return self.epochs.queue(meta, self.jobs.spec(job_id)).public()
+        return self._published(self.epochs.queue(meta, spec), spec)
+
+    def _published(self, meta: JobMeta, spec: JobSpec) -> dict[str, Any]:
+        """META's public view, after publishing the job's document and the job list."""
+        self.board.publish(meta, spec, force=True)
+        self.board.publish_index()
+        return meta.public()
 
     def delete(self, job_id: str) -> dict[str, Any]:
         """Remove the job's records, then its files. Its queued tasks are
         dropped as volunteers meet them (the lease finds no job)."""
         self.meta.get(job_id)  # 404 for an unknown job
         items = self.jobs.delete(job_id)
+        self.meta.forget(job_id)
         files = sum(self.objects.delete_prefix(prefix) for prefix in job_prefixes(job_id))
+        self.board.publish_index()
         return {"job_id": job_id, "deleted": True, "records": items, "files": files}
 
 

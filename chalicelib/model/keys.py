@@ -3,6 +3,8 @@
 - `jobs/<job>/init/weights.bin`: the initial weights as uploaded.
 - `jobs/<job>/data/batch-NNNNNN.bin`: the batch files.
 - `jobs/<job>/versions/NNNNNNNN/`: one immutable folder per model version.
+- `jobs/<job>/status.json` and `jobs/index.json`: the public status
+  documents the pages poll (jobs/status.py).
 - `grads/<job>/EEEEEE/BBBBBB/<lease>.bin`: one uploaded gradient per lease,
   under its own top-level prefix so that one S3 lifecycle rule
   (infra/template.yaml) expires every job's gradients.
@@ -43,3 +45,10 @@ def model_key(job_id: str, version: int) -> str:
 
 def gradient_key(job_id: str, epoch: int, batch: int, lease_id: str) -> str:
     return f"{gradient_prefix(job_id)}{epoch:06d}/{batch:06d}/{lease_id}.bin"
+
+
+INDEX_KEY = "jobs/index.json"
+
+
+def status_key(job_id: str) -> str:
+    return f"jobs/{job_id}/status.json"

@@ -44,18 +44,10 @@ class LeaseRecords(Records):
         return record.state if record else None
 
     def states(self, job_id: str, lease_ids: Iterable[str]) -> dict[str, str]:
-        """The state of each of a job's leases that exists, in one BatchGetItem per 100."""
+        """The state of each of a job's leases that exists (BatchGetItem, 100 a call)."""
         keys = [job_key(job_id, f"LEASE#{lease_id}") for lease_id in dict.fromkeys(lease_ids)]
-        found: dict[str, str] = {}
-        for start in range(0, len(keys), 100):
-            request = {self._table.name: {"Keys": keys[start:start + 100], "ConsistentRead": True,
-                                          "ProjectionExpression": "sk, #s", "ExpressionAttributeNames": {"#s": "state"}}}
-            while request:
-                reply = self._client.batch_get_item(RequestItems=request)
-                for item in reply["Responses"].get(self._table.name, []):
-                    found[item["sk"][len("LEASE#"):]] = item["state"]
-                request = reply.get("UnprocessedKeys") or None
-        return found
+        return {item["sk"][len("LEASE#"):]: item["state"]
+                for item in self._batch_get(keys, "sk, #s", {"#s": "state"})}
 
     def move(self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str, **fields: Any) -> bool:
         """Move a lease from state `source` (or one of them) to `target`; False if it was elsewhere."""

@@ -146,6 +146,10 @@ class MetaStore(Records):
             raise NotFound(f"no job {job_id}")
         return self._remember(_meta_from(item))
 
+    def forget(self, job_id: str) -> None:
+        """Drop what this process saw of a job (it was deleted)."""
+        self._seen.pop(job_id, None)
+
     def _remember(self, meta: JobMeta) -> JobMeta:
         self._seen[meta.job_id] = (self._clock(), meta)
         return meta

@@ -40,3 +40,18 @@ class Records:
             if "LastEvaluatedKey" not in reply:
                 return items
             args["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def _batch_get(self, keys: list[dict[str, str]], projection: str | None = None,
+                   names: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """The items of `keys` that exist, read consistently, 100 keys a call."""
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] | None = {self._table.name: {
+                "Keys": keys[start:start + 100], "ConsistentRead": True,
+                **({"ProjectionExpression": projection} if projection else {}),
+                **({"ExpressionAttributeNames": names} if names else {})}}
+            while request:
+                reply = self._client.batch_get_item(RequestItems=request)
+                items.extend(reply["Responses"].get(self._table.name, []))
+                request = reply.get("UnprocessedKeys") or None
+        return items

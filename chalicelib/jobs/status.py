@@ -1,0 +1,82 @@
+"""The public status documents: what volunteer pages and dashboards poll.
+
+`jobs/<id>/status.json` (one per started job) and `jobs/index.json` (the
+started jobs) sit in the data bucket and are served through CloudFront with a
+short max-age, so however many pages poll, none of them reaches DynamoDB.
+The fold publishes a job's document at most every few seconds (and at once
+when the job's status changes); admin actions publish at once. Activity is
+counted from the fold's own records (store/stats.py), never from lease
+records.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from chalicelib.errors import NotFound
+from chalicelib.jobs.spec import JobSpec
+from chalicelib.model.keys import INDEX_KEY, model_key, status_key
+from chalicelib.store.foldlog import FoldLogStore
+from chalicelib.store.jobs import JobRecords
+from chalicelib.store.meta import JobMeta, MetaStore
+from chalicelib.store.objects import ObjectStore
+from chalicelib.store.stats import Counters
+
+HISTORY_POINTS = 500
+MAX_AGE_SECONDS = 5
+SHORT_CACHE = f"public, max-age={MAX_AGE_SECONDS}"
+
+
+class StatusBoard:
+    def __init__(self, jobs: JobRecords, meta: MetaStore, counters: Counters, fold_log: FoldLogStore,
+                 objects: ObjectStore, clock: Callable[[], float] = time.time, interval: float = MAX_AGE_SECONDS):
+        self.jobs, self.meta, self.counters, self.fold_log, self.objects = jobs, meta, counters, fold_log, objects
+        self.clock, self.interval = clock, interval
+        self._published: dict[str, float] = {}
+
+    def document(self, meta: JobMeta, spec: JobSpec) -> dict[str, Any]:
+        """A job's progress; none of it is secret."""
+        counters = self.counters.read(meta.job_id)
+        volunteers, per_minute = self.counters.activity(meta.job_id)
+        return {
+            **meta.public(),
+            "spec": spec.public(),
+            "model_url": self.objects.public_url(model_key(meta.job_id, meta.version))
+            if meta.status != "uploading" else None,
+            "samples": meta.folded_total * spec.dataset.batch_size,
+            "active_volunteers": len(volunteers),  # whose results the fold took in, last 5 minutes
+            "results_per_minute": per_minute,
+            "discarded": {k[len("discarded_"):]: v for k, v in counters.items() if k.startswith("discarded_")},
+            "counters": counters,
+            "history": self.fold_log.history(meta, HISTORY_POINTS),
+            "published": self.clock(),
+        }
+
+    def publish(self, meta: JobMeta, spec: JobSpec, force: bool = False) -> None:
+        """Write the job's document, unless one was written in the last few
+        seconds (`force`: a status change, written at once)."""
+        if meta.status == "uploading":
+            return
+        now = self.clock()
+        if not force and now - self._published.get(meta.job_id, float("-inf")) < self.interval:
+            return
+        self._published[meta.job_id] = now
+        self.objects.put(status_key(meta.job_id), json.dumps(self.document(meta, spec)).encode(),
+                         "application/json", SHORT_CACHE)
+
+    def publish_index(self) -> None:
+        """The started jobs, for the pages' job list."""
+        jobs = []
+        for job_id in self.jobs.ids():
+            try:
+                meta = self.meta.get(job_id)
+            except NotFound:
+                continue  # deleted meanwhile
+            if meta.status != "uploading":
+                jobs.append({**meta.public(), "name": self.jobs.spec(job_id).name})
+        self.objects.put(INDEX_KEY, json.dumps({"jobs": jobs}).encode(), "application/json", SHORT_CACHE)
+
+    def read(self, key: str) -> dict[str, Any]:
+        """A published document (the progress routes serve it as it is)."""
+        return json.loads(self.objects.get(key))
