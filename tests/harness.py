@@ -27,6 +27,7 @@ JSON = {"Content-Type": "application/json"}
 TABLE = "crowdtrain-test"
 BUCKET = "crowdtrain-test-data"
 PUBLIC = f"https://{BUCKET}.s3.amazonaws.com/"
+TASK_MAX_RECEIVES = 10
 
 
 def softmax_topology(features: int, classes: int) -> dict[str, Any]:
@@ -120,6 +121,8 @@ class Harness:
         self.s3 = self.session.client("s3")
         self.results_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-results.fifo")["QueueUrl"]
         self.tasks_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-tasks")["QueueUrl"]
+        self.task_dlq_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-tasks-dead")["QueueUrl"]
+        self.result_dlq_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-results-dead.fifo")["QueueUrl"]
         self._models: dict[str, list[np.ndarray]] = {}  # versions are immutable, as the page caches them
 
     def __enter__(self) -> "Harness":
@@ -142,10 +145,18 @@ class Harness:
                                     {"AttributeName": "sk", "KeyType": "RANGE"}])
         session.client("s3").create_bucket(Bucket=BUCKET)
         sqs = session.client("sqs")
-        tasks = sqs.create_queue(QueueName="crowdtrain-test-tasks",
-                                 Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
-        results = sqs.create_queue(QueueName="crowdtrain-test-results.fifo",
-                                   Attributes={"FifoQueue": "true", "VisibilityTimeout": "60"})["QueueUrl"]
+        arn = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[  # noqa: E731
+            "Attributes"]["QueueArn"]
+        task_dlq = sqs.create_queue(QueueName="crowdtrain-test-tasks-dead")["QueueUrl"]
+        result_dlq = sqs.create_queue(QueueName="crowdtrain-test-results-dead.fifo",
+                                      Attributes={"FifoQueue": "true"})["QueueUrl"]
+        # as infra/template.yaml has them, with a low task receive limit so tests see dead ends quickly
+        tasks = sqs.create_queue(QueueName="crowdtrain-test-tasks", Attributes={
+            "VisibilityTimeout": "30", "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": arn(task_dlq), "maxReceiveCount": str(TASK_MAX_RECEIVES)})})["QueueUrl"]
+        results = sqs.create_queue(QueueName="crowdtrain-test-results.fifo", Attributes={
+            "FifoQueue": "true", "VisibilityTimeout": "60", "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": arn(result_dlq), "maxReceiveCount": "5"})})["QueueUrl"]
         secret = session.client("secretsmanager").create_secret(
             Name="crowdtrain-test-lease", SecretString="0123456789abcdef0123456789abcdef")["ARN"]
         return {"TABLE_NAME": TABLE, "BUCKET_NAME": BUCKET, "TASK_QUEUE_URL": tasks,
@@ -194,6 +205,11 @@ class Harness:
         """(epoch, batch, version) of every folded batch, from the fold log and META."""
         parts = services_module.services()
         return parts.fold_log.folds(parts.meta.get(job))
+
+    def waiting(self, url: str) -> int:
+        """Messages waiting in a queue (moto counts exactly)."""
+        return int(self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"]["ApproximateNumberOfMessages"])
 
     def status(self, job: str) -> dict[str, Any]:
         reply = self.admin("GET", f"/jobs/{job}")

@@ -7,11 +7,13 @@ from decimal import Decimal
 
 from boto3.dynamodb.conditions import Key
 
-from chalicelib.errors import Conflict, NotFound
+from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.jobs.schema import load_spec
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.store.meta import JobMeta, meta_item
 from chalicelib.store.table import Records, job_key
+
+MAX_SPEC_BYTES = 350_000  # DynamoDB's item limit is 400 KB
 
 
 class JobRecords(Records):
@@ -22,10 +24,15 @@ class JobRecords(Records):
     def create(self, job_id: str, spec: JobSpec) -> JobMeta:
         """SPEC, META and the index entry in one transaction (the only one:
         a job is created once; nothing else needs more than one item)."""
+        document = json.dumps(spec.to_json(), separators=(",", ":"))
+        if len(document.encode()) > MAX_SPEC_BYTES:
+            raise BadRequest(f"the job's spec is {len(document.encode()) // 1000} KB stored; at most "
+                             f"{MAX_SPEC_BYTES // 1000} KB fit in one DynamoDB item (400 KB less room): "
+                             "shorten the model's topology (layer names, configs)")
         now = self._clock()
         meta = JobMeta(job_id=job_id, status="uploading", created=now, updated=now)
         items = [
-            {"Put": {"Item": {**job_key(job_id, "SPEC"), "spec": json.dumps(spec.to_json(), separators=(",", ":"))},
+            {"Put": {"Item": {**job_key(job_id, "SPEC"), "spec": document},
                      "ConditionExpression": "attribute_not_exists(pk)"}},
             {"Put": {"Item": meta_item(meta), "ConditionExpression": "attribute_not_exists(pk)"}},
             {"Put": {"Item": {"pk": "JOBS", "sk": job_id, "name": spec.name, "created": Decimal(str(now))}}},

@@ -9,7 +9,6 @@ chalicelib/fold/fold.py.
 """
 from __future__ import annotations
 
-import base64
 import json
 import zlib
 from dataclasses import asdict, dataclass, replace
@@ -19,6 +18,7 @@ from typing import Any, Iterable
 from boto3.dynamodb.conditions import Attr
 
 from chalicelib.errors import NotFound
+from chalicelib.model.keys import gradient_key
 from chalicelib.store.table import Records, job_key
 from chalicelib.tasks.records import Result
 
@@ -98,14 +98,26 @@ class JobMeta:
         }
 
 
+def _compact(results: tuple[Pending, ...]) -> str:
+    """Pending results as short lists: the job id and S3 key follow from META's job and the lease."""
+    return json.dumps([[p.epoch, p.batch, p.lease_id, p.base_version, p.loss, p.samples, p.volunteer_id, p.digest]
+                       for p in results], separators=(",", ":"))
+
+
+def _expand(job_id: str, text: str) -> tuple[Pending, ...]:
+    return tuple(Pending(job_id, e, b, lease_id, base, gradient_key(job_id, e, b, lease_id), loss, samples, volunteer,
+                         digest) for e, b, lease_id, base, loss, samples, volunteer, digest in json.loads(text))
+
+
 def meta_item(meta: JobMeta) -> dict[str, Any]:
-    # The bitmap is compressed: zeros early in an epoch and runs later shrink well.
+    # Sized for 100,000 batches an epoch (tests/test_scale_paths.py): the bitmap
+    # is compressed and stored as binary (zeros early in an epoch and runs later
+    # shrink well), pending results as short lists.
     return {
         **job_key(meta.job_id, "META"), "status": meta.status, "version": meta.version, "epoch": meta.epoch,
-        "folded": base64.b64encode(zlib.compress(meta.folded)).decode(), "folded_total": meta.folded_total,
+        "folded": zlib.compress(meta.folded), "folded_total": meta.folded_total,
         "queued_epoch": meta.queued_epoch, "queue_cursor": meta.queue_cursor, "rev": meta.rev,
-        "pending": json.dumps([asdict(p) for p in meta.pending]),
-        "awaiting": json.dumps([asdict(p) for p in meta.awaiting]),
+        "pending": _compact(meta.pending), "awaiting": _compact(meta.awaiting),
         "last_fold": json.dumps(asdict(meta.last_fold) if meta.last_fold else None),
         "created": Decimal(str(meta.created)), "updated": Decimal(str(meta.updated)),
     }
@@ -117,10 +129,9 @@ def _meta_from(item: dict[str, Any]) -> JobMeta:
         last_fold = FoldLog(**{**last_fold, "batches": tuple(tuple(b) for b in last_fold["batches"])})
     return JobMeta(
         job_id=item["pk"][4:], status=item["status"], version=int(item["version"]), epoch=int(item["epoch"]),
-        folded=zlib.decompress(base64.b64decode(item["folded"])), folded_total=int(item["folded_total"]),
+        folded=zlib.decompress(bytes(item["folded"])), folded_total=int(item["folded_total"]),
         queued_epoch=int(item["queued_epoch"]), queue_cursor=int(item.get("queue_cursor", 0)),
-        pending=tuple(Pending(**p) for p in json.loads(item["pending"])),
-        awaiting=tuple(Pending(**p) for p in json.loads(item["awaiting"])),
+        pending=_expand(item["pk"][4:], item["pending"]), awaiting=_expand(item["pk"][4:], item["awaiting"]),
         last_fold=last_fold, rev=int(item["rev"]),
         created=float(item["created"]), updated=float(item["updated"]),
     )

@@ -7,9 +7,31 @@ kind has its own small class in this package); `pk = JOBS` lists the jobs and
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any, Callable
 
 LEASE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it against its 400 KB limit: names
+    plus values (UTF-8 text, raw binary, about one byte per two digits of a
+    number, nested values alike)."""
+    def size(value: Any) -> int:
+        if isinstance(value, (bytes, bytearray)):
+            return len(value)
+        if hasattr(value, "value") and isinstance(value.value, bytes):  # boto3's Binary
+            return len(value.value)
+        if isinstance(value, str):
+            return len(value.encode())
+        if isinstance(value, bool) or value is None:
+            return 1
+        if isinstance(value, (int, float, Decimal)):
+            return 1 + (len(str(value).replace("-", "").replace(".", "")) + 1) // 2
+        if isinstance(value, dict):
+            return 3 + sum(len(k.encode()) + 1 + size(v) for k, v in value.items())
+        return 3 + sum(1 + size(v) for v in value)  # list or set
+    return sum(len(name.encode()) + size(value) for name, value in item.items())
 
 
 def job_key(job_id: str, sort: str) -> dict[str, str]:

@@ -1,0 +1,153 @@
+"""The per-job paths that must stay cheap with thousands of volunteers: what
+the pages poll, a volunteer at its lease limit, a paused job, a huge epoch,
+and the size of the items that grow with a job."""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from chalicelib.jobs.schema import parse_job
+from chalicelib.services import services
+from chalicelib.store.meta import JobMeta, Pending, mark_folded, meta_item
+from chalicelib.store.table import item_size
+from chalicelib.tasks.epochs import CHUNK, EpochQueue
+from tests.harness import BUCKET, TASK_MAX_RECEIVES, Dataset, job_body
+
+
+def count_calls(client) -> Counter:
+    """Every AWS operation the client makes from now on, by name."""
+    calls: Counter = Counter()
+    client.meta.events.register("before-call", lambda model, **_: calls.update([model.name]))
+    return calls
+
+
+def drain(harness) -> int:
+    done = 0
+    while (task := harness.lease()) is not None:
+        assert harness.work(task).status_code == 200
+        done += 1
+    harness.deliver()
+    return done
+
+
+def test_what_pages_poll_reads_no_database(harness):
+    ds = Dataset.generate(batches=3, batch_size=4)
+    job = harness.create_job(ds)
+    hidden = harness.create_job(ds, start=False)  # still uploading: not public
+    assert drain(harness) == 3
+    parts = services()
+    dynamodb, s3 = count_calls(parts._table.meta.client), count_calls(parts.objects._s3)
+    reply = harness.call("GET", f"/progress/{job}")
+    listing = harness.call("GET", "/progress")
+    assert reply.status_code == 200 and listing.status_code == 200
+    assert dynamodb == Counter(), "a route the pages poll read DynamoDB"
+    assert s3 == Counter({"GetObject": 2})
+    status = json.loads(reply.body)
+    assert status["status"] == "finished" and status["samples"] == 3 * 4 and status["active_volunteers"] == 1
+    assert [j["job_id"] for j in json.loads(listing.body)["jobs"]] == [job]
+    assert harness.call("GET", f"/progress/{hidden}").status_code == 404
+    stored = harness.s3.head_object(Bucket=BUCKET, Key=f"jobs/{job}/status.json")
+    assert stored["CacheControl"] == "public, max-age=5" and stored["ContentType"] == "application/json"
+
+
+def test_the_fold_publishes_status_at_most_every_few_seconds(harness):
+    ds = Dataset.generate(batches=6, batch_size=4)
+    job = harness.create_job(ds, epochs=2)
+    s3 = count_calls(services().objects._s3)
+    for _ in range(6):
+        task = harness.lease()
+        assert harness.work(task).status_code == 200
+        harness.deliver()
+    puts = s3["PutObject"] - 4 * 6  # each fold wrote a version's four files
+    assert puts == 0  # the job's document was written at start, less than 5 s ago
+    assert harness.status(job)["version"] == 6
+
+
+def test_a_volunteer_at_its_limit_takes_nothing_out_of_the_queue(harness, monkeypatch):
+    monkeypatch.setenv("MAX_LEASES_PER_VOLUNTEER", "1")
+    ds = Dataset.generate(batches=3, batch_size=4)
+    harness.create_job(ds)
+    assert harness.lease("hammer") is not None
+    for _ in range(3 * TASK_MAX_RECEIVES):
+        reply = harness.call("POST", "/tasks/lease", {"volunteer_id": "hammer"})
+        assert reply.status_code == 429
+    assert harness.waiting(harness.tasks_url) == 2 and harness.waiting(harness.task_dlq_url) == 0
+    reply = harness.sqs.receive_message(QueueUrl=harness.tasks_url, MaxNumberOfMessages=10,
+                                        AttributeNames=["ApproximateReceiveCount"])
+    assert [m["Attributes"]["ApproximateReceiveCount"] for m in reply["Messages"]] == ["1", "1"]
+
+
+def test_a_paused_job_polled_for_hours_loses_nothing(harness):
+    ds = Dataset.generate(batches=5, batch_size=4)
+    job = harness.create_job(ds)
+    held = harness.lease("busy")  # a lease in flight when the job is paused
+    harness.admin("POST", f"/jobs/{job}/pause")
+    # three hours of polling, one lease a minute: every task met is dropped, none cycles
+    for _ in range(180):
+        assert harness.lease() is None
+    assert harness.waiting(harness.tasks_url) == 0 and harness.waiting(harness.task_dlq_url) == 0
+    assert harness.work(held).status_code == 200  # the lease in flight still completes
+    harness.admin("POST", f"/jobs/{job}/resume")
+    drain(harness)
+    status = harness.status(job)
+    assert status["status"] == "finished" and status["batches_done"] == 5
+    assert sorted(b for _, b, _ in harness.folds(job)) == [0, 1, 2, 3, 4]
+    assert harness.waiting(harness.task_dlq_url) == 0
+
+
+def huge_job(harness, batches: int) -> tuple[JobMeta, object]:
+    """A running job of `batches` batches, its records made directly (no uploads)."""
+    spec = parse_job(job_body(Dataset.generate(batches=1, batch_size=4), dataset={
+        "batches": batches, "x": {"shape": [4, 4], "dtype": "float32"}, "y": {"shape": [4], "dtype": "int32"}}),
+        10**6, 10**6)
+    parts = services()
+    meta = parts.jobs.create("j-huge", spec)
+    return parts.meta.save(meta, replace(meta, status="running")), spec
+
+
+def test_a_huge_epoch_is_queued_a_bounded_chunk_per_call(harness):
+    meta, spec = huge_job(harness, 100_000)
+    parts = services()
+    sqs = count_calls(parts.tasks._sqs)
+    meta = parts.epochs.queue(meta, spec)
+    assert sqs["SendMessageBatch"] == CHUNK // 10 and meta.queue_cursor == CHUNK and meta.queued_epoch == -1
+    assert harness.waiting(harness.tasks_url) == CHUNK
+
+
+def test_chunked_queueing_queues_each_batch_of_the_epoch_once(harness):
+    meta, spec = huge_job(harness, 250)
+    queue = EpochQueue(services().meta, services().tasks, chunk=100)
+    calls = 0
+    while meta.queued_epoch < 0:
+        meta = queue.queue(meta, spec)
+        calls += 1
+    assert calls == 3 and queue.queue(meta, spec) == meta  # queued: nothing more to do
+    seen = Counter()
+    while batch := harness.sqs.receive_message(QueueUrl=harness.tasks_url, MaxNumberOfMessages=10).get("Messages"):
+        seen.update(json.loads(m["Body"])["batch"] for m in batch)
+        harness.sqs.delete_message_batch(QueueUrl=harness.tasks_url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    assert sorted(seen) == list(range(250)) and set(seen.values()) == {1}
+
+
+def test_meta_stays_small_at_100000_batches(harness):
+    spec = parse_job(job_body(Dataset.generate(batches=1, batch_size=4), gradients_per_update=64), 10**6, 1000)
+    rng = random.Random(0)
+    half = [b for b in range(100_000) if rng.random() < 0.5]  # the least compressible bitmap
+    pending = tuple(Pending(f"j-{'0' * 12}", 0, b, "f" * 32, 7, f"grads/j-{'0' * 12}/000000/{b:06d}/{'f' * 32}.bin",
+                            2.345678901234, 32, "volunteer-" + "x" * 54, "a" * 64) for b in range(64))
+    meta = JobMeta(f"j-{'0' * 12}", "running", version=5000, epoch=3, folded=mark_folded(b"", half),
+                   folded_total=300_000, pending=pending)
+    assert item_size(meta_item(meta)) < 40_000, item_size(meta_item(meta))
+    assert spec.gradients_per_update == 64
+
+
+def test_a_spec_over_the_item_limit_is_refused(harness):
+    body = job_body(Dataset.generate(batches=1, batch_size=4))
+    body["model"]["modelTopology"]["config"]["layers"][0]["config"]["name"] = "d" * 360_000
+    reply = harness.admin("POST", "/jobs", body)
+    assert reply.status_code == 400 and b"350" in reply.body, reply.body
