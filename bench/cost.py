@@ -65,8 +65,14 @@ def paper_model() -> dict:
 PAPER = paper_model()
 
 
-def measure(tasks: int, k: int) -> dict:
-    """Run `tasks` tasks through the handlers; count the app's AWS calls."""
+# AWS requests per task measured by this script at commit 0c42dcd (before the
+# batched fold), one result per fold invocation, K = 3: bench/results/cost.json then.
+BEFORE_TOTAL = 27.35
+
+
+def measure(tasks: int, k: int, per_fold: int = 10) -> dict:
+    """Run `tasks` tasks through the handlers, `per_fold` results to each fold
+    invocation (as Lambda's SQS batch hands them); count the app's AWS calls."""
     from moto import mock_aws
 
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
@@ -87,25 +93,27 @@ def measure(tasks: int, k: int) -> dict:
 
             def count_write_units(params, model, **_):
                 calls[("dynamodb", "write units")] += write_units(model.name, params)
+                calls[("dynamodb", "read units")] += read_units(model.name, params)
             boto3.DEFAULT_SESSION.events.register("before-call", count)
             boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb", count_write_units)
             from chalicelib import services
             services.reset()  # rebuild the app's clients on the counted session
             invocations = 0
-            for _ in range(tasks):
-                start = time.perf_counter()
-                task = harness.lease()
-                timings["lease"].append(time.perf_counter() - start)
-                loss, data = harness.compute(task)
-                harness.upload(task, data)
-                calls[("s3", "PostObject")] += 1  # the browser's upload through the presigned form
-                start = time.perf_counter()
-                assert harness.complete(task, loss).status_code == 200
-                timings["complete"].append(time.perf_counter() - start)
-                messages = harness.result_messages()
+            for first in range(0, tasks, per_fold):
+                for n in range(first, min(tasks, first + per_fold)):
+                    start = time.perf_counter()
+                    task = harness.lease(f"volunteer-{n % per_fold}")
+                    timings["lease"].append(time.perf_counter() - start)
+                    loss, data = harness.compute(task)
+                    harness.upload(task, data)
+                    calls[("s3", "PostObject")] += 1  # the browser's upload through the presigned form
+                    start = time.perf_counter()
+                    assert harness.complete(task, loss).status_code == 200
+                    timings["complete"].append(time.perf_counter() - start)
+                messages = harness.result_messages(max_messages=per_fold)
                 start = time.perf_counter()
                 harness.invoke_fold([m["Body"] for m in messages])
-                timings["fold"].append(time.perf_counter() - start)
+                timings["fold"].append((time.perf_counter() - start) / len(messages))
                 invocations += 1
                 for m in messages:
                     harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=m["ReceiptHandle"])
@@ -113,7 +121,16 @@ def measure(tasks: int, k: int) -> dict:
     calls[("sqs-fifo", "DeleteMessageBatch (Lambda poller)")] += invocations
     per_task = {f"{service}:{op}": n / tasks for (service, op), n in sorted(calls.items())}
     seconds = {key: sum(v) / len(v) for key, v in timings.items()}
-    return {"tasks": tasks, "k": k, "calls_per_task": per_task, "handler_seconds": seconds}
+    return {"tasks": tasks, "k": k, "results_per_fold": per_fold, "calls_per_task": per_task,
+            "handler_seconds": seconds}
+
+
+def read_units(operation: str, params: dict) -> int:
+    """DynamoDB read requests of one call, counted as one unit per item asked
+    for (every item read here is under 4 KB, and reads are consistent)."""
+    if operation == "BatchGetItem":
+        return sum(len(request["Keys"]) for request in params["RequestItems"].values())
+    return 1 if operation in ("GetItem", "Query") else 0
 
 
 def write_units(operation: str, params: dict) -> int:
@@ -145,8 +162,7 @@ def dollars(calls: dict[str, float], seconds: dict[str, float], batch: int, down
     s3_writes = sum(n for key, n in calls.items() if key.startswith("s3:") and key.split(":")[1] in S3_WRITES)
     s3_reads = sum(n for key, n in calls.items() if key.startswith("s3:")) - s3_writes
     ddb_writes = calls["dynamodb:write units"]
-    ddb_reads = sum(n for key, n in calls.items() if key.startswith("dynamodb:") and key.split(":")[1] in
-                    {"GetItem", "Query"})
+    ddb_reads = calls.get("dynamodb:read units", 0.0)
     lambda_seconds = seconds["lease"] + seconds["complete"] + seconds["fold"] * fold_invocations_per_task
     cost = {
         "API Gateway": 2 * p["api_gateway_rest_per_request"],
@@ -159,22 +175,34 @@ def dollars(calls: dict[str, float], seconds: dict[str, float], batch: int, down
     return {service: value * 1e6 / batch for service, value in cost.items()}  # per million samples
 
 
+def total_calls(calls: dict[str, float]) -> float:
+    """AWS requests per task (the browser's upload and the billing units aside)."""
+    return sum(n for key, n in calls.items() if not key.endswith(" units") and key != "s3:PostObject")
+
+
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
-    measured = measure(tasks=6 if args.quick else 60, k=3)
+    tasks = 10 if args.quick else 60
+    by_share = {1.0: measure(tasks=tasks, k=3, per_fold=1), 0.1: measure(tasks=tasks, k=3, per_fold=10)}
+    measured = by_share[0.1]
     calls, seconds = measured["calls_per_task"], measured["handler_seconds"]
-    print("AWS requests per task (measured):")
+    print("AWS requests per completed task (lease + complete + fold), ten results per fold invocation:")
     for key, n in calls.items():
         print(f"  {key:<45} {n:6.2f}")
+    total, light = total_calls(calls), total_calls(by_share[1.0]["calls_per_task"])
+    print(f"  {'total (upload and billing units aside)':<45} {total:6.2f}   (one result per invocation: {light:.2f})")
+    print(f"  before the batched fold (commit 0c42dcd): {BEFORE_TOTAL:.2f} per task at one result per invocation, "
+          f"{BEFORE_TOTAL - 1.8:.2f} with the Lambda poller's two calls amortized over ten; "
+          f"now {total / (BEFORE_TOTAL - 1.8):.0%} of that")
     rows = []
     weights = 4 * PAPER["parameters"]
     for codec, gradient in (("fp32", 4 * PAPER["parameters"]), ("fp16", 2 * PAPER["parameters"]),
                             ("int8", PAPER["parameters"] + 4 * 8)):
         for fold_share, note in ((1.0, "one fold invocation per task (light load)"),
                                  (0.1, "ten results per fold invocation (busy)")):
-            # a new version per task for a lone volunteer; the batch is always new
-            per_million = dollars(calls, seconds, PAPER["batch"], weights + PAPER["batch_stored_bytes"], gradient,
-                                  fold_share)
+            share_calls, share_seconds = by_share[fold_share]["calls_per_task"], by_share[fold_share]["handler_seconds"]
+            per_million = dollars(share_calls, share_seconds, PAPER["batch"], weights + PAPER["batch_stored_bytes"],
+                                  gradient, fold_share)
             total = sum(per_million.values())
             rows.append({"codec": codec, "fold_invocations_per_task": fold_share, "note": note,
                          "download_bytes": weights + PAPER["batch_stored_bytes"], "upload_bytes": gradient,
@@ -193,7 +221,8 @@ def main() -> None:
                       "total": sum(per_million.values())})
         print(f"fp32, busy, {samples:5d} samples per task: ${sweep[-1]['total']:.3f} per million samples "
               f"(CloudFront {per_million['CloudFront']:.3f})")
-    common.save("cost", {"measured": measured, "paper_model": PAPER, "prices": PRICES, "rows": rows,
+    common.save("cost", {"measured": measured, "measured_light": by_share[1.0], "calls_per_task_total": total,
+                         "calls_per_task_before": BEFORE_TOTAL, "paper_model": PAPER, "prices": PRICES, "rows": rows,
                          "samples_sweep": sweep,
                          "target": 0.10, "target_met": best <= 0.10,
                          "tasks_per_million_samples": math.ceil(1e6 / PAPER["batch"])}, args)

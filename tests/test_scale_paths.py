@@ -62,7 +62,7 @@ def test_the_fold_publishes_status_at_most_every_few_seconds(harness):
         task = harness.lease()
         assert harness.work(task).status_code == 200
         harness.deliver()
-    puts = s3["PutObject"] - 4 * 6  # each fold wrote a version's four files
+    puts = s3["PutObject"] - 3 * 6  # each fold wrote a version's three files
     assert puts == 0  # the job's document was written at start, less than 5 s ago
     assert harness.status(job)["version"] == 6
 

@@ -21,6 +21,7 @@ from chalicelib.store.meta import FoldLog, JobMeta, MetaStore, Pending
 class VersionCommit:
     def __init__(self, meta: MetaStore, fold_log: FoldLogStore, clock: Callable[[], float] = time.time):
         self.meta, self.fold_log, self.clock = meta, fold_log, clock
+        self._logged: dict[str, int] = {}  # per job, the latest version whose log this process wrote whole
 
     def commit(self, before: JobMeta, after: JobMeta, folded: tuple[Pending, ...]) -> JobMeta:
         """Advance META from `before` to `after`, which folded `folded` (the first of `before.pending`)."""
@@ -29,8 +30,11 @@ class VersionCommit:
         entry = FoldLog(after.version, loss, sum(p.samples for p in folded), now,
                         tuple((p.epoch, p.batch, p.lease_id) for p in folded))
         after = replace(after, rev=before.rev + 1, updated=now, last_fold=entry)
-        if before.last_fold and not self.fold_log.is_logged(before.job_id, before.last_fold.version):
-            self.fold_log.write(before.job_id, before.last_fold)
+        last = before.last_fold
+        if last and self._logged.get(before.job_id) != last.version and not self.fold_log.is_logged(
+                before.job_id, last.version):
+            self.fold_log.write(before.job_id, last)
         self.meta.put(before.rev, after)
         self.fold_log.write(after.job_id, entry)
+        self._logged[after.job_id] = entry.version
         return after

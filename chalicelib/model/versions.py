@@ -3,7 +3,8 @@
 Version N of a job is a folder `jobs/<job>/versions/<N>/` holding
 `model.json` + `weights.bin` (the TF.js layers format, so a browser loads it
 with tf.loadLayersModel) and the optimizer state beside it
-(`optimizer.json` + `optimizer.bin`). A version's files are written before
+(`optimizer.bin`: a JSON header of the step, scalars and slot names, then
+the slots' tensors). A version's files are written before
 DynamoDB points at it and never change after, so they are cached forever.
 """
 from __future__ import annotations
@@ -48,16 +49,18 @@ class VersionStore:
 
     def write_data(self, job_id: str, version: int, spec: JobSpec, weights: Sequence[np.ndarray],
                    state: OptimizerState) -> None:
-        """The weights shard and the optimizer state, written in parallel."""
+        """The weights shard and the optimizer state, written in parallel (each
+        version's own prefix: nothing reads them before model.json exists)."""
         prefix = version_prefix(job_id, version)
         specs = list(spec.weight_specs)
         slot_names = sorted(state.slots)
         slot_specs = [WeightSpec(f"{slot}/{s.name}", s.shape) for slot in slot_names for s in specs]
         slot_tensors = [t for slot in slot_names for t in state.slots[slot]]
-        meta = {"optimizer": spec.optimizer["name"], "step": state.step, "scalars": state.scalars, "slots": slot_names}
+        header = json.dumps({"optimizer": spec.optimizer["name"], "step": state.step, "scalars": state.scalars,
+                             "slots": slot_names}).encode()
+        optimizer = len(header).to_bytes(4, "little") + header + encode_tensors(slot_specs, slot_tensors)
         puts = [(prefix + SHARD_NAME, encode_tensors(specs, weights), "application/octet-stream"),
-                (prefix + "optimizer.bin", encode_tensors(slot_specs, slot_tensors), "application/octet-stream"),
-                (prefix + "optimizer.json", json.dumps(meta).encode(), "application/json")]
+                (prefix + "optimizer.bin", optimizer, "application/octet-stream")]
         for done in [self._pool.submit(self.objects.put, *put) for put in puts]:
             done.result()
 
@@ -72,13 +75,14 @@ class VersionStore:
         if cached is not None:
             return cached
         prefix = version_prefix(job_id, version)
-        shard, state_json, state_bin = (self._pool.submit(self.objects.get, prefix + name) for name in
-                                        (SHARD_NAME, "optimizer.json", "optimizer.bin"))
+        shard, optimizer = (self._pool.submit(self.objects.get, prefix + name) for name in (SHARD_NAME, "optimizer.bin"))
         weights = decode_tensors(spec.weight_specs, shard.result())
-        meta = json.loads(state_json.result())
+        data = optimizer.result()
+        length = int.from_bytes(data[:4], "little")
+        meta = json.loads(data[4:4 + length])
         specs = list(spec.weight_specs)
         slot_specs = [WeightSpec(f"{slot}/{s.name}", s.shape) for slot in meta["slots"] for s in specs]
-        tensors = decode_tensors(slot_specs, state_bin.result()) if slot_specs else []
+        tensors = decode_tensors(slot_specs, data[4 + length:]) if slot_specs else []
         n = len(specs)
         slots = {slot: tensors[i * n:(i + 1) * n] for i, slot in enumerate(meta["slots"])}
         state = OptimizerState(step=meta["step"], scalars=meta["scalars"], slots=slots)
