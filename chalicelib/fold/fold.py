@@ -116,7 +116,10 @@ class Fold:
         for reason, group in rejected.items():
             self.discards.discard(job_id, [(r.epoch, r.batch, [r.lease_id]) for r in group], reason)
         if accepted:
-            meta = self.meta.save(meta, replace(meta, pending=meta.pending + tuple(accepted)))
+            joined = replace(meta, pending=meta.pending + tuple(accepted))
+            # An update due now folds them and records the rest in one META
+            # write; otherwise they are recorded as pending.
+            meta = joined if self.updates.due(joined, spec) else self.meta.save(meta, joined)
             meta = self.updates.settle(meta, spec, gradients)
             outcomes = [FoldOutcome.FOLDED if o is FoldOutcome.PENDING and meta.is_folded(r.epoch, r.batch) else o
                         for o, r in zip(outcomes, results)]

@@ -45,10 +45,15 @@ class Updates:
     def settle(self, meta: JobMeta, spec: JobSpec, gradients: dict[str, list[np.ndarray]] | None = None) -> JobMeta:
         """Fold every full update META holds (K pending, or the rest of the
         epoch); queue the epoch if it is not queued."""
-        k = spec.gradients_per_update
-        while meta.pending and (len(meta.pending) >= k or meta.folded_in_epoch + len(meta.pending) >= spec.dataset.batches):
+        while self.due(meta, spec):
             meta = self.update(meta, spec, gradients or {})
         return self.epochs.queue(meta, spec)
+
+    @staticmethod
+    def due(meta: JobMeta, spec: JobSpec) -> bool:
+        """Whether META's pending results make a full update."""
+        return bool(meta.pending) and (len(meta.pending) >= spec.gradients_per_update
+                                       or meta.folded_in_epoch + len(meta.pending) >= spec.dataset.batches)
 
     def update(self, meta: JobMeta, spec: JobSpec, gradients: dict[str, list[np.ndarray]]) -> JobMeta:
         """Apply META's first K pending gradients to version N and commit N+1.

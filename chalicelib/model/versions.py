@@ -37,20 +37,12 @@ class VersionStore:
 
     def write(self, job_id: str, version: int, spec: JobSpec, weights: Sequence[np.ndarray],
               state: OptimizerState) -> None:
-        """Write every file of a version: the data files in parallel, then
-        model.json, the browsers' entry point, last.
+        """Write every file of a version, in parallel: no browser reads a
+        version before META names it, which happens only after this returns.
 
         Writing the same version twice with the same inputs writes the same
         bytes (the fold is deterministic), which is what makes a retried fold safe.
         """
-        self.write_data(job_id, version, spec, weights, state)
-        self.publish(job_id, version, spec)
-        self._remember(job_id, version, list(weights), state)
-
-    def write_data(self, job_id: str, version: int, spec: JobSpec, weights: Sequence[np.ndarray],
-                   state: OptimizerState) -> None:
-        """The weights shard and the optimizer state, written in parallel (each
-        version's own prefix: nothing reads them before model.json exists)."""
         prefix = version_prefix(job_id, version)
         specs = list(spec.weight_specs)
         slot_names = sorted(state.slots)
@@ -60,14 +52,11 @@ class VersionStore:
                              "slots": slot_names}).encode()
         optimizer = len(header).to_bytes(4, "little") + header + encode_tensors(slot_specs, slot_tensors)
         puts = [(prefix + SHARD_NAME, encode_tensors(specs, weights), "application/octet-stream"),
-                (prefix + "optimizer.bin", optimizer, "application/octet-stream")]
+                (prefix + "optimizer.bin", optimizer, "application/octet-stream"),
+                (prefix + "model.json", model_json(spec.topology, specs), "application/json")]
         for done in [self._pool.submit(self.objects.put, *put) for put in puts]:
             done.result()
-
-    def publish(self, job_id: str, version: int, spec: JobSpec) -> None:
-        """model.json: once it exists, a browser may load the version."""
-        self.objects.put(version_prefix(job_id, version) + "model.json",
-                         model_json(spec.topology, list(spec.weight_specs)), "application/json")
+        self._remember(job_id, version, list(weights), state)
 
     def read(self, job_id: str, version: int, spec: JobSpec) -> tuple[list[np.ndarray], OptimizerState]:
         """A version's weights and optimizer state (the two shards read in parallel)."""

@@ -1,0 +1,108 @@
+"""Fold throughput for one job with AWS-like latency: results folded per second.
+
+The real handlers on moto (in-process), with a botocore hook that makes every
+call of the app's clients wait as long as a call to AWS from Lambda takes:
+5 ms per DynamoDB call and 25 ms per S3 call (typical same-region figures;
+SQS polling is Lambda's and not timed). Tasks are leased, given a gradient and
+completed first; then the fold is timed over the results queue, ten results
+per invocation (Lambda's SQS batch) and, for comparison, one per invocation.
+The model is the paper's (the char-lstm template: LSTM(10) → LSTM(10) →
+Dense(128), 7,808 parameters), K = 10, Adam. Target: 50 results/s at K = 10.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import time
+
+import boto3
+import numpy as np
+
+from bench import common
+from chalicelib.services import services
+from crowdtrain.api import post_form
+from crowdtrain.jobs.charlstm import CharLSTM
+from tests.harness import Harness
+
+LATENCY = {"dynamodb": 0.005, "s3": 0.025}
+
+
+def paper_job(harness: Harness, batches: int, k: int) -> str:
+    model = CharLSTM()
+    spec = model.job_spec(batches, gradients_per_update=k, staleness=1000, lease_seconds=600,
+                          optimizer={"name": "adam", "learning_rate": 0.01})
+    reply = harness.admin("POST", "/jobs", spec)
+    assert reply.status_code == 201, reply.body
+    created = __import__("json").loads(reply.body)
+    upload = created["upload"]
+    weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(0))
+    post_form(upload["weights"], weights)
+    x = np.zeros((model.batch_size, model.seq_len), np.uint8)
+    y = np.zeros(model.batch_size, np.uint8)
+    data = gzip.compress(model.batch_file(x, y), mtime=0)
+    for b in range(batches):
+        post_form(upload["batches"], data, key=f"{upload['batch_key_prefix']}batch-{b:06d}.bin")
+    assert harness.admin("POST", f"/jobs/{created['job_id']}/start").status_code == 200
+    return created["job_id"]
+
+
+def complete_tasks(harness: Harness, n: int) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        task = harness.lease(f"volunteer-{i % 100}")
+        size = task["upload_bytes"] // 4
+        harness.upload(task, (rng.normal(size=size) * 1e-3).astype("<f4").tobytes())
+        assert harness.complete(task, 2.0).status_code == 200
+
+
+def add_latency() -> None:
+    """Every call of the app's S3 and DynamoDB clients waits as long as AWS would take."""
+    parts = services()
+
+    def wait(model, **_):
+        time.sleep(LATENCY.get(model.service_model.endpoint_prefix, 0.0))
+    for client in (parts._table.meta.client, parts.objects._s3):
+        client.meta.events.register("before-call", wait)
+
+
+def run(results: int, k: int, per_invocation: int) -> dict:
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                      ADMIN_TOKEN="test-admin-token", LEASE_WAIT_SECONDS="0")
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    from moto import mock_aws
+    with mock_aws():
+        os.environ.update(Harness.create_resources(boto3.Session(region_name="us-east-1")))
+        with Harness() as harness:
+            job = paper_job(harness, results, k)
+            complete_tasks(harness, results)
+            add_latency()
+            folded, invocations, start = 0, 0, time.perf_counter()
+            while folded < results:
+                messages = harness.result_messages(max_messages=per_invocation)
+                harness.invoke_fold([m["Body"] for m in messages])
+                for m in messages:
+                    harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=m["ReceiptHandle"])
+                folded += len(messages)
+                invocations += 1
+            seconds = time.perf_counter() - start
+            status = harness.status(job)
+    assert status["batches_done"] == results, status
+    return {"results": results, "k": k, "results_per_invocation": per_invocation, "invocations": invocations,
+            "seconds": seconds, "results_per_second": results / seconds, "versions": status["version"]}
+
+
+def main() -> None:
+    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    results = 40 if args.quick else 400
+    rows = [run(results, 10, per) for per in (10, 1)]
+    for row in rows:
+        print(f"K = {row['k']}, {row['results_per_invocation']:2d} results per invocation: "
+              f"{row['results_per_second']:6.1f} results/s ({row['results']} results, {row['seconds']:.1f} s, "
+              f"{row['versions']} versions)")
+    met = rows[0]["results_per_second"] >= 50
+    print(f"target >= 50 results/s at K = 10: {'met' if met else 'NOT met'}")
+    common.save("fold_throughput", {"latency_seconds": LATENCY, "rows": rows, "target": 50, "target_met": met}, args)
+
+
+if __name__ == "__main__":
+    main()
