@@ -142,7 +142,7 @@ class Services:
     @cached_property
     def admin(self) -> JobAdmin:
         return JobAdmin(self.jobs, self.meta, self.leases, self.board, self.versions, self.epochs, self.objects,
-                        self.config.max_parameters, self.config.max_batches)
+                        self.config.max_parameters, self.config.max_batches, self.config.fold_memory_mb * 2**20)
 
     @cached_property
     def guard(self) -> AdminGuard:

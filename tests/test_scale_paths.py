@@ -3,6 +3,7 @@ the pages poll, a volunteer at its lease limit, a paused job, a huge epoch,
 and the size of the items that grow with a job."""
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections import Counter
@@ -14,6 +15,7 @@ from chalicelib.jobs.schema import parse_job
 from chalicelib.services import services
 from chalicelib.store.meta import JobMeta, Pending, mark_folded, meta_item
 from chalicelib.store.table import item_size
+from chalicelib.tasks.records import Lease
 from chalicelib.tasks.epochs import CHUNK, EpochQueue
 from tests.harness import BUCKET, TASK_MAX_RECEIVES, Dataset, job_body
 
@@ -151,3 +153,38 @@ def test_a_spec_over_the_item_limit_is_refused(harness):
     body["model"]["modelTopology"]["config"]["layers"][0]["config"]["name"] = "d" * 360_000
     reply = harness.admin("POST", "/jobs", body)
     assert reply.status_code == 400 and b"350" in reply.body, reply.body
+
+
+def big_dense(units_in: int, units_out: int) -> dict:
+    return {"modelTopology": {"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {
+        "units": units_out, "batch_input_shape": [None, units_in]}}]}},
+        "weightsManifest": [{"paths": ["weights.bin"], "weights": [
+            {"name": "dense/kernel", "shape": [units_in, units_out], "dtype": "float32"},
+            {"name": "dense/bias", "shape": [units_out], "dtype": "float32"}]}]}
+
+
+@pytest.mark.parametrize("aggregation, k, status", [
+    ("median", 64, 400), ({"name": "trimmed_mean", "trim": 0.2}, 64, 400), ("median", 4, 201),
+    ("mean", 64, 201), ({"name": "clipped_mean", "clip_norm": 1}, 64, 201)])
+def test_a_job_whose_fold_would_not_fit_in_memory_is_refused(harness, aggregation, k, status):
+    body = job_body(Dataset.generate(batches=1, batch_size=4), model=big_dense(5000, 1000), aggregation=aggregation,
+                    gradients_per_update=k, dataset={"batches": 1, "x": {"shape": [4, 5000], "dtype": "float32"},
+                                                     "y": {"shape": [4], "dtype": "int32"}})
+    reply = harness.admin("POST", "/jobs", body)  # 5,001,000 parameters, 20 MB a gradient, Adam
+    assert reply.status_code == status, reply.body
+    if status == 400:
+        assert b"gradients_per_update 64 on 5,001,000 parameters" in reply.body and b"819 MB" in reply.body
+
+
+def test_a_heartbeat_past_sqs_twelve_hours_is_a_clear_409(harness):
+    ds = Dataset.generate(batches=1, batch_size=4)
+    job = harness.create_job(ds, lease_seconds=3600)
+    task = harness.lease()
+    beat = lambda token: harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": token})  # noqa: E731
+    assert beat(task["lease_token"]).status_code == 200
+    # the same lease, as if received 11.5 hours ago: one more hour would cross SQS's limit
+    lease = Lease.from_json(json.loads(base64.urlsafe_b64decode(task["lease_token"].split(".")[1] + "==")))
+    old = services().signer.sign(replace(lease, received=lease.received - 11.5 * 3600))
+    reply = beat(old)
+    assert reply.status_code == 409 and b"12 hours" in reply.body
+    assert harness.admin("POST", "/jobs", job_body(ds, lease_seconds=43_200)).status_code == 400

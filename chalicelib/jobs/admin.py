@@ -34,13 +34,13 @@ UPLOAD_SECONDS = 6 * 3600
 class JobAdmin:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, board: StatusBoard,
                  versions: VersionStore, epochs: EpochQueue, objects: ObjectStore, max_parameters: int,
-                 max_batches: int):
+                 max_batches: int, fold_memory_bytes: int):
         self.jobs, self.meta, self.leases, self.board = jobs, meta, leases, board
         self.versions, self.epochs, self.objects = versions, epochs, objects
-        self.max_parameters, self.max_batches = max_parameters, max_batches
+        self.max_parameters, self.max_batches, self.fold_memory_bytes = max_parameters, max_batches, fold_memory_bytes
 
     def create(self, body: Any) -> dict[str, Any]:
-        spec = parse_job(body, self.max_parameters, self.max_batches)
+        spec = parse_job(body, self.max_parameters, self.max_batches, self.fold_memory_bytes)
         job_id = f"j-{secrets.token_hex(6)}"
         self.jobs.create(job_id, spec)
         weight_bytes = spec.weight_bytes

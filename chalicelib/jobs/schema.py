@@ -37,12 +37,22 @@ TRAINABLE_LAYERS = {
     "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Concatenate", "Add", "Multiply",
     "Average", "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "LeakyReLU", "ReLU", "Softmax",
 }
+# One lease, heartbeats included, must end within SQS's 12 hours of
+# visibility per receive: a lease of at most 12 hours less 10 minutes leaves
+# room for the receive and a last heartbeat's margin.
+MAX_LEASE_SECONDS = 12 * 3600 - 600
 # Stored specs were validated against the deployment's limits when created.
 UNLIMITED = 2**62
 
 
-def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
-    """Validate a job document (POST /jobs); every mistake is a 400 naming the field."""
+# The share of the fold Lambda's memory its tensors may take (the rest: the
+# runtime, boto3, numpy, S3 bodies in flight).
+FOLD_TENSOR_SHARE = 0.8
+
+
+def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_bytes: int | None = None) -> JobSpec:
+    """Validate a job document (POST /jobs); every mistake is a 400 naming the
+    field. With `fold_memory_bytes`, a job whose fold would not fit is a 400."""
     body = validate.body_object(body)
     validate.only_keys(body, JOB_FIELDS, "job")
     topology, weight_specs = parse_model(body.get("model"), max_parameters)
@@ -52,21 +62,38 @@ def parse_job(body: Any, max_parameters: int, max_batches: int) -> JobSpec:
     dataset = _dataset(body.get("dataset"), max_batches)
     optimizer = make_optimizer(body.get("optimizer", {"name": "adam"}))
     strategy = make_strategy(body.get("aggregation", "mean"))
+    k = validate.integer(body, "gradients_per_update", 1, 1, MAX_GRADIENTS_PER_UPDATE)
+    if fold_memory_bytes is not None:
+        _check_fold_memory(sum(s.size for s in weight_specs), k, strategy, optimizer, fold_memory_bytes)
     return JobSpec(
         name=validate.text(body, "name", "job"),
         topology=topology, weight_specs=weight_specs, loss=loss, dataset=dataset,
         optimizer={"name": optimizer.name, **optimizer.settings()},
         aggregation={"name": strategy.name, **strategy.settings()},
-        gradients_per_update=validate.integer(body, "gradients_per_update", 1, 1, MAX_GRADIENTS_PER_UPDATE),
+        gradients_per_update=k,
         staleness=validate.integer(body, "staleness", 4, 0, 1000),
         epochs=validate.integer(body, "epochs", 1, 1, 10_000),
-        lease_seconds=validate.integer(body, "lease_seconds", DEFAULT_LEASE_SECONDS, 10, 43_200),
+        lease_seconds=validate.integer(body, "lease_seconds", DEFAULT_LEASE_SECONDS, 10, MAX_LEASE_SECONDS),
         codec=get_codec(body.get("codec", "fp32")).name,
         max_grad_norm=validate.number(body, "max_grad_norm", 1e4, 1e-6, 1e12),
         seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),
         replication=_replication(body.get("replication")),
         alphabet=_alphabet(body.get("text"), dataset.x),
     )
+
+
+def _check_fold_memory(parameters: int, k: int, strategy: Any, optimizer: Any, memory: int) -> None:
+    """400 unless an update fits the fold: the gradients the strategy holds at
+    once (2 for a running mean, 2K + 1 for a median), the weights before and
+    after, and the optimizer's state before and after, 4 bytes a value."""
+    arrays = strategy.gradients_held(k) + 2 + 2 * optimizer.slot_count()
+    need, room = 4 * parameters * arrays, int(FOLD_TENSOR_SHARE * memory)
+    if need > room:
+        raise BadRequest(f"the fold would need about {need / 2**20:,.0f} MB for {strategy.name} with "
+                         f"gradients_per_update {k} on {parameters:,} parameters ({arrays} arrays of "
+                         f"{4 * parameters / 2**20:,.1f} MB), but has {room / 2**20:,.0f} MB for tensors "
+                         f"({FOLD_TENSOR_SHARE:.0%} of {memory / 2**20:,.0f} MB): use mean or clipped_mean, "
+                         f"which keep a running sum, a smaller gradients_per_update, or a smaller model")
 
 
 def load_spec(text: str) -> JobSpec:

@@ -30,6 +30,9 @@ from chalicelib.tasks.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
+# SQS keeps a received message out of sight at most this long in all, however
+# often its visibility is extended (moto does not enforce it; AWS does).
+MAX_VISIBILITY_SECONDS = 12 * 3600
 # An empty queue answers 204 with this Retry-After.
 RETRY_AFTER_SECONDS = 5
 # Receives tried per lease request while skipping tasks of paused or ended jobs.
@@ -76,9 +79,10 @@ class LeaseService:
             return None
         task, meta, spec = task
         base = meta.version if task.pin is None else task.pin
+        now = self.clock()
         lease = Lease(job_id=task.job_id, epoch=task.epoch, batch=task.batch, base_version=base,
-                      lease_id=lease_id, receipt=task.receipt,
-                      expires=self.clock() + spec.lease_seconds - token_margin(spec.lease_seconds))
+                      lease_id=lease_id, receipt=task.receipt, received=now,
+                      expires=now + spec.lease_seconds - token_margin(spec.lease_seconds))
         if spec.lease_seconds != seconds:
             self.tasks.hide(task.receipt, spec.lease_seconds)
             self.slots.extend(volunteer_id, slot, lease_id, spec.lease_seconds)
@@ -120,7 +124,11 @@ class LeaseService:
         """Extend a live lease by the job's lease seconds; a fresh token comes back."""
         lease = self.signer.verify(token, job_id)
         spec = self.jobs.spec(job_id)
-        renewed = replace(lease, expires=self.clock() + spec.lease_seconds - token_margin(spec.lease_seconds))
+        now = self.clock()
+        if now + spec.lease_seconds > lease.received + MAX_VISIBILITY_SECONDS:
+            raise Conflict("this lease cannot be extended: SQS hides a task at most 12 hours after it was "
+                           "received; complete the task before the lease ends, or let it go")
+        renewed = replace(lease, expires=now + spec.lease_seconds - token_margin(spec.lease_seconds))
         moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "leased", expires=renewed.expires)
         if not moved:
             self._refuse(record)

@@ -43,7 +43,9 @@ class Task:
 @dataclass(frozen=True)
 class Lease:
     """What a lease token stands for: the task, the version to compute on,
-    the lease id, the SQS receipt handle and when the token stops being valid."""
+    the lease id, the SQS receipt handle, when the task was received (SQS keeps
+    a message out of sight at most 12 hours from then) and when the token
+    stops being valid."""
 
     job_id: str
     epoch: int
@@ -51,6 +53,7 @@ class Lease:
     base_version: int
     lease_id: str
     receipt: str
+    received: float
     expires: float
 
     @classmethod
