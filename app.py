@@ -1,7 +1,7 @@
 """crowdtrain's API and event handlers: routes only; the work is in chalicelib."""
 import os
 
-from chalice import Chalice, CORSConfig, IAMAuthorizer, Response
+from chalice import Chalice, CORSConfig, IAMAuthorizer, Rate, Response
 
 from chalicelib import validate
 from chalicelib.errors import NotFound, PayloadTooLarge
@@ -72,6 +72,13 @@ def resume_job(job_id):
     return services().admin.set_paused(_job_id(job_id), False)
 
 
+@app.route("/jobs/{job_id}/redrive", methods=["POST"], authorizer=iam)
+def redrive_job(job_id):
+    """The job's dead letters back to their queues, now."""
+    _admin()
+    return {"job_id": _job_id(job_id), "redriven": services().redrive.redrive(job_id)}
+
+
 @app.route("/jobs/{job_id}", methods=["DELETE"], authorizer=iam)
 def delete_job(job_id):
     _admin()
@@ -128,3 +135,9 @@ def complete_task():
 def fold(event):
     """Fold completed tasks, the whole batch at once; an exception makes SQS redeliver the batch."""
     services().fold.handle_batch([Result.from_message(record.body) for record in event])
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def redrive_dead_letters(event):
+    """Every few minutes, every dead letter back to its queue: none is lost there."""
+    services().redrive.redrive()

@@ -13,6 +13,9 @@ class Settings:
     bucket_name: str
     task_queue_url: str
     results_queue_url: str
+    # Their dead-letter queues, which the redrive empties back into them.
+    task_dlq_url: str
+    results_dlq_url: str
     # Where browsers read weights and batches: the CloudFront URL in AWS, the
     # bucket's URL on the local stack. Keys are appended to it.
     public_base_url: str
@@ -51,6 +54,8 @@ def settings() -> Settings:
         bucket_name=bucket,
         task_queue_url=env.get("TASK_QUEUE_URL", ""),
         results_queue_url=env.get("RESULTS_QUEUE_URL", ""),
+        task_dlq_url=env.get("TASK_DLQ_URL", ""),
+        results_dlq_url=env.get("RESULTS_DLQ_URL", ""),
         public_base_url=env.get("PUBLIC_BASE_URL", f"https://{bucket}.s3.amazonaws.com/").rstrip("/") + "/",
         lease_secret_id=env.get("LEASE_SECRET_ID", ""),
         lease_secret=env.get("LEASE_SECRET", ""),

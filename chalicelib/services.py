@@ -33,6 +33,7 @@ from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.tasks.epochs import EpochQueue
 from chalicelib.tasks.leases import LeasePolicy, LeaseService
 from chalicelib.tasks.queues import ResultQueue, TaskQueue
+from chalicelib.tasks.redrive import DeadLetters, Redrive
 from chalicelib.tasks.tokens import TokenSigner
 
 
@@ -88,6 +89,12 @@ class Services:
     @cached_property
     def results(self) -> ResultQueue:
         return ResultQueue(self._sqs, self.config.results_queue_url)
+
+    @cached_property
+    def redrive(self) -> Redrive:
+        c = self.config
+        return Redrive(self._sqs, [DeadLetters("tasks", c.task_dlq_url, c.task_queue_url, fifo=False),
+                                   DeadLetters("results", c.results_dlq_url, c.results_queue_url, fifo=True)])
 
     @cached_property
     def epochs(self) -> EpochQueue:

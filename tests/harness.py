@@ -96,8 +96,8 @@ def job_body(ds: Dataset, **overrides: Any) -> dict[str, Any]:
     return body
 
 
-APP_SETTINGS = ("TABLE_NAME", "BUCKET_NAME", "TASK_QUEUE_URL", "RESULTS_QUEUE_URL", "LEASE_SECRET_ID",
-                "PUBLIC_BASE_URL", "ADMIN_TOKEN", "LEASE_WAIT_SECONDS")
+APP_SETTINGS = ("TABLE_NAME", "BUCKET_NAME", "TASK_QUEUE_URL", "RESULTS_QUEUE_URL", "TASK_DLQ_URL", "RESULTS_DLQ_URL",
+                "LEASE_SECRET_ID", "PUBLIC_BASE_URL", "ADMIN_TOKEN", "LEASE_WAIT_SECONDS")
 
 
 def stage_project(directory: Path) -> Path:
@@ -160,7 +160,8 @@ class Harness:
         secret = session.client("secretsmanager").create_secret(
             Name="crowdtrain-test-lease", SecretString="0123456789abcdef0123456789abcdef")["ARN"]
         return {"TABLE_NAME": TABLE, "BUCKET_NAME": BUCKET, "TASK_QUEUE_URL": tasks,
-                "RESULTS_QUEUE_URL": results, "LEASE_SECRET_ID": secret,
+                "RESULTS_QUEUE_URL": results, "TASK_DLQ_URL": task_dlq, "RESULTS_DLQ_URL": result_dlq,
+                "LEASE_SECRET_ID": secret,
                 "PUBLIC_BASE_URL": PUBLIC}
 
     # -- API ---------------------------------------------------------------

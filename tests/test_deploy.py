@@ -29,6 +29,7 @@ OPERATIONS = {
     "delete_message": "sqs:DeleteMessage",
     "get_item": "dynamodb:GetItem", "put_item": "dynamodb:PutItem", "update_item": "dynamodb:UpdateItem",
     "query": "dynamodb:Query", "batch_writer": "dynamodb:BatchWriteItem",
+    "batch_get_item": "dynamodb:BatchGetItem", "delete_item": "dynamodb:DeleteItem",
     "transact_write_items": "dynamodb:PutItem",  # every item of crowdtrain's transactions is a Put
     "get_secret_value": "secretsmanager:GetSecretValue",
 }
@@ -95,7 +96,7 @@ def test_template_has_what_the_stage_needs():
     assert all("OriginAccessControlId" in o for o in origins)
     assert set(template["Outputs"]) >= {"TableName", "BucketName", "TaskQueueUrl", "ResultsQueueUrl",
                                         "ResultsQueueName", "LeaseSecretId", "DistributionDomain", "DistributionId",
-                                        "FrontendBucketName"}
+                                        "FrontendBucketName", "TaskDeadLettersUrl", "ResultDeadLettersUrl"}
 
 
 def test_cache_headers():
@@ -107,6 +108,8 @@ def test_cache_headers():
 OUTPUTS = {"TableName": "crowdtrain-dev", "BucketName": "crowdtrain-dev-data-1", "FrontendBucketName": "site",
            "TaskQueueUrl": "https://sqs/1/crowdtrain-dev-tasks", "ResultsQueueUrl": "https://sqs/1/r.fifo",
            "ResultsQueueName": "crowdtrain-dev-results.fifo", "LeaseSecretId": "arn:secret",
+           "TaskDeadLettersUrl": "https://sqs/1/crowdtrain-dev-tasks-dlq",
+           "ResultDeadLettersUrl": "https://sqs/1/crowdtrain-dev-results-dlq.fifo",
            "DistributionId": "E123", "DistributionDomain": "d111.cloudfront.net"}
 
 

@@ -188,3 +188,38 @@ def test_a_heartbeat_past_sqs_twelve_hours_is_a_clear_409(harness):
     reply = beat(old)
     assert reply.status_code == 409 and b"12 hours" in reply.body
     assert harness.admin("POST", "/jobs", job_body(ds, lease_seconds=43_200)).status_code == 400
+
+
+def test_a_result_dead_lettered_by_failing_folds_is_redriven_and_folded_once(harness, crashes):
+    ds = Dataset.generate(batches=2, batch_size=4)
+    job = harness.create_job(ds)
+    task = harness.lease()
+    assert harness.work(task).status_code == 200
+    crashes.before("fold", "apply_batch", "the fold times out")
+    for _ in range(6):  # the results queue's maxReceiveCount is 5
+        for message in harness.result_messages(visibility=0):
+            with pytest.raises(Exception):
+                harness.invoke_fold([message["Body"]])
+    crashes.heal()
+    assert harness.waiting(harness.results_url) == 0 and harness.waiting(harness.result_dlq_url) == 1
+    assert harness.status(job)["version"] == 0
+    reply = harness.admin("POST", f"/jobs/{job}/redrive")
+    assert reply.status_code == 200 and json.loads(reply.body)["redriven"] == {"tasks": 0, "results": 1}
+    assert harness.deliver() == 1 and harness.waiting(harness.result_dlq_url) == 0
+    assert harness.status(job)["version"] == 1 and harness.folds(job) == [(0, task["batch"], 1)]
+    # a second redrive finds nothing; redriving a folded result again would be a duplicate
+    assert json.loads(harness.admin("POST", f"/jobs/{job}/redrive").body)["redriven"] == {"tasks": 0, "results": 0}
+
+
+def test_redrive_returns_one_jobs_dead_tasks_on_request_and_everything_on_schedule(harness):
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    assert harness.waiting(harness.tasks_url) == 1
+    for body in ({"job_id": job, "epoch": 0, "batch": 0}, {"job_id": "j-other", "epoch": 0, "batch": 0}):
+        harness.sqs.send_message(QueueUrl=harness.task_dlq_url, MessageBody=json.dumps(body))
+    assert json.loads(harness.admin("POST", f"/jobs/{job}/redrive").body)["redriven"] == {"tasks": 1, "results": 0}
+    assert harness.waiting(harness.tasks_url) == 2  # the job's task is back; the other job's stays dead
+    harness.sqs.send_message(QueueUrl=harness.task_dlq_url, MessageBody=json.dumps(
+        {"job_id": "j-third", "epoch": 0, "batch": 0}))
+    event = harness.client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [])
+    harness.client.lambda_.invoke("redrive_dead_letters", event)  # the scheduled Lambda takes whatever is there
+    assert harness.waiting(harness.tasks_url) == 3

@@ -39,8 +39,6 @@ export class Api {
 
   complete(jobId, token, loss) { return this.call('POST', '/tasks/complete', { job_id: jobId, lease_token: token, loss }); }
 
-  jobs() { return this.call('GET', '/progress'); }
-
   progress(jobId) { return this.call('GET', `/progress/${encodeURIComponent(jobId)}`); }
 }
 

@@ -1,7 +1,7 @@
 // The job dashboard: version over time, loss, epoch progress, volunteers,
 // throughput and discarded results, refreshed every few seconds.
-import { Api } from './api.js';
 import { lineChart } from './chart.js';
+import { INDEX_URL, poll, readDocument, statusUrl } from './status.js';
 
 const $ = (id) => document.getElementById(id);
 const charts = {
@@ -9,50 +9,50 @@ const charts = {
   loss: lineChart($('loss-chart'), 'loss'),
   rate: lineChart($('rate-chart'), 'samples / min', { xLabel: 'seconds', color: '#b7791f' }),
 };
-let api;
 let jobId = new URLSearchParams(location.search).get('job');
+let stopPolling = null;
 
-async function pickJob() {
-  const { jobs } = await api.jobs();
+function showJobs(index) {
+  const jobs = index ? index.jobs : [];
   const select = $('jobs');
   select.replaceChildren(...jobs.map((j) => new Option(`${j.name} (${j.job_id}) ${j.status}`, j.job_id)));
-  if (!jobId && jobs.length) jobId = jobs[0].job_id;
+  if (!jobId && jobs.length) follow(jobs[0].job_id);
   select.value = jobId || '';
+  if (!jobId) $('summary').textContent = 'no jobs yet';
 }
 
-async function refresh() {
-  try {
-    await pickJob();
-    if (!jobId) { $('summary').textContent = 'no jobs yet'; return; }
-    const job = await api.progress(jobId);
-    const total = job.spec.dataset.batches * job.spec.epochs;
-    $('summary').textContent = `${job.spec.name}: ${job.status}, version ${job.version}`;
-    $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
-    $('epoch-bar').value = job.batches_done;
-    $('epoch-bar').max = total;
-    $('batches').textContent = `${job.batches_done} / ${total}`;
-    $('volunteers').textContent = job.active_volunteers;
-    $('leases').textContent = job.active_leases;
-    const discarded = Object.entries(job.discarded).map(([k, v]) => `${k} ${v}`).join(', ');
-    $('discarded').textContent = discarded || 'none';
-    const h = job.history;
-    const t0 = h.length ? h[0].time : 0;
-    charts.versions.update(h.map((p) => p.time - t0), h.map((p) => p.version));
-    charts.loss.update(h.map((p) => p.version), h.map((p) => p.loss));
-    // samples per minute over a sliding window of 5 versions
-    const rates = h.slice(5).map((p, i) => (60 * h.slice(i + 1, i + 6).reduce((n, q) => n + q.samples, 0)) / Math.max(1e-3, p.time - h[i].time));
-    charts.rate.update(h.slice(5).map((p) => p.time - t0), rates);
-    $('tasks-per-minute').textContent = rates.length ? (rates[rates.length - 1] / job.spec.dataset.x.shape[0]).toFixed(1) : '–';
-  } catch (err) {
-    $('summary').textContent = `cannot reach the API: ${err.message}`;
-  }
+function follow(id) {
+  jobId = id;
+  stopPolling?.();
+  stopPolling = poll(() => readDocument(statusUrl(jobId)), show, failed);
 }
 
-async function main() {
-  api = new Api((await (await fetch('config.json')).json()).api);
-  $('jobs').addEventListener('change', () => { jobId = $('jobs').value; refresh(); });
-  await refresh();
-  setInterval(refresh, 3000);
+function failed(err) {
+  $('summary').textContent = `cannot read the status: ${err.message}`;
 }
 
-main();
+function show(job) {
+  if (!job) { $('summary').textContent = `job ${jobId} has not started`; return; }
+  const total = job.spec.dataset.batches * job.spec.epochs;
+  $('summary').textContent = `${job.spec.name}: ${job.status}, version ${job.version}`;
+  $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
+  $('epoch-bar').value = job.batches_done;
+  $('epoch-bar').max = total;
+  $('batches').textContent = `${job.batches_done} / ${total}`;
+  $('volunteers').textContent = job.active_volunteers;
+  $('results-per-minute').textContent = job.results_per_minute.at(-2) ?? '–';  // the last full minute
+  const discarded = Object.entries(job.discarded).map(([k, v]) => `${k} ${v}`).join(', ');
+  $('discarded').textContent = discarded || 'none';
+  const h = job.history;
+  const t0 = h.length ? h[0].time : 0;
+  charts.versions.update(h.map((p) => p.time - t0), h.map((p) => p.version));
+  charts.loss.update(h.map((p) => p.version), h.map((p) => p.loss));
+  // samples per minute over a sliding window of 5 versions
+  const rates = h.slice(5).map((p, i) => (60 * h.slice(i + 1, i + 6).reduce((n, q) => n + q.samples, 0)) / Math.max(1e-3, p.time - h[i].time));
+  charts.rate.update(h.slice(5).map((p) => p.time - t0), rates);
+  $('tasks-per-minute').textContent = rates.length ? (rates[rates.length - 1] / job.spec.dataset.x.shape[0]).toFixed(1) : '–';
+}
+
+$('jobs').addEventListener('change', () => follow($('jobs').value));
+poll(() => readDocument(INDEX_URL), showJobs, failed, { minMs: 10000, maxMs: 60000 });
+if (jobId) follow(jobId);

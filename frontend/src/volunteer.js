@@ -2,6 +2,7 @@
 // loss curve and a sample of what the model writes. Training runs in worker.js.
 import { Api } from './api.js';
 import { lineChart } from './chart.js';
+import { INDEX_URL, poll, readDocument, statusUrl } from './status.js';
 
 const $ = (id) => document.getElementById(id);
 const stats = { tasks: 0, samples: 0, ms: 0, split: { download: 0, compute: 0, upload: 0 } };
@@ -70,27 +71,27 @@ function start() {
   $('state').textContent = 'starting';
 }
 
-async function refreshJob() {
-  try {
-    if (!jobId) {
-      const { jobs } = await api.jobs();
-      jobId = (jobs.find((j) => j.status === 'running') || jobs[0] || {}).job_id;
-    }
-    if (!jobId) { $('job').textContent = 'no job yet'; return; }
-    const job = await api.progress(jobId);
-    $('job').textContent = `${job.spec.name} (${job.job_id}), ${job.status}`;
-    $('version').textContent = job.version;
-    $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
-    lossChart.update(job.history.map((h) => h.version), job.history.map((h) => h.loss));
-    alphabet = job.spec.text ? job.spec.text.alphabet : null;
-    $('sample-box').hidden = !alphabet;
-    // a new sample only for a new version: writing one takes the worker's time
-    if (alphabet && worker && job.version !== sampledVersion) {
-      sampledVersion = job.version;
-      worker.postMessage({ type: 'sample', length: 80, alphabet });
-    }
-  } catch (err) {
-    $('job').textContent = `cannot reach the API: ${err.message}`;
+/** The job to show: the one named in the URL, else a running one from the published list. */
+async function readJob() {
+  if (!jobId) {
+    const { jobs } = (await readDocument(INDEX_URL)) || { jobs: [] };
+    jobId = (jobs.find((j) => j.status === 'running') || jobs[0] || {}).job_id;
+  }
+  return jobId ? readDocument(statusUrl(jobId)) : null;
+}
+
+function showJob(job) {
+  if (!job) { $('job').textContent = 'no job yet'; return; }
+  $('job').textContent = `${job.spec.name} (${job.job_id}), ${job.status}`;
+  $('version').textContent = job.version;
+  $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
+  lossChart.update(job.history.map((h) => h.version), job.history.map((h) => h.loss));
+  alphabet = job.spec.text ? job.spec.text.alphabet : null;
+  $('sample-box').hidden = !alphabet;
+  // a new sample only for a new version: writing one takes the worker's time
+  if (alphabet && worker && job.version !== sampledVersion) {
+    sampledVersion = job.version;
+    worker.postMessage({ type: 'sample', length: 80, alphabet });
   }
 }
 
@@ -108,8 +109,7 @@ async function main() {
     if ($('pause-hidden').checked) worker?.postMessage({ type: 'pause', paused: document.hidden });
   });
   render();
-  await refreshJob();
-  setInterval(refreshJob, 3000);
+  poll(readJob, showJob, (err) => { $('job').textContent = `cannot read the job's status: ${err.message}`; });
   if (params.has('backend')) $('backend').value = params.get('backend');
   if (params.has('autostart')) start();
 }

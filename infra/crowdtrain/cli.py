@@ -315,6 +315,10 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("job")
         p.set_defaults(func=lambda a, v=verb: print(_api(a).call("POST", f"/jobs/{a.job}/{v}")["status"]))
 
+    p = sub.add_parser("redrive", help="send a job's dead-lettered tasks and results back to their queues")
+    p.add_argument("job")
+    p.set_defaults(func=lambda a: print(json.dumps(_api(a).call("POST", f"/jobs/{a.job}/redrive")["redriven"])))
+
     p = sub.add_parser("delete", help="delete a job and its files")
     p.add_argument("job")
     p.set_defaults(func=lambda a: print(json.dumps(_api(a).call("DELETE", f"/jobs/{a.job}"))))

@@ -11,6 +11,7 @@ def app_environment(outputs: dict[str, str], public_base_url: str, cors_origin: 
         "TABLE_NAME": outputs["TableName"], "BUCKET_NAME": outputs["BucketName"],
         "TASK_QUEUE_URL": outputs["TaskQueueUrl"], "RESULTS_QUEUE_URL": outputs["ResultsQueueUrl"],
         "RESULTS_QUEUE_NAME": outputs["ResultsQueueName"], "LEASE_SECRET_ID": outputs["LeaseSecretId"],
+        "TASK_DLQ_URL": outputs["TaskDeadLettersUrl"], "RESULTS_DLQ_URL": outputs["ResultDeadLettersUrl"],
         "PUBLIC_BASE_URL": public_base_url, "CORS_ORIGIN": cors_origin,
     }
     if admin_token:
