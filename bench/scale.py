@@ -144,6 +144,11 @@ def main() -> None:
             print(f"  {QUOTAS[key].name:<62} {limits_at[key]:>10,.0f}  {cells}")
         print(f"  first limit: {QUOTAS[first].name}, at {limits_at[first]:,.0f} volunteers "
               "(* = the token bucket throttles requests)")
+    paper, short = report["scenarios"]["paper model"], report["scenarios"]["short step"]
+    report["targets"] = {"paper model: 10,000 volunteers hit no limit": paper["first_limit_volunteers"] >= 10_000,
+                         "short step: first limit at >= 1,000 volunteers": short["first_limit_volunteers"] >= 1_000}
+    for target, met in report["targets"].items():
+        print(f"target {target}: {'met' if met else 'NOT met'}")
     common.save("scale", report, args)
 
 
