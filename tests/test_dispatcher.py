@@ -67,3 +67,15 @@ def test_finds_the_apps_sqs_handlers(sqs):
     [dispatcher] = sqs_dispatchers(app, sqs)
     assert dispatcher.function_name == "fold" and dispatcher.batch_size == 10
     assert dispatcher.handler is app.fold
+
+
+def test_runs_the_apps_schedules_as_eventbridge_would():
+    import app
+    from crowdtrain.local.dispatcher import schedule_runners
+    [runner] = schedule_runners(app)
+    assert runner.handler is app.redrive_dead_letters and runner.seconds == 300
+    seen = []
+    runner.handler = lambda event, context: seen.append((event, context.function_name))
+    runner.run_once()
+    [(event, name)] = seen
+    assert name == "redrive_dead_letters" and event["detail-type"] == "Scheduled Event" and event["version"] == "0"

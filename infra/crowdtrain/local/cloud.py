@@ -30,7 +30,7 @@ import boto3
 import requests
 
 from crowdtrain.environment import app_environment
-from crowdtrain.local.dispatcher import QueueDispatcher, sqs_dispatchers
+from crowdtrain.local.dispatcher import QueueDispatcher, ScheduleRunner, schedule_runners, sqs_dispatchers
 from crowdtrain.local.edge import EdgeServer
 from crowdtrain.paths import ROOT, SITE
 from crowdtrain.template import load_template, without_unsupported
@@ -59,7 +59,7 @@ class LocalCloud:
     moto: subprocess.Popen | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    dispatchers: list[QueueDispatcher] = field(default_factory=list)
+    dispatchers: list[QueueDispatcher | ScheduleRunner] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -150,7 +150,7 @@ class LocalCloud:
         self.edge = _bind("web server", "--web-port", self.web_port, lambda: EdgeServer(
             self.site, self.session.client("s3"), self.outputs["BucketName"],
             {"api": self.api_url, "stage": self.stage}, port=self.web_port)).start()
-        self.dispatchers = sqs_dispatchers(module, self.session.client("sqs"))
+        self.dispatchers = [*sqs_dispatchers(module, self.session.client("sqs")), *schedule_runners(module)]
         for dispatcher in self.dispatchers:
             dispatcher.start()
 

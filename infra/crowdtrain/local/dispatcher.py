@@ -1,4 +1,5 @@
-"""Lambda's SQS event source mapping, for the local stack.
+"""Lambda's event sources, for the local cloud: SQS event source mappings and
+EventBridge schedules.
 
 `chalice local` serves HTTP only. This delivers queue messages to the app's
 `@app.on_sqs_message` handlers the way Lambda does: up to `batch_size`
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 import types
 import uuid
@@ -87,3 +89,44 @@ def sqs_dispatchers(app_module: Any, sqs: Any, wait_seconds: int = 1) -> list[Qu
             out.append(QueueDispatcher(sqs, url, getattr(app_module, source.name), source.batch_size,
                                        source.name, wait_seconds))
     return out
+
+
+RATE_SECONDS = {"MINUTES": 60, "HOURS": 3600, "DAYS": 86400}
+
+
+class ScheduleRunner(threading.Thread):
+    """EventBridge's rate schedule for one `@app.schedule` handler."""
+
+    def __init__(self, handler: Callable[[dict, Any], Any], seconds: float, name: str):
+        super().__init__(name=f"schedule-{name}", daemon=True)
+        self.handler, self.seconds, self.function_name = handler, seconds, name
+        self.stopping = threading.Event()
+
+    def run_once(self) -> None:
+        """One invocation with a scheduled event as EventBridge sends it."""
+        event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+                 "account": "000000000000", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "region": "us-east-1", "resources": [], "detail": {}}
+        self.handler(event, types.SimpleNamespace(function_name=self.function_name, aws_request_id=event["id"],
+                                                  memory_limit_in_mb=1024))
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.seconds):
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("scheduled %s failed", self.function_name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def schedule_runners(app_module: Any) -> list[ScheduleRunner]:
+    """One runner per `@app.schedule(Rate(...))` handler of a Chalice app module."""
+    from chalice.app import Rate, ScheduledEventConfig
+
+    return [ScheduleRunner(getattr(app_module, source.name),
+                           source.schedule_expression.value * RATE_SECONDS[source.schedule_expression.unit],
+                           source.name)
+            for source in app_module.app.event_sources
+            if isinstance(source, ScheduledEventConfig) and isinstance(source.schedule_expression, Rate)]
