@@ -23,6 +23,7 @@ from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.admin import JobAdmin
 from chalicelib.jobs.status import StatusBoard
 from chalicelib.model.versions import VersionStore
+from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
@@ -140,7 +141,11 @@ class Services:
     @cached_property
     def fold(self) -> Fold:
         return Fold(self.jobs, self.meta, self.leases, self.counters, self.tasks, self.vetting, self.discards,
-                    self.updates, self.board)
+                    self.updates, self.board, self.awaiting)
+
+    @cached_property
+    def awaiting(self) -> AwaitingCopies:
+        return AwaitingCopies(self._table)
 
     @cached_property
     def board(self) -> StatusBoard:
@@ -148,8 +153,9 @@ class Services:
 
     @cached_property
     def admin(self) -> JobAdmin:
-        return JobAdmin(self.jobs, self.meta, self.leases, self.board, self.versions, self.epochs, self.objects,
-                        self.config.max_parameters, self.config.max_batches, self.config.fold_memory_mb * 2**20)
+        return JobAdmin(self.jobs, self.meta, self.leases, self.awaiting, self.board, self.versions, self.epochs,
+                        self.objects, self.config.max_parameters, self.config.max_batches,
+                        self.config.fold_memory_mb * 2**20)
 
     @cached_property
     def guard(self) -> AdminGuard:

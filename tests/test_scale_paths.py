@@ -223,3 +223,19 @@ def test_redrive_returns_one_jobs_dead_tasks_on_request_and_everything_on_schedu
     event = harness.client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [])
     harness.client.lambda_.invoke("redrive_dead_letters", event)  # the scheduled Lambda takes whatever is there
     assert harness.waiting(harness.tasks_url) == 3
+
+
+def test_meta_does_not_grow_with_the_first_copies_awaiting_their_check(harness):
+    ds = Dataset.generate(batches=30, batch_size=4)
+    job = harness.create_job(ds, replication={"copies": 2}, gradients_per_update=1, staleness=8)
+    table = harness.session.resource("dynamodb").Table("crowdtrain-test")
+    meta_size = lambda: item_size(table.get_item(Key={"pk": f"JOB#{job}", "sk": "META"})["Item"])  # noqa: E731
+    before = meta_size()
+    for i in range(30):
+        task = harness.lease(f"first-{i}")
+        assert task is not None and task.get("base_version") == 0
+        assert harness.work(task).status_code == 200
+    harness.deliver()
+    status = harness.status(job)
+    assert status["awaiting_replica"] == 30 and status["version"] == 0
+    assert meta_size() <= before + 20  # a longer revision number at most

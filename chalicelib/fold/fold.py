@@ -15,8 +15,8 @@ one `Result`; an invocation handles its whole batch (up to 10), per job:
    META's revision, and settle folds every full update (fold/updates.py).
 
 Replicated jobs put a check before pending: an accepted first copy waits in
-META's `awaiting` list while a check task, pinned to the same version, is
-queued; the pair goes on only if a different volunteer's copy agrees.
+its own item (store/awaiting.py) while a check task, pinned to the same
+version, is queued; the pair goes on only if a different volunteer's copy agrees.
 
 Why every batch is folded exactly once, or discarded and re-queued, whatever
 crashes where: docs/architecture.md#exactly-once (the one place it is argued).
@@ -34,6 +34,7 @@ from chalicelib.fold.updates import Gradients, Updates
 from chalicelib.fold.vetting import GradientVetting, relative_difference
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.jobs.status import StatusBoard
+from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState
@@ -47,8 +48,9 @@ MAX_ATTEMPTS = 5
 
 class Fold:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, counters: Counters,
-                 tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates, board: StatusBoard):
-        self.jobs, self.meta, self.leases, self.counters = jobs, meta, leases, counters
+                 tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates, board: StatusBoard,
+                 awaiting: AwaitingCopies):
+        self.jobs, self.meta, self.leases, self.counters, self.awaiting = jobs, meta, leases, counters, awaiting
         self.tasks, self.vetting, self.discards, self.updates, self.board = tasks, vetting, discards, updates, board
 
     def handle(self, result: Result) -> FoldOutcome:
@@ -137,12 +139,14 @@ class Fold:
         """One result of a replicated job, from a fresh read of META."""
         meta, spec = self.meta.get(r.job_id), self.jobs.spec(r.job_id)
         meta = self.updates.settle(meta, spec)
-        if ((r.epoch, r.batch) in meta.pending_pairs() or r.lease_id in {p.lease_id for p in meta.awaiting}
-                or meta.is_folded(r.epoch, r.batch)
+        first = None
+        if (r.epoch, r.batch) not in meta.pending_pairs() and not meta.is_folded(r.epoch, r.batch):
+            first = self.awaiting.get(r.job_id, r.epoch, r.batch)
+        if ((r.epoch, r.batch) in meta.pending_pairs() or meta.is_folded(r.epoch, r.batch)
+                or (first is not None and first.lease_id == r.lease_id)
                 or self.leases.state(r.job_id, r.lease_id) == "discarded"):
             self.counters.add(r.job_id, duplicates=1)
             return FoldOutcome.DUPLICATE
-        first = next((p for p in meta.awaiting if (p.epoch, p.batch) == (r.epoch, r.batch)), None)
         if first is not None:
             return self._check_replica(r, first, meta, spec)
         reason, digest, _ = self.vetting.reject(r, meta, spec)
@@ -155,24 +159,24 @@ class Fold:
             # the copy as awaiting it: a crash in between queues a second check,
             # whose result is later dropped as a duplicate; none is ever missing.
             self.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=r.base_version)
-            self.meta.save(meta, replace(meta, awaiting=meta.awaiting + (pending,)))
+            self.awaiting.put(pending)
             return FoldOutcome.AWAITING_REPLICA
-        return self._add_pending(meta, spec, pending, meta.awaiting)
+        return self._add_pending(meta, spec, pending)
 
-    def _add_pending(self, meta: JobMeta, spec: JobSpec, pending: Pending,
-                     awaiting: tuple[Pending, ...]) -> FoldOutcome:
-        meta = self.meta.save(meta, replace(meta, pending=meta.pending + (pending,), awaiting=awaiting))
+    def _add_pending(self, meta: JobMeta, spec: JobSpec, pending: Pending) -> FoldOutcome:
+        meta = self.meta.save(meta, replace(meta, pending=meta.pending + (pending,)))
         before = meta.version
         meta = self.updates.settle(meta, spec)
         return FoldOutcome.FOLDED if meta.version > before else FoldOutcome.PENDING
 
     def _check_replica(self, r: Result, first: Pending, meta: JobMeta, spec: JobSpec) -> FoldOutcome:
         """The second copy of a replicated batch: the first goes on to pending
-        if both agree within the job's tolerance. Otherwise both are discarded
-        and the batch re-queued. META drops the first copy before the batch is
-        re-queued: a crash in between leaves this result's message to come
-        back, and it then starts the batch over as a first copy."""
-        rest = tuple(p for p in meta.awaiting if p is not first)
+        if both agree within the job's tolerance, and its item is dropped after
+        (a crash in between leaves a stale item behind a pending batch, which
+        the duplicate check meets first). Otherwise both are discarded and the
+        batch re-queued, the first copy dropped before: a crash in between
+        leaves this result's message to come back, and it then starts the
+        batch over as a first copy."""
         reason, _, second = self.vetting.reject(r, meta, spec)
         if not reason and r.volunteer_id == first.volunteer_id:
             reason = FoldOutcome.SAME_VOLUNTEER
@@ -190,7 +194,9 @@ class Fold:
                     reason = FoldOutcome.DISAGREEMENT
         if not reason:
             self.counters.add(r.job_id, replicas_agreed=1)
-            return self._add_pending(meta, spec, first, rest)
-        self.meta.save(meta, replace(meta, awaiting=rest))
+            outcome = self._add_pending(meta, spec, first)
+            self.awaiting.drop(first)
+            return outcome
+        self.awaiting.drop(first)
         self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, r.lease_id])], reason)
         return reason

@@ -22,6 +22,7 @@ from chalicelib.model.keys import batch_key, data_prefix, initial_weights_key, j
 from chalicelib.model.versions import VersionStore
 from chalicelib.model.weights import decode_tensors
 from chalicelib.jobs.status import StatusBoard
+from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore
@@ -32,10 +33,11 @@ UPLOAD_SECONDS = 6 * 3600
 
 
 class JobAdmin:
-    def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, board: StatusBoard,
+    def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, awaiting: AwaitingCopies,
+                 board: StatusBoard,
                  versions: VersionStore, epochs: EpochQueue, objects: ObjectStore, max_parameters: int,
                  max_batches: int, fold_memory_bytes: int):
-        self.jobs, self.meta, self.leases, self.board = jobs, meta, leases, board
+        self.jobs, self.meta, self.leases, self.awaiting, self.board = jobs, meta, leases, awaiting, board
         self.versions, self.epochs, self.objects = versions, epochs, objects
         self.max_parameters, self.max_batches, self.fold_memory_bytes = max_parameters, max_batches, fold_memory_bytes
 
@@ -99,10 +101,12 @@ class JobAdmin:
                                  f"exactly {dataset.batch_bytes} bytes")
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """The public document, read fresh, and the live leases (which the
-        public one leaves out: counting them queries the lease records)."""
+        """The public document, read fresh, with the live leases and the first
+        copies awaiting a check (which the public one leaves out: counting
+        them queries the job's records)."""
         meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
-        return {**self.board.document(meta, spec), "active_leases": len(self.leases.active_volunteers(job_id))}
+        return {**self.board.document(meta, spec), "active_leases": len(self.leases.active_volunteers(job_id)),
+                "awaiting_replica": self.awaiting.count(job_id)}
 
     def list(self) -> list[dict[str, Any]]:
         return [{**meta.public(), "name": self.jobs.spec(meta.job_id).name}

@@ -1,8 +1,7 @@
 """META: a job's mutable progress, one item per job.
 
 It holds the status, version, epoch, a bitmap of the epoch's folded batches,
-the results pending for the next update, for replicated jobs the results
-awaiting their second copy, and the latest fold's log entry. Every write is
+the results pending for the next update, and the latest fold's log entry. Every write is
 conditional on its revision `rev`, so two writers can never both succeed from
 the same state. Why that makes folding exactly-once is argued in one place:
 chalicelib/fold/fold.py.
@@ -70,7 +69,6 @@ class JobMeta:
     queued_epoch: int = -1  # the last epoch whose tasks were all queued
     queue_cursor: int = 0  # how far the queueing of `epoch` got along its batch order
     pending: tuple[Pending, ...] = ()
-    awaiting: tuple[Pending, ...] = ()  # replicated jobs: first copies waiting for their check
     last_fold: FoldLog | None = None
     rev: int = 0
     created: float = 0.0
@@ -93,7 +91,7 @@ class JobMeta:
         return {
             "job_id": self.job_id, "status": self.status, "version": self.version, "epoch": self.epoch,
             "batches_done_in_epoch": self.folded_in_epoch, "batches_done": self.folded_total,
-            "pending_gradients": len(self.pending), "awaiting_replica": len(self.awaiting),
+            "pending_gradients": len(self.pending),
             "created": self.created, "updated": self.updated,
         }
 
@@ -117,7 +115,7 @@ def meta_item(meta: JobMeta) -> dict[str, Any]:
         **job_key(meta.job_id, "META"), "status": meta.status, "version": meta.version, "epoch": meta.epoch,
         "folded": zlib.compress(meta.folded), "folded_total": meta.folded_total,
         "queued_epoch": meta.queued_epoch, "queue_cursor": meta.queue_cursor, "rev": meta.rev,
-        "pending": _compact(meta.pending), "awaiting": _compact(meta.awaiting),
+        "pending": _compact(meta.pending),
         "last_fold": json.dumps(asdict(meta.last_fold) if meta.last_fold else None),
         "created": Decimal(str(meta.created)), "updated": Decimal(str(meta.updated)),
     }
@@ -131,7 +129,7 @@ def _meta_from(item: dict[str, Any]) -> JobMeta:
         job_id=item["pk"][4:], status=item["status"], version=int(item["version"]), epoch=int(item["epoch"]),
         folded=zlib.decompress(bytes(item["folded"])), folded_total=int(item["folded_total"]),
         queued_epoch=int(item["queued_epoch"]), queue_cursor=int(item.get("queue_cursor", 0)),
-        pending=_expand(item["pk"][4:], item["pending"]), awaiting=_expand(item["pk"][4:], item["awaiting"]),
+        pending=_expand(item["pk"][4:], item["pending"]),
         last_fold=last_fold, rev=int(item["rev"]),
         created=float(item["created"]), updated=float(item["updated"]),
     )

@@ -42,7 +42,7 @@ class EpochQueue:
             return meta
         order = self._order(meta.job_id, spec, meta.epoch)
         end = min(len(order), meta.queue_cursor + self.chunk)
-        taken = meta.pending_pairs() | {(p.epoch, p.batch) for p in meta.awaiting}
+        taken = meta.pending_pairs()
         batches = [b for b in order[meta.queue_cursor:end]
                    if not meta.is_folded(meta.epoch, b) and (meta.epoch, b) not in taken]
         groups = [batches[i:i + 100] for i in range(0, len(batches), 100)]
