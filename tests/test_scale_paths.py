@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import time
 from collections import Counter
 from dataclasses import replace
 
@@ -239,3 +240,14 @@ def test_meta_does_not_grow_with_the_first_copies_awaiting_their_check(harness):
     status = harness.status(job)
     assert status["awaiting_replica"] == 30 and status["version"] == 0
     assert meta_size() <= before + 20  # a longer revision number at most
+
+
+def test_a_lease_drops_a_task_only_on_a_fresh_read_of_its_job(harness):
+    ds = Dataset.generate(batches=2, batch_size=4)
+    job = harness.create_job(ds)
+    parts = services()
+    paused = replace(parts.meta.get(job), status="paused")
+    # another Lambda's view, a moment old: the job looked paused, and has since resumed
+    parts.meta._seen[job] = (time.time(), paused)
+    task = harness.lease()
+    assert task is not None and task["job_id"] == job  # leased, not dropped

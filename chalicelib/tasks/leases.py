@@ -111,6 +111,8 @@ class LeaseService:
                 return None
             try:
                 meta = self.meta.get(task.job_id, max_age=self.policy.meta_max_age)
+                if meta.status != "running":  # drop a task only on a fresh read: the job may have just resumed
+                    meta = self.meta.get(task.job_id)
                 spec = self.jobs.spec(task.job_id)
             except NotFound:
                 meta = None
