@@ -53,7 +53,7 @@ class Updates:
     def due(meta: JobMeta, spec: JobSpec) -> bool:
         """Whether META's pending results make a full update."""
         return bool(meta.pending) and (len(meta.pending) >= spec.gradients_per_update
-                                       or meta.folded_in_epoch + len(meta.pending) >= spec.dataset.batches)
+                                       or meta.folded_in_epoch + len(meta.pending) >= spec.tasks_per_epoch)
 
     def update(self, meta: JobMeta, spec: JobSpec, gradients: dict[str, list[np.ndarray]]) -> JobMeta:
         """Apply META's first K pending gradients to version N and commit N+1.
@@ -82,7 +82,7 @@ class Updates:
         after = replace(meta, version=meta.version + 1, pending=meta.pending[len(group):],
                         folded_total=meta.folded_total + len(group),
                         folded=mark_folded(meta.folded, (p.batch for p in group)))
-        if after.folded_in_epoch >= spec.dataset.batches:
+        if after.folded_in_epoch >= spec.tasks_per_epoch:
             epoch = meta.epoch + 1
             after = replace(after, folded=b"", epoch=epoch, queue_cursor=0, status="finished" if epoch >= spec.epochs else meta.status)
         return self.committer.commit(meta, after, group)

@@ -10,7 +10,8 @@ from chalicelib import validate
 from chalicelib.errors import BadRequest
 from chalicelib.fold.optimizers import make_optimizer
 from chalicelib.fold.strategies import make_strategy
-from chalicelib.jobs.spec import BATCH_DTYPES, DEFAULT_LEASE_SECONDS, Dataset, JobSpec, Replication, TensorLayout
+from chalicelib.jobs.spec import (BATCH_DTYPES, DEFAULT_LEASE_SECONDS, Dataset, JobSpec, LocalSteps, Replication,
+                                  TensorLayout)
 from chalicelib.model.codecs import get_codec
 from chalicelib.model.weights import WeightSpec
 
@@ -24,7 +25,8 @@ BATCH_ENCODINGS = ("identity", "gzip")
 # while they are pending (a DynamoDB item holds 400 KB at most).
 MAX_GRADIENTS_PER_UPDATE = 64
 JOB_FIELDS = ("name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness", "epochs",
-              "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication")
+              "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication", "local_steps")
+MAX_LOCAL_STEPS = 1024
 MODEL_CLASSES = ("Sequential", "Model", "Functional")
 # Layers whose every weight is trained by gradients. Layers with state that is
 # not learned by gradient (BatchNormalization's moving statistics) would be
@@ -79,6 +81,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
         seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),
         replication=_replication(body.get("replication")),
         alphabet=_alphabet(body.get("text"), dataset.x),
+        local_steps=_local_steps(body.get("local_steps"), dataset),
     )
 
 
@@ -147,6 +150,19 @@ def _replication(raw: Any) -> Replication:
     validate.only_keys(raw, ("copies", "tolerance"), "replication")
     return Replication(validate.integer(raw, "copies", 1, 1, 2, "replication."),
                        validate.number(raw, "tolerance", Replication.tolerance, 1e-9, 1.0, "replication."))
+
+
+def _local_steps(raw: Any, dataset: Dataset) -> LocalSteps | None:
+    """{"steps": H, "optimizer": the volunteer's own optimizer, TF.js's (default sgd 0.01)}."""
+    if raw is None:
+        return None
+    raw = validate.body_object(raw, "local_steps")
+    validate.only_keys(raw, ("steps", "optimizer"), "local_steps")
+    steps = validate.integer(raw, "steps", None, 1, MAX_LOCAL_STEPS, "local_steps.")
+    inner = make_optimizer(raw.get("optimizer", {"name": "sgd", "learning_rate": 0.01}))
+    if dataset.micro_batch != dataset.batch_size:
+        raise BadRequest("local_steps takes one optimizer step per batch: leave dataset.micro_batch unset")
+    return LocalSteps(steps, {"name": inner.name, **inner.settings()})
 
 
 def _alphabet(raw: Any, x: TensorLayout) -> str:

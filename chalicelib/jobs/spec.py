@@ -88,6 +88,19 @@ class Replication:
 
 
 @dataclass(frozen=True)
+class LocalSteps:
+    """Local steps: a task covers `steps` consecutive batches, on which the
+    volunteer runs its own `optimizer` (TF.js's, started fresh each task) from
+    the version it leased, and uploads θ_leased − θ_after (the pseudo-
+    gradient) instead of one gradient; the fold's optimizer is then the outer
+    one (sgd with learning rate 1 averages the volunteers' models, momentum
+    with Nesterov is DiLoCo's)."""
+
+    steps: int
+    optimizer: dict[str, Any]  # {"name": ..., resolved settings}
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str
     topology: dict[str, Any]
@@ -107,6 +120,20 @@ class JobSpec:
     # For text jobs: character i of the alphabet is token id i, so pages can
     # show what the model writes.
     alphabet: str = ""
+    local_steps: LocalSteps | None = None
+
+    @property
+    def steps(self) -> int:
+        """Batches per task: 1, or the local steps."""
+        return self.local_steps.steps if self.local_steps else 1
+
+    @property
+    def tasks_per_epoch(self) -> int:
+        """Tasks in an epoch: task t covers batches t × steps up to the next task's first."""
+        return -(-self.dataset.batches // self.steps)
+
+    def task_batches(self, task: int) -> range:
+        return range(task * self.steps, min((task + 1) * self.steps, self.dataset.batches))
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -131,7 +158,7 @@ class JobSpec:
         topology, with the weights manifest (no secrets in a spec)."""
         document = self.to_json()
         document.pop("model")
-        return {**document, "weights": [s.to_json() for s in self.weight_specs]}
+        return {**document, "weights": [s.to_json() for s in self.weight_specs], "tasks_per_epoch": self.tasks_per_epoch}
 
     def to_json(self) -> dict[str, Any]:
         """The job document, every default filled in (jobs/schema.py reads it back)."""
@@ -146,4 +173,6 @@ class JobSpec:
         }
         if self.alphabet:
             document["text"] = {"alphabet": self.alphabet}
+        if self.local_steps:
+            document["local_steps"] = {"steps": self.local_steps.steps, "optimizer": self.local_steps.optimizer}
         return document

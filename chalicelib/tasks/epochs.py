@@ -26,8 +26,8 @@ CHUNK = 1000  # tasks per call: 100 SendMessageBatch calls, 10 at a time
 
 
 def batch_order(spec: JobSpec, epoch: int) -> list[int]:
-    """A fixed permutation per (job seed, epoch): reruns queue the same order."""
-    return [int(b) for b in np.random.default_rng([spec.seed, epoch]).permutation(spec.dataset.batches)]
+    """A fixed permutation of the epoch's tasks per (job seed, epoch): reruns queue the same order."""
+    return [int(b) for b in np.random.default_rng([spec.seed, epoch]).permutation(spec.tasks_per_epoch)]
 
 
 class EpochQueue:

@@ -89,11 +89,12 @@ class LeaseService:
             self.expected_seconds = spec.lease_seconds
         self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id, slot)
         upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
+        batch_urls = [self.objects.public_url(batch_key(task.job_id, b)) for b in spec.task_batches(task.batch)]
         return {
             "job_id": task.job_id, "task_id": f"{task.epoch}-{task.batch}", "epoch": task.epoch,
             "batch": task.batch, "base_version": base,
             "model_url": self.objects.public_url(model_key(task.job_id, base)),
-            "batch_url": self.objects.public_url(batch_key(task.job_id, task.batch)),
+            "batch_url": batch_urls[0], "batch_urls": batch_urls,  # local steps: one batch per step
             "upload": self.objects.presigned_post(upload_key, spec.gradient_bytes, spec.lease_seconds),
             "upload_bytes": spec.gradient_bytes,
             "lease_token": self.signer.sign(lease), "lease_expires": lease.expires,
@@ -156,7 +157,8 @@ class LeaseService:
         key = gradient_key(job_id, lease.epoch, lease.batch, lease.lease_id)
         try:
             self._check_upload(job_id, spec, key)
-            self.results.send(Result.of(lease, key, loss, spec.dataset.batch_size, record.volunteer_id))
+            samples = len(spec.task_batches(lease.batch)) * spec.dataset.batch_size
+            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id))
         except Exception:
             # back to leased: the volunteer may upload again, or retry the completion
             self.leases.move(job_id, lease.lease_id, "completed", "leased")
