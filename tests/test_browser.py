@@ -95,11 +95,12 @@ def test_pages_fit_a_phone(stack, page):
         page.screenshot(path=str(ARTIFACTS / f"phone-{name.replace('.html', '')}.png"), full_page=True)
 
 
-def node_gradient(stack, job: str, spec: dict) -> dict:
+def node_gradient(stack, job: str, spec: dict, batches: int = 1) -> dict:
     task = {"job_id": job, "base_version": 0, "spec": spec,
             "model_url": f"{stack.web}jobs/{job}/versions/00000000/model.json"}
+    urls = [f"{stack.web}jobs/{job}/data/batch-{b:06d}.bin" for b in range(batches)]
     out = subprocess.run(["node", str(ROOT / "frontend" / "test" / "oracle" / "gradient.mjs")],
-                         input=json.dumps({"task": task, "batch_url": f"{stack.web}jobs/{job}/data/batch-000000.bin"}),
+                         input=json.dumps({"task": task, "batch_urls": urls}),
                          capture_output=True, text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -123,6 +124,22 @@ def test_page_gradients_equal_tfjs_under_node(stack, page, codec):
         worst = max(worst, float(np.abs(ours - theirs).max()) - step)
     assert worst <= 1e-4, f"{codec}: page and Node differ by {worst} beyond the codec's rounding"
     assert abs(status["history"][0]["loss"] - reference["loss"]) < 1e-4
+
+
+def test_a_page_task_of_local_steps_uploads_what_tfjs_under_node_computes(stack, page):
+    local = {"steps": 3, "optimizer": {"name": "sgd", "learning_rate": 0.1}}
+    job = stack.char_lstm_job(batches=3, epochs=1, seed=4, local_steps=local)
+    page.goto(f"{stack.web}?autostart&volunteer=local-steps")
+    status = stack.wait_for(job, lambda s: s["status"] == "finished", timeout=120)
+    [key] = [o["Key"] for o in stack.s3.list_objects_v2(Bucket=_bucket(stack), Prefix=f"grads/{job}/")["Contents"]]
+    spec = status["spec"]
+    shapes = [tuple(w["shape"]) for w in spec["weights"]]
+    page_delta = get_codec("fp32").decode(stack.s3.get_object(Bucket=_bucket(stack), Key=key)["Body"].read(), shapes)
+    reference = node_gradient(stack, job, spec, batches=3)
+    worst = max(float(np.abs(ours - np.asarray(theirs, np.float32).reshape(ours.shape)).max())
+                for ours, theirs in zip(page_delta, reference["grads"]))
+    assert worst <= 1e-4 and any(float(np.abs(d).max()) > 1e-3 for d in page_delta), worst
+    assert status["history"][0]["samples"] == 3 * spec["dataset"]["x"]["shape"][0]
 
 
 def _bucket(stack) -> str:

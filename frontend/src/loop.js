@@ -70,12 +70,15 @@ export class VolunteerLoop {
       }
     };
     const fetched = await this.trainer.prepare(task);
-    const batch = await fetchBytes(task.batch_url, this.fetchImpl);
+    const local = Boolean(task.spec.local_steps);
+    const batches = await Promise.all((local ? task.batch_urls : [task.batch_url]).map((url) => fetchBytes(url, this.fetchImpl)));
     t.download = now();
     await heartbeat();
-    const { loss, grads } = await this.trainer.gradient(batch, task.spec, heartbeat);  // beats between micro-batches
+    // heartbeats between micro-batches, or between local steps
+    const { loss, grads } = local ? await this.trainer.localSteps(batches, task.spec, heartbeat)
+      : await this.trainer.gradient(batches[0], task.spec, heartbeat);
     t.compute = now();
-    this.trained(batch, task.spec);
+    this.trained(batches[batches.length - 1], task.spec);
     if (!Number.isFinite(loss)) throw new Error(`loss is ${loss}; not uploading`);
     const body = getCodec(task.spec.codec).encode(grads);
     t.encode = now();
@@ -95,7 +98,7 @@ export class VolunteerLoop {
     t.complete = now();
     this.report({
       type: 'task', jobId: task.job_id, version: task.base_version, epoch: task.epoch, batch: task.batch,
-      loss, samples: task.spec.dataset.x.shape[0], fetched, bytes: body.byteLength,
+      loss, samples: batches.length * task.spec.dataset.x.shape[0], fetched, bytes: body.byteLength,
       ms: {
         lease: t.lease - t.start, download: t.download - t.lease, compute: t.compute - t.download,
         encode: t.encode - t.compute, upload: t.upload - t.encode, complete: t.complete - t.upload,

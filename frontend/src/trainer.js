@@ -54,6 +54,17 @@ export function splitWeights(bytes, specs) {
   });
 }
 
+/** A TF.js optimizer from a spec's `{name, ...settings}` (chalicelib/fold/optimizers.py names them alike). */
+export function localOptimizer(tf, { name, ...s }) {
+  switch (name) {
+    case 'sgd': return tf.train.sgd(s.learning_rate);
+    case 'momentum': return tf.train.momentum(s.learning_rate, s.momentum, s.use_nesterov);
+    case 'adam': return tf.train.adam(s.learning_rate, s.beta1, s.beta2, s.epsilon);
+    case 'rmsprop': return tf.train.rmsprop(s.learning_rate, s.decay, s.momentum, s.epsilon, s.centered);
+    default: throw new Error(`unknown local optimizer ${name}`);
+  }
+}
+
 export class Trainer {
   constructor(tf, fetchImpl) {
     this.tf = tf;
@@ -142,6 +153,34 @@ export class Trainer {
       if (i < parts.length - 1) await between();
     }
     return { loss, grads: sums };
+  }
+
+  /**
+   * Local steps: one step of the job's local optimizer (TF.js's own, fresh
+   * for each task) on each batch in turn, from the version leased; returns the
+   * mean loss and the pseudo-gradient θ_leased − θ_after, one Float32Array per
+   * manifest weight. The model is put back to the version leased afterwards
+   * (the next task may lease it again). `between` is awaited between steps.
+   */
+  async localSteps(batches, spec, between = async () => {}) {
+    const { tf } = this;
+    const variables = this.model.trainableWeights.map((w) => w.val);
+    const start = variables.map((v) => tf.clone(v));
+    const optimizer = localOptimizer(tf, spec.local_steps.optimizer);
+    let loss = 0;
+    for (const [i, bytes] of batches.entries()) {
+      const { x, y } = parseBatch(bytes, spec.dataset);
+      const cost = optimizer.minimize(() => this.loss(spec, this.inputs({ values: y, layout: spec.dataset.y }),
+        this.model.apply(this.inputs({ values: x, layout: spec.dataset.x }), { training: true })), true, variables);
+      loss += cost.dataSync()[0] / batches.length;
+      cost.dispose();
+      if (i < batches.length - 1) await between();
+    }
+    const grads = this.order.map((k) => tf.tidy(() => tf.sub(start[k], variables[k]).dataSync()));
+    variables.forEach((v, k) => v.assign(start[k]));
+    start.forEach((t) => t.dispose());
+    optimizer.dispose();
+    return { loss, grads };
   }
 
   /** The mean loss of a batch, no gradient (validation), a micro-batch at a time. */
