@@ -40,6 +40,7 @@ PRICES = {
     "cloudfront_per_https_request": 0.0100e-4,
 }
 SAMPLES_PER_TASK = (32, 128, 512, 1024, 2048)
+LOCAL_STEPS = (1, 8, 16, 32)
 GZIP_SAMPLE_BATCHES = 16
 LAMBDA_GB = 1.0  # .chalice/config.json lambda_memory_size = 1024
 S3_WRITES = {"PutObject", "ListObjectsV2", "DeleteObjects", "PostObject"}
@@ -70,9 +71,10 @@ PAPER = paper_model()
 BEFORE_TOTAL = 27.35
 
 
-def measure(tasks: int, k: int, per_fold: int = 10) -> dict:
+def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0) -> dict:
     """Run `tasks` tasks through the handlers, `per_fold` results to each fold
-    invocation (as Lambda's SQS batch hands them); count the app's AWS calls."""
+    invocation (as Lambda's SQS batch hands them), each task of `local_steps`
+    batches if set; count the app's AWS calls."""
     from moto import mock_aws
 
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
@@ -84,8 +86,9 @@ def measure(tasks: int, k: int, per_fold: int = 10) -> dict:
         names = Harness.create_resources(boto3.Session(region_name="us-east-1"))
         os.environ.update(names)
         with Harness() as harness:
-            ds = Dataset.generate(batches=tasks, batch_size=8)
-            harness.create_job(ds, gradients_per_update=k)
+            ds = Dataset.generate(batches=tasks * max(1, local_steps), batch_size=8)
+            local = {"local_steps": {"steps": local_steps}} if local_steps else {}
+            harness.create_job(ds, gradients_per_update=k, **local)
             boto3.setup_default_session(region_name="us-east-1")
 
             def count(model, **_):
@@ -121,8 +124,8 @@ def measure(tasks: int, k: int, per_fold: int = 10) -> dict:
     calls[("sqs-fifo", "DeleteMessageBatch (Lambda poller)")] += invocations
     per_task = {f"{service}:{op}": n / tasks for (service, op), n in sorted(calls.items())}
     seconds = {key: sum(v) / len(v) for key, v in timings.items()}
-    return {"tasks": tasks, "k": k, "results_per_fold": per_fold, "calls_per_task": per_task,
-            "handler_seconds": seconds}
+    return {"tasks": tasks, "k": k, "results_per_fold": per_fold, "local_steps": local_steps,
+            "calls_per_task": per_task, "handler_seconds": seconds}
 
 
 def read_units(operation: str, params: dict) -> int:
@@ -214,6 +217,26 @@ def main() -> None:
     print(f"target <= $0.10 per million samples: best ${best:.3f} -> {'met' if best <= 0.10 else 'NOT met'}")
     # Requests per task do not depend on how many samples a task holds; bytes do.
     # So the same measured counts give the cost of larger tasks (a larger batch).
+    # Local steps: a task of H mini-batches of the paper's 32 sequences, measured through the handlers
+    local_rows = []
+    for steps in LOCAL_STEPS:
+        counted = measure(tasks=10 if args.quick else 20, k=3, per_fold=10, local_steps=steps) if steps > 1 else measured
+        samples = steps * PAPER["batch"]
+        requests = total_calls(counted["calls_per_task"]) + 1  # and the browser's upload
+        model_bytes = weights + 4 * PAPER["parameters"]  # the version down, the pseudo-gradient up
+        per_million = dollars(counted["calls_per_task"], counted["handler_seconds"], samples,
+                              weights + steps * PAPER["batch_stored_bytes"], 4 * PAPER["parameters"], 0.1)
+        local_rows.append({"local_steps": steps, "samples_per_task": samples, "requests_per_task": requests,
+                           "requests_per_sample": requests / samples, "model_bytes_per_sample": model_bytes / samples,
+                           "data_bytes_per_sample": PAPER["batch_stored_bytes"] / PAPER["batch"],
+                           "dollars_per_million_samples": per_million, "total": sum(per_million.values())})
+        print(f"local steps H = {steps:2d}: {requests:.1f} requests per task, {requests / samples:.4f} per sample, "
+              f"model and gradient {model_bytes / samples:,.0f} B per sample (+ data "
+              f"{PAPER['batch_stored_bytes'] / PAPER['batch']:.0f} B), ${local_rows[-1]['total']:.3f} per million samples")
+    ratio = local_rows[0]["requests_per_sample"] / local_rows[-1]["requests_per_sample"]
+    print(f"target: H = 32 with at least 20x fewer requests per sample than H = 1: {ratio:.1f}x, "
+          f"{'met' if ratio >= 20 else 'NOT met'}; <= $0.10 per million samples at H = 32: "
+          f"{'met' if local_rows[-1]['total'] <= 0.10 else 'NOT met'}")
     sweep = []
     for samples in SAMPLES_PER_TASK:
         batch_bytes = PAPER["batch_stored_bytes"] * samples // PAPER["batch"]
@@ -224,7 +247,7 @@ def main() -> None:
               f"(CloudFront {per_million['CloudFront']:.3f})")
     common.save("cost", {"measured": measured, "measured_light": by_share[1.0], "calls_per_task_total": requests,
                          "calls_per_task_before": BEFORE_TOTAL, "paper_model": PAPER, "prices": PRICES, "rows": rows,
-                         "samples_sweep": sweep,
+                         "samples_sweep": sweep, "local_steps": local_rows,
                          "target": 0.10, "target_met": best <= 0.10,
                          "tasks_per_million_samples": math.ceil(1e6 / PAPER["batch"])}, args)
 

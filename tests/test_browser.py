@@ -140,6 +140,8 @@ def test_a_page_task_of_local_steps_uploads_what_tfjs_under_node_computes(stack,
                 for ours, theirs in zip(page_delta, reference["grads"]))
     assert worst <= 1e-4 and any(float(np.abs(d).max()) > 1e-3 for d in page_delta), worst
     assert status["history"][0]["samples"] == 3 * spec["dataset"]["x"]["shape"][0]
+    # the job is done: the page says so and thanks the volunteer instead of waiting in silence
+    page.wait_for_function("document.getElementById('state').textContent.includes('thank you')", timeout=45_000)
 
 
 def _bucket(stack) -> str:

@@ -11,7 +11,9 @@ let api = null;
 let jobId = null;
 let alphabet = null;
 let sampledVersion = null; // the version the shown text sample came from
-const lossChart = lineChart($('loss-chart'), 'loss');
+const lossChart = lineChart($('loss-chart'), 'loss', { yLabel: 'training loss (nats)' });
+const THANKS = 'This job is finished: thank you for helping train it! The page waits for the next job.';
+let jobFinished = false; // the job shown has finished: the page thanks the volunteer instead of waiting
 // The last tasks' timings, for people curious in the console and for bench/overhead.py.
 window.crowdtrain = { tasks: [] };
 
@@ -44,7 +46,7 @@ function onReport({ data }) {
       stats.split.upload += data.ms.upload + data.ms.complete;
       render();
       break;
-    case 'idle': $('state').textContent = 'no task right now; waiting'; break;
+    case 'idle': $('state').textContent = jobFinished ? THANKS : 'no task right now; waiting'; break;
     case 'lost': $('state').textContent = 'a lease ran out; moving on'; break;
     case 'error':
       $('state').textContent = `problem: ${data.message}; retrying`;
@@ -83,6 +85,8 @@ async function readJob() {
 function showJob(job) {
   if (!job) { $('job').textContent = 'no job yet'; return; }
   $('job').textContent = `${job.spec.name} (${job.job_id}), ${job.status}`;
+  jobFinished = job.status === 'finished';
+  if (jobFinished && worker) $('state').textContent = THANKS;
   $('version').textContent = job.version;
   $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
   lossChart.update(job.history.map((h) => h.version), job.history.map((h) => h.loss));

@@ -80,9 +80,13 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
     if args.learning_rate is not None:
         optimizer["learning_rate"] = args.learning_rate
     if args.optimizer == "momentum":
-        optimizer["momentum"] = args.momentum
-    return {"optimizer": optimizer, "gradients_per_update": args.gradients_per_update, "staleness": args.staleness,
-            "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed}
+        optimizer.update(momentum=args.momentum, use_nesterov=args.nesterov)
+    hyper = {"optimizer": optimizer, "gradients_per_update": args.gradients_per_update, "staleness": args.staleness,
+             "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed}
+    if args.local_steps:
+        hyper["local_steps"] = {"steps": args.local_steps, "optimizer": {
+            "name": args.local_optimizer, "learning_rate": args.local_learning_rate}}
+    return hyper
 
 
 def create(args: argparse.Namespace) -> str:
@@ -273,6 +277,13 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--nesterov", action="store_true", help="with --optimizer momentum: Nesterov's (DiLoCo's outer)")
+    parser.add_argument("--local-steps", type=int, default=0,
+                        help="H: each task runs H optimizer steps on H batches in the browser and uploads the change "
+                             "(the fold's --optimizer becomes the outer one); 0: one gradient per task")
+    parser.add_argument("--local-optimizer", default="adam", choices=sorted(OPTIMIZERS),
+                        help="the volunteers' own optimizer for local steps (TF.js's)")
+    parser.add_argument("--local-learning-rate", type=float, default=0.01)
     parser.add_argument("--lease-seconds", type=int, default=120)
     parser.add_argument("--codec", default="fp32", choices=sorted(CODECS))
     parser.add_argument("--seed", type=int, default=0)
