@@ -136,6 +136,19 @@ def test_cli_creates_a_job_from_a_tfjs_model_json(stack, tmp_path):
     assert status["spec"]["optimizer"] == {"name": "sgd", "learning_rate": 0.1}
 
 
+def test_the_jsdoop_preset_sets_up_the_papers_experiment(stack):
+    job = stack.cli("create", "--preset", "jsdoop", "--batches", "4", "--passage", "gen1:1-gen1:31",
+                    "--no-start").stdout.strip().splitlines()[-1]
+    spec = stack.api.call("GET", f"/jobs/{job}")["spec"]
+    assert [w["shape"] for w in spec["weights"]][:2] == [[128, 200], [50, 200]]  # LSTM(50): 4 gates x 50
+    assert spec["dataset"]["x"]["shape"] == [8, 40] and spec["gradients_per_update"] == 16
+    assert spec["staleness"] == 0 and spec["optimizer"]["name"] == "rmsprop"
+    assert spec["optimizer"]["learning_rate"] == 0.001
+    explicit = stack.cli("create", "--preset", "jsdoop", "--staleness", "3", "--batches", "2", "--passage",
+                         "gen1:1-gen1:31", "--no-start").stdout.strip().splitlines()[-1]
+    assert stack.api.call("GET", f"/jobs/{explicit}")["spec"]["staleness"] == 3  # an explicit option wins
+
+
 def test_cli_reports_api_errors_plainly(stack):
     wrong = stack.cli("--admin-token", "nope", "jobs", check=False)
     assert wrong.returncode != 0 and "crowdtrain: 401" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -258,7 +258,19 @@ def teardown(args: argparse.Namespace) -> None:
 
 
 # -- argument parsing ------------------------------------------------------------------
+# Job settings by name; explicit options win over a preset's.
+PRESETS = {
+    # JSDoop 1.0's experiment (docs/jsdoop.md): LSTM(50) x 2 over sequences of
+    # 40, map tasks of 8 sequences, 16 gradients per update, RMSprop 0.001,
+    # fully synchronous (a result on an older version is discarded).
+    "jsdoop": {"units": [50, 50], "seq_len": 40, "batch_size": 8, "gradients_per_update": 16, "staleness": 0,
+               "optimizer": "rmsprop", "learning_rate": 0.001},
+}
+
+
 def _job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="a named setup (jsdoop: the paper's experiment, docs/jsdoop.md); other options override it")
     parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of the char-lstm template")
     parser.add_argument("--dataset", help="with --model: folder of batch-NNNNNN.bin files and dataset.json")
     parser.add_argument("--loss", default="sparseCategoricalCrossentropy")
@@ -299,6 +311,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("local", help="run everything locally on moto server, with a demo job")
     _job_options(p)
+    top.job_commands = {"local": p}
     p.add_argument("--no-demo", action="store_true")
     p.add_argument("--volunteers", type=int, default=0, help="headless Chromium volunteers to start")
     p.add_argument("--api-port", type=int, default=8000, help="the API's port (0: any free one)")
@@ -309,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("create", help="create (and start) a job")
     _job_options(p)
+    top.job_commands["create"] = p
     p.set_defaults(func=create)
 
     p = sub.add_parser("jobs", help="list jobs")
@@ -358,7 +372,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
+    if getattr(args, "preset", None):  # parse again with the preset as the defaults: explicit options win
+        top.job_commands[args.command].set_defaults(**PRESETS[args.preset])
+        args = top.parse_args(argv)
     try:
         args.func(args)
     except ApiError as err:
