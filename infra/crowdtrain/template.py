@@ -8,9 +8,11 @@ from typing import Any
 import yaml
 
 from crowdtrain.paths import TEMPLATE
-# Resource types moto's CloudFormation cannot create. On the local stack the
-# edge server plays CloudFront and the lease secret is made by hand.
-LOCAL_UNSUPPORTED = {"AWS::CloudFront::Distribution", "AWS::CloudFront::OriginAccessControl",
+
+# Resource types moto's CloudFormation cannot create. On the local cloud the
+# edge server plays CloudFront, the lease secret is made by hand, and there
+# are no CloudWatch alarms.
+LOCAL_UNSUPPORTED = {"AWS::CloudFront::Distribution", "AWS::CloudFront::OriginAccessControl", "AWS::CloudWatch::Alarm",
                      "AWS::S3::BucketPolicy", "AWS::SecretsManager::Secret"}
 
 
