@@ -144,5 +144,23 @@ def test_a_page_task_of_local_steps_uploads_what_tfjs_under_node_computes(stack,
     page.wait_for_function("document.getElementById('state').textContent.includes('thank you')", timeout=45_000)
 
 
+@pytest.mark.parametrize("prefetch", [1, 0])
+def test_a_pipelined_page_holds_at_most_prefetch_plus_one_leases(stack, page, prefetch):
+    job = stack.char_lstm_job(batches=10, epochs=1, seed=5, staleness=16)
+    name = f"pipelined-{prefetch}"
+    page.goto(f"{stack.web}?autostart&volunteer={name}&prefetch={prefetch}")
+    held, deadline = [], time.monotonic() + 120
+    while (status := stack.api.call("GET", f"/jobs/{job}"))["status"] != "finished":
+        leases = stack.table.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
+                                   ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"})["Items"]
+        held.append(sum(1 for item in leases if item["volunteer_id"] == name and item["state"] == "leased"
+                        and float(item["expires"]) > time.time()))
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert max(held) <= prefetch + 1 and status["batches_done"] == 10
+    if prefetch:
+        assert max(held) == 2, held  # it did lease ahead
+
+
 def _bucket(stack) -> str:
     return next(b["Name"] for b in stack.s3.list_buckets()["Buckets"] if "-data-" in b["Name"])

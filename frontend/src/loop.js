@@ -1,6 +1,8 @@
 // The volunteer loop: lease -> weights and batch -> gradient -> encode ->
-// upload -> complete -> next. Environment-free (no DOM, no worker globals),
-// so Node's test runner drives it with fakes and the Web Worker with the real thing.
+// upload -> complete -> next, pipelined: while one task computes, the next is
+// leased and downloaded and the one before is uploaded and completed.
+// Environment-free (no DOM, no worker globals), so Node's test runner drives
+// it with fakes and the Web Worker with the real thing.
 import { ApiError, backoffDelay, fetchBytes, uploadForm } from './api.js';
 import { getCodec } from './codecs.js';
 
@@ -14,97 +16,160 @@ export class VolunteerLoop {
   /**
    * @param {object} deps api (Api), trainer (Trainer), fetch, report(event), volunteerId, and
    *   betweenTasks: async work the volunteer's thread owes besides training (the page's text
-   *   sample); it runs before a lease, never while one is held, and is timed as `ms.between`;
-   *   trained(batch, spec): told of each batch trained on (the text sample seeds from it).
+   *   sample); it runs before a lease and is timed as `ms.between`;
+   *   trained(batch, spec): told of each batch trained on (the text sample seeds from it);
+   *   prefetch: tasks leased ahead while one computes (1 by default, 0: one task at a time).
+   *   The loop never holds more than prefetch + 1 leases.
    */
-  constructor({ api, trainer, fetchImpl, report, volunteerId, idleMs = 0, betweenTasks = async () => {}, trained = () => {} }) {
-    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, idleMs, betweenTasks, trained });
+  constructor({ api, trainer, fetchImpl, report, volunteerId, idleMs = 0, betweenTasks = async () => {},
+    trained = () => {}, prefetch = 1 }) {
+    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, idleMs, betweenTasks, trained, prefetch });
     this.stopping = new AbortController();
     this.paused = false;
     this.failures = 0;
+    this.held = new Set(); // the leases in hand, each heartbeated until its task is completed or let go
   }
 
-  /** Ask the loop to end after the task in hand (nothing is left half-done). */
+  /** Ask the loop to end after the task in hand (nothing is left half-done; a prefetched lease is let go). */
   stop() { this.stopping.abort(); }
 
   get stopped() { return this.stopping.signal.aborted; }
 
   async run() {
+    let next = null; // the prefetched task: a promise of a lease with its batches, or of a retryAfter
+    let delivering = Promise.resolve();
     while (!this.stopped) {
       if (this.paused) { await sleep(250, this.stopping.signal); continue; }
       let waitMs = this.idleMs;
       try {
-        const outcome = await this.once();
-        if (outcome.retryAfter !== undefined) {
-          waitMs = backoffDelay(this.failures, outcome.retryAfter * 1000);
+        const lease = await (next ?? this.acquire());
+        next = null;
+        if (lease === null) continue; // stopped while prefetching
+        if (lease.retryAfter !== undefined) {
+          waitMs = backoffDelay(this.failures, lease.retryAfter * 1000);
           this.failures += 1;
           this.report({ type: 'idle', waitMs });
         } else {
           this.failures = 0;
+          // Lease the next task once the one before this is delivered: then at most the
+          // one computing and the one prefetched are held.
+          const prefetching = this.prefetch > 0 ? delivering.then(() => (this.stopped ? null : this.acquire())) : null;
+          prefetching?.catch(() => {}); // its failure is met where it is awaited, as the next task
+          const result = await this.compute(lease);
+          await delivering;
+          delivering = this.deliver(lease, result).catch((err) => this.failed(err));
+          if (!prefetching) await delivering; // one task at a time
+          next = prefetching;
         }
       } catch (err) {
-        waitMs = backoffDelay(this.failures);
-        this.failures += 1;
-        this.report({ type: 'error', message: String(err.message || err), status: err.status, waitMs });
+        waitMs = this.failed(err);
       }
       await sleep(waitMs, this.stopping.signal);
     }
+    await delivering;
+    await next?.catch(() => null);
+    this.held.clear(); // a prefetched lease is let go: it ends on its own and its task goes to someone else
     this.report({ type: 'stopped' });
   }
 
-  /** One task, start to finish. Returns {retryAfter} when there was none. */
+  failed(err) {
+    const waitMs = backoffDelay(this.failures);
+    this.failures += 1;
+    this.report({ type: 'error', message: String(err.message || err), status: err.status, waitMs });
+    return waitMs;
+  }
+
+  /** One task, start to finish, nothing in parallel. Returns {retryAfter} when there was none. */
   async once() {
+    const lease = await this.acquire();
+    if (lease.retryAfter !== undefined) return lease;
+    await this.deliver(lease, await this.compute(lease));
+    return {};
+  }
+
+  /** Lease a task and download its batches; the lease is held (heartbeated) from here on. */
+  async acquire() {
     const before = now();
     await this.betweenTasks();
-    const t = { start: now() };
+    const t = { before, start: now() };
     const task = await this.api.lease(this.volunteerId);
     t.lease = now();
     if (task.retryAfter !== undefined) return task;
     this.report({ type: 'leased', jobId: task.job_id, epoch: task.epoch, batch: task.batch, version: task.base_version });
-    let token = task.lease_token;
-    let beat = t.start;  // when the lease was last taken or extended
-    const heartbeat = async () => {
-      if (now() - beat >= task.heartbeat_seconds * 1000) {
-        token = (await this.api.heartbeat(task.job_id, token)).lease_token;
-        beat = now();
-      }
-    };
-    const fetched = await this.trainer.prepare(task);
-    const local = Boolean(task.spec.local_steps);
-    const batches = await Promise.all((local ? task.batch_urls : [task.batch_url]).map((url) => fetchBytes(url, this.fetchImpl)));
-    t.download = now();
-    await heartbeat();
-    // heartbeats between micro-batches, or between local steps
-    const { loss, grads } = local ? await this.trainer.localSteps(batches, task.spec, heartbeat)
-      : await this.trainer.gradient(batches[0], task.spec, heartbeat);
-    t.compute = now();
-    this.trained(batches[batches.length - 1], task.spec);
-    if (!Number.isFinite(loss)) throw new Error(`loss is ${loss}; not uploading`);
-    const body = getCodec(task.spec.codec).encode(grads);
-    t.encode = now();
-    await heartbeat();
-    await uploadForm(task.upload, body, this.fetchImpl);
-    t.upload = now();
+    const lease = { task, token: task.lease_token, beat: t.start, t };
+    this.held.add(lease);
     try {
-      await this.api.complete(task.job_id, token, loss);
+      const urls = task.spec.local_steps ? task.batch_urls : [task.batch_url];
+      lease.batches = await Promise.all(urls.map((url) => fetchBytes(url, this.fetchImpl)));
     } catch (err) {
-      // 409/410: the lease ended or was completed; its task goes to someone else.
-      if (err instanceof ApiError && (err.status === 409 || err.status === 410)) {
-        this.report({ type: 'lost', jobId: task.job_id, message: err.message });
-        return {};
-      }
+      this.held.delete(lease);
       throw err;
     }
-    t.complete = now();
-    this.report({
-      type: 'task', jobId: task.job_id, version: task.base_version, epoch: task.epoch, batch: task.batch,
-      loss, samples: batches.length * task.spec.dataset.x.shape[0], fetched, bytes: body.byteLength,
-      ms: {
-        lease: t.lease - t.start, download: t.download - t.lease, compute: t.compute - t.download,
-        encode: t.encode - t.compute, upload: t.upload - t.encode, complete: t.complete - t.upload,
-        total: t.complete - t.start, between: t.start - before,
-      },
-    });
-    return {};
+    t.download = now();
+    return lease;
+  }
+
+  /** Extend every lease in hand that is due (a third of its lease time since the last). */
+  async heartbeat() {
+    for (const lease of this.held) {
+      if (now() - lease.beat >= lease.task.heartbeat_seconds * 1000) {
+        lease.token = (await this.api.heartbeat(lease.task.job_id, lease.token)).lease_token;
+        lease.beat = now();
+      }
+    }
+  }
+
+  /** The gradient of a task's batch, or the pseudo-gradient of its local steps. */
+  async compute(lease) {
+    const { task, batches, t } = lease;
+    const beat = () => this.heartbeat(); // between micro-batches or local steps
+    try {
+      lease.fetched = await this.trainer.prepare(task);
+      t.computing = now();
+      await this.heartbeat();
+      const result = task.spec.local_steps ? await this.trainer.localSteps(batches, task.spec, beat)
+        : await this.trainer.gradient(batches[0], task.spec, beat);
+      t.compute = now();
+      this.trained(batches[batches.length - 1], task.spec);
+      if (!Number.isFinite(result.loss)) throw new Error(`loss is ${result.loss}; not uploading`);
+      return result;
+    } catch (err) {
+      this.held.delete(lease); // not delivered: the lease ends on its own
+      throw err;
+    }
+  }
+
+  /** Encode, upload and complete a task's result; then its lease is no longer held. */
+  async deliver(lease, { loss, grads }) {
+    const { task, batches, t } = lease;
+    try {
+      const body = getCodec(task.spec.codec).encode(grads);
+      t.encode = now();
+      await this.heartbeat();
+      await uploadForm(task.upload, body, this.fetchImpl);
+      t.upload = now();
+      try {
+        await this.api.complete(task.job_id, lease.token, loss);
+      } catch (err) {
+        // 409/410: the lease ended or was completed; its task goes to someone else.
+        if (err instanceof ApiError && (err.status === 409 || err.status === 410)) {
+          this.report({ type: 'lost', jobId: task.job_id, message: err.message });
+          return;
+        }
+        throw err;
+      }
+      t.complete = now();
+      this.report({
+        type: 'task', jobId: task.job_id, version: task.base_version, epoch: task.epoch, batch: task.batch,
+        loss, samples: batches.length * task.spec.dataset.x.shape[0], fetched: lease.fetched, bytes: body.byteLength,
+        ms: {
+          lease: t.lease - t.start, download: t.download - t.lease, compute: t.compute - t.computing,
+          encode: t.encode - t.compute, upload: t.upload - t.encode, complete: t.complete - t.upload,
+          total: t.complete - t.start, between: t.start - t.before,
+        },
+      });
+    } finally {
+      this.held.delete(lease);
+    }
   }
 }

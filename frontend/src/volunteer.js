@@ -68,6 +68,7 @@ function start() {
   };
   worker.postMessage({
     type: 'start', api: api.base, backend: $('backend').value, idleMs: Number($('idle').value), volunteerId,
+    prefetch: params.has('prefetch') ? Number(params.get('prefetch')) : 1,
   });
   $('toggle').textContent = 'Stop';
   $('state').textContent = 'starting';

@@ -1,5 +1,5 @@
 // The Web Worker that trains, so the page's main thread stays responsive.
-// Messages in: {type: 'start', api, backend, idleMs, volunteerId}, {type: 'stop'},
+// Messages in: {type: 'start', api, backend, idleMs, volunteerId, prefetch}, {type: 'stop'},
 // {type: 'pause', paused}, {type: 'idle', idleMs}, {type: 'sample', length, alphabet}.
 // Messages out: the loop's reports, {type: 'backend', name}, {type: 'sample', text}.
 import * as tf from '@tensorflow/tfjs';
@@ -47,7 +47,7 @@ self.onmessage = async ({ data }) => {
     self.postMessage({ type: 'backend', name: backend });
     loop = new VolunteerLoop({
       api: new Api(data.api), trainer, report: (event) => self.postMessage(event),
-      volunteerId: data.volunteerId, idleMs: data.idleMs || 0, betweenTasks: writeSample,
+      volunteerId: data.volunteerId, idleMs: data.idleMs || 0, betweenTasks: writeSample, prefetch: data.prefetch ?? 1,
       trained: (batch, spec) => { seed = firstSequence(batch, spec) || seed; },
     });
     loop.run().finally(() => { loop = null; });

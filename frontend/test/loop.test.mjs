@@ -100,3 +100,50 @@ test('uint8 token ids take one byte each, and the y half after an odd x is read 
   assert.deepEqual(Array.from(y), [300, -2]);
   assert.throws(() => parseBatch(bytes.slice(1), ids), /expected 11/);
 });
+
+function pipelineFakes(tasks) {
+  const events = [];
+  let held = 0;
+  let most = 0;
+  let n = 0;
+  const api = {
+    lease: async () => {
+      if (n >= tasks) return { retryAfter: 0.01 };
+      n += 1;
+      held += 1;
+      most = Math.max(most, held);
+      events.push(`lease ${n}`);
+      return { ...task, lease_token: `t${n}`, batch: n };
+    },
+    heartbeat: async (jobId, token) => ({ lease_token: token }),
+    complete: async (jobId, token) => {
+      await new Promise((r) => setTimeout(r, 30)); // completing takes longer than computing
+      held -= 1;
+      events.push(`complete ${token}`);
+      return {};
+    },
+  };
+  const trainer = {
+    prepare: async () => 'cached',
+    gradient: async () => { await new Promise((r) => setTimeout(r, 20)); return { loss: 0.5, grads: [Float32Array.from([1, 2])] }; },
+  };
+  const fetchImpl = async () => ({ ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' });
+  return { events, api, trainer, fetchImpl, most: () => most };
+}
+
+for (const prefetch of [0, 1]) {
+  test(`a loop with prefetch ${prefetch} holds at most ${prefetch + 1} leases and finishes every task`, async () => {
+    const { events, api, trainer, fetchImpl, most } = pipelineFakes(6);
+    const reports = [];
+    const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', prefetch });
+    const running = loop.run();
+    while (reports.filter((r) => r.type === 'task').length < 6) await new Promise((r) => setTimeout(r, 5));
+    loop.stop();
+    await running;
+    assert.equal(most(), prefetch + 1);
+    assert.deepEqual(events.filter((e) => e.startsWith('complete')), [1, 2, 3, 4, 5, 6].map((i) => `complete t${i}`));
+    // pipelined: the next task is leased before the one in hand is completed
+    assert.equal(events.indexOf('lease 2') < events.indexOf('complete t1'), prefetch > 0);
+    assert.equal(reports.at(-1).type, 'stopped');
+  });
+}
