@@ -66,6 +66,16 @@ def overhead_section(r: dict) -> list[str]:
                   "requests now serve several mini-batches, and the browser holds one micro-batch's "
                   "activations; each task is one update's worth of gradient, so K and the learning rate "
                   "should be chosen for the larger batch.", ""]
+    if r.get("pipelined"):
+        on, off = r["pipelined"]["prefetch_1"], r["pipelined"]["prefetch_0"]
+        lines += [f"Pipelining (the last run, `--pipeline-seq-len {r['pipelined']['seq_len']}`): a short step "
+                  f"(compute median {on['compute_median']:.0f} ms) with the page's pipeline on and off, the "
+                  "overhead measured on the wall clock as the share of the time from the first task's compute to "
+                  "the last's in which the worker was not computing: "
+                  f"**{on['overhead_fraction']:.1%}** with the next task leased and downloaded and the last one "
+                  f"delivered while one computes ({on['tasks']} tasks), {off['overhead_fraction']:.1%} one task at "
+                  f"a time ({off['tasks']} tasks). Target ≤ 3 %: "
+                  f"{'met' if r['pipelined']['target_met'] else '**not met**'}.", ""]
     lines += ["An earlier version of the page asked the worker for an 80-character text sample every 3 s and "
               "wrote it by running the model over the whole window once per character, while the task in hand "
               "waited: at sequence 128 that showed up as ~2 s stalls in leases and uploads (p95), and at "

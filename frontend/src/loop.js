@@ -162,6 +162,7 @@ export class VolunteerLoop {
       this.report({
         type: 'task', jobId: task.job_id, version: task.base_version, epoch: task.epoch, batch: task.batch,
         loss, samples: batches.length * task.spec.dataset.x.shape[0], fetched: lease.fetched, bytes: body.byteLength,
+        at: { computing: t.computing, computed: t.compute, completed: t.complete }, // performance.now() times
         ms: {
           lease: t.lease - t.start, download: t.download - t.lease, compute: t.compute - t.computing,
           encode: t.encode - t.compute, upload: t.upload - t.encode, complete: t.complete - t.upload,
