@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { Trainer } from '../src/trainer.js';
+import { lstmTrainer } from './helpers.mjs';
 
 await tf.setBackend('cpu');
 
@@ -10,15 +10,7 @@ const dataset = { micro_batch: 4, x: { shape: [4, 3], dtype: 'uint8', one_hot: V
 const spec = (optimizer) => ({ loss: 'sparseCategoricalCrossentropy', weights: [], dataset, local_steps: { steps: 3, optimizer } });
 const batch = (seed) => Uint8Array.from({ length: 4 * 3 + 4 }, (_, i) => (i * 7 + seed) % VOCAB);
 
-function trainer() {
-  const model = tf.sequential();
-  model.add(tf.layers.lstm({ units: 4, inputShape: [3, VOCAB], recurrentInitializer: 'glorotUniform' }));
-  model.add(tf.layers.dense({ units: VOCAB, activation: 'softmax' }));
-  const t = new Trainer(tf);
-  t.model = model;
-  t.order = model.trainableWeights.map((_, i) => i);
-  return t;
-}
+const trainer = () => lstmTrainer(tf, 3, VOCAB);
 
 test('one local SGD step of rate 1 uploads the gradient itself, and the model goes back to the version leased', async () => {
   const t = trainer();

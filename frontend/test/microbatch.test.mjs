@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { microBatches, Trainer } from '../src/trainer.js';
+import { microBatches } from '../src/trainer.js';
+import { lstmTrainer } from './helpers.mjs';
 
 await tf.setBackend('cpu');
 
@@ -11,15 +12,7 @@ const spec = (microBatch) => ({
   dataset: { micro_batch: microBatch, x: { shape: [8, 5], dtype: 'uint8', one_hot: VOCAB }, y: { shape: [8], dtype: 'uint8' } },
 });
 
-function trainer() {
-  const model = tf.sequential();
-  model.add(tf.layers.lstm({ units: 4, inputShape: [5, VOCAB], recurrentInitializer: 'glorotUniform' }));
-  model.add(tf.layers.dense({ units: VOCAB, activation: 'softmax' }));
-  const t = new Trainer(tf);
-  t.model = model;
-  t.order = model.trainableWeights.map((_, i) => i);
-  return t;
-}
+const trainer = () => lstmTrainer(tf, 5, VOCAB);
 
 const batch = Uint8Array.from({ length: 8 * 5 + 8 }, (_, i) => (i * 7 + 3) % VOCAB);
 
