@@ -87,7 +87,7 @@ def main() -> None:
                 curve = validation_curve(stack, job_id, status, eval_job, points=8 if not args.quick else 2)
                 if sequential_curve is None:
                     # the shuffled order crowdtrain queues (seed 0), epoch by epoch
-                    shuffle = SimpleNamespace(seed=0, dataset=SimpleNamespace(batches=batches))
+                    shuffle = SimpleNamespace(seed=0, tasks_per_epoch=batches)
                     order = [b for e in range(epochs) for b in batch_order(shuffle, e)]
                     seq_out = node("sequential.mjs", payload={
                         "model_url": urls(stack, job_id, "model", [0])[0], "spec": status["spec"],
