@@ -100,7 +100,8 @@ export class VolunteerLoop {
     this.held.add(lease);
     try {
       const urls = task.spec.local_steps ? task.batch_urls : [task.batch_url];
-      lease.batches = await Promise.all(urls.map((url) => fetchBytes(url, this.fetchImpl)));
+      [lease.batches] = await Promise.all([Promise.all(urls.map((url) => fetchBytes(url, this.fetchImpl))),
+        this.trainer.warm?.(task)]); // a trainer in another thread may fetch the version ahead
     } catch (err) {
       this.held.delete(lease);
       throw err;
@@ -111,11 +112,17 @@ export class VolunteerLoop {
 
   /** Extend every lease in hand that is due (a third of its lease time since the last). */
   async heartbeat() {
-    for (const lease of this.held) {
-      if (now() - lease.beat >= lease.task.heartbeat_seconds * 1000) {
-        lease.token = (await this.api.heartbeat(lease.task.job_id, lease.token)).lease_token;
-        lease.beat = now();
+    if (this.beating) return; // a timer's beat and a phase's beat never overlap
+    this.beating = true;
+    try {
+      for (const lease of this.held) {
+        if (now() - lease.beat >= lease.task.heartbeat_seconds * 1000) {
+          lease.token = (await this.api.heartbeat(lease.task.job_id, lease.token)).lease_token;
+          lease.beat = now();
+        }
       }
+    } finally {
+      this.beating = false;
     }
   }
 
@@ -123,6 +130,8 @@ export class VolunteerLoop {
   async compute(lease) {
     const { task, batches, t } = lease;
     const beat = () => this.heartbeat(); // between micro-batches or local steps
+    // and on a timer, for a trainer in another thread (the page's Web Worker) that cannot call back
+    const ticker = setInterval(() => this.heartbeat().catch(() => {}), 1000);
     try {
       lease.fetched = await this.trainer.prepare(task);
       t.computing = now();
@@ -136,6 +145,8 @@ export class VolunteerLoop {
     } catch (err) {
       this.held.delete(lease); // not delivered: the lease ends on its own
       throw err;
+    } finally {
+      clearInterval(ticker);
     }
   }
 

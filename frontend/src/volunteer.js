@@ -1,16 +1,22 @@
 // The volunteer page: consent, start/stop, throttle, live stats, the job's
-// loss curve and a sample of what the model writes. Training runs in worker.js.
+// loss curve and a sample of what the model writes. The volunteer loop runs
+// here, its requests on this thread; the training runs in worker.js.
 import { Api } from './api.js';
 import { lineChart } from './chart.js';
+import { VolunteerLoop } from './loop.js';
+import { RemoteTrainer } from './remote.js';
 import { INDEX_URL, poll, readDocument, statusUrl } from './status.js';
 
 const $ = (id) => document.getElementById(id);
 const stats = { tasks: 0, samples: 0, ms: 0, split: { download: 0, compute: 0, upload: 0 } };
 let worker = null;
+let loop = null;
 let api = null;
 let jobId = null;
 let alphabet = null;
 let sampledVersion = null; // the version the shown text sample came from
+let sampledAt = -Infinity; // when it was asked for
+const SAMPLE_EVERY_MS = 20000;
 const lossChart = lineChart($('loss-chart'), 'loss', { yLabel: 'training loss (nats)' });
 const THANKS = 'This job is finished: thank you for helping train it! The page waits for the next job.';
 let jobFinished = false; // the job shown has finished: the page thanks the volunteer instead of waiting
@@ -52,7 +58,13 @@ function onReport({ data }) {
       $('state').textContent = `problem: ${data.message}; retrying`;
       console.error(`crowdtrain volunteer: ${data.message}`);
       break;
-    case 'stopped': $('state').textContent = 'stopped'; worker = null; $('toggle').textContent = 'Start helping'; break;
+    case 'stopped':
+      $('state').textContent = 'stopped';
+      worker.terminate();
+      worker = null;
+      loop = null;
+      $('toggle').textContent = 'Start helping';
+      break;
     case 'sample': $('sample').textContent = data.text; break;
     default: break;
   }
@@ -60,16 +72,20 @@ function onReport({ data }) {
 
 function start() {
   worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-  worker.onmessage = onReport;
+  const trainer = new RemoteTrainer(worker);
+  worker.onmessage = ({ data }) => { if (!trainer.settle(data)) onReport({ data }); };
   sampledVersion = null; // a new worker has shown no sample yet
+  sampledAt = -Infinity;
   worker.onerror = (event) => {
     $('state').textContent = `worker failed: ${event.message}`;
     console.error(`crowdtrain worker failed: ${event.message}`);
   };
-  worker.postMessage({
-    type: 'start', api: api.base, backend: $('backend').value, idleMs: Number($('idle').value), volunteerId,
+  worker.postMessage({ type: 'start', backend: $('backend').value });
+  loop = new VolunteerLoop({
+    api, trainer, report: (event) => onReport({ data: event }), volunteerId, idleMs: Number($('idle').value),
     prefetch: params.has('prefetch') ? Number(params.get('prefetch')) : 1,
   });
+  loop.run();
   $('toggle').textContent = 'Stop';
   $('state').textContent = 'starting';
 }
@@ -93,9 +109,10 @@ function showJob(job) {
   lossChart.update(job.history.map((h) => h.version), job.history.map((h) => h.loss));
   alphabet = job.spec.text ? job.spec.text.alphabet : null;
   $('sample-box').hidden = !alphabet;
-  // a new sample only for a new version: writing one takes the worker's time
-  if (alphabet && worker && job.version !== sampledVersion) {
+  // a new sample only for a new version, and at most every 20 s: writing one takes the worker's time
+  if (alphabet && worker && job.version !== sampledVersion && performance.now() - sampledAt >= SAMPLE_EVERY_MS) {
     sampledVersion = job.version;
+    sampledAt = performance.now();
     worker.postMessage({ type: 'sample', length: 80, alphabet });
   }
 }
@@ -104,14 +121,14 @@ async function main() {
   const config = await (await fetch('config.json')).json();
   api = new Api(config.api);
   $('toggle').addEventListener('click', () => {
-    if (worker) { worker.postMessage({ type: 'stop' }); $('toggle').textContent = 'Stopping…'; } else start();
+    if (loop) { loop.stop(); $('toggle').textContent = 'Stopping…'; } else start();
   });
   $('idle').addEventListener('input', () => {
     $('idle-value').textContent = `${$('idle').value} ms`;
-    worker?.postMessage({ type: 'idle', idleMs: Number($('idle').value) });
+    if (loop) loop.idleMs = Number($('idle').value);
   });
   document.addEventListener('visibilitychange', () => {
-    if ($('pause-hidden').checked) worker?.postMessage({ type: 'pause', paused: document.hidden });
+    if ($('pause-hidden').checked && loop) loop.paused = document.hidden;
   });
   render();
   poll(readJob, showJob, (err) => { $('job').textContent = `cannot read the job's status: ${err.message}`; });

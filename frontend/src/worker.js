@@ -1,20 +1,20 @@
-// The Web Worker that trains, so the page's main thread stays responsive.
-// Messages in: {type: 'start', api, backend, idleMs, volunteerId, prefetch}, {type: 'stop'},
-// {type: 'pause', paused}, {type: 'idle', idleMs}, {type: 'sample', length, alphabet}.
-// Messages out: the loop's reports, {type: 'backend', name}, {type: 'sample', text}.
+// The Web Worker that computes, so the page's main thread stays responsive and
+// free for the volunteer loop's requests (src/remote.js is its other side).
+// Messages in: {type: 'start', backend}, {type: 'call', id, method, args} for
+// prepare, gradient and localSteps, {type: 'sample', length, alphabet}.
+// Messages out: {type: 'backend', name}, {type: 'result', id, result | error},
+// {type: 'sample', text}.
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import { Api } from './api.js';
-import { VolunteerLoop } from './loop.js';
 import { firstSequence, TextSampler } from './sampler.js';
 import { Trainer } from './trainer.js';
 
-let loop = null;
 const trainer = new Trainer(tf);
 const sampler = new TextSampler(tf);
-let seed = null;  // the first sequence of the last batch trained on
-// The latest text-sample request. It runs between tasks (or at once when not
-// training), so it never holds up a lease's download, upload or completion.
+let seed = null; // the first sequence of the last batch trained on
+let ready = null; // the backend, once chosen
+let work = Promise.resolve(); // one thing at a time: calls and text samples never interleave
+// The latest text-sample request. It runs between calls, so it never holds up a step.
 let sampleWanted = null;
 
 async function writeSample() {
@@ -40,25 +40,40 @@ async function chooseBackend(requested) {
   throw new Error('no TF.js backend could start');
 }
 
-self.onmessage = async ({ data }) => {
-  if (data.type === 'start' && !loop) {
+const methods = {
+  prepare: (task) => trainer.prepare(task),
+  gradient: async (batch, spec) => {
+    const result = await trainer.gradient(batch, spec);
+    seed = firstSequence(batch, spec) || seed;
+    return result;
+  },
+  localSteps: async (batches, spec) => {
+    const result = await trainer.localSteps(batches, spec);
+    seed = firstSequence(batches[batches.length - 1], spec) || seed;
+    return result;
+  },
+};
+
+async function call({ id, method, args }) {
+  try {
+    await ready;
+    self.postMessage({ type: 'result', id, result: await methods[method](...args) });
+  } catch (err) {
+    self.postMessage({ type: 'result', id, error: String(err.message || err) });
+  }
+  await writeSample();
+}
+
+self.onmessage = ({ data }) => {
+  if (data.type === 'start' && !ready) {
     setWasmPaths(new URL('./', self.location.href).href);
-    const backend = await chooseBackend(data.backend || 'auto');
-    self.postMessage({ type: 'backend', name: backend });
-    loop = new VolunteerLoop({
-      api: new Api(data.api), trainer, report: (event) => self.postMessage(event),
-      volunteerId: data.volunteerId, idleMs: data.idleMs || 0, betweenTasks: writeSample, prefetch: data.prefetch ?? 1,
-      trained: (batch, spec) => { seed = firstSequence(batch, spec) || seed; },
-    });
-    loop.run().finally(() => { loop = null; });
-  } else if (data.type === 'stop' && loop) {
-    loop.stop();
-  } else if (data.type === 'pause' && loop) {
-    loop.paused = data.paused;
-  } else if (data.type === 'idle' && loop) {
-    loop.idleMs = data.idleMs;
+    ready = chooseBackend(data.backend || 'auto');
+    ready.then((name) => self.postMessage({ type: 'backend', name }),
+      (err) => self.postMessage({ type: 'backend', name: `none (${err.message})` }));
+  } else if (data.type === 'call') {
+    work = work.then(() => call(data));
   } else if (data.type === 'sample') {
     sampleWanted = { length: data.length, alphabet: data.alphabet };
-    if (!loop) writeSample();
+    work = work.then(writeSample);
   }
 };

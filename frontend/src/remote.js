@@ -1,0 +1,49 @@
+// The page's side of the Web Worker: a Trainer whose calls run in the worker.
+// The volunteer loop (leases, downloads, uploads, heartbeats) runs on the
+// page's main thread, which is idle while the worker computes, so a prefetched
+// task's requests go on during a step instead of waiting for TF.js's
+// synchronous kernels to finish.
+
+const SHARD = 'weights.bin'; // a version's one weights shard (chalicelib/model/keys.py)
+
+export class RemoteTrainer {
+  constructor(worker) {
+    this.worker = worker;
+    this.calls = new Map(); // id -> {resolve, reject}
+    this.nextId = 0;
+  }
+
+  /** Route a worker message: a call's result, or (returns false) something else. */
+  settle(data) {
+    if (data.type !== 'result' || !this.calls.has(data.id)) return false;
+    const { resolve, reject } = this.calls.get(data.id);
+    this.calls.delete(data.id);
+    if (data.error) reject(new Error(data.error)); else resolve(data.result);
+    return true;
+  }
+
+  call(method, args, transfer = []) {
+    const id = this.nextId;
+    this.nextId += 1;
+    return new Promise((resolve, reject) => {
+      this.calls.set(id, { resolve, reject });
+      this.worker.postMessage({ type: 'call', id, method, args }, transfer);
+    });
+  }
+
+  prepare(task) { return this.call('prepare', [task]); }
+
+  /** Fetch a leased version's weights ahead, on this thread, into the browser's HTTP cache
+   * (versions are immutable and cached for a year), so the worker's own fetch finds them there. */
+  async warm(task) {
+    const url = task.model_url.slice(0, task.model_url.lastIndexOf('/') + 1) + SHARD;
+    if (url === this.warmed) return;
+    this.warmed = url;
+    try { await (await fetch(url)).arrayBuffer(); } catch (err) { /* the worker fetches it anyway */ }
+  }
+
+  // `between` is not called: the loop heartbeats on a timer while the worker computes
+  gradient(batch, spec) { return this.call('gradient', [batch, spec]); }
+
+  localSteps(batches, spec) { return this.call('localSteps', [batches, spec]); }
+}
