@@ -17,7 +17,7 @@ let alphabet = null;
 let sampledVersion = null; // the version the shown text sample came from
 let sampledAt = -Infinity; // when it was asked for
 const SAMPLE_EVERY_MS = 20000;
-const lossChart = lineChart($('loss-chart'), 'loss', { yLabel: 'training loss (nats)' });
+const lossChart = lineChart($('loss-chart'), 'loss', { yLabel: 'loss (nats)' });
 const THANKS = 'This job is finished: thank you for helping train it! The page waits for the next job.';
 let jobFinished = false; // the job shown has finished: the page thanks the volunteer instead of waiting
 // The last tasks' timings, for people curious in the console and for bench/overhead.py.
