@@ -251,3 +251,12 @@ def test_a_lease_drops_a_task_only_on_a_fresh_read_of_its_job(harness):
     parts.meta._seen[job] = (time.time(), paused)
     task = harness.lease()
     assert task is not None and task["job_id"] == job  # leased, not dropped
+
+
+def test_a_slot_is_freed_only_by_the_lease_that_holds_it(harness):
+    slots = services().slots
+    assert slots.claim("v", "lease-a", 60, 1) == 0
+    slots.release("v", 0, "lease-b")  # a late release by a lease that no longer holds the slot
+    assert slots.claim("v", "lease-c", 60, 1) is None  # still lease-a's
+    slots.release("v", 0, "lease-a")
+    assert slots.claim("v", "lease-c", 60, 1) == 0
