@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from chalicelib.jobs.schema import parse_job
@@ -18,7 +19,7 @@ from chalicelib.store.meta import JobMeta, Pending, mark_folded, meta_item
 from chalicelib.store.table import item_size
 from chalicelib.tasks.records import Lease
 from chalicelib.tasks.epochs import CHUNK, EpochQueue
-from tests.harness import BUCKET, TASK_MAX_RECEIVES, Dataset, job_body
+from tests.harness import BUCKET, TASK_MAX_RECEIVES, Dataset, job_body, softmax_loss_and_grad
 
 
 def count_calls(client) -> Counter:
@@ -260,3 +261,24 @@ def test_a_slot_is_freed_only_by_the_lease_that_holds_it(harness):
     assert slots.claim("v", "lease-c", 60, 1) is None  # still lease-a's
     slots.release("v", 0, "lease-a")
     assert slots.claim("v", "lease-c", 60, 1) == 0
+
+
+def test_a_fold_short_of_memory_reads_gradients_again_instead_of_holding_them(harness, monkeypatch):
+    monkeypatch.setenv("FOLD_MEMORY_MB", "3")  # room for one 400 KB gradient in flight, not three
+    ds = Dataset.generate(batches=3, batch_size=4, features=500)
+    body = dict(model=big_dense(500, 200), gradients_per_update=3,
+                dataset={"batches": 3, "x": {"shape": [4, 500], "dtype": "float32"}, "y": {"shape": [4], "dtype": "int32"}})
+    rng = np.random.default_rng(2)
+    w0 = [rng.normal(scale=0.01, size=(500, 200)).astype(np.float32), np.zeros(200, np.float32)]
+    job = harness.create_job(ds, initial=w0, **body)
+    assert services().vetting.parallelism(services().jobs.spec(job)) == 1
+    grads = []
+    for _ in range(3):
+        task = harness.lease()
+        _, g = softmax_loss_and_grad(w0, ds.x[task["batch"]], ds.y[task["batch"]])
+        grads.append(g)
+        assert harness.work(task).status_code == 200
+    assert harness.deliver() == 3  # one invocation, three results
+    expected = [w - np.float32(0.5) * np.mean([g[i] for g in grads], axis=0) for i, w in enumerate(w0)]
+    for ours, theirs in zip(harness.weights(job, 1), expected):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)

@@ -93,11 +93,12 @@ class Fold:
         discarded = {lease_id for lease_id, state in self.leases.states(
             job_id, [r.lease_id for r in results]).items() if state == "discarded"}
         outcomes: list[FoldOutcome] = [FoldOutcome.DUPLICATE] * len(results)
-        fresh = [i for i, r in enumerate(results) if (r.epoch, r.batch) not in meta.pending_pairs()
+        claimed = meta.pending_pairs()
+        fresh = [i for i, r in enumerate(results) if (r.epoch, r.batch) not in claimed
                  and not meta.is_folded(r.epoch, r.batch) and r.lease_id not in discarded]
-        verdicts = self.vetting.reject_all([results[i] for i in fresh], meta, spec)
         keep = len(fresh) <= self.vetting.parallelism(spec)  # decoded gradients fit the memory share
-        claimed, accepted, rejected = meta.pending_pairs(), [], {}
+        verdicts = self.vetting.reject_all([results[i] for i in fresh], meta, spec, keep)
+        accepted, rejected = [], {}
         gradients: Gradients = {}  # accepted in this invocation: checked moments ago
         for i, (reason, digest, tensors) in zip(fresh, verdicts):
             r = results[i]

@@ -44,15 +44,17 @@ class GradientVetting:
         per_gradient = 4 * sum(s.size for s in spec.weight_specs)
         return max(1, min(self.threads, self.memory_bytes // 4 // max(1, per_gradient)))
 
-    def reject_all(self, results: list[Result], meta: JobMeta,
-                   spec: JobSpec) -> list[tuple[FoldOutcome | None, str, list[np.ndarray]]]:
+    def reject_all(self, results: list[Result], meta: JobMeta, spec: JobSpec,
+                   keep: bool = True) -> list[tuple[FoldOutcome | None, str, list[np.ndarray]]]:
         """`reject` for each result, their S3 reads in parallel (as many at once
-        as the job's gradient size allows), in the results' order."""
+        as the job's gradient size allows), in the results' order; without
+        `keep`, the decoded tensors are let go as each chunk is checked."""
         out: list[tuple[FoldOutcome | None, str, list[np.ndarray]]] = []
         step = self.parallelism(spec)
         for start in range(0, len(results), step):
             chunk = [self._pool.submit(self.reject, r, meta, spec) for r in results[start:start + step]]
-            out.extend(done.result() for done in chunk)
+            out.extend((reason, digest, tensors if keep else []) for reason, digest, tensors in
+                       (done.result() for done in chunk))
         return out
 
     def reject(self, r: Result, meta: JobMeta, spec: JobSpec) -> tuple[FoldOutcome | None, str, list[np.ndarray]]:
