@@ -222,15 +222,15 @@ def main() -> None:
     for steps in LOCAL_STEPS:
         counted = measure(tasks=10 if args.quick else 20, k=3, per_fold=10, local_steps=steps) if steps > 1 else measured
         samples = steps * PAPER["batch"]
-        requests = total_calls(counted["calls_per_task"]) + 1  # and the browser's upload
+        task_requests = total_calls(counted["calls_per_task"]) + 1  # and the browser's upload
         model_bytes = weights + 4 * PAPER["parameters"]  # the version down, the pseudo-gradient up
         per_million = dollars(counted["calls_per_task"], counted["handler_seconds"], samples,
                               weights + steps * PAPER["batch_stored_bytes"], 4 * PAPER["parameters"], 0.1)
-        local_rows.append({"local_steps": steps, "samples_per_task": samples, "requests_per_task": requests,
-                           "requests_per_sample": requests / samples, "model_bytes_per_sample": model_bytes / samples,
+        local_rows.append({"local_steps": steps, "samples_per_task": samples, "requests_per_task": task_requests,
+                           "requests_per_sample": task_requests / samples, "model_bytes_per_sample": model_bytes / samples,
                            "data_bytes_per_sample": PAPER["batch_stored_bytes"] / PAPER["batch"],
                            "dollars_per_million_samples": per_million, "total": sum(per_million.values())})
-        print(f"local steps H = {steps:2d}: {requests:.1f} requests per task, {requests / samples:.4f} per sample, "
+        print(f"local steps H = {steps:2d}: {task_requests:.1f} requests per task, {task_requests / samples:.4f} per sample, "
               f"model and gradient {model_bytes / samples:,.0f} B per sample (+ data "
               f"{PAPER['batch_stored_bytes'] / PAPER['batch']:.0f} B), ${local_rows[-1]['total']:.3f} per million samples")
     ratio = local_rows[0]["requests_per_sample"] / local_rows[-1]["requests_per_sample"]
