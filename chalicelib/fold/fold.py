@@ -109,7 +109,7 @@ class Fold:
                 outcomes[i] = reason
                 continue
             claimed.add((r.epoch, r.batch))
-            accepted.append(Pending(**{**r.__dict__, "digest": digest}))
+            accepted.append(Pending.of(r, digest))
             if keep:
                 gradients[r.lease_id] = tensors
             outcomes[i] = FoldOutcome.PENDING
@@ -140,11 +140,9 @@ class Fold:
         """One result of a replicated job, from a fresh read of META."""
         meta, spec = self.meta.get(r.job_id), self.jobs.spec(r.job_id)
         meta = self.updates.settle(meta, spec)
-        first = None
-        if (r.epoch, r.batch) not in meta.pending_pairs() and not meta.is_folded(r.epoch, r.batch):
-            first = self.awaiting.get(r.job_id, r.epoch, r.batch)
-        if ((r.epoch, r.batch) in meta.pending_pairs() or meta.is_folded(r.epoch, r.batch)
-                or (first is not None and first.lease_id == r.lease_id)
+        accounted = (r.epoch, r.batch) in meta.pending_pairs() or meta.is_folded(r.epoch, r.batch)
+        first = None if accounted else self.awaiting.get(r.job_id, r.epoch, r.batch)
+        if (accounted or (first is not None and first.lease_id == r.lease_id)
                 or self.leases.state(r.job_id, r.lease_id) == "discarded"):
             self.counters.add(r.job_id, duplicates=1)
             return FoldOutcome.DUPLICATE
@@ -154,15 +152,12 @@ class Fold:
         if reason:
             self.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
             return reason
-        pending = Pending(**{**r.__dict__, "digest": digest})
-        if spec.replication.copies > 1:
-            # Queue the check first (pinned to this copy's version), then record
-            # the copy as awaiting it: a crash in between queues a second check,
-            # whose result is later dropped as a duplicate; none is ever missing.
-            self.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=r.base_version)
-            self.awaiting.put(pending)
-            return FoldOutcome.AWAITING_REPLICA
-        return self._add_pending(meta, spec, pending)
+        # A first copy. Queue its check first (pinned to this copy's version),
+        # then record the copy as awaiting it: a crash in between queues a second
+        # check, whose result is later dropped as a duplicate; none is ever missing.
+        self.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=r.base_version)
+        self.awaiting.put(Pending.of(r, digest))
+        return FoldOutcome.AWAITING_REPLICA
 
     def _add_pending(self, meta: JobMeta, spec: JobSpec, pending: Pending) -> FoldOutcome:
         meta = self.meta.save(meta, replace(meta, pending=meta.pending + (pending,)))

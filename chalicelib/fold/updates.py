@@ -42,7 +42,7 @@ class Updates:
         self.meta, self.versions, self.epochs, self.vetting = meta, versions, epochs, vetting
         self.committer, self.discards = committer, discards
 
-    def settle(self, meta: JobMeta, spec: JobSpec, gradients: dict[str, list[np.ndarray]] | None = None) -> JobMeta:
+    def settle(self, meta: JobMeta, spec: JobSpec, gradients: Gradients | None = None) -> JobMeta:
         """Fold every full update META holds (K pending, or the rest of the
         epoch); queue the epoch if it is not queued."""
         while self.due(meta, spec):
@@ -55,7 +55,7 @@ class Updates:
         return bool(meta.pending) and (len(meta.pending) >= spec.gradients_per_update
                                        or meta.folded_in_epoch + len(meta.pending) >= spec.tasks_per_epoch)
 
-    def update(self, meta: JobMeta, spec: JobSpec, gradients: dict[str, list[np.ndarray]]) -> JobMeta:
+    def update(self, meta: JobMeta, spec: JobSpec, gradients: Gradients) -> JobMeta:
         """Apply META's first K pending gradients to version N and commit N+1.
         `gradients` holds those this invocation already read and checked;
         the others are read again and must still have the bytes accepted."""
@@ -84,9 +84,9 @@ class Updates:
                         folded=mark_folded(meta.folded, (p.batch for p in group)))
         if after.folded_in_epoch >= spec.tasks_per_epoch:
             epoch = meta.epoch + 1
-            after = replace(after, folded=b"", epoch=epoch, queue_cursor=0, status="finished" if epoch >= spec.epochs else meta.status)
+            after = replace(after, folded=b"", epoch=epoch, queue_cursor=0,
+                            status="finished" if epoch >= spec.epochs else meta.status)
         return self.committer.commit(meta, after, group)
-
 
     def _drop_spoiled(self, meta: JobMeta, spoiled: list[Pending]) -> JobMeta:
         """A pending gradient that is no longer the one accepted (overwritten

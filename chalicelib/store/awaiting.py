@@ -29,14 +29,14 @@ class AwaitingCopies(Records):
     def put(self, copy: Pending) -> None:
         fields = [copy.lease_id, copy.base_version, copy.loss, copy.samples, copy.volunteer_id, copy.digest]
         self._table.put_item(Item={**job_key(copy.job_id, _sort_key(copy.epoch, copy.batch)),
-                                   "copy": json.dumps(fields, separators=(",", ":")),
+                                   "copy": json.dumps(fields, separators=(",", ":")), "lease_id": copy.lease_id,
                                    "ttl": int(self._clock()) + LEASE_TTL_SECONDS})
 
     def drop(self, copy: Pending) -> None:
         """Remove the first copy, if it is still this one."""
         try:
             self._table.delete_item(Key=job_key(copy.job_id, _sort_key(copy.epoch, copy.batch)),
-                                    ConditionExpression=Attr("copy").begins_with(json.dumps([copy.lease_id])[:-1]))
+                                    ConditionExpression=Attr("lease_id").eq(copy.lease_id))
         except self._condition_failed:
             pass
 

@@ -32,6 +32,10 @@ class Pending(Result):
 
     digest: str = ""  # sha256 of the bytes the fold accepted; folded only if unchanged
 
+    @classmethod
+    def of(cls, result: Result, digest: str) -> "Pending":
+        return cls(**{**result.__dict__, "digest": digest})
+
 
 @dataclass(frozen=True)
 class FoldLog:

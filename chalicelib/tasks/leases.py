@@ -39,8 +39,10 @@ RETRY_AFTER_SECONDS = 5
 MAX_SKIPS = 5
 
 
-def token_margin(lease_seconds: int) -> float:
-    return min(5.0, lease_seconds / 10)
+def token_expiry(spec: JobSpec, now: float) -> float:
+    """When a lease token taken or renewed `now` stops being valid: a margin
+    before its task can reappear in the queue."""
+    return now + spec.lease_seconds - min(5.0, spec.lease_seconds / 10)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class LeaseService:
         now = self.clock()
         lease = Lease(job_id=task.job_id, epoch=task.epoch, batch=task.batch, base_version=base,
                       lease_id=lease_id, receipt=task.receipt, received=now,
-                      expires=now + spec.lease_seconds - token_margin(spec.lease_seconds))
+                      expires=token_expiry(spec, now))
         if spec.lease_seconds != seconds:
             self.tasks.hide(task.receipt, spec.lease_seconds)
             self.slots.extend(volunteer_id, slot, lease_id, spec.lease_seconds)
@@ -131,7 +133,7 @@ class LeaseService:
         if now + spec.lease_seconds > lease.received + MAX_VISIBILITY_SECONDS:
             raise Conflict("this lease cannot be extended: SQS hides a task at most 12 hours after it was "
                            "received; complete the task before the lease ends, or let it go")
-        renewed = replace(lease, expires=now + spec.lease_seconds - token_margin(spec.lease_seconds))
+        renewed = replace(lease, expires=token_expiry(spec, now))
         moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "leased", expires=renewed.expires)
         if not moved:
             self._refuse(record)
