@@ -37,7 +37,7 @@ export function poll(read, apply, onError, { minMs = 3000, maxMs = 30000 } = {})
     let failed = false;
     try {
       const document = await read();
-      const stamp = JSON.stringify(document && [document.published, document.version, document.jobs?.length]);
+      const stamp = JSON.stringify(document); // a job's status or a job list: any change counts
       changed = stamp !== last;
       last = stamp;
       if (changed) apply(document);

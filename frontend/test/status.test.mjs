@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { nextDelay, readDocument } from '../src/status.js';
+import { nextDelay, poll, readDocument } from '../src/status.js';
 
 test('polling slows while nothing changes, snaps back on a change and backs off on errors', () => {
   let delay = 3000;
@@ -17,4 +17,16 @@ test('a document not published yet reads as null; other failures are errors', as
   assert.equal(await readDocument('jobs/x/status.json', reply(404)), null);
   assert.deepEqual(await readDocument('jobs/index.json', reply(200, { jobs: [] })), { jobs: [] });
   await assert.rejects(readDocument('jobs/index.json', reply(503)), /HTTP 503/);
+});
+
+test('a poll hands on every change, a status change in an unchanged job list included, and nothing else', async () => {
+  const documents = [{ jobs: [{ job_id: 'j-1', status: 'running' }] }, { jobs: [{ job_id: 'j-1', status: 'running' }] },
+    { jobs: [{ job_id: 'j-1', status: 'finished' }] }];
+  let i = 0;
+  const seen = [];
+  const stop = poll(async () => documents[Math.min(i++, 2)], (d) => seen.push(d.jobs[0].status), () => {},
+    { minMs: 5, maxMs: 10 });
+  await new Promise((r) => setTimeout(r, 80));
+  stop();
+  assert.deepEqual(seen, ['running', 'finished']);
 });
