@@ -39,10 +39,15 @@ RETRY_AFTER_SECONDS = 5
 MAX_SKIPS = 5
 
 
+def token_seconds(lease_seconds: float) -> float:
+    """How long a lease token is valid: a margin less than its task stays out
+    of sight, so two volunteers never hold a valid token for one delivery."""
+    return lease_seconds - min(5.0, lease_seconds / 10)
+
+
 def token_expiry(spec: JobSpec, now: float) -> float:
-    """When a lease token taken or renewed `now` stops being valid: a margin
-    before its task can reappear in the queue."""
-    return now + spec.lease_seconds - min(5.0, spec.lease_seconds / 10)
+    """When a lease token taken or renewed `now` stops being valid."""
+    return now + token_seconds(spec.lease_seconds)
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ class LeaseService:
         The volunteer's slot is claimed first: one at its limit takes nothing
         out of the queue."""
         lease_id, limit, seconds = secrets.token_hex(16), self.policy.max_leases_per_volunteer, self.expected_seconds
-        slot = self.slots.claim(volunteer_id, lease_id, seconds, limit)
+        # the slot is held as long as the lease's token is valid
+        slot = self.slots.claim(volunteer_id, lease_id, token_seconds(seconds), limit)
         if slot is None:
             raise TooManyRequests(f"volunteer {volunteer_id!r} already holds {limit} "
                                   "leases; complete or let them expire first")
@@ -87,7 +93,7 @@ class LeaseService:
                       expires=token_expiry(spec, now))
         if spec.lease_seconds != seconds:
             self.tasks.hide(task.receipt, spec.lease_seconds)
-            self.slots.extend(volunteer_id, slot, lease_id, spec.lease_seconds)
+            self.slots.extend(volunteer_id, slot, lease_id, token_seconds(spec.lease_seconds))
             self.expected_seconds = spec.lease_seconds
         self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id, slot)
         upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
