@@ -8,7 +8,7 @@ from chalicelib.errors import NotFound, PayloadTooLarge
 from chalicelib.model.keys import INDEX_KEY, status_key
 from chalicelib.services import services
 from chalicelib.tasks.leases import RETRY_AFTER_SECONDS
-from chalicelib.tasks.records import Result
+from chalicelib.tasks.records import fold_message
 
 app = Chalice(app_name="crowdtrain")
 iam = IAMAuthorizer()
@@ -134,7 +134,7 @@ def complete_task():
 @app.on_sqs_message(queue=os.environ.get("RESULTS_QUEUE_NAME", "crowdtrain-dev-results.fifo"), batch_size=10)
 def fold(event):
     """Fold completed tasks, the whole batch at once; an exception makes SQS redeliver the batch."""
-    services().fold.handle_batch([Result.from_message(record.body) for record in event])
+    services().fold.handle_batch([fold_message(record.body) for record in event])
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))

@@ -18,6 +18,7 @@ from chalicelib.config import Settings, settings
 from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.fold import Fold
+from chalicelib.fold.partials import PartialSums
 from chalicelib.fold.updates import Updates
 from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.admin import JobAdmin
@@ -141,7 +142,11 @@ class Services:
     @cached_property
     def fold(self) -> Fold:
         return Fold(self.jobs, self.meta, self.leases, self.counters, self.tasks, self.vetting, self.discards,
-                    self.updates, self.board, self.awaiting)
+                    self.updates, self.board, self.awaiting, self.sums)
+
+    @cached_property
+    def sums(self) -> PartialSums:
+        return PartialSums(self.leases, self.vetting, self.discards, self.objects, self.results)
 
     @cached_property
     def awaiting(self) -> AwaitingCopies:

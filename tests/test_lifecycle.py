@@ -2,13 +2,14 @@
 and every way a task can go wrong on the way."""
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.services import services
-from chalicelib.tasks.records import Result
+from chalicelib.tasks.records import PartialSum, Result, fold_message
 from tests.conftest import Crash
 from tests.harness import Dataset, softmax_loss_and_grad
 
@@ -163,7 +164,7 @@ def test_fold_outcomes_say_what_happened_to_each_result(harness):
     tasks = [harness.lease(f"v{i}") for i in range(3)]
     for task in tasks:
         assert harness.work(task).status_code == 200
-    results = [Result.from_message(m["Body"]) for m in harness.result_messages()]
+    results = [fold_message(m["Body"]) for m in harness.result_messages()]
     fold = services().fold
     assert [fold.handle(r) for r in results[:2]] == [FoldOutcome.PENDING, FoldOutcome.FOLDED]
     assert fold.handle(results[0]) is FoldOutcome.DUPLICATE
@@ -408,9 +409,13 @@ def test_services_override_puts_a_part_in_place_before_anything_uses_it(harness)
         override(signer=TokenSigner(secret))
 
 
-def test_a_result_message_must_name_exactly_the_results_fields():
+def test_a_fold_message_must_name_exactly_a_records_fields():
     good = Result("j-1", 0, 3, "l", 0, "grads/j-1/k.bin", 1.0, 8, "v")
-    assert Result.from_message(good.message()) == good
-    for bad in ('{"job_id": "j-1"}', json.dumps({**json.loads(good.message()), "extra": 1}), "[]"):
+    summed = PartialSum("j-1", 0, "ab" * 32, (good, replace(good, batch=4, lease_id="m")))
+    assert fold_message(good.message()) == good
+    assert fold_message(summed.message()) == summed
+    for bad in ('{"job_id": "j-1"}', json.dumps({**json.loads(good.message()), "extra": 1}), "[]",
+                json.dumps({**json.loads(summed.message()), "extra": 1}),
+                json.dumps({**json.loads(summed.message()), "results": [{"job_id": "j-1"}]})):
         with pytest.raises(TypeError):
-            Result.from_message(bad)
+            fold_message(bad)

@@ -4,10 +4,15 @@ order: a crash in between re-queues twice, never zero times; the extra copy
 is dropped as a duplicate, docs/architecture.md#exactly-once)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.stats import Counters
 from chalicelib.tasks.queues import TaskQueue
+
+if TYPE_CHECKING:
+    from chalicelib.fold.vetting import Screened
 
 Discarded = tuple[int, int, list[str]]  # (epoch, batch, lease ids)
 
@@ -15,6 +20,14 @@ Discarded = tuple[int, int, list[str]]  # (epoch, batch, lease ids)
 class Discards:
     def __init__(self, tasks: TaskQueue, leases: LeaseRecords, counters: Counters):
         self.tasks, self.leases, self.counters = tasks, leases, counters
+
+    def drop(self, job_id: str, screened: "Screened") -> None:
+        """What a screening could not use: duplicates counted, rejects discarded."""
+        duplicates = screened.outcomes.count(FoldOutcome.DUPLICATE)
+        if duplicates:
+            self.counters.add(job_id, duplicates=duplicates)
+        for reason, group in screened.rejected.items():
+            self.discard(job_id, [(r.epoch, r.batch, [r.lease_id]) for r in group], reason)
 
     def discard(self, job_id: str, batches: list[Discarded], reason: FoldOutcome) -> None:
         """Re-queue the batches (one queue call per epoch), then mark their leases discarded."""

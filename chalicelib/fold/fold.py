@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from chalicelib.errors import BadRequest, NotFound
+from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.updates import Gradients, Updates
@@ -40,7 +41,8 @@ from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState
 from chalicelib.store.stats import Counters
 from chalicelib.tasks.queues import TaskQueue
-from chalicelib.tasks.records import Result
+from chalicelib.fold.partials import PartialSums
+from chalicelib.tasks.records import PartialSum, Result
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -49,7 +51,8 @@ MAX_ATTEMPTS = 5
 class Fold:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, counters: Counters,
                  tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates, board: StatusBoard,
-                 awaiting: AwaitingCopies):
+                 awaiting: AwaitingCopies, sums: PartialSums):
+        self.sums = sums
         self.jobs, self.meta, self.leases, self.counters, self.awaiting = jobs, meta, leases, counters, awaiting
         self.tasks, self.vetting, self.discards, self.updates, self.board = tasks, vetting, discards, updates, board
 
@@ -57,17 +60,19 @@ class Fold:
         """One result, as an invocation of its own."""
         return self.handle_batch([result])[0]
 
-    def handle_batch(self, results: Sequence[Result]) -> list[FoldOutcome]:
-        """Process one invocation's results, each job's in order. Raises on AWS
-        errors so the queue redelivers the batch (every step is safe to repeat)."""
-        outcomes: list[FoldOutcome | None] = [None] * len(results)
-        by_job: dict[str, list[int]] = {}
-        for i, r in enumerate(results):
-            by_job.setdefault(r.job_id, []).append(i)
-        for job_id, indexes in by_job.items():
+    def handle_batch(self, messages: Sequence[Result | PartialSum]) -> list[FoldOutcome]:
+        """Process one invocation's messages (results, and partial sums of a
+        job's groups), each job's in order. Raises on AWS errors so the queue
+        redelivers the batch (every step is safe to repeat)."""
+        outcomes: list[FoldOutcome | None] = [None] * len(messages)
+        by_job: dict[tuple[str, type], list[int]] = {}
+        for i, m in enumerate(messages):
+            by_job.setdefault((m.job_id, type(m)), []).append(i)
+        for (job_id, kind), indexes in by_job.items():
+            apply = self.apply_sums if kind is PartialSum else self.apply_batch
             for _ in range(MAX_ATTEMPTS):
                 try:
-                    done = self.apply_batch(job_id, [results[i] for i in indexes])
+                    done = apply(job_id, [messages[i] for i in indexes])
                     break
                 except StaleState:
                     continue  # META moved under us: read it again (what was done is safe to repeat)
@@ -89,45 +94,71 @@ class Fold:
             outcomes = [self._apply_one(r) for r in results]
             self._publish(status, self.meta.get(job_id), spec)
             return outcomes
+        if spec.fold_groups > 1:  # one of the job's groups: its results are summed, not folded here
+            return self.sums.gather(meta, spec, results)
         meta = self.updates.settle(meta, spec)
-        discarded = {lease_id for lease_id, state in self.leases.states(
-            job_id, [r.lease_id for r in results]).items() if state == "discarded"}
-        outcomes: list[FoldOutcome] = [FoldOutcome.DUPLICATE] * len(results)
-        claimed = meta.pending_pairs()
-        fresh = [i for i, r in enumerate(results) if (r.epoch, r.batch) not in claimed
-                 and not meta.is_folded(r.epoch, r.batch) and r.lease_id not in discarded]
-        keep = len(fresh) <= self.vetting.parallelism(spec)  # decoded gradients fit the memory share
-        verdicts = self.vetting.reject_all([results[i] for i in fresh], meta, spec, keep)
-        accepted, rejected = [], {}
-        gradients: Gradients = {}  # accepted in this invocation: checked moments ago
-        for i, (reason, digest, tensors) in zip(fresh, verdicts):
-            r = results[i]
-            if (r.epoch, r.batch) in claimed:
-                continue  # a second result for a batch of this invocation: a duplicate
-            if reason:
-                rejected.setdefault(reason, []).append(r)
-                outcomes[i] = reason
-                continue
-            claimed.add((r.epoch, r.batch))
-            accepted.append(Pending.of(r, digest))
-            if keep:
-                gradients[r.lease_id] = tensors
-            outcomes[i] = FoldOutcome.PENDING
-        duplicates = outcomes.count(FoldOutcome.DUPLICATE)
-        if duplicates:
-            self.counters.add(job_id, duplicates=duplicates)
-        for reason, group in rejected.items():
-            self.discards.discard(job_id, [(r.epoch, r.batch, [r.lease_id]) for r in group], reason)
-        if accepted:
-            joined = replace(meta, pending=meta.pending + tuple(accepted))
-            # An update due now folds them and records the rest in one META
-            # write; otherwise they are recorded as pending.
-            meta = joined if self.updates.due(joined, spec) else self.meta.save(meta, joined)
-            meta = self.updates.settle(meta, spec, gradients)
-            outcomes = [FoldOutcome.FOLDED if o is FoldOutcome.PENDING and meta.is_folded(r.epoch, r.batch) else o
-                        for o, r in zip(outcomes, results)]
+        claims = Claims.read(meta, self.leases, results)
+        keep = len(results) <= self.vetting.parallelism(spec)  # decoded gradients fit the memory share
+        screened = self.vetting.screen(results, meta, spec, claims, keep)
+        self.discards.drop(job_id, screened)
+        outcomes = screened.outcomes
+        if screened.accepted:
+            accepted = tuple(Pending.of(r, digest) for _, r, digest, _ in screened.accepted)
+            gradients: Gradients = {r.lease_id: tensors for _, r, _, tensors in screened.accepted if keep}
+            meta = self._take(meta, spec, accepted, gradients)
+            outcomes = self._folded_or_pending(meta, results, outcomes)
         self._publish(status, meta, spec)
         return outcomes
+
+    def apply_sums(self, job_id: str, sums: list[PartialSum]) -> list[FoldOutcome]:
+        """One attempt at partial sums from the job's groups (the top level of
+        a two-level fold), from a fresh read of META. A sum is taken whole or
+        not at all: one holding a batch already taken (its group's fold ran
+        again after a crash) or a result that has become too stale is not
+        taken, and its other batches are discarded, so re-queued."""
+        try:
+            meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
+        except NotFound:
+            return [FoldOutcome.GONE] * len(sums)
+        status = meta.status
+        meta = self.updates.settle(meta, spec)
+        claims = Claims.read(meta, self.leases, [r for s in sums for r in s.results])
+        outcomes: list[FoldOutcome] = []
+        accepted: list[Pending] = []
+        for s in sums:
+            taken = [r for r in s.results if claims.taken(r)]
+            if not taken and all(meta.version - r.base_version <= spec.staleness for r in s.results):
+                for r in s.results:
+                    claims.take(r)
+                accepted.extend(Pending.in_sum(r, s.epoch, s.digest) for r in s.results)
+                outcomes.append(FoldOutcome.PENDING)
+                continue
+            rest = [r for r in s.results if r not in taken]
+            outcomes.append(FoldOutcome.SPLIT_SUM if taken and rest else FoldOutcome.DUPLICATE if taken
+                            else FoldOutcome.STALE)
+            if rest:
+                self.discards.discard(job_id, [(r.epoch, r.batch, [r.lease_id]) for r in rest], outcomes[-1])
+                claims.drop(rest)
+            if taken:
+                self.counters.add(job_id, duplicates=len(taken))
+        if accepted:
+            meta = self._take(meta, spec, tuple(accepted), {})
+            outcomes = self._folded_or_pending(meta, [s.results[0] for s in sums], outcomes)
+        self._publish(status, meta, spec)
+        return outcomes
+
+    def _take(self, meta: JobMeta, spec: JobSpec, accepted: tuple[Pending, ...], gradients: Gradients) -> JobMeta:
+        """Add accepted results to pending: an update due now folds them and
+        records the rest in one META write; otherwise they are recorded as
+        pending (the write conditional on META's revision that claims them)."""
+        joined = replace(meta, pending=meta.pending + accepted)
+        meta = joined if self.updates.due(joined, spec) else self.meta.save(meta, joined)
+        return self.updates.settle(meta, spec, gradients)
+
+    @staticmethod
+    def _folded_or_pending(meta: JobMeta, results: Sequence[Result], outcomes: list[FoldOutcome]) -> list[FoldOutcome]:
+        return [FoldOutcome.FOLDED if o is FoldOutcome.PENDING and meta.is_folded(r.epoch, r.batch) else o
+                for o, r in zip(outcomes, results)]
 
     def _publish(self, status_before: str, meta: JobMeta, spec: JobSpec) -> None:
         """The job's public status document (at once, and the job list, when its status changed)."""

@@ -9,6 +9,7 @@ class FoldOutcome(str, Enum):
     GONE = "gone"                          # the job was deleted
     DUPLICATE = "duplicate"                # its batch is already folded, pending or discarded
     AWAITING_REPLICA = "awaiting_replica"  # a first copy, waiting for its check
+    SUMMED = "summed"                      # in a partial sum, sent to the job's top-level fold
     PENDING = "pending"                    # recorded for the next update
     FOLDED = "folded"                      # recorded, and the update it completed is folded
     # discarded, the batch re-queued:
@@ -17,3 +18,4 @@ class FoldOutcome(str, Enum):
     SAME_VOLUNTEER = "same_volunteer"      # a replica check by the first copy's own volunteer
     REPLICA_VERSION = "replica_version"    # a replica check computed on another version
     DISAGREEMENT = "disagreement"          # the two copies differ by more than the tolerance
+    SPLIT_SUM = "split_sum"                # in a partial sum some of whose batches were already taken

@@ -3,7 +3,9 @@
 Each rule is a sibling class with one method, `aggregate`, chosen per job by
 name (with its settings): `mean`, `median`, `trimmed_mean`, `clipped_mean`.
 The fold validates every gradient (exact size, finite, norm bound) before a
-strategy sees it, so strategies only combine. The robust rules bound what a
+strategy sees it, so strategies only combine. The running-sum rules (mean,
+clipped mean) also combine in parts: a sum of some gradients and their count,
+which a two-level fold takes in several places at once (fold/partials.py). The robust rules bound what a
 minority of hostile volunteers can do to an update: a sign-flipped or scaled
 gradient moves a median or trimmed mean little, and a clipped mean caps each
 volunteer's pull at `clip_norm`.
@@ -11,7 +13,7 @@ volunteer's pull at `clip_norm`.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -26,7 +28,7 @@ def _stacked(gradients: Iterable[Gradient]) -> list[np.ndarray]:
     return [np.stack(tensors) for tensors in zip(*gradients)]
 
 
-def _running_mean(gradients: Iterable[Gradient]) -> Gradient:
+def _sum(gradients: Iterable[Gradient]) -> tuple[Gradient, int]:
     """Summed in place in arrival order: one gradient in memory besides the sum,
     whatever K is, and the same bits on every retry."""
     out: Gradient = []
@@ -38,10 +40,27 @@ def _running_mean(gradients: Iterable[Gradient]) -> Gradient:
             for acc, t in zip(out, gradient):
                 acc += t
         count += 1
+    return out, count
+
+
+def _divided(total: Gradient, count: int) -> Gradient:
     scale = np.float32(1.0 / count)
-    for acc in out:
+    for acc in total:
         acc *= scale
-    return out
+    return total
+
+
+def mean_of_sums(sums: Iterable[tuple[Gradient, int]]) -> Gradient:
+    """The mean of every gradient behind some partial sums (each a sum and its
+    count): their total over their count."""
+    counts: list[int] = []
+
+    def totals() -> Iterator[Gradient]:
+        for total, count in sums:
+            counts.append(count)
+            yield total
+    total, _ = _sum(totals())
+    return _divided(total, sum(counts))
 
 
 class Strategy(Named):
@@ -56,16 +75,33 @@ class Strategy(Named):
         raise NotImplementedError
 
 
-class Mean(Strategy):
+class RunningSum(Strategy):
+    """A rule that sums each gradient as it comes (after `prepared`) and
+    divides by the count: memory independent of K, and an update may be
+    summed in parts, in several places, then combined (`mean_of_sums`)."""
+
+    def prepared(self, gradient: Gradient) -> Gradient:
+        """What the rule adds for one gradient."""
+        return gradient
+
+    def sum(self, gradients: Iterable[Gradient]) -> tuple[Gradient, int]:
+        """The sum of the prepared gradients and their count."""
+        return _sum(self.prepared(g) for g in gradients)
+
+    def aggregate(self, gradients):
+        return _divided(*self.sum(gradients))
+
+    def gradients_held(self, k):
+        return 3  # the sum, the gradient being added, its prepared copy
+
+
+class Mean(RunningSum):
     """The plain average: what one worker's batch of K x B samples would give."""
 
     name = "mean"
 
-    def aggregate(self, gradients):
-        return _running_mean(gradients)
-
     def gradients_held(self, k):
-        return 2  # the sum and the gradient being added
+        return 2  # the sum and the gradient being added (as it is)
 
 
 class Median(Strategy):
@@ -104,7 +140,7 @@ class TrimmedMean(Strategy):
         return 2 * k + 1  # all K, their stacked copy, the result
 
 
-class ClippedMean(Strategy):
+class ClippedMean(RunningSum):
     """Mean of gradients each scaled down to a global L2 norm of at most `clip_norm`."""
 
     name = "clipped_mean"
@@ -113,16 +149,10 @@ class ClippedMean(Strategy):
     def __init__(self, clip_norm: float):
         self.clip_norm = float(clip_norm)
 
-    def aggregate(self, gradients):
-        return _running_mean(self._clipped(g) for g in gradients)
-
-    def _clipped(self, gradient: Gradient) -> Gradient:
+    def prepared(self, gradient):
         norm = math.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in gradient))
         factor = np.float32(min(1.0, self.clip_norm / norm)) if norm > 0 else np.float32(1)
         return [t * factor for t in gradient]
-
-    def gradients_held(self, k):
-        return 3  # the sum, the gradient, its clipped copy
 
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Mean, Median, TrimmedMean, ClippedMean)}

@@ -5,6 +5,10 @@ what is left of it), aggregates them with the job's strategy, applies the
 numpy optimizer to version N and commits N+1 (fold/commit.py). Gradients
 the same invocation accepted are used as they were checked; the others are
 read again and folded only if their bytes are still those accepted.
+
+In a two-level fold the pending results come in partial sums: an update
+takes whole sums (K results or a few more), and its gradient is their total
+over their count.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from chalicelib.errors import BadRequest, NotFound
 from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.fold.strategies import mean_of_sums
 from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.model.versions import VersionStore
@@ -29,10 +34,11 @@ Gradients = dict[str, list[np.ndarray]]  # by lease id
 
 
 class Spoiled(Exception):
-    """A pending gradient that can no longer be folded as accepted."""
+    """Pending results that can no longer be folded as accepted (one gradient,
+    or every result of one partial sum)."""
 
-    def __init__(self, pending: Pending):
-        super().__init__(pending.key)
+    def __init__(self, *pending: Pending):
+        super().__init__(pending[0].key)
         self.pending = pending
 
 
@@ -59,7 +65,7 @@ class Updates:
         """Apply META's first K pending gradients to version N and commit N+1.
         `gradients` holds those this invocation already read and checked;
         the others are read again and must still have the bytes accepted."""
-        group = meta.pending[:spec.gradients_per_update]
+        group = self._next_group(meta.pending, spec.gradients_per_update)
         if any(p.epoch != meta.epoch or meta.is_folded(p.epoch, p.batch) for p in group):
             raise RuntimeError(f"job {meta.job_id}: pending holds a batch that is not of epoch {meta.epoch} "
                                f"or already folded: {group}")
@@ -71,10 +77,22 @@ class Updates:
                 except (BadRequest, NotFound) as err:
                     log.warning("job %s: pending %s-%s spoiled: %s", meta.job_id, p.epoch, p.batch, err)
                     raise Spoiled(p)
+
+        def read_sums() -> Iterator[tuple[list[np.ndarray], int]]:
+            for key in dict.fromkeys(p.key for p in group):  # each sum once, in order
+                members = [p for p in group if p.key == key]
+                try:
+                    yield self.vetting.load_sum(spec, key, members[0].digest), len(members)
+                except (BadRequest, NotFound) as err:
+                    log.warning("job %s: partial sum %s spoiled: %s", meta.job_id, key, err)
+                    raise Spoiled(*members)
         try:
-            combined = spec.build_strategy().aggregate(read())
+            if any(p.summed for p in group):
+                combined = mean_of_sums(read_sums())
+            else:
+                combined = spec.build_strategy().aggregate(read())
         except Spoiled as err:
-            return self._drop_spoiled(meta, [err.pending])
+            return self._drop_spoiled(meta, list(err.pending))
         weights, state = self.versions.read(meta.job_id, meta.version, spec)
         new_weights, new_state = spec.build_optimizer().apply(weights, combined, state)
         self.versions.write(meta.job_id, meta.version + 1, spec, new_weights, new_state)
@@ -87,6 +105,15 @@ class Updates:
             after = replace(after, folded=b"", epoch=epoch, queue_cursor=0,
                             status="finished" if epoch >= spec.epochs else meta.status)
         return self.committer.commit(meta, after, group)
+
+    @staticmethod
+    def _next_group(pending: tuple[Pending, ...], k: int) -> tuple[Pending, ...]:
+        """The first K pending results, and the rest of the partial sum the
+        K-th is in: a sum is folded whole (its results sit side by side)."""
+        end = min(k, len(pending))
+        while 0 < end < len(pending) and pending[end].summed and pending[end].key == pending[end - 1].key:
+            end += 1
+        return pending[:end]
 
     def _drop_spoiled(self, meta: JobMeta, spoiled: list[Pending]) -> JobMeta:
         """A pending gradient that is no longer the one accepted (overwritten

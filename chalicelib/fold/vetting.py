@@ -7,13 +7,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from chalicelib.errors import BadRequest, NotFound
+from chalicelib.fold.claims import Claims
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.model.gradients import check_gradient
+from chalicelib.model.weights import decode_tensors
 from chalicelib.store.meta import JobMeta
 from chalicelib.store.objects import ObjectStore
 from chalicelib.tasks.records import Result
@@ -32,6 +35,17 @@ def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return float(diff / scale) if scale > 0 else 0.0
 
 
+@dataclass
+class Screened:
+    """What checking one invocation's results found: an outcome per result
+    (DUPLICATE unless checked), the accepted ones with their digests and
+    tensors, and the rejected ones by reason."""
+
+    outcomes: list[FoldOutcome]
+    accepted: list[tuple[int, Result, str, list[np.ndarray]]] = field(default_factory=list)  # index, result, ...
+    rejected: dict[FoldOutcome, list[Result]] = field(default_factory=dict)
+
+
 class GradientVetting:
     def __init__(self, objects: ObjectStore, memory_bytes: int = 1024 * 2**20, threads: int = 10):
         self.objects = objects
@@ -43,6 +57,26 @@ class GradientVetting:
         """How many of this job's gradients may be read and decoded at once."""
         per_gradient = 4 * sum(s.size for s in spec.weight_specs)
         return max(1, min(self.threads, self.memory_bytes // 4 // max(1, per_gradient)))
+
+    def screen(self, results: list[Result], meta: JobMeta, spec: JobSpec, claims: Claims,
+               keep: bool = True) -> Screened:
+        """Check the results not already taken (their reads in parallel) and
+        claim the batches of those accepted; without `keep`, the accepted
+        tensors are let go as they are checked."""
+        out = Screened([FoldOutcome.DUPLICATE] * len(results))
+        fresh = [i for i, r in enumerate(results) if not claims.taken(r)]
+        for i, (reason, digest, tensors) in zip(fresh, self.reject_all([results[i] for i in fresh], meta, spec, keep)):
+            r = results[i]
+            if claims.taken(r):
+                continue  # a second result for a batch of this invocation: a duplicate
+            if reason:
+                out.rejected.setdefault(reason, []).append(r)
+                out.outcomes[i] = reason
+                continue
+            claims.take(r)
+            out.accepted.append((i, r, digest, tensors))
+            out.outcomes[i] = FoldOutcome.PENDING
+        return out
 
     def reject_all(self, results: list[Result], meta: JobMeta, spec: JobSpec,
                    keep: bool = True) -> list[tuple[FoldOutcome | None, str, list[np.ndarray]]]:
@@ -69,6 +103,13 @@ class GradientVetting:
             log.warning("job %s: discarding %s-%s: %s", r.job_id, r.epoch, r.batch, err)
             return FoldOutcome.INVALID, "", []
         return None, digest(data), tensors
+
+    def load_sum(self, spec: JobSpec, key: str, accepted: str) -> list[np.ndarray]:
+        """A partial sum of gradients, only if its bytes are those its fold wrote."""
+        data = self.objects.get(key)
+        if digest(data) != accepted:
+            raise BadRequest(f"partial sum {key} is not the one accepted")
+        return decode_tensors(spec.weight_specs, data)
 
     def load(self, spec: JobSpec, key: str, accepted: str) -> list[np.ndarray]:
         """An accepted gradient, only if its bytes are still those accepted."""

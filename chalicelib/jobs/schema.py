@@ -9,7 +9,7 @@ from typing import Any
 from chalicelib import validate
 from chalicelib.errors import BadRequest
 from chalicelib.fold.optimizers import make_optimizer
-from chalicelib.fold.strategies import make_strategy
+from chalicelib.fold.strategies import RunningSum, make_strategy
 from chalicelib.jobs.spec import (BATCH_DTYPES, DEFAULT_LEASE_SECONDS, Dataset, JobSpec, LocalSteps, Replication,
                                   TensorLayout)
 from chalicelib.model.codecs import get_codec
@@ -25,8 +25,11 @@ BATCH_ENCODINGS = ("identity", "gzip")
 # while they are pending (a DynamoDB item holds 400 KB at most).
 MAX_GRADIENTS_PER_UPDATE = 64
 JOB_FIELDS = ("name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness", "epochs",
-              "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication", "local_steps")
+              "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication", "local_steps",
+              "fold_groups")
 MAX_LOCAL_STEPS = 1024
+# Message groups one job's results may be spread over (each a fold running in parallel).
+MAX_FOLD_GROUPS = 64
 MODEL_CLASSES = ("Sequential", "Model", "Functional")
 # Layers whose every weight is trained by gradients. Layers with state that is
 # not learned by gradient (BatchNormalization's moving statistics) would be
@@ -65,6 +68,8 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
     optimizer = make_optimizer(body.get("optimizer", {"name": "adam"}))
     strategy = make_strategy(body.get("aggregation", "mean"))
     k = validate.integer(body, "gradients_per_update", 1, 1, MAX_GRADIENTS_PER_UPDATE)
+    replication = _replication(body.get("replication"))
+    fold_groups = _fold_groups(body, strategy, replication)
     if fold_memory_bytes is not None:
         _check_fold_memory(sum(s.size for s in weight_specs), k, strategy, optimizer, fold_memory_bytes)
     return JobSpec(
@@ -79,10 +84,23 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
         codec=get_codec(body.get("codec", "fp32")).name,
         max_grad_norm=validate.number(body, "max_grad_norm", 1e4, 1e-6, 1e12),
         seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),
-        replication=_replication(body.get("replication")),
+        replication=replication,
         alphabet=_alphabet(body.get("text"), dataset.x),
         local_steps=_local_steps(body.get("local_steps"), dataset),
+        fold_groups=fold_groups,
     )
+
+
+def _fold_groups(body: dict[str, Any], strategy: Any, replication: Replication) -> int:
+    """A two-level fold sums results in parts: only a running-sum rule can be
+    summed so, and a replicated batch's two copies must meet in one place."""
+    groups = validate.integer(body, "fold_groups", 1, 1, MAX_FOLD_GROUPS)
+    if groups > 1 and not isinstance(strategy, RunningSum):
+        raise BadRequest(f"fold_groups above 1 sums each update in parts, which {strategy.name} cannot be: "
+                         f"use mean or clipped_mean, or fold_groups 1")
+    if groups > 1 and replication.copies > 1:
+        raise BadRequest("fold_groups above 1 does not combine with replication: use one or the other")
+    return groups
 
 
 def _check_fold_memory(parameters: int, k: int, strategy: Any, optimizer: Any, memory: int) -> None:

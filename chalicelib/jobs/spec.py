@@ -121,6 +121,10 @@ class JobSpec:
     # show what the model writes.
     alphabet: str = ""
     local_steps: LocalSteps | None = None
+    # Results spread over this many message groups, each summed by its own
+    # fold in parallel, the sums applied by the job's one top-level fold
+    # (fold/partials.py); 1 folds every result in the job's one group.
+    fold_groups: int = 1
 
     @property
     def steps(self) -> int:
@@ -170,6 +174,7 @@ class JobSpec:
             "gradients_per_update": self.gradients_per_update, "staleness": self.staleness, "epochs": self.epochs,
             "lease_seconds": self.lease_seconds, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
             "replication": {"copies": self.replication.copies, "tolerance": self.replication.tolerance},
+            "fold_groups": self.fold_groups,
         }
         if self.alphabet:
             document["text"] = {"alphabet": self.alphabet}

@@ -8,6 +8,10 @@
 - `grads/<job>/EEEEEE/BBBBBB/<lease>.bin`: one uploaded gradient per lease,
   under its own top-level prefix so that one S3 lifecycle rule
   (infra/template.yaml) expires every job's gradients.
+- `grads/<job>/EEEEEE/sums/<sha256>.bin`: a partial sum of gradients (a
+  two-level fold's, fold/partials.py), named by its digest; the same rule
+  expires them. Volunteers' upload forms name one exact gradient key, so no
+  volunteer can write here.
 """
 from __future__ import annotations
 
@@ -45,6 +49,10 @@ def model_key(job_id: str, version: int) -> str:
 
 def gradient_key(job_id: str, epoch: int, batch: int, lease_id: str) -> str:
     return f"{gradient_prefix(job_id)}{epoch:06d}/{batch:06d}/{lease_id}.bin"
+
+
+def partial_sum_key(job_id: str, epoch: int, digest: str) -> str:
+    return f"{gradient_prefix(job_id)}{epoch:06d}/sums/{digest}.bin"
 
 
 INDEX_KEY = "jobs/index.json"

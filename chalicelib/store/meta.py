@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from boto3.dynamodb.conditions import Attr
 
 from chalicelib.errors import NotFound
-from chalicelib.model.keys import gradient_key
+from chalicelib.model.keys import gradient_key, partial_sum_key
 from chalicelib.store.table import Records, job_key
 from chalicelib.tasks.records import Result
 
@@ -31,10 +31,18 @@ class Pending(Result):
     """A validated result waiting in META for the rest of its update."""
 
     digest: str = ""  # sha256 of the bytes the fold accepted; folded only if unchanged
+    # In a partial sum (a two-level fold): `key` and `digest` are the sum's,
+    # shared by every result summed in it, which are folded together.
+    summed: bool = False
 
     @classmethod
     def of(cls, result: Result, digest: str) -> "Pending":
         return cls(**{**result.__dict__, "digest": digest})
+
+    @classmethod
+    def in_sum(cls, result: Result, epoch: int, digest: str) -> "Pending":
+        return cls(**{**result.__dict__, "key": partial_sum_key(result.job_id, epoch, digest), "digest": digest,
+                      "summed": True})
 
 
 @dataclass(frozen=True)
@@ -101,14 +109,17 @@ class JobMeta:
 
 
 def _compact(results: tuple[Pending, ...]) -> str:
-    """Pending results as short lists: the job id and S3 key follow from META's job and the lease."""
+    """Pending results as short lists: the job id and S3 key follow from META's
+    job and the lease (or, for a result in a partial sum, from the sum's digest)."""
     return json.dumps([[p.epoch, p.batch, p.lease_id, p.base_version, p.loss, p.samples, p.volunteer_id, p.digest]
-                       for p in results], separators=(",", ":"))
+                       + ([1] if p.summed else []) for p in results], separators=(",", ":"))
 
 
 def _expand(job_id: str, text: str) -> tuple[Pending, ...]:
-    return tuple(Pending(job_id, e, b, lease_id, base, gradient_key(job_id, e, b, lease_id), loss, samples, volunteer,
-                         digest) for e, b, lease_id, base, loss, samples, volunteer, digest in json.loads(text))
+    def pending(e, b, lease_id, base, loss, samples, volunteer, digest, summed=0) -> Pending:
+        key = partial_sum_key(job_id, e, digest) if summed else gradient_key(job_id, e, b, lease_id)
+        return Pending(job_id, e, b, lease_id, base, key, loss, samples, volunteer, digest, bool(summed))
+    return tuple(pending(*entry) for entry in json.loads(text))
 
 
 def meta_item(meta: JobMeta) -> dict[str, Any]:

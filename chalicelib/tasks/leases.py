@@ -166,7 +166,7 @@ class LeaseService:
         try:
             self._check_upload(job_id, spec, key)
             samples = len(spec.task_batches(lease.batch)) * spec.dataset.batch_size
-            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id))
+            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id), spec.fold_groups)
         except Exception:
             # back to leased: the volunteer may upload again, or retry the completion
             self.leases.move(job_id, lease.lease_id, "completed", "leased")

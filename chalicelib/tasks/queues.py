@@ -1,12 +1,14 @@
 """SQS behind two small classes: the task queue (a receive is a lease) and the
-results FIFO queue (one message group per job serializes its folds)."""
+results FIFO queue (one message group per job serializes its folds; a job
+with `fold_groups` G > 1 spreads its results over G more groups, by batch,
+and their partial sums go to the job's own group)."""
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 from botocore.exceptions import ClientError
 
-from chalicelib.tasks.records import Result, Task
+from chalicelib.tasks.records import PartialSum, Result, Task
 
 
 class TaskQueue:
@@ -49,8 +51,17 @@ class ResultQueue:
         self._sqs = sqs
         self.url = url
 
-    def send(self, result: Result) -> None:
+    def send(self, result: Result, groups: int = 1) -> None:
         """Hand a completed task to the fold. The lease id is the deduplication
-        id, so a completion retried within SQS's 5-minute window is sent once."""
+        id, so a completion retried within SQS's 5-minute window is sent once.
+        Every copy of one batch goes to the same group."""
+        group = result.job_id if groups == 1 else f"{result.job_id}#{result.batch % groups}"
         self._sqs.send_message(QueueUrl=self.url, MessageBody=result.message(),
-                               MessageGroupId=result.job_id, MessageDeduplicationId=result.lease_id)
+                               MessageGroupId=group, MessageDeduplicationId=result.lease_id)
+
+    def send_sum(self, partial: PartialSum) -> None:
+        """Hand a partial sum to the job's top-level fold (the job's own group).
+        Its digest is the deduplication id: the same sum sent again by a
+        retried fold within 5 minutes is sent once."""
+        self._sqs.send_message(QueueUrl=self.url, MessageBody=partial.message(),
+                               MessageGroupId=partial.job_id, MessageDeduplicationId=partial.digest)

@@ -1,6 +1,8 @@
 """The records that travel along the task path, typed from end to end: a
-task message (SQS tasks queue), a lease (inside the signed token) and a
-result (SQS results queue, then the fold). Each field means the same in the
+task message (SQS tasks queue), a lease (inside the signed token), a
+result (SQS results queue, then the fold) and, for a job folded in several
+message groups, a partial sum of results (the results queue again, to the
+job's top-level fold). Each field means the same in the
 JSON it travels as."""
 from __future__ import annotations
 
@@ -84,6 +86,30 @@ class Result:
     def message(self) -> str:
         return json.dumps(asdict(self))
 
+
+@dataclass(frozen=True)
+class PartialSum:
+    """Some accepted results of one job and epoch, checked and summed by one
+    message group's fold; the sum's bytes (float32, manifest order) are stored
+    under `digest` (model/keys.py partial_sum_key)."""
+
+    job_id: str
+    epoch: int
+    digest: str  # sha256 of the stored sum: the top-level fold applies only these bytes
+    results: tuple[Result, ...]
+
+    def message(self) -> str:
+        return json.dumps({"job_id": self.job_id, "epoch": self.epoch, "digest": self.digest,
+                           "results": [asdict(r) for r in self.results]})
+
     @classmethod
-    def from_message(cls, body: str) -> "Result":
-        return _load(cls, json.loads(body))
+    def from_json(cls, raw: Any) -> "PartialSum":
+        if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(cls)}:
+            raise TypeError("not a PartialSum record")
+        return cls(raw["job_id"], int(raw["epoch"]), raw["digest"], tuple(_load(Result, r) for r in raw["results"]))
+
+
+def fold_message(body: str) -> Result | PartialSum:
+    """A results queue message: a result, or a partial sum (it names `results`)."""
+    raw = json.loads(body)
+    return PartialSum.from_json(raw) if isinstance(raw, dict) and "results" in raw else _load(Result, raw)
