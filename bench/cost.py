@@ -71,10 +71,11 @@ PAPER = paper_model()
 BEFORE_TOTAL = 27.35
 
 
-def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0) -> dict:
+def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0, fold_groups: int = 1) -> dict:
     """Run `tasks` tasks through the handlers, `per_fold` results to each fold
     invocation (as Lambda's SQS batch hands them), each task of `local_steps`
-    batches if set; count the app's AWS calls."""
+    batches if set, in `fold_groups` groups (then partial sums follow the
+    results through the queue, and are folded too); count the app's AWS calls."""
     from moto import mock_aws
 
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
@@ -88,7 +89,7 @@ def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0) -> dic
         with Harness() as harness:
             ds = Dataset.generate(batches=tasks * max(1, local_steps), batch_size=8)
             local = {"local_steps": {"steps": local_steps}} if local_steps else {}
-            harness.create_job(ds, gradients_per_update=k, **local)
+            harness.create_job(ds, gradients_per_update=k, fold_groups=fold_groups, **local)
             boto3.setup_default_session(region_name="us-east-1")
 
             def count(model, **_):
@@ -113,18 +114,22 @@ def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0) -> dic
                     start = time.perf_counter()
                     assert harness.complete(task, loss).status_code == 200
                     timings["complete"].append(time.perf_counter() - start)
-                messages = harness.result_messages(max_messages=per_fold)
-                start = time.perf_counter()
-                harness.invoke_fold([m["Body"] for m in messages])
-                timings["fold"].append((time.perf_counter() - start) / len(messages))
-                invocations += 1
-                for m in messages:
-                    harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=m["ReceiptHandle"])
+                # this invocation's results, and at the end every partial sum left
+                while messages := harness.result_messages(max_messages=per_fold):
+                    start = time.perf_counter()
+                    harness.invoke_fold([m["Body"] for m in messages])
+                    timings["fold"].append((time.perf_counter() - start) / len(messages))
+                    invocations += 1
+                    for m in messages:
+                        harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=m["ReceiptHandle"])
+                    if first + per_fold < tasks:
+                        break
     calls[("sqs-fifo", "ReceiveMessage (Lambda poller)")] += invocations
     calls[("sqs-fifo", "DeleteMessageBatch (Lambda poller)")] += invocations
     per_task = {f"{service}:{op}": n / tasks for (service, op), n in sorted(calls.items())}
     seconds = {key: sum(v) / len(v) for key, v in timings.items()}
     return {"tasks": tasks, "k": k, "results_per_fold": per_fold, "local_steps": local_steps,
+            "fold_groups": fold_groups, "fold_invocations_per_task": invocations / tasks,
             "calls_per_task": per_task, "handler_seconds": seconds}
 
 

@@ -3,7 +3,9 @@
 The per-task AWS calls are counted through the real handlers on moto (as
 bench/cost.py does: ten results per fold invocation, K = 10), and the fold's
 throughput for one job is measured with AWS-like latency injected (as
-bench/fold_throughput.py does). Volunteers then play against AWS's published
+bench/fold_throughput.py does), both for a job folded in its one message
+group and for one with `fold_groups` = 16 (a multi-level fold,
+fold/partials.py). Volunteers then play against AWS's published
 quotas, each modelled as a token bucket that refills at the quota's rate and
 holds one second of it: 60 simulated seconds in 100 ms ticks, for the paper's
 model (about 15 s of compute per task) and for a short step (about 0.5 s).
@@ -21,9 +23,23 @@ from dataclasses import dataclass
 from bench import common
 
 VOLUNTEERS = (100, 1_000, 10_000, 100_000)
-# seconds of compute per task: one gradient per task, and the paper's model
-# with 16 local steps per task (one result per 16 steps: the fold's load / 16)
-STEPS = {"paper model": 15.3, "short step": 0.5, "paper model, 16 local steps": 16 * 15.3}
+GROUPS = 16  # fold_groups of the multi-level rows
+
+
+@dataclass(frozen=True)
+class Scenario:
+    step: float  # seconds of compute per task
+    batches: int = 1  # per task (local steps: one result per `batches` steps)
+    fold_groups: int = 1
+
+
+SCENARIOS = {
+    "paper model": Scenario(15.3),
+    f"paper model, fold_groups {GROUPS}": Scenario(15.3, fold_groups=GROUPS),
+    "short step": Scenario(0.5),
+    f"short step, fold_groups {GROUPS}": Scenario(0.5, fold_groups=GROUPS),
+    "paper model, 16 local steps": Scenario(16 * 15.3, batches=16),
+}
 # Request time per task outside the compute (lease, downloads, upload,
 # complete), seconds: bench/overhead.py measured 0.2-0.4 s on the local stack.
 OVERHEAD_SECONDS = 0.3
@@ -43,8 +59,9 @@ QUOTAS = {
                  "API Gateway quotas: 10,000 requests/s per account per Region (burst 5,000), raisable"),
     "lambda": Quota("Lambda concurrent executions, account and region", 1_000,
                     "Lambda quotas: 1,000 concurrent executions per Region by default, raisable"),
-    "fifo": Quota("SQS FIFO SendMessage for one message group (one job)", 300,
-                  "SQS quotas: 300 transactions/s per API action per message group (unbatched sends)"),
+    "fifo": Quota("SQS FIFO SendMessage for the busiest message group", 300,
+                  "SQS quotas: 300 transactions/s per API action per message group (unbatched sends, "
+                  "high-throughput FIFO)"),
     "fold": Quota("fold of one job (one invocation at a time per message group)", 0,
                   "measured: bench/fold_throughput.py, 5 ms per DynamoDB and 25 ms per S3 call"),
     "ddb_write": Quota("DynamoDB on-demand write request units, one table", 40_000,
@@ -76,19 +93,26 @@ class TokenBucket:
         return granted
 
 
-def per_task_demand(calls: dict[str, float], step: float, batches: int = 1) -> dict[str, float]:
-    """Requests (or units) each resource sees per completed task of `batches` batches."""
+def per_task_demand(calls: dict[str, float], scenario: Scenario) -> dict[str, float]:
+    """Requests (or units) each resource sees per completed task."""
+    step, batches, groups = scenario.step, scenario.batches, scenario.fold_groups
     api_handler_seconds = 0.030 + 0.005 * (calls.get("dynamodb:PutItem", 0) + calls.get("dynamodb:DeleteItem", 0)
                                            + calls.get("dynamodb:UpdateItem", 0)) + 0.025 * 1 + 0.010 * 3
     heartbeats = max(0, math.ceil(step / (120 / 3)) - 1)  # 120 s leases, a beat every 40 s
     return {
         "api": 2 + heartbeats,
         "lambda": api_handler_seconds,  # busy Lambda seconds per task: concurrency = rate x this
-        "fifo": 1,
+        # the busiest group: the job's own with one group; with G, a result
+        # group (1/G of the results), a middle one (one sum per ten results
+        # over G/10 groups) or the top (one sum per hundred)
+        "fifo": 1 if groups == 1 else max(1 / groups, 1 / (10 * math.ceil(groups / 10)), 1 / 100),
         "fold": 1,
         "ddb_write": calls.get("dynamodb:write units", 0),
         "ddb_read": calls.get("dynamodb:read units", 0),
-        "meta_item": 2 / 10,  # at most two META writes per fold invocation of ten results
+        # at most two META writes per invocation of the job's serial fold: ten
+        # results; with a multi-level fold ten level-2 sums, counted here as
+        # if only a tenth full (100 results)
+        "meta_item": 2 / 10 if groups == 1 else 2 / 100,
         "s3_put": calls.get("s3:PostObject", 1),
         "s3_get": calls.get("s3:GetObject", 0),
         "cloudfront": 1 + batches + (step + OVERHEAD_SECONDS) / PAGE_POLL_SECONDS,  # weights, batches, status polls
@@ -114,31 +138,38 @@ def simulate(volunteers: int, step: float, demand: dict[str, float], quotas: dic
     return out
 
 
-def measured_inputs(quick: bool) -> tuple[dict[str, float], float]:
+def measured_inputs(quick: bool) -> tuple[dict[int, dict[str, float]], dict[int, float]]:
+    """Calls per task and one job's fold rate (results/s), by fold_groups."""
     from bench.cost import measure
-    from bench.fold_throughput import run
-    calls = measure(tasks=20 if quick else 60, k=K, per_fold=10)["calls_per_task"]
-    fold = run(40 if quick else 200, K, 10)["results_per_second"]
+    from bench.fold_throughput import run, run_levels
+    calls = {groups: measure(tasks=20 if quick else 100, k=K, per_fold=10, fold_groups=groups)["calls_per_task"]
+             for groups in (1, GROUPS)}
+    fold = {1: run(40 if quick else 200, K, 10)["results_per_second"],
+            GROUPS: run_levels(200 if quick else 2000, 64, GROUPS)["job_results_per_second"]}
     return calls, fold
 
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
-    calls, fold_rate = measured_inputs(args.quick)
-    quotas = {key: (fold_rate if key == "fold" else q.per_second) for key, q in QUOTAS.items()}
-    report = {"calls_per_task": calls, "fold_results_per_second": fold_rate, "overhead_seconds": OVERHEAD_SECONDS,
-              "quotas": {k: {"name": q.name, "per_second": quotas[k], "source": q.source} for k, q in QUOTAS.items()},
+    calls, fold_rates = measured_inputs(args.quick)
+    report = {"calls_per_task": calls, "fold_results_per_second": fold_rates, "overhead_seconds": OVERHEAD_SECONDS,
+              "quotas": {k: {"name": q.name, "per_second": q.per_second, "source": q.source}
+                         for k, q in QUOTAS.items()},
               "scenarios": {}}
-    for scenario, step in STEPS.items():
-        demand = per_task_demand(calls, step, 16 if "local steps" in scenario else 1)
+    for scenario, setup in SCENARIOS.items():
+        step = setup.step
+        quotas = {key: (fold_rates[setup.fold_groups] if key == "fold" else q.per_second) for key, q in QUOTAS.items()}
+        demand = per_task_demand(calls[setup.fold_groups], setup)
         per_volunteer = {k: demand[k] / (step + OVERHEAD_SECONDS) for k in demand}
         limits_at = {k: quotas[k] / per_volunteer[k] for k in demand}
         runs = {n: simulate(n, step, demand, quotas) for n in VOLUNTEERS}
         first = min(limits_at, key=limits_at.get)
-        report["scenarios"][scenario] = {"step_seconds": step, "demand_per_task": demand,
+        report["scenarios"][scenario] = {"step_seconds": step, "fold_groups": setup.fold_groups,
+                                         "fold_results_per_second": quotas["fold"], "demand_per_task": demand,
                                          "volunteers_at_limit": limits_at, "first_limit": first,
                                          "first_limit_volunteers": limits_at[first], "runs": runs}
-        print(f"\n{scenario} ({step} s compute per task + {OVERHEAD_SECONDS} s requests):")
+        print(f"\n{scenario} ({step} s compute per task + {OVERHEAD_SECONDS} s requests; one job folds "
+              f"{quotas['fold']:,.0f} results/s):")
         print(f"  {'resource':<62} {'limit at':>10}  " + "  ".join(f"{n:>9,}" for n in VOLUNTEERS))
         for key in sorted(demand, key=limits_at.get):
             cells = "  ".join(f"{runs[n][key]['utilization']:>8.0%}" + ("*" if runs[n][key]["throttled"] > 0.001
@@ -146,12 +177,14 @@ def main() -> None:
             print(f"  {QUOTAS[key].name:<62} {limits_at[key]:>10,.0f}  {cells}")
         print(f"  first limit: {QUOTAS[first].name}, at {limits_at[first]:,.0f} volunteers "
               "(* = the token bucket throttles requests)")
-    paper, short = report["scenarios"]["paper model"], report["scenarios"]["short step"]
+    paper = report["scenarios"][f"paper model, fold_groups {GROUPS}"]
+    short = report["scenarios"][f"short step, fold_groups {GROUPS}"]
     local = report["scenarios"]["paper model, 16 local steps"]
     print(f"with 16 local steps per task the paper's model first meets {QUOTAS[local['first_limit']].name} at "
           f"{local['first_limit_volunteers']:,.0f} volunteers (the target counts one gradient per task)")
-    report["targets"] = {"paper model: 10,000 volunteers hit no limit": paper["first_limit_volunteers"] >= 10_000,
-                         "short step: first limit at >= 1,000 volunteers": short["first_limit_volunteers"] >= 1_000}
+    report["targets"] = {
+        f"paper model, fold_groups {GROUPS}: 10,000 volunteers hit no limit": paper["first_limit_volunteers"] >= 10_000,
+        f"short step, fold_groups {GROUPS}: first limit at >= 1,000 volunteers": short["first_limit_volunteers"] >= 1_000}
     for target, met in report["targets"].items():
         print(f"target {target}: {'met' if met else 'NOT met'}")
     common.save("scale", report, args)

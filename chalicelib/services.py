@@ -146,7 +146,7 @@ class Services:
 
     @cached_property
     def sums(self) -> PartialSums:
-        return PartialSums(self.leases, self.vetting, self.discards, self.objects, self.results)
+        return PartialSums(self.leases, self.vetting, self.discards, self.objects, self.results, self.counters)
 
     @cached_property
     def awaiting(self) -> AwaitingCopies:

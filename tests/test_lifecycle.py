@@ -411,11 +411,12 @@ def test_services_override_puts_a_part_in_place_before_anything_uses_it(harness)
 
 def test_a_fold_message_must_name_exactly_a_records_fields():
     good = Result("j-1", 0, 3, "l", 0, "grads/j-1/k.bin", 1.0, 8, "v")
-    summed = PartialSum("j-1", 0, "ab" * 32, (good, replace(good, batch=4, lease_id="m")))
+    summed = PartialSum("j-1", 0, 1, "ab" * 32, (good, replace(good, batch=4, lease_id="m")))
     assert fold_message(good.message()) == good
     assert fold_message(summed.message()) == summed
     for bad in ('{"job_id": "j-1"}', json.dumps({**json.loads(good.message()), "extra": 1}), "[]",
                 json.dumps({**json.loads(summed.message()), "extra": 1}),
-                json.dumps({**json.loads(summed.message()), "results": [{"job_id": "j-1"}]})):
+                json.dumps({**json.loads(summed.message()), "results": [{"job_id": "j-1"}]}),
+                json.dumps({**json.loads(summed.message()), "level": 3})):
         with pytest.raises(TypeError):
             fold_message(bad)

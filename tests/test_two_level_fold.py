@@ -1,7 +1,8 @@
-"""A job folded in several message groups (`fold_groups` > 1): each group's
-fold sums its results, the job's top-level fold applies whole sums. The same
-exactly-once guarantees as the one-level fold, through crashes at every
-step of both levels, and the same model."""
+"""A job folded in several message groups (`fold_groups` > 1): each result
+group's fold sums its results, middle folds add those sums up, the job's
+top-level fold applies whole sums. The same exactly-once guarantees as the
+one-level fold, through crashes at every step of every level, and the same
+model."""
 from __future__ import annotations
 
 import json
@@ -31,12 +32,23 @@ def work_all(harness, volunteers: int) -> list[dict]:
 
 
 def sum_by_group(harness, groups: int) -> list[PartialSum]:
-    """Each group's fold over its results, as Lambda would run them; the sums they sent."""
+    """Each result group's fold over its results, as Lambda would run them; the level-1 sums they sent."""
     results = [fold_message(m["Body"]) for m in fold_messages(harness)]
     for g in range(groups):
         mine = [r for r in results if r.batch % groups == g]
         assert services().fold.handle_batch(mine) == [FoldOutcome.SUMMED] * len(mine)
-    return [fold_message(m["Body"]) for m in fold_messages(harness)]
+    sums = [fold_message(m["Body"]) for m in fold_messages(harness)]
+    assert all(s.level == 1 for s in sums)
+    return sums
+
+
+def combined(harness, *invocations: list[PartialSum]) -> list[PartialSum]:
+    """Middle folds over level-1 sums, one invocation per list; the level-2 sums they sent."""
+    for sums in invocations:
+        assert services().fold.handle_batch(sums) == [FoldOutcome.SUMMED] * len(sums)
+    out = [fold_message(m["Body"]) for m in fold_messages(harness)]
+    assert all(s.level == 2 for s in out)
+    return out
 
 
 def fold_messages(harness) -> list[dict]:
@@ -81,7 +93,7 @@ def test_an_update_takes_whole_sums_and_their_exact_mean(harness):
     job = harness.create_job(ds, fold_groups=2, gradients_per_update=4, optimizer={"name": "sgd", "learning_rate": 0.5})
     w0 = harness.weights(job, 0)
     work_all(harness, 6)
-    sums = sum_by_group(harness, 2)
+    sums = combined(harness, *([s] for s in sum_by_group(harness, 2)))
     assert [len(s.results) for s in sums] == [3, 3]
     assert services().fold.handle_batch(sums) == [FoldOutcome.FOLDED, FoldOutcome.FOLDED]
     assert harness.status(job)["version"] == 1
@@ -96,19 +108,26 @@ def test_a_sum_is_stored_under_its_digest_and_folded_only_as_stored(harness):
     work_all(harness, 8)
     parts = services()
     sums = sum_by_group(harness, 2)
-    assert len(sums) == 2 and all(isinstance(s, PartialSum) for s in sums)
-    assert sorted(r.batch for s in sums for r in s.results) == list(range(8))
-    # one sum overwritten after its group's fold stored it: it is not folded,
-    # its batches go back on the queue, the other sum waits for them
-    key = partial_sum_key(job, 0, sums[0].digest)
-    stored = harness.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    harness.s3.put_object(Bucket=BUCKET, Key=key, Body=bytes(len(stored)))
-    assert parts.fold.handle_batch(sums) == [FoldOutcome.PENDING, FoldOutcome.PENDING]
-    assert harness.status(job)["version"] == 0
+    assert len(sums) == 2 and sorted(r.batch for s in sums for r in s.results) == list(range(8))
+    assert all(s.key == partial_sum_key(job, 0, s.digest) for s in sums)
+
+    def spoil(key: str) -> None:
+        stored = harness.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        harness.s3.put_object(Bucket=BUCKET, Key=key, Body=bytes(len(stored)))
+    # a level-1 sum overwritten after its fold stored it: the middle fold
+    # leaves it out and its batches go back on the queue
+    spoil(sums[0].key)
+    assert parts.fold.handle_batch(sums) == [FoldOutcome.INVALID, FoldOutcome.SUMMED]
     assert harness.status(job)["discarded"] == {"invalid": len(sums[0].results)}
-    work_all(harness, 8)
-    harness.deliver()
-    assert harness.status(job)["version"] == 1
+    [middle] = [fold_message(m["Body"]) for m in fold_messages(harness)]
+    assert middle.results == sums[1].results
+    # and a level-2 sum overwritten: the top level takes it, the update finds it spoiled
+    spoil(middle.key)
+    assert parts.fold.handle_batch([middle]) == [FoldOutcome.PENDING]
+    while harness.status(job)["status"] != "finished":
+        assert work_all(harness, 8), "nothing left to lease, yet the job is not finished"
+        harness.deliver()
+    assert harness.status(job)["discarded"] == {"invalid": 8} and harness.status(job)["version"] == 1
     assert sorted(b for _, b, _ in harness.folds(job)) == list(range(8))
 
 
@@ -117,12 +136,12 @@ def test_a_sum_holding_a_taken_batch_is_not_taken_and_its_other_batches_go_back(
     job = harness.create_job(ds, fold_groups=2, gradients_per_update=4)
     work_all(harness, 4)
     parts = services()
-    sums = sum_by_group(harness, 2)
+    sums = combined(harness, *([s] for s in sum_by_group(harness, 2)))
     assert parts.fold.handle_batch(sums[:1]) == [FoldOutcome.PENDING]
-    # a retried group fold's sum that overlaps the one taken: one batch taken, one not
+    # a retried lower fold's sum that overlaps the one taken: one batch taken, one not
     first = sums[0].results[0]
     other = sums[1].results[0]
-    overlap = PartialSum(job, 0, sums[1].digest, (first, other))
+    overlap = PartialSum(job, 0, 2, sums[1].digest, (first, other))
     # the other batch's lease is discarded, so the sum it was really in is not taken either
     assert parts.fold.handle_batch([overlap, sums[1]]) == [FoldOutcome.SPLIT_SUM, FoldOutcome.SPLIT_SUM]
     assert harness.status(job)["discarded"] == {"split_sum": len(sums[1].results)}
@@ -133,12 +152,22 @@ def test_a_sum_holding_a_taken_batch_is_not_taken_and_its_other_batches_go_back(
     assert sorted(b for _, b, _ in harness.folds(job)) == list(range(4))
 
 
+def test_a_sum_naming_a_batch_twice_is_not_taken(harness):
+    ds = Dataset.generate(batches=4, batch_size=4)
+    job = harness.create_job(ds, fold_groups=2, gradients_per_update=4)
+    work_all(harness, 4)
+    sums = sum_by_group(harness, 2)
+    twice = replace(sums[0], results=sums[0].results + sums[0].results[:1])  # counted twice, summed once
+    assert services().fold.handle_batch([twice, sums[1]]) == [FoldOutcome.SPLIT_SUM, FoldOutcome.SUMMED]
+    assert harness.status(job)["discarded"] == {"split_sum": len(sums[0].results)}
+
+
 def test_a_sum_gone_stale_before_the_top_level_took_it_is_not_folded(harness):
     ds = Dataset.generate(batches=4, batch_size=4)
     job = harness.create_job(ds, fold_groups=2, gradients_per_update=2, staleness=0)
     work_all(harness, 4)  # all on version 0
     parts = services()
-    sums = sum_by_group(harness, 2)
+    sums = combined(harness, *([s] for s in sum_by_group(harness, 2)))
     assert [parts.fold.handle(s) for s in sums] == [FoldOutcome.FOLDED, FoldOutcome.STALE]
     assert harness.status(job)["version"] == 1
     assert harness.status(job)["discarded"] == {"stale": len(sums[1].results)}
@@ -146,8 +175,9 @@ def test_a_sum_gone_stale_before_the_top_level_took_it_is_not_folded(harness):
 
 CRASH_POINTS = [
     ("before", "sums", "gather", "a group's fold, before checking"),
-    ("before", "results", "send_sum", "a group's fold, sum stored, not sent"),
-    ("after", "results", "send_sum", "a group's fold, sum sent, results not deleted"),
+    ("before", "results", "send_sum", "a lower fold, sum stored, not sent"),
+    ("after", "results", "send_sum", "a lower fold, sum sent, messages not deleted"),
+    ("after", "sums", "screen", "a middle or top fold, sums screened"),
     ("before", "fold", "apply_sums", "the top level, before taking sums"),
     ("after", "meta", "save", "the top level, sums taken as pending"),
     ("before", "versions", "write", "the top level, before writing the version"),
@@ -161,13 +191,13 @@ def test_a_crash_at_either_level_folds_every_batch_once(harness, crashes, when, 
     job = harness.create_job(ds, fold_groups=3, gradients_per_update=5, staleness=100)
     work_all(harness, 12)
     getattr(crashes, when)(part, method, point)
-    messages = harness.result_messages(2)  # small invocations: sums smaller than K wait as pending
+    messages = harness.result_messages(1)  # one message an invocation: sums smaller than K wait as pending
     with pytest.raises(Crash):
         while messages:
             harness.invoke_fold([m["Body"] for m in messages])
             for m in messages:
                 harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=m["ReceiptHandle"])
-            messages = harness.result_messages(2)
+            messages = harness.result_messages(1)
     crashes.heal()
     assert crashes.counts[f"crash: {point}"] == 1
     # Lambda's event source: what was not deleted comes back

@@ -65,11 +65,11 @@ class Fold:
         job's groups), each job's in order. Raises on AWS errors so the queue
         redelivers the batch (every step is safe to repeat)."""
         outcomes: list[FoldOutcome | None] = [None] * len(messages)
-        by_job: dict[tuple[str, type], list[int]] = {}
+        by_job: dict[tuple[str, int], list[int]] = {}
         for i, m in enumerate(messages):
-            by_job.setdefault((m.job_id, type(m)), []).append(i)
-        for (job_id, kind), indexes in by_job.items():
-            apply = self.apply_sums if kind is PartialSum else self.apply_batch
+            by_job.setdefault((m.job_id, m.level if isinstance(m, PartialSum) else 0), []).append(i)
+        for (job_id, level), indexes in by_job.items():
+            apply = (self.apply_batch, self.combine_sums, self.apply_sums)[level]
             for _ in range(MAX_ATTEMPTS):
                 try:
                     done = apply(job_id, [messages[i] for i in indexes])
@@ -110,12 +110,18 @@ class Fold:
         self._publish(status, meta, spec)
         return outcomes
 
+    def combine_sums(self, job_id: str, sums: list[PartialSum]) -> list[FoldOutcome]:
+        """A middle group's level-1 sums, from a fresh read of META (fold/partials.py)."""
+        try:
+            meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
+        except NotFound:
+            return [FoldOutcome.GONE] * len(sums)
+        return self.sums.combine(meta, spec, sums)
+
     def apply_sums(self, job_id: str, sums: list[PartialSum]) -> list[FoldOutcome]:
-        """One attempt at partial sums from the job's groups (the top level of
-        a two-level fold), from a fresh read of META. A sum is taken whole or
-        not at all: one holding a batch already taken (its group's fold ran
-        again after a crash) or a result that has become too stale is not
-        taken, and its other batches are discarded, so re-queued."""
+        """One attempt at level-2 sums (the top level of a multi-level fold,
+        fold/partials.py), from a fresh read of META: those that may be taken
+        whole join pending in one conditional write."""
         try:
             meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
         except NotFound:
@@ -123,24 +129,9 @@ class Fold:
         status = meta.status
         meta = self.updates.settle(meta, spec)
         claims = Claims.read(meta, self.leases, [r for s in sums for r in s.results])
-        outcomes: list[FoldOutcome] = []
-        accepted: list[Pending] = []
-        for s in sums:
-            taken = [r for r in s.results if claims.taken(r)]
-            if not taken and all(meta.version - r.base_version <= spec.staleness for r in s.results):
-                for r in s.results:
-                    claims.take(r)
-                accepted.extend(Pending.in_sum(r, s.epoch, s.digest) for r in s.results)
-                outcomes.append(FoldOutcome.PENDING)
-                continue
-            rest = [r for r in s.results if r not in taken]
-            outcomes.append(FoldOutcome.SPLIT_SUM if taken and rest else FoldOutcome.DUPLICATE if taken
-                            else FoldOutcome.STALE)
-            if rest:
-                self.discards.discard(job_id, [(r.epoch, r.batch, [r.lease_id]) for r in rest], outcomes[-1])
-                claims.drop(rest)
-            if taken:
-                self.counters.add(job_id, duplicates=len(taken))
+        outcomes = self.sums.screen(meta, spec, sums, claims)
+        accepted = [Pending.in_sum(r, s.epoch, s.digest) for s, o in zip(sums, outcomes) if o is FoldOutcome.PENDING
+                    for r in s.results]
         if accepted:
             meta = self._take(meta, spec, tuple(accepted), {})
             outcomes = self._folded_or_pending(meta, [s.results[0] for s in sums], outcomes)

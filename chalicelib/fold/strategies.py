@@ -28,8 +28,8 @@ def _stacked(gradients: Iterable[Gradient]) -> list[np.ndarray]:
     return [np.stack(tensors) for tensors in zip(*gradients)]
 
 
-def _sum(gradients: Iterable[Gradient]) -> tuple[Gradient, int]:
-    """Summed in place in arrival order: one gradient in memory besides the sum,
+def sum_in_order(gradients: Iterable[Gradient]) -> tuple[Gradient, int]:
+    """Gradients (or sums) and their count, summed in place in arrival order: one gradient in memory besides the sum,
     whatever K is, and the same bits on every retry."""
     out: Gradient = []
     count = 0
@@ -59,7 +59,7 @@ def mean_of_sums(sums: Iterable[tuple[Gradient, int]]) -> Gradient:
         for total, count in sums:
             counts.append(count)
             yield total
-    total, _ = _sum(totals())
+    total, _ = sum_in_order(totals())
     return _divided(total, sum(counts))
 
 
@@ -86,7 +86,7 @@ class RunningSum(Strategy):
 
     def sum(self, gradients: Iterable[Gradient]) -> tuple[Gradient, int]:
         """The sum of the prepared gradients and their count."""
-        return _sum(self.prepared(g) for g in gradients)
+        return sum_in_order(self.prepared(g) for g in gradients)
 
     def aggregate(self, gradients):
         return _divided(*self.sum(gradients))

@@ -6,9 +6,9 @@ numpy optimizer to version N and commits N+1 (fold/commit.py). Gradients
 the same invocation accepted are used as they were checked; the others are
 read again and folded only if their bytes are still those accepted.
 
-In a two-level fold the pending results come in partial sums: an update
-takes whole sums (K results or a few more), and its gradient is their total
-over their count.
+In a multi-level fold the pending results come in partial sums: an update
+takes every pending sum once there are K results or more, and its gradient
+is their total over their count.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.strategies import mean_of_sums
-from chalicelib.fold.vetting import GradientVetting
+from chalicelib.fold.vetting import GradientVetting, SpoiledSum
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.model.versions import VersionStore
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, mark_folded
@@ -79,13 +79,15 @@ class Updates:
                     raise Spoiled(p)
 
         def read_sums() -> Iterator[tuple[list[np.ndarray], int]]:
-            for key in dict.fromkeys(p.key for p in group):  # each sum once, in order
-                members = [p for p in group if p.key == key]
-                try:
-                    yield self.vetting.load_sum(spec, key, members[0].digest), len(members)
-                except (BadRequest, NotFound) as err:
-                    log.warning("job %s: partial sum %s spoiled: %s", meta.job_id, key, err)
-                    raise Spoiled(*members)
+            keys = list(dict.fromkeys(p.key for p in group))  # each sum once, in order
+            members = {key: [p for p in group if p.key == key] for key in keys}
+            try:
+                for key, tensors in zip(keys, self.vetting.load_sums(spec, [(k, members[k][0].digest) for k in keys])):
+                    yield tensors, len(members[key])
+            except SpoiledSum as err:
+                log.warning("job %s: %s", meta.job_id, err)
+                raise Spoiled(*members[err.key])
+
         try:
             if any(p.summed for p in group):
                 combined = mean_of_sums(read_sums())
@@ -108,12 +110,11 @@ class Updates:
 
     @staticmethod
     def _next_group(pending: tuple[Pending, ...], k: int) -> tuple[Pending, ...]:
-        """The first K pending results, and the rest of the partial sum the
-        K-th is in: a sum is folded whole (its results sit side by side)."""
-        end = min(k, len(pending))
-        while 0 < end < len(pending) and pending[end].summed and pending[end].key == pending[end - 1].key:
-            end += 1
-        return pending[:end]
+        """The first K pending results; in a multi-level fold, every pending
+        sum: K is then the least an update takes, so the job's one serial
+        fold makes one version per invocation however many results it brings
+        (fold/partials.py)."""
+        return pending if pending and pending[0].summed else pending[:k]
 
     def _drop_spoiled(self, meta: JobMeta, spoiled: list[Pending]) -> JobMeta:
         """A pending gradient that is no longer the one accepted (overwritten

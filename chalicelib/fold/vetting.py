@@ -8,6 +8,7 @@ import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
@@ -33,6 +34,14 @@ def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     diff = np.sqrt(sum(float(np.sum((x.astype(np.float64) - y) ** 2)) for x, y in zip(a, b)))
     scale = max(np.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in g)) for g in (a, b))
     return float(diff / scale) if scale > 0 else 0.0
+
+
+class SpoiledSum(Exception):
+    """A partial sum whose bytes are not those its fold stored."""
+
+    def __init__(self, key: str, what: str):
+        super().__init__(f"partial sum {key} {what}")
+        self.key = key
 
 
 @dataclass
@@ -104,12 +113,21 @@ class GradientVetting:
             return FoldOutcome.INVALID, "", []
         return None, digest(data), tensors
 
-    def load_sum(self, spec: JobSpec, key: str, accepted: str) -> list[np.ndarray]:
-        """A partial sum of gradients, only if its bytes are those its fold wrote."""
-        data = self.objects.get(key)
-        if digest(data) != accepted:
-            raise BadRequest(f"partial sum {key} is not the one accepted")
-        return decode_tensors(spec.weight_specs, data)
+    def load_sums(self, spec: JobSpec, sums: list[tuple[str, str]]) -> Iterator[list[np.ndarray]]:
+        """Partial sums of gradients (key, digest), in order, read in parallel
+        (as many at once as fit), each only if its bytes are those its fold
+        stored (SpoiledSum otherwise)."""
+        def load(key: str, accepted: str) -> list[np.ndarray]:
+            try:
+                data = self.objects.get(key)
+            except NotFound:
+                raise SpoiledSum(key, "is gone")
+            if digest(data) != accepted:
+                raise SpoiledSum(key, "is not the one accepted")
+            return decode_tensors(spec.weight_specs, data)
+        step = self.parallelism(spec)
+        for start in range(0, len(sums), step):
+            yield from [done.result() for done in [self._pool.submit(load, *s) for s in sums[start:start + step]]]
 
     def load(self, spec: JobSpec, key: str, accepted: str) -> list[np.ndarray]:
         """An accepted gradient, only if its bytes are still those accepted."""

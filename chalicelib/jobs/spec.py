@@ -122,7 +122,8 @@ class JobSpec:
     alphabet: str = ""
     local_steps: LocalSteps | None = None
     # Results spread over this many message groups, each summed by its own
-    # fold in parallel, the sums applied by the job's one top-level fold
+    # fold in parallel, the sums added up by middle folds and applied by the
+    # job's one top-level fold, an update taking K results or more
     # (fold/partials.py); 1 folds every result in the job's one group.
     fold_groups: int = 1
 

@@ -1,7 +1,8 @@
 """SQS behind two small classes: the task queue (a receive is a lease) and the
 results FIFO queue (one message group per job serializes its folds; a job
 with `fold_groups` G > 1 spreads its results over G more groups, by batch,
-and their partial sums go to the job's own group)."""
+their partial sums over a tenth as many middle groups, and the middle sums
+go to the job's own group: fold/partials.py)."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -59,9 +60,9 @@ class ResultQueue:
         self._sqs.send_message(QueueUrl=self.url, MessageBody=result.message(),
                                MessageGroupId=group, MessageDeduplicationId=result.lease_id)
 
-    def send_sum(self, partial: PartialSum) -> None:
-        """Hand a partial sum to the job's top-level fold (the job's own group).
-        Its digest is the deduplication id: the same sum sent again by a
-        retried fold within 5 minutes is sent once."""
-        self._sqs.send_message(QueueUrl=self.url, MessageBody=partial.message(),
-                               MessageGroupId=partial.job_id, MessageDeduplicationId=partial.digest)
+    def send_sum(self, partial: PartialSum, group: str) -> None:
+        """Hand a partial sum on to the fold of `group`. Its level and digest
+        are the deduplication id: the same sum sent again by a retried fold
+        within 5 minutes is sent once."""
+        self._sqs.send_message(QueueUrl=self.url, MessageBody=partial.message(), MessageGroupId=group,
+                               MessageDeduplicationId=f"{partial.level}-{partial.digest}")

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from chalicelib.model.keys import partial_sum_key
+
 
 def _load(cls: type, raw: Any) -> Any:
     """`cls` from a decoded JSON object: exactly its fields (TypeError otherwise)."""
@@ -89,24 +91,32 @@ class Result:
 
 @dataclass(frozen=True)
 class PartialSum:
-    """Some accepted results of one job and epoch, checked and summed by one
-    message group's fold; the sum's bytes (float32, manifest order) are stored
-    under `digest` (model/keys.py partial_sum_key)."""
+    """Some accepted results of one job and epoch, summed: by a group's fold
+    (level 1, up to 10 results, on its way to a middle fold) or by a middle
+    fold from up to 10 such sums (level 2, on its way to the job's top-level
+    fold). The sum's bytes (float32, manifest order) are stored under
+    `digest` (model/keys.py partial_sum_key)."""
 
     job_id: str
     epoch: int
-    digest: str  # sha256 of the stored sum: the top-level fold applies only these bytes
+    level: int
+    digest: str  # sha256 of the stored sum: only these bytes are used
     results: tuple[Result, ...]
 
+    @property
+    def key(self) -> str:
+        return partial_sum_key(self.job_id, self.epoch, self.digest)
+
     def message(self) -> str:
-        return json.dumps({"job_id": self.job_id, "epoch": self.epoch, "digest": self.digest,
+        return json.dumps({"job_id": self.job_id, "epoch": self.epoch, "level": self.level, "digest": self.digest,
                            "results": [asdict(r) for r in self.results]})
 
     @classmethod
     def from_json(cls, raw: Any) -> "PartialSum":
-        if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(cls)}:
+        if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(cls)} or raw["level"] not in (1, 2):
             raise TypeError("not a PartialSum record")
-        return cls(raw["job_id"], int(raw["epoch"]), raw["digest"], tuple(_load(Result, r) for r in raw["results"]))
+        return cls(raw["job_id"], int(raw["epoch"]), raw["level"], raw["digest"],
+                   tuple(_load(Result, r) for r in raw["results"]))
 
 
 def fold_message(body: str) -> Result | PartialSum:

@@ -82,7 +82,8 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
     if args.optimizer == "momentum":
         optimizer.update(momentum=args.momentum, use_nesterov=args.nesterov)
     hyper = {"optimizer": optimizer, "gradients_per_update": args.gradients_per_update, "staleness": args.staleness,
-             "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed}
+             "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed,
+             "fold_groups": args.fold_groups}
     if args.local_steps:
         hyper["local_steps"] = {"steps": args.local_steps, "optimizer": {
             "name": args.local_optimizer, "learning_rate": args.local_learning_rate}}
@@ -297,6 +298,9 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
                         help="the volunteers' own optimizer for local steps (TF.js's)")
     parser.add_argument("--local-learning-rate", type=float, default=0.01)
     parser.add_argument("--lease-seconds", type=int, default=120)
+    parser.add_argument("--fold-groups", type=int, default=1,
+                        help="G > 1 folds the job's results in G message groups at once, then sums their sums "
+                             "(a job of thousands of volunteers; mean or clipped_mean only: docs/scale.md)")
     parser.add_argument("--codec", default="fp32", choices=sorted(CODECS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-start", action="store_true", help="upload but do not start the job")
