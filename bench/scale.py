@@ -68,8 +68,9 @@ QUOTAS = {
                        "DynamoDB quotas: 40,000 write request units/s per on-demand table by default"),
     "ddb_read": Quota("DynamoDB on-demand read request units, one table", 40_000,
                       "DynamoDB quotas: 40,000 read request units/s per on-demand table by default"),
-    "meta_item": Quota("DynamoDB writes to one item (the job's META)", 1_000,
-                       "DynamoDB: 1,000 write units/s per partition, so per item"),
+    "meta_item": Quota("DynamoDB write units on one item (the job's META)", 1_000,
+                       "DynamoDB: 1,000 write units/s per partition, so per item; a write of an item "
+                       "costs a unit per KB of it"),
     "s3_put": Quota("S3 PUT/POST on one prefix (grads/<job>/)", 3_500,
                     "S3 performance guidelines: 3,500 PUT/COPY/POST/DELETE per second per prefix"),
     "s3_get": Quota("S3 GET on one prefix (grads/<job>/)", 5_500,
@@ -93,6 +94,19 @@ class TokenBucket:
         return granted
 
 
+def meta_write_units(groups: int) -> float:
+    """META write units per result: at most two writes per invocation of the
+    job's serial fold, each costing a unit per KB of META: its bitmap at
+    100,000 batches (13 KB, the least compressible), up to 64 pending results
+    (10 KB) and the last update's batches (45 bytes each). One group: ten
+    results an invocation, updates of K = 10. Folded in parts: the top level
+    takes up to 1,000 results an invocation and folds them as one update;
+    counted here half full (500)."""
+    per_invocation = 10 if groups == 1 else 500
+    update = K if groups == 1 else per_invocation
+    return 2 * math.ceil(13 + 10 + 0.045 * update) / per_invocation
+
+
 def per_task_demand(calls: dict[str, float], scenario: Scenario) -> dict[str, float]:
     """Requests (or units) each resource sees per completed task."""
     step, batches, groups = scenario.step, scenario.batches, scenario.fold_groups
@@ -109,10 +123,7 @@ def per_task_demand(calls: dict[str, float], scenario: Scenario) -> dict[str, fl
         "fold": 1,
         "ddb_write": calls.get("dynamodb:write units", 0),
         "ddb_read": calls.get("dynamodb:read units", 0),
-        # at most two META writes per invocation of the job's serial fold: ten
-        # results; with a multi-level fold ten level-2 sums, counted here as
-        # if only a tenth full (100 results)
-        "meta_item": 2 / 10 if groups == 1 else 2 / 100,
+        "meta_item": meta_write_units(groups),
         "s3_put": calls.get("s3:PostObject", 1),
         "s3_get": calls.get("s3:GetObject", 0),
         "cloudfront": 1 + batches + (step + OVERHEAD_SECONDS) / PAGE_POLL_SECONDS,  # weights, batches, status polls
@@ -144,8 +155,8 @@ def measured_inputs(quick: bool) -> tuple[dict[int, dict[str, float]], dict[int,
     from bench.fold_throughput import run, run_levels
     calls = {groups: measure(tasks=20 if quick else 100, k=K, per_fold=10, fold_groups=groups)["calls_per_task"]
              for groups in (1, GROUPS)}
-    fold = {1: run(40 if quick else 200, K, 10)["results_per_second"],
-            GROUPS: run_levels(200 if quick else 2000, 64, GROUPS)["job_results_per_second"]}
+    fold = {1: run(40 if quick else 200, K, 10)["aws_results_per_second"],
+            GROUPS: run_levels(200 if quick else 2000, 64, GROUPS)["job_aws_results_per_second"]}
     return calls, fold
 
 

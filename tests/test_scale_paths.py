@@ -15,9 +15,9 @@ import pytest
 
 from chalicelib.jobs.schema import MAX_GRADIENTS_PER_UPDATE, parse_job
 from chalicelib.services import services
-from chalicelib.store.meta import JobMeta, Pending, mark_folded, meta_item
+from chalicelib.store.meta import FoldLog, JobMeta, Pending, mark_folded, meta_item
 from chalicelib.store.table import item_size
-from chalicelib.tasks.records import Lease
+from chalicelib.tasks.records import Lease, Result
 from chalicelib.tasks.epochs import CHUNK, EpochQueue
 from tests.harness import BUCKET, TASK_MAX_RECEIVES, Dataset, job_body, softmax_loss_and_grad
 
@@ -146,6 +146,20 @@ def test_meta_stays_small_at_100000_batches():
     meta = JobMeta(f"j-{'0' * 12}", "running", version=5000, epoch=3, folded=mark_folded(b"", half),
                    folded_total=300_000, pending=pending)
     assert item_size(meta_item(meta)) < 40_000, item_size(meta_item(meta))
+
+
+def test_meta_of_a_job_folded_in_parts_stays_well_under_the_item_limit():
+    """Its last update may list up to K - 1 + 1,000 batches (every pending sum)."""
+    rng = random.Random(0)
+    half = [b for b in range(100_000) if rng.random() < 0.5]
+    job = f"j-{'0' * 12}"
+    pending = tuple(Pending.in_sum(Result(job, 0, b, "f" * 32, 7, "", 2.345678901234, 32, "volunteer-" + "x" * 54),
+                                   0, "a" * 64) for b in range(MAX_GRADIENTS_PER_UPDATE - 1))
+    update = MAX_GRADIENTS_PER_UPDATE - 1 + 1000
+    last = FoldLog(5000, 2.3456789, 32 * update, 1.8e9, tuple((0, 99_000 - b, "f" * 32) for b in range(update)))
+    meta = JobMeta(job, "running", version=5000, epoch=3, folded=mark_folded(b"", half), folded_total=300_000,
+                   pending=pending, last_fold=last)
+    assert item_size(meta_item(meta)) < 100_000, item_size(meta_item(meta))
 
 
 def test_a_spec_over_the_item_limit_is_refused(harness):
