@@ -7,9 +7,11 @@ fold), except that its compute is a sleep of the measured step time, so that
 this 2-core machine is not the limit of the volunteers' own compute. Scaling
 efficiency(n) = rate(n) / (n x rate(1)). Target: 95 % or more at 32.
 
-Two cases: the paper's model (sequence 1,024, a step as long as the browser's
-measured in bench/overhead.py) and a step as short as TF.js's LSTM(128) text
-example's, which loads the coordination 30 times harder. A volunteer's rate is
+Three cases: the paper's model (sequence 1,024, a step as long as the
+browser's measured in bench/overhead.py), a step as short as TF.js's
+LSTM(128) text example's, which loads the coordination 30 times harder, and
+that short step with 8 local steps per task (`local_steps`: a task is 8
+batches, downloaded and stepped through, and one upload). A volunteer's rate is
 its completions in the window less one, over the time between its first and
 last: no rounding to whole tasks, even when a step is a third of the window.
 Volunteers arrive spread over one step; results the fold discards (too stale)
@@ -58,9 +60,10 @@ class Volunteer(threading.Thread):
             return
         base = task["model_url"].rsplit("/", 1)[0]
         self.http.get(f"{base}/weights.bin", timeout=30).raise_for_status()
-        self.http.get(task["batch_url"], timeout=30).raise_for_status()
+        for url in task["batch_urls"]:  # one, or one per local step
+            self.http.get(url, timeout=30).raise_for_status()
         slept = time.monotonic()
-        time.sleep(self.step)  # the browser's gradient computation
+        time.sleep(self.step * len(task["batch_urls"]))  # the browser's gradient computation (or local steps)
         woke = time.monotonic()
         post_form(task["upload"], np.zeros(task["upload_bytes"], np.uint8).tobytes())
         try:
@@ -72,7 +75,8 @@ class Volunteer(threading.Thread):
             self.lost += 1  # the lease ended first: part of the measurement
             return
         end = time.monotonic()
-        self.done.append((end, task["spec"]["dataset"]["x"]["shape"][0], (slept - start) + (end - woke)))
+        samples = task["spec"]["dataset"]["x"]["shape"][0] * len(task["batch_urls"])
+        self.done.append((end, samples, (slept - start) + (end - woke)))
 
 
 def measure(stack: LocalCloudProcess, n: int, step: float, seconds: float) -> dict:
@@ -121,19 +125,22 @@ def discarded(stack: LocalCloudProcess, job: str) -> int:
     return previous[1]
 
 
-def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_seconds: float) -> dict:
+def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_seconds: float, local_steps: int = 1) -> dict:
     """One case on a fresh local stack: rows of volunteers, samples/s, efficiency, lost leases."""
-    seconds = max(min_seconds, 3 * step_ms / 1000 + 5)  # at least two completions per volunteer
+    task_ms = step_ms * local_steps
+    seconds = max(min_seconds, 3 * task_ms / 1000 + 5)  # at least two completions per volunteer
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         stack = LocalCloudProcess(Path(tmp))
         try:
             # staleness 16: with 32 volunteers and K = 3 a result lands about 32 / 3 versions after its
             # lease, so a smaller bound discards work the crowd did (section 4 shows what S costs)
-            job = stack.char_lstm_job(batches=400, epochs=500, k=3, seq_len=seq_len, batch_size=32, staleness=16)
+            local = {"local_steps": {"steps": local_steps}} if local_steps > 1 else {}
+            job = stack.char_lstm_job(batches=400 * local_steps, epochs=500, k=3, seq_len=seq_len, batch_size=32,
+                                      staleness=16, **local)
             for n in counts:
                 before = discarded(stack, job)
-                row = measure(stack, n, step_ms / 1000, seconds)
+                row = measure(stack, n, step_ms / 1000, seconds)  # a task sleeps a step per batch
                 # results the fold dropped were computed for nothing: only the rest count
                 row["discarded"] = discarded(stack, job) - before
                 row["trained_per_second"] = row["samples_per_second"] * (1 - row["discarded"] / row["completed"])
@@ -147,7 +154,8 @@ def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_second
                       f"discarded {row['discarded']} of {row['completed']}", flush=True)
         finally:
             stack.stop()
-    return {"case": case, "seq_len": seq_len, "step_ms": step_ms, "seconds_per_point": seconds, "rows": rows,
+    return {"case": case, "seq_len": seq_len, "step_ms": step_ms, "local_steps": local_steps,
+            "seconds_per_point": seconds, "rows": rows,
             "target_met": rows[-1]["efficiency"] >= 0.95}
 
 
@@ -159,6 +167,9 @@ def measured_step_ms() -> float | None:
     return json.loads(path.read_text())["summary"]["compute"]["median"]
 
 
+CASES = ("paper model", "short step", "short step, 8 local steps")
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--paper-step-ms", type=float, default=measured_step_ms(),
@@ -166,6 +177,8 @@ def main() -> None:
                         "at sequence 1,024, from bench/results/overhead.json)")
     # 674 ms: one step of TF.js's LSTM(128) text example, batch 32, wasm (shared/paper/facts.md).
     p.add_argument("--fast-step-ms", type=float, default=674, help="simulated compute per task, short-step case")
+    p.add_argument("--case", action="append", choices=CASES,
+                   help="run only this case (repeatable); the others are kept from bench/results/scaling.json")
     args = p.parse_args()
     if args.paper_step_ms is None and not args.quick:
         p.error("no bench/results/overhead.json: run bench/overhead.py first or pass --paper-step-ms")
@@ -173,8 +186,13 @@ def main() -> None:
         cases = [scale("short step", 128, args.fast_step_ms, [1, 2], 4)]
     else:
         counts = [1, 2, 4, 8, 16, 32]
-        cases = [scale("paper model", 1024, args.paper_step_ms, counts, 20),
-                 scale("short step", 128, args.fast_step_ms, counts, 20)]
+        setups = {"paper model": (1024, args.paper_step_ms, 1), "short step": (128, args.fast_step_ms, 1),
+                  "short step, 8 local steps": (128, args.fast_step_ms, 8)}
+        kept = {c["case"]: c for c in json.loads((common.RESULTS / "scaling.json").read_text())["cases"]} \
+            if args.case and (common.RESULTS / "scaling.json").exists() else {}
+        cases = [kept[name] if args.case and name not in args.case and name in kept
+                 else scale(name, seq, step, counts, 20, local_steps=steps)
+                 for name, (seq, step, steps) in setups.items()]
     for case in cases:
         last = case["rows"][-1]
         print(f"{case['case']}: target >= 95 % at {last['volunteers']}: {last['efficiency']:.0%} -> "

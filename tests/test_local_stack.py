@@ -87,8 +87,8 @@ def stack(tmp_path_factory):
 
 
 def test_cli_creates_watches_pauses_downloads_and_deletes(stack, tmp_path):
-    created = stack.cli("create", "--seq-len", "12", "--batch-size", "4", "--batches", "3", "--epochs", "1",
-                        "--passage", "gen1:1-gen1:31", "--no-start")
+    created = stack.cli("create", "--units", "10", "10", "--seq-len", "12", "--batch-size", "4", "--batches", "3",
+                        "--epochs", "1", "--passage", "gen1:1-gen1:31", "--no-start")
     job = created.stdout.strip().splitlines()[-1]
     assert job.startswith("j-") and "uploading batches [" in created.stderr and "3/3" in created.stderr
     jobs = [json.loads(line) for line in stack.cli("jobs", "--json").stdout.splitlines()]
