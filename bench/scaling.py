@@ -11,7 +11,9 @@ Three cases: the paper's model (sequence 1,024, a step as long as the
 browser's measured in bench/overhead.py), a step as short as TF.js's
 LSTM(128) text example's, which loads the coordination 30 times harder, and
 that short step with 8 local steps per task (`local_steps`: a task is 8
-batches, downloaded and stepped through, and one upload). A volunteer's rate is
+batches, downloaded and stepped through, and one upload), one task at a time
+and pipelined as the page does it (prefetch 1: the next task leased and
+downloaded, and the last one delivered, while one computes). A volunteer's rate is
 its completions in the window less one, over the time between its first and
 last: no rounding to whole tasks, even when a step is a third of the window.
 Volunteers arrive spread over one step; results the fold discards (too stale)
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 
@@ -34,10 +37,11 @@ from crowdtrain.api import Api, ApiError, post_form
 
 
 class Volunteer(threading.Thread):
-    def __init__(self, api_url: str, name: str, step_seconds: float, arrive_seconds: float, stop: threading.Event):
+    def __init__(self, api_url: str, name: str, step_seconds: float, arrive_seconds: float, stop: threading.Event,
+                 pipelined: bool = False):
         super().__init__(daemon=True)
         self.api, self.name_, self.step, self.stop = Api(api_url), name, step_seconds, stop
-        self.arrive = arrive_seconds
+        self.arrive, self.pipelined = arrive_seconds, pipelined
         self.http = requests.Session()
         self.done: list[tuple[float, int, float]] = []  # (when, samples, seconds of requests) per task
         self.lost = 0
@@ -47,24 +51,30 @@ class Volunteer(threading.Thread):
         self.stop.wait(self.arrive)
         while not self.stop.is_set():
             try:
-                self.one_task()
+                self.pipeline() if self.pipelined else self.one_task()
             except (requests.RequestException, ApiError):  # a browser backs off and tries again
                 self.errors += 1
                 time.sleep(0.5)
 
-    def one_task(self) -> None:
+    def acquire(self) -> tuple[dict, float] | None:
+        """Lease a task and download what it needs: (task, seconds), or None after a short wait."""
         start = time.monotonic()
         task = self.api.call("POST", "/tasks/lease", {"volunteer_id": self.name_}, signed=False)
         if task is None:
             time.sleep(0.2)
-            return
+            return None
         base = task["model_url"].rsplit("/", 1)[0]
         self.http.get(f"{base}/weights.bin", timeout=30).raise_for_status()
         for url in task["batch_urls"]:  # one, or one per local step
             self.http.get(url, timeout=30).raise_for_status()
-        slept = time.monotonic()
+        return task, time.monotonic() - start
+
+    def compute(self, task: dict) -> None:
         time.sleep(self.step * len(task["batch_urls"]))  # the browser's gradient computation (or local steps)
-        woke = time.monotonic()
+
+    def deliver(self, task: dict, seconds: float) -> None:
+        """Upload and complete; the task counts with `seconds` of requests before its compute."""
+        start = time.monotonic()
         post_form(task["upload"], np.zeros(task["upload_bytes"], np.uint8).tobytes())
         try:
             self.api.call("POST", "/tasks/complete",
@@ -76,14 +86,36 @@ class Volunteer(threading.Thread):
             return
         end = time.monotonic()
         samples = task["spec"]["dataset"]["x"]["shape"][0] * len(task["batch_urls"])
-        self.done.append((end, samples, (slept - start) + (end - woke)))
+        self.done.append((end, samples, seconds + end - start))
+
+    def one_task(self) -> None:
+        acquired = self.acquire()
+        if acquired:
+            self.compute(acquired[0])
+            self.deliver(*acquired)
+
+    def pipeline(self) -> None:
+        """What the page does (prefetch 1): the next task is leased and downloaded,
+        and the last one delivered, while one computes."""
+        with ThreadPoolExecutor(2) as pool:
+            nxt, delivering = pool.submit(self.acquire), None
+            while not self.stop.is_set():
+                acquired = nxt.result()
+                nxt = pool.submit(self.acquire)
+                if acquired:
+                    self.compute(acquired[0])
+                    if delivering:
+                        delivering.result()
+                    delivering = pool.submit(self.deliver, *acquired)
+            if delivering:
+                delivering.result()
 
 
-def measure(stack: LocalCloudProcess, n: int, step: float, seconds: float) -> dict:
+def measure(stack: LocalCloudProcess, n: int, step: float, seconds: float, pipelined: bool = False) -> dict:
     stop = threading.Event()
     # volunteers arrive spread over one step, as people do: started together with
     # equal steps, they would hit the API in lock-step bursts for the whole run
-    crowd = [Volunteer(stack.state["api"], f"sim-{n}-{i}", step, step * i / n, stop) for i in range(n)]
+    crowd = [Volunteer(stack.state["api"], f"sim-{n}-{i}", step, step * i / n, stop, pipelined) for i in range(n)]
     for v in crowd:
         v.start()
     warmup = step * 3 + 1
@@ -125,7 +157,12 @@ def discarded(stack: LocalCloudProcess, job: str) -> int:
     return previous[1]
 
 
-def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_seconds: float, local_steps: int = 1) -> dict:
+def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_seconds: float, local_steps: int = 1,
+          pipelined: bool = False) -> dict:
+    # staleness 16: with 32 volunteers and K = 3 a result lands about 32 / 3 versions after its
+    # lease, so a smaller bound discards work the crowd did (section 4 shows what S costs);
+    # pipelined, a task is leased a task ahead of its compute, so results land about twice as far
+    staleness = 32 if pipelined else 16
     """One case on a fresh local stack: rows of volunteers, samples/s, efficiency, lost leases."""
     task_ms = step_ms * local_steps
     seconds = max(min_seconds, 3 * task_ms / 1000 + 5)  # at least two completions per volunteer
@@ -133,14 +170,12 @@ def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_second
     with tempfile.TemporaryDirectory() as tmp:
         stack = LocalCloudProcess(Path(tmp))
         try:
-            # staleness 16: with 32 volunteers and K = 3 a result lands about 32 / 3 versions after its
-            # lease, so a smaller bound discards work the crowd did (section 4 shows what S costs)
             local = {"local_steps": {"steps": local_steps}} if local_steps > 1 else {}
             job = stack.char_lstm_job(batches=400 * local_steps, epochs=500, k=3, seq_len=seq_len, batch_size=32,
-                                      staleness=16, **local)
+                                      staleness=staleness, **local)
             for n in counts:
                 before = discarded(stack, job)
-                row = measure(stack, n, step_ms / 1000, seconds)  # a task sleeps a step per batch
+                row = measure(stack, n, step_ms / 1000, seconds, pipelined)  # a task sleeps a step per batch
                 # results the fold dropped were computed for nothing: only the rest count
                 row["discarded"] = discarded(stack, job) - before
                 row["trained_per_second"] = row["samples_per_second"] * (1 - row["discarded"] / row["completed"])
@@ -154,7 +189,8 @@ def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_second
                       f"discarded {row['discarded']} of {row['completed']}", flush=True)
         finally:
             stack.stop()
-    return {"case": case, "seq_len": seq_len, "step_ms": step_ms, "local_steps": local_steps,
+    return {"case": case, "seq_len": seq_len, "step_ms": step_ms, "local_steps": local_steps, "pipelined": pipelined,
+            "staleness": staleness,
             "seconds_per_point": seconds, "rows": rows,
             "target_met": rows[-1]["efficiency"] >= 0.95}
 
@@ -167,7 +203,7 @@ def measured_step_ms() -> float | None:
     return json.loads(path.read_text())["summary"]["compute"]["median"]
 
 
-CASES = ("paper model", "short step", "short step, 8 local steps")
+CASES = ("paper model", "short step", "short step, 8 local steps", "short step, 8 local steps, pipelined")
 
 
 def main() -> None:
@@ -186,13 +222,14 @@ def main() -> None:
         cases = [scale("short step", 128, args.fast_step_ms, [1, 2], 4)]
     else:
         counts = [1, 2, 4, 8, 16, 32]
-        setups = {"paper model": (1024, args.paper_step_ms, 1), "short step": (128, args.fast_step_ms, 1),
-                  "short step, 8 local steps": (128, args.fast_step_ms, 8)}
+        setups = {"paper model": (1024, args.paper_step_ms, 1, False), "short step": (128, args.fast_step_ms, 1, False),
+                  "short step, 8 local steps": (128, args.fast_step_ms, 8, False),
+                  "short step, 8 local steps, pipelined": (128, args.fast_step_ms, 8, True)}
         kept = {c["case"]: c for c in json.loads((common.RESULTS / "scaling.json").read_text())["cases"]} \
             if args.case and (common.RESULTS / "scaling.json").exists() else {}
         cases = [kept[name] if args.case and name not in args.case and name in kept
-                 else scale(name, seq, step, counts, 20, local_steps=steps)
-                 for name, (seq, step, steps) in setups.items()]
+                 else scale(name, seq, step, counts, 20, local_steps=steps, pipelined=pipelined)
+                 for name, (seq, step, steps, pipelined) in setups.items()]
     for case in cases:
         last = case["rows"][-1]
         print(f"{case['case']}: target >= 95 % at {last['volunteers']}: {last['efficiency']:.0%} -> "
