@@ -126,14 +126,18 @@ def scaling_section(r: dict, docs: Path) -> list[str]:
                   f"{x['discarded']} of {x['completed']} |" for x in case["rows"]]
         lines += ["", f"Target ≥ 95 % at 32: {'met' if case['target_met'] else 'not met'}.", ""]
     short = next((c for c in cases if c["case"] == "short step"), cases[-1])
+
+    def eff(name: str) -> str:
+        return next((f"{c['rows'][-1]['efficiency']:.0%}" for c in cases if c["case"] == name), "n/a")
     lines += ["![scaling](benchmarks/scaling.png)", "",
               f"The paper-model case sleeps for section 1's compute median at sequence 1,024 "
               f"({cases[0]['step_ms']:,.0f} ms); the short-step case for one wasm step of TF.js's LSTM(128) text "
               f"example ({short['step_ms']:,.0f} ms, batch 32): "
               f"{cases[0]['step_ms'] / short['step_ms']:.0f} times more requests per second for the same "
               "crowd; with 8 local steps a task (the last two cases) a volunteer makes one round of requests per "
-              "8 of those steps, and pipelined (the last) it also makes them while it computes: 100 % at 32 "
-              "volunteers, where one task at a time reaches 90 %. Everything AWS would run (moto server, the API, the fold, the edge server) and "
+              "8 of those steps, and pipelined (the last) it also makes them while it computes: "
+              f"{eff('short step, 8 local steps, pipelined')} at 32 volunteers, where one task at a time reaches "
+              f"{eff('short step, 8 local steps')}. Everything AWS would run (moto server, the API, the fold, the edge server) and "
               "all simulated volunteers share this machine's 2 cores. In the short-step case that local stack "
               "is what saturates: a task's requests take longer as the crowd grows, and the slower tasks push "
               "results past the staleness bound. In AWS the API and fold Lambdas scale out, and a job's folds "
