@@ -182,9 +182,8 @@ class Fold:
         return FoldOutcome.AWAITING_REPLICA
 
     def _add_pending(self, meta: JobMeta, spec: JobSpec, pending: Pending) -> FoldOutcome:
-        meta = self.meta.save(meta, replace(meta, pending=meta.pending + (pending,)))
         before = meta.version
-        meta = self.updates.settle(meta, spec)
+        meta = self._take(meta, spec, (pending,), {})
         return FoldOutcome.FOLDED if meta.version > before else FoldOutcome.PENDING
 
     def _check_replica(self, r: Result, first: Pending, meta: JobMeta, spec: JobSpec) -> FoldOutcome:

@@ -92,8 +92,9 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
 
 
 def _fold_groups(body: dict[str, Any], strategy: Any, replication: Replication) -> int:
-    """A two-level fold sums results in parts: only a running-sum rule can be
-    summed so, and a replicated batch's two copies must meet in one place."""
+    """A fold in parts sums results in several places: only a running-sum
+    rule can be summed so, and a replicated batch's two copies must meet in
+    one place."""
     groups = validate.integer(body, "fold_groups", 1, 1, MAX_FOLD_GROUPS)
     if groups > 1 and not isinstance(strategy, RunningSum):
         raise BadRequest(f"fold_groups above 1 sums each update in parts, which {strategy.name} cannot be: "

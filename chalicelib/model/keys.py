@@ -9,7 +9,7 @@
   under its own top-level prefix so that one S3 lifecycle rule
   (infra/template.yaml) expires every job's gradients.
 - `grads/<job>/EEEEEE/sums/<sha256>.bin`: a partial sum of gradients (a
-  two-level fold's, fold/partials.py), named by its digest; the same rule
+  fold in parts', fold/partials.py), named by its digest; the same rule
   expires them. Volunteers' upload forms name one exact gradient key, so no
   volunteer can write here.
 """

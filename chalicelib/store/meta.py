@@ -31,7 +31,7 @@ class Pending(Result):
     """A validated result waiting in META for the rest of its update."""
 
     digest: str = ""  # sha256 of the bytes the fold accepted; folded only if unchanged
-    # In a partial sum (a two-level fold): `key` and `digest` are the sum's,
+    # In a partial sum (a fold in parts): `key` and `digest` are the sum's,
     # shared by every result summed in it, which are folded together.
     summed: bool = False
 
