@@ -203,7 +203,10 @@ def measured_step_ms() -> float | None:
     return json.loads(path.read_text())["summary"]["compute"]["median"]
 
 
-CASES = ("paper model", "short step", "short step, 8 local steps", "short step, 8 local steps, pipelined")
+# name: (sequence length, step: the paper model's or the short one, local steps, pipelined)
+CASES = {"paper model": (1024, "paper", 1, False), "short step": (128, "short", 1, False),
+         "short step, 8 local steps": (128, "short", 8, False),
+         "short step, 8 local steps, pipelined": (128, "short", 8, True)}
 
 
 def main() -> None:
@@ -222,14 +225,12 @@ def main() -> None:
         cases = [scale("short step", 128, args.fast_step_ms, [1, 2], 4)]
     else:
         counts = [1, 2, 4, 8, 16, 32]
-        setups = {"paper model": (1024, args.paper_step_ms, 1, False), "short step": (128, args.fast_step_ms, 1, False),
-                  "short step, 8 local steps": (128, args.fast_step_ms, 8, False),
-                  "short step, 8 local steps, pipelined": (128, args.fast_step_ms, 8, True)}
+        step_ms = {"paper": args.paper_step_ms, "short": args.fast_step_ms}
         kept = {c["case"]: c for c in json.loads((common.RESULTS / "scaling.json").read_text())["cases"]} \
             if args.case and (common.RESULTS / "scaling.json").exists() else {}
         cases = [kept[name] if args.case and name not in args.case and name in kept
-                 else scale(name, seq, step, counts, 20, local_steps=steps, pipelined=pipelined)
-                 for name, (seq, step, steps, pipelined) in setups.items()]
+                 else scale(name, seq, step_ms[step], counts, 20, local_steps=steps, pipelined=pipelined)
+                 for name, (seq, step, steps, pipelined) in CASES.items()]
     for case in cases:
         last = case["rows"][-1]
         print(f"{case['case']}: target >= 95 % at {last['volunteers']}: {last['efficiency']:.0%} -> "

@@ -17,7 +17,7 @@ from chalicelib.jobs.schema import MAX_GRADIENTS_PER_UPDATE, parse_job
 from chalicelib.services import services
 from chalicelib.store.meta import FoldLog, JobMeta, Pending, mark_folded, meta_item
 from chalicelib.store.table import item_size
-from chalicelib.tasks.records import Lease, Result
+from chalicelib.tasks.records import Lease, PartialSum, Result
 from chalicelib.tasks.epochs import CHUNK, EpochQueue
 from tests.harness import BUCKET, TASK_MAX_RECEIVES, Dataset, job_body, softmax_loss_and_grad
 
@@ -153,8 +153,9 @@ def test_meta_of_a_job_folded_in_parts_stays_well_under_the_item_limit():
     rng = random.Random(0)
     half = [b for b in range(100_000) if rng.random() < 0.5]
     job = f"j-{'0' * 12}"
-    pending = tuple(Pending.in_sum(Result(job, 0, b, "f" * 32, 7, "", 2.345678901234, 32, "volunteer-" + "x" * 54),
-                                   0, "a" * 64) for b in range(MAX_GRADIENTS_PER_UPDATE - 1))
+    results = tuple(Result(job, 0, b, "f" * 32, 7, "", 2.345678901234, 32, "volunteer-" + "x" * 54)
+                    for b in range(MAX_GRADIENTS_PER_UPDATE - 1))
+    pending = tuple(Pending.in_sum(r, PartialSum(job, 0, 2, "a" * 64, results)) for r in results)
     update = MAX_GRADIENTS_PER_UPDATE - 1 + 1000
     last = FoldLog(5000, 2.3456789, 32 * update, 1.8e9, tuple((0, 99_000 - b, "f" * 32) for b in range(update)))
     meta = JobMeta(job, "running", version=5000, epoch=3, folded=mark_folded(b"", half), folded_total=300_000,

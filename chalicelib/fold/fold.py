@@ -31,6 +31,7 @@ from chalicelib.errors import BadRequest, NotFound
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.fold.partials import PartialSums
 from chalicelib.fold.updates import Gradients, Updates
 from chalicelib.fold.vetting import GradientVetting, relative_difference
 from chalicelib.jobs.spec import JobSpec
@@ -41,7 +42,6 @@ from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState
 from chalicelib.store.stats import Counters
 from chalicelib.tasks.queues import TaskQueue
-from chalicelib.fold.partials import PartialSums
 from chalicelib.tasks.records import PartialSum, Result
 
 log = logging.getLogger(__name__)
@@ -82,12 +82,18 @@ class Fold:
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
+    def _read(self, job_id: str) -> tuple[JobMeta, JobSpec] | None:
+        """A fresh read of the job's META, and its spec; None if the job is gone."""
+        try:
+            return self.meta.get(job_id), self.jobs.spec(job_id)
+        except NotFound:
+            return None
+
     def apply_batch(self, job_id: str, results: list[Result]) -> list[FoldOutcome]:
         """One attempt at a job's results of one invocation, from a fresh read of META."""
-        try:
-            meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
-        except NotFound:
+        if not (job := self._read(job_id)):
             return [FoldOutcome.GONE] * len(results)
+        meta, spec = job
         status = meta.status
         self.counters.seen(job_id, (r.volunteer_id for r in results), len(results))
         if spec.replication.copies > 1:  # first copies and their checks pair up one result at a time
@@ -112,25 +118,21 @@ class Fold:
 
     def combine_sums(self, job_id: str, sums: list[PartialSum]) -> list[FoldOutcome]:
         """A middle group's level-1 sums, from a fresh read of META (fold/partials.py)."""
-        try:
-            meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
-        except NotFound:
-            return [FoldOutcome.GONE] * len(sums)
-        return self.sums.combine(meta, spec, sums)
+        job = self._read(job_id)
+        return self.sums.combine(*job, sums) if job else [FoldOutcome.GONE] * len(sums)
 
     def apply_sums(self, job_id: str, sums: list[PartialSum]) -> list[FoldOutcome]:
         """One attempt at level-2 sums (the top level of a multi-level fold,
         fold/partials.py), from a fresh read of META: those that may be taken
         whole join pending in one conditional write."""
-        try:
-            meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
-        except NotFound:
+        if not (job := self._read(job_id)):
             return [FoldOutcome.GONE] * len(sums)
+        meta, spec = job
         status = meta.status
         meta = self.updates.settle(meta, spec)
         claims = Claims.read(meta, self.leases, [r for s in sums for r in s.results])
         outcomes = self.sums.screen(meta, spec, sums, claims)
-        accepted = [Pending.in_sum(r, s.epoch, s.digest) for s, o in zip(sums, outcomes) if o is FoldOutcome.PENDING
+        accepted = [Pending.in_sum(r, s) for s, o in zip(sums, outcomes) if o is FoldOutcome.PENDING
                     for r in s.results]
         if accepted:
             meta = self._take(meta, spec, tuple(accepted), {})

@@ -77,8 +77,8 @@ class PartialSums:
                     yield tensors
         total, count = strategy.sum(gradients())
         if count:
-            group = f"{meta.job_id}#s{accepted[0].batch % spec.fold_groups % middle_groups(spec.fold_groups)}"
-            self._send(meta, spec, 1, total, accepted, group)
+            middle = accepted[0].batch % spec.fold_groups % middle_groups(spec.fold_groups)
+            self._send(meta, spec, 1, total, accepted, middle)
         return [FoldOutcome.SUMMED if o is FoldOutcome.PENDING else o for o in outcomes]
 
     def combine(self, meta: JobMeta, spec: JobSpec, sums: list[PartialSum]) -> list[FoldOutcome]:
@@ -95,18 +95,18 @@ class PartialSums:
                                       FoldOutcome.INVALID)
                 outcomes[i] = FoldOutcome.INVALID
                 continue
-            self._send(meta, spec, 2, total, [r for s in taken for r in s.results], meta.job_id)
+            self._send(meta, spec, 2, total, [r for s in taken for r in s.results], None)
             break
         return [FoldOutcome.SUMMED if o is FoldOutcome.PENDING else o for o in outcomes]
 
     def _send(self, meta: JobMeta, spec: JobSpec, level: int, total: list[np.ndarray], results: list[Result],
-              group: str) -> None:
+              middle: int | None) -> None:
         # Stored first, then sent: a crash in between leaves the messages to
         # come back, and the same sum is stored again under the same key.
         data = encode_tensors(spec.weight_specs, total)
         partial = PartialSum(meta.job_id, meta.epoch, level, digest(data), tuple(results))
         self.objects.put(partial.key, data)
-        self.results.send_sum(partial, group)
+        self.results.send_sum(partial, middle)
 
     def screen(self, meta: JobMeta, spec: JobSpec, sums: list[PartialSum], claims: Claims) -> list[FoldOutcome]:
         """PENDING for each sum that may be taken whole (its batches are then

@@ -30,8 +30,9 @@ def _stacked(gradients: Iterable[Gradient]) -> list[np.ndarray]:
 
 
 def sum_in_order(gradients: Iterable[Gradient]) -> tuple[Gradient, int]:
-    """Gradients (or sums) and their count, summed in place in arrival order: one gradient in memory besides the sum,
-    whatever K is, and the same bits on every retry."""
+    """Gradients (or sums) and their count, summed in place in arrival order:
+    one gradient in memory besides the sum, whatever K is, and the same bits
+    on every retry."""
     out: Gradient = []
     count = 0
     for gradient in gradients:

@@ -79,11 +79,13 @@ class Updates:
                     raise Spoiled(p)
 
         def read_sums() -> Iterator[tuple[list[np.ndarray], int]]:
-            keys = list(dict.fromkeys(p.key for p in group))  # each sum once, in order
-            members = {key: [p for p in group if p.key == key] for key in keys}
+            members: dict[str, list[Pending]] = {}  # each sum's results, sums in order
+            for p in group:
+                members.setdefault(p.key, []).append(p)
             try:
-                for key, tensors in zip(keys, self.vetting.load_sums(spec, [(k, members[k][0].digest) for k in keys])):
-                    yield tensors, len(members[key])
+                for (key, summed), tensors in zip(members.items(), self.vetting.load_sums(
+                        spec, [(key, summed[0].digest) for key, summed in members.items()])):
+                    yield tensors, len(summed)
             except SpoiledSum as err:
                 log.warning("job %s: %s", meta.job_id, err)
                 raise Spoiled(*members[err.key])

@@ -8,7 +8,7 @@ import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -92,13 +92,15 @@ class GradientVetting:
         """`reject` for each result, their S3 reads in parallel (as many at once
         as the job's gradient size allows), in the results' order; without
         `keep`, the decoded tensors are let go as each chunk is checked."""
-        out: list[tuple[FoldOutcome | None, str, list[np.ndarray]]] = []
+        return [(reason, digest, tensors if keep else []) for reason, digest, tensors in
+                self._in_parallel(spec, lambda r: self.reject(r, meta, spec), results)]
+
+    def _in_parallel(self, spec: JobSpec, work: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
+        """`work` on each item, in order, as many at once as the job's
+        gradient size allows; each chunk is done before the next starts."""
         step = self.parallelism(spec)
-        for start in range(0, len(results), step):
-            chunk = [self._pool.submit(self.reject, r, meta, spec) for r in results[start:start + step]]
-            out.extend((reason, digest, tensors if keep else []) for reason, digest, tensors in
-                       (done.result() for done in chunk))
-        return out
+        for start in range(0, len(items), step):
+            yield from [done.result() for done in [self._pool.submit(work, item) for item in items[start:start + step]]]
 
     def reject(self, r: Result, meta: JobMeta, spec: JobSpec) -> tuple[FoldOutcome | None, str, list[np.ndarray]]:
         """Why the result cannot be used (None if it can); if it can, the
@@ -117,7 +119,8 @@ class GradientVetting:
         """Partial sums of gradients (key, digest), in order, read in parallel
         (as many at once as fit), each only if its bytes are those its fold
         stored (SpoiledSum otherwise)."""
-        def load(key: str, accepted: str) -> list[np.ndarray]:
+        def load(item: tuple[str, str]) -> list[np.ndarray]:
+            key, accepted = item
             try:
                 data = self.objects.get(key)
             except NotFound:
@@ -125,9 +128,7 @@ class GradientVetting:
             if digest(data) != accepted:
                 raise SpoiledSum(key, "is not the one accepted")
             return decode_tensors(spec.weight_specs, data)
-        step = self.parallelism(spec)
-        for start in range(0, len(sums), step):
-            yield from [done.result() for done in [self._pool.submit(load, *s) for s in sums[start:start + step]]]
+        return self._in_parallel(spec, load, sums)
 
     def load(self, spec: JobSpec, key: str, accepted: str) -> list[np.ndarray]:
         """An accepted gradient, only if its bytes are still those accepted."""

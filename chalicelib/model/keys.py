@@ -8,10 +8,10 @@
 - `grads/<job>/EEEEEE/BBBBBB/<lease>.bin`: one uploaded gradient per lease,
   under its own top-level prefix so that one S3 lifecycle rule
   (infra/template.yaml) expires every job's gradients.
-- `grads/<job>/EEEEEE/sums/<sha256>.bin`: a partial sum of gradients (a
-  fold in parts', fold/partials.py), named by its digest; the same rule
-  expires them. Volunteers' upload forms name one exact gradient key, so no
-  volunteer can write here.
+- `grads/<job>/EEEEEE/sums/<sha256>.bin`: a partial sum of gradients
+  (written by a fold in parts, fold/partials.py), named by its digest; the
+  same rule expires them. Volunteers' upload forms name one exact gradient
+  key, so no volunteer can write here.
 """
 from __future__ import annotations
 

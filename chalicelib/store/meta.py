@@ -19,7 +19,7 @@ from boto3.dynamodb.conditions import Attr
 from chalicelib.errors import NotFound
 from chalicelib.model.keys import gradient_key, partial_sum_key
 from chalicelib.store.table import Records, job_key
-from chalicelib.tasks.records import Result
+from chalicelib.tasks.records import PartialSum, Result
 
 
 class StaleState(Exception):
@@ -40,9 +40,8 @@ class Pending(Result):
         return cls(**{**result.__dict__, "digest": digest})
 
     @classmethod
-    def in_sum(cls, result: Result, epoch: int, digest: str) -> "Pending":
-        return cls(**{**result.__dict__, "key": partial_sum_key(result.job_id, epoch, digest), "digest": digest,
-                      "summed": True})
+    def in_sum(cls, result: Result, partial: PartialSum) -> "Pending":
+        return cls(**{**result.__dict__, "key": partial.key, "digest": partial.digest, "summed": True})
 
 
 @dataclass(frozen=True)

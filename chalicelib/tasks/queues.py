@@ -60,9 +60,11 @@ class ResultQueue:
         self._sqs.send_message(QueueUrl=self.url, MessageBody=result.message(),
                                MessageGroupId=group, MessageDeduplicationId=result.lease_id)
 
-    def send_sum(self, partial: PartialSum, group: str) -> None:
-        """Hand a partial sum on to the fold of `group`. Its level and digest
-        are the deduplication id: the same sum sent again by a retried fold
-        within 5 minutes is sent once."""
+    def send_sum(self, partial: PartialSum, middle: int | None = None) -> None:
+        """Hand a partial sum on: to middle group `middle`, or (None) to the
+        job's own group, its top-level fold. Its level and digest are the
+        deduplication id: the same sum sent again by a retried fold within
+        5 minutes is sent once."""
+        group = partial.job_id if middle is None else f"{partial.job_id}#s{middle}"
         self._sqs.send_message(QueueUrl=self.url, MessageBody=partial.message(), MessageGroupId=group,
                                MessageDeduplicationId=f"{partial.level}-{partial.digest}")
