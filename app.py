@@ -5,6 +5,7 @@ from chalice import Chalice, CORSConfig, IAMAuthorizer, Rate, Response
 
 from chalicelib import validate
 from chalicelib.errors import NotFound, PayloadTooLarge
+from chalicelib.jobs.schema import MAX_LOCAL_STEPS
 from chalicelib.model.keys import INDEX_KEY, status_key
 from chalicelib.services import services
 from chalicelib.tasks.leases import RETRY_AFTER_SECONDS
@@ -125,9 +126,10 @@ def heartbeat_task():
 @app.route("/tasks/complete", methods=["POST"], cors=cors)
 def complete_task():
     body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token", "loss"})
+    validate.only_keys(body, {"job_id", "lease_token", "loss", "steps"})
     loss = validate.number(body, "loss", None, 0.0, 1e9)
-    return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss)
+    steps = validate.integer(body, "steps", None, 1, MAX_LOCAL_STEPS) if "steps" in body else None
+    return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss, steps)
 
 
 # -- fold (results FIFO queue) ------------------------------------------------

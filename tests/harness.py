@@ -268,9 +268,9 @@ class Harness:
     def upload(self, task: dict[str, Any], data: bytes) -> requests.Response:
         return post_form(task["upload"], data, check=False)
 
-    def complete(self, task: dict[str, Any], loss: float = 1.0, token: str | None = None):
-        return self.call("POST", "/tasks/complete", {"job_id": task["job_id"], "loss": loss,
-                                                     "lease_token": token or task["lease_token"]})
+    def complete(self, task: dict[str, Any], loss: float = 1.0, token: str | None = None, steps: int | None = None):
+        body = {"job_id": task["job_id"], "loss": loss, "lease_token": token or task["lease_token"]}
+        return self.call("POST", "/tasks/complete", body if steps is None else {**body, "steps": steps})
 
     def work(self, task: dict[str, Any]):
         loss, data = self.compute(task)

@@ -10,12 +10,13 @@ from chalicelib.model.codecs import get_codec
 from tests.harness import Dataset, job_body, softmax_loss_and_grad
 
 
-def local_steps(harness, task, learning_rate: float):
-    """What a volunteer computes: H plain SGD steps, then θ_leased − θ_after."""
+def local_steps(harness, task, learning_rate: float, steps: int | None = None):
+    """What a volunteer computes: H plain SGD steps (or the first `steps` of
+    the task's batches), then θ_leased − θ_after."""
     start = [w.copy() for w in harness.load_model(task["model_url"])]
     weights, losses = [w.copy() for w in start], []
     bsz, feats = task["spec"]["dataset"]["x"]["shape"]
-    for url in task["batch_urls"]:
+    for url in task["batch_urls"][:steps]:
         raw = harness.fetch(url)
         x = np.frombuffer(raw, "<f4", count=bsz * feats).reshape(bsz, feats)
         y = np.frombuffer(raw, "<i4", offset=4 * bsz * feats)
@@ -32,7 +33,8 @@ def test_a_task_of_local_steps_moves_the_model_to_where_the_volunteer_got(harnes
                              optimizer={"name": "sgd", "learning_rate": 1.0}, staleness=0)
     sizes, samples = [], []
     while (task := harness.lease()) is not None:
-        assert task["spec"]["local_steps"] == {"steps": 3, "optimizer": {"name": "sgd", "learning_rate": 0.5}}
+        assert task["spec"]["local_steps"] == {"steps": 3, "min_steps": 3, "target_seconds": 20.0,
+                                               "optimizer": {"name": "sgd", "learning_rate": 0.5}}
         first = task["batch"] * 3
         assert task["batch_urls"][0] == task["batch_url"] and task["batch_urls"][0].endswith(f"{first:06d}.bin")
         sizes.append(len(task["batch_urls"]))
@@ -48,6 +50,7 @@ def test_a_task_of_local_steps_moves_the_model_to_where_the_volunteer_got(harnes
     assert sorted(sizes) == [1, 3, 3] and sorted(samples) == [4, 12, 12]  # 7 batches: tasks of 3, 3 and 1
     status = harness.status(job)
     assert status["status"] == "finished" and status["version"] == 3 and status["spec"]["tasks_per_epoch"] == 3
+    assert status["samples"] == 28  # every batch's 4 samples, not one batch's per task
 
 
 @pytest.mark.parametrize("local, field", [({"steps": 0}, "local_steps.steps"), ({"steps": 2, "pace": 1}, "pace"),
@@ -62,3 +65,68 @@ def test_local_steps_take_whole_batches(harness):
     body["dataset"]["micro_batch"] = 2
     reply = harness.admin("POST", "/jobs", body)
     assert reply.status_code == 400 and b"micro_batch" in reply.body
+
+
+RANGE = {"steps": 4, "min_steps": 1, "target_seconds": 5, "optimizer": {"name": "sgd", "learning_rate": 0.5}}
+
+
+@pytest.mark.parametrize("fold_groups", [1, 4])
+def test_volunteers_choose_their_steps_and_the_fold_weights_each_result_by_them(harness, fold_groups):
+    """One update of 12 tasks, each trained on 1 to 4 of its batches: the new
+    version is w0 − Σ steps × Δ / Σ steps (outer SGD, learning rate 1),
+    whether one fold sums them or a fold in parts."""
+    ds = Dataset.generate(batches=48, batch_size=4)
+    job = harness.create_job(ds, local_steps=RANGE, optimizer={"name": "sgd", "learning_rate": 1.0},
+                             gradients_per_update=12, staleness=0, fold_groups=fold_groups)
+    w0 = harness.weights(job, 0)
+    tasks = [harness.lease(f"v{i}") for i in range(12)]
+    weighted, steps_total = [np.zeros_like(w) for w in w0], 0
+    for task in tasks:
+        steps = task["batch"] % 4 + 1
+        loss, data, after = local_steps(harness, task, 0.5, steps)
+        assert harness.upload(task, data).status_code in (200, 204)
+        assert harness.complete(task, loss, steps=steps).status_code == 200
+        weighted = [acc + steps * (a - b) for acc, a, b in zip(weighted, w0, after)]
+        steps_total += steps
+    harness.deliver()
+    status = harness.status(job)
+    assert status["version"] == 1 and status["samples"] == status["history"][-1]["samples"] == steps_total * 4
+    for ours, w, acc in zip(harness.weights(job, 1), w0, weighted):
+        np.testing.assert_allclose(ours, w - acc / steps_total, atol=1e-6)
+
+
+def test_steps_outside_the_tasks_range_are_refused_and_the_lease_lives_on(harness):
+    ds = Dataset.generate(batches=5, batch_size=4)  # two tasks: batches 0-3, and batch 4 alone
+    job = harness.create_job(ds, local_steps={**RANGE, "min_steps": 2})
+    tasks = sorted((harness.lease("a"), harness.lease("b")), key=lambda t: t["batch"])
+    for task, wrong, right in ((tasks[0], (1, 5, 0, "3", 2.5, True), 2), (tasks[1], (2,), 1)):
+        loss, data, _ = local_steps(harness, task, 0.5, right)
+        assert harness.upload(task, data).status_code in (200, 204)
+        for steps in wrong:
+            reply = harness.complete(task, loss, steps=steps)
+            assert reply.status_code == 400 and b"steps" in reply.body, (steps, reply.body)
+        assert harness.complete(task, loss, steps=right).status_code == 200
+    harness.deliver()
+    assert harness.status(job)["samples"] == 3 * 4
+
+
+def test_steps_must_be_the_whole_task_unless_the_job_gives_a_range(harness):
+    fixed = harness.create_job(Dataset.generate(batches=3, batch_size=4), local_steps={"steps": 3})
+    plain = harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    for task in (harness.lease("a"), harness.lease("b")):
+        wrong, right = (2, 3) if task["job_id"] == fixed else (2, 1)
+        loss, data = harness.compute(task) if task["job_id"] == plain else local_steps(harness, task, 0.01)[:2]
+        assert harness.upload(task, data).status_code in (200, 204)
+        assert harness.complete(task, loss, steps=wrong).status_code == 400
+        assert harness.complete(task, loss, steps=right).status_code == 200
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"local_steps": {"steps": 2, "min_steps": 3}}, "local_steps.min_steps"),
+    ({"local_steps": {"steps": 2, "min_steps": 0}}, "local_steps.min_steps"),
+    ({"local_steps": {"steps": 2, "min_steps": 1, "target_seconds": 0}}, "local_steps.target_seconds"),
+    ({"local_steps": {"steps": 2, "min_steps": 1}, "aggregation": "median"}, "min_steps"),
+    ({"local_steps": {"steps": 2, "min_steps": 1}, "replication": {"copies": 2}}, "replication")])
+def test_bad_ranges_of_steps_are_refused(harness, overrides, field):
+    reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=2, batch_size=4), **overrides))
+    assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body

@@ -32,7 +32,7 @@ import numpy as np
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
-from chalicelib.fold.strategies import RunningSum, sum_in_order
+from chalicelib.fold.strategies import RunningSum, Weighted, sum_in_order
 from chalicelib.fold.vetting import GradientVetting, Screened, SpoiledSum, digest
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.model.weights import encode_tensors
@@ -66,7 +66,7 @@ class PartialSums:
         outcomes: list[FoldOutcome] = []
         accepted: list[Result] = []
 
-        def gradients() -> Iterator[list[np.ndarray]]:
+        def gradients() -> Iterator[Weighted]:
             step = self.vetting.parallelism(spec)
             for start in range(0, len(results), step):
                 screened: Screened = self.vetting.screen(results[start:start + step], meta, spec, claims)
@@ -74,9 +74,9 @@ class PartialSums:
                 outcomes.extend(screened.outcomes)
                 for _, r, _, tensors in screened.accepted:
                     accepted.append(r)
-                    yield tensors
-        total, count = strategy.sum(gradients())
-        if count:
+                    yield tensors, spec.weight(r.samples)
+        total, weight = strategy.sum(gradients())
+        if weight:
             middle = accepted[0].batch % spec.fold_groups % middle_groups(spec.fold_groups)
             self._send(meta, spec, 1, total, accepted, middle)
         return [FoldOutcome.SUMMED if o is FoldOutcome.PENDING else o for o in outcomes]
@@ -88,7 +88,8 @@ class PartialSums:
         outcomes = self.screen(meta, spec, sums, claims)
         while taken := [s for s, o in zip(sums, outcomes) if o is FoldOutcome.PENDING]:
             try:
-                total, _ = sum_in_order(self.vetting.load_sums(spec, [(s.key, s.digest) for s in taken]))
+                total, _ = sum_in_order((t, 1) for t in self.vetting.load_sums(spec, [(s.key, s.digest)
+                                                                                      for s in taken]))
             except SpoiledSum as err:  # not the bytes its fold stored: its batches go back, the rest go on
                 i = next(i for i, s in enumerate(sums) if s.key == err.key and outcomes[i] is FoldOutcome.PENDING)
                 self.discards.discard(meta.job_id, [(r.epoch, r.batch, [r.lease_id]) for r in sums[i].results],

@@ -29,40 +29,33 @@ def _stacked(gradients: Iterable[Gradient]) -> list[np.ndarray]:
     return [np.stack(tensors) for tensors in zip(*gradients)]
 
 
-def sum_in_order(gradients: Iterable[Gradient]) -> tuple[Gradient, int]:
-    """Gradients (or sums) and their count, summed in place in arrival order:
-    one gradient in memory besides the sum, whatever K is, and the same bits
-    on every retry."""
+Weighted = tuple[Gradient, int]  # a gradient (or a sum) and its weight
+
+
+def sum_in_order(weighted: Iterable[Weighted]) -> tuple[Gradient, int]:
+    """Gradients (or sums) times their weights, summed in place in arrival
+    order, and the total weight: one gradient in memory besides the sum,
+    whatever K is, and the same bits on every retry (a weight of 1 leaves a
+    gradient's bits as they are)."""
     out: Gradient = []
-    count = 0
-    for gradient in gradients:
-        if count == 0:
-            out = [np.array(t, dtype=np.float32, copy=True) for t in gradient]
+    total_weight = 0
+    for gradient, weight in weighted:
+        scaled = gradient if weight == 1 else [t * np.float32(weight) for t in gradient]
+        if total_weight == 0:
+            out = [np.array(t, dtype=np.float32, copy=True) for t in scaled]
         else:
-            for acc, t in zip(out, gradient):
+            for acc, t in zip(out, scaled):
                 acc += t
-        count += 1
-    return out, count
+        total_weight += weight
+    return out, total_weight
 
 
-def _divided(total: Gradient, count: int) -> Gradient:
-    scale = np.float32(1.0 / count)
+def divided(total: Gradient, weight: int) -> Gradient:
+    """A sum over its total weight, in place: the (weighted) mean."""
+    scale = np.float32(1.0 / weight)
     for acc in total:
         acc *= scale
     return total
-
-
-def mean_of_sums(sums: Iterable[tuple[Gradient, int]]) -> Gradient:
-    """The mean of every gradient behind some partial sums (each a sum and its
-    count): their total over their count."""
-    counts: list[int] = []
-
-    def totals() -> Iterator[Gradient]:
-        for total, count in sums:
-            counts.append(count)
-            yield total
-    total, _ = sum_in_order(totals())
-    return _divided(total, sum(counts))
 
 
 class Strategy(Named):
@@ -79,19 +72,25 @@ class Strategy(Named):
 
 class RunningSum(Strategy):
     """A rule that sums each gradient as it comes (after `prepared`) and
-    divides by the count: memory independent of K, and an update may be
-    summed in parts, in several places, then combined (`mean_of_sums`)."""
+    divides by the total weight: memory independent of K, gradients may
+    weigh differently (a pseudo-gradient by its local steps), and an update
+    may be summed in parts, in several places, then combined (the sums
+    added, their total over their total weight: fold/partials.py)."""
 
     def prepared(self, gradient: Gradient) -> Gradient:
         """What the rule adds for one gradient."""
         return gradient
 
-    def sum(self, gradients: Iterable[Gradient]) -> tuple[Gradient, int]:
-        """The sum of the prepared gradients and their count."""
-        return sum_in_order(self.prepared(g) for g in gradients)
+    def sum(self, weighted: Iterable[Weighted]) -> tuple[Gradient, int]:
+        """The weighted sum of the prepared gradients and the total weight."""
+        return sum_in_order((self.prepared(g), w) for g, w in weighted)
+
+    def mean(self, weighted: Iterable[Weighted]) -> Gradient:
+        """The weighted mean of the prepared gradients."""
+        return divided(*self.sum(weighted))
 
     def aggregate(self, gradients):
-        return _divided(*self.sum(gradients))
+        return self.mean((g, 1) for g in gradients)
 
     def gradients_held(self, k):
         return 3  # the sum, the gradient being added, its prepared copy

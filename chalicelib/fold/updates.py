@@ -8,7 +8,8 @@ read again and folded only if their bytes are still those accepted.
 
 In a multi-level fold the pending results come in partial sums: an update
 takes every pending sum once there are K results or more, and its gradient
-is their total over their count.
+is their total over their total weight (the count, or with a range of
+local steps the steps behind them).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from chalicelib.errors import BadRequest, NotFound
 from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
-from chalicelib.fold.strategies import mean_of_sums
+from chalicelib.fold.strategies import RunningSum, Weighted, divided, sum_in_order
 from chalicelib.fold.vetting import GradientVetting, SpoiledSum
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.model.versions import VersionStore
@@ -78,23 +79,28 @@ class Updates:
                     log.warning("job %s: pending %s-%s spoiled: %s", meta.job_id, p.epoch, p.batch, err)
                     raise Spoiled(p)
 
-        def read_sums() -> Iterator[tuple[list[np.ndarray], int]]:
+        def read_sums() -> Iterator[Weighted]:
+            """Each sum (already weighted) as it is, to be added to the others."""
             members: dict[str, list[Pending]] = {}  # each sum's results, sums in order
             for p in group:
                 members.setdefault(p.key, []).append(p)
             try:
-                for (key, summed), tensors in zip(members.items(), self.vetting.load_sums(
-                        spec, [(key, summed[0].digest) for key, summed in members.items()])):
-                    yield tensors, len(summed)
+                for tensors in self.vetting.load_sums(spec, [(key, summed[0].digest)
+                                                             for key, summed in members.items()]):
+                    yield tensors, 1
             except SpoiledSum as err:
                 log.warning("job %s: %s", meta.job_id, err)
                 raise Spoiled(*members[err.key])
 
+        strategy = spec.build_strategy()
+        weights = [spec.weight(p.samples) for p in group]
         try:
-            if any(p.summed for p in group):
-                combined = mean_of_sums(read_sums())
+            if any(p.summed for p in group):  # the total over the weight of every result behind the sums
+                combined = divided(sum_in_order(read_sums())[0], sum(weights))
+            elif isinstance(strategy, RunningSum):
+                combined = strategy.mean(zip(read(), weights))
             else:
-                combined = spec.build_strategy().aggregate(read())
+                combined = strategy.aggregate(read())
         except Spoiled as err:
             return self._drop_spoiled(meta, list(err.pending))
         weights, state = self.versions.read(meta.job_id, meta.version, spec)
@@ -103,6 +109,7 @@ class Updates:
 
         after = replace(meta, version=meta.version + 1, pending=meta.pending[len(group):],
                         folded_total=meta.folded_total + len(group),
+                        folded_samples=meta.folded_samples + sum(p.samples for p in group),
                         folded=mark_folded(meta.folded, (p.batch for p in group)))
         if after.folded_in_epoch >= spec.tasks_per_epoch:
             epoch = meta.epoch + 1

@@ -28,6 +28,8 @@ JOB_FIELDS = ("name", "model", "loss", "dataset", "optimizer", "gradients_per_up
               "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication", "local_steps",
               "fold_groups")
 MAX_LOCAL_STEPS = 1024
+# The longest a volunteer should aim to spend on one task of a range of local steps.
+MAX_TARGET_SECONDS = 3600
 # Message groups one job's results may be spread over (each a fold running in parallel).
 MAX_FOLD_GROUPS = 64
 MODEL_CLASSES = ("Sequential", "Model", "Functional")
@@ -86,7 +88,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
         seed=validate.integer(body, "seed", 0, 0, 2**31 - 1),
         replication=replication,
         alphabet=_alphabet(body.get("text"), dataset.x),
-        local_steps=_local_steps(body.get("local_steps"), dataset),
+        local_steps=_local_steps(body.get("local_steps"), dataset, strategy, replication),
         fold_groups=fold_groups,
     )
 
@@ -171,17 +173,28 @@ def _replication(raw: Any) -> Replication:
                        validate.number(raw, "tolerance", Replication.tolerance, 1e-9, 1.0, "replication."))
 
 
-def _local_steps(raw: Any, dataset: Dataset) -> LocalSteps | None:
-    """{"steps": H, "optimizer": the volunteer's own optimizer, TF.js's (default sgd 0.01)}."""
+def _local_steps(raw: Any, dataset: Dataset, strategy: Any, replication: Replication) -> LocalSteps | None:
+    """{"steps": H, "optimizer": the volunteer's own optimizer, TF.js's (default sgd 0.01),
+    and for a range of steps "min_steps" (default H) and "target_seconds" (default 20)}.
+    A range weights results by their steps: only a running-sum rule takes
+    weights, and two copies of one task may differ in their steps."""
     if raw is None:
         return None
     raw = validate.body_object(raw, "local_steps")
-    validate.only_keys(raw, ("steps", "optimizer"), "local_steps")
+    validate.only_keys(raw, ("steps", "min_steps", "target_seconds", "optimizer"), "local_steps")
     steps = validate.integer(raw, "steps", None, 1, MAX_LOCAL_STEPS, "local_steps.")
+    least = validate.integer(raw, "min_steps", steps, 1, steps, "local_steps.")
+    target = validate.number(raw, "target_seconds", LocalSteps.target_seconds, 1, MAX_TARGET_SECONDS, "local_steps.")
     inner = make_optimizer(raw.get("optimizer", {"name": "sgd", "learning_rate": 0.01}))
     if dataset.micro_batch != dataset.batch_size:
         raise BadRequest("local_steps takes one optimizer step per batch: leave dataset.micro_batch unset")
-    return LocalSteps(steps, {"name": inner.name, **inner.settings()})
+    if least < steps and not isinstance(strategy, RunningSum):
+        raise BadRequest(f"local_steps.min_steps below steps weights each result by its steps, which {strategy.name} "
+                         f"cannot: use mean or clipped_mean, or one number of steps")
+    if least < steps and replication.copies > 1:
+        raise BadRequest("local_steps.min_steps below steps does not combine with replication: two copies of a task "
+                         "may train on different numbers of its batches")
+    return LocalSteps(steps, {"name": inner.name, **inner.settings()}, least, target)
 
 
 def _alphabet(raw: Any, x: TensorLayout) -> str:

@@ -94,10 +94,23 @@ class LocalSteps:
     the version it leased, and uploads θ_leased − θ_after (the pseudo-
     gradient) instead of one gradient; the fold's optimizer is then the outer
     one (sgd with learning rate 1 averages the volunteers' models, momentum
-    with Nesterov is DiLoCo's)."""
+    with Nesterov is DiLoCo's).
+
+    With `min_steps` below `steps` the volunteer picks how many of the task's
+    batches it trains on, from its own step time, so that a task takes about
+    `target_seconds`: a slow device does fewer steps and its result still
+    arrives within the staleness bound. The fold then weights each
+    pseudo-gradient by its steps (a weighted mean)."""
 
     steps: int
     optimizer: dict[str, Any]  # {"name": ..., resolved settings}
+    min_steps: int
+    target_seconds: float = 20.0
+
+    @property
+    def varies(self) -> bool:
+        """Whether volunteers choose their steps per task."""
+        return self.min_steps < self.steps
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,18 @@ class JobSpec:
     def task_batches(self, task: int) -> range:
         return range(task * self.steps, min((task + 1) * self.steps, self.dataset.batches))
 
+    def steps_allowed(self, task: int) -> range:
+        """The local steps a result of `task` may report: all its batches, or
+        with a range of steps, from the least up to all of them."""
+        batches = len(self.task_batches(task))
+        least = min(self.local_steps.min_steps, batches) if self.local_steps else batches
+        return range(least, batches + 1)
+
+    def weight(self, samples: int) -> int:
+        """A result's weight in its update's mean: its steps when volunteers
+        choose them (more steps, more pull), else 1 (the plain mean)."""
+        return samples // self.dataset.batch_size if self.local_steps and self.local_steps.varies else 1
+
     @property
     def shapes(self) -> list[tuple[int, ...]]:
         return [s.shape for s in self.weight_specs]
@@ -180,5 +205,7 @@ class JobSpec:
         if self.alphabet:
             document["text"] = {"alphabet": self.alphabet}
         if self.local_steps:
-            document["local_steps"] = {"steps": self.local_steps.steps, "optimizer": self.local_steps.optimizer}
+            document["local_steps"] = {"steps": self.local_steps.steps, "min_steps": self.local_steps.min_steps,
+                                       "target_seconds": self.local_steps.target_seconds,
+                                       "optimizer": self.local_steps.optimizer}
         return document

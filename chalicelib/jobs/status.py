@@ -44,7 +44,7 @@ class StatusBoard:
             "spec": spec.public(),
             "model_url": self.objects.public_url(model_key(meta.job_id, meta.version))
             if meta.status != "uploading" else None,
-            "samples": meta.folded_total * spec.dataset.batch_size,
+            "samples": meta.folded_samples,
             "active_volunteers": len(volunteers),  # whose results the fold took in, last 5 minutes
             "results_per_minute": per_minute,
             "discarded": {k[len("discarded_"):]: v for k, v in counters.items() if k.startswith("discarded_")},

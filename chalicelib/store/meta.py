@@ -77,6 +77,7 @@ class JobMeta:
     epoch: int = 0
     folded: bytes = b""  # bitmap of the batches of `epoch` already folded
     folded_total: int = 0
+    folded_samples: int = 0  # training samples behind the folded results (local steps vary per result)
     queued_epoch: int = -1  # the last epoch whose tasks were all queued
     queue_cursor: int = 0  # how far the queueing of `epoch` got along its batch order
     pending: tuple[Pending, ...] = ()
@@ -128,7 +129,7 @@ def meta_item(meta: JobMeta) -> dict[str, Any]:
     return {
         **job_key(meta.job_id, "META"), "status": meta.status, "version": meta.version, "epoch": meta.epoch,
         "folded": zlib.compress(meta.folded), "folded_total": meta.folded_total,
-        "queued_epoch": meta.queued_epoch, "queue_cursor": meta.queue_cursor, "rev": meta.rev,
+        "folded_samples": meta.folded_samples, "queued_epoch": meta.queued_epoch, "queue_cursor": meta.queue_cursor, "rev": meta.rev,
         "pending": _compact(meta.pending),
         "last_fold": json.dumps(asdict(meta.last_fold) if meta.last_fold else None),
         "created": Decimal(str(meta.created)), "updated": Decimal(str(meta.updated)),
@@ -142,7 +143,7 @@ def _meta_from(item: dict[str, Any]) -> JobMeta:
     return JobMeta(
         job_id=item["pk"][4:], status=item["status"], version=int(item["version"]), epoch=int(item["epoch"]),
         folded=zlib.decompress(bytes(item["folded"])), folded_total=int(item["folded_total"]),
-        queued_epoch=int(item["queued_epoch"]), queue_cursor=int(item.get("queue_cursor", 0)),
+        folded_samples=int(item.get("folded_samples", 0)), queued_epoch=int(item["queued_epoch"]), queue_cursor=int(item.get("queue_cursor", 0)),
         pending=_expand(item["pk"][4:], item["pending"]),
         last_fold=last_fold, rev=int(item["rev"]),
         created=float(item["created"]), updated=float(item["updated"]),

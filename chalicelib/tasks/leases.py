@@ -149,8 +149,10 @@ class LeaseService:
             raise Conflict(f"the task can no longer be extended: {err}")
         return {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires}
 
-    def complete(self, job_id: str, token: Any, loss: float) -> dict[str, Any]:
+    def complete(self, job_id: str, token: Any, loss: float, steps: int | None = None) -> dict[str, Any]:
         """Accept an uploaded gradient: verify, hand it to the fold, retire the task.
+        `steps`: the local steps the volunteer ran, where the job lets it choose
+        (all the task's batches when not given).
 
         The lease moves leased -> completed before the result is sent, so a
         replayed or concurrent completion is refused (409). If sending fails,
@@ -159,13 +161,17 @@ class LeaseService:
         """
         lease = self.signer.verify(token, job_id)
         spec = self.jobs.spec(job_id)
+        allowed = spec.steps_allowed(lease.batch)
+        steps = allowed[-1] if steps is None else steps
+        if steps not in allowed:
+            raise BadRequest(f"steps must be between {allowed[0]} and {allowed[-1]} for this task")
         moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "completed", loss=loss)
         if not moved:
             self._refuse(record)
         key = gradient_key(job_id, lease.epoch, lease.batch, lease.lease_id)
         try:
             self._check_upload(job_id, spec, key)
-            samples = len(spec.task_batches(lease.batch)) * spec.dataset.batch_size
+            samples = steps * spec.dataset.batch_size
             self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id), spec.fold_groups)
         except Exception:
             # back to leased: the volunteer may upload again, or retry the completion

@@ -37,7 +37,10 @@ export class Api {
 
   heartbeat(jobId, token) { return this.call('POST', '/tasks/heartbeat', { job_id: jobId, lease_token: token }); }
 
-  complete(jobId, token, loss) { return this.call('POST', '/tasks/complete', { job_id: jobId, lease_token: token, loss }); }
+  /** `steps`: the local steps trained, for a task of local steps (its batches trained on, in order). */
+  complete(jobId, token, loss, steps) {
+    return this.call('POST', '/tasks/complete', { job_id: jobId, lease_token: token, loss, steps }); // undefined: left out
+  }
 
   progress(jobId) { return this.call('GET', `/progress/${encodeURIComponent(jobId)}`); }
 }

@@ -28,6 +28,21 @@ export class VolunteerLoop {
     this.paused = false;
     this.failures = 0;
     this.held = new Set(); // the leases in hand, each heartbeated until its task is completed or let go
+    this.stepMs = new Map(); // job id -> the last local step's time here, in ms
+  }
+
+  /**
+   * How many of a task's batches to train on: all of them, unless the job
+   * gives a range of local steps; then as many as fit its target seconds at
+   * this device's last measured step time (the least, until one is measured).
+   */
+  stepsFor(task) {
+    const all = task.batch_urls.length;
+    const { min_steps: least, steps, target_seconds: target } = task.spec.local_steps;
+    if (!(least < steps)) return all;
+    const ms = this.stepMs.get(task.job_id);
+    const fit = ms ? Math.floor((target * 1000) / ms) : least;
+    return Math.max(Math.min(least, all), Math.min(fit, all));
   }
 
   /** Ask the loop to end after the task in hand (nothing is left half-done; a prefetched lease is let go). */
@@ -99,7 +114,7 @@ export class VolunteerLoop {
     const lease = { task, token: task.lease_token, beat: t.start, t };
     this.held.add(lease);
     try {
-      const urls = task.spec.local_steps ? task.batch_urls : [task.batch_url];
+      const urls = task.spec.local_steps ? task.batch_urls.slice(0, this.stepsFor(task)) : [task.batch_url];
       [lease.batches] = await Promise.all([Promise.all(urls.map((url) => fetchBytes(url, this.fetchImpl))),
         this.trainer.warm?.(task)]); // a trainer in another thread may fetch the version ahead
     } catch (err) {
@@ -139,6 +154,7 @@ export class VolunteerLoop {
       const result = task.spec.local_steps ? await this.trainer.localSteps(batches, task.spec, beat)
         : await this.trainer.gradient(batches[0], task.spec, beat);
       t.compute = now();
+      if (task.spec.local_steps) this.stepMs.set(task.job_id, (t.compute - t.computing) / batches.length);
       this.trained(batches[batches.length - 1], task.spec);
       if (!Number.isFinite(result.loss)) throw new Error(`loss is ${result.loss}; not uploading`);
       return result;
@@ -160,7 +176,7 @@ export class VolunteerLoop {
       await uploadForm(task.upload, body, this.fetchImpl);
       t.upload = now();
       try {
-        await this.api.complete(task.job_id, lease.token, loss);
+        await this.api.complete(task.job_id, lease.token, loss, task.spec.local_steps ? batches.length : undefined);
       } catch (err) {
         // 409/410: the lease ended or was completed; its task goes to someone else.
         if (err instanceof ApiError && (err.status === 409 || err.status === 410)) {

@@ -147,3 +147,51 @@ for (const prefetch of [0, 1]) {
     assert.equal(reports.at(-1).type, 'stopped');
   });
 }
+
+test('with a range of local steps the page trains as many batches as fit the target at its own step time', async () => {
+  const urls = Array.from({ length: 8 }, (_, i) => `http://cdn/batch-${i}`);
+  const local = { ...spec, local_steps: { steps: 8, min_steps: 2, target_seconds: 0.1 } };
+  const downloads = [];
+  const completed = [];
+  let msPerStep = 10;
+  const api = {
+    lease: async () => ({ ...task, batch_urls: urls, spec: local }),
+    heartbeat: async (jobId, token) => ({ lease_token: token }),
+    complete: async (jobId, token, loss, steps) => { completed.push(steps); return {}; },
+  };
+  const trainer = {
+    prepare: async () => 'cached',
+    localSteps: async (batches) => {
+      await new Promise((r) => setTimeout(r, msPerStep * batches.length));
+      return { loss: 0.5, grads: [Float32Array.from([1, 2])] };
+    },
+  };
+  const fetchImpl = async (url) => {
+    if (url.startsWith('http://cdn/')) downloads.push(url);
+    return { ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' };
+  };
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
+  await loop.once(); // nothing measured yet: the least
+  await loop.once(); // ~10 ms a step: 100 ms fits all 8
+  msPerStep = 40;
+  await loop.once(); // still measured at ~10 ms
+  await loop.once(); // ~40 ms a step: 2 fit
+  assert.deepEqual(completed, [2, 8, 8, 2]);
+  assert.deepEqual(downloads.slice(0, 2), urls.slice(0, 2)); // only the batches it trains on
+  assert.equal(downloads.length, 2 + 8 + 8 + 2);
+});
+
+test('a task of fixed local steps trains on all its batches and says so', async () => {
+  const urls = ['http://cdn/a', 'http://cdn/b', 'http://cdn/c'];
+  const completed = [];
+  const api = {
+    lease: async () => ({ ...task, batch_urls: urls, spec: { ...spec, local_steps: { steps: 3, min_steps: 3, target_seconds: 1 } } }),
+    heartbeat: async (jobId, token) => ({ lease_token: token }),
+    complete: async (jobId, token, loss, steps) => { completed.push(steps); return {}; },
+  };
+  const trainer = { prepare: async () => 'cached', localSteps: async (batches) => ({ loss: batches.length, grads: [Float32Array.from([1])] }) };
+  const fetchImpl = async () => ({ ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
+  await loop.once();
+  assert.deepEqual(completed, [3]);
+});

@@ -85,8 +85,9 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
              "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed,
              "fold_groups": args.fold_groups}
     if args.local_steps:
-        hyper["local_steps"] = {"steps": args.local_steps, "optimizer": {
-            "name": args.local_optimizer, "learning_rate": args.local_learning_rate}}
+        hyper["local_steps"] = {"steps": args.local_steps, "min_steps": args.min_steps or args.local_steps,
+                                "target_seconds": args.target_seconds, "optimizer": {
+                                    "name": args.local_optimizer, "learning_rate": args.local_learning_rate}}
     return hyper
 
 
@@ -300,6 +301,12 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-optimizer", default="adam", choices=sorted(OPTIMIZERS),
                         help="the volunteers' own optimizer for local steps (TF.js's)")
     parser.add_argument("--local-learning-rate", type=float, default=0.01)
+    parser.add_argument("--min-steps", type=int, default=0,
+                        help="with --local-steps H: each volunteer trains on between this many and H of a task's "
+                             "batches, as many as fit --target-seconds on its device; results weigh by their steps "
+                             "(0: always H)")
+    parser.add_argument("--target-seconds", type=float, default=20.0,
+                        help="with --min-steps: about how long a volunteer's task should take")
     parser.add_argument("--lease-seconds", type=int, default=120)
     parser.add_argument("--fold-groups", type=int, default=1,
                         help="G > 1 folds the job's results in G message groups at once, then sums their sums "
