@@ -8,7 +8,7 @@ from chalicelib.errors import NotFound, PayloadTooLarge
 from chalicelib.jobs.schema import MAX_LOCAL_STEPS
 from chalicelib.model.keys import INDEX_KEY, status_key
 from chalicelib.services import services
-from chalicelib.tasks.leases import RETRY_AFTER_SECONDS
+from chalicelib.tasks.leases import BACKENDS, RELEASE_REASONS, RETRY_AFTER_SECONDS
 from chalicelib.tasks.records import fold_message
 
 app = Chalice(app_name="crowdtrain")
@@ -126,10 +126,20 @@ def heartbeat_task():
 @app.route("/tasks/complete", methods=["POST"], cors=cors)
 def complete_task():
     body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token", "loss", "steps"})
+    validate.only_keys(body, {"job_id", "lease_token", "loss", "steps", "backend"})
     loss = validate.number(body, "loss", None, 0.0, 1e9)
     steps = validate.integer(body, "steps", None, 1, MAX_LOCAL_STEPS) if "steps" in body else None
-    return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss, steps)
+    backend = validate.choice(body, "backend", BACKENDS) if "backend" in body else ""
+    return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss, steps,
+                                             backend)
+
+
+@app.route("/tasks/release", methods=["POST"], cors=cors)
+def release_task():
+    body = _body(MAX_TASK_BODY)
+    validate.only_keys(body, {"job_id", "lease_token", "reason"})
+    reason = validate.choice(body, "reason", RELEASE_REASONS)
+    return services().lease_service.release(_job_id(body.get("job_id")), body.get("lease_token"), reason)
 
 
 # -- fold (results FIFO queue) ------------------------------------------------

@@ -1,15 +1,22 @@
-"""Learning quality: does crowdtrain train as well as one TF.js process?
+"""Learning quality: does crowdtrain train as well as one TF.js process, at
+equal training samples, with per-batch gradients and with local steps?
 
-The same char-LSTM, data, batch order and sample budget are trained
-(a) sequentially with TF.js in Node (frontend/tools/sequential.mjs, tf.train
-optimizers), and (b) through crowdtrain on the real local stack by 1 and 4
-Node volunteers running the page's own loop (frontend/tools/volunteer.mjs),
-with a few K and S settings. Validation loss (held-out batches) is plotted
-against samples seen; target: final distributed / sequential <= 1.02.
+A char-LSTM that really learns (the demo's: LSTM(128), sequence 40, batch 32,
+one-hot KJV characters, Genesis to Jude; sequential Adam 0.01 ends well below
+2.0 nats/char) is trained (a) sequentially with TF.js in Node
+(frontend/tools/sequential.mjs, tf.train.adam) and (b) through crowdtrain on
+the real local stack by 4 and 16 Node volunteers running the page's own loop
+(frontend/tools/volunteer.mjs, TF.js wasm), with per-batch gradients (H = 1,
+the fold's Adam) and with H = 8 and 32 local steps (each task H steps of
+Adam 0.01 fresh per task; the fold's outer step plain SGD with learning rate 1
+applied to each pseudo-gradient as it lands, K = 1: asynchronous FedAvg).
+Every run folds the same batches × epochs. Validation loss on held-out text
+(the Book of Revelation) is plotted against samples seen. Target: final
+distributed / sequential ≤ 1.05 at H = 32.
 
-The exactness check: 1 volunteer, K = 1, SGD, staleness 0. crowdtrain's version 50 must
-equal 50 sequential TF.js SGD steps over the batches in the order crowdtrain
-folded them (max abs difference <= 1e-5).
+The exactness check: 1 volunteer, K = 1, SGD, staleness 0, on a small model.
+crowdtrain's version 50 must equal 50 sequential TF.js SGD steps over the
+batches in the order crowdtrain folded them (max abs difference <= 1e-5).
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ from bench import common
 from chalicelib.tasks.epochs import batch_order
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.meta import MetaStore
+from crowdtrain.jobs.charlstm import CharLSTM
+from crowdtrain.jobs.corpus import kjv_text
 from crowdtrain.local.process import LocalCloudProcess
 
 TOOLS = common.ROOT / "frontend" / "tools"
@@ -39,8 +48,7 @@ def node(tool: str, *args: str, payload=None, timeout: float = 1800):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_job(stack: LocalCloudProcess, volunteers: int, **job) -> tuple[str, dict]:
-    job_id = stack.char_lstm_job(**job)
+def run_job(stack: LocalCloudProcess, job_id: str, volunteers: int) -> tuple[str, dict]:
     started = time.monotonic()
     procs = [subprocess.Popen(["node", str(TOOLS / "volunteer.mjs"), stack.state["api"], f"node-{i}", job_id],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(volunteers)]
@@ -58,80 +66,114 @@ def urls(stack, job_id: str, kind: str, items) -> list[str]:
     return [f"{stack.web}jobs/{job_id}/data/batch-{b:06d}.bin" for b in items]
 
 
-def validation_curve(stack, job_id, status, eval_job, points: int) -> list[list[float]]:
+def validation_curve(stack, job_id, status, eval_urls: list[str], points: int) -> list[list[float]]:
     versions = sorted(set(np.linspace(0, status["version"], points).round().astype(int).tolist()))
-    history = {h["version"]: h for h in status["history"]}
+    # every version's samples (the job's status lists only the newest)
+    history = {h["version"]: h for h in FoldLogStore(stack.table).history(MetaStore(stack.table).get(job_id),
+                                                                            limit=status["version"] + 1)}
     samples, seen = {0: 0}, 0
     for v in range(1, status["version"] + 1):
         seen += history[v]["samples"]
         samples[v] = seen
     losses = node("evaluate.mjs", payload={"spec": status["spec"], "model_urls": urls(stack, job_id, "model", versions),
-                                           "eval_urls": urls(stack, eval_job, "batch", range(4))})
+                                           "eval_urls": eval_urls})
     return [[samples[v], loss] for v, loss in zip(versions, losses)]
+
+
+TRAIN, HELD_OUT = "gen1:1-jude1:25", "rev1:1-rev22:21"
+ADAM = {"name": "adam", "learning_rate": 0.01, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-7}
+
+
+def job_of(stack, model, x, y, local_steps: int, volunteers: int, epochs: int) -> str:
+    """One run's job: per-batch gradients with the fold's Adam, or H local
+    steps of Adam with the fold's outer SGD (learning rate 1). Staleness is
+    bounded at twice the volunteers, so that asynchrony, not discards, is
+    what the run measures."""
+    batches = len(x)
+    if local_steps == 1:
+        hyper = {"optimizer": ADAM}
+    else:
+        hyper = {"optimizer": {"name": "sgd", "learning_rate": 1.0},
+                 "local_steps": {"steps": local_steps, "optimizer": ADAM}}
+    spec = model.job_spec(batches, gradients_per_update=1, epochs=epochs, staleness=2 * volunteers,
+                          lease_seconds=600, **hyper)
+    weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(0))
+    return stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
+
+
+def held_out_job(stack, model, count: int) -> str:
+    """A job never started, only to serve the held-out batches."""
+    x, y = model.batches(kjv_text(HELD_OUT), count, seed=99)
+    weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(0))
+    return stack.api.create_job(model.job_spec(count), weights, (model.batch_file(x[b], y[b]) for b in range(count)),
+                                start=False)
 
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
-    batches, epochs, seq = (6, 1, 20) if args.quick else (60, 2, 40)
-    adam = {"name": "adam", "learning_rate": 0.01, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-7}
-    results: dict = {"batches": batches, "epochs": epochs, "seq_len": seq, "runs": []}
+    batches, epochs, units, held = (8, 1, (16,), 2) if args.quick else (400, 3, (128,), 8)
+    grid = [(1, 1), (4, 1)] if args.quick else [(h, n) for h in (1, 8, 32) for n in (4, 16)]
+    model = CharLSTM(units=units, seq_len=40, batch_size=32)
+    x, y = model.batches(kjv_text(TRAIN), batches, seed=0)
+    results: dict = {"batches": batches, "epochs": epochs, "units": list(units), "seq_len": 40, "batch_size": 32,
+                     "held_out_batches": held, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         stack = LocalCloudProcess(Path(tmp))
         try:
-            # held-out batches: a different seed's windows of the same text
-            eval_job = stack.char_lstm_job(batches=4, epochs=1, seq_len=seq, seed=99)
-            configs = [(1, 1, 4)] if args.quick else [(1, 1, 4), (4, 1, 4), (4, 3, 4), (4, 3, 1)]
-            sequential_curve = None
-            for volunteers, k, staleness in configs:
-                job_id, status = run_job(stack, volunteers, batches=batches, epochs=epochs, k=k, seq_len=seq)
-                curve = validation_curve(stack, job_id, status, eval_job, points=8 if not args.quick else 2)
-                if sequential_curve is None:
-                    # the shuffled order crowdtrain queues (seed 0), epoch by epoch
+            eval_job = held_out_job(stack, model, held)
+            eval_urls = urls(stack, eval_job, "batch", range(held))
+            sequential = None
+            for local_steps, volunteers in grid:
+                job_id = job_of(stack, model, x, y, local_steps, volunteers, epochs)
+                if sequential is None:  # crowdtrain's order of the batches (seed 0), epoch by epoch
                     shuffle = SimpleNamespace(seed=0, tasks_per_epoch=batches)
                     order = [b for e in range(epochs) for b in batch_order(shuffle, e)]
-                    seq_out = node("sequential.mjs", payload={
-                        "model_url": urls(stack, job_id, "model", [0])[0], "spec": status["spec"],
-                        "batch_urls": urls(stack, job_id, "batch", order), "optimizer": adam,
-                        "eval_urls": urls(stack, eval_job, "batch", range(4)),
-                        "eval_every": max(1, len(order) // 7)})
-                    sequential_curve = seq_out["val"]
-                    results["sequential"] = {"curve": sequential_curve}
-                    print(f"sequential TF.js: final validation loss {sequential_curve[-1][1]:.4f}")
-                ratio = curve[-1][1] / sequential_curve[-1][1]
-                results["runs"].append({"volunteers": volunteers, "k": k, "staleness": staleness, "curve": curve,
-                                        "final_ratio": ratio, "seconds": status["seconds"],
-                                        "discarded": status["discarded"], "versions": status["version"]})
-                print(f"crowdtrain, {volunteers} volunteers, K={k}, S={staleness}: final validation loss "
-                      f"{curve[-1][1]:.4f}, ratio to sequential {ratio:.3f}, {status['seconds']:.0f} s")
-
-            # exactness: 1 volunteer, K = 1, SGD
-            steps = 5 if args.quick else 50
-            sgd = {"name": "sgd", "learning_rate": 0.5}
-            job_id = _sgd_job(stack, steps, seq)
-            _, status = _finish(stack, job_id)
-            folded = sorted(FoldLogStore(stack.table).folds(MetaStore(stack.table).get(job_id)), key=lambda f: f[2])
-            order = [b for _, b, _ in folded]
-            seq_out = node("sequential.mjs", payload={
-                "model_url": urls(stack, job_id, "model", [0])[0], "spec": status["spec"],
-                "batch_urls": urls(stack, job_id, "batch", order), "optimizer": sgd})
-            final = stack.s3.get_object(Bucket=_bucket(stack), Key=f"jobs/{job_id}/versions/{steps:08d}/weights.bin")
-            ours = np.frombuffer(final["Body"].read(), "<f4")
-            theirs = np.concatenate([np.asarray(w, np.float32) for w in seq_out["weights"]])
-            worst = float(np.abs(ours - theirs).max())
-            results["exactness"] = {"steps": steps, "max_abs_diff": worst, "target": 1e-5, "met": worst <= 1e-5}
-            print(f"exactness, {steps} SGD steps: max |crowdtrain - sequential| = {worst:.2e} -> "
-                  f"{'met' if worst <= 1e-5 else 'NOT met'} (target 1e-5)")
+                    started = time.monotonic()
+                    sequential = node("sequential.mjs", timeout=7200, payload={
+                        "model_url": urls(stack, job_id, "model", [0])[0],
+                        "spec": stack.api.call("GET", f"/jobs/{job_id}")["spec"],
+                        "batch_urls": urls(stack, job_id, "batch", order), "optimizer": ADAM,
+                        "eval_urls": eval_urls, "eval_every": max(1, len(order) // 8)})["val"]
+                    results["sequential"] = {"curve": sequential, "seconds": time.monotonic() - started}
+                    print(f"sequential TF.js: final validation loss {sequential[-1][1]:.4f}", flush=True)
+                _, status = run_job(stack, job_id, volunteers)
+                curve = validation_curve(stack, job_id, status, eval_urls, points=9 if not args.quick else 2)
+                ratio = curve[-1][1] / sequential[-1][1]
+                results["runs"].append({"local_steps": local_steps, "volunteers": volunteers, "k": 1,
+                                        "staleness": 2 * volunteers, "curve": curve, "final_ratio": ratio,
+                                        "seconds": status["seconds"], "discarded": status["discarded"],
+                                        "versions": status["version"]})
+                print(f"crowdtrain, H = {local_steps}, {volunteers} volunteers: final validation loss "
+                      f"{curve[-1][1]:.4f}, ratio to sequential {ratio:.3f}, {status['version']} versions, "
+                      f"{status['seconds']:.0f} s", flush=True)
+            results["exactness"] = exactness(stack, 5 if args.quick else 50)
         finally:
             stack.stop()
-    ratios = [r["final_ratio"] for r in results["runs"]]
-    results["target"] = 1.02
-    results["target_met"] = max(ratios) <= 1.02
+    results["target"] = 1.05
+    results["target_met"] = all(r["final_ratio"] <= 1.05 for r in results["runs"] if r["local_steps"] == 32)
     common.save("quality", results, args)
 
 
+def exactness(stack, steps: int) -> dict:
+    """1 volunteer, K = 1, SGD, staleness 0: crowdtrain's version `steps` vs as
+    many sequential TF.js SGD steps over the batches in crowdtrain's order."""
+    sgd = {"name": "sgd", "learning_rate": 0.5}
+    job_id = _sgd_job(stack, steps, 20)
+    _, status = _finish(stack, job_id)
+    folded = sorted(FoldLogStore(stack.table).folds(MetaStore(stack.table).get(job_id)), key=lambda f: f[2])
+    seq_out = node("sequential.mjs", payload={
+        "model_url": urls(stack, job_id, "model", [0])[0], "spec": status["spec"],
+        "batch_urls": urls(stack, job_id, "batch", [b for _, b, _ in folded]), "optimizer": sgd})
+    final = stack.s3.get_object(Bucket=_bucket(stack), Key=f"jobs/{job_id}/versions/{steps:08d}/weights.bin")
+    ours = np.frombuffer(final["Body"].read(), "<f4")
+    theirs = np.concatenate([np.asarray(w, np.float32) for w in seq_out["weights"]])
+    worst = float(np.abs(ours - theirs).max())
+    print(f"exactness, {steps} SGD steps: max |crowdtrain - sequential| = {worst:.2e} -> "
+          f"{'met' if worst <= 1e-5 else 'NOT met'} (target 1e-5)")
+    return {"steps": steps, "max_abs_diff": worst, "target": 1e-5, "met": worst <= 1e-5}
+
+
 def _sgd_job(stack, steps: int, seq: int) -> str:
-    from crowdtrain.jobs.charlstm import CharLSTM
-    from crowdtrain.jobs.corpus import kjv_text
     model = CharLSTM(seq_len=seq, batch_size=32)
     x, y = model.batches(kjv_text("gen1:1-gen3:24"), steps, seed=5)
     # staleness 0: a gradient computed on an older version is discarded and its

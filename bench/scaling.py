@@ -44,6 +44,8 @@ class Volunteer(threading.Thread):
         self.arrive, self.pipelined = arrive_seconds, pipelined
         self.http = requests.Session()
         self.done: list[tuple[float, int, float]] = []  # (when, samples, seconds of requests) per task
+        self.computed = 0  # samples computed, whether the API took them or not
+        self.measured = False  # whether it has timed a local step of its own (as the page has after one task)
         self.lost = 0
         self.errors = 0  # requests that failed (connection reset, 5xx, 429) and were retried
 
@@ -65,27 +67,41 @@ class Volunteer(threading.Thread):
             return None
         base = task["model_url"].rsplit("/", 1)[0]
         self.http.get(f"{base}/weights.bin", timeout=30).raise_for_status()
-        for url in task["batch_urls"]:  # one, or one per local step
+        task["steps"] = self.steps_for(task)
+        for url in task["batch_urls"][:task["steps"]]:  # one, or one per local step
             self.http.get(url, timeout=30).raise_for_status()
         return task, time.monotonic() - start
 
+    def steps_for(self, task: dict) -> int:
+        """The page's choice (VolunteerLoop.stepsFor): all the task's batches, or
+        with a range of local steps as many as fit the target at its step time."""
+        every = len(task["batch_urls"])
+        local = task["spec"].get("local_steps")
+        if not local or local["min_steps"] >= local["steps"]:
+            return every
+        least = min(local["min_steps"], every)
+        fit = int(local["target_seconds"] // self.step) if self.measured else least
+        return max(least, min(fit, every))
+
     def compute(self, task: dict) -> None:
-        time.sleep(self.step * len(task["batch_urls"]))  # the browser's gradient computation (or local steps)
+        time.sleep(self.step * task["steps"])  # the browser's gradient computation (or local steps)
+        self.computed += task["spec"]["dataset"]["x"]["shape"][0] * task["steps"]
+        self.measured = True
 
     def deliver(self, task: dict, seconds: float) -> None:
         """Upload and complete; the task counts with `seconds` of requests before its compute."""
         start = time.monotonic()
         post_form(task["upload"], np.zeros(task["upload_bytes"], np.uint8).tobytes())
         try:
-            self.api.call("POST", "/tasks/complete",
-                          {"job_id": task["job_id"], "lease_token": task["lease_token"], "loss": 1.0}, signed=False)
+            self.api.call("POST", "/tasks/complete", {"job_id": task["job_id"], "lease_token": task["lease_token"],
+                                                      "loss": 1.0, "steps": task["steps"]}, signed=False)
         except ApiError as err:
             if err.status not in (409, 410):
                 raise
             self.lost += 1  # the lease ended first: part of the measurement
             return
         end = time.monotonic()
-        samples = task["spec"]["dataset"]["x"]["shape"][0] * len(task["batch_urls"])
+        samples = task["spec"]["dataset"]["x"]["shape"][0] * task["steps"]
         self.done.append((end, samples, seconds + end - start))
 
     def one_task(self) -> None:

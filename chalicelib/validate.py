@@ -78,6 +78,13 @@ def text(body: Mapping[str, Any], key: str, default: str | None, max_len: int = 
     return value
 
 
+def choice(body: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = body.get(key)
+    if value not in allowed:
+        raise BadRequest(f"{key!r} must be one of {list(allowed)}")
+    return value
+
+
 def identifier(value: Any, what: str) -> str:
     """A job id or similar: lowercase letters, digits and dashes only, so it is
     safe inside S3 keys and DynamoDB keys (no traversal, no separators)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crowdtrain.paths import ROOT
-SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "scaling", "quality"]
+SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "scaling", "wasted", "quality"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_report_builds_from_the_results(results, tmp_path):
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
-    for heading in ("Task overhead", "Scaling", "Fold capacity", "Fold throughput", "dollars", "Learning quality",
-                    "JSDoop"):
+    for heading in ("Task overhead", "Scaling", "Wasted work", "Fold capacity", "Fold throughput", "dollars",
+                    "Learning quality", "JSDoop"):
         assert heading in text
     assert (tmp_path / "benchmarks" / "scaling.png").stat().st_size > 1000

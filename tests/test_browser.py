@@ -1,6 +1,7 @@
 """The volunteer page and the dashboard in real headless Chromium (Debian's,
 driven by Playwright) against the real local stack."""
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -164,3 +165,60 @@ def test_a_pipelined_page_holds_at_most_prefetch_plus_one_leases(stack, page, pr
 
 def _bucket(stack) -> str:
     return next(b["Name"] for b in stack.s3.list_buckets()["Buckets"] if "-data-" in b["Name"])
+
+
+@pytest.fixture
+def own_stack(tmp_path):
+    """A stack of the test's own: its pages lease only its jobs, its counters are its own."""
+    process = LocalCloudProcess(tmp_path)
+    yield process
+    process.stop()
+
+
+def test_auto_trains_an_embedding_model_on_the_backend_its_canary_proves(own_stack, page):
+    """wasm has no kernel for an Embedding's gradient: the canary skips it, says
+    which kernel, and the page trains on a backend whose gradient matches cpu's."""
+    job = own_stack.char_lstm_job(batches=6, epochs=2, k=1, units=(16,), seq_len=20, embedding=8)
+    page.goto(f"{own_stack.web}?autostart&volunteer=embedding")
+    status = own_stack.wait_for(job, lambda s: s["status"] == "finished", timeout=300)
+    chosen = page.inner_text("#backend-active")
+    assert chosen in ("webgl", "cpu"), chosen
+    detail = page.inner_text("#backend-detail")
+    assert "wasm: " in detail and "UnsortedSegmentSum" in detail and f"{chosen} " in detail, detail
+    losses = [h["loss"] for h in status["history"]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    assert status["counters"][f"backend_{chosen}"] == 12  # the fold counted who computed each result
+
+
+def test_a_page_that_cannot_compute_hands_its_tasks_back_and_the_job_finishes(own_stack, context):
+    """Forced onto wasm, an Embedding job's compute always throws: each lease
+    goes back within 2 s of being taken, the page gives up after 3 and says
+    why, and a volunteer that can compute finishes the job."""
+    job = own_stack.char_lstm_job(batches=4, epochs=1, k=1, units=(16,), seq_len=20, embedding=8, lease_seconds=600)
+    page = context.new_page()  # its console errors are the point
+    leased, released = {}, {}
+
+    def on_request(request):
+        if request.url.endswith("/tasks/release"):
+            released[json.loads(request.post_data)["lease_token"]] = time.monotonic()
+
+    def on_response(response):
+        if response.url.endswith("/tasks/lease") and response.status == 200:
+            leased[response.json()["lease_token"]] = time.monotonic()
+
+    page.on("request", on_request)
+    page.on("response", on_response)
+    page.goto(f"{own_stack.web}?autostart&volunteer=broken&backend=wasm&prefetch=0")
+    page.wait_for_function("document.getElementById('state').textContent.includes('in a row')", timeout=120_000)
+    assert "3 tasks" in page.inner_text("#state") and "not registered" in page.inner_text("#state")
+    assert len(released) == 3 and set(released) <= set(leased)
+    gaps = [released[token] - leased[token] for token in released]
+    assert max(gaps) < 2.0, gaps
+    counters = own_stack.api.call("GET", f"/jobs/{job}")["counters"]
+    assert counters["released_compute_error"] == 3 and counters["volunteers_released_compute_error"] == 1
+    helper = subprocess.run(["node", str(ROOT / "frontend" / "tools" / "volunteer.mjs"), own_stack.state["api"],
+                             "helper", job], env={**os.environ, "TFJS_BACKEND": "cpu"}, capture_output=True,
+                            text=True, timeout=300)
+    assert helper.returncode == 0, helper.stderr[-2000:]
+    assert own_stack.api.call("GET", f"/jobs/{job}")["status"] == "finished"
+    page.close()

@@ -24,6 +24,7 @@ crashes where: docs/architecture.md#exactly-once (the one place it is argued).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import replace
 from typing import Sequence
 
@@ -64,6 +65,7 @@ class Fold:
         """Process one invocation's messages (results, and partial sums of a
         job's groups), each job's in order. Raises on AWS errors so the queue
         redelivers the batch (every step is safe to repeat)."""
+        self._count_backends(messages)
         outcomes: list[FoldOutcome | None] = [None] * len(messages)
         by_job: dict[tuple[str, int], list[int]] = {}
         for i, m in enumerate(messages):
@@ -81,6 +83,13 @@ class Fold:
             for i, outcome in zip(indexes, done):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
+
+    def _count_backends(self, messages: Sequence[Result | PartialSum]) -> None:
+        """Which TF.js backends computed each job's results (`backend_<name>`),
+        once per invocation (a redelivered one counts again: a statistic)."""
+        backends = Counter((m.job_id, m.backend) for m in messages if isinstance(m, Result) and m.backend)
+        for job_id in {job for job, _ in backends}:
+            self.counters.add(job_id, **{f"backend_{b}": n for (j, b), n in backends.items() if j == job_id})
 
     def _read(self, job_id: str) -> tuple[JobMeta, JobSpec] | None:
         """A fresh read of the job's META, and its spec; None if the job is gone."""

@@ -24,7 +24,7 @@ class AwaitingCopies(Records):
             return None
         lease_id, base, loss, samples, volunteer, digest = json.loads(item["copy"])
         return Pending(job_id, epoch, batch, lease_id, base, gradient_key(job_id, epoch, batch, lease_id), loss,
-                       samples, volunteer, digest)
+                       samples, volunteer, digest=digest)
 
     def put(self, copy: Pending) -> None:
         fields = [copy.lease_id, copy.base_version, copy.loss, copy.samples, copy.volunteer_id, copy.digest]

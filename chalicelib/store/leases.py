@@ -1,6 +1,7 @@
 """`LEASE#<lease id>`: one item per lease. Its state moves leased -> completed,
-and completed -> discarded where the fold drops the result, each by a
-conditional write, so a replayed completion finds the lease no longer leased."""
+and completed -> discarded where the fold drops the result, or leased ->
+released where the volunteer hands the task back, each by a conditional
+write, so a replayed completion or release finds the lease no longer leased."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,22 +18,24 @@ _DESERIALIZE = TypeDeserializer()  # a failed condition's item comes back in Dyn
 
 @dataclass(frozen=True)
 class LeaseRecord:
-    state: str  # leased | completed | discarded
+    state: str  # leased | completed | discarded | released
     volunteer_id: str
     slot: int = 0  # the volunteer's slot it holds (store/volunteers.py)
+    pin: int | None = None  # the task's pinned version (a replica check), to queue it again as it was
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> "LeaseRecord":
-        return cls(item["state"], item["volunteer_id"], int(item.get("slot", 0)))
+        pin = item.get("pin")
+        return cls(item["state"], item["volunteer_id"], int(item.get("slot", 0)), None if pin is None else int(pin))
 
 
 class LeaseRecords(Records):
     def put(self, job_id: str, lease_id: str, epoch: int, batch: int, expires: float, volunteer_id: str,
-            slot: int) -> None:
+            slot: int, pin: int | None = None) -> None:
         self._table.put_item(Item={
             **job_key(job_id, f"LEASE#{lease_id}"), "state": "leased", "epoch": epoch, "batch": batch,
             "expires": Decimal(str(expires)), "volunteer_id": volunteer_id, "slot": slot,
-            "ttl": int(expires) + LEASE_TTL_SECONDS,
+            "ttl": int(expires) + LEASE_TTL_SECONDS, **({} if pin is None else {"pin": pin}),
         }, ConditionExpression="attribute_not_exists(pk)")
 
     def get(self, job_id: str, lease_id: str) -> LeaseRecord | None:

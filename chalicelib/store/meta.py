@@ -118,7 +118,8 @@ def _compact(results: tuple[Pending, ...]) -> str:
 def _expand(job_id: str, text: str) -> tuple[Pending, ...]:
     def pending(e, b, lease_id, base, loss, samples, volunteer, digest, summed=0) -> Pending:
         key = partial_sum_key(job_id, e, digest) if summed else gradient_key(job_id, e, b, lease_id)
-        return Pending(job_id, e, b, lease_id, base, key, loss, samples, volunteer, digest, bool(summed))
+        return Pending(job_id, e, b, lease_id, base, key, loss, samples, volunteer, digest=digest,
+                       summed=bool(summed))
     return tuple(pending(*entry) for entry in json.loads(text))
 
 

@@ -3,6 +3,8 @@
 - `STATS#<shard>`: counters (duplicates, discards by reason, rejected
   uploads, ...) added with atomic ADD to one of `SHARDS` items picked at
   random, and summed on read (one BatchGetItem).
+- `FIRST#<counter>#<volunteer>`: that this volunteer has added to that
+  counter before, so `volunteers_<counter>` counts each volunteer once.
 - `ACTIVITY#<minute>`: which volunteers' results the fold saw in that minute,
   and how many; written once per fold invocation (a job's fold runs one
   invocation at a time, so a few writes a second at most) and kept an hour.
@@ -34,6 +36,15 @@ class Counters(Records):
                 if name not in ("pk", "sk"):
                     totals[name] = totals.get(name, 0) + int(value)
         return totals
+
+    def first_time(self, job_id: str, counter: str, volunteer_id: str) -> None:
+        """Count `volunteer_id` in `volunteers_<counter>` unless it is there already."""
+        try:
+            self._table.put_item(Item=job_key(job_id, f"FIRST#{counter}#{volunteer_id}"),
+                                 ConditionExpression="attribute_not_exists(pk)")
+        except self._condition_failed:
+            return
+        self.add(job_id, **{f"volunteers_{counter}": 1})
 
     def seen(self, job_id: str, volunteer_ids: Iterable[str], results: int) -> None:
         """Record the volunteers whose results the fold just took in."""

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 MAX_VISIBILITY_SECONDS = 12 * 3600
 # An empty queue answers 204 with this Retry-After.
 RETRY_AFTER_SECONDS = 5
+# Why a volunteer hands a task back (POST /tasks/release): its compute failed,
+# no TF.js backend of its browser can train the model, or it was stopped.
+RELEASE_REASONS = ("compute_error", "no_backend", "stopped")
+# The TF.js backends a completion may say computed it (counted per job by the fold).
+BACKENDS = ("webgpu", "wasm", "webgl", "cpu")
 # Receives tried per lease request while skipping tasks of paused or ended jobs.
 MAX_SKIPS = 5
 
@@ -95,7 +100,8 @@ class LeaseService:
             self.tasks.hide(task.receipt, spec.lease_seconds)
             self.slots.extend(volunteer_id, slot, lease_id, token_seconds(spec.lease_seconds))
             self.expected_seconds = spec.lease_seconds
-        self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id, slot)
+        self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id, slot,
+                        task.pin)
         upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
         batch_urls = [self.objects.public_url(batch_key(task.job_id, b)) for b in spec.task_batches(task.batch)]
         return {
@@ -149,10 +155,12 @@ class LeaseService:
             raise Conflict(f"the task can no longer be extended: {err}")
         return {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires}
 
-    def complete(self, job_id: str, token: Any, loss: float, steps: int | None = None) -> dict[str, Any]:
+    def complete(self, job_id: str, token: Any, loss: float, steps: int | None = None,
+                 backend: str = "") -> dict[str, Any]:
         """Accept an uploaded gradient: verify, hand it to the fold, retire the task.
         `steps`: the local steps the volunteer ran, where the job lets it choose
-        (all the task's batches when not given).
+        (all the task's batches when not given); `backend`: the TF.js backend
+        that computed it, if said.
 
         The lease moves leased -> completed before the result is sent, so a
         replayed or concurrent completion is refused (409). If sending fails,
@@ -172,7 +180,7 @@ class LeaseService:
         try:
             self._check_upload(job_id, spec, key)
             samples = steps * spec.dataset.batch_size
-            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id), spec.fold_groups)
+            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id, backend), spec.fold_groups)
         except Exception:
             # back to leased: the volunteer may upload again, or retry the completion
             self.leases.move(job_id, lease.lease_id, "completed", "leased")
@@ -185,6 +193,28 @@ class LeaseService:
             log.warning("could not delete task %s-%s of %s: %s", lease.epoch, lease.batch, job_id, err)
         self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
         return {"accepted": True, "job_id": job_id, "epoch": lease.epoch, "batch": lease.batch}
+
+    def release(self, job_id: str, token: Any, reason: str) -> dict[str, Any]:
+        """Hand a leased task back at once (the volunteer cannot compute it): a
+        fresh copy of its message is queued and the leased one deleted, so the
+        task is leased again now, not when the lease would have run out, and
+        a broken browser's hand-backs do not count as receives towards the
+        dead-letter queue. The reason is counted per job, and the volunteers
+        who gave it."""
+        lease = self.signer.verify(token, job_id)
+        moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "released", reason=reason)
+        if not moved:
+            self._refuse(record)
+        self.tasks.enqueue(job_id, lease.epoch, [lease.batch], pin=record.pin)
+        try:
+            self.tasks.delete(lease.receipt)
+        except self.tasks.errors as err:
+            # Two copies of the task: the second result of its batch is a duplicate to the fold.
+            log.warning("could not delete released task %s-%s of %s: %s", lease.epoch, lease.batch, job_id, err)
+        self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
+        self.counters.add(job_id, **{f"released_{reason}": 1})
+        self.counters.first_time(job_id, f"released_{reason}", record.volunteer_id)
+        return {"released": True, "job_id": job_id, "epoch": lease.epoch, "batch": lease.batch}
 
     def _check_upload(self, job_id: str, spec: JobSpec, key: str) -> None:
         """400 unless the lease's upload is there and passes the gradient check."""
@@ -206,4 +236,4 @@ class LeaseService:
         """Why a lease could not move on: gone (404) or no longer leased (409)."""
         if record is None:
             raise NotFound("no such lease (was the job deleted?)")
-        raise Conflict(f"lease is already {record.state}; each lease is completed once")
+        raise Conflict(f"lease is already {record.state}; each lease is completed or released once")

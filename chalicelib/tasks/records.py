@@ -79,11 +79,12 @@ class Result:
     loss: float
     samples: int
     volunteer_id: str
+    backend: str = ""  # the TF.js backend that computed it, where the volunteer said
 
     @classmethod
-    def of(cls, lease: Lease, key: str, loss: float, samples: int, volunteer_id: str) -> "Result":
+    def of(cls, lease: Lease, key: str, loss: float, samples: int, volunteer_id: str, backend: str = "") -> "Result":
         return cls(lease.job_id, lease.epoch, lease.batch, lease.lease_id, lease.base_version, key, loss, samples,
-                   volunteer_id)
+                   volunteer_id, backend)
 
     def message(self) -> str:
         return json.dumps(asdict(self))

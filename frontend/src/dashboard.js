@@ -31,6 +31,12 @@ function failed(err) {
   $('summary').textContent = `cannot read the status: ${err.message}`;
 }
 
+/** Tasks volunteers handed back, by reason, and how many volunteers gave each: "compute_error 7 (2 volunteers)". */
+function handedBack(counters) {
+  return Object.entries(counters).filter(([k]) => k.startsWith('released_'))
+    .map(([k, v]) => `${k.slice('released_'.length)} ${v} (${counters[`volunteers_${k}`] ?? 0} volunteers)`).join(', ');
+}
+
 function show(job) {
   if (!job) { $('summary').textContent = `job ${jobId} has not started`; return; }
   const total = job.spec.dataset.batches * job.spec.epochs;
@@ -43,6 +49,7 @@ function show(job) {
   $('results-per-minute').textContent = job.results_per_minute.at(-2) ?? '–';  // the last full minute
   const discarded = Object.entries(job.discarded).map(([k, v]) => `${k} ${v}`).join(', ');
   $('discarded').textContent = discarded || 'none';
+  $('released').textContent = handedBack(job.counters) || 'none';
   const h = job.history;
   const t0 = h.length ? h[0].time : 0;
   charts.versions.update(h.map((p) => p.time - t0), h.map((p) => p.version));

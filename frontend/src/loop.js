@@ -7,6 +7,9 @@ import { ApiError, backoffDelay, fetchBytes, uploadForm } from './api.js';
 import { getCodec } from './codecs.js';
 
 const now = () => performance.now();
+// After this many failed tasks of one job in a row, the page stops leasing for GIVE_UP_MS and says why.
+export const MAX_STREAK = 3;
+export const GIVE_UP_MS = 5 * 60 * 1000;
 const sleep = (ms, signal) => new Promise((resolve) => {
   const timer = setTimeout(resolve, ms);
   signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
@@ -29,6 +32,7 @@ export class VolunteerLoop {
     this.failures = 0;
     this.held = new Set(); // the leases in hand, each heartbeated until its task is completed or let go
     this.stepMs = new Map(); // job id -> the last local step's time here, in ms
+    this.streaks = new Map(); // job id -> its tasks that failed here in a row
   }
 
   /**
@@ -83,15 +87,30 @@ export class VolunteerLoop {
     }
     await delivering;
     await next?.catch(() => null);
-    this.held.clear(); // a prefetched lease is let go: it ends on its own and its task goes to someone else
+    // a prefetched lease is handed back: its task goes to someone else now
+    await Promise.all([...this.held].map((lease) => this.letGo(lease, 'stopped')));
     this.report({ type: 'stopped' });
   }
 
   failed(err) {
+    const message = String(err.message || err);
+    if (err.streak >= MAX_STREAK) {
+      this.report({ type: 'gave-up', jobId: err.jobId, message, streak: err.streak, waitMs: GIVE_UP_MS });
+      this.streaks.set(err.jobId, MAX_STREAK - 1); // after the wait, one more failure waits again
+      return GIVE_UP_MS;
+    }
     const waitMs = backoffDelay(this.failures);
     this.failures += 1;
-    this.report({ type: 'error', message: String(err.message || err), status: err.status, waitMs });
+    this.report({ type: 'error', message, status: err.status, waitMs });
     return waitMs;
+  }
+
+  /** Hand a lease back at once, so its task goes to someone else now (if the call fails, the lease runs out). */
+  async letGo(lease, reason) {
+    this.held.delete(lease);
+    try {
+      await this.api.release(lease.task.job_id, lease.token, reason);
+    } catch { /* it ends on its own */ }
   }
 
   /** One task, start to finish, nothing in parallel. Returns {retryAfter} when there was none. */
@@ -159,8 +178,10 @@ export class VolunteerLoop {
       if (!Number.isFinite(result.loss)) throw new Error(`loss is ${result.loss}; not uploading`);
       return result;
     } catch (err) {
-      this.held.delete(lease); // not delivered: the lease ends on its own
-      throw err;
+      await this.letGo(lease, err.reason || 'compute_error'); // not delivered: someone else computes it
+      const streak = (this.streaks.get(task.job_id) || 0) + 1;
+      this.streaks.set(task.job_id, streak);
+      throw Object.assign(err instanceof Error ? err : new Error(String(err)), { jobId: task.job_id, streak });
     } finally {
       clearInterval(ticker);
     }
@@ -176,7 +197,8 @@ export class VolunteerLoop {
       await uploadForm(task.upload, body, this.fetchImpl);
       t.upload = now();
       try {
-        await this.api.complete(task.job_id, lease.token, loss, task.spec.local_steps ? batches.length : undefined);
+        await this.api.complete(task.job_id, lease.token, loss, task.spec.local_steps ? batches.length : undefined,
+          this.trainer.backends?.get(task.job_id));
       } catch (err) {
         // 409/410: the lease ended or was completed; its task goes to someone else.
         if (err instanceof ApiError && (err.status === 409 || err.status === 410)) {
@@ -186,6 +208,7 @@ export class VolunteerLoop {
         throw err;
       }
       t.complete = now();
+      this.streaks.delete(task.job_id);
       this.report({
         type: 'task', jobId: task.job_id, version: task.base_version, epoch: task.epoch, batch: task.batch,
         loss, samples: batches.length * task.spec.dataset.x.shape[0], fetched: lease.fetched, bytes: body.byteLength,

@@ -11,14 +11,16 @@ export class RemoteTrainer {
     this.worker = worker;
     this.calls = new Map(); // id -> {resolve, reject}
     this.nextId = 0;
+    this.backends = new Map(); // job id -> the backend the worker's canary chose for it
   }
 
   /** Route a worker message: a call's result, or (returns false) something else. */
   settle(data) {
+    if (data.type === 'backend' && data.jobId) this.backends.set(data.jobId, data.name);
     if (data.type !== 'result' || !this.calls.has(data.id)) return false;
     const { resolve, reject } = this.calls.get(data.id);
     this.calls.delete(data.id);
-    if (data.error) reject(new Error(data.error)); else resolve(data.result);
+    if (data.error) reject(Object.assign(new Error(data.error), { reason: data.reason })); else resolve(data.result);
     return true;
   }
 

@@ -74,6 +74,14 @@ export class Trainer {
     this.version = -1;
   }
 
+  /** Drop the model (it is built again at the next prepare, e.g. on another backend). */
+  forget() {
+    if (this.model) this.model.dispose();
+    this.model = null;
+    this.jobId = null;
+    this.version = -1;
+  }
+
   /** Make the model match the lease's job and version; returns what had to be fetched. */
   async prepare(task) {
     const { tf } = this;

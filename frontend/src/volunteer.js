@@ -38,9 +38,19 @@ function render() {
   }
 }
 
+/** The canary's choice for a job: each backend's step time, and why the others were skipped. */
+function describeChoice({ jobId, ms, skipped }) {
+  const times = Object.entries(ms).map(([name, t]) => `${name} ${Math.round(t)} ms`).join(', ');
+  const why = Object.entries(skipped).map(([name, reason]) => `${name}: ${reason}`).join('; ');
+  return `job ${jobId}: one step takes ${times}${why ? `; skipped ${why}` : ''}`;
+}
+
 function onReport({ data }) {
   switch (data.type) {
-    case 'backend': $('backend-active').textContent = data.name; break;
+    case 'backend':
+      $('backend-active').textContent = data.name;
+      if (data.ms) $('backend-detail').textContent = describeChoice(data);
+      break;
     case 'leased': $('state').textContent = `working on job ${data.jobId}, batch ${data.batch}`; jobId = data.jobId; break;
     case 'task':
       window.crowdtrain.tasks = [...window.crowdtrain.tasks.slice(-999), data];
@@ -57,6 +67,11 @@ function onReport({ data }) {
     case 'error':
       $('state').textContent = `problem: ${data.message}; retrying`;
       console.error(`crowdtrain volunteer: ${data.message}`);
+      break;
+    case 'gave-up':
+      $('state').textContent = `this browser failed ${data.streak} tasks of job ${data.jobId} in a row (${data.message}); `
+        + `handed them back and waiting ${Math.round(data.waitMs / 60000)} minutes`;
+      console.error(`crowdtrain volunteer: giving up on job ${data.jobId} for now: ${data.message}`);
       break;
     case 'stopped':
       $('state').textContent = 'stopped';

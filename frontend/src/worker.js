@@ -2,17 +2,23 @@
 // free for the volunteer loop's requests (src/remote.js is its other side).
 // Messages in: {type: 'start', backend}, {type: 'call', id, method, args} for
 // prepare, gradient and localSteps, {type: 'sample', length, alphabet}.
-// Messages out: {type: 'backend', name}, {type: 'result', id, result | error},
-// {type: 'sample', text}.
+// Messages out: {type: 'backend', name, jobId?, ms?, skipped?} (the canary's
+// choice for a job, src/canary.js), {type: 'result', id, result | error,
+// reason?}, {type: 'sample', text}.
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { candidates, chooseBackend, tinyBatch } from './canary.js';
 import { firstSequence, TextSampler } from './sampler.js';
 import { Trainer } from './trainer.js';
 
 const trainer = new Trainer(tf);
 const sampler = new TextSampler(tf);
 let seed = null; // the first sequence of the last batch trained on
-let ready = null; // the backend, once chosen
+let ready = null; // the backend, once started
+let requested = 'auto'; // or a backend the volunteer forced
+const chosen = new Map(); // job id -> the canary's choice for it
+let lastTask = null; // the task the trainer was last prepared for
+let modelBackend = null; // the backend the trainer's model was built on
 let work = Promise.resolve(); // one thing at a time: calls and text samples never interleave
 // The latest text-sample request. It runs between calls, so it never holds up a step.
 let sampleWanted = null;
@@ -28,10 +34,10 @@ async function writeSample() {
   }
 }
 
-async function chooseBackend(requested) {
-  // wasm is the fastest here for recurrent models; models with Embedding layers
-  // cannot train on it (no UnsortedSegmentSum kernel), so 'auto' never forces it on them.
-  const order = requested === 'auto' ? ['wasm', 'webgl', 'cpu'] : [requested, 'cpu'];
+async function startBackend() {
+  // 'auto' starts on wasm (the canary chooses per job at its first batch); a
+  // forced backend is used as asked, cpu if it cannot start
+  const order = requested === 'auto' ? ['wasm', 'cpu'] : [requested, 'cpu'];
   for (const name of order) {
     try {
       if (await tf.setBackend(name)) { await tf.ready(); return tf.getBackend(); }
@@ -40,14 +46,54 @@ async function chooseBackend(requested) {
   throw new Error('no TF.js backend could start');
 }
 
+/** One canary trial on the backend set now: the gradient of a few samples, and one timed step. */
+async function trial(task, batch) {
+  const t = new Trainer(tf);
+  try {
+    await t.prepare(task);
+    const tiny = tinyBatch(batch, task.spec.dataset);
+    const { grads } = await t.gradient(tiny.bytes, { ...task.spec, dataset: tiny.dataset });
+    await t.gradient(batch, task.spec); // kernels and shaders for the job's shapes
+    const start = performance.now();
+    await t.gradient(batch, task.spec);
+    return { grads, ms: performance.now() - start };
+  } finally {
+    t.model?.dispose();
+  }
+}
+
+/** Put TF.js and the trainer's model on `name` (the model is built again there). */
+async function moveTo(name) {
+  if (tf.getBackend() === name && modelBackend === name) return;
+  await tf.setBackend(name);
+  trainer.forget();
+  modelBackend = name;
+}
+
+/** With 'auto', the first batch of a job runs the canary, whose choice is kept for the job. */
+async function chooseFor(task, batch) {
+  if (requested !== 'auto' || chosen.has(task.job_id)) return;
+  const choice = await chooseBackend(tf, candidates(Boolean(self.navigator?.gpu)), () => trial(task, batch));
+  chosen.set(task.job_id, choice);
+  self.postMessage({ type: 'backend', jobId: task.job_id, ...choice });
+  await moveTo(choice.name);
+  await trainer.prepare(task);
+}
+
 const methods = {
-  prepare: (task) => trainer.prepare(task),
+  prepare: async (task) => {
+    lastTask = task;
+    if (chosen.has(task.job_id)) await moveTo(chosen.get(task.job_id).name);
+    return trainer.prepare(task);
+  },
   gradient: async (batch, spec) => {
+    await chooseFor(lastTask, batch);
     const result = await trainer.gradient(batch, spec);
     seed = firstSequence(batch, spec) || seed;
     return result;
   },
   localSteps: async (batches, spec) => {
+    await chooseFor(lastTask, batches[0]);
     const result = await trainer.localSteps(batches, spec);
     seed = firstSequence(batches[batches.length - 1], spec) || seed;
     return result;
@@ -59,7 +105,7 @@ async function call({ id, method, args }) {
     await ready;
     self.postMessage({ type: 'result', id, result: await methods[method](...args) });
   } catch (err) {
-    self.postMessage({ type: 'result', id, error: String(err.message || err) });
+    self.postMessage({ type: 'result', id, error: String(err.message || err), reason: err.reason });
   }
   await writeSample();
 }
@@ -67,9 +113,12 @@ async function call({ id, method, args }) {
 self.onmessage = ({ data }) => {
   if (data.type === 'start' && !ready) {
     setWasmPaths(new URL('./', self.location.href).href);
-    ready = chooseBackend(data.backend || 'auto');
-    ready.then((name) => self.postMessage({ type: 'backend', name }),
-      (err) => self.postMessage({ type: 'backend', name: `none (${err.message})` }));
+    requested = data.backend || 'auto';
+    ready = startBackend();
+    ready.then((name) => {
+      modelBackend = name;
+      self.postMessage({ type: 'backend', name: requested === 'auto' ? `${name} until a job's first batch picks one` : name });
+    }, (err) => self.postMessage({ type: 'backend', name: `none (${err.message})` }));
   } else if (data.type === 'call') {
     work = work.then(() => call(data));
   } else if (data.type === 'sample') {

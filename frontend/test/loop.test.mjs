@@ -195,3 +195,48 @@ test('a task of fixed local steps trains on all its batches and says so', async 
   await loop.once();
   assert.deepEqual(completed, [3]);
 });
+
+test('a task whose compute fails is handed back at once; three in a row and the page waits, saying why', async () => {
+  const released = [];
+  const reports = [];
+  let leased = 0;
+  const api = {
+    lease: async () => { leased += 1; return { ...task, lease_token: `t${leased}` }; },
+    heartbeat: async (jobId, token) => ({ lease_token: token }),
+    release: async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; },
+    complete: async () => { throw new Error('never'); },
+  };
+  const trainer = { prepare: async () => 'cached', gradient: () => { throw new Error("Kernel 'X' not registered"); } };
+  const fetchImpl = async () => ({ ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', prefetch: 0 });
+  loop.failed = ((failed) => function (err) { failed.call(this, err); return 1; })(loop.failed); // no real waits
+  const running = loop.run();
+  while (!reports.some((r) => r.type === 'gave-up')) await new Promise((r) => setTimeout(r, 2));
+  loop.stop();
+  await running;
+  assert.deepEqual(released.slice(0, 3), ['t1 compute_error', 't2 compute_error', 't3 compute_error']);
+  assert.deepEqual(reports.filter((r) => r.type === 'error' || r.type === 'gave-up').slice(0, 3).map((r) => r.type),
+    ['error', 'error', 'gave-up']);
+  const gaveUp = reports.find((r) => r.type === 'gave-up');
+  assert.equal(gaveUp.jobId, 'j-1');
+  assert.match(gaveUp.message, /not registered/);
+  assert.equal(gaveUp.waitMs, 5 * 60 * 1000);
+  assert.equal(loop.held.size, 0);
+});
+
+test('stopping hands back the prefetched lease', async () => {
+  const released = [];
+  const { api, trainer, fetchImpl, events } = pipelineFakes(3);
+  api.release = async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; };
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v', prefetch: 1 });
+  const compute = trainer.gradient;
+  trainer.gradient = async (...args) => { // stop once the next task is leased, while this one computes
+    while (!events.includes('lease 2')) await new Promise((r) => setTimeout(r, 1));
+    loop.stop();
+    return compute(...args);
+  };
+  await loop.run();
+  assert.deepEqual(events.filter((e) => e.startsWith('complete')), ['complete t1']); // the task in hand is finished
+  assert.deepEqual(released, ['t2 stopped']);
+  assert.equal(loop.held.size, 0);
+});

@@ -1,10 +1,11 @@
 // Validation loss of model versions: stdin {spec, model_urls, eval_urls}; stdout (last line): [loss, ...]
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
+import { useBackend } from './backend.mjs';
 import { fetchBytes } from '../src/api.js';
 import { Trainer } from '../src/trainer.js';
 
-await tf.setBackend('cpu');
+await useBackend(tf);
 const { spec, model_urls: urls, eval_urls: evalUrls } = JSON.parse(readFileSync(0, 'utf8'));
 const batches = await Promise.all(evalUrls.map((u) => fetchBytes(u)));
 const trainer = new Trainer(tf);

@@ -4,10 +4,11 @@
 // stdout (last line): {val: [[samples, loss], ...], weights: [[...], ...]}
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
+import { useBackend } from './backend.mjs';
 import { fetchBytes } from '../src/api.js';
 import { Trainer } from '../src/trainer.js';
 
-await tf.setBackend('cpu');
+await useBackend(tf);
 const input = JSON.parse(readFileSync(0, 'utf8'));
 const { spec } = input;
 const trainer = new Trainer(tf);

@@ -1,13 +1,14 @@
-// A volunteer in Node (TF.js cpu backend) running the page's own loop, for
+// A volunteer in Node (TF.js wasm backend, tools/backend.mjs) running the page's own loop, for
 // benchmarks and headless helpers: node tools/volunteer.mjs API_URL NAME JOB_ID
 // It stops when the job is finished.
 import * as tf from '@tensorflow/tfjs';
+import { useBackend } from './backend.mjs';
 import { Api } from '../src/api.js';
 import { VolunteerLoop } from '../src/loop.js';
 import { Trainer } from '../src/trainer.js';
 
 const [apiUrl, name, jobId] = process.argv.slice(2);
-await tf.setBackend('cpu');
+await useBackend(tf);
 const api = new Api(apiUrl);
 let tasks = 0;
 const loop = new VolunteerLoop({

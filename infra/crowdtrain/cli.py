@@ -53,7 +53,8 @@ def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iter
     from crowdtrain.jobs.charlstm import CharLSTM
     from crowdtrain.jobs.corpus import kjv_text
 
-    model = CharLSTM(units=tuple(args.units), seq_len=args.seq_len, batch_size=args.batch_size)
+    model = CharLSTM(units=tuple(args.units), seq_len=args.seq_len, batch_size=args.batch_size,
+                     embedding=args.embedding)
     x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
     spec = model.job_spec(args.batches, args.micro_batch, **_hyper(args))
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
@@ -281,6 +282,10 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
                         help="LSTM layer sizes (default: one LSTM(128), which learns word-like text in minutes; "
                              "the paper's stand-alone example: 10 10)")
     parser.add_argument("--seq-len", type=int, default=40, help="characters per sequence (paper: 1024)")
+    parser.add_argument("--embedding", type=int, default=0,
+                        help="E > 0: read characters through a learned Embedding of E dimensions instead of one-hot "
+                             "(no text sample on the page; wasm cannot train it, so the page's canary picks another "
+                             "backend)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--micro-batch", type=int,

@@ -5,6 +5,11 @@ characters, sequences of 1024, a softmax over the next character).
 Token ids are character codes below 128 (other characters are dropped), so
 the one-hot depth is 128 and the alphabet is ASCII, as in the paper. They are
 stored one byte each (uint8): the batches are most of what volunteers download.
+
+With `embedding` E > 0 the model reads token ids through an Embedding layer
+(128 × E, learned) instead of one-hot vectors: the template for models whose
+gradient needs a kernel TF.js's wasm backend lacks (the page's canary then
+trains it on another backend).
 """
 from __future__ import annotations
 
@@ -24,9 +29,17 @@ class CharLSTM:
     seq_len: int = 1024
     batch_size: int = 32
     vocab: int = VOCAB
+    embedding: int = 0  # E > 0: an Embedding layer of E dimensions reads the token ids
 
     def topology(self) -> dict[str, Any]:
         layers: list[dict[str, Any]] = []
+        if self.embedding:
+            layers.append({"class_name": "Embedding", "config": {
+                "name": "embedding", "input_dim": self.vocab, "output_dim": self.embedding,
+                "batch_input_shape": [None, self.seq_len], "input_length": self.seq_len, "mask_zero": False,
+                "embeddings_initializer": {"class_name": "RandomUniform",
+                                           "config": {"minval": -0.05, "maxval": 0.05, "seed": None}},
+                "dtype": "float32", "trainable": True}})
         for i, units in enumerate(self.units):
             config: dict[str, Any] = {
                 "name": f"lstm_{i + 1}", "units": units, "return_sequences": i < len(self.units) - 1,
@@ -38,7 +51,7 @@ class CharLSTM:
                 "recurrent_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
                 "bias_initializer": {"class_name": "Zeros", "config": {}},
             }
-            if i == 0:
+            if i == 0 and not self.embedding:
                 config["batch_input_shape"] = [None, self.seq_len, self.vocab]
             layers.append({"class_name": "LSTM", "config": config})
         layers.append({"class_name": "Dense", "config": {
@@ -50,6 +63,9 @@ class CharLSTM:
 
     def weight_specs(self) -> list[dict[str, Any]]:
         specs, inputs = [], self.vocab
+        if self.embedding:
+            specs.append({"name": "embedding/embeddings", "shape": [self.vocab, self.embedding], "dtype": "float32"})
+            inputs = self.embedding
         for i, units in enumerate(self.units):
             name = f"lstm_{i + 1}"
             specs += [{"name": f"{name}/kernel", "shape": [inputs, 4 * units], "dtype": "float32"},
@@ -61,12 +77,15 @@ class CharLSTM:
         return specs
 
     def initial_weights(self, seed: int = 0) -> list[np.ndarray]:
-        """Glorot-uniform kernels, zero biases with the forget gate's at 1 (Keras's unit_forget_bias)."""
+        """Glorot-uniform kernels, zero biases with the forget gate's at 1 (Keras's unit_forget_bias),
+        embeddings uniform in ±0.05 (Keras's default)."""
         rng = np.random.default_rng(seed)
         out = []
         for spec in self.weight_specs():
             shape = spec["shape"]
-            if len(shape) == 2:
+            if spec["name"].startswith("embedding/"):
+                out.append(rng.uniform(-0.05, 0.05, size=shape).astype(np.float32))
+            elif len(shape) == 2:
                 limit = np.sqrt(6.0 / (shape[0] + shape[1]))
                 out.append(rng.uniform(-limit, limit, size=shape).astype(np.float32))
             else:
@@ -95,16 +114,19 @@ class CharLSTM:
     def job_spec(self, batches: int, micro_batch: int | None = None, **hyper: Any) -> dict[str, Any]:
         """The job: `hyper` are the spec's top-level settings; `micro_batch`
         has volunteers compute each batch that many sequences at a time."""
+        x = {"shape": [self.batch_size, self.seq_len], "dtype": TOKEN_DTYPE}
         spec = {
-            "name": f"char-lstm {'x'.join(map(str, self.units))} seq {self.seq_len}",
+            "name": f"char-lstm {'x'.join(map(str, self.units))} seq {self.seq_len}"
+                    + (f" embedding {self.embedding}" if self.embedding else ""),
             "model": {"modelTopology": self.topology(),
                       "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}]},
             "loss": "sparseCategoricalCrossentropy",
             "dataset": {"batches": batches, "encoding": "gzip",  # English text: about 2.7x smaller
-                        "x": {"shape": [self.batch_size, self.seq_len], "dtype": TOKEN_DTYPE, "one_hot": self.vocab},
+                        "x": x if self.embedding else {**x, "one_hot": self.vocab},
                         "y": {"shape": [self.batch_size], "dtype": TOKEN_DTYPE}},
-            "text": {"alphabet": ALPHABET},
         }
+        if not self.embedding:  # the page's text sample feeds one-hot characters
+            spec["text"] = {"alphabet": ALPHABET}
         if micro_batch:
             spec["dataset"]["micro_batch"] = micro_batch
         spec.update(hyper)

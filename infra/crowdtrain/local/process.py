@@ -67,12 +67,13 @@ class LocalCloudProcess:
 
     def char_lstm_job(self, batches: int, epochs: int, k: int = 1, codec: str = "fp32", seq_len: int = 20,
                       batch_size: int = 16, units=(10, 10), learning_rate: float = 0.01, seed: int = 0,
-                      staleness: int = 8, micro_batch: int | None = None, **extra: Any) -> str:
-        model = CharLSTM(units=tuple(units), seq_len=seq_len, batch_size=batch_size)
+                      staleness: int = 8, micro_batch: int | None = None, lease_seconds: int = 60,
+                      embedding: int = 0, **extra: Any) -> str:
+        model = CharLSTM(units=tuple(units), seq_len=seq_len, batch_size=batch_size, embedding=embedding)
         x, y = model.batches(kjv_text("gen1:1-gen3:24"), batches, seed=seed)
         spec = model.job_spec(batches, micro_batch, optimizer={"name": "adam", "learning_rate": learning_rate},
-                              gradients_per_update=k, epochs=epochs, codec=codec, lease_seconds=60, staleness=staleness,
-                              **extra)
+                              gradients_per_update=k, epochs=epochs, codec=codec, lease_seconds=lease_seconds,
+                              staleness=staleness, **extra)
         weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(seed))
         return self.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
 

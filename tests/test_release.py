@@ -1,0 +1,121 @@
+"""Handing a task back (POST /tasks/release): a volunteer that cannot compute
+its task gives it back at once instead of hoarding it for the lease's time;
+the task is leased again now, its receives start over (a broken browser does
+not push it towards the dead-letter queue), and the job counts the reasons
+and the volunteers who gave them."""
+import json
+
+import pytest
+
+from tests.harness import Dataset
+
+
+def release(harness, task, reason="compute_error", token=None):
+    return harness.call("POST", "/tasks/release", {"job_id": task["job_id"], "reason": reason,
+                                                   "lease_token": token or task["lease_token"]})
+
+
+def receive_count(harness) -> list[int]:
+    """Each visible task message's receive count so far, looked at without leasing (hidden a moment)."""
+    reply = harness.sqs.receive_message(QueueUrl=harness.tasks_url, MaxNumberOfMessages=10, VisibilityTimeout=0,
+                                        AttributeNames=["ApproximateReceiveCount"])
+    return [int(m["Attributes"]["ApproximateReceiveCount"]) for m in reply.get("Messages", [])]
+
+
+def test_a_released_task_is_leased_again_at_once_and_the_job_finishes(harness):
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4), lease_seconds=600)
+    task = harness.lease("broken")
+    assert harness.lease("other") is None  # hidden while leased
+    reply = release(harness, task)
+    assert reply.status_code == 200 and json.loads(reply.body)["released"] is True
+    again = harness.lease("other")
+    assert again is not None and (again["epoch"], again["batch"]) == (task["epoch"], task["batch"])
+    assert harness.work(again).status_code == 200
+    harness.deliver()
+    status = harness.status(job)
+    assert status["status"] == "finished"
+    assert status["counters"]["released_compute_error"] == 1
+    assert status["counters"]["volunteers_released_compute_error"] == 1
+
+
+def test_a_released_task_starts_its_receives_over(harness):
+    """Queued again as a fresh message: released 5 times, it has been received once."""
+    harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    for _ in range(5):
+        assert release(harness, harness.lease("broken")).status_code == 200
+    assert receive_count(harness) == [1]
+
+
+def test_the_reasons_count_each_volunteer_once(harness):
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    for volunteer in ("a", "a", "b"):
+        assert release(harness, harness.lease(volunteer), "no_backend").status_code == 200
+    counters = harness.status(job)["counters"]
+    assert counters["released_no_backend"] == 3 and counters["volunteers_released_no_backend"] == 2
+
+
+def test_a_released_lease_can_be_neither_completed_nor_released_again(harness):
+    harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    task = harness.lease("v")
+    loss, data = harness.compute(task)
+    assert harness.upload(task, data).status_code in (200, 204)
+    assert release(harness, task).status_code == 200
+    assert harness.complete(task, loss).status_code == 409
+    assert release(harness, task).status_code == 409
+    assert len(receive_count(harness)) == 1  # one copy of the task, not two
+
+
+def test_a_completed_lease_cannot_be_released(harness):
+    harness.create_job(Dataset.generate(batches=2, batch_size=4))
+    task = harness.lease("v")
+    assert harness.work(task).status_code == 200
+    assert release(harness, task).status_code == 409
+    assert receive_count(harness) == [1]  # only the other batch's task
+
+
+def test_a_release_frees_the_volunteers_slot(harness):
+    harness.create_job(Dataset.generate(batches=8, batch_size=4))
+    held = [harness.lease("v") for _ in range(4)]
+    assert harness.call("POST", "/tasks/lease", {"volunteer_id": "v"}).status_code == 429
+    assert release(harness, held[0]).status_code == 200
+    assert harness.lease("v") is not None
+
+
+def test_a_pinned_task_goes_back_pinned(harness):
+    """A replica check computes on the version of the copy it checks; released
+    after the model has moved on, it still does."""
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4), replication={"copies": 2})
+    for volunteer in ("a", "b"):  # both batches' first copies, on version 0
+        assert harness.work(harness.lease(volunteer)).status_code == 200
+    harness.deliver()
+    checks = [harness.lease("c"), harness.lease("d")]
+    assert [t["base_version"] for t in checks] == [0, 0]
+    assert harness.work(checks[0]).status_code == 200
+    harness.deliver()
+    assert harness.status(job)["version"] == 1  # one pair agreed
+    assert release(harness, checks[1]).status_code == 200
+    again = harness.lease("e")
+    assert again["batch"] == checks[1]["batch"] and again["base_version"] == 0
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"job_id": "j-1", "lease_token": "x", "reason": "bored"}, 400),
+    ({"job_id": "j-1", "lease_token": "x", "reason": ["compute_error"]}, 400),
+    ({"job_id": "j-1", "lease_token": "x"}, 400),
+    ({"job_id": "j-1", "lease_token": "x", "reason": "compute_error", "extra": 1}, 400),
+    ({"job_id": "j-1", "lease_token": "forged", "reason": "compute_error"}, 401),
+    ("not json", 400), ([], 400)])
+def test_bad_releases_are_4xx(harness, body, status):
+    harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    reply = harness.call("POST", "/tasks/release", body)
+    assert reply.status_code == status, reply.body
+
+
+def test_a_token_of_another_job_does_not_release(harness):
+    jobs = {harness.create_job(Dataset.generate(batches=1, batch_size=4)) for _ in range(2)}
+    task = harness.lease("v")
+    other = next(j for j in jobs if j != task["job_id"])
+    reply = harness.call("POST", "/tasks/release", {"job_id": other, "lease_token": task["lease_token"],
+                                                    "reason": "compute_error"})
+    assert reply.status_code == 403
+    assert release(harness, task).status_code == 200  # its own job's release still works
