@@ -50,6 +50,8 @@ function show(job) {
   const discarded = Object.entries(job.discarded).map(([k, v]) => `${k} ${v}`).join(', ');
   $('discarded').textContent = discarded || 'none';
   $('released').textContent = handedBack(job.counters) || 'none';
+  $('backends').textContent = Object.entries(job.counters).filter(([k]) => k.startsWith('backend_'))
+    .map(([k, v]) => `${k.slice('backend_'.length)} ${v}`).join(', ') || '–';
   const h = job.history;
   const t0 = h.length ? h[0].time : 0;
   charts.versions.update(h.map((p) => p.time - t0), h.map((p) => p.version));
