@@ -14,6 +14,7 @@ from chalicelib.model.codecs import get_codec
 from crowdtrain.local.process import LocalCloudProcess, alive
 from crowdtrain.paths import ROOT
 
+from bench.quality import node
 from crowdtrain.local.swarm import open_context
 
 ARTIFACTS = ROOT / "artifacts"
@@ -222,3 +223,27 @@ def test_a_page_that_cannot_compute_hands_its_tasks_back_and_the_job_finishes(ow
     assert helper.returncode == 0, helper.stderr[-2000:]
     assert own_stack.api.call("GET", f"/jobs/{job}")["status"] == "finished"
     page.close()
+
+
+def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(own_stack, page):
+    """Conv2D has no weight-gradient kernel on wasm: the canary trains the
+    template on another backend, and its held-out accuracy reaches 90 %."""
+    from crowdtrain.jobs.digits import DigitsCNN
+
+    job = own_stack.cli("create", "--template", "digits-cnn", "--epochs", "6", "--learning-rate", "0.01",
+                        "--staleness", "4").stdout.strip().splitlines()[-1]
+    model = DigitsCNN()
+    _, (hx, hy) = model.split(0)
+    hx, hy = model.batches(hx, hy)
+    held_out = own_stack.api.create_job(model.job_spec(len(hx)), b"".join(
+        w.astype("<f4").tobytes() for w in model.initial_weights()), (model.batch_file(hx[b], hy[b])
+                                                                      for b in range(len(hx))), start=False)
+    page.goto(f"{own_stack.web}?autostart&volunteer=cnn")
+    status = own_stack.wait_for(job, lambda s: s["status"] == "finished", timeout=600)
+    chosen = page.inner_text("#backend-active")
+    assert chosen in ("webgl", "cpu") and "Conv2DBackpropFilter" in page.inner_text("#backend-detail"), chosen
+    [[loss, accuracy]] = node("evaluate.mjs", payload={
+        "spec": status["spec"], "accuracy": True,
+        "model_urls": [f"{own_stack.web}jobs/{job}/versions/{status['version']:08d}/model.json"],
+        "eval_urls": [f"{own_stack.web}jobs/{held_out}/data/batch-{b:06d}.bin" for b in range(len(hx))]})
+    assert accuracy >= 0.90, (loss, accuracy, status["version"])

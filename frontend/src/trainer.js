@@ -191,6 +191,13 @@ export class Trainer {
     return { loss, grads };
   }
 
+  /** The share of a batch whose most likely class is its label (a classifier's held-out accuracy). */
+  accuracy(batchBytes, spec) {
+    const { tf } = this;
+    return microBatches(parseBatch(batchBytes, spec.dataset), spec.dataset).reduce((sum, { x, y, share }) => sum + share * tf.tidy(
+      () => tf.equal(this.model.predict(this.inputs(x)).argMax(-1), this.inputs(y).toInt()).toFloat().mean().dataSync()[0]), 0);
+  }
+
   /** The mean loss of a batch, no gradient (validation), a micro-batch at a time. */
   evaluate(batchBytes, spec) {
     const { tf } = this;

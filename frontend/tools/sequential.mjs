@@ -26,7 +26,7 @@ const val = [[0, validate()]];
 const variables = trainer.model.trainableWeights.map((w) => w.val);
 for (let step = 0; step < input.batch_urls.length; step += 1) {
   const { grads } = await trainer.gradient(await fetchBytes(input.batch_urls[step]), spec);
-  optimizer.applyGradients(trainer.order.map((i, k) => ({ name: variables[i].name, tensor: tf.tensor(grads[k], variables[i].shape) })));
+  tf.tidy(() => optimizer.applyGradients(trainer.order.map((i, k) => ({ name: variables[i].name, tensor: tf.tensor(grads[k], variables[i].shape) }))));
   if ((step + 1) % (input.eval_every || 1e9) === 0 || step === input.batch_urls.length - 1) {
     val.push([(step + 1) * spec.dataset.x.shape[0], validate()]);
   }

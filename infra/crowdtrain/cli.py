@@ -61,6 +61,18 @@ def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iter
     return spec, weights, (model.batch_file(x[b], y[b]) for b in range(args.batches))
 
 
+def digits_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
+    """The digits-cnn template: every whole batch of the training images (the held-out ones never)."""
+    from crowdtrain.jobs.digits import DigitsCNN
+
+    model = DigitsCNN(batch_size=args.batch_size)
+    (x, y), _ = model.split(args.seed)
+    xb, yb = model.batches(x, y, args.batches)
+    spec = model.job_spec(len(xb), **_hyper(args))
+    weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
+    return spec, weights, (model.batch_file(xb[b], yb[b]) for b in range(len(xb)))
+
+
 def model_json_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
     """A job from a TF.js model.json (its shards beside it) and a folder of batch files."""
     path = Path(args.model)
@@ -94,7 +106,8 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
 
 def create(args: argparse.Namespace) -> str:
     api = _api(args)
-    spec, weights, batches = model_json_job(args) if args.model else char_lstm_job(args)
+    make = model_json_job if args.model else {"char-lstm": char_lstm_job, "digits-cnn": digits_job}[args.template]
+    spec, weights, batches = make(args)
     job = api.create_job(spec, weights, batches, _progress("uploading batches"), start=not args.no_start)
     print(job)
     return job
@@ -274,7 +287,10 @@ PRESETS = {
 def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a named setup (jsdoop: the paper's experiment, docs/jsdoop.md); other options override it")
-    parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of the char-lstm template")
+    parser.add_argument("--template", default="char-lstm", choices=("char-lstm", "digits-cnn"),
+                        help="char-lstm: next character of KJV text; digits-cnn: Conv2D on scikit-learn's 8x8 digits "
+                             "(pip install '.[digits]'; --batches caps its 46 batches of 32)")
+    parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of a template")
     parser.add_argument("--dataset", help="with --model: folder of batch-NNNNNN.bin files and dataset.json")
     parser.add_argument("--loss", default="sparseCategoricalCrossentropy")
     parser.add_argument("--name")
