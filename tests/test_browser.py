@@ -2,6 +2,7 @@
 driven by Playwright) against the real local stack."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -31,14 +32,19 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def context(tmp_path_factory):
+def playwright():
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        ctx = open_context(playwright, str(tmp_path_factory.mktemp("profile")))
-        yield ctx
-        ctx.close()
+    with sync_playwright() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def context(playwright, tmp_path_factory):
+    ctx = open_context(playwright, str(tmp_path_factory.mktemp("profile")))
+    yield ctx
+    ctx.close()
 
 
 @pytest.fixture
@@ -247,3 +253,29 @@ def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(ow
         "model_urls": [f"{own_stack.web}jobs/{job}/versions/{status['version']:08d}/model.json"],
         "eval_urls": [f"{own_stack.web}jobs/{held_out}/data/batch-{b:06d}.bin" for b in range(len(hx))]})
     assert accuracy >= 0.90, (loss, accuracy, status["version"])
+
+
+def test_webgpu_is_tried_by_the_canary_for_the_char_lstm_and_the_cnn(own_stack, playwright, tmp_path):
+    """Headless Chromium's WebGPU adapter: the canary tries the bundled webgpu
+    backend on each job and either times it or says what it lacks."""
+    ctx = open_context(playwright, str(tmp_path / "webgpu-profile"), webgpu=True)
+    try:
+        page = ctx.new_page()
+        page.goto(own_stack.web)
+        assert page.evaluate("navigator.gpu.requestAdapter().then((a) => a !== null)")
+        details = {}
+        for name, create in (("char-lstm", ("--units", "16", "--seq-len", "20", "--batches", "4")),
+                             ("digits-cnn", ("--template", "digits-cnn", "--batches", "4"))):
+            job = own_stack.cli("create", *create, "--epochs", "1").stdout.strip().splitlines()[-1]
+            page.goto(f"{own_stack.web}?autostart&volunteer=webgpu-{name}")
+            own_stack.wait_for(job, lambda s: s["status"] == "finished", timeout=300)
+            page.wait_for_function("document.getElementById('backend-detail').textContent.includes('webgpu')",
+                                   timeout=30_000)
+            details[name] = page.inner_text("#backend-detail")
+        for name, detail in details.items():
+            assert "webgpu: not available" not in detail, detail  # the adapter was there: webgpu was tried
+            assert re.search(r"webgpu \d+ ms", detail) or re.search(r"webgpu: \S", detail), detail
+        page.screenshot(path=str(ARTIFACTS / "volunteer-webgpu.png"), full_page=True)
+        print(details)
+    finally:
+        ctx.close()

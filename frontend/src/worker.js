@@ -7,6 +7,7 @@
 // reason?}, {type: 'sample', text}.
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import '@tensorflow/tfjs-backend-webgpu'; // registers 'webgpu'; used only where the canary proves it
 import { candidates, chooseBackend, tinyBatch } from './canary.js';
 import { firstSequence, TextSampler } from './sampler.js';
 import { Trainer } from './trainer.js';
