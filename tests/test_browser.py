@@ -279,3 +279,17 @@ def test_webgpu_is_tried_by_the_canary_for_the_char_lstm_and_the_cnn(own_stack, 
         print(details)
     finally:
         ctx.close()
+
+
+def test_the_page_is_cross_origin_isolated_and_shows_its_wasm_threads(stack, page):
+    """COOP/COEP/CORP from the edge (CloudFront's response headers policy in
+    the template): SharedArrayBuffer, so TF.js loads its threaded wasm binary,
+    and the page says how many threads it computes on."""
+    stack.char_lstm_job(batches=2, epochs=1)
+    page.goto(f"{stack.web}?backend=wasm")
+    assert page.evaluate("crossOriginIsolated") is True
+    page.click("#toggle")
+    page.wait_for_function("document.getElementById('wasm-threads').textContent !== '–'", timeout=60_000)
+    assert re.fullmatch(r"\d+ threads?", page.inner_text("#wasm-threads")), page.inner_text("#wasm-threads")
+    page.click("#toggle")
+    page.wait_for_function("document.getElementById('state').textContent === 'stopped'", timeout=60_000)

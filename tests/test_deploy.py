@@ -104,6 +104,18 @@ def test_cache_headers():
     assert "max-age" in cache_control("worker.js") and "86400" in cache_control("tfjs-backend-wasm.wasm")
 
 
+def test_every_page_and_job_file_is_served_cross_origin_isolated_as_the_local_edge_serves_it():
+    from crowdtrain.local.edge import ISOLATION_HEADERS
+
+    resources = load_template()["Resources"]
+    config = resources["CrossOriginIsolation"]["Properties"]["ResponseHeadersPolicyConfig"]
+    headers = {h["Header"]: h["Value"] for h in config["CustomHeadersConfig"]["Items"] if h["Override"]}
+    assert headers == ISOLATION_HEADERS
+    distribution = resources["Distribution"]["Properties"]["DistributionConfig"]
+    for behaviour in [distribution["DefaultCacheBehavior"], *distribution["CacheBehaviors"]]:
+        assert behaviour["ResponseHeadersPolicyId"] == {"Ref": "CrossOriginIsolation"}
+
+
 # -- the stack: Stubber (moto's CloudFormation cannot run the whole template) -----------
 OUTPUTS = {"TableName": "crowdtrain-dev", "BucketName": "crowdtrain-dev-data-1", "FrontendBucketName": "site",
            "TaskQueueUrl": "https://sqs/1/crowdtrain-dev-tasks", "ResultsQueueUrl": "https://sqs/1/r.fifo",

@@ -50,6 +50,10 @@ function onReport({ data }) {
     case 'backend':
       $('backend-active').textContent = data.name;
       if (data.ms) $('backend-detail').textContent = describeChoice(data);
+      if (data.wasmThreads) {
+        $('wasm-threads').textContent = `${data.wasmThreads} ${data.wasmThreads === 1 ? 'thread' : 'threads'}`
+          + (data.isolated ? '' : ' (page not cross-origin isolated)');
+      }
       break;
     case 'leased': $('state').textContent = `working on job ${data.jobId}, batch ${data.batch}`; jobId = data.jobId; break;
     case 'task':
@@ -95,7 +99,8 @@ function start() {
     $('state').textContent = `worker failed: ${event.message}`;
     console.error(`crowdtrain worker failed: ${event.message}`);
   };
-  worker.postMessage({ type: 'start', backend: $('backend').value });
+  worker.postMessage({ type: 'start', backend: $('backend').value,
+    threads: params.has('threads') ? Number(params.get('threads')) : undefined });
   loop = new VolunteerLoop({
     api, trainer, report: (event) => onReport({ data: event }), volunteerId, idleMs: Number($('idle').value),
     prefetch: params.has('prefetch') ? Number(params.get('prefetch')) : 1,

@@ -6,7 +6,7 @@
 // choice for a job, src/canary.js), {type: 'result', id, result | error,
 // reason?}, {type: 'sample', text}.
 import * as tf from '@tensorflow/tfjs';
-import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { getThreadsCount, setThreadsCount, setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu'; // registers 'webgpu'; used only where the canary proves it
 import { candidates, chooseBackend, tinyBatch } from './canary.js';
 import { firstSequence, TextSampler } from './sampler.js';
@@ -114,11 +114,15 @@ async function call({ id, method, args }) {
 self.onmessage = ({ data }) => {
   if (data.type === 'start' && !ready) {
     setWasmPaths(new URL('./', self.location.href).href);
+    // wasm runs its threaded binary where the page is cross-origin isolated: TF.js's own thread
+    // count unless the page asks (`?threads=N`)
+    if (data.threads) setThreadsCount(data.threads);
     requested = data.backend || 'auto';
     ready = startBackend();
     ready.then((name) => {
       modelBackend = name;
-      self.postMessage({ type: 'backend', name: requested === 'auto' ? `${name} until a job's first batch picks one` : name });
+      self.postMessage({ type: 'backend', name: requested === 'auto' ? `${name} until a job's first batch picks one` : name,
+        wasmThreads: getThreadsCount(), isolated: self.crossOriginIsolated === true });
     }, (err) => self.postMessage({ type: 'backend', name: `none (${err.message})` }));
   } else if (data.type === 'call') {
     work = work.then(() => call(data));

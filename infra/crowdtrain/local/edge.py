@@ -1,6 +1,9 @@
 """The local stand-in for CloudFront: the built frontend at `/`, the stage's
 `config.json`, and `/jobs/*` read from the data bucket (as CloudFront's
-`jobs/*` behaviour does through origin access control)."""
+`jobs/*` behaviour does through origin access control). Every response
+carries the cross-origin isolation headers of the template's response
+headers policy, so pages are `crossOriginIsolated` and TF.js's threaded wasm
+binary runs."""
 from __future__ import annotations
 
 import http.server
@@ -14,6 +17,9 @@ from urllib.parse import unquote, urlparse
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")
+# The same headers as infra/template.yaml's CrossOriginIsolation policy.
+ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
+                     "Cross-Origin-Resource-Policy": "same-origin"}
 
 
 class EdgeServer:
@@ -56,6 +62,8 @@ class EdgeServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", cache)
                 self.send_header("Access-Control-Allow-Origin", "*")
+                for name, value in ISOLATION_HEADERS.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)
