@@ -16,6 +16,7 @@ from chalicelib.model.weights import decode_tensors
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.meta import MetaStore
 from tests.harness import Dataset, softmax_topology
+from crowdtrain.api import ApiError
 from crowdtrain.cli import StatusLine, job_table
 from crowdtrain.local.process import CLI, LocalCloudProcess, alive
 
@@ -134,6 +135,55 @@ def test_cli_creates_a_job_from_a_tfjs_model_json(stack, tmp_path):
     status = stack.api.call("GET", f"/jobs/{job}")
     assert status["status"] == "running" and status["spec"]["dataset"]["batches"] == 2
     assert status["spec"]["optimizer"] == {"name": "sgd", "learning_rate": 0.1}
+
+
+def model_folders(tmp_path, topology: dict, features: int):
+    """A model.json folder and a dataset folder of 2 batches of 4 samples with `features` each."""
+    folder, data = tmp_path / "model", tmp_path / "data"
+    folder.mkdir()
+    data.mkdir()
+    specs = [{"name": "dense/kernel", "shape": [4, 3], "dtype": "float32"},
+             {"name": "dense/bias", "shape": [3], "dtype": "float32"}]
+    (folder / "model.json").write_text(json.dumps({"format": "layers-model", "modelTopology": topology,
+                                                   "weightsManifest": [{"paths": ["w.bin"], "weights": specs}]}))
+    (folder / "w.bin").write_bytes(np.zeros(15, "<f4").tobytes())
+    ds = Dataset.generate(batches=2, batch_size=4, features=features)
+    (data / "dataset.json").write_text(json.dumps({"x": {"shape": [4, features], "dtype": "float32"},
+                                                   "y": {"shape": [4], "dtype": "int32"}}))
+    for b in range(2):
+        (data / f"batch-{b:06d}.bin").write_bytes(ds.batch_bytes(b))
+    return folder / "model.json", data
+
+
+def keras3_topology(features: int) -> dict:
+    """What Keras 3 writes: an InputLayer with batch_shape, which TF.js 4.22 cannot load."""
+    topology = softmax_topology(features, 3)
+    dense = topology["config"]["layers"][0]
+    del dense["config"]["batch_input_shape"]
+    topology["config"]["layers"] = [{"class_name": "InputLayer", "config": {
+        "name": "input", "batch_shape": [None, features], "dtype": "float32"}}, dense]
+    return topology
+
+
+@pytest.mark.parametrize("case, topology, features, error", [
+    ("the data has 5 features, the model takes 4", softmax_topology(4, 3), 5, "TF.js cannot train this model"),
+    ("a Keras 3 InputLayer", keras3_topology(4), 4, "batchInputShape")])
+def test_cli_refuses_a_model_tfjs_cannot_train_before_uploading_anything(stack, tmp_path, case, topology, features,
+                                                                       error):
+    before = stack.cli("jobs", "--json").stdout
+    model, data = model_folders(tmp_path, topology, features)
+    refused = stack.cli("create", "--model", str(model), "--dataset", str(data), check=False)
+    assert refused.returncode != 0 and error in refused.stderr, (case, refused.stderr)
+    assert stack.cli("jobs", "--json").stdout == before  # no job was made
+
+
+def test_the_api_refuses_a_keras_3_input_layer(stack, tmp_path):
+    model, data = model_folders(tmp_path, keras3_topology(4), 4)
+    spec = {"name": "keras3", "model": json.loads(model.read_text()), "dataset": {
+        "batches": 2, **json.loads((data / "dataset.json").read_text())}}
+    with pytest.raises(ApiError) as refused:
+        stack.api.create_job(spec, np.zeros(15, "<f4").tobytes(), [])
+    assert refused.value.status == 400 and "batch_shape" in str(refused.value)
 
 
 def test_the_jsdoop_preset_sets_up_the_papers_experiment(stack):

@@ -33,6 +33,8 @@ MAX_TARGET_SECONDS = 3600
 # Message groups one job's results may be spread over (each a fold running in parallel).
 MAX_FOLD_GROUPS = 64
 MODEL_CLASSES = ("Sequential", "Model", "Functional")
+# How an InputLayer's config gives its shape so that TF.js 4.22 can build it.
+INPUT_SHAPE_KEYS = {"batch_input_shape", "batchInputShape", "input_shape", "inputShape"}
 # Layers whose every weight is trained by gradients. Layers with state that is
 # not learned by gradient (BatchNormalization's moving statistics) would be
 # corrupted by the fold, which moves every weight of the manifest.
@@ -245,6 +247,10 @@ def _check_layers(topology: dict[str, Any]) -> None:
         if kind not in TRAINABLE_LAYERS:
             raise BadRequest(f"layer type {kind!r} is not supported: crowdtrain trains every weight by "
                              f"gradient (supported: {', '.join(sorted(TRAINABLE_LAYERS))})")
+        settings = layer.get("config")
+        if kind == "InputLayer" and not (isinstance(settings, dict) and INPUT_SHAPE_KEYS & set(settings)):
+            raise BadRequest("an InputLayer needs batch_input_shape, which TF.js reads; Keras 3 writes batch_shape, "
+                             "which TF.js 4.22 cannot load: convert a Keras 2 (tf_keras) model, or rename the key")
 
 
 def _weight_specs(entries: list[Any], max_values: int) -> tuple[WeightSpec, ...]:

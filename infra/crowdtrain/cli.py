@@ -8,6 +8,7 @@ credentials for SigV4). `crowdtrain local` saves its URL and token in
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import requests
 from chalicelib.fold.optimizers import OPTIMIZERS
 from chalicelib.model.codecs import CODECS
 from crowdtrain.api import Api, ApiError
+from crowdtrain.jobs.check import check_in_tfjs
 
 STATE = Path(".crowdtrain") / "local.json"
 
@@ -108,6 +110,11 @@ def create(args: argparse.Namespace) -> str:
     api = _api(args)
     make = model_json_job if args.model else {"char-lstm": char_lstm_job, "digits-cnn": digits_job}[args.template]
     spec, weights, batches = make(args)
+    first = next(batches)
+    loss = check_in_tfjs(spec, weights, first)
+    if loss is not None:
+        print(f"TF.js trains the model: loss {loss:.4f} on the first batch", file=sys.stderr)
+    batches = itertools.chain([first], batches)
     job = api.create_job(spec, weights, batches, _progress("uploading batches"), start=not args.no_start)
     print(job)
     return job
