@@ -24,7 +24,7 @@ def _body(limit: int) -> dict:
     request = app.current_request
     if len(request.raw_body or b"") > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    return validate.body_object(request.json_body)
+    return validate.body_object(validate.json_document(request.raw_body or b""))
 
 
 def _admin() -> None:

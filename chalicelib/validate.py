@@ -8,6 +8,7 @@ small, and let each message say what was wrong in the caller's terms.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -15,7 +16,31 @@ from typing import Any, Mapping
 
 from chalicelib.errors import BadRequest
 
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the whole value (fullmatch): no trailing newline
+# Deeper JSON than any document of ours is refused before it is parsed (the
+# parser recurses, and a few thousand levels end in a RecursionError).
+MAX_JSON_DEPTH = 64
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]")
+
+
+def json_document(text: str | bytes, what: str = "request body") -> Any:
+    """Parse JSON no deeper than MAX_JSON_DEPTH; 400 for anything else."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{what} is not UTF-8 JSON")
+    depth = deepest = 0
+    for bracket in _NOT_BRACKETS.sub("", _STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            raise BadRequest(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadRequest(f"{what} is not valid JSON")
 
 
 def body_object(body: Any, what: str = "request body") -> dict[str, Any]:
@@ -53,8 +78,10 @@ def number(body: Mapping[str, Any], key: str, default: float | None, low: float,
     value = body.get(key, default)
     if value is None:
         raise BadRequest(f"{name} is required")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
         raise BadRequest(f"{name} must be a finite number")
+    # an integer is compared as it is: a 400-digit one does not fit a float
     if value < low or value > high or (low_open and value == low) or (high_open and value == high):
         if not (low_open or high_open):
             raise BadRequest(f"{name} must be between {low} and {high}")
@@ -88,7 +115,7 @@ def choice(body: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
 def identifier(value: Any, what: str) -> str:
     """A job id or similar: lowercase letters, digits and dashes only, so it is
     safe inside S3 keys and DynamoDB keys (no traversal, no separators)."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise BadRequest(f"{what} must be 1-63 lowercase letters, digits or dashes")
     return value
 

@@ -1,5 +1,6 @@
 """A job's life through the real handlers: lease, upload, complete, fold, epochs,
 and every way a task can go wrong on the way."""
+import base64
 import json
 import time
 from dataclasses import replace
@@ -11,7 +12,7 @@ from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.services import services
 from chalicelib.tasks.records import PartialSum, Result, fold_message
 from tests.conftest import Crash
-from tests.harness import Dataset, softmax_loss_and_grad
+from tests.harness import TABLE, Dataset, softmax_loss_and_grad
 
 
 def queued(harness) -> int:
@@ -30,13 +31,22 @@ def drain(harness, job=None):
     return done
 
 
+def token_payload(task: dict) -> dict:
+    body = task["lease_token"].split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
 def test_lease_upload_complete_fold_advances_version(harness):
     ds = Dataset.generate(batches=3, batch_size=8)
     job = harness.create_job(ds)
     task = harness.lease()
     assert task["job_id"] == job and task["base_version"] == 0
     assert task["upload_bytes"] == 4 * (4 * 3 + 3)
-    assert "receipt" not in json.dumps(task).lower().replace("lease_token", "")
+    # the SQS receipt handle stays in the lease's record: not in the reply, not inside the token
+    record = harness.session.client("dynamodb").get_item(TableName=TABLE, Key={
+        "pk": {"S": f"JOB#{job}"}, "sk": {"S": f"LEASE#{token_payload(task)['lease_id']}"}})["Item"]
+    receipt = record["receipt"]["S"]
+    assert len(receipt) > 20 and receipt not in json.dumps(task) and receipt not in json.dumps(token_payload(task))
     before = harness.weights(job, 0)
     reply = harness.work(task)
     assert reply.status_code == 200, reply.body

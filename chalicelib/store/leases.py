@@ -22,19 +22,21 @@ class LeaseRecord:
     volunteer_id: str
     slot: int = 0  # the volunteer's slot it holds (store/volunteers.py)
     pin: int | None = None  # the task's pinned version (a replica check), to queue it again as it was
+    receipt: str = ""  # the SQS receipt handle of the delivery leased: never in a token
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> "LeaseRecord":
         pin = item.get("pin")
-        return cls(item["state"], item["volunteer_id"], int(item.get("slot", 0)), None if pin is None else int(pin))
+        return cls(item["state"], item["volunteer_id"], int(item.get("slot", 0)), None if pin is None else int(pin),
+                   item.get("receipt", ""))
 
 
 class LeaseRecords(Records):
     def put(self, job_id: str, lease_id: str, epoch: int, batch: int, expires: float, volunteer_id: str,
-            slot: int, pin: int | None = None) -> None:
+            slot: int, receipt: str, pin: int | None = None) -> None:
         self._table.put_item(Item={
             **job_key(job_id, f"LEASE#{lease_id}"), "state": "leased", "epoch": epoch, "batch": batch,
-            "expires": Decimal(str(expires)), "volunteer_id": volunteer_id, "slot": slot,
+            "expires": Decimal(str(expires)), "volunteer_id": volunteer_id, "slot": slot, "receipt": receipt,
             "ttl": int(expires) + LEASE_TTL_SECONDS, **({} if pin is None else {"pin": pin}),
         }, ConditionExpression="attribute_not_exists(pk)")
 

@@ -94,14 +94,14 @@ class LeaseService:
         base = meta.version if task.pin is None else task.pin
         now = self.clock()
         lease = Lease(job_id=task.job_id, epoch=task.epoch, batch=task.batch, base_version=base,
-                      lease_id=lease_id, receipt=task.receipt, received=now,
+                      lease_id=lease_id, received=now,
                       expires=token_expiry(spec, now))
         if spec.lease_seconds != seconds:
             self.tasks.hide(task.receipt, spec.lease_seconds)
             self.slots.extend(volunteer_id, slot, lease_id, token_seconds(spec.lease_seconds))
             self.expected_seconds = spec.lease_seconds
         self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id, slot,
-                        task.pin)
+                        task.receipt, task.pin)
         upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
         batch_urls = [self.objects.public_url(batch_key(task.job_id, b)) for b in spec.task_batches(task.batch)]
         return {
@@ -150,7 +150,7 @@ class LeaseService:
         if not moved:
             self._refuse(record)
         try:
-            self.tasks.hide(lease.receipt, spec.lease_seconds)
+            self.tasks.hide(record.receipt, spec.lease_seconds)
         except self.tasks.errors as err:
             raise Conflict(f"the task can no longer be extended: {err}")
         return {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires}
@@ -186,7 +186,7 @@ class LeaseService:
             self.leases.move(job_id, lease.lease_id, "completed", "leased")
             raise
         try:
-            self.tasks.delete(lease.receipt)
+            self.tasks.delete(record.receipt)
         except self.tasks.errors as err:
             # The task will reappear and be leased again; its second result is
             # then discarded as a duplicate by the fold. Nothing is lost.
@@ -207,7 +207,7 @@ class LeaseService:
             self._refuse(record)
         self.tasks.enqueue(job_id, lease.epoch, [lease.batch], pin=record.pin)
         try:
-            self.tasks.delete(lease.receipt)
+            self.tasks.delete(record.receipt)
         except self.tasks.errors as err:
             # Two copies of the task: the second result of its batch is a duplicate to the fold.
             log.warning("could not delete released task %s-%s of %s: %s", lease.epoch, lease.batch, job_id, err)

@@ -47,16 +47,15 @@ class Task:
 @dataclass(frozen=True)
 class Lease:
     """What a lease token stands for: the task, the version to compute on,
-    the lease id, the SQS receipt handle, when the task was received (SQS keeps
-    a message out of sight at most 12 hours from then) and when the token
-    stops being valid."""
+    the lease id, when the task was received (SQS keeps a message out of
+    sight at most 12 hours from then) and when the token stops being valid.
+    The SQS receipt handle stays server-side, in the lease's record."""
 
     job_id: str
     epoch: int
     batch: int
     base_version: int
     lease_id: str
-    receipt: str
     received: float
     expires: float
 

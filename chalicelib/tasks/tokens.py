@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from typing import Callable
 
+from chalicelib import validate
 from chalicelib.errors import BadRequest, Forbidden, Gone, Unauthorized
 from chalicelib.tasks.records import Lease
 
@@ -28,7 +29,12 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: only the one unpadded URL-safe encoding of some bytes decodes
+    (no padding, no stray characters, no unused trailing bits)."""
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(data) != text:
+        raise ValueError("not canonical base64")
+    return data
 
 
 class TokenSigner:
@@ -54,10 +60,10 @@ class TokenSigner:
         if len(parts) != 3 or parts[0] != VERSION:
             raise Unauthorized("lease token is malformed")
         try:
-            payload = json.loads(_unb64(parts[1]))
+            payload = validate.json_document(_unb64(parts[1]), "lease token")
             lease = Lease.from_json(payload)
             mac = _unb64(parts[2])
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, BadRequest):
             raise Unauthorized("lease token is malformed")
         if lease.job_id != job_id:
             raise Forbidden("lease token belongs to another job")
