@@ -143,6 +143,29 @@ def test_gradient_overwritten_after_completion_is_requeued_not_folded(harness, s
     assert sorted(b for _, b, _ in harness.folds(job)) == [0, 1, 2]
 
 
+def test_a_gradient_swapped_between_complete_and_the_fold_is_never_folded(harness):
+    """complete pins the result to the bytes it checked: a well-formed sign
+    flip uploaded through the still-valid form before the fold first reads it
+    is discarded and its batch re-queued; the model gets the honest gradient."""
+    ds = Dataset.generate(batches=1, batch_size=4)
+    job = harness.create_job(ds, optimizer={"name": "sgd", "learning_rate": 0.5})
+    w0 = harness.weights(job, 0)
+    task = harness.lease("swapper")
+    assert harness.work(task).status_code == 200
+    honest = np.frombuffer(harness.compute(task)[1], "<f4")
+    assert harness.upload(task, (-honest).astype("<f4").tobytes()).status_code in (200, 204)
+    harness.deliver()
+    status = harness.status(job)
+    assert status["version"] == 0 and status["discarded"] == {"invalid": 1}
+    again = harness.lease("honest")
+    assert again["batch"] == task["batch"]
+    assert harness.work(again).status_code == 200
+    harness.deliver()
+    grads = softmax_loss_and_grad(w0, ds.x[0], ds.y[0])[1]
+    for ours, w, g in zip(harness.weights(job, 1), w0, grads):
+        np.testing.assert_allclose(ours, w - 0.5 * g, atol=1e-6)
+
+
 def test_duplicate_completion_is_refused(harness):
     ds = Dataset.generate(batches=2, batch_size=4)
     job = harness.create_job(ds)

@@ -33,7 +33,8 @@ from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.strategies import RunningSum, Weighted, sum_in_order
-from chalicelib.fold.vetting import GradientVetting, Screened, SpoiledSum, digest
+from chalicelib.fold.vetting import GradientVetting, Screened, SpoiledSum
+from chalicelib.model.gradients import digest
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.model.weights import encode_tensors
 from chalicelib.store.leases import LeaseRecords

@@ -4,7 +4,6 @@ upload form stays valid until the lease ends, so a volunteer could otherwise
 swap in another well-formed gradient after completing."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,17 +15,13 @@ from chalicelib.errors import BadRequest, NotFound
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.jobs.spec import JobSpec
-from chalicelib.model.gradients import check_gradient
+from chalicelib.model.gradients import check_gradient, digest
 from chalicelib.model.weights import decode_tensors
 from chalicelib.store.meta import JobMeta
 from chalicelib.store.objects import ObjectStore
 from chalicelib.tasks.records import Result
 
 log = logging.getLogger(__name__)
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -109,6 +104,8 @@ class GradientVetting:
             return FoldOutcome.STALE, "", []
         try:
             data = self.objects.get(r.key)
+            if r.digest and digest(data) != r.digest:  # pinned at completion: only those bytes
+                raise BadRequest("the upload changed after its task was completed")
             tensors = check_gradient(spec, data)
         except (BadRequest, NotFound) as err:
             log.warning("job %s: discarding %s-%s: %s", r.job_id, r.epoch, r.batch, err)

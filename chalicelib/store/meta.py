@@ -28,9 +28,9 @@ class StaleState(Exception):
 
 @dataclass(frozen=True)
 class Pending(Result):
-    """A validated result waiting in META for the rest of its update."""
+    """A validated result waiting in META for the rest of its update;
+    `digest` (Result's) is that of the bytes accepted: folded only if unchanged."""
 
-    digest: str = ""  # sha256 of the bytes the fold accepted; folded only if unchanged
     # In a partial sum (a fold in parts): `key` and `digest` are the sum's,
     # shared by every result summed in it, which are folded together.
     summed: bool = False

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from chalicelib.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from chalicelib.jobs.spec import DEFAULT_LEASE_SECONDS, JobSpec
-from chalicelib.model.gradients import check_gradient
+from chalicelib.model.gradients import check_gradient, digest
 from chalicelib.model.keys import batch_key, gradient_key, model_key
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecord, LeaseRecords
@@ -178,9 +178,10 @@ class LeaseService:
             self._refuse(record)
         key = gradient_key(job_id, lease.epoch, lease.batch, lease.lease_id)
         try:
-            self._check_upload(job_id, spec, key)
+            checked = self._check_upload(job_id, spec, key)
             samples = steps * spec.dataset.batch_size
-            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id, backend), spec.fold_groups)
+            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id, backend, checked),
+                              spec.fold_groups)
         except Exception:
             # back to leased: the volunteer may upload again, or retry the completion
             self.leases.move(job_id, lease.lease_id, "completed", "leased")
@@ -216,8 +217,9 @@ class LeaseService:
         self.counters.first_time(job_id, f"released_{reason}", record.volunteer_id)
         return {"released": True, "job_id": job_id, "epoch": lease.epoch, "batch": lease.batch}
 
-    def _check_upload(self, job_id: str, spec: JobSpec, key: str) -> None:
-        """400 unless the lease's upload is there and passes the gradient check."""
+    def _check_upload(self, job_id: str, spec: JobSpec, key: str) -> str:
+        """400 unless the lease's upload is there and passes the gradient
+        check; the digest of the bytes checked (the result is pinned to them)."""
         try:
             data = self.objects.get(key)
         except NotFound:
@@ -230,6 +232,7 @@ class LeaseService:
         except BadRequest:
             self.counters.add(job_id, rejected=1)
             raise
+        return digest(data)
 
     @staticmethod
     def _refuse(record: LeaseRecord | None) -> None:

@@ -79,11 +79,15 @@ class Result:
     samples: int
     volunteer_id: str
     backend: str = ""  # the TF.js backend that computed it, where the volunteer said
+    # SHA-256 of the bytes `complete` checked: the fold folds only those (the
+    # upload form stays valid until the lease ends, so the object could change)
+    digest: str = ""
 
     @classmethod
-    def of(cls, lease: Lease, key: str, loss: float, samples: int, volunteer_id: str, backend: str = "") -> "Result":
+    def of(cls, lease: Lease, key: str, loss: float, samples: int, volunteer_id: str, backend: str,
+           digest: str) -> "Result":
         return cls(lease.job_id, lease.epoch, lease.batch, lease.lease_id, lease.base_version, key, loss, samples,
-                   volunteer_id, backend)
+                   volunteer_id, backend, digest)
 
     def message(self) -> str:
         return json.dumps(asdict(self))
