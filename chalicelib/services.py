@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from chalicelib.auth import AdminGuard
 from chalicelib.config import Settings, settings
@@ -37,6 +38,11 @@ from chalicelib.tasks.leases import LeasePolicy, LeaseService
 from chalicelib.tasks.queues import ResultQueue, TaskQueue
 from chalicelib.tasks.redrive import DeadLetters, Redrive
 from chalicelib.tasks.tokens import TokenSigner
+
+# Upload forms must be SigV4 (S3 refuses SigV2 for buckets made since June 2020)
+# and name the bucket's own region: boto3 signs presigned POSTs with SigV2 and
+# the global endpoint unless told otherwise.
+S3_CONFIG = Config(signature_version="s3v4", s3={"us_east_1_regional_endpoint": "regional"})
 
 
 class Services:
@@ -78,7 +84,7 @@ class Services:
 
     @cached_property
     def objects(self) -> ObjectStore:
-        return ObjectStore(boto3.client("s3"), self.config.bucket_name, self.config.public_base_url)
+        return ObjectStore(boto3.client("s3", config=S3_CONFIG), self.config.bucket_name, self.config.public_base_url)
 
     @cached_property
     def versions(self) -> VersionStore:

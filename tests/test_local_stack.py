@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 
 from chalicelib.jobs.schema import parse_model
 from chalicelib.model.weights import decode_tensors
+from chalicelib.store.objects import IMMUTABLE
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.meta import MetaStore
 from tests.harness import Dataset, softmax_topology
@@ -98,6 +100,9 @@ def test_cli_creates_watches_pauses_downloads_and_deletes(stack, tmp_path):
     assert header.split()[:3] == ["JOB", "NAME", "STATUS"]
     assert any(row.startswith(job) and " uploading " in row for row in rows), rows
     assert stack.cli("start", job).stdout.strip() == "running"
+    # batch files keep the Cache-Control their upload form pinned: immutable, as versions are
+    served = requests.head(f"{stack.web}jobs/{job}/data/batch-000000.bin", timeout=10)
+    assert served.headers["Cache-Control"] == IMMUTABLE and served.headers["Content-Encoding"] == "gzip"
     line = stack.cli("watch", job, "--once").stdout
     assert job in line and "running" in line and "version     0" in line and "batches 0/3" in line
     assert stack.cli("pause", job).stdout.strip() == "paused"

@@ -26,7 +26,7 @@ from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore
-from chalicelib.store.objects import ObjectStore
+from chalicelib.store.objects import IMMUTABLE, ObjectStore
 from chalicelib.tasks.epochs import EpochQueue
 
 UPLOAD_SECONDS = 6 * 3600
@@ -56,7 +56,7 @@ class JobAdmin:
                 # gzip-compressed where batch_encoding says so (batch_bytes is the inflated size).
                 "batches": self.objects.presigned_post(data_prefix(job_id), dataset.upload_bytes,
                                                        UPLOAD_SECONDS, prefix=True,
-                                                       content_encoding=dataset.encoding),
+                                                       content_encoding=dataset.encoding, cache_control=IMMUTABLE),
                 "batch_key_prefix": data_prefix(job_id), "batch_bytes": dataset.batch_bytes,
                 "batch_encoding": dataset.encoding,
                 "batches_expected": dataset.batches,

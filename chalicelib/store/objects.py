@@ -6,6 +6,7 @@ from typing import Any
 from chalicelib.errors import NotFound
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+UPLOAD_TYPE = "application/octet-stream"  # what every form uploads: gradients, weights, batch files
 
 
 class ObjectStore:
@@ -51,21 +52,24 @@ class ObjectStore:
         return len(keys)
 
     def presigned_post(self, key: str, size: int | tuple[int, int], expires: int, prefix: bool = False,
-                       content_encoding: str = "identity") -> dict[str, Any]:
+                       content_encoding: str = "identity", cache_control: str | None = None) -> dict[str, Any]:
         """A browser-usable POST form for exactly `size` bytes (or a (least,
-        most) range) at `key`, or with prefix=True at any key under `key`. S3
-        itself enforces the length, and the Content-Encoding the object is
-        stored and served with."""
+        most) range) at `key`, or with prefix=True at any key under `key`,
+        signed with SigV4 (the client's config). S3 itself enforces every
+        condition of its policy: the bucket, the key, the length, the
+        Content-Type, and the Content-Encoding and Cache-Control the object is
+        stored and served with, each exactly."""
         least, most = size if isinstance(size, tuple) else (size, size)
-        conditions: list[Any] = [["content-length-range", least, most]]
-        fields: dict[str, str] = {}
+        fields: dict[str, str] = {"Content-Type": UPLOAD_TYPE}
         if content_encoding != "identity":
             fields["Content-Encoding"] = content_encoding
-            conditions.append({"Content-Encoding": content_encoding})
+        if cache_control:
+            fields["Cache-Control"] = cache_control
+        conditions: list[Any] = [["content-length-range", least, most], *({k: v} for k, v in fields.items())]
         if prefix:
             conditions.append(["starts-with", "$key", key])
             key = key + "${filename}"
-        post = self._s3.generate_presigned_post(Bucket=self.bucket, Key=key, Fields=fields or None,
+        post = self._s3.generate_presigned_post(Bucket=self.bucket, Key=key, Fields=fields,
                                                 Conditions=conditions, ExpiresIn=expires)
         return {"url": post["url"], "fields": post["fields"]}
 

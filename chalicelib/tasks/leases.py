@@ -138,7 +138,8 @@ class LeaseService:
         return None
 
     def heartbeat(self, job_id: str, token: Any) -> dict[str, Any]:
-        """Extend a live lease by the job's lease seconds; a fresh token comes back."""
+        """Extend a live lease by the job's lease seconds; a fresh token and a
+        fresh upload form (valid as long as the renewed lease) come back."""
         lease = self.signer.verify(token, job_id)
         spec = self.jobs.spec(job_id)
         now = self.clock()
@@ -153,7 +154,10 @@ class LeaseService:
             self.tasks.hide(record.receipt, spec.lease_seconds)
         except self.tasks.errors as err:
             raise Conflict(f"the task can no longer be extended: {err}")
-        return {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires}
+        # a fresh upload form: the first expires lease_seconds after the lease was taken
+        upload = self.objects.presigned_post(gradient_key(job_id, lease.epoch, lease.batch, lease.lease_id),
+                                             spec.gradient_bytes, spec.lease_seconds)
+        return {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires, "upload": upload}
 
     def complete(self, job_id: str, token: Any, loss: float, steps: int | None = None,
                  backend: str = "") -> dict[str, Any]:

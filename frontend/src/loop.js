@@ -151,7 +151,9 @@ export class VolunteerLoop {
     try {
       for (const lease of this.held) {
         if (now() - lease.beat >= lease.task.heartbeat_seconds * 1000) {
-          lease.token = (await this.api.heartbeat(lease.task.job_id, lease.token)).lease_token;
+          const renewed = await this.api.heartbeat(lease.task.job_id, lease.token);
+          lease.token = renewed.lease_token;
+          if (renewed.upload) lease.task.upload = renewed.upload; // the newest form outlives the renewed lease
           lease.beat = now();
         }
       }

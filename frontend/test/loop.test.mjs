@@ -240,3 +240,11 @@ test('stopping hands back the prefetched lease', async () => {
   assert.deepEqual(released, ['t2 stopped']);
   assert.equal(loop.held.size, 0);
 });
+
+test('an upload goes through the newest form a heartbeat returned', async () => {
+  const { calls, api, trainer, fetchImpl } = fakes();
+  api.heartbeat = async (jobId, token) => ({ lease_token: `${token}+`, upload: { url: 'http://s3-renewed/', fields: { key: 'k' } } });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
+  await loop.once();
+  assert.ok(calls.includes('POST http://s3-renewed/') && !calls.includes('POST http://s3/'), calls.join(', '));
+});
