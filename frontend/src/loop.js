@@ -105,6 +105,27 @@ export class VolunteerLoop {
     return waitMs;
   }
 
+  /**
+   * A request for a lease in hand, tried again after a back-off on 429, 5xx
+   * and network errors (an API throttle, S3's SlowDown, a dropped
+   * connection) for as long as the lease lasts, heartbeating it meanwhile:
+   * a computed gradient is not thrown away for a throttled completion.
+   */
+  async persist(lease, request) {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await request();
+      } catch (err) {
+        const passing = !(err instanceof ApiError) || err.status === 429 || err.status >= 500;
+        const waitMs = backoffDelay(attempt, 250, 5000);
+        if (!passing || Date.now() + waitMs >= (lease.expiresAt || 0)) throw err;
+        this.report({ type: 'retry', jobId: lease.task.job_id, message: String(err.message || err), waitMs });
+        await sleep(waitMs);
+        if (!this.beating) await this.heartbeat();
+      }
+    }
+  }
+
   /** Hand a lease back at once, so its task goes to someone else now (if the call fails, the lease runs out). */
   async letGo(lease, reason) {
     this.held.delete(lease);
@@ -130,7 +151,7 @@ export class VolunteerLoop {
     t.lease = now();
     if (task.retryAfter !== undefined) return task;
     this.report({ type: 'leased', jobId: task.job_id, epoch: task.epoch, batch: task.batch, version: task.base_version });
-    const lease = { task, token: task.lease_token, beat: t.start, t };
+    const lease = { task, token: task.lease_token, beat: t.start, t, expiresAt: task.lease_expires * 1000 };
     this.held.add(lease);
     try {
       const urls = task.spec.local_steps ? task.batch_urls.slice(0, this.stepsFor(task)) : [task.batch_url];
@@ -151,8 +172,9 @@ export class VolunteerLoop {
     try {
       for (const lease of this.held) {
         if (now() - lease.beat >= lease.task.heartbeat_seconds * 1000) {
-          const renewed = await this.api.heartbeat(lease.task.job_id, lease.token);
+          const renewed = await this.persist(lease, () => this.api.heartbeat(lease.task.job_id, lease.token));
           lease.token = renewed.lease_token;
+          if (renewed.lease_expires) lease.expiresAt = renewed.lease_expires * 1000;
           if (renewed.upload) lease.task.upload = renewed.upload; // the newest form outlives the renewed lease
           lease.beat = now();
         }
@@ -196,11 +218,11 @@ export class VolunteerLoop {
       const body = getCodec(task.spec.codec).encode(grads);
       t.encode = now();
       await this.heartbeat();
-      await uploadForm(task.upload, body, this.fetchImpl);
+      await this.persist(lease, () => uploadForm(task.upload, body, this.fetchImpl));
       t.upload = now();
       try {
-        await this.api.complete(task.job_id, lease.token, loss, task.spec.local_steps ? batches.length : undefined,
-          this.trainer.backends?.get(task.job_id));
+        await this.persist(lease, () => this.api.complete(task.job_id, lease.token, loss,
+          task.spec.local_steps ? batches.length : undefined, this.trainer.backends?.get(task.job_id)));
       } catch (err) {
         // 409/410: the lease ended or was completed; its task goes to someone else.
         if (err instanceof ApiError && (err.status === 409 || err.status === 410)) {

@@ -74,7 +74,9 @@ async function moveTo(name) {
 /** With 'auto', the first batch of a job runs the canary, whose choice is kept for the job. */
 async function chooseFor(task, batch) {
   if (requested !== 'auto' || chosen.has(task.job_id)) return;
-  const choice = await chooseBackend(tf, candidates(Boolean(self.navigator?.gpu)), () => trial(task, batch));
+  // webgpu only where the browser has an adapter to give (navigator.gpu alone is not enough)
+  const adapter = self.navigator?.gpu ? await self.navigator.gpu.requestAdapter().catch(() => null) : null;
+  const choice = await chooseBackend(tf, candidates(adapter !== null), () => trial(task, batch));
   chosen.set(task.job_id, choice);
   self.postMessage({ type: 'backend', jobId: task.job_id, ...choice });
   await moveTo(choice.name);

@@ -150,7 +150,7 @@ for (const prefetch of [0, 1]) {
 
 test('with a range of local steps the page trains as many batches as fit the target at its own step time', async () => {
   const urls = Array.from({ length: 8 }, (_, i) => `http://cdn/batch-${i}`);
-  const local = { ...spec, local_steps: { steps: 8, min_steps: 2, target_seconds: 0.1 } };
+  const local = { ...spec, local_steps: { steps: 8, min_steps: 2, target_seconds: 0.4 } };
   const downloads = [];
   const completed = [];
   let msPerStep = 10;
@@ -172,13 +172,14 @@ test('with a range of local steps the page trains as many batches as fit the tar
   };
   const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
   await loop.once(); // nothing measured yet: the least
-  await loop.once(); // ~10 ms a step: 100 ms fits all 8
-  msPerStep = 40;
+  await loop.once(); // ~10 ms a step (under 50 even on a busy machine): 400 ms fits all 8
+  msPerStep = 130;
   await loop.once(); // still measured at ~10 ms
-  await loop.once(); // ~40 ms a step: 2 fit
-  assert.deepEqual(completed, [2, 8, 8, 2]);
+  await loop.once(); // 130 ms or more a step: 3 fit, or the least, 2
+  assert.deepEqual(completed.slice(0, 3), [2, 8, 8]);
+  assert.ok(completed[3] === 2 || completed[3] === 3, completed);
   assert.deepEqual(downloads.slice(0, 2), urls.slice(0, 2)); // only the batches it trains on
-  assert.equal(downloads.length, 2 + 8 + 8 + 2);
+  assert.equal(downloads.length, 2 + 8 + 8 + completed[3]);
 });
 
 test('a task of fixed local steps trains on all its batches and says so', async () => {
@@ -247,4 +248,36 @@ test('an upload goes through the newest form a heartbeat returned', async () => 
   const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
   await loop.once();
   assert.ok(calls.includes('POST http://s3-renewed/') && !calls.includes('POST http://s3/'), calls.join(', '));
+});
+
+test('a throttled or failed completion is tried again within the lease, and the gradient is delivered', async () => {
+  let tries = 0;
+  const { calls, api, trainer, fetchImpl } = fakes({
+    complete: async (jobId, token, loss) => {
+      tries += 1;
+      if (tries === 1) throw new ApiError(429, 'Too Many Requests');
+      if (tries === 2) throw new TypeError('Failed to fetch'); // a dropped connection
+      if (tries === 3) throw new ApiError(503, 'Service Unavailable');
+      calls.push(`complete ${token} ${loss}`);
+      return {};
+    },
+  });
+  api.lease = async () => ({ ...task, lease_expires: Date.now() / 1000 + 60 });
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v' });
+  await loop.once();
+  assert.equal(tries, 4);
+  assert.equal(reports.filter((r) => r.type === 'retry').length, 3);
+  assert.equal(reports.filter((r) => r.type === 'task').length, 1);
+});
+
+test('a refusal (4xx) or the end of the lease ends the retries', async () => {
+  for (const [error, expires] of [[new ApiError(400, 'bad'), 60], [new ApiError(429, 'slow down'), 0.01]]) {
+    let tries = 0;
+    const { api, trainer, fetchImpl } = fakes({ complete: async () => { tries += 1; throw error; } });
+    api.lease = async () => ({ ...task, lease_expires: Date.now() / 1000 + expires });
+    const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
+    await assert.rejects(loop.once(), (err) => err === error);
+    assert.equal(tries, 1);
+  }
 });
