@@ -26,6 +26,8 @@ def test_package_contains_numpy_and_the_fold_event_source(tmp_path):
     events = template["Resources"]["Fold"]["Properties"]["Events"]
     [source] = events.values()
     assert source["Type"] == "SQS" and source["Properties"]["Queue"]["Fn::Sub"].endswith(":crowdtrain-dev-results.fifo")
+    # the fold has concurrency of its own: an API flood cannot starve it (.chalice/config.json)
+    assert template["Resources"]["Fold"]["Properties"]["ReservedConcurrentExecutions"] == 10
 
 
 def test_packaged_template_passes_cfn_lint(tmp_path):
