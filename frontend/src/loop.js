@@ -74,14 +74,19 @@ export class VolunteerLoop {
           // one computing and the one prefetched are held.
           const prefetching = this.prefetch > 0 ? delivering.then(() => (this.stopped ? null : this.acquire())) : null;
           prefetching?.catch(() => {}); // its failure is met where it is awaited, as the next task
+          next = prefetching; // the next task even when this one's compute fails
           const result = await this.compute(lease);
           await delivering;
           delivering = this.deliver(lease, result).catch((err) => this.failed(err));
           if (!prefetching) await delivering; // one task at a time
-          next = prefetching;
         }
       } catch (err) {
         waitMs = this.failed(err);
+        if (waitMs >= GIVE_UP_MS && next) { // a long wait: a prefetched task goes to someone else now
+          const ahead = await next.catch(() => null);
+          next = null;
+          if (ahead && ahead.retryAfter === undefined) await this.letGo(ahead, 'stopped');
+        }
       }
       await sleep(waitMs, this.stopping.signal);
     }

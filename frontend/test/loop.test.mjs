@@ -281,3 +281,25 @@ test('a refusal (4xx) or the end of the lease ends the retries', async () => {
     assert.equal(tries, 1);
   }
 });
+
+test('a task leased ahead is computed next even when the task before it fails', { timeout: 10000 }, async () => {
+  const { events, api, trainer, fetchImpl } = pipelineFakes(3);
+  const compute = trainer.gradient;
+  let calls = 0;
+  trainer.gradient = async (...args) => {
+    calls += 1;
+    while (calls === 1 && !events.includes('lease 2')) await new Promise((r) => setTimeout(r, 1));
+    if (calls === 1) throw new Error('loss is NaN; not uploading');
+    return compute(...args);
+  };
+  api.release = async () => ({});
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', prefetch: 1 });
+  loop.failed = ((failed) => function (err) { failed.call(this, err); return 1; })(loop.failed);
+  const running = loop.run();
+  while (reports.filter((r) => r.type === 'task').length < 2) await new Promise((r) => setTimeout(r, 5));
+  loop.stop();
+  await running;
+  // t1 failed and went back; t2 (leased ahead) and t3 were computed and completed
+  assert.deepEqual(events.filter((e) => e.startsWith('complete')).slice(0, 2), ['complete t2', 'complete t3']);
+});
