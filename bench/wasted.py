@@ -72,7 +72,7 @@ def main() -> None:
     args.step_ms = args.step_ms or (100 if args.quick else 2000)
     step = args.step_ms / 1000
     scale = 0.2 if args.quick else 1.0
-    ranged = {"steps": 8, "min_steps": 2, "target_seconds": 8 * step}
+    ranged = {"steps": 8, "min_steps": 2, "target_seconds": max(1.0, 8 * step)}  # the API takes 1 s or more
     cases = [("per-batch tasks (H = 1)", int(240 * scale), 1, None),
              ("H = 8 for every volunteer", int(192 * scale), 2, {"steps": 8}),
              ("H from 2 to 8 by step time", int(192 * scale), 4, ranged)]
