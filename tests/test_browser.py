@@ -293,29 +293,3 @@ def test_the_page_is_cross_origin_isolated_and_shows_its_wasm_threads(stack, pag
     assert re.fullmatch(r"\d+ threads?", page.inner_text("#wasm-threads")), page.inner_text("#wasm-threads")
     page.click("#toggle")
     page.wait_for_function("document.getElementById('state').textContent === 'stopped'", timeout=60_000)
-
-
-def test_the_page_delivers_its_gradient_through_throttled_completions(stack, context):
-    """429s on complete (injected between the page and the API): the page
-    tries again within the lease, and every computed gradient is delivered."""
-    job = stack.char_lstm_job(batches=3, epochs=1, k=1, seed=7)
-    page = context.new_page()  # the browser logs each injected 429 as a console error
-    throttled = []
-
-    def throttle(route):
-        if len(throttled) < 4:
-            throttled.append(route.request.url)
-            return route.fulfill(status=429, content_type="application/json",
-                                 body='{"message": "Too Many Requests"}')
-        return route.continue_()
-
-    page.route("**/tasks/complete", throttle)
-    page.goto(f"{stack.web}?autostart&volunteer=throttled")
-    deadline = time.monotonic() + 180
-    while (status := stack.api.call("GET", f"/jobs/{job}"))["status"] != "finished":
-        assert time.monotonic() < deadline, (page.inner_text("#state"), throttled, status["batches_done"])
-        time.sleep(1)
-    assert len(throttled) == 4
-    completed = page.evaluate("window.crowdtrain.tasks.length")
-    assert status["batches_done"] == 3 and completed == 3, (status, completed)  # none computed for nothing
-    page.close()
