@@ -4,8 +4,8 @@ Each rule is a sibling class with one method, `aggregate`, chosen per job by
 name (with its settings): `mean`, `median`, `trimmed_mean`, `clipped_mean`.
 The fold validates every gradient (exact size, finite, norm bound) before a
 strategy sees it, so strategies only combine. The running-sum rules (mean,
-clipped mean) also combine in parts: a sum of some gradients and their
-count, which a fold in parts takes in several places at once
+clipped mean) also combine in parts: a weighted sum of some gradients and
+their total weight, which a fold in parts takes in several places at once
 (fold/partials.py). The robust rules bound what a minority of hostile
 volunteers can do to an update: a sign-flipped or scaled gradient moves a
 median or trimmed mean little, and a clipped mean caps each volunteer's pull
