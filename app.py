@@ -8,8 +8,8 @@ from chalicelib.errors import NotFound, PayloadTooLarge
 from chalicelib.jobs.schema import MAX_LOCAL_STEPS
 from chalicelib.model.keys import INDEX_KEY, status_key
 from chalicelib.services import services
-from chalicelib.tasks.leases import BACKENDS, RELEASE_REASONS, RETRY_AFTER_SECONDS
-from chalicelib.tasks.records import fold_message
+from chalicelib.tasks.leases import BACKENDS, MAX_BYTES_REPORTED, RELEASE_REASONS, RETRY_AFTER_SECONDS
+from chalicelib.tasks.records import DataUsed, fold_message
 
 app = Chalice(app_name="crowdtrain")
 iam = IAMAuthorizer()
@@ -126,12 +126,15 @@ def heartbeat_task():
 @app.route("/tasks/complete", methods=["POST"], cors=cors)
 def complete_task():
     body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token", "loss", "steps", "backend"})
+    validate.only_keys(body, {"job_id", "lease_token", "loss", "steps", "backend", "bytes_down", "bytes_up"})
     loss = validate.number(body, "loss", None, 0.0, 1e9)
     steps = validate.integer(body, "steps", None, 1, MAX_LOCAL_STEPS) if "steps" in body else None
     backend = validate.choice(body, "backend", BACKENDS) if "backend" in body else ""
+    data = DataUsed(validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED),
+                    validate.integer(body, "bytes_up", 0, 0, MAX_BYTES_REPORTED)) \
+        if "bytes_down" in body or "bytes_up" in body else None
     return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss, steps,
-                                             backend)
+                                             backend, data)
 
 
 @app.route("/tasks/release", methods=["POST"], cors=cors)

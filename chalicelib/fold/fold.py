@@ -65,7 +65,7 @@ class Fold:
         """Process one invocation's messages (results, and partial sums of a
         job's groups), each job's in order. Raises on AWS errors so the queue
         redelivers the batch (every step is safe to repeat)."""
-        self._count_backends(messages)
+        self._count_reports(messages)
         outcomes: list[FoldOutcome | None] = [None] * len(messages)
         by_job: dict[tuple[str, int], list[int]] = {}
         for i, m in enumerate(messages):
@@ -84,12 +84,23 @@ class Fold:
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
-    def _count_backends(self, messages: Sequence[Result | PartialSum]) -> None:
-        """Which TF.js backends computed each job's results (`backend_<name>`),
-        once per invocation (a redelivered one counts again: a statistic)."""
-        backends = Counter((m.job_id, m.backend) for m in messages if isinstance(m, Result) and m.backend)
-        for job_id in {job for job, _ in backends}:
-            self.counters.add(job_id, **{f"backend_{b}": n for (j, b), n in backends.items() if j == job_id})
+    def _count_reports(self, messages: Sequence[Result | PartialSum]) -> None:
+        """What volunteers said of their results, summed per job once per
+        invocation (a redelivered one counts again: statistics): the TF.js
+        backend that computed each (`backend_<name>`) and the bytes their
+        pages used (`bytes_down`, `bytes_up`, over `data_reports` results)."""
+        counts: dict[str, Counter] = {}
+        for m in messages:
+            if not isinstance(m, Result):
+                continue
+            job = counts.setdefault(m.job_id, Counter())
+            if m.backend:
+                job[f"backend_{m.backend}"] += 1
+            if m.data is not None:
+                job.update(bytes_down=m.data.down, bytes_up=m.data.up, data_reports=1)
+        for job_id, job in counts.items():
+            if job:
+                self.counters.add(job_id, **job)
 
     def _read(self, job_id: str) -> tuple[JobMeta, JobSpec] | None:
         """A fresh read of the job's META, and its spec; None if the job is gone."""

@@ -25,7 +25,7 @@ from chalicelib.store.objects import ObjectStore
 from chalicelib.store.stats import Counters
 from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.tasks.queues import ResultQueue, TaskQueue
-from chalicelib.tasks.records import Lease, Result, Task
+from chalicelib.tasks.records import DataUsed, Lease, Result, Task
 from chalicelib.tasks.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ RETRY_AFTER_SECONDS = 5
 RELEASE_REASONS = ("compute_error", "no_backend", "stopped")
 # The TF.js backends a completion may say computed it (counted per job by the fold).
 BACKENDS = ("webgpu", "wasm", "webgl", "cpu")
+# The most bytes a completion may say its page used since the one before (1 TB: more is not a browser's).
+MAX_BYTES_REPORTED = 10**12
 # Receives tried per lease request while skipping tasks of paused or ended jobs.
 MAX_SKIPS = 5
 
@@ -160,11 +162,12 @@ class LeaseService:
         return {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires, "upload": upload}
 
     def complete(self, job_id: str, token: Any, loss: float, steps: int | None = None,
-                 backend: str = "") -> dict[str, Any]:
+                 backend: str = "", data: DataUsed | None = None) -> dict[str, Any]:
         """Accept an uploaded gradient: verify, hand it to the fold, retire the task.
         `steps`: the local steps the volunteer ran, where the job lets it choose
         (all the task's batches when not given); `backend`: the TF.js backend
-        that computed it, if said.
+        that computed it, if said; `data`: the bytes its page used, if said
+        (the fold sums them; the volunteer is counted once in `volunteers_data`).
 
         The lease moves leased -> completed before the result is sent, so a
         replayed or concurrent completion is refused (409). If sending fails,
@@ -184,7 +187,7 @@ class LeaseService:
         try:
             checked = self._check_upload(job_id, spec, key)
             samples = steps * spec.dataset.batch_size
-            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id, backend, checked),
+            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id, backend, checked, data),
                               spec.fold_groups)
         except Exception:
             # back to leased: the volunteer may upload again, or retry the completion
@@ -197,6 +200,8 @@ class LeaseService:
             # then discarded as a duplicate by the fold. Nothing is lost.
             log.warning("could not delete task %s-%s of %s: %s", lease.epoch, lease.batch, job_id, err)
         self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
+        if data is not None:
+            self.counters.first_time(job_id, "data", record.volunteer_id)
         return {"accepted": True, "job_id": job_id, "epoch": lease.epoch, "batch": lease.batch}
 
     def release(self, job_id: str, token: Any, reason: str) -> dict[str, Any]:

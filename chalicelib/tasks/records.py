@@ -7,7 +7,7 @@ JSON it travels as."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from chalicelib.model.keys import partial_sum_key
@@ -65,6 +65,16 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class DataUsed:
+    """The bytes a volunteer's page says it used since its last completion
+    (everything it downloaded and uploaded: model, batches, status, API),
+    sent with a completion and summed per job for the dashboard."""
+
+    down: int
+    up: int
+
+
+@dataclass(frozen=True)
 class Result:
     """A completed task: built by LeaseService.complete, sent by ResultQueue,
     applied by the fold."""
@@ -82,15 +92,21 @@ class Result:
     # SHA-256 of the bytes `complete` checked: the fold folds only those (the
     # upload form stays valid until the lease ends, so the object could change)
     digest: str = ""
+    data: DataUsed | None = None  # where the volunteer's page said
 
     @classmethod
     def of(cls, lease: Lease, key: str, loss: float, samples: int, volunteer_id: str, backend: str,
-           digest: str) -> "Result":
+           digest: str, data: DataUsed | None = None) -> "Result":
         return cls(lease.job_id, lease.epoch, lease.batch, lease.lease_id, lease.base_version, key, loss, samples,
-                   volunteer_id, backend, digest)
+                   volunteer_id, backend, digest, data)
 
     def message(self) -> str:
         return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "Result":
+        result = _load(cls, raw)
+        return result if result.data is None else replace(result, data=_load(DataUsed, result.data))
 
 
 @dataclass(frozen=True)
@@ -126,4 +142,4 @@ class PartialSum:
 def fold_message(body: str) -> Result | PartialSum:
     """A results queue message: a result, or a partial sum (it names `results`)."""
     raw = json.loads(body)
-    return PartialSum.from_json(raw) if isinstance(raw, dict) and "results" in raw else _load(Result, raw)
+    return PartialSum.from_json(raw) if isinstance(raw, dict) and "results" in raw else Result.from_json(raw)

@@ -37,10 +37,14 @@ export class Api {
 
   heartbeat(jobId, token) { return this.call('POST', '/tasks/heartbeat', { job_id: jobId, lease_token: token }); }
 
-  /** `steps`: the local steps trained, for a task of local steps (its batches trained on, in order);
-   * `backend`: the TF.js backend that computed it. Either may be undefined (left out). */
-  complete(jobId, token, loss, steps, backend) {
-    return this.call('POST', '/tasks/complete', { job_id: jobId, lease_token: token, loss, steps, backend });
+  /**
+   * `steps`: the local steps trained, for a task of local steps (its batches trained on, in order);
+   * `backend`: the TF.js backend that computed it; `data`: {down, up}, the bytes the page used
+   * since its last completion. Any of them may be undefined (left out).
+   */
+  complete(jobId, token, { loss, steps, backend, data }) {
+    return this.call('POST', '/tasks/complete', { job_id: jobId, lease_token: token, loss, steps, backend,
+      bytes_down: data?.down, bytes_up: data?.up });
   }
 
   /** Hand a task back: `reason` is compute_error, no_backend or stopped (chalicelib/tasks/leases.py). */

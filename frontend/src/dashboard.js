@@ -37,6 +37,15 @@ function handedBack(counters) {
     .map(([k, v]) => `${k.slice('released_'.length)} ${v} (${counters[`volunteers_${k}`] ?? 0} volunteers)`).join(', ');
 }
 
+const kilobytes = (bytes) => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
+
+/** The data volunteers' pages said they used: per completed task, and per volunteer who said. */
+function dataUsed({ bytes_down: down = 0, bytes_up: up = 0, data_reports: reports = 0, volunteers_data: volunteers = 0 }) {
+  if (!reports) return ['–', '–'];
+  return [`${kilobytes(down / reports)} / ${kilobytes(up / reports)}`,
+    `${kilobytes((down + up) / volunteers)} (${volunteers} volunteers)`];
+}
+
 function show(job) {
   if (!job) { $('summary').textContent = `job ${jobId} has not started`; return; }
   const total = job.spec.dataset.batches * job.spec.epochs;
@@ -52,6 +61,7 @@ function show(job) {
   $('released').textContent = handedBack(job.counters) || 'none';
   $('backends').textContent = Object.entries(job.counters).filter(([k]) => k.startsWith('backend_'))
     .map(([k, v]) => `${k.slice('backend_'.length)} ${v}`).join(', ') || '–';
+  [$('data-per-task').textContent, $('data-per-volunteer').textContent] = dataUsed(job.counters);
   const h = job.history;
   const t0 = h.length ? h[0].time : 0;
   charts.versions.update(h.map((p) => p.time - t0), h.map((p) => p.version));

@@ -10,9 +10,12 @@ const now = () => performance.now();
 // After this many failed tasks of one job in a row, the page stops leasing for GIVE_UP_MS and says why.
 export const MAX_STREAK = 3;
 export const GIVE_UP_MS = 5 * 60 * 1000;
+// Near the data cap, after handing back a task whose model is not here, wait this long before the next lease.
+const NEAR_CAP_RETRY_S = 30;
 const sleep = (ms, signal) => new Promise((resolve) => {
-  const timer = setTimeout(resolve, ms);
-  signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+  const wake = () => { clearTimeout(timer); signal?.removeEventListener('abort', wake); resolve(); };
+  const timer = setTimeout(wake, ms);
+  signal?.addEventListener('abort', wake, { once: true });
 });
 
 export class VolunteerLoop {
@@ -21,18 +24,25 @@ export class VolunteerLoop {
    *   betweenTasks: async work the volunteer's thread owes besides training (the page's text
    *   sample); it runs before a lease and is timed as `ms.between`;
    *   trained(batch, spec): told of each batch trained on (the text sample seeds from it);
-   *   prefetch: tasks leased ahead while one computes (1 by default, 0: one task at a time).
+   *   prefetch: tasks leased ahead while one computes (1 by default, 0: one task at a time);
+   *   pauseAfter(computeMs): the pause after a task, counted from the end of its compute
+   *   (the volunteer's CPU share); hold(): why not to lease now, or null (the volunteer's
+   *   preferences: charging, data cap, idle); dataLeft(): bytes left under today's data cap;
+   *   dataSince(): {down, up} bytes the page used since it last asked (sent with each completion).
    *   The loop never holds more than prefetch + 1 leases.
    */
-  constructor({ api, trainer, fetchImpl, report, volunteerId, idleMs = 0, betweenTasks = async () => {},
-    trained = () => {}, prefetch = 1 }) {
-    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, idleMs, betweenTasks, trained, prefetch });
+  constructor({ api, trainer, fetchImpl, report, volunteerId, betweenTasks = async () => {},
+    trained = () => {}, prefetch = 1, pauseAfter = () => 0, hold = () => null, dataLeft = () => Infinity,
+    dataSince = () => undefined }) {
+    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, betweenTasks, trained, prefetch, pauseAfter,
+      hold, dataLeft, dataSince });
     this.stopping = new AbortController();
-    this.paused = false;
     this.failures = 0;
     this.held = new Set(); // the leases in hand, each heartbeated until its task is completed or let go
     this.stepMs = new Map(); // job id -> the last local step's time here, in ms
     this.streaks = new Map(); // job id -> its tasks that failed here in a row
+    this.batchBytes = new Map(); // job id -> the bytes of its last task's batches
+    this.holding = null; // the reason the loop is holding, last reported
   }
 
   /**
@@ -49,7 +59,11 @@ export class VolunteerLoop {
     return Math.max(Math.min(least, all), Math.min(fit, all));
   }
 
-  /** Ask the loop to end after the task in hand (nothing is left half-done; a prefetched lease is let go). */
+  /**
+   * Ask the loop to end now: no lease is taken and no upload started after
+   * this; the leases in hand are handed back (a trainer in another thread
+   * that the page stops rejects its call, and the task computing is let go).
+   */
   stop() { this.stopping.abort(); }
 
   get stopped() { return this.stopping.signal.aborted; }
@@ -58,43 +72,66 @@ export class VolunteerLoop {
     let next = null; // the prefetched task: a promise of a lease with its batches, or of a retryAfter
     let delivering = Promise.resolve();
     while (!this.stopped) {
-      if (this.paused) { await sleep(250, this.stopping.signal); continue; }
-      let waitMs = this.idleMs;
+      if (this.holds()) {
+        next = await this.drop(next); // a lease taken ahead goes to someone else now
+        await sleep(250, this.stopping.signal);
+        continue;
+      }
+      let waitMs = 0;
       try {
         const lease = await (next ?? this.acquire());
         next = null;
-        if (lease === null) continue; // stopped while prefetching
+        if (lease === null) continue; // stopped or held while prefetching
         if (lease.retryAfter !== undefined) {
           waitMs = backoffDelay(this.failures, lease.retryAfter * 1000);
           this.failures += 1;
-          this.report({ type: 'idle', waitMs });
+          this.report({ type: 'idle', waitMs, reason: lease.reason });
         } else {
           this.failures = 0;
           // Lease the next task once the one before this is delivered: then at most the
           // one computing and the one prefetched are held.
-          const prefetching = this.prefetch > 0 ? delivering.then(() => (this.stopped ? null : this.acquire())) : null;
+          const prefetching = this.prefetch > 0 ? delivering.then(() => this.acquire()) : null;
           prefetching?.catch(() => {}); // its failure is met where it is awaited, as the next task
           next = prefetching; // the next task even when this one's compute fails
           const result = await this.compute(lease);
           await delivering;
+          if (this.stopped || this.holds()) { // stop means stop: nothing more is uploaded
+            await this.letGo(lease, 'stopped');
+            continue;
+          }
           delivering = this.deliver(lease, result).catch((err) => this.failed(err));
           if (!prefetching) await delivering; // one task at a time
+          const { computing, compute } = lease.t;
+          waitMs = Math.max(0, this.pauseAfter(compute - computing) - (now() - compute));
         }
       } catch (err) {
+        if (this.stopped) continue;
         waitMs = this.failed(err);
-        if (waitMs >= GIVE_UP_MS && next) { // a long wait: a prefetched task goes to someone else now
-          const ahead = await next.catch(() => null);
-          next = null;
-          if (ahead && ahead.retryAfter === undefined) await this.letGo(ahead, 'stopped');
-        }
+        if (waitMs >= GIVE_UP_MS) next = await this.drop(next);
       }
       await sleep(waitMs, this.stopping.signal);
     }
     await delivering;
-    await next?.catch(() => null);
-    // a prefetched lease is handed back: its task goes to someone else now
+    await this.drop(next);
     await Promise.all([...this.held].map((lease) => this.letGo(lease, 'stopped')));
     this.report({ type: 'stopped' });
+  }
+
+  /** Whether the volunteer's preferences hold the loop now; a change of reason is reported. */
+  holds() {
+    const reason = this.hold();
+    if (reason !== this.holding) {
+      this.holding = reason;
+      if (reason) this.report({ type: 'held', reason });
+    }
+    return reason !== null;
+  }
+
+  /** Hand back a task leased ahead, if there is one; returns null (no task ahead any more). */
+  async drop(next) {
+    const ahead = await next?.catch(() => null);
+    if (ahead && ahead.retryAfter === undefined) await this.letGo(ahead, 'stopped');
+    return null;
   }
 
   failed(err) {
@@ -149,12 +186,18 @@ export class VolunteerLoop {
 
   /** Lease a task and download its batches; the lease is held (heartbeated) from here on. */
   async acquire() {
+    if (this.stopped || this.holds()) return null;
     const before = now();
     await this.betweenTasks();
     const t = { before, start: now() };
     const task = await this.api.lease(this.volunteerId);
     t.lease = now();
     if (task.retryAfter !== undefined) return task;
+    const left = this.dataLeft();
+    if (left < Infinity && this.bytesFor(task) > left) { // near the data cap: only a task whose model is here already
+      await this.api.release(task.job_id, task.lease_token, 'stopped').catch(() => {});
+      return { retryAfter: NEAR_CAP_RETRY_S, reason: "near today's data cap: waiting for a task whose model version is already here" };
+    }
     this.report({ type: 'leased', jobId: task.job_id, epoch: task.epoch, batch: task.batch, version: task.base_version });
     const lease = { task, token: task.lease_token, beat: t.start, t, expiresAt: task.lease_expires * 1000 };
     this.held.add(lease);
@@ -167,7 +210,20 @@ export class VolunteerLoop {
       throw err;
     }
     t.download = now();
+    this.batchBytes.set(task.job_id, lease.batches.reduce((n, b) => n + b.byteLength, 0));
     return lease;
+  }
+
+  /**
+   * The bytes a task would cost: its batches (as large as this job's last
+   * ones), the model's weights unless the trainer has that version already,
+   * and its upload, plus the uploads still owed by the tasks in hand (an
+   * upload is at most the weights' size, fp32).
+   */
+  bytesFor(task) {
+    const weights = task.spec.weights.reduce((n, w) => n + 4 * w.shape.reduce((a, b) => a * b, 1), 0);
+    const download = (this.batchBytes.get(task.job_id) || 0) + (this.trainer.has?.(task) ? 0 : weights);
+    return download + weights * (1 + this.held.size);
   }
 
   /** Extend every lease in hand that is due (a third of its lease time since the last). */
@@ -207,6 +263,10 @@ export class VolunteerLoop {
       if (!Number.isFinite(result.loss)) throw new Error(`loss is ${result.loss}; not uploading`);
       return result;
     } catch (err) {
+      if (this.stopped) { // the page stopped its trainer: not a failure of this browser
+        await this.letGo(lease, 'stopped');
+        throw err;
+      }
       await this.letGo(lease, err.reason || 'compute_error'); // not delivered: someone else computes it
       const streak = (this.streaks.get(task.job_id) || 0) + 1;
       this.streaks.set(task.job_id, streak);
@@ -226,8 +286,10 @@ export class VolunteerLoop {
       await this.persist(lease, () => uploadForm(task.upload, body, this.fetchImpl));
       t.upload = now();
       try {
-        await this.persist(lease, () => this.api.complete(task.job_id, lease.token, loss,
-          task.spec.local_steps ? batches.length : undefined, this.trainer.backends?.get(task.job_id)));
+        const data = this.dataSince(); // what the page used since its last completion
+        await this.persist(lease, () => this.api.complete(task.job_id, lease.token, {
+          loss, steps: task.spec.local_steps ? batches.length : undefined,
+          backend: this.trainer.backends?.get(task.job_id), data }));
       } catch (err) {
         // 409/410: the lease ended or was completed; its task goes to someone else.
         if (err instanceof ApiError && (err.status === 409 || err.status === 410)) {

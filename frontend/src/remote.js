@@ -5,6 +5,7 @@
 // synchronous kernels to finish.
 
 const SHARD = 'weights.bin'; // a version's one weights shard (chalicelib/model/keys.py)
+const shardUrl = (task) => task.model_url.slice(0, task.model_url.lastIndexOf('/') + 1) + SHARD;
 
 export class RemoteTrainer {
   constructor(worker) {
@@ -33,12 +34,21 @@ export class RemoteTrainer {
     });
   }
 
+  /** Reject every call in flight: the page is ending the worker (stop means stop). */
+  cancel(message) {
+    for (const { reject } of this.calls.values()) reject(new Error(message));
+    this.calls.clear();
+  }
+
   prepare(task) { return this.call('prepare', [task]); }
+
+  /** Whether a task's model version is here already (its weights were the last fetched). */
+  has(task) { return this.warmed === shardUrl(task); }
 
   /** Fetch a leased version's weights ahead, on this thread, into the browser's HTTP cache
    * (versions are immutable and cached for a year), so the worker's own fetch finds them there. */
   async warm(task) {
-    const url = task.model_url.slice(0, task.model_url.lastIndexOf('/') + 1) + SHARD;
+    const url = shardUrl(task);
     if (url === this.warmed) return;
     this.warmed = url;
     try { await (await fetch(url)).arrayBuffer(); } catch (err) { /* the worker fetches it anyway */ }

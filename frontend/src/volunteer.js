@@ -1,16 +1,24 @@
-// The volunteer page: consent, start/stop, throttle, live stats, the job's
+// The volunteer page: consent, start/stop, the volunteer's preferences (CPU
+// share, data cap, charging, idle), live stats with the data used, the job's
 // loss curve and a sample of what the model writes. The volunteer loop runs
 // here, its requests on this thread; the training runs in worker.js.
 import { Api } from './api.js';
 import { lineChart } from './chart.js';
 import { VolunteerLoop } from './loop.js';
+import { DataMeter } from './meter.js';
+import { BUSY_MS, holdReason, loadPreferences, pauseAfter, savePreferences } from './preferences.js';
 import { RemoteTrainer } from './remote.js';
 import { INDEX_URL, poll, readDocument, statusUrl } from './status.js';
 
 const $ = (id) => document.getElementById(id);
 const stats = { tasks: 0, samples: 0, ms: 0, split: { download: 0, compute: 0, upload: 0 } };
 let worker = null;
+let trainer = null;
 let loop = null;
+const preferences = loadPreferences(localStorage);
+const meter = new DataMeter(localStorage, location.origin);
+let battery = null; // the Battery Status API's manager, where the browser has one
+let lastInput = -Infinity; // when the person last typed, pointed or touched on the page
 let api = null;
 let jobId = null;
 let alphabet = null;
@@ -20,8 +28,8 @@ const SAMPLE_EVERY_MS = 20000;
 const lossChart = lineChart($('loss-chart'), 'loss', { yLabel: 'loss (nats)' });
 const THANKS = 'This job is finished: thank you for helping train it! The page waits for the next job.';
 let jobFinished = false; // the job shown has finished: the page thanks the volunteer instead of waiting
-// The last tasks' timings, for people curious in the console and for bench/overhead.py.
-window.crowdtrain = { tasks: [] };
+// The last tasks' timings and the data meter, for people curious in the console, bench/overhead.py and the tests.
+window.crowdtrain = { tasks: [], meter };
 
 const params = new URLSearchParams(location.search);
 // ?volunteer=NAME names this page (headless swarms run several in one browser profile).
@@ -29,7 +37,12 @@ const volunteerId = params.get('volunteer') || localStorage.getItem('crowdtrain-
   || `v-${crypto.getRandomValues(new Uint32Array(2)).join('')}`;
 if (!params.has('volunteer')) localStorage.setItem('crowdtrain-volunteer', volunteerId);
 
+const megabytes = (bytes) => `${(bytes / 1e6).toFixed(2)} MB`;
+
 function render() {
+  $('data-visit').textContent = `${megabytes(meter.visit.down)} / ${megabytes(meter.visit.up)}`;
+  $('data-today').textContent = megabytes(meter.today) + (preferences.dailyCapMb ? ` of ${preferences.dailyCapMb} MB` : '');
+  $('data-total').textContent = megabytes(meter.total);
   $('tasks').textContent = stats.tasks;
   $('samples').textContent = stats.samples;
   $('time').textContent = `${(stats.ms / 1000).toFixed(1)} s`;
@@ -66,7 +79,8 @@ function onReport({ data }) {
       stats.split.upload += data.ms.upload + data.ms.complete;
       render();
       break;
-    case 'idle': $('state').textContent = jobFinished ? THANKS : 'no task right now; waiting'; break;
+    case 'idle': $('state').textContent = jobFinished ? THANKS : (data.reason || 'no task right now; waiting'); break;
+    case 'held': $('state').textContent = data.reason; break;
     case 'lost': $('state').textContent = 'a lease ran out; moving on'; break;
     case 'error':
       $('state').textContent = `problem: ${data.message}; retrying`;
@@ -79,20 +93,43 @@ function onReport({ data }) {
       break;
     case 'stopped':
       $('state').textContent = 'stopped';
-      worker.terminate();
+      worker?.terminate();
       worker = null;
       loop = null;
-      $('toggle').textContent = 'Start helping';
+      showToggle(false);
       break;
     case 'sample': $('sample').textContent = data.text; break;
     default: break;
   }
 }
 
+function showToggle(running) {
+  $('toggle').textContent = running ? 'Stop' : 'Start helping';
+  $('toggle').className = running ? 'stop' : 'start';
+}
+
+/** What the volunteer's preferences say about now: why the page must not lease, or null. */
+function hold() {
+  return holdReason(preferences, {
+    charging: battery ? battery.charging : null, hidden: document.hidden,
+    busy: performance.now() - lastInput < BUSY_MS, bytesToday: meter.today,
+  });
+}
+
+let reported = { down: 0, up: 0 }; // the data used when the last completion was sent
+function dataSince() {
+  const used = { down: meter.visit.down - reported.down, up: meter.visit.up - reported.up };
+  reported = { ...meter.visit };
+  return used;
+}
+
 function start() {
   worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-  const trainer = new RemoteTrainer(worker);
-  worker.onmessage = ({ data }) => { if (!trainer.settle(data)) onReport({ data }); };
+  trainer = new RemoteTrainer(worker);
+  worker.onmessage = ({ data }) => {
+    if (data.type === 'resources') meter.observe(data.entries); // what the worker fetched
+    else if (!trainer.settle(data)) onReport({ data });
+  };
   sampledVersion = null; // a new worker has shown no sample yet
   sampledAt = -Infinity;
   worker.onerror = (event) => {
@@ -101,17 +138,72 @@ function start() {
   };
   worker.postMessage({ type: 'start', backend: $('backend').value,
     threads: params.has('threads') ? Number(params.get('threads')) : undefined });
+  const cap = () => preferences.dailyCapMb * 1e6;
   loop = new VolunteerLoop({
-    api, trainer, report: (event) => onReport({ data: event }), volunteerId, idleMs: Number($('idle').value),
-    prefetch: params.has('prefetch') ? Number(params.get('prefetch')) : 1,
+    api, trainer, fetchImpl: meter.wrap((...args) => fetch(...args)), report: (event) => onReport({ data: event }),
+    volunteerId, prefetch: params.has('prefetch') ? Number(params.get('prefetch')) : 1,
+    pauseAfter: (computeMs) => pauseAfter(computeMs, preferences.cpuShare), hold,
+    dataLeft: () => (cap() > 0 ? cap() - meter.today : Infinity), dataSince,
   });
   loop.run();
-  $('toggle').textContent = 'Stop';
+  showToggle(true);
   $('state').textContent = 'starting';
+}
+
+/** Stop means stop: the worker ends now, the task computing and the one leased ahead go back. */
+function stop() {
+  loop.stop();
+  trainer.cancel('stopped by the volunteer');
+  worker?.terminate();
+  worker = null;
+  $('toggle').textContent = 'Stopping…';
+}
+
+/** Show the preferences, and keep them (and the running loop) up to date as they change. */
+function bindPreferences() {
+  $('cpu-share').value = preferences.cpuShare;
+  $('data-cap').value = preferences.dailyCapMb;
+  $('charging-only').checked = preferences.chargingOnly;
+  $('pause-hidden').checked = preferences.pauseHidden;
+  $('pause-busy').checked = preferences.pauseBusy;
+  const changed = () => {
+    Object.assign(preferences, {
+      cpuShare: Number($('cpu-share').value), dailyCapMb: Math.max(0, Number($('data-cap').value) || 0),
+      chargingOnly: $('charging-only').checked, pauseHidden: $('pause-hidden').checked, pauseBusy: $('pause-busy').checked,
+    });
+    savePreferences(localStorage, preferences);
+    $('cpu-share-value').textContent = `${preferences.cpuShare} %`;
+    render();
+  };
+  for (const id of ['cpu-share', 'data-cap', 'charging-only', 'pause-hidden', 'pause-busy']) {
+    $(id).addEventListener('input', changed);
+    $(id).addEventListener('change', changed);
+  }
+  changed();
+  for (const kind of ['keydown', 'pointermove', 'pointerdown', 'wheel', 'touchstart']) {
+    document.addEventListener(kind, () => { lastInput = performance.now(); }, { passive: true });
+  }
+}
+
+/** The Battery Status API where the browser has it; where it has not, the charging option is off and says why. */
+async function watchBattery() {
+  battery = await navigator.getBattery?.().catch(() => null) ?? null;
+  if (battery) {
+    const say = () => { $('charging-note').textContent = battery.charging ? '(charging now)' : '(not charging now)'; };
+    battery.addEventListener('chargingchange', say);
+    say();
+    return;
+  }
+  $('charging-only').checked = false;
+  $('charging-only').disabled = true;
+  preferences.chargingOnly = false;
+  $('charging-note').textContent = '(this browser does not say whether the device is charging)';
 }
 
 /** The job to show: the one named in the URL, else a running one from the published list. */
 async function readJob() {
+  const cap = preferences.dailyCapMb * 1e6;
+  if (cap > 0 && meter.today >= cap) throw new Error("today's data cap is reached: not read until tomorrow");
   if (!jobId) {
     const { jobs } = (await readDocument(INDEX_URL)) || { jobs: [] };
     jobId = (jobs.find((j) => j.status === 'running') || jobs[0] || {}).job_id;
@@ -139,17 +231,16 @@ function showJob(job) {
 
 async function main() {
   const config = await (await fetch('config.json')).json();
-  api = new Api(config.api);
-  $('toggle').addEventListener('click', () => {
-    if (loop) { loop.stop(); $('toggle').textContent = 'Stopping…'; } else start();
-  });
-  $('idle').addEventListener('input', () => {
-    $('idle-value').textContent = `${$('idle').value} ms`;
-    if (loop) loop.idleMs = Number($('idle').value);
-  });
-  document.addEventListener('visibilitychange', () => {
-    if ($('pause-hidden').checked && loop) loop.paused = document.hidden;
-  });
+  api = new Api(config.api, meter.wrap((...args) => fetch(...args)));
+  new PerformanceObserver((list) => {
+    meter.observe(list.getEntries());
+    performance.clearResourceTimings(); // counted: the browser's buffer of 250 never fills
+    render();
+  })
+    .observe({ type: 'resource', buffered: true });
+  $('toggle').addEventListener('click', () => { if (loop) stop(); else start(); });
+  bindPreferences();
+  await watchBattery();
   render();
   poll(readJob, showJob, (err) => { $('job').textContent = `cannot read the job's status: ${err.message}`; });
   if (params.has('backend')) $('backend').value = params.get('backend');

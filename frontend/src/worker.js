@@ -4,7 +4,8 @@
 // prepare, gradient and localSteps, {type: 'sample', length, alphabet}.
 // Messages out: {type: 'backend', name, jobId?, ms?, skipped?} (the canary's
 // choice for a job, src/canary.js), {type: 'result', id, result | error,
-// reason?}, {type: 'sample', text}.
+// reason?}, {type: 'sample', text}, {type: 'resources', entries} (what the
+// worker fetched, for the page's data meter, src/meter.js).
 import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount, setThreadsCount, setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu'; // registers 'webgpu'; used only where the canary proves it
@@ -13,6 +14,12 @@ import { firstSequence, TextSampler } from './sampler.js';
 import { Trainer } from './trainer.js';
 
 const trainer = new Trainer(tf);
+// the worker's own fetches (model topology, weights) are timed here, not on the page
+new PerformanceObserver((list) => {
+  const entries = list.getEntries().map(({ name, transferSize, encodedBodySize }) => ({ name, transferSize, encodedBodySize }));
+  self.postMessage({ type: 'resources', entries });
+  performance.clearResourceTimings(); // sent: the browser's buffer of 250 never fills
+}).observe({ type: 'resource', buffered: true });
 const sampler = new TextSampler(tf);
 let seed = null; // the first sequence of the last batch trained on
 let ready = null; // the backend, once started

@@ -16,7 +16,7 @@ function fakes({ complete } = {}) {
   const api = {
     lease: async () => { calls.push('lease'); return task; },
     heartbeat: async (jobId, token) => { calls.push(`heartbeat ${token}`); return { lease_token: `${token}+` }; },
-    complete: complete || (async (jobId, token, loss) => { calls.push(`complete ${token} ${loss}`); return {}; }),
+    complete: complete || (async (jobId, token, { loss }) => { calls.push(`complete ${token} ${loss}`); return {}; }),
   };
   const trainer = {
     prepare: async () => 'cached',
@@ -157,7 +157,7 @@ test('with a range of local steps the page trains as many batches as fit the tar
   const api = {
     lease: async () => ({ ...task, batch_urls: urls, spec: local }),
     heartbeat: async (jobId, token) => ({ lease_token: token }),
-    complete: async (jobId, token, loss, steps) => { completed.push(steps); return {}; },
+    complete: async (jobId, token, { steps }) => { completed.push(steps); return {}; },
   };
   const trainer = {
     prepare: async () => 'cached',
@@ -188,7 +188,7 @@ test('a task of fixed local steps trains on all its batches and says so', async 
   const api = {
     lease: async () => ({ ...task, batch_urls: urls, spec: { ...spec, local_steps: { steps: 3, min_steps: 3, target_seconds: 1 } } }),
     heartbeat: async (jobId, token) => ({ lease_token: token }),
-    complete: async (jobId, token, loss, steps) => { completed.push(steps); return {}; },
+    complete: async (jobId, token, { steps }) => { completed.push(steps); return {}; },
   };
   const trainer = { prepare: async () => 'cached', localSteps: async (batches) => ({ loss: batches.length, grads: [Float32Array.from([1])] }) };
   const fetchImpl = async () => ({ ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' });
@@ -225,7 +225,7 @@ test('a task whose compute fails is handed back at once; three in a row and the 
   assert.equal(loop.held.size, 0);
 });
 
-test('stopping hands back the prefetched lease', async () => {
+test('stopping hands back the task in hand and the prefetched one, and uploads nothing more', async () => {
   const released = [];
   const { api, trainer, fetchImpl, events } = pipelineFakes(3);
   api.release = async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; };
@@ -237,8 +237,8 @@ test('stopping hands back the prefetched lease', async () => {
     return compute(...args);
   };
   await loop.run();
-  assert.deepEqual(events.filter((e) => e.startsWith('complete')), ['complete t1']); // the task in hand is finished
-  assert.deepEqual(released, ['t2 stopped']);
+  assert.deepEqual(events.filter((e) => e.startsWith('complete')), []); // the task in hand is not delivered
+  assert.deepEqual(released.sort(), ['t1 stopped', 't2 stopped']);
   assert.equal(loop.held.size, 0);
 });
 
@@ -253,7 +253,7 @@ test('an upload goes through the newest form a heartbeat returned', async () => 
 test('a throttled or failed completion is tried again within the lease, and the gradient is delivered', async () => {
   let tries = 0;
   const { calls, api, trainer, fetchImpl } = fakes({
-    complete: async (jobId, token, loss) => {
+    complete: async (jobId, token, { loss }) => {
       tries += 1;
       if (tries === 1) throw new ApiError(429, 'Too Many Requests');
       if (tries === 2) throw new TypeError('Failed to fetch'); // a dropped connection
@@ -272,7 +272,7 @@ test('a throttled or failed completion is tried again within the lease, and the 
 });
 
 test('a refusal (4xx) or the end of the lease ends the retries', async () => {
-  for (const [error, expires] of [[new ApiError(400, 'bad'), 60], [new ApiError(429, 'slow down'), 0.01]]) {
+  for (const [error, expires] of [[new ApiError(400, 'bad'), 60], [new ApiError(429, 'slow down'), -1]]) {
     let tries = 0;
     const { api, trainer, fetchImpl } = fakes({ complete: async () => { tries += 1; throw error; } });
     api.lease = async () => ({ ...task, lease_expires: Date.now() / 1000 + expires });
@@ -302,4 +302,121 @@ test('a task leased ahead is computed next even when the task before it fails', 
   await running;
   // t1 failed and went back; t2 (leased ahead) and t3 were computed and completed
   assert.deepEqual(events.filter((e) => e.startsWith('complete')).slice(0, 2), ['complete t2', 'complete t3']);
+});
+
+test('a hold stops leasing within one task: the task ahead and the one computing go back, and leasing resumes after', async () => {
+  const { events, api, trainer, fetchImpl } = pipelineFakes(5);
+  const released = [];
+  api.release = async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; };
+  let unplugged = false;
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v',
+    hold: () => (unplugged ? 'waiting for the device to charge' : null) });
+  const compute = trainer.gradient;
+  let calls = 0;
+  trainer.gradient = async (...args) => { // unplugged while task 2 computes, with task 3 leased ahead
+    calls += 1;
+    if (calls === 2) {
+      while (!events.includes('lease 3')) await new Promise((r) => setTimeout(r, 1));
+      unplugged = true;
+    }
+    return compute(...args);
+  };
+  const running = loop.run();
+  while (!unplugged) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(events.filter((e) => e.startsWith('lease')), ['lease 1', 'lease 2', 'lease 3']); // no lease after
+  assert.deepEqual(events.filter((e) => e.startsWith('complete')), ['complete t1']); // task 2 was not uploaded
+  assert.deepEqual(released.sort(), ['t2 stopped', 't3 stopped']);
+  assert.equal(loop.held.size, 0);
+  assert.deepEqual(reports.filter((r) => r.type === 'held').map((r) => r.reason), ['waiting for the device to charge']);
+  unplugged = false; // plugged in again
+  while (!events.includes('lease 4')) await new Promise((r) => setTimeout(r, 5));
+  loop.stop();
+  await running;
+});
+
+test('the pause after a task makes computing the asked share of the time', async () => {
+  const { api, trainer, fetchImpl } = pipelineFakes(8);
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v',
+    pauseAfter: (computeMs) => computeMs * 3 }); // a CPU share of 25 %
+  const running = loop.run();
+  while (reports.filter((r) => r.type === 'task').length < 6) await new Promise((r) => setTimeout(r, 5));
+  loop.stop();
+  await running;
+  const spans = reports.filter((r) => r.type === 'task').map((r) => r.at);
+  const computing = spans.slice(0, 5).reduce((n, s) => n + s.computed - s.computing, 0);
+  const share = computing / (spans[5].computing - spans[0].computing);
+  assert.ok(Math.abs(share - 0.25) < 0.05, `computing took ${(100 * share).toFixed(1)} % of the time`);
+});
+
+test("near the data cap a task whose model version is not here is handed back; one whose version is here is kept", async () => {
+  const weights = [{ name: 'w', shape: [200] }]; // 800 bytes: 1,600 with an upload of them, 800 if here already
+  const { events, api, trainer, fetchImpl } = pipelineFakes(3);
+  const lease = api.lease;
+  api.lease = async () => { const t = await lease(); return t.retryAfter ? t : { ...t, spec: { ...spec, weights } }; };
+  const released = [];
+  api.release = async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; };
+  let cached = false;
+  trainer.has = () => cached;
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v',
+    dataLeft: () => 1000, prefetch: 0 });
+  const first = await loop.once();
+  assert.equal(first.retryAfter, 30);
+  assert.match(first.reason, /data cap/);
+  assert.deepEqual(released, ['t1 stopped']);
+  cached = true;
+  await loop.once();
+  assert.deepEqual(events.filter((e) => e.startsWith('complete')), ['complete t2']);
+});
+
+test('each completion carries the bytes the page used since the one before', async () => {
+  const { api, trainer, fetchImpl } = fakes();
+  const sent = [];
+  api.complete = async (jobId, token, { data }) => { sent.push(data); return {}; };
+  let used = 0;
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v',
+    dataSince: () => { used += 1; return { down: 100 * used, up: used }; } });
+  await loop.once();
+  await loop.once();
+  assert.deepEqual(sent, [{ down: 100, up: 1 }, { down: 200, up: 2 }]);
+});
+
+test('a hold that starts before the next lease keeps it from being taken at all', async () => {
+  const { events, api, trainer, fetchImpl } = pipelineFakes(5);
+  api.release = async () => ({});
+  let unplugged = false;
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v',
+    hold: () => (unplugged ? 'waiting for the device to charge' : null) });
+  const compute = trainer.gradient;
+  let calls = 0;
+  trainer.gradient = async (...args) => { // unplugged as task 2 starts, while task 1 is still being completed
+    calls += 1;
+    if (calls === 2) unplugged = true;
+    return compute(...args);
+  };
+  const running = loop.run();
+  while (!unplugged) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 300));
+  loop.stop();
+  await running;
+  assert.deepEqual(events.filter((e) => e.startsWith('lease')), ['lease 1', 'lease 2']);
+});
+
+test('a stop that cancels the trainer hands its task back as stopped, not as a failure', async () => {
+  const { api, trainer, fetchImpl } = pipelineFakes(3);
+  const released = [];
+  api.release = async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; };
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', prefetch: 0 });
+  trainer.gradient = async () => { // the page stops: it ends the worker, and the call in flight is rejected
+    loop.stop();
+    throw new Error('stopped by the volunteer');
+  };
+  await loop.run();
+  assert.deepEqual(released, ['t1 stopped']);
+  assert.deepEqual(reports.map((r) => r.type), ['leased', 'stopped']);
+  assert.equal(loop.streaks.size, 0);
 });

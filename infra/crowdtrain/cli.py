@@ -203,7 +203,9 @@ def local(args: argparse.Namespace) -> None:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    stack = LocalCloud(api_port=args.api_port, web_port=args.web_port, verbose=args.verbose)
+    STATE.parent.mkdir(exist_ok=True)
+    stack = LocalCloud(api_port=args.api_port, web_port=args.web_port, verbose=args.verbose,
+                       edge_log=STATE.parent / "edge-access.log")
     print("starting moto server, resources, API, dispatcher and web server ...", flush=True)
     swarm = None
     try:

@@ -56,6 +56,7 @@ class LocalCloud:
     web_port: int = 0
     log_dir: Path | None = None
     verbose: bool = False  # print the API's access log
+    edge_log: Path | None = None  # the web server's access log (one line per response, with its bytes)
     moto: subprocess.Popen | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -149,7 +150,7 @@ class LocalCloud:
         self._api_thread.start()
         self.edge = _bind("web server", "--web-port", self.web_port, lambda: EdgeServer(
             self.site, self.session.client("s3"), self.outputs["BucketName"],
-            {"api": self.api_url, "stage": self.stage}, port=self.web_port)).start()
+            {"api": self.api_url, "stage": self.stage}, port=self.web_port, access_log=self.edge_log)).start()
         self.dispatchers = [*sqs_dispatchers(module, self.session.client("sqs")), *schedule_runners(module)]
         for dispatcher in self.dispatchers:
             dispatcher.start()

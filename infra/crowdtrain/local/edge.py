@@ -3,13 +3,16 @@
 `jobs/*` behaviour does through origin access control). Every response
 carries the cross-origin isolation headers of the template's response
 headers policy, so pages are `crossOriginIsolated` and TF.js's threaded wasm
-binary runs."""
+binary runs. Like CloudFront's standard logs, it can keep an access log:
+one line per response, with the body bytes it sent (volunteer pages check
+their data meters against it)."""
 from __future__ import annotations
 
 import http.server
 import json
 import mimetypes
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -24,8 +27,10 @@ ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-
 
 class EdgeServer:
     def __init__(self, site: Path, s3: Any, bucket: str, config: dict[str, Any], host: str = "127.0.0.1",
-                 port: int = 0):
+                 port: int = 0, access_log: Path | None = None):
         self.site, self.s3, self.bucket = site, s3, bucket
+        self.access_log = open(access_log, "w", buffering=1) if access_log else None  # line-buffered
+        self._log_lock = threading.Lock()
         self.config_bytes = json.dumps(config).encode()
         self.server = http.server.ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
@@ -43,6 +48,14 @@ class EdgeServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        if self.access_log:
+            self.access_log.close()
+
+    def logged(self, method: str, path: str, status: int, sent: int) -> None:
+        """One access-log line: time, method, path, status, body bytes sent (tab-separated)."""
+        if self.access_log:
+            with self._log_lock:
+                self.access_log.write(f"{time.time():.3f}\t{method}\t{path}\t{status}\t{sent}\n")
 
     def _handler(self) -> type:
         edge = self
@@ -67,6 +80,7 @@ class EdgeServer:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)
+                edge.logged(self.command, urlparse(self.path).path, status, 0 if self.command == "HEAD" else len(body))
 
             def do_HEAD(self) -> None:
                 self.do_GET()

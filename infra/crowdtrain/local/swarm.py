@@ -17,16 +17,20 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def open_context(playwright: Any, profile: str, webgpu: bool = False) -> Any:
+def open_context(playwright: Any, profile: str, webgpu: bool = False, device: str | None = None) -> Any:
     """A persistent browser context on a fresh profile folder (Chromium's
     --user-data-dir, which Playwright only accepts this way); `webgpu` adds
     the flag under which headless Chromium offers a (SwiftShader) WebGPU
-    adapter to pages served from http://127.0.0.1."""
+    adapter to pages served from http://127.0.0.1; `device` emulates one of
+    Playwright's devices (viewport, touch, mobile user agent), e.g. "Pixel 7"."""
     if not shutil.which(CHROMIUM):
         raise RuntimeError(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
+    screen = {"viewport": {"width": 1100, "height": 900}}
+    if device:
+        screen = {k: v for k, v in playwright.devices[device].items() if k != "default_browser_type"}
     return playwright.chromium.launch_persistent_context(
         profile, executable_path=CHROMIUM, headless=True, args=FLAGS + (["--enable-unsafe-webgpu"] if webgpu else []),
-        viewport={"width": 1100, "height": 900})
+        **screen)
 
 
 def volunteer_url(web_url: str, name: str, backend: str = "auto") -> str:
