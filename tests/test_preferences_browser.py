@@ -186,3 +186,12 @@ def test_every_control_is_labelled_and_state_changes_are_announced(stack, phone)
     assert phone.get_attribute("#toggle", "class") == "start"
     overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than the phone"
+    # "pause while I type or move the mouse here": typing on the page holds it, saying so, and it resumes after
+    phone.check("#pause-busy")
+    phone.tap("#toggle")
+    phone.keyboard.type("hello")
+    phone.wait_for_function("document.getElementById('state').textContent.includes('while you use this page')",
+                            timeout=2_000)
+    phone.wait_for_function("!document.getElementById('state').textContent.includes('while you use')", timeout=30_000)
+    phone.reload()
+    assert phone.is_checked("#pause-busy")

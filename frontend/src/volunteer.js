@@ -145,9 +145,9 @@ function start() {
     pauseAfter: (computeMs) => pauseAfter(computeMs, preferences.cpuShare), hold,
     dataLeft: () => (cap() > 0 ? cap() - meter.today : Infinity), dataSince,
   });
-  loop.run();
   showToggle(true);
-  $('state').textContent = 'starting';
+  $('state').textContent = 'starting'; // before the loop runs: it may report a hold at once
+  loop.run();
 }
 
 /** Stop means stop: the worker ends now, the task computing and the one leased ahead go back. */
