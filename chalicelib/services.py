@@ -34,6 +34,7 @@ from chalicelib.store.objects import ObjectStore
 from chalicelib.store.stats import Counters
 from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.tasks.epochs import EpochQueue
+from chalicelib.tasks.keys import SecretsManagerKeys, StaticKeys
 from chalicelib.tasks.leases import LeasePolicy, LeaseService
 from chalicelib.tasks.queues import ResultQueue, TaskQueue
 from chalicelib.tasks.redrive import DeadLetters, Redrive
@@ -109,17 +110,16 @@ class Services:
         return EpochQueue(self.meta, self.tasks)
 
     @cached_property
-    def _lease_secret(self) -> bytes:
+    def _lease_keys(self) -> SecretsManagerKeys | StaticKeys:
         if self.config.lease_secret_id:
-            reply = boto3.client("secretsmanager").get_secret_value(SecretId=self.config.lease_secret_id)
-            return reply["SecretString"].encode()
+            return SecretsManagerKeys(boto3.client("secretsmanager"), self.config.lease_secret_id)
         if self.config.lease_secret:
-            return self.config.lease_secret.encode()
+            return StaticKeys(self.config.lease_secret.encode())
         raise RuntimeError("no lease secret: set LEASE_SECRET_ID (Secrets Manager) or LEASE_SECRET")
 
     @cached_property
     def signer(self) -> TokenSigner:
-        return TokenSigner(lambda: self._lease_secret)
+        return TokenSigner(self._lease_keys)
 
     # -- the services the routes and handlers call ----------------------------------
     @cached_property

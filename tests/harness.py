@@ -119,6 +119,7 @@ class Harness:
         self.session = boto3.Session(region_name="us-east-1")
         self.sqs = self.session.client("sqs")
         self.s3 = self.session.client("s3")
+        self.secretsmanager = self.session.client("secretsmanager")
         self.results_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-results.fifo")["QueueUrl"]
         self.tasks_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-tasks")["QueueUrl"]
         self.task_dlq_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-tasks-dead")["QueueUrl"]

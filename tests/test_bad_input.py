@@ -32,11 +32,11 @@ class Case:
 
 def token_with(ctx, **changes) -> str:
     """The live lease's token with its payload edited and the signature kept."""
-    version, body, mac = ctx["task"]["lease_token"].split(".")
+    version, key_id, body, mac = ctx["task"]["lease_token"].split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     payload.update(changes)
     edited = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
-    return f"{version}.{edited}.{mac}"
+    return f"{version}.{key_id}.{edited}.{mac}"
 
 
 def other_encoding(token: str) -> str:
@@ -48,7 +48,7 @@ def other_encoding(token: str) -> str:
 
 def expired_token(ctx) -> str:
     """A correctly signed token whose lease ended a second ago."""
-    version, body, _ = ctx["task"]["lease_token"].split(".")
+    _, _, body, _ = ctx["task"]["lease_token"].split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     return services.services().signer.sign(replace(Lease.from_json(payload), expires=time.time() - 1))
 
@@ -130,7 +130,7 @@ CASES = [
     # -- lease tokens
     Case("forged token", "POST", "/tasks/complete",
          lambda ctx: complete(ctx, lease_token=token_with(ctx, base_version=99)), status=401, message="signature"),
-    Case("malformed token", "POST", "/tasks/complete", lambda ctx: complete(ctx, lease_token="v1.%%%.x"),
+    Case("malformed token", "POST", "/tasks/complete", lambda ctx: complete(ctx, lease_token="v2.k.%%%.x"),
          status=401, message="malformed"),
     Case("token of another job", "POST", "/tasks/complete", lambda ctx: complete(ctx, job_id=ctx["other"]),
          status=403, message="another job"),
@@ -198,7 +198,7 @@ CASES = [
     Case("admin JSON nested 3,000 deep", "POST", "/jobs", '{"a": ' * 3000 + "1" + "}" * 3000, headers=ADMIN,
          message="nested deeper"),
     Case("token payload nested 1,400 deep", "POST", "/tasks/complete",
-         lambda ctx: complete(ctx, lease_token="v1." + base64.urlsafe_b64encode(
+         lambda ctx: complete(ctx, lease_token="v2.k." + base64.urlsafe_b64encode(
              ("[" * 1400 + "]" * 1400).encode()).rstrip(b"=").decode() + ".AAAA"), status=401, message="malformed"),
     Case("loss as a 400-digit integer", "POST", "/tasks/complete", lambda ctx: complete(ctx, loss=10**400),
          message="'loss' must be between"),

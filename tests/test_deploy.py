@@ -270,3 +270,19 @@ def test_teardown_empties_buckets_and_deletes_the_stack(moto_session, tmp_path):
     assert runs[0][1:] == ["delete", "--stage", "dev"]
     assert [s["StackStatus"] for s in cloudformation.list_stacks()["StackSummaries"]] == ["DELETE_COMPLETE"]
     assert all(b["Name"] not in names.values() for b in s3.list_buckets()["Buckets"])
+
+
+def test_rotate_secret_makes_a_new_current_version_and_keeps_the_previous(moto_session, tmp_path):
+    manager = moto_session.client("secretsmanager")
+    # the stack's secret (moto's CloudFormation cannot create one: made here, named by the stack's output)
+    secret_id = manager.create_secret(Name="crowdtrain-dev-lease-secret", SecretString="x" * 64)["ARN"]
+    before = manager.get_secret_value(SecretId=secret_id)
+    lines = []
+    deployer = Deployer(moto_session, "dev", root=tmp_path, say=lines.append)
+    deployer.outputs = lambda: {"LeaseSecretId": secret_id}
+    version = deployer.rotate_secret()
+    current = manager.get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")
+    previous = manager.get_secret_value(SecretId=secret_id, VersionStage="AWSPREVIOUS")
+    assert current["VersionId"] == version != before["VersionId"] == previous["VersionId"]
+    assert len(current["SecretString"]) == 64 and current["SecretString"] != before["SecretString"]
+    assert lines == [f"rotated the lease secret of crowdtrain-dev: new version {version}"]

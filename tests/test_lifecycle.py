@@ -32,7 +32,7 @@ def drain(harness, job=None):
 
 
 def token_payload(task: dict) -> dict:
-    body = task["lease_token"].split(".")[1]
+    body = task["lease_token"].split(".")[2]
     return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
 
 
@@ -311,13 +311,13 @@ def test_forged_and_other_job_tokens_are_rejected(harness):
     assert harness.upload(task, data).status_code in (200, 204)
     other = job_b if task["job_id"] == job_a else job_a
 
-    version, body, mac = task["lease_token"].split(".")
+    version, key_id, body, mac = task["lease_token"].split(".")
     payload = json.loads(__import__("base64").urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     payload["base_version"] = 99
     forged_body = __import__("base64").urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
     cases = [
-        ({"job_id": task["job_id"], "lease_token": f"{version}.{forged_body}.{mac}"}, 401, b"signature"),
-        ({"job_id": task["job_id"], "lease_token": "v1.not-base64!.x"}, 401, b"malformed"),
+        ({"job_id": task["job_id"], "lease_token": f"{version}.{key_id}.{forged_body}.{mac}"}, 401, b"signature"),
+        ({"job_id": task["job_id"], "lease_token": "v2.k.not-base64!.x"}, 401, b"malformed"),
         ({"job_id": task["job_id"], "lease_token": "garbage"}, 401, b"malformed"),
         ({"job_id": other, "lease_token": task["lease_token"]}, 403, b"another job"),
         ({"job_id": task["job_id"], "lease_token": 42}, 400, b"lease_token"),
@@ -428,10 +428,11 @@ def test_a_volunteer_holds_a_bounded_number_of_leases(harness, monkeypatch):
 
 def test_services_override_puts_a_part_in_place_before_anything_uses_it(harness):
     from chalicelib.services import override
+    from chalicelib.tasks.keys import SecretsManagerKeys
     from chalicelib.tasks.tokens import TokenSigner
-    secret = lambda: b"0123456789abcdef0123456789abcdef"  # noqa: E731  (the test stack's secret)
+    keys = SecretsManagerKeys(harness.secretsmanager, "crowdtrain-test-lease")  # the test stack's lease secret
     # a signer whose clock is an hour ahead: every lease has ended by its reckoning
-    override(signer=TokenSigner(secret, clock=lambda: time.time() + 3600))
+    override(signer=TokenSigner(keys, clock=lambda: time.time() + 3600))
     harness.create_job(Dataset.generate(batches=1, batch_size=4))
     task = harness.lease()
     loss, data = harness.compute(task)
@@ -439,7 +440,7 @@ def test_services_override_puts_a_part_in_place_before_anything_uses_it(harness)
     reply = harness.complete(task, loss)
     assert reply.status_code == 410 and b"expired" in reply.body
     with pytest.raises(RuntimeError, match="lease_service"):  # too late: the lease service holds the signer
-        override(signer=TokenSigner(secret))
+        override(signer=TokenSigner(keys))
 
 
 def test_a_fold_message_must_name_exactly_a_records_fields():

@@ -198,7 +198,7 @@ def test_a_heartbeat_past_sqs_twelve_hours_is_a_clear_409(harness):
     beat = lambda token: harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": token})  # noqa: E731
     assert beat(task["lease_token"]).status_code == 200
     # the same lease, as if received 11.5 hours ago: one more hour would cross SQS's limit
-    lease = Lease.from_json(json.loads(base64.urlsafe_b64decode(task["lease_token"].split(".")[1] + "==")))
+    lease = Lease.from_json(json.loads(base64.urlsafe_b64decode(task["lease_token"].split(".")[2] + "==")))
     old = services().signer.sign(replace(lease, received=lease.received - 11.5 * 3600))
     reply = beat(old)
     assert reply.status_code == 409 and b"12 hours" in reply.body

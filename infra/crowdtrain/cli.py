@@ -274,6 +274,14 @@ def deploy(args: argparse.Namespace) -> None:
     print(f"\nvolunteers visit {url}")
 
 
+def rotate_secret(args: argparse.Namespace) -> None:
+    import boto3
+    from crowdtrain.aws.deploy import Deployer
+
+    session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
+    Deployer(session, args.stage).rotate_secret()
+
+
 def teardown(args: argparse.Namespace) -> None:
     import boto3
     from crowdtrain.aws.deploy import Deployer
@@ -403,6 +411,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit", type=float, default=100, help="API requests per second, stage-wide")
     p.add_argument("--burst-limit", type=int, default=200)
     p.set_defaults(func=deploy)
+
+    p = sub.add_parser("rotate-secret", help="rotate a stage's lease secret (leases signed before still complete)")
+    p.add_argument("--stage", default="dev")
+    p.set_defaults(func=rotate_secret)
 
     p = sub.add_parser("teardown", help="delete a stage from AWS: app, bucket contents, stack")
     p.add_argument("--stage", default="dev")

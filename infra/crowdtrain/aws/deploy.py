@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -175,6 +176,18 @@ class Deployer:
         self.say(f"API: {api_url}")
         self.throttle_api(rate, burst)
         return self.publish_frontend(outputs, api_url)
+
+    # -- the lease secret ----------------------------------------------------------------
+    def rotate_secret(self) -> str:
+        """A new version of the stage's lease secret (AWSCURRENT; the old one
+        becomes AWSPREVIOUS). Leases signed with the old key still complete;
+        those two rotations old do not, so rotate at most once per longest
+        lease plus the Lambdas' REFRESH_SECONDS (chalicelib/tasks/keys.py)."""
+        secret_id = self.outputs()["LeaseSecretId"]
+        reply = self.session.client("secretsmanager").put_secret_value(
+            SecretId=secret_id, SecretString=secrets.token_urlsafe(48))
+        self.say(f"rotated the lease secret of {self.stack_name}: new version {reply['VersionId']}")
+        return reply["VersionId"]
 
     # -- teardown ----------------------------------------------------------------------
     def teardown(self) -> None:
