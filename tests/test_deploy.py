@@ -201,6 +201,30 @@ def test_throttling_is_applied_to_the_deployed_api(tmp_path):
         stub.assert_no_pending_responses()
 
 
+
+def test_api_gateways_own_errors_carry_the_routes_cors_headers(tmp_path):
+    """A throttled or failed call answered by API Gateway itself must be readable by the page."""
+    from chalice import CORSConfig
+
+    deployer, _, lines = stubbed_deployer(tmp_path)
+    (tmp_path / ".chalice" / "deployed").mkdir(parents=True)
+    (tmp_path / ".chalice" / "deployed" / "dev.json").write_text(json.dumps(
+        {"resources": [{"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123"}]}))
+    client = deployer.session.client("apigateway")
+    deployer.session = type("S", (), {"client": lambda self, name: client})()
+    origin = "https://d111.cloudfront.net"
+    headers = CORSConfig(allow_origin=origin).get_access_control_headers()  # what app.py's routes send
+    with Stubber(client) as stub:
+        for kind in ("DEFAULT_4XX", "DEFAULT_5XX", "THROTTLED"):
+            stub.add_response("put_gateway_response", {}, {"restApiId": "abc123", "responseType": kind,
+                                                           "responseParameters": {
+                f"gatewayresponse.header.{name}": f"'{value}'" for name, value in headers.items()}})
+        stub.add_response("create_deployment", {}, {"restApiId": "abc123", "stageName": "api", "description": ANY})
+        deployer.readable_errors(origin)
+        stub.assert_no_pending_responses()
+    assert "allow https://d111.cloudfront.net" in lines[-1]
+
+
 # -- the steps moto can run ------------------------------------------------------------------
 def test_stage_config_gets_the_stack_outputs(tmp_path):
     (tmp_path / ".chalice").mkdir()

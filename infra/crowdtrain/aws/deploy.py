@@ -32,6 +32,12 @@ mimetypes.add_type("application/json", ".map")
 SHORT_CACHE = {"index.html", "dashboard.html", "config.json"}
 
 
+# API Gateway's own responses that get CORS headers (THROTTLED is a 4XX of its own type).
+CORS_GATEWAY_RESPONSES = ("DEFAULT_4XX", "DEFAULT_5XX", "THROTTLED")
+# The request headers the app's routes allow (Chalice's CORSConfig defaults).
+CORS_HEADERS = "Authorization,Content-Type,X-Amz-Date,X-Amz-Security-Token,X-Api-Key"
+
+
 def cache_control(name: str) -> str:
     if name in SHORT_CACHE:
         return "no-cache"
@@ -158,22 +164,39 @@ class Deployer:
         self.say(f"invalidated CloudFront; volunteers visit {url}")
         return url
 
+    def _rest_api_id(self) -> str:
+        deployed = json.loads((self.root / ".chalice" / "deployed" / f"{self.stage}.json").read_text())
+        return next(r for r in deployed["resources"] if r.get("resource_type") == "rest_api")["rest_api_id"]
+
+    def readable_errors(self, origin: str) -> None:
+        """API Gateway's own answers (its throttle's 429, a 5xx of its own or
+        of a failed Lambda, a 4xx before the app) carry the CORS headers the
+        app's routes send, so the page reads the status instead of seeing an
+        opaque network error (and retries a throttled call). Gateway responses
+        take effect in a new deployment of the stage."""
+        api_id, client = self._rest_api_id(), self.session.client("apigateway")
+        for kind in CORS_GATEWAY_RESPONSES:
+            client.put_gateway_response(restApiId=api_id, responseType=kind, responseParameters={
+                "gatewayresponse.header.Access-Control-Allow-Origin": f"'{origin}'",
+                "gatewayresponse.header.Access-Control-Allow-Headers": f"'{CORS_HEADERS}'"})
+        client.create_deployment(restApiId=api_id, stageName="api", description="gateway responses with CORS")
+        self.say(f"API Gateway's own errors ({', '.join(CORS_GATEWAY_RESPONSES)}) allow {origin}")
+
     def throttle_api(self, rate: float, burst: int) -> None:
         """Stage-wide API Gateway throttling (Chalice has no setting for it):
         volunteers' routes are public, so a flood is cut off before Lambda."""
-        deployed = json.loads((self.root / ".chalice" / "deployed" / f"{self.stage}.json").read_text())
-        api = next(r for r in deployed["resources"] if r.get("resource_type") == "rest_api")
         self.session.client("apigateway").update_stage(
-            restApiId=api["rest_api_id"], stageName="api", patchOperations=[
+            restApiId=self._rest_api_id(), stageName="api", patchOperations=[
                 {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(rate)},
                 {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(burst)}])
         self.say(f"API throttled to {rate} requests/s, bursts of {burst}")
 
     def deploy(self, rate: float, burst: int) -> str:
         outputs = self.deploy_stack()
-        self.write_chalice_config(outputs)
+        env = self.write_chalice_config(outputs)
         api_url = self.deploy_app()
         self.say(f"API: {api_url}")
+        self.readable_errors(env["CORS_ORIGIN"])
         self.throttle_api(rate, burst)
         return self.publish_frontend(outputs, api_url)
 
