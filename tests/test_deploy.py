@@ -310,3 +310,33 @@ def test_rotate_secret_makes_a_new_current_version_and_keeps_the_previous(moto_s
     assert current["VersionId"] == version != before["VersionId"] == previous["VersionId"]
     assert len(current["SecretString"]) == 64 and current["SecretString"] != before["SecretString"]
     assert lines == [f"rotated the lease secret of crowdtrain-dev: new version {version}"]
+
+
+def test_region_is_accepted_before_or_after_the_subcommand_and_reaches_chalice(tmp_path):
+    from crowdtrain.cli import parser
+
+    top = parser()
+    assert top.parse_args(["deploy", "--stage", "dev", "--region", "eu-west-1"]).region == "eu-west-1"
+    assert top.parse_args(["--region", "eu-west-1", "deploy"]).region == "eu-west-1"
+    assert top.parse_args(["--region", "eu-west-1", "teardown", "--region", "ap-south-1"]).region == "ap-south-1"
+    assert top.parse_args(["jobs"]).region is None  # then boto3's own: AWS_REGION, AWS_DEFAULT_REGION, the profile
+    assert len(top.commands) >= 14 and all("--region" in c.format_help() for c in top.commands.values())
+    calls = []
+
+    def run(cmd, **kwargs):
+        calls.append((cmd, kwargs["env"]))
+        return subprocess.CompletedProcess(cmd, 0, "  - Rest API URL: https://abc.execute-api.eu-west-1.amazonaws.com/api/\n", "")
+    deployer = Deployer(boto3.Session(region_name="eu-west-1"), "dev", root=tmp_path, run=run, say=lambda l: None)
+    deployer.deploy_app()
+    cmd, env = calls[0]
+    assert cmd[1:] == ["deploy", "--stage", "dev"]
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert deployer.cloudformation.meta.region_name == "eu-west-1"
+
+
+def test_a_deploy_without_a_region_says_how_to_give_one(monkeypatch, tmp_path):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(DeployError, match="--region"):
+        Deployer(boto3.Session(), "dev", root=tmp_path)

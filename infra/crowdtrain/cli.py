@@ -358,7 +358,8 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="crowdtrain", description=__doc__.splitlines()[0])
     top.add_argument("--api", help="API URL (default: $CROWDTRAIN_API or the running local stack)")
     top.add_argument("--admin-token", help="bearer token (local stack); without it, AWS SigV4 is used")
-    top.add_argument("--region")
+    top.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's); "
+                                      "also accepted after the subcommand")
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("local", help="run everything locally on moto server, with a demo job")
@@ -424,6 +425,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("keras_model")
     p.add_argument("out")
     p.set_defaults(func=import_keras)
+    top.commands = sub.choices
+    for command in top.commands.values():  # `crowdtrain deploy --region eu-west-1` as well as before the subcommand
+        command.add_argument("--region", default=argparse.SUPPRESS, help="AWS region (as before the subcommand)")
     return top
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import re
 import secrets
 import subprocess
@@ -54,10 +55,22 @@ class Deployer:
     def __init__(self, session: Any, stage: str, root: Path = ROOT,
                  run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
                  say: Callable[[str], None] = lambda line: print(line, flush=True), poll_seconds: float = 5):
+        if not session.region_name:
+            raise DeployError("no AWS region: pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a "
+                              "profile's region")
         self.session, self.stage, self.root, self.run, self.say = session, stage, root, run, say
         self.poll_seconds = poll_seconds
         self.stack_name = f"crowdtrain-{stage}"
         self.cloudformation = session.client("cloudformation")
+
+    def chalice(self, verb: str) -> subprocess.CompletedProcess:
+        """`chalice <verb> --stage <stage>` in the session's region (Chalice's
+        own boto3 session reads it from the environment), so the Lambdas and the
+        API land beside the stack."""
+        region = self.session.region_name
+        return self.run([str(Path(sys.executable).parent / "chalice"), verb, "--stage", self.stage], cwd=self.root,
+                        capture_output=True, text=True,
+                        env={**os.environ, "AWS_REGION": region, "AWS_DEFAULT_REGION": region})
 
     # -- 1. the stack ----------------------------------------------------------------
     def deploy_stack(self) -> dict[str, str]:
@@ -131,10 +144,8 @@ class Deployer:
 
     # -- 3. the app -------------------------------------------------------------------
     def deploy_app(self) -> str:
-        self.say(f"chalice deploy --stage {self.stage}")
-        chalice = Path(sys.executable).parent / "chalice"
-        proc = self.run([str(chalice), "deploy", "--stage", self.stage], cwd=self.root, capture_output=True,
-                        text=True)
+        self.say(f"chalice deploy --stage {self.stage} (in {self.session.region_name})")
+        proc = self.chalice("deploy")
         if proc.returncode != 0:
             raise DeployError(f"chalice deploy failed:\n{proc.stdout}\n{proc.stderr}")
         match = re.search(r"Rest API URL: (\S+)", proc.stdout)
@@ -215,9 +226,7 @@ class Deployer:
     # -- teardown ----------------------------------------------------------------------
     def teardown(self) -> None:
         """Delete the app, empty the buckets (CloudFormation cannot delete full ones), delete the stack."""
-        chalice = Path(sys.executable).parent / "chalice"
-        proc = self.run([str(chalice), "delete", "--stage", self.stage], cwd=self.root, capture_output=True,
-                        text=True)
+        proc = self.chalice("delete")
         self.say(f"chalice delete: {'done' if proc.returncode == 0 else proc.stderr.strip()[-300:]}")
         outputs = self.outputs()
         s3 = self.session.resource("s3")
