@@ -14,7 +14,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from crowdtrain.paths import ROOT
-from crowdtrain.aws.deploy import Deployer, DeployError, cache_control
+from crowdtrain.aws.deploy import STATE_PREFIX, Deployer, DeployError, cache_control
 from crowdtrain.template import TEMPLATE, load_template, without_unsupported
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -278,7 +278,8 @@ def test_frontend_is_published_with_types_headers_and_an_invalidation(moto_sessi
     assert any("uploaded" in l for l in lines)
 
 
-def test_teardown_empties_buckets_and_deletes_the_stack(moto_session, tmp_path):
+def moto_stack(moto_session) -> dict[str, str]:
+    """The stage's stack in moto (less what moto's CloudFormation cannot create), with a job's file and a page."""
     local, _ = without_unsupported(load_template())
     cloudformation = moto_session.client("cloudformation")
     cloudformation.create_stack(StackName="crowdtrain-dev", TemplateBody=json.dumps(local))
@@ -287,13 +288,71 @@ def test_teardown_empties_buckets_and_deletes_the_stack(moto_session, tmp_path):
     s3 = moto_session.client("s3")
     s3.put_object(Bucket=names["BucketName"], Key="jobs/j-1/init/weights.bin", Body=b"x")
     s3.put_object(Bucket=names["FrontendBucketName"], Key="index.html", Body=b"x")
-    runs = []
-    deployer = Deployer(moto_session, "dev", root=tmp_path, say=lambda l: None,
-                        run=lambda cmd, **kw: runs.append(cmd) or subprocess.CompletedProcess(cmd, 0, "", ""))
-    deployer.teardown()
+    return names
+
+
+def teardown(moto_session, tmp_path, delete_data=False, chalice_status=0) -> tuple[list, list[str]]:
+    runs, lines = [], []
+    deployer = Deployer(moto_session, "dev", root=tmp_path, say=lines.append,
+                        run=lambda cmd, **kw: runs.append(cmd) or subprocess.CompletedProcess(cmd, chalice_status, "",
+                                                                                              "boom"))
+    deployer.teardown(delete_data=delete_data)
+    return runs, lines
+
+
+def test_teardown_deletes_the_app_the_site_and_the_stack_and_keeps_the_data(moto_session, tmp_path):
+    names = moto_stack(moto_session)
+    runs, lines = teardown(moto_session, tmp_path)
     assert runs[0][1:] == ["delete", "--stage", "dev"]
+    cloudformation = moto_session.client("cloudformation")
     assert [s["StackStatus"] for s in cloudformation.list_stacks()["StackSummaries"]] == ["DELETE_COMPLETE"]
-    assert all(b["Name"] not in names.values() for b in s3.list_buckets()["Buckets"])
+    buckets = {b["Name"] for b in moto_session.client("s3").list_buckets()["Buckets"]}
+    assert names["FrontendBucketName"] not in buckets and names["BucketName"] in buckets  # DeletionPolicy Retain
+    assert moto_session.client("s3").get_object(Bucket=names["BucketName"], Key="jobs/j-1/init/weights.bin")
+    assert names["TableName"] in moto_session.client("dynamodb").list_tables()["TableNames"]
+    assert "kept the data" in lines[-1]
+
+
+def test_teardown_with_delete_data_removes_the_bucket_and_the_table(moto_session, tmp_path):
+    names = moto_stack(moto_session)
+    teardown(moto_session, tmp_path, delete_data=True)
+    assert moto_session.client("s3").list_buckets()["Buckets"] == []
+    assert moto_session.client("dynamodb").list_tables()["TableNames"] == []
+
+
+def test_a_failed_teardown_step_is_an_error_after_the_others_ran(moto_session, tmp_path):
+    moto_stack(moto_session)
+    with pytest.raises(DeployError, match="failed: chalice delete"):
+        teardown(moto_session, tmp_path, chalice_status=1)
+    cloudformation = moto_session.client("cloudformation")
+    assert [s["StackStatus"] for s in cloudformation.list_stacks()["StackSummaries"]] == ["DELETE_COMPLETE"]
+
+
+def test_a_deploy_from_a_fresh_checkout_finds_what_the_last_deploy_made(moto_session, tmp_path):
+    """Chalice's deployed state is kept in the data bucket: a second clone's
+    `chalice deploy` updates the same REST API and Lambdas instead of making new ones."""
+    names = moto_stack(moto_session)
+    state = {"resources": [{"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123"}]}
+    seen = []
+
+    def chalice(root):
+        def run(cmd, **kw):
+            path = root / ".chalice" / "deployed" / "dev.json"
+            seen.append(json.loads(path.read_text()) if path.exists() else None)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(state))  # what chalice deploy writes
+            return subprocess.CompletedProcess(cmd, 0, "  - Rest API URL: https://abc123.example/api/\n", "")
+        return run
+
+    for clone in ("first", "second"):
+        root = tmp_path / clone
+        deployer = Deployer(moto_session, "dev", root=root, run=chalice(root), say=lambda l: None)
+        assert deployer.restore_app_state(names) is (clone == "second")
+        deployer.deploy_app()
+        deployer.save_app_state(names)
+    assert seen == [None, state]  # the second clone's chalice deploy started from the first's state
+    # kept where CloudFront does not serve it (only jobs/* of the data bucket)
+    assert not STATE_PREFIX.startswith("jobs/")
 
 
 def test_rotate_secret_makes_a_new_current_version_and_keeps_the_previous(moto_session, tmp_path):
@@ -340,3 +399,15 @@ def test_a_deploy_without_a_region_says_how_to_give_one(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(DeployError, match="--region"):
         Deployer(boto3.Session(), "dev", root=tmp_path)
+
+
+def test_deploy_restores_chalices_state_before_chalice_deploy_and_saves_it_after(tmp_path):
+    deployer, _, _ = stubbed_deployer(tmp_path)
+    order = []
+    steps = {"deploy_stack": OUTPUTS, "write_chalice_config": {"CORS_ORIGIN": "https://d111.cloudfront.net"},
+             "restore_app_state": True, "deploy_app": "https://abc.example/api", "save_app_state": None,
+             "readable_errors": None, "throttle_api": None, "publish_frontend": "https://d111.cloudfront.net/"}
+    for name, value in steps.items():
+        setattr(deployer, name, lambda *args, name=name, value=value: order.append(name) or value)
+    assert deployer.deploy(100, 200) == "https://d111.cloudfront.net/"
+    assert order == list(steps)

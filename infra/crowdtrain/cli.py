@@ -23,6 +23,7 @@ import requests
 from chalicelib.fold.optimizers import OPTIMIZERS
 from chalicelib.model.codecs import CODECS
 from crowdtrain.api import Api, ApiError
+from crowdtrain.aws.deploy import DeployError
 from crowdtrain.jobs.check import check_in_tfjs
 
 STATE = Path(".crowdtrain") / "local.json"
@@ -287,7 +288,7 @@ def teardown(args: argparse.Namespace) -> None:
     from crowdtrain.aws.deploy import Deployer
 
     session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
-    Deployer(session, args.stage).teardown()
+    Deployer(session, args.stage).teardown(delete_data=args.delete_data)
 
 
 # -- argument parsing ------------------------------------------------------------------
@@ -417,8 +418,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default="dev")
     p.set_defaults(func=rotate_secret)
 
-    p = sub.add_parser("teardown", help="delete a stage from AWS: app, bucket contents, stack")
+    p = sub.add_parser("teardown", help="delete a stage from AWS: app, site, stack; the data is kept")
     p.add_argument("--stage", default="dev")
+    p.add_argument("--delete-data", action="store_true", help="also delete the data bucket and the table")
     p.set_defaults(func=teardown)
 
     p = sub.add_parser("import-keras", help="convert a Keras model to TF.js files (needs the keras extra)")
@@ -439,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         args = top.parse_args(argv)
     try:
         args.func(args)
-    except ApiError as err:
+    except (ApiError, DeployError) as err:
         raise SystemExit(f"crowdtrain: {err}")
     except requests.ConnectionError as err:
         raise SystemExit(f"crowdtrain: cannot reach the API: {err}")

@@ -33,6 +33,8 @@ mimetypes.add_type("application/json", ".map")
 SHORT_CACHE = {"index.html", "dashboard.html", "config.json"}
 
 
+# Where the data bucket keeps Chalice's deployed state (CloudFront serves only its jobs/*).
+STATE_PREFIX = "crowdtrain/deployed/"
 # API Gateway's own responses that get CORS headers (THROTTLED is a 4XX of its own type).
 CORS_GATEWAY_RESPONSES = ("DEFAULT_4XX", "DEFAULT_5XX", "THROTTLED")
 # The request headers the app's routes allow (Chalice's CORSConfig defaults).
@@ -202,10 +204,42 @@ class Deployer:
                 {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(burst)}])
         self.say(f"API throttled to {rate} requests/s, bursts of {burst}")
 
+    # -- Chalice's deployed state, kept with the stack ---------------------------------
+    @property
+    def _state_path(self) -> Path:
+        return self.root / ".chalice" / "deployed" / f"{self.stage}.json"
+
+    def restore_app_state(self, outputs: dict[str, str]) -> bool:
+        """Chalice's record of what it deployed (the REST API, the Lambdas, the
+        queue trigger), as the last deploy from any checkout saved it: without
+        it, `chalice deploy` in a fresh clone makes a second REST API and fails
+        on the existing event source mapping. False on a first deploy."""
+        try:
+            body = self.session.client("s3").get_object(Bucket=outputs["BucketName"], Key=self._state_key)["Body"]
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return False
+            raise
+        self._state_path.parent.mkdir(parents=True, exist_ok=True)
+        self._state_path.write_bytes(body.read())
+        self.say(f"restored Chalice's deployed state from s3://{outputs['BucketName']}/{self._state_key}")
+        return True
+
+    def save_app_state(self, outputs: dict[str, str]) -> None:
+        self.session.client("s3").put_object(Bucket=outputs["BucketName"], Key=self._state_key,
+                                             Body=self._state_path.read_bytes(), ContentType="application/json")
+        self.say(f"saved Chalice's deployed state to s3://{outputs['BucketName']}/{self._state_key}")
+
+    @property
+    def _state_key(self) -> str:
+        return f"{STATE_PREFIX}{self.stage}.json"
+
     def deploy(self, rate: float, burst: int) -> str:
         outputs = self.deploy_stack()
         env = self.write_chalice_config(outputs)
+        self.restore_app_state(outputs)
         api_url = self.deploy_app()
+        self.save_app_state(outputs)
         self.say(f"API: {api_url}")
         self.readable_errors(env["CORS_ORIGIN"])
         self.throttle_api(rate, burst)
@@ -224,17 +258,41 @@ class Deployer:
         return reply["VersionId"]
 
     # -- teardown ----------------------------------------------------------------------
-    def teardown(self) -> None:
-        """Delete the app, empty the buckets (CloudFormation cannot delete full ones), delete the stack."""
-        proc = self.chalice("delete")
-        self.say(f"chalice delete: {'done' if proc.returncode == 0 else proc.stderr.strip()[-300:]}")
+    def teardown(self, delete_data: bool = False) -> None:
+        """Delete the app and the stack. The data bucket and the table are
+        kept (DeletionPolicy Retain) unless `delete_data`. Every step is tried;
+        if any failed, DeployError names them (the CLI exits non-zero)."""
+        failed: list[str] = []
+
+        def step(name: str, action: Callable[[], Any]) -> None:
+            try:
+                action()
+                self.say(f"{name}: done")
+            except (ClientError, WaiterError, DeployError) as err:
+                failed.append(name)
+                self.say(f"{name}: FAILED: {err}")
+
+        def chalice_delete() -> None:
+            proc = self.chalice("delete")
+            if proc.returncode != 0:
+                raise DeployError(proc.stderr.strip()[-300:] or f"exit status {proc.returncode}")
+
         outputs = self.outputs()
+        step("chalice delete", chalice_delete)
         s3 = self.session.resource("s3")
-        for key in ("BucketName", "FrontendBucketName"):
-            bucket = s3.Bucket(outputs[key])
-            bucket.objects.all().delete()
-            self.say(f"emptied {outputs[key]}")
+        step(f"empty {outputs['FrontendBucketName']}", lambda: s3.Bucket(outputs["FrontendBucketName"]).objects.all().delete())
+        step(f"delete stack {self.stack_name}", self._delete_stack)
+        if delete_data:
+            bucket = s3.Bucket(outputs["BucketName"])
+            step(f"delete {outputs['BucketName']} and its objects", lambda: (bucket.objects.all().delete(), bucket.delete()))
+            step(f"delete table {outputs['TableName']}",
+                 lambda: self.session.client("dynamodb").delete_table(TableName=outputs["TableName"]))
+        else:
+            self.say(f"kept the data: bucket {outputs['BucketName']}, table {outputs['TableName']} "
+                     "(teardown --delete-data removes them)")
+        if failed:
+            raise DeployError(f"teardown of {self.stack_name} incomplete; failed: {', '.join(failed)}")
+
+    def _delete_stack(self) -> None:
         self.cloudformation.delete_stack(StackName=self.stack_name)
-        self.say(f"deleting stack {self.stack_name}")
         self.cloudformation.get_waiter("stack_delete_complete").wait(StackName=self.stack_name)
-        self.say("stack deleted")
