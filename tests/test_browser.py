@@ -293,3 +293,32 @@ def test_the_page_is_cross_origin_isolated_and_shows_its_wasm_threads(stack, pag
     assert re.fullmatch(r"\d+ threads?", page.inner_text("#wasm-threads")), page.inner_text("#wasm-threads")
     page.click("#toggle")
     page.wait_for_function("document.getElementById('state').textContent === 'stopped'", timeout=60_000)
+
+
+def test_the_page_delivers_its_gradients_through_throttled_completions(own_stack, context):
+    """429s on complete, as API Gateway's throttle answers them (with the CORS
+    headers `crowdtrain deploy` gives its gateway responses), injected between
+    the page and the API: the page tries again within the lease, and every
+    computed gradient is delivered."""
+    job = own_stack.char_lstm_job(batches=3, epochs=1, k=1, seed=7, lease_seconds=120)
+    page = context.new_page()  # the browser logs each injected 429 as a console error
+    throttled = []
+
+    def throttle(route):
+        if route.request.method == "POST" and len(throttled) < 4:
+            throttled.append(time.monotonic())
+            return route.fulfill(status=429, content_type="application/json",
+                                 headers={"Access-Control-Allow-Origin": "*"}, body='{"message": "Too Many Requests"}')
+        return route.continue_()
+
+    page.route("**/tasks/complete", throttle)
+    page.goto(f"{own_stack.web}?autostart&volunteer=throttled")
+    deadline = time.monotonic() + 180
+    while (status := own_stack.api.call("GET", f"/jobs/{job}"))["status"] != "finished":
+        assert time.monotonic() < deadline, (page.inner_text("#state"), len(throttled), status["batches_done"])
+        page.wait_for_timeout(500)  # not time.sleep: Playwright runs the route handler only inside its own calls
+    assert len(throttled) == 4
+    completed = page.evaluate("window.crowdtrain.tasks.length")
+    assert status["batches_done"] == 3 and completed == 3, (status, completed)  # none computed for nothing
+    assert status["counters"].get("released_compute_error", 0) == 0
+    page.close()
