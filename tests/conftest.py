@@ -58,14 +58,21 @@ class CrashPoints:
     """Makes the app's parts die at named points, through their public methods
     on the live `services()` instances (`part` may be dotted: "fold.committer";
     no private code is patched). A rate
-    below 1 draws from `rng` each time the point is passed; `counts` records
-    every crash by point."""
+    below 1 draws from `rng` each time the point is passed, and a point passed
+    SURE_BY times without a crash crashes then, so a long run hits every point
+    however its threads interleave the draws; `counts` records every crash by
+    point."""
+
+    SURE_BY = 40
 
     def __init__(self):
         self.monkeypatch, self.rng, self.counts = pytest.MonkeyPatch(), random.Random(0), Counter()
+        self.passes = Counter()
 
     def _maybe(self, point: str, rate: float) -> None:
-        if rate >= 1 or self.rng.random() < rate:
+        self.passes[point] += 1
+        never = self.counts[f"crash: {point}"] == 0 and self.passes[point] >= self.SURE_BY
+        if rate >= 1 or self.rng.random() < rate or never:
             self.counts[f"crash: {point}"] += 1
             raise Crash(point)
 
