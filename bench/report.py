@@ -281,10 +281,15 @@ def cost_section(r: dict, step_s: float | None) -> list[str]:
     return lines
 
 
+def _outer(run: dict) -> str:
+    """How a run of local steps was folded, where not by plain averaging."""
+    return ", outer Nesterov (DiLoCo)" if run.get("outer") == "nesterov" else ""
+
+
 def quality_section(r: dict, docs: Path) -> list[str]:
     seq = r["sequential"]["curve"]
     series = [("sequential TF.js", [p[0] for p in seq], [p[1] for p in seq])]
-    series += [(f"H = {x['local_steps']}, {x['volunteers']} vol., K = {x['k']}", [p[0] for p in x["curve"]],
+    series += [(f"H = {x['local_steps']}, {x['volunteers']} vol., K = {x['k']}{_outer(x)}", [p[0] for p in x["curve"]],
                 [p[1] for p in x["curve"]]) for x in r["runs"] if x["final_ratio"] < 2]  # diverged runs: table only
     plot(docs / "quality.png", "Held-out loss vs samples trained", "samples", "held-out loss (nats/char)", series)
     units = " → ".join(f"LSTM({u})" for u in r["units"])
@@ -297,14 +302,16 @@ def quality_section(r: dict, docs: Path) -> list[str]:
              "stack. H = 1 is per-batch gradients with the fold's Adam 0.01, K = 1 (asynchronous, staleness "
              "bound twice the volunteers); H = 8 and 32 are local steps of Adam 0.01 (fresh per task) with the "
              "fold's outer SGD at learning rate 1, either each pseudo-gradient applied as it lands (K = 1) or "
-             "the mean of a round's (K = the volunteers, staleness 2: FedAvg rounds). Command: "
-             "`.venv/bin/python -m bench.quality` (`--only H:N:K` reruns one). Diverged runs (over twice the "
+             "the mean of a round's (K = the volunteers, staleness 2: FedAvg rounds); runs marked outer Nesterov "
+             "fold a round's mean with DiLoCo's outer step instead (SGD with Nesterov momentum 0.9, learning "
+             "rate 0.7). Command: `.venv/bin/python -m bench.quality` (`--only H:N:K` reruns one; `--outer "
+             "nesterov` for DiLoCo's outer step). Diverged runs (over twice the "
              "sequential loss) are left out of the plot.", "",
              "| run | final held-out loss | ratio to sequential | versions | discarded | seconds |",
              "| --- | ---: | ---: | ---: | --- | ---: |",
              f"| sequential TF.js | {seq[-1][1]:.4f} | 1.000 | {r['batches'] * r['epochs']} | | "
              f"{r['sequential']['seconds']:.0f} |"]
-    lines += [f"| H = {x['local_steps']}, {x['volunteers']} volunteers, K = {x['k']} | {x['curve'][-1][1]:.4f} | "
+    lines += [f"| H = {x['local_steps']}, {x['volunteers']} volunteers, K = {x['k']}{_outer(x)} | {x['curve'][-1][1]:.4f} | "
               f"{x['final_ratio']:.3f} | {x['versions']} | {x['discarded'] or 'none'} | {x['seconds']:.0f} |"
               for x in r["runs"]]
     best: dict[int, float] = {}  # volunteers -> the best H = 32 ratio, whichever way it was folded
@@ -317,10 +324,10 @@ def quality_section(r: dict, docs: Path) -> list[str]:
         lines += [f"Target: final ratio ≤ {r['target']} at H = 32: {'met' if r['target_met'] else '**not met**'} "
                   "(best ratio " + ", ".join(f"{v:.3f} with {n} volunteers" for n, v in sorted(best.items()))
                   + ").", ""]
-    runs = {(x["local_steps"], x["volunteers"], x["k"]): x for x in r["runs"]}
+    runs = {(x["local_steps"], x["volunteers"], x["k"], x.get("outer", "sgd")): x for x in r["runs"]}
 
-    def said(key) -> str:
-        x = runs.get(key)
+    def said(key, outer: str = "sgd") -> str:
+        x = runs.get((*key, outer))
         return f"{x['curve'][-1][1]:.2f} nats/char (ratio {x['final_ratio']:.2f})" if x else "not measured"
     lines += ["Per-batch gradients from 4 asynchronous volunteers (K = 1) end at " + said((1, 4, 1)) + ". Applying "
               "each pseudo-gradient as it lands at learning rate 1 does not work at equal samples: with Adam "
