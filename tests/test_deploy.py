@@ -15,6 +15,7 @@ from botocore.stub import ANY, Stubber
 
 from crowdtrain.paths import ROOT
 from crowdtrain.aws.deploy import STATE_PREFIX, Deployer, DeployError, cache_control
+from crowdtrain.aws.policy import placeholder_outputs, stage_policy
 from crowdtrain.template import TEMPLATE, load_template, without_unsupported
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -59,17 +60,49 @@ def called_actions() -> set[str]:
     return actions
 
 
+REAL = {"Partition": "aws", "Region": "eu-west-1", "AccountId": "123456789012", "TableName": "crowdtrain-dev",
+        "BucketName": "crowdtrain-dev-data-123456789012",
+        "TaskQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-tasks",
+        "ResultsQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-results.fifo",
+        "TaskDeadLettersUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-tasks-dlq",
+        "ResultDeadLettersUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-results-dlq.fifo",
+        "LeaseSecretId": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:crowdtrain-dev-lease-secret-AbCdEf"}
+
+
+def actions_and_resources(policy: dict) -> tuple[set[str], set[str]]:
+    def listed(value):
+        return [value] if isinstance(value, str) else value
+    return ({a for s in policy["Statement"] for a in listed(s["Action"])},
+            {r for s in policy["Statement"] for r in listed(s["Resource"])})
+
+
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_stage_policy_allows_exactly_what_the_code_calls(stage):
-    policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
-    allowed = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    committed = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
+    assert committed == stage_policy(stage, placeholder_outputs(stage))  # the deploy writes the same, pinned
+    allowed, _ = actions_and_resources(committed)
     assert not any("*" in a for a in allowed), "wildcard actions"
     allowed -= {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
     needed = called_actions() | EVENT_SOURCE
     assert needed - allowed == set(), f"the code calls actions the policy denies: {needed - allowed}"
     assert allowed - needed == set(), f"the policy allows actions nothing calls: {allowed - needed}"
-    resources = json.dumps([s["Resource"] for s in policy["Statement"]])
-    assert f"crowdtrain-{stage}" in resources and '"*"' not in resources
+
+
+def test_the_policy_is_pinned_to_the_stacks_account_region_and_names():
+    """Exactly these resources: widening any (a wildcard account, region, bucket or log group) fails."""
+    _, resources = actions_and_resources(stage_policy("dev", REAL))
+    at = "eu-west-1:123456789012"
+    assert resources == {
+        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev",
+        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev-*",
+        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev:log-stream:*",
+        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev-*:log-stream:*",
+        f"arn:aws:dynamodb:{at}:table/crowdtrain-dev",
+        "arn:aws:s3:::crowdtrain-dev-data-123456789012/jobs/*", "arn:aws:s3:::crowdtrain-dev-data-123456789012/grads/*",
+        "arn:aws:s3:::crowdtrain-dev-data-123456789012",
+        f"arn:aws:sqs:{at}:crowdtrain-dev-tasks", f"arn:aws:sqs:{at}:crowdtrain-dev-results.fifo",
+        f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-dlq", f"arn:aws:sqs:{at}:crowdtrain-dev-results-dlq.fifo",
+        REAL["LeaseSecretId"]}
 
 
 def test_template_passes_cfn_lint():
@@ -122,7 +155,8 @@ OUTPUTS = {"TableName": "crowdtrain-dev", "BucketName": "crowdtrain-dev-data-1",
            "ResultsQueueName": "crowdtrain-dev-results.fifo", "LeaseSecretId": "arn:secret",
            "TaskDeadLettersUrl": "https://sqs/1/crowdtrain-dev-tasks-dlq",
            "ResultDeadLettersUrl": "https://sqs/1/crowdtrain-dev-results-dlq.fifo",
-           "DistributionId": "E123", "DistributionDomain": "d111.cloudfront.net"}
+           "DistributionId": "E123", "DistributionDomain": "d111.cloudfront.net",
+           "Region": "us-east-1", "AccountId": "111111111111", "Partition": "aws"}
 
 
 def stack(status, outputs=True):
@@ -234,6 +268,8 @@ def test_stage_config_gets_the_stack_outputs(tmp_path):
     env = json.loads((tmp_path / ".chalice" / "config.json").read_text())["stages"]["dev"]["environment_variables"]
     assert env["RESULTS_QUEUE_NAME"] == "crowdtrain-dev-results.fifo"
     assert env["PUBLIC_BASE_URL"] == "https://d111.cloudfront.net/" and env["LEASE_SECRET_ID"] == "arn:secret"
+    policy = json.loads((tmp_path / ".chalice" / "policy-dev.json").read_text())
+    assert policy == stage_policy("dev", OUTPUTS)  # pinned to the stack's account and region
 
 
 def test_chalice_deploy_step_reads_the_api_url(tmp_path):

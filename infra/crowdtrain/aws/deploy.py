@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError, WaiterError
 
+from crowdtrain.aws.policy import stage_policy
 from crowdtrain.environment import app_environment
 from crowdtrain.paths import ROOT, TEMPLATE
 mimetypes.add_type("application/wasm", ".wasm")
@@ -141,6 +142,10 @@ class Deployer:
         stage.setdefault("iam_policy_file", f"policy-{self.stage}.json")
         stage["autogen_policy"] = False
         path.write_text(json.dumps(config, indent=2) + "\n")
+        policy = path.parent / stage["iam_policy_file"]
+        policy.write_text(json.dumps(stage_policy(self.stage, outputs), indent=2) + "\n")
+        self.say(f"wrote {policy.relative_to(self.root)}, pinned to account {outputs['AccountId']} in "
+                 f"{outputs['Region']}")
         self.say(f"wrote stage {self.stage} of {path.relative_to(self.root)}")
         return env
 
