@@ -454,3 +454,17 @@ def test_a_fold_message_must_name_exactly_a_records_fields():
                 json.dumps({**json.loads(summed.message()), "level": 3})):
         with pytest.raises(TypeError):
             fold_message(bad)
+
+
+def test_meta_is_written_only_from_the_revision_that_was_read(harness):
+    """Two folds that read the same META: the second to write gets StaleState
+    (and reads again) instead of overwriting the first's version."""
+    from chalicelib.store.meta import StaleState
+
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4))
+    store = services().meta
+    seen = store.get(job)
+    store.put(seen.rev, replace(seen, rev=seen.rev + 1, version=seen.version + 1))  # the first fold
+    with pytest.raises(StaleState):
+        store.put(seen.rev, replace(seen, rev=seen.rev + 1, version=seen.version + 1))  # the second, from `seen`
+    assert store.get(job).rev == seen.rev + 1

@@ -1,0 +1,130 @@
+"""Every guard has a test that fails without it: remove each guard listed
+here in turn (in a copy of the code) and run the tests named for it; a guard
+whose removal leaves them green is reported, and the script exits 1.
+
+    .venv/bin/python -m tests.mutants            # all
+    .venv/bin/python -m tests.mutants -k token   # those whose name has "token"
+
+Each mutant is one exact edit of one file (the script stops if the text is
+not there, so the list cannot silently go stale). docs/security.md names the
+guards; this list names the test that catches each.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a mutant's tests need of the tree (the frontend and the virtualenv stay where they are).
+COPIED = ("app.py", "chalicelib", "tests", "infra", "bench", ".chalice", "pyproject.toml", "pytest.ini", "setup.cfg")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    before: str
+    after: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    Mutant("lease moves only from the state it is in (conditional write: replayed completions are 409)",
+           "chalicelib/store/leases.py",
+           "ConditionExpression=f\"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})\",", "",
+           ("tests/test_lifecycle.py::test_duplicate_completion_is_refused",)),
+    Mutant("a volunteer's lease slot is taken by a conditional write", "chalicelib/store/volunteers.py",
+           'ConditionExpression=Attr("pk").not_exists() | Attr("expires").lt(Decimal(str(now))))', ")",
+           ("tests/test_lifecycle.py::test_a_volunteer_holds_a_bounded_number_of_leases",)),
+    Mutant("META advances only from the revision read (conditional write)", "chalicelib/store/meta.py",
+           'self._table.put_item(Item=meta_item(meta), ConditionExpression=Attr("rev").eq(rev))',
+           "self._table.put_item(Item=meta_item(meta))",
+           ("tests/test_lifecycle.py::test_meta_is_written_only_from_the_revision_that_was_read",)),
+    Mutant("a token's MAC is checked", "chalicelib/tasks/tokens.py",
+           "if not hmac.compare_digest(mac, self._mac(key, job_id, \".\".join(parts[:3]))):", "if False:",
+           ("tests/test_lifecycle.py::test_forged_and_other_job_tokens_are_rejected",)),
+    Mutant("an expired lease's token is refused", "chalicelib/tasks/tokens.py",
+           "if self._clock() >= lease.expires:", "if False:",
+           ("tests/test_lifecycle.py::test_expired_lease_is_reassigned_and_its_token_refused",)),
+    Mutant("a token of an unknown key is refused", "chalicelib/tasks/tokens.py",
+           "        if key is None:\n            raise Unauthorized", "        if False:\n            raise Unauthorized",
+           ("tests/test_secret_rotation.py",)),
+    Mutant("tokens decode from canonical base64 only", "chalicelib/tasks/tokens.py",
+           'if _b64(data) != text:', 'if False:', ("tests/test_bad_input.py",)),
+    Mutant("JSON is refused past the depth limit before it is parsed", "chalicelib/validate.py",
+           "        if deepest > MAX_JSON_DEPTH:", "        if False:", ("tests/test_bad_input.py",)),
+    Mutant("the admin bearer token is checked", "chalicelib/auth.py",
+           'if self._token and header.startswith("Bearer ") and hmac.compare_digest(',
+           'if self._token and header.startswith("Bearer ") or hmac.compare_digest(', ("tests/test_bad_input.py",)),
+    Mutant("the fold folds only the bytes complete checked", "chalicelib/fold/vetting.py",
+           "if r.digest and digest(data) != r.digest:", "if False:",
+           ("tests/test_lifecycle.py::test_a_gradient_swapped_between_complete_and_the_fold_is_never_folded",)),
+    Mutant("results too stale are discarded", "chalicelib/fold/vetting.py",
+           "if meta.version - r.base_version > spec.staleness:", "if False:",
+           ("tests/test_lifecycle.py::test_stale_result_is_discarded_and_its_batch_requeued",)),
+    Mutant("gradients with NaN or infinities are refused", "chalicelib/model/gradients.py",
+           "if not all(np.isfinite(sq) for sq in squares) and not all(np.isfinite(t).all() for t in tensors):",
+           "if False:", ("tests/test_lifecycle.py::test_wrong_size_and_nan_gradients_are_rejected",)),
+    Mutant("a completion's step count must be in the task's range", "chalicelib/tasks/leases.py",
+           "        if steps not in allowed:\n", "        if False:\n", ("tests/test_local_steps.py",)),
+    Mutant("the data a page reports is range-checked", "app.py",
+           'validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED)', 'body.get("bytes_down", 0)',
+           ("tests/test_volunteer_reports.py",)),
+]
+
+
+def copy_tree(to: Path) -> None:
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, to / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
+        elif source.exists():
+            shutil.copy2(source, to / name)
+
+
+def killed(mutant: Mutant, tree: Path) -> tuple[bool, float]:
+    """Apply the mutant in `tree`, run its tests, restore; (the tests failed, seconds)."""
+    target = tree / mutant.path
+    original = target.read_text()
+    if original.count(mutant.before) != 1:
+        raise SystemExit(f"mutant {mutant.name!r}: its text is not in {mutant.path} exactly once; update the list")
+    target.write_text(original.replace(mutant.before, mutant.after))
+    started = time.monotonic()
+    try:
+        env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{tree / 'infra'}", "PYTHONDONTWRITEBYTECODE": "1"}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+                              cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        target.write_text(original)
+    return proc.returncode != 0, time.monotonic() - started
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-k", help="only the mutants whose name contains this")
+    args = p.parse_args()
+    chosen = [m for m in MUTANTS if not args.k or args.k in m.name]
+    survivors = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp)
+        copy_tree(tree)
+        for i, mutant in enumerate(chosen, 1):
+            dead, seconds = killed(mutant, tree)
+            print(f"[{i}/{len(chosen)}] {'killed ' if dead else 'SURVIVED'} {seconds:5.1f} s  {mutant.name}", flush=True)
+            if not dead:
+                survivors.append(mutant)
+    if survivors:
+        raise SystemExit(f"{len(survivors)} guard(s) whose removal no test notices: "
+                         + "; ".join(m.name for m in survivors))
+    print(f"all {len(chosen)} guards are caught by their tests")
+
+
+if __name__ == "__main__":
+    main()
