@@ -282,8 +282,11 @@ def cost_section(r: dict, step_s: float | None) -> list[str]:
 
 
 def _outer(run: dict) -> str:
-    """How a run of local steps was folded, where not by plain averaging."""
-    return ", outer Nesterov (DiLoCo)" if run.get("outer") == "nesterov" else ""
+    """How a run of local steps was folded, where not by plain averaging at learning rate 1."""
+    lr = run.get("outer_lr", 1.0 if run.get("outer", "sgd") == "sgd" else 0.7)
+    if run.get("outer") == "nesterov":
+        return f", outer Nesterov (DiLoCo) lr {lr:g}"
+    return f", outer SGD lr {lr:g}" if lr != 1.0 else ""
 
 
 def quality_section(r: dict, docs: Path) -> list[str]:
@@ -324,10 +327,9 @@ def quality_section(r: dict, docs: Path) -> list[str]:
         lines += [f"Target: final ratio ≤ {r['target']} at H = 32: {'met' if r['target_met'] else '**not met**'} "
                   "(best ratio " + ", ".join(f"{v:.3f} with {n} volunteers" for n, v in sorted(best.items()))
                   + ").", ""]
-    runs = {(x["local_steps"], x["volunteers"], x["k"], x.get("outer", "sgd")): x for x in r["runs"]}
-
-    def said(key, outer: str = "sgd") -> str:
-        x = runs.get((*key, outer))
+    def said(key, outer: str = "sgd", lr: float = 1.0) -> str:
+        x = next((x for x in r["runs"] if (x["local_steps"], x["volunteers"], x["k"]) == key
+                  and x.get("outer", "sgd") == outer and x.get("outer_lr", 1.0 if outer == "sgd" else 0.7) == lr), None)
         return f"{x['curve'][-1][1]:.2f} nats/char (ratio {x['final_ratio']:.2f})" if x else "not measured"
     lines += ["Per-batch gradients from 4 asynchronous volunteers (K = 1) end at " + said((1, 4, 1)) + ". Applying "
               "each pseudo-gradient as it lands at learning rate 1 does not work at equal samples: with Adam "
@@ -339,10 +341,15 @@ def quality_section(r: dict, docs: Path) -> list[str]:
               "volunteers), do not diverge: H = 8, 4 volunteers " + said((8, 4, 4)) + "; H = 32, 4 volunteers "
               + said((32, 4, 4)) + "; H = 32, 16 volunteers " + said((32, 16, 16)) + ". They fall short at "
               "equal samples because a round of n volunteers' H steps moves the model about as far as H steps of "
-              "one, with an n-times larger batch: at 1,200 batches 16 volunteers at H = 32 have 3 rounds. Not "
-              "measured yet: DiLoCo's outer Nesterov step on the rounds, inner optimizer state kept between a "
-              "volunteer's tasks, and a run long enough for the rounds (this machine takes about 9 minutes of "
-              "wasm compute per 1,200 steps of this model).", ""]
+              "one, with an n-times larger batch: at 1,200 batches 16 volunteers at H = 32 have 3 rounds. Moving "
+              "further per round does not help at this length: DiLoCo's outer Nesterov step (lr 0.7, momentum "
+              "0.9) on the rounds of H = 32, 4 volunteers diverges (" + said((32, 4, 4), "nesterov", 0.7) + "; "
+              "DiLoCo's inner steps are AdamW at about 4e-4, ours Adam at 0.01, so its pseudo-gradients are "
+              "25 times smaller), and outer SGD at learning rate 2 ends worse than averaging ("
+              + said((32, 4, 4), "sgd", 2.0) + "). Not measured yet: inner optimizer state kept between a "
+              "volunteer's tasks, a smaller inner learning rate with a larger outer one, and a run long enough "
+              "for many rounds (each 1,200-step run here takes about 5 minutes of wasm compute with 4 Node "
+              "volunteers).", ""]
     lines += [f"Exactness: 1 volunteer, K = 1, SGD (lr 0.5), staleness 0, a small model: crowdtrain's version "
               f"{e['steps']} vs {e['steps']} sequential `tf.train.sgd` steps over the batches in the order crowdtrain "
               f"folded them: max |difference| = {e['max_abs_diff']:.2e} (target ≤ 1e-5: "
