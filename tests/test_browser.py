@@ -17,6 +17,7 @@ from crowdtrain.paths import ROOT
 
 from bench.quality import node
 from crowdtrain.local.swarm import open_context
+from tests.pages import assert_quiet, watched
 
 ARTIFACTS = ROOT / "artifacts"
 pytestmark = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
@@ -49,13 +50,10 @@ def context(playwright, tmp_path_factory):
 
 @pytest.fixture
 def page(context):
-    page = context.new_page()
-    page.errors = []
-    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page = watched(context.new_page())
     yield page
     page.close()
-    assert page.errors == [], f"console errors: {page.errors}"
+    assert_quiet(page)
 
 
 def test_volunteer_page_trains_a_char_lstm_and_stays_responsive(stack, page):

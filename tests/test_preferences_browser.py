@@ -14,6 +14,7 @@ import pytest
 from crowdtrain.local.process import LocalCloudProcess
 from crowdtrain.local.swarm import open_context
 from crowdtrain.paths import ROOT
+from tests.pages import assert_quiet, watched
 
 pytestmark = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
 ARTIFACTS = ROOT / "artifacts"  # docs/screenshots/phone.png is copied from here
@@ -55,13 +56,10 @@ def playwright():
 def phone(playwright, tmp_path):
     context = open_context(playwright, str(tmp_path / "profile"), device="Pixel 7")
     context.add_init_script(BATTERY)
-    page = context.new_page()
-    page.errors = []
-    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page = watched(context.new_page())
     yield page
     context.close()
-    assert page.errors == [], f"console errors: {page.errors}"
+    assert_quiet(page)
 
 
 def leases_since(page, since: float) -> int:
