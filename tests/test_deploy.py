@@ -15,7 +15,7 @@ from botocore.stub import ANY, Stubber
 
 from crowdtrain.paths import ROOT
 from crowdtrain.aws.deploy import STATE_PREFIX, Deployer, DeployError, cache_control
-from crowdtrain.aws.policy import placeholder_outputs, stage_policy
+from crowdtrain.aws.policy import FUNCTIONS, function_policies, placeholder_outputs, policy_file
 from crowdtrain.template import TEMPLATE, load_template, without_unsupported
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -77,32 +77,40 @@ def actions_and_resources(policy: dict) -> tuple[set[str], set[str]]:
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
-def test_stage_policy_allows_exactly_what_the_code_calls(stage):
-    committed = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
-    assert committed == stage_policy(stage, placeholder_outputs(stage))  # the deploy writes the same, pinned
-    allowed, _ = actions_and_resources(committed)
+def test_stage_policies_allow_exactly_what_the_code_calls(stage):
+    """All functions' policies together: no action chalicelib never calls, none it calls missing
+    (tests/test_iam_roles.py checks each function's own calls against its own policy)."""
+    policies = function_policies(stage, placeholder_outputs(stage))
+    for function, policy in policies.items():  # the deploy writes the same documents, pinned
+        assert json.loads((ROOT / ".chalice" / policy_file(stage, function)).read_text()) == policy
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][stage]
+    assert {f: c["iam_policy_file"] for f, c in config["lambda_functions"].items()} == {
+        f: policy_file(stage, f) for f in FUNCTIONS}
+    allowed = set().union(*(actions_and_resources(p)[0] for p in policies.values()))
     assert not any("*" in a for a in allowed), "wildcard actions"
     allowed -= {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
     needed = called_actions() | EVENT_SOURCE
-    assert needed - allowed == set(), f"the code calls actions the policy denies: {needed - allowed}"
-    assert allowed - needed == set(), f"the policy allows actions nothing calls: {allowed - needed}"
+    assert needed - allowed == set(), f"the code calls actions the policies deny: {needed - allowed}"
+    assert allowed - needed == set(), f"the policies allow actions nothing calls: {allowed - needed}"
 
 
-def test_the_policy_is_pinned_to_the_stacks_account_region_and_names():
+def test_the_policies_are_pinned_to_the_stacks_account_region_and_names():
     """Exactly these resources: widening any (a wildcard account, region, bucket or log group) fails."""
-    _, resources = actions_and_resources(stage_policy("dev", REAL))
+    policies = function_policies("dev", REAL)
     at = "eu-west-1:123456789012"
-    assert resources == {
-        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev",
-        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev-*",
-        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev:log-stream:*",
-        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev-*:log-stream:*",
+    logs = {f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev{suffix}{stream}"
+            for suffix in ("", "-fold", "-redrive_dead_letters") for stream in ("", ":log-stream:*")}
+    assert set().union(*(actions_and_resources(p)[1] for p in policies.values())) == logs | {
         f"arn:aws:dynamodb:{at}:table/crowdtrain-dev",
         "arn:aws:s3:::crowdtrain-dev-data-123456789012/jobs/*", "arn:aws:s3:::crowdtrain-dev-data-123456789012/grads/*",
         "arn:aws:s3:::crowdtrain-dev-data-123456789012",
         f"arn:aws:sqs:{at}:crowdtrain-dev-tasks", f"arn:aws:sqs:{at}:crowdtrain-dev-results.fifo",
         f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-dlq", f"arn:aws:sqs:{at}:crowdtrain-dev-results-dlq.fifo",
         REAL["LeaseSecretId"]}
+    # each function logs to its own group only
+    assert actions_and_resources(policies["fold"])[1] & logs == {
+        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev-fold",
+        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev-fold:log-stream:*"}
 
 
 def test_template_passes_cfn_lint():
@@ -268,8 +276,8 @@ def test_stage_config_gets_the_stack_outputs(tmp_path):
     env = json.loads((tmp_path / ".chalice" / "config.json").read_text())["stages"]["dev"]["environment_variables"]
     assert env["RESULTS_QUEUE_NAME"] == "crowdtrain-dev-results.fifo"
     assert env["PUBLIC_BASE_URL"] == "https://d111.cloudfront.net/" and env["LEASE_SECRET_ID"] == "arn:secret"
-    policy = json.loads((tmp_path / ".chalice" / "policy-dev.json").read_text())
-    assert policy == stage_policy("dev", OUTPUTS)  # pinned to the stack's account and region
+    for function, policy in function_policies("dev", OUTPUTS).items():  # pinned to the stack's account and region
+        assert json.loads((tmp_path / ".chalice" / policy_file("dev", function)).read_text()) == policy
 
 
 def test_chalice_deploy_step_reads_the_api_url(tmp_path):

@@ -28,6 +28,10 @@ def test_package_contains_numpy_and_the_fold_event_source(tmp_path):
     assert source["Type"] == "SQS" and source["Properties"]["Queue"]["Fn::Sub"].endswith(":crowdtrain-dev-results.fifo")
     # the fold has concurrency of its own: an API flood cannot starve it (.chalice/config.json)
     assert template["Resources"]["Fold"]["Properties"]["ReservedConcurrentExecutions"] == 10
+    # each Lambda has a role of its own (.chalice/policy-dev-<function>.json)
+    roles = [r["Properties"]["Role"]["Fn::GetAtt"][0] for r in template["Resources"].values()
+             if r["Type"] == "AWS::Serverless::Function"]
+    assert len(roles) == len(set(roles)) == 3
 
 
 def test_packaged_template_passes_cfn_lint(tmp_path):

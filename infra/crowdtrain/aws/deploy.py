@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError, WaiterError
 
-from crowdtrain.aws.policy import stage_policy
+from crowdtrain.aws.policy import function_policies, policy_file
 from crowdtrain.environment import app_environment
 from crowdtrain.paths import ROOT, TEMPLATE
 mimetypes.add_type("application/wasm", ".wasm")
@@ -139,14 +139,15 @@ class Deployer:
         env = app_environment(outputs, f"https://{domain}/", f"https://{domain}")
         stage.setdefault("environment_variables", {}).update(env)
         stage.setdefault("api_gateway_stage", "api")
-        stage.setdefault("iam_policy_file", f"policy-{self.stage}.json")
         stage["autogen_policy"] = False
+        stage.pop("iam_policy_file", None)  # each function has its own (below)
+        functions = stage.setdefault("lambda_functions", {})
+        for function, policy in function_policies(self.stage, outputs).items():
+            functions.setdefault(function, {})["iam_policy_file"] = policy_file(self.stage, function)
+            (path.parent / policy_file(self.stage, function)).write_text(json.dumps(policy, indent=2) + "\n")
         path.write_text(json.dumps(config, indent=2) + "\n")
-        policy = path.parent / stage["iam_policy_file"]
-        policy.write_text(json.dumps(stage_policy(self.stage, outputs), indent=2) + "\n")
-        self.say(f"wrote {policy.relative_to(self.root)}, pinned to account {outputs['AccountId']} in "
-                 f"{outputs['Region']}")
-        self.say(f"wrote stage {self.stage} of {path.relative_to(self.root)}")
+        self.say(f"wrote stage {self.stage} of {path.relative_to(self.root)} and its functions' IAM policies, "
+                 f"pinned to account {outputs['AccountId']} in {outputs['Region']}")
         return env
 
     # -- 3. the app -------------------------------------------------------------------

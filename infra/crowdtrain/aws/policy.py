@@ -1,16 +1,17 @@
-"""The Lambdas' IAM policy for one stage, from its stack's outputs: every
-resource pinned to the stack's own account, region and names (no wildcard
-account or region; logs only the app's own log groups). `crowdtrain deploy`
-writes it to .chalice/policy-<stage>.json before `chalice deploy`; the
-committed files are the same document for a placeholder account and region
-(tests/test_deploy.py keeps them equal and checks the actions against the
-boto3 calls chalicelib makes)."""
+"""The Lambdas' IAM policies for one stage, one per function, from its
+stack's outputs: every resource pinned to the stack's own account, region and
+names (no wildcard account or region; each Lambda logs only to its own log
+group). `crowdtrain deploy` writes them to .chalice/policy-<stage>-<function>.json
+before `chalice deploy`; the committed files are the same documents for a
+placeholder account (tests/test_deploy.py keeps them equal and checks the
+actions against the boto3 calls chalicelib makes; tests/test_iam_roles.py
+checks each function's calls against its own policy)."""
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlparse
 
-# What the committed .chalice/policy-<stage>.json files are generated for: a
+# What the committed .chalice/policy-<stage>-<function>.json files are generated for: a
 # placeholder account (cfn-lint checks that an ARN's account is 12 digits) in
 # .chalice/config.json's placeholder region, until `crowdtrain deploy` writes the stack's.
 PLACEHOLDER = {"Partition": "aws", "Region": "us-east-1", "AccountId": "000000000000"}
@@ -20,7 +21,24 @@ def queue_name(url: str) -> str:
     return urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
-def stage_policy(stage: str, outputs: dict[str, str]) -> dict[str, Any]:
+# Chalice's Lambdas and what each may touch (chalicelib's code paths, observed in tests/test_iam_roles.py):
+# the API (public and admin routes), the fold fed by the results queue, the scheduled redrive.
+FUNCTIONS = ("api_handler", "fold", "redrive_dead_letters")
+TABLE_READS = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
+TABLE_WRITES = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+
+
+def log_group(stage: str, function: str) -> str:
+    """Chalice names the API's Lambda crowdtrain-<stage>, the others crowdtrain-<stage>-<function>."""
+    return f"/aws/lambda/crowdtrain-{stage}" + ("" if function == "api_handler" else f"-{function}")
+
+
+def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Each Lambda's own policy: the API signs leases and upload forms and
+    may hand out, complete, release and redrive tasks, but cannot read the
+    results queue; the fold reads the results queue, writes versions and
+    queues tasks, but cannot read the lease secret, the dead letters or list
+    the bucket; the redrive only moves dead letters back to their queues."""
     part, region, account = outputs["Partition"], outputs["Region"], outputs["AccountId"]
 
     def arn(service: str, resource: str) -> str:
@@ -29,30 +47,48 @@ def stage_policy(stage: str, outputs: dict[str, str]) -> dict[str, Any]:
     def sqs(output: str) -> str:
         return arn("sqs", queue_name(outputs[output]))
 
-    bucket = f"arn:{part}:s3:::{outputs['BucketName']}"
-    # Chalice names the Lambdas crowdtrain-<stage> (the API) and crowdtrain-<stage>-<function>.
-    groups = [arn("logs", f"log-group:/aws/lambda/crowdtrain-{stage}"),
-              arn("logs", f"log-group:/aws/lambda/crowdtrain-{stage}-*")]
-
     def statement(sid: str, actions: list[str], resource: str | list[str]) -> dict[str, Any]:
         return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resource}
 
-    return {"Version": "2012-10-17", "Statement": [
-        statement("LogGroups", ["logs:CreateLogGroup"], groups),
-        statement("LogStreams", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{g}:log-stream:*" for g in groups]),
-        statement("Table", ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                            "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:BatchWriteItem"],
-                  arn("dynamodb", f"table/{outputs['TableName']}")),
-        statement("Objects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*", f"{bucket}/grads/*"]),
-        statement("ListJobFiles", ["s3:ListBucket"], bucket),
-        statement("Tasks", ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage"],
-                  sqs("TaskQueueUrl")),
-        statement("Results", ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-                  sqs("ResultsQueueUrl")),
-        statement("DeadLetters", ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
-                  [sqs("TaskDeadLettersUrl"), sqs("ResultDeadLettersUrl")]),
-        statement("LeaseSecret", ["secretsmanager:GetSecretValue"], outputs["LeaseSecretId"]),
-    ]}
+    def logs(function: str) -> list[dict[str, Any]]:
+        group = arn("logs", f"log-group:{log_group(stage, function)}")
+        return [statement("LogGroup", ["logs:CreateLogGroup"], group),
+                statement("LogStreams", ["logs:CreateLogStream", "logs:PutLogEvents"], f"{group}:log-stream:*")]
+
+    table = arn("dynamodb", f"table/{outputs['TableName']}")
+    bucket = f"arn:{part}:s3:::{outputs['BucketName']}"
+    objects = [f"{bucket}/jobs/*", f"{bucket}/grads/*"]
+    dead_letters = [sqs("TaskDeadLettersUrl"), sqs("ResultDeadLettersUrl")]
+    send_back = statement("SendBack", ["sqs:SendMessage"], [sqs("TaskQueueUrl"), sqs("ResultsQueueUrl")])
+    statements = {
+        "api_handler": [
+            statement("Table", TABLE_READS + TABLE_WRITES, table),
+            statement("Objects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], objects),
+            statement("ListJobFiles", ["s3:ListBucket"], bucket),
+            statement("Tasks", ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility",
+                                "sqs:DeleteMessage"], sqs("TaskQueueUrl")),
+            statement("Results", ["sqs:SendMessage"], sqs("ResultsQueueUrl")),
+            statement("DeadLetters", ["sqs:ReceiveMessage", "sqs:DeleteMessage"], dead_letters),
+            statement("LeaseSecret", ["secretsmanager:GetSecretValue"], outputs["LeaseSecretId"]),
+        ],
+        "fold": [
+            statement("Table", TABLE_READS + ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"], table),
+            statement("Objects", ["s3:GetObject", "s3:PutObject"], objects),
+            statement("Tasks", ["sqs:SendMessage"], sqs("TaskQueueUrl")),
+            # its own queue: read by Lambda's event source mapping with this role, and partial sums sent on
+            statement("Results", ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                  "sqs:GetQueueAttributes"], sqs("ResultsQueueUrl")),
+        ],
+        "redrive_dead_letters": [
+            statement("DeadLetters", ["sqs:ReceiveMessage", "sqs:DeleteMessage"], dead_letters),
+            send_back,
+        ],
+    }
+    return {f: {"Version": "2012-10-17", "Statement": logs(f) + statements[f]} for f in FUNCTIONS}
+
+
+def policy_file(stage: str, function: str) -> str:
+    return f"policy-{stage}-{function}.json"
 
 
 def placeholder_outputs(stage: str) -> dict[str, str]:

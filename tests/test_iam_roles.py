@@ -1,0 +1,163 @@
+"""Each Lambda's IAM policy against what it really calls: every AWS request
+the API, the fold and the scheduled redrive make (recorded from boto3 while
+a scenario runs through all three: jobs created, leased, heartbeated,
+completed, released, folded in one and in two levels, replicated, stale,
+paused, redriven, deleted) must be allowed by that function's own policy,
+resource by resource; and a policy may hold no action its function was not
+seen to use (but the event source's reads of the fold's queue)."""
+from __future__ import annotations
+
+import json
+import os
+from fnmatch import fnmatchcase
+from urllib.parse import urlparse
+
+import boto3
+import pytest
+
+from crowdtrain.aws.policy import FUNCTIONS, function_policies
+from tests.harness import Dataset, Harness
+
+REGION, ACCOUNT = "us-east-1", "123456789012"  # moto's
+# Actions a function needs that no call of its code makes: Lambda's event source mapping reads the
+# fold's queue with the fold's role.
+NOT_CALLED = {"fold": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}}
+BATCHED = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
+           "ChangeMessageVisibilityBatch": "ChangeMessageVisibility", "HeadObject": "GetObject",
+           "ListObjectsV2": "ListBucket", "DeleteObjects": "DeleteObject"}
+
+
+def requests_of(service: str, operation: str, params: dict) -> list[tuple[str, str]]:
+    """(IAM action, resource ARN) for one boto3 request."""
+    if service == "sqs":
+        name = urlparse(params["QueueUrl"]).path.rsplit("/", 1)[-1]
+        return [(f"sqs:{BATCHED.get(operation, operation)}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
+    if service == "dynamodb":
+        def table(name: str) -> str:
+            return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+        if operation == "TransactWriteItems":
+            kinds = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "GetItem"}
+            return [(f"dynamodb:{kinds[kind]}", table(body["TableName"])) for item in params["TransactItems"]
+                    for kind, body in item.items()]
+        if operation in ("BatchGetItem", "BatchWriteItem"):
+            return [(f"dynamodb:{operation}", table(name)) for name in params["RequestItems"]]
+        return [(f"dynamodb:{operation}", table(params["TableName"]))]
+    if service == "s3":
+        bucket = f"arn:aws:s3:::{params['Bucket']}"
+        if operation == "CreateBucket":  # botocore building a presigned POST form: no request is sent
+            return []
+        if operation == "ListObjectsV2":
+            return [("s3:ListBucket", bucket)]
+        if operation == "DeleteObjects":
+            return [("s3:DeleteObject", f"{bucket}/{o['Key']}") for o in params["Delete"]["Objects"]]
+        return [(f"s3:{BATCHED.get(operation, operation)}", f"{bucket}/{params['Key']}")]
+    if service == "secretsmanager":
+        return [(f"secretsmanager:{operation}", params["SecretId"])]
+    raise AssertionError(f"a call the policies do not know: {service} {operation}")
+
+
+def allows(policy: dict, action: str, resource: str) -> bool:
+    def listed(value):
+        return [value] if isinstance(value, str) else value
+    return any(action in listed(s["Action"]) and any(fnmatchcase(resource, r) for r in listed(s["Resource"]))
+               for s in policy["Statement"])
+
+
+class Recorder:
+    """A boto3 hook on every request's parameters (before they are serialized), under the function
+    running; it never raises into the app (what it cannot read is kept for the test to report)."""
+
+    def __init__(self):
+        self.function: str | None = None
+        self.seen: set[tuple[str, str, str]] = set()
+        self.unread: list[str] = []
+
+    def __call__(self, model, params, **_):
+        if not self.function:
+            return
+        try:
+            for action, resource in requests_of(model.service_model.endpoint_prefix, model.name, params):
+                self.seen.add((self.function, action, resource))
+        except Exception as err:  # noqa: BLE001 (reported by the test)
+            self.unread.append(f"{model.name}: {err!r}")
+
+
+@pytest.fixture
+def recorded(aws):
+    """The app's clients are made from boto3's default session, after this hook is on it."""
+    boto3.setup_default_session(region_name=REGION)
+    recorder = Recorder()
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build", recorder)
+    with Harness() as harness:
+        yield harness, recorder
+
+
+def scenario(h: Harness, run) -> None:
+    api, fold = (lambda step, *a, **k: run("api_handler", step, *a, **k)), (lambda: run("fold", h.deliver))
+    # two epochs, two gradients per update, staleness 0: a result leased before the last fold is stale
+    job = api(h.create_job, Dataset.generate(batches=4, batch_size=4), gradients_per_update=2, epochs=2, staleness=0)
+    first, second = api(h.lease, "a"), api(h.lease, "b")
+    api(h.call, "POST", "/tasks/heartbeat", {"job_id": job, "lease_token": first["lease_token"]})
+    api(h.work, first)
+    api(h.work, second)
+    fold()
+    late = api(h.lease, "c")
+    api(h.call, "POST", "/tasks/release", {"job_id": job, "lease_token": late["lease_token"], "reason": "stopped"})
+    while (task := api(h.lease, "d")) is not None:
+        api(h.work, task)
+        fold()
+    # two message groups (partial sums) and replication (a pinned check copy)
+    grouped = api(h.create_job, Dataset.generate(batches=4, batch_size=4), fold_groups=2, gradients_per_update=4)
+    copied = api(h.create_job, Dataset.generate(batches=1, batch_size=4), replication={"copies": 2})
+    for volunteer in ("e", "f", "g", "h", "i", "j"):
+        if (task := api(h.lease, volunteer)) is not None:
+            api(h.work, task)
+        fold()
+    fold()
+    api(h.call, "GET", f"/progress/{grouped}")
+    api(h.call, "GET", "/progress")
+    api(h.admin, "POST", f"/jobs/{copied}/pause")
+    api(h.admin, "POST", f"/jobs/{copied}/resume")
+    # dead letters: redriven by the admin route and by the schedule
+    for url, body in ((h.task_dlq_url, {"job_id": copied, "epoch": 0, "batch": 0}),):
+        h.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+    api(h.admin, "POST", f"/jobs/{copied}/redrive")
+    h.sqs.send_message(QueueUrl=h.task_dlq_url, MessageBody=json.dumps({"job_id": copied, "epoch": 0, "batch": 0}))
+    h.sqs.send_message(QueueUrl=h.result_dlq_url, MessageBody=json.dumps({"job_id": copied}), MessageGroupId=copied,
+                       MessageDeduplicationId="x")
+    schedule = h.client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
+                                                 resources=[])
+    run("redrive_dead_letters", h.client.lambda_.invoke, "redrive_dead_letters", schedule)
+    for j in (job, grouped, copied):
+        api(h.admin, "DELETE", f"/jobs/{j}")
+
+
+def test_each_function_calls_only_what_its_own_policy_allows_and_its_policy_holds_nothing_else(recorded):
+    harness, recorder = recorded
+
+    def run(function, step, *args, **kwargs):
+        recorder.function = function
+        try:
+            return step(*args, **kwargs)
+        finally:
+            recorder.function = None
+
+    scenario(harness, run)
+    assert recorder.unread == [], recorder.unread
+    outputs = {"Partition": "aws", "Region": REGION, "AccountId": ACCOUNT, "TableName": os.environ["TABLE_NAME"],
+               "BucketName": os.environ["BUCKET_NAME"], "TaskQueueUrl": harness.tasks_url,
+               "ResultsQueueUrl": harness.results_url, "TaskDeadLettersUrl": harness.task_dlq_url,
+               "ResultDeadLettersUrl": harness.result_dlq_url, "LeaseSecretId": os.environ["LEASE_SECRET_ID"]}
+    policies = function_policies("test", outputs)
+    denied = sorted(seen for seen in recorder.seen if not allows(policies[seen[0]], *seen[1:]))
+    assert denied == [], f"calls a function's policy would deny: {denied}"
+    for function in FUNCTIONS:
+        used = {action for f, action, _ in recorder.seen if f == function}
+        granted = {a for s in policies[function]["Statement"] for a in s["Action"] if not a.startswith("logs:")}
+        assert granted - used - NOT_CALLED.get(function, set()) == set(), f"{function} never used these"
+    # what the issue asked for, said outright
+    api, fold = policies["api_handler"], policies["fold"]
+    results = f"arn:aws:sqs:{REGION}:{ACCOUNT}:crowdtrain-test-results.fifo"
+    assert not allows(api, "sqs:ReceiveMessage", results) and not allows(api, "sqs:DeleteMessage", results)
+    assert not allows(fold, "secretsmanager:GetSecretValue", os.environ["LEASE_SECRET_ID"])
+    assert not allows(fold, "s3:DeleteObject", f"arn:aws:s3:::{os.environ['BUCKET_NAME']}/jobs/j-1/versions/x")
