@@ -284,9 +284,10 @@ def cost_section(r: dict, step_s: float | None) -> list[str]:
 def _outer(run: dict) -> str:
     """How a run of local steps was folded, where not by plain averaging at learning rate 1."""
     lr = run.get("outer_lr", 1.0 if run.get("outer", "sgd") == "sgd" else 0.7)
+    kept = ", local Adam kept across tasks" if run.get("keep_state") else ""
     if run.get("outer") == "nesterov":
-        return f", outer Nesterov (DiLoCo) lr {lr:g}"
-    return f", outer SGD lr {lr:g}" if lr != 1.0 else ""
+        return f", outer Nesterov (DiLoCo) lr {lr:g}{kept}"
+    return (f", outer SGD lr {lr:g}" if lr != 1.0 else "") + kept
 
 
 def quality_section(r: dict, docs: Path) -> list[str]:
@@ -327,9 +328,10 @@ def quality_section(r: dict, docs: Path) -> list[str]:
         lines += [f"Target: final ratio ≤ {r['target']} at H = 32: {'met' if r['target_met'] else '**not met**'} "
                   "(best ratio " + ", ".join(f"{v:.3f} with {n} volunteers" for n, v in sorted(best.items()))
                   + ").", ""]
-    def said(key, outer: str = "sgd", lr: float = 1.0) -> str:
+    def said(key, outer: str = "sgd", lr: float = 1.0, kept: bool = False) -> str:
         x = next((x for x in r["runs"] if (x["local_steps"], x["volunteers"], x["k"]) == key
-                  and x.get("outer", "sgd") == outer and x.get("outer_lr", 1.0 if outer == "sgd" else 0.7) == lr), None)
+                  and x.get("outer", "sgd") == outer and x.get("outer_lr", 1.0 if outer == "sgd" else 0.7) == lr
+                  and x.get("keep_state", False) == kept), None)
         return f"{x['curve'][-1][1]:.2f} nats/char (ratio {x['final_ratio']:.2f})" if x else "not measured"
     lines += ["Per-batch gradients from 4 asynchronous volunteers (K = 1) end at " + said((1, 4, 1)) + ". Applying "
               "each pseudo-gradient as it lands at learning rate 1 does not work at equal samples: with Adam "

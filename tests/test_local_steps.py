@@ -33,7 +33,7 @@ def test_a_task_of_local_steps_moves_the_model_to_where_the_volunteer_got(harnes
                              optimizer={"name": "sgd", "learning_rate": 1.0}, staleness=0)
     sizes, samples = [], []
     while (task := harness.lease()) is not None:
-        assert task["spec"]["local_steps"] == {"steps": 3, "min_steps": 3, "target_seconds": 20.0,
+        assert task["spec"]["local_steps"] == {"steps": 3, "min_steps": 3, "target_seconds": 20.0, "keep_state": False,
                                                "optimizer": {"name": "sgd", "learning_rate": 0.5}}
         first = task["batch"] * 3
         assert task["batch_urls"][0] == task["batch_url"] and task["batch_urls"][0].endswith(f"{first:06d}.bin")
@@ -126,7 +126,8 @@ def test_steps_must_be_the_whole_task_unless_the_job_gives_a_range(harness):
     ({"local_steps": {"steps": 2, "min_steps": 0}}, "local_steps.min_steps"),
     ({"local_steps": {"steps": 2, "min_steps": 1, "target_seconds": 0}}, "local_steps.target_seconds"),
     ({"local_steps": {"steps": 2, "min_steps": 1}, "aggregation": "median"}, "min_steps"),
-    ({"local_steps": {"steps": 2, "min_steps": 1}, "replication": {"copies": 2}}, "replication")])
+    ({"local_steps": {"steps": 2, "min_steps": 1}, "replication": {"copies": 2}}, "replication"),
+    ({"local_steps": {"steps": 2, "keep_state": "yes"}}, "local_steps.keep_state")])
 def test_bad_ranges_of_steps_are_refused(harness, overrides, field):
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=2, batch_size=4), **overrides))
     assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body

@@ -90,7 +90,9 @@ class Replication:
 @dataclass(frozen=True)
 class LocalSteps:
     """Local steps: a task covers `steps` consecutive batches, on which the
-    volunteer runs its own `optimizer` (TF.js's, started fresh each task) from
+    volunteer runs its own `optimizer` (TF.js's: started fresh each task, or
+    with `keep_state` kept by the volunteer across its tasks of the job, as
+    DiLoCo's workers keep their inner AdamW state across rounds) from
     the version it leased, and uploads θ_leased − θ_after (the pseudo-
     gradient) instead of one gradient; the fold's optimizer is then the outer
     one (sgd with learning rate 1 averages the volunteers' models, momentum
@@ -106,6 +108,7 @@ class LocalSteps:
     optimizer: dict[str, Any]  # {"name": ..., resolved settings}
     min_steps: int
     target_seconds: float = 20.0
+    keep_state: bool = False
 
     @property
     def varies(self) -> bool:
@@ -207,5 +210,6 @@ class JobSpec:
         if self.local_steps:
             document["local_steps"] = {"steps": self.local_steps.steps, "min_steps": self.local_steps.min_steps,
                                        "target_seconds": self.local_steps.target_seconds,
-                                       "optimizer": self.local_steps.optimizer}
+                                       "optimizer": self.local_steps.optimizer,
+                                       "keep_state": self.local_steps.keep_state}
         return document

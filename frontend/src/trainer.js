@@ -72,10 +72,12 @@ export class Trainer {
     this.model = null;
     this.jobId = null;
     this.version = -1;
+    this.inner = null; // the local optimizer kept across tasks (local_steps.keep_state)
   }
 
-  /** Drop the model (it is built again at the next prepare, e.g. on another backend). */
+  /** Drop the model and a kept local optimizer (built again at the next prepare, e.g. on another backend). */
   forget() {
+    this.dropInner();
     if (this.model) this.model.dispose();
     this.model = null;
     this.jobId = null;
@@ -86,6 +88,7 @@ export class Trainer {
   async prepare(task) {
     const { tf } = this;
     if (this.jobId !== task.job_id) {
+      this.dropInner(); // a kept local optimizer belongs to one job
       if (this.model) this.model.dispose();
       // The topology is built once per job (slow for LSTMs); new versions only swap weights.
       this.model = await tf.loadLayersModel(task.model_url);
@@ -104,6 +107,11 @@ export class Trainer {
       return 'weights';
     }
     return 'cached';
+  }
+
+  dropInner() {
+    this.inner?.dispose();
+    this.inner = null;
   }
 
   bind(specs) {
@@ -164,17 +172,21 @@ export class Trainer {
   }
 
   /**
-   * Local steps: one step of the job's local optimizer (TF.js's own, fresh
-   * for each task) on each batch in turn, from the version leased; returns the
-   * mean loss and the pseudo-gradient θ_leased − θ_after, one Float32Array per
-   * manifest weight. The model is put back to the version leased afterwards
-   * (the next task may lease it again). `between` is awaited between steps.
+   * Local steps: one step of the job's local optimizer (TF.js's own: fresh
+   * for each task, or with `local_steps.keep_state` the same one across this
+   * trainer's tasks of the job, its moments carried over) on each batch in
+   * turn, from the version leased; returns the mean loss and the
+   * pseudo-gradient θ_leased − θ_after, one Float32Array per manifest weight.
+   * The model is put back to the version leased afterwards (the next task may
+   * lease it again). `between` is awaited between steps.
    */
   async localSteps(batches, spec, between = async () => {}) {
     const { tf } = this;
     const variables = this.model.trainableWeights.map((w) => w.val);
     const start = variables.map((v) => tf.clone(v));
-    const optimizer = localOptimizer(tf, spec.local_steps.optimizer);
+    const keep = spec.local_steps.keep_state === true;
+    if (!keep || !this.inner) this.inner = localOptimizer(tf, spec.local_steps.optimizer);
+    const optimizer = this.inner;
     let loss = 0;
     for (const [i, bytes] of batches.entries()) {
       const { x, y } = parseBatch(bytes, spec.dataset);
@@ -187,7 +199,10 @@ export class Trainer {
     const grads = this.order.map((k) => tf.tidy(() => tf.sub(start[k], variables[k]).dataSync()));
     variables.forEach((v, k) => v.assign(start[k]));
     start.forEach((t) => t.dispose());
-    optimizer.dispose();
+    if (!keep) {
+      optimizer.dispose();
+      this.inner = null;
+    }
     return { loss, grads };
   }
 

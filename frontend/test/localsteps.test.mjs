@@ -42,3 +42,32 @@ test('local steps follow the optimizer over the batches in turn, between steps a
   const start = t.model.getWeights().map((w) => w.dataSync());
   reference.model.getWeights().forEach((w, k) => w.dataSync().forEach((v, j) => assert.ok(Math.abs(start[k][j] - grads[k][j] - v) < 1e-5)));
 });
+
+test('with keep_state the local optimizer carries its moments into the next task; without, it starts fresh', async () => {
+  const adam = { name: 'adam', learning_rate: 0.1 };
+  const step = (t, optimizer, seed) => {
+    const bytes = batch(seed);
+    optimizer.minimize(() => t.loss(spec(), t.inputs({ values: bytes.subarray(12), layout: dataset.y }),
+      t.model.apply(t.inputs({ values: bytes.subarray(0, 12), layout: dataset.x }), { training: true })));
+  };
+  for (const keep of [true, false]) {
+    const t = trainer();
+    const leased = t.model.getWeights().map((w) => w.clone());
+    const task = { ...spec(adam), local_steps: { steps: 1, optimizer: adam, keep_state: keep } };
+    await t.localSteps([batch(1)], task);
+    const { grads } = await t.localSteps([batch(2)], task); // the next task, on the same version
+    // by hand: one optimizer over both tasks, the model back at the version leased between them
+    const reference = trainer();
+    reference.model.setWeights(leased);
+    const optimizer = tf.train.adam(0.1);
+    if (keep) {
+      step(reference, optimizer, 1);
+      reference.model.setWeights(leased);
+    }
+    step(reference, optimizer, 2);
+    const start = leased.map((w) => w.dataSync());
+    const worst = Math.max(...reference.model.getWeights().map((w, k) => Math.max(...Array.from(w.dataSync(),
+      (v, j) => Math.abs(start[k][j] - grads[k][j] - v)))));
+    assert.ok(worst < 1e-5, `keep_state ${keep}: off by ${worst}`);
+  }
+});

@@ -102,8 +102,8 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
              "fold_groups": args.fold_groups}
     if args.local_steps:
         hyper["local_steps"] = {"steps": args.local_steps, "min_steps": args.min_steps or args.local_steps,
-                                "target_seconds": args.target_seconds, "optimizer": {
-                                    "name": args.local_optimizer, "learning_rate": args.local_learning_rate}}
+                                "target_seconds": args.target_seconds, "keep_state": args.keep_local_state,
+                                "optimizer": {"name": args.local_optimizer, "learning_rate": args.local_learning_rate}}
     return hyper
 
 
@@ -346,6 +346,9 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
                              "(0: always H)")
     parser.add_argument("--target-seconds", type=float, default=20.0,
                         help="with --min-steps: about how long a volunteer's task should take")
+    parser.add_argument("--keep-local-state", action="store_true",
+                        help="with --local-steps: each volunteer keeps its local optimizer's state across its tasks "
+                             "(DiLoCo's inner state) instead of starting it fresh each task")
     parser.add_argument("--lease-seconds", type=int, default=120)
     parser.add_argument("--fold-groups", type=int, default=1,
                         help="G > 1 folds the job's results in G message groups at once, then sums their sums "
