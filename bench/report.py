@@ -348,10 +348,11 @@ def quality_section(r: dict, docs: Path) -> list[str]:
               "0.9) on the rounds of H = 32, 4 volunteers diverges (" + said((32, 4, 4), "nesterov", 0.7) + "; "
               "DiLoCo's inner steps are AdamW at about 4e-4, ours Adam at 0.01, so its pseudo-gradients are "
               "25 times smaller), and outer SGD at learning rate 2 ends worse than averaging ("
-              + said((32, 4, 4), "sgd", 2.0) + "). Not measured yet: inner optimizer state kept between a "
-              "volunteer's tasks, a smaller inner learning rate with a larger outer one, and a run long enough "
-              "for many rounds (each 1,200-step run here takes about 5 minutes of wasm compute with 4 Node "
-              "volunteers).", ""]
+              + said((32, 4, 4), "sgd", 2.0) + "). Keeping each volunteer's local Adam across its tasks "
+              "(`local_steps.keep_state`, as DiLoCo's workers keep their inner state) barely changes averaging: "
+              + said((32, 4, 4), "sgd", 1.0, True) + ". Not measured yet: a smaller inner learning rate with a "
+              "larger outer one, and a run long enough for many rounds (each 1,200-step run here takes about 5 "
+              "minutes of wasm compute with 4 Node volunteers on an idle machine).", ""]
     lines += [f"Exactness: 1 volunteer, K = 1, SGD (lr 0.5), staleness 0, a small model: crowdtrain's version "
               f"{e['steps']} vs {e['steps']} sequential `tf.train.sgd` steps over the batches in the order crowdtrain "
               f"folded them: max |difference| = {e['max_abs_diff']:.2e} (target ≤ 1e-5: "
