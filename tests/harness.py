@@ -4,6 +4,7 @@ Lambda fed from the results FIFO queue like Lambda's SQS event source
 (delete on success, redeliver on failure)."""
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
@@ -28,6 +29,12 @@ TABLE = "crowdtrain-test"
 BUCKET = "crowdtrain-test-data"
 PUBLIC = f"https://{BUCKET}.s3.amazonaws.com/"
 TASK_MAX_RECEIVES = 10
+
+
+def token_payload(task: dict[str, Any]) -> dict[str, Any]:
+    """What a lease token says (`v2.<key id>.<payload>.<mac>`): readable by its holder, not changeable."""
+    body = task["lease_token"].split(".")[2]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
 
 
 def softmax_topology(features: int, classes: int) -> dict[str, Any]:

@@ -1,6 +1,5 @@
 """A job's life through the real handlers: lease, upload, complete, fold, epochs,
 and every way a task can go wrong on the way."""
-import base64
 import json
 import time
 from dataclasses import replace
@@ -12,7 +11,7 @@ from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.services import services
 from chalicelib.tasks.records import PartialSum, Result, fold_message
 from tests.conftest import Crash
-from tests.harness import TABLE, Dataset, softmax_loss_and_grad
+from tests.harness import TABLE, Dataset, softmax_loss_and_grad, token_payload
 
 
 def queued(harness) -> int:
@@ -29,11 +28,6 @@ def drain(harness, job=None):
         harness.deliver()
         done += 1
     return done
-
-
-def token_payload(task: dict) -> dict:
-    body = task["lease_token"].split(".")[2]
-    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
 
 
 def test_lease_upload_complete_fold_advances_version(harness):

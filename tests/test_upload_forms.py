@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 
 from chalicelib.store.objects import IMMUTABLE, UPLOAD_TYPE
-from tests.harness import BUCKET, Dataset, job_body
+from tests.harness import BUCKET, Dataset, job_body, token_payload
 
 
 def policy(form: dict) -> dict:
@@ -50,7 +50,7 @@ def test_a_gradient_form_is_sigv4_and_bound_to_one_key_the_exact_size_and_the_le
     form = task["upload"]
     assert_sigv4(form)
     exact, other = conditions(form)
-    key = f"grads/{job}/000000/{task['batch']:06d}/{json.loads(base64.urlsafe_b64decode(task['lease_token'].split('.')[1] + '==='))['lease_id']}.bin"
+    key = f"grads/{job}/000000/{task['batch']:06d}/{token_payload(task)['lease_id']}.bin"
     assert exact["bucket"] == BUCKET and exact["key"] == form["fields"]["key"] == key
     assert exact["Content-Type"] == form["fields"]["Content-Type"] == UPLOAD_TYPE
     assert other == [["content-length-range", task["upload_bytes"], task["upload_bytes"]]]
