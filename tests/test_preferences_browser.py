@@ -120,16 +120,14 @@ def test_a_data_cap_stops_leasing_at_the_cap_counting_what_the_edge_served(stack
     phone.wait_for_function("Number(document.getElementById('tasks').textContent) >= 3", timeout=120_000)
     cap = phone.evaluate("window.crowdtrain.meter.today") + 150_000
     set_value(phone, "#data-cap", cap / 1e6)
-    # near the cap: a task that would cross it (its model version is new here) goes back, and none is done
+    # near the cap: a task that would cross it (its model version is new here) goes back; one whose
+    # version is here already may still be done, if it fits
     phone.wait_for_function("document.getElementById('state').textContent.includes('data cap')", timeout=180_000)
     deadline = time.monotonic() + 30
     while held_leases(stack, job, "capped"):
         assert time.monotonic() < deadline, "leases still held near the cap"
         time.sleep(0.2)
-    time.sleep(1)  # a task completed just now is counted on the page once its completion's answer is in
-    done = tasks_done(phone)
-    time.sleep(4)
-    assert tasks_done(phone) == done
+    time.sleep(5)
     # tasks stop short of the cap; what goes on until the cap itself is a lease try every 30 s and status polls
     assert phone.evaluate("window.crowdtrain.meter.today") <= cap + 20_000
     # at the cap: nothing is leased any more
