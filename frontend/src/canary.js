@@ -4,6 +4,7 @@
 // kernel is skipped, as is one whose gradient differs from the cpu backend's
 // by more than TOLERANCE (WebGPU and WebGL have known silent failures, such as
 // all-zero RNN gradients on some devices); of the rest the fastest is used.
+import { sizeOf, TYPED } from './trainer.js';
 
 // Relative L2 difference allowed between a backend's gradient and cpu's: float32
 // backends agree to about 1e-6 here; a broken one is off by order 1.
@@ -11,8 +12,6 @@ export const TOLERANCE = 1e-2;
 // Samples of the job's batch the gradients are compared on.
 export const CANARY_SAMPLES = 4;
 
-const TYPED = { int32: Int32Array, float32: Float32Array, uint8: Uint8Array };
-const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
 
 /** The backends worth trying here, fastest first where each works. */
 export function candidates(hasWebGpu) {

@@ -5,6 +5,7 @@
 // it with fakes and the Web Worker with the real thing.
 import { ApiError, backoffDelay, fetchBytes, uploadForm } from './api.js';
 import { getCodec } from './codecs.js';
+import { weightsBytes } from './trainer.js';
 
 const now = () => performance.now();
 // After this many failed tasks of one job in a row, the page stops leasing for GIVE_UP_MS and says why.
@@ -221,7 +222,7 @@ export class VolunteerLoop {
    * upload is at most the weights' size, fp32).
    */
   bytesFor(task) {
-    const weights = task.spec.weights.reduce((n, w) => n + 4 * w.shape.reduce((a, b) => a * b, 1), 0);
+    const weights = weightsBytes(task.spec.weights);
     const download = (this.batchBytes.get(task.job_id) || 0) + (this.trainer.has?.(task) ? 0 : weights);
     return download + weights * (1 + this.held.size);
   }

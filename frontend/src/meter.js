@@ -57,11 +57,11 @@ export class DataMeter {
   get total() { return this.saved.total; }
 
   add(down, up) {
-    if (!(down > 0) && !(up > 0)) return;
-    this.visit.down += down || 0;
-    this.visit.up += up || 0;
-    const today = this.today + (down || 0) + (up || 0);
-    this.saved = { day: this.saved.day, today, total: this.saved.total + (down || 0) + (up || 0) };
+    const [d, u] = [down > 0 ? down : 0, up > 0 ? up : 0];
+    if (d + u === 0) return;
+    this.visit.down += d;
+    this.visit.up += u;
+    this.saved = { day: this.saved.day, today: this.today + d + u, total: this.saved.total + d + u };
     this.storage.setItem(DATA_KEY, JSON.stringify(this.saved));
   }
 

@@ -4,8 +4,7 @@
 // task's requests go on during a step instead of waiting for TF.js's
 // synchronous kernels to finish.
 
-const SHARD = 'weights.bin'; // a version's one weights shard (chalicelib/model/keys.py)
-const shardUrl = (task) => task.model_url.slice(0, task.model_url.lastIndexOf('/') + 1) + SHARD;
+import { shardUrl } from './trainer.js';
 
 export class RemoteTrainer {
   constructor(worker) {

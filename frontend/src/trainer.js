@@ -4,12 +4,16 @@ import { fetchBytes } from './api.js';
 
 // A batch file's value types (chalicelib/spec.py BATCH_DTYPES). TF.js has no
 // uint8 tensors: uint8 token ids become int32 tensors.
-const TYPED = { int32: Int32Array, float32: Float32Array, uint8: Uint8Array };
+export const TYPED = { int32: Int32Array, float32: Float32Array, uint8: Uint8Array };
 const TENSOR_DTYPE = { int32: 'int32', float32: 'float32', uint8: 'int32' };
 // The server writes every version as model.json + this one shard (chalicelib/weights.py).
 const SHARD = 'weights.bin';
 
-const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
+export const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
+/** The bytes of a version's weights shard (float32) for the manifest specs. */
+export const weightsBytes = (specs) => specs.reduce((n, spec) => n + 4 * sizeOf(spec.shape), 0);
+/** A leased version's one weights shard, beside its model.json. */
+export const shardUrl = (task) => task.model_url.slice(0, task.model_url.lastIndexOf('/') + 1) + SHARD;
 
 /** Split a batch file (x then y, little-endian) into typed arrays, following `spec.dataset`. */
 export function parseBatch(bytes, dataset) {
@@ -98,8 +102,7 @@ export class Trainer {
       return 'model';
     }
     if (this.version !== task.base_version) {
-      const base = task.model_url.slice(0, task.model_url.lastIndexOf('/') + 1);
-      const values = splitWeights(await fetchBytes(base + SHARD, this.fetch), task.spec.weights);
+      const values = splitWeights(await fetchBytes(shardUrl(task), this.fetch), task.spec.weights);
       const byName = new Map(task.spec.weights.map((spec, i) => [spec.name, tf.tensor(values[i], spec.shape)]));
       this.model.setWeights(this.model.weights.map((w) => byName.get(w.originalName)));
       byName.forEach((t) => t.dispose());
