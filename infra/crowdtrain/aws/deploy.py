@@ -279,9 +279,13 @@ class Deployer:
                 self.say(f"{name}: FAILED: {err}")
 
         def chalice_delete() -> None:
+            self.restore_app_state(outputs)  # what to delete, whichever checkout deployed it
             proc = self.chalice("delete")
             if proc.returncode != 0:
-                raise DeployError(proc.stderr.strip()[-300:] or f"exit status {proc.returncode}")
+                lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+                raise DeployError(" ".join(lines[-3:]) or f"exit status {proc.returncode}")
+            # a later deploy starts afresh, not from the state of what is gone
+            self.session.client("s3").delete_object(Bucket=outputs["BucketName"], Key=self._state_key)
 
         outputs = self.outputs()
         step("chalice delete", chalice_delete)
