@@ -185,8 +185,27 @@ def stubbed_deployer(tmp_path):
     return deployer, Stubber(deployer.cloudformation), lines
 
 
+def kept(deployer, bucket=False, table=False) -> list[Stubber]:
+    """sts, s3 and DynamoDB stubbed for Deployer.kept_data: whether an earlier teardown kept the bucket, the table."""
+    stubs = [Stubber(deployer.sts), Stubber(deployer.s3), Stubber(deployer.dynamodb)]
+    stubs[0].add_response("get_caller_identity", {"Account": "111111111111", "Arn": "arn:aws:iam::111111111111:user/deployer", "UserId": "AIDAEXAMPLE"})
+    bucket_name = {"Bucket": "crowdtrain-dev-data-111111111111"}
+    if bucket:
+        stubs[1].add_response("head_bucket", {}, bucket_name)
+    else:
+        stubs[1].add_client_error("head_bucket", "404", http_status_code=404, expected_params=bucket_name)
+    if table:
+        stubs[2].add_response("describe_table", {"Table": {"TableName": "crowdtrain-dev"}}, {"TableName": "crowdtrain-dev"})
+    else:
+        stubs[2].add_client_error("describe_table", "ResourceNotFoundException", expected_params={"TableName": "crowdtrain-dev"})
+    for each in stubs:
+        each.activate()
+    return stubs
+
+
 def test_first_deploy_creates_the_stack_and_prints_its_events(tmp_path):
     deployer, stub, lines = stubbed_deployer(tmp_path)
+    kept(deployer)
     stub.add_client_error("describe_stacks", "ValidationError", "Stack with id crowdtrain-dev does not exist")
     stub.add_response("create_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY,
                                                             "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}]})
@@ -216,6 +235,7 @@ def test_redeploy_with_no_changes_keeps_the_stack(tmp_path):
 
 def test_failed_stack_is_an_error(tmp_path):
     deployer, stub, lines = stubbed_deployer(tmp_path)
+    kept(deployer)
     stub.add_client_error("describe_stacks", "ValidationError", "Stack with id crowdtrain-dev does not exist")
     stub.add_response("create_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY,
                                                             "Parameters": ANY})
@@ -225,6 +245,48 @@ def test_failed_stack_is_an_error(tmp_path):
     with stub, pytest.raises(DeployError, match="failed"):
         deployer.deploy_stack()
     assert any("CREATE_FAILED" in l for l in lines)
+
+
+@pytest.mark.parametrize("bucket", [True, False])
+def test_a_deploy_over_the_data_a_teardown_kept_imports_it_then_adds_the_rest(tmp_path, bucket):
+    """The kept bucket and table have the template's fixed names, so a new stack
+    could not create them: they are imported (a change set of only them), then
+    the usual update adds everything else."""
+    deployer, stub, lines = stubbed_deployer(tmp_path)
+    stubs = kept(deployer, bucket=bucket, table=True)
+    bodies = []
+    deployer.cloudformation.meta.events.register(
+        "before-parameter-build.cloudformation.CreateChangeSet", lambda params, **kw: bodies.append(params["TemplateBody"]))
+    names = {"StackName": "crowdtrain-dev", "ChangeSetName": "import-kept-data"}
+    imported = [{"ResourceType": "AWS::S3::Bucket", "LogicalResourceId": "DataBucket",
+                 "ResourceIdentifier": {"BucketName": "crowdtrain-dev-data-111111111111"}}] * bucket + [
+                {"ResourceType": "AWS::DynamoDB::Table", "LogicalResourceId": "Table",
+                 "ResourceIdentifier": {"TableName": "crowdtrain-dev"}}]
+    stub.add_client_error("describe_stacks", "ValidationError", "Stack with id crowdtrain-dev does not exist")
+    stub.add_response("create_change_set", {"Id": "cs", "StackId": "id"}, {
+        **names, "ChangeSetType": "IMPORT", "TemplateBody": ANY, "ResourcesToImport": imported,
+        "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}]})
+    stub.add_response("describe_change_set", {**names, "Status": "CREATE_COMPLETE", "ExecutionStatus": "AVAILABLE"})
+    stub.add_response("execute_change_set", {}, names)
+    stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Table", "IMPORT_COMPLETE")]})
+    stub.add_response("describe_stacks", stack("IMPORT_COMPLETE", outputs=False))
+    stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Table", "IMPORT_COMPLETE")]})
+    stub.add_response("update_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY,
+                                                            "Parameters": ANY})
+    stub.add_response("describe_stack_events", {"StackEvents": [event(2, "Distribution", "CREATE_COMPLETE")]})
+    stub.add_response("describe_stacks", stack("UPDATE_COMPLETE"))
+    stub.add_response("describe_stack_events", {"StackEvents": []})
+    stub.add_response("describe_stacks", stack("UPDATE_COMPLETE"))
+    with stub:
+        assert deployer.deploy_stack() == OUTPUTS
+    for each in [stub, *stubs]:
+        each.assert_no_pending_responses()
+    assert "found the data an earlier teardown kept" in lines[0] and "crowdtrain-dev" in lines[0]
+    template, full = json.loads(bodies[0]), load_template()
+    # an import holds only what it imports, as the stack template has it (imports may not add outputs)
+    assert template["Resources"] == {i["LogicalResourceId"]: full["Resources"][i["LogicalResourceId"]] for i in imported}
+    assert "Outputs" not in template and template["Parameters"] == full["Parameters"]
+    assert all(r["DeletionPolicy"] == "Retain" for r in template["Resources"].values())
 
 
 def test_throttling_is_applied_to_the_deployed_api(tmp_path):

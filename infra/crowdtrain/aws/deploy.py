@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError, WaiterError
 from crowdtrain.aws.policy import function_policies, policy_file
 from crowdtrain.environment import app_environment
 from crowdtrain.paths import ROOT, TEMPLATE
+from crowdtrain.template import load_template
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("application/json", ".map")
@@ -36,6 +37,8 @@ SHORT_CACHE = {"index.html", "dashboard.html", "config.json"}
 
 # Where the data bucket keeps Chalice's deployed state (CloudFront serves only its jobs/*).
 STATE_PREFIX = "crowdtrain/deployed/"
+# How CloudFormation's import names an existing resource of each type the template retains.
+IMPORT_IDENTIFIERS = {"AWS::S3::Bucket": "BucketName", "AWS::DynamoDB::Table": "TableName"}
 # API Gateway's own responses that get CORS headers (THROTTLED is a 4XX of its own type).
 CORS_GATEWAY_RESPONSES = ("DEFAULT_4XX", "DEFAULT_5XX", "THROTTLED")
 # The request headers the app's routes allow (Chalice's CORSConfig defaults).
@@ -65,6 +68,7 @@ class Deployer:
         self.poll_seconds = poll_seconds
         self.stack_name = f"crowdtrain-{stage}"
         self.cloudformation = session.client("cloudformation")
+        self.s3, self.dynamodb, self.sts = session.client("s3"), session.client("dynamodb"), session.client("sts")
 
     def chalice(self, verb: str) -> subprocess.CompletedProcess:
         """`chalice <verb> --stage <stage>` in the session's region (Chalice's
@@ -78,7 +82,6 @@ class Deployer:
     # -- 1. the stack ----------------------------------------------------------------
     def deploy_stack(self) -> dict[str, str]:
         body = TEMPLATE.read_text()
-        parameters = [{"ParameterKey": "Stage", "ParameterValue": self.stage}]
         try:
             self.cloudformation.describe_stacks(StackName=self.stack_name)
             exists = True
@@ -86,6 +89,10 @@ class Deployer:
             if "does not exist" not in str(err):
                 raise
             exists = False
+        if not exists and (kept := self.kept_data()):
+            self.import_kept_data(kept)
+            exists = True
+        parameters = self._parameters
         started = time.time()
         try:
             if exists:
@@ -99,12 +106,78 @@ class Deployer:
                 raise
             self.say("stack is up to date")
             return self.outputs()
-        self._follow(exists, started)
+        self._follow("stack_update_complete" if exists else "stack_create_complete", started)
         return self.outputs()
 
-    def _follow(self, updating: bool, since: float) -> None:
+    @property
+    def _parameters(self) -> list[dict[str, str]]:
+        return [{"ParameterKey": "Stage", "ParameterValue": self.stage}]
+
+    def kept_data(self) -> list[dict[str, Any]]:
+        """What an earlier `teardown` kept (the template's DeletionPolicy Retain
+        resources) and still exists, as CloudFormation's ResourcesToImport.
+        Their names are fixed by the template, so a new stack could not create them."""
+        template = load_template()
+        account = self.sts.get_caller_identity()["Account"]
+        kept = []
+        for logical_id, resource in template["Resources"].items():
+            if resource.get("DeletionPolicy") != "Retain":
+                continue
+            key = IMPORT_IDENTIFIERS[resource["Type"]]
+            name = self._resolve(resource["Properties"][key], account)
+            if self._exists(resource["Type"], name):
+                kept.append({"ResourceType": resource["Type"], "LogicalResourceId": logical_id,
+                             "ResourceIdentifier": {key: name}})
+        return kept
+
+    def _resolve(self, name: Any, account: str) -> str:
+        text = name.get("Fn::Sub") if isinstance(name, dict) else name
+        if not isinstance(text, str):
+            raise DeployError(f"cannot tell the name of a retained resource from the template: {name!r}")
+        for variable, value in (("Stage", self.stage), ("AWS::AccountId", account),
+                                ("AWS::Region", self.session.region_name)):
+            text = text.replace(f"${{{variable}}}", value)
+        if "${" in text:
+            raise DeployError(f"cannot tell the name of a retained resource from the template: {name!r}")
+        return text
+
+    def _exists(self, resource_type: str, name: str) -> bool:
+        try:
+            if resource_type == "AWS::S3::Bucket":
+                self.s3.head_bucket(Bucket=name)
+            else:
+                self.dynamodb.describe_table(TableName=name)
+            return True
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("404", "NoSuchBucket", "ResourceNotFoundException"):
+                return False
+            raise
+
+    def import_kept_data(self, kept: list[dict[str, Any]]) -> None:
+        """Adopt the kept bucket and table into a new stack (a CloudFormation
+        IMPORT change set holding only them, as imports require); the update
+        that follows adds everything else."""
+        template = load_template()
+        names = ", ".join(next(iter(k["ResourceIdentifier"].values())) for k in kept)
+        self.say(f"found the data an earlier teardown kept ({names}); importing it into stack {self.stack_name}")
+        body = {"AWSTemplateFormatVersion": template["AWSTemplateFormatVersion"],
+                "Parameters": template["Parameters"],
+                "Resources": {k["LogicalResourceId"]: template["Resources"][k["LogicalResourceId"]] for k in kept}}
+        started = time.time()
+        change_set = {"StackName": self.stack_name, "ChangeSetName": "import-kept-data"}
+        self.cloudformation.create_change_set(**change_set, ChangeSetType="IMPORT", TemplateBody=json.dumps(body),
+                                              Parameters=self._parameters, ResourcesToImport=kept)
+        try:
+            self.cloudformation.get_waiter("change_set_create_complete").wait(
+                **change_set, WaiterConfig={"Delay": self.poll_seconds})
+        except WaiterError as err:
+            raise DeployError(f"CloudFormation refused to import {names}: {err}")
+        self.cloudformation.execute_change_set(**change_set)
+        self._follow("stack_import_complete", started)
+
+    def _follow(self, waiter_name: str, since: float) -> None:
         """Print stack events until the stack settles (a waiter decides when)."""
-        waiter = self.cloudformation.get_waiter("stack_update_complete" if updating else "stack_create_complete")
+        waiter = self.cloudformation.get_waiter(waiter_name)
         seen: set[str] = set()
         while True:
             self._print_events(seen, since)
@@ -170,10 +243,9 @@ class Deployer:
         files = {p.relative_to(dist).as_posix(): p.read_bytes() for p in sorted(dist.rglob("*")) if p.is_file()}
         # The stage's own settings; the build itself stays stage-free.
         files["config.json"] = json.dumps({"api": api_url, "stage": self.stage}).encode()
-        s3 = self.session.client("s3")
         for i, (key, body) in enumerate(files.items(), 1):
             kind = mimetypes.guess_type(key)[0] or "application/octet-stream"
-            s3.put_object(Bucket=outputs["FrontendBucketName"], Key=key, Body=body, ContentType=kind,
+            self.s3.put_object(Bucket=outputs["FrontendBucketName"], Key=key, Body=body, ContentType=kind,
                           CacheControl=cache_control(key))
             self.say(f"  uploaded {i}/{len(files)} {key}")
         self.session.client("cloudfront").create_invalidation(
@@ -221,7 +293,7 @@ class Deployer:
         it, `chalice deploy` in a fresh clone makes a second REST API and fails
         on the existing event source mapping. False on a first deploy."""
         try:
-            body = self.session.client("s3").get_object(Bucket=outputs["BucketName"], Key=self._state_key)["Body"]
+            body = self.s3.get_object(Bucket=outputs["BucketName"], Key=self._state_key)["Body"]
         except ClientError as err:
             if err.response["Error"]["Code"] in ("NoSuchKey", "404"):
                 return False
@@ -232,8 +304,8 @@ class Deployer:
         return True
 
     def save_app_state(self, outputs: dict[str, str]) -> None:
-        self.session.client("s3").put_object(Bucket=outputs["BucketName"], Key=self._state_key,
-                                             Body=self._state_path.read_bytes(), ContentType="application/json")
+        self.s3.put_object(Bucket=outputs["BucketName"], Key=self._state_key,
+                           Body=self._state_path.read_bytes(), ContentType="application/json")
         self.say(f"saved Chalice's deployed state to s3://{outputs['BucketName']}/{self._state_key}")
 
     @property
@@ -285,7 +357,7 @@ class Deployer:
                 lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
                 raise DeployError(" ".join(lines[-3:]) or f"exit status {proc.returncode}")
             # a later deploy starts afresh, not from the state of what is gone
-            self.session.client("s3").delete_object(Bucket=outputs["BucketName"], Key=self._state_key)
+            self.s3.delete_object(Bucket=outputs["BucketName"], Key=self._state_key)
 
         outputs = self.outputs()
         step("chalice delete", chalice_delete)
@@ -296,7 +368,7 @@ class Deployer:
             bucket = s3.Bucket(outputs["BucketName"])
             step(f"delete {outputs['BucketName']} and its objects", lambda: (bucket.objects.all().delete(), bucket.delete()))
             step(f"delete table {outputs['TableName']}",
-                 lambda: self.session.client("dynamodb").delete_table(TableName=outputs["TableName"]))
+                 lambda: self.dynamodb.delete_table(TableName=outputs["TableName"]))
         else:
             self.say(f"kept the data: bucket {outputs['BucketName']}, table {outputs['TableName']} "
                      "(teardown --delete-data removes them)")
