@@ -102,7 +102,8 @@ def test_the_policies_are_pinned_to_the_stacks_account_region_and_names():
             for suffix in ("", "-fold", "-redrive_dead_letters") for stream in ("", ":log-stream:*")}
     assert set().union(*(actions_and_resources(p)[1] for p in policies.values())) == logs | {
         f"arn:aws:dynamodb:{at}:table/crowdtrain-dev",
-        "arn:aws:s3:::crowdtrain-dev-data-123456789012/jobs/*", "arn:aws:s3:::crowdtrain-dev-data-123456789012/grads/*",
+        *(f"arn:aws:s3:::crowdtrain-dev-data-123456789012/{key}" for key in (
+            "jobs/*", "grads/*", "jobs/*/versions/*", "jobs/*/status.json", "jobs/index.json", "grads/*/sums/*")),
         "arn:aws:s3:::crowdtrain-dev-data-123456789012",
         f"arn:aws:sqs:{at}:crowdtrain-dev-tasks", f"arn:aws:sqs:{at}:crowdtrain-dev-results.fifo",
         f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-dlq", f"arn:aws:sqs:{at}:crowdtrain-dev-results-dlq.fifo",

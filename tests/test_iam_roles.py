@@ -27,8 +27,35 @@ BATCHED = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessa
            "ListObjectsV2": "ListBucket", "DeleteObjects": "DeleteObject"}
 
 
-def requests_of(service: str, operation: str, params: dict) -> list[tuple[str, str]]:
-    """(IAM action, resource ARN) for one boto3 request."""
+def _value(attribute):
+    """A key attribute as the app wrote it or as boto3's resource layer serialized it."""
+    return attribute["S"] if isinstance(attribute, dict) else attribute
+
+
+def leading_keys(operation: str, params: dict) -> frozenset[str] | None:
+    """The partition keys one DynamoDB request names (IAM's dynamodb:LeadingKeys); None where
+    the request's key cannot be read here (Query, whose key is in an expression)."""
+    if operation == "PutItem":
+        return frozenset({_value(params["Item"]["pk"])})
+    if operation in ("UpdateItem", "DeleteItem", "GetItem"):
+        return frozenset({_value(params["Key"]["pk"])})
+    if operation == "BatchWriteItem":
+        return frozenset(_value(request.get("PutRequest", {}).get("Item", request.get("DeleteRequest", {}).get("Key"))[
+            "pk"]) for requests in params["RequestItems"].values() for request in requests)
+    return None
+
+
+def requests_of(service: str, operation: str, params: dict) -> list[tuple[str, str, frozenset[str] | None]]:
+    """(IAM action, resource ARN, the partition keys it names) for one boto3 request."""
+    requests = _actions_of(service, operation, params)
+    if service == "dynamodb" and operation == "TransactWriteItems":
+        return [(action, resource, frozenset({_value((body.get("Item") or body["Key"])["pk"])}))
+                for (action, resource), item in zip(requests, params["TransactItems"]) for body in item.values()]
+    keys = leading_keys(operation, params) if service == "dynamodb" else None
+    return [(action, resource, keys) for action, resource in requests]
+
+
+def _actions_of(service: str, operation: str, params: dict) -> list[tuple[str, str]]:
     if service == "sqs":
         name = urlparse(params["QueueUrl"]).path.rsplit("/", 1)[-1]
         return [(f"sqs:{BATCHED.get(operation, operation)}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
@@ -56,10 +83,20 @@ def requests_of(service: str, operation: str, params: dict) -> list[tuple[str, s
     raise AssertionError(f"a call the policies do not know: {service} {operation}")
 
 
-def allows(policy: dict, action: str, resource: str) -> bool:
+def allows(policy: dict, action: str, resource: str, keys: frozenset[str] | None = None) -> bool:
     def listed(value):
         return [value] if isinstance(value, str) else value
+
+    def holds(condition: dict) -> bool:
+        """The one condition the policies use; any other fails the test rather than pass unread."""
+        assert set(condition) == {"ForAllValues:StringLike"}, condition
+        (key, patterns), = condition["ForAllValues:StringLike"].items()
+        assert key == "dynamodb:LeadingKeys", key
+        return keys is not None and all(any(fnmatchcase(k, p) for p in listed(patterns)) for k in keys)
+
     return any(action in listed(s["Action"]) and any(fnmatchcase(resource, r) for r in listed(s["Resource"]))
+               and holds(s["Condition"]) if "Condition" in s else
+               action in listed(s["Action"]) and any(fnmatchcase(resource, r) for r in listed(s["Resource"]))
                for s in policy["Statement"])
 
 
@@ -76,8 +113,8 @@ class Recorder:
         if not self.function:
             return
         try:
-            for action, resource in requests_of(model.service_model.endpoint_prefix, model.name, params):
-                self.seen.add((self.function, action, resource))
+            for action, resource, keys in requests_of(model.service_model.endpoint_prefix, model.name, params):
+                self.seen.add((self.function, action, resource, keys))
         except Exception as err:  # noqa: BLE001 (reported by the test)
             self.unread.append(f"{model.name}: {err!r}")
 
@@ -152,7 +189,7 @@ def test_each_function_calls_only_what_its_own_policy_allows_and_its_policy_hold
     denied = sorted(seen for seen in recorder.seen if not allows(policies[seen[0]], *seen[1:]))
     assert denied == [], f"calls a function's policy would deny: {denied}"
     for function in FUNCTIONS:
-        used = {action for f, action, _ in recorder.seen if f == function}
+        used = {action for f, action, _, _ in recorder.seen if f == function}
         granted = {a for s in policies[function]["Statement"] for a in s["Action"] if not a.startswith("logs:")}
         assert granted - used - NOT_CALLED.get(function, set()) == set(), f"{function} never used these"
     # what the issue asked for, said outright
@@ -161,3 +198,12 @@ def test_each_function_calls_only_what_its_own_policy_allows_and_its_policy_hold
     assert not allows(api, "sqs:ReceiveMessage", results) and not allows(api, "sqs:DeleteMessage", results)
     assert not allows(fold, "secretsmanager:GetSecretValue", os.environ["LEASE_SECRET_ID"])
     assert not allows(fold, "s3:DeleteObject", f"arn:aws:s3:::{os.environ['BUCKET_NAME']}/jobs/j-1/versions/x")
+    # the fold cannot create a job: not list it, not write its data or initial weights (the API can)
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{os.environ['TABLE_NAME']}"
+    for write in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+        assert not allows(fold, write, table, frozenset({"JOBS"})) and allows(api, write, table, frozenset({"JOBS"}))
+        assert not allows(fold, write, table, frozenset({"VOLUNTEER#v"}))
+        assert not allows(fold, write, table, frozenset({"JOB#j-1", "JOBS"}))
+    for key in ("jobs/j-new/init/weights.bin", "jobs/j-new/data/batch-000000.bin"):
+        resource = f"arn:aws:s3:::{os.environ['BUCKET_NAME']}/{key}"
+        assert not allows(fold, "s3:PutObject", resource) and allows(api, "s3:PutObject", resource)

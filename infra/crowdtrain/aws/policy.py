@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
+from chalicelib.model.keys import INDEX_KEY
+
 # What the committed .chalice/policy-<stage>-<function>.json files are generated for: a
 # placeholder account (cfn-lint checks that an ARN's account is 12 digits) in
 # .chalice/config.json's placeholder region, until `crowdtrain deploy` writes the stack's.
@@ -37,8 +39,8 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
     """Each Lambda's own policy: the API signs leases and upload forms and
     may hand out, complete, release and redrive tasks, but cannot read the
     results queue; the fold reads the results queue, writes versions and
-    queues tasks, but cannot read the lease secret, the dead letters or list
-    the bucket; the redrive only moves dead letters back to their queues."""
+    queues tasks, but cannot create a job (list it, or write its data), read
+    the lease secret or the dead letters, or list the bucket; the redrive only moves dead letters back to their queues."""
     part, region, account = outputs["Partition"], outputs["Region"], outputs["AccountId"]
 
     def arn(service: str, resource: str) -> str:
@@ -72,8 +74,17 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
             statement("LeaseSecret", ["secretsmanager:GetSecretValue"], outputs["LeaseSecretId"]),
         ],
         "fold": [
-            statement("Table", TABLE_READS + ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"], table),
-            statement("Objects", ["s3:GetObject", "s3:PutObject"], objects),
+            statement("Table", TABLE_READS, table),
+            # a job's own items only: the fold cannot list a job in the JOBS index (pk JOBS) or touch a
+            # volunteer's slots (VOLUNTEER#...). Every write names its partition key, so the
+            # ForAllValues test never meets an empty set (which it would pass).
+            {**statement("JobItems", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"], table),
+             "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["JOB#*"]}}},
+            statement("Objects", ["s3:GetObject"], objects),
+            # what a fold writes: versions, the status documents, partial sums; never a job's
+            # initial weights or data, so it cannot make a job volunteers could train
+            statement("Writes", ["s3:PutObject"], [f"{bucket}/jobs/*/versions/*", f"{bucket}/jobs/*/status.json",
+                                                   f"{bucket}/{INDEX_KEY}", f"{bucket}/grads/*/sums/*"]),
             statement("Tasks", ["sqs:SendMessage"], sqs("TaskQueueUrl")),
             # its own queue: read by Lambda's event source mapping with this role, and partial sums sent on
             statement("Results", ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
