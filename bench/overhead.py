@@ -15,10 +15,12 @@ mini-batches. Last, a short step (≤ 0.5 s of compute) with the page's
 pipeline on and off (`?prefetch=1` and `0`): there the overhead is measured on
 the wall clock, as the share of the time from the first task's compute to the
 last's in which the worker is not computing (downloads, uploads and leases
-overlap the computing). Target: 3 % or less with the pipeline.
+overlap the computing). Target: 3 % or less with the pipeline. And the
+wasm backend threaded (the page is cross-origin isolated) against one thread.
 """
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -33,17 +35,20 @@ from crowdtrain.local.swarm import open_context, volunteer_url
 PHASES = ["between", "lease", "download", "compute", "encode", "upload", "complete", "total"]
 
 
-def run(seq_len: int, tasks: int, k: int, accumulate: int = 1, prefetch: int = 1) -> list[dict]:
+def run(seq_len: int, tasks: int, k: int, accumulate: int = 1, prefetch: int = 1, units=(10, 10),
+        backend: str = "auto", query: str = "", about: dict | None = None) -> list[dict]:
+    """One volunteer page's task reports; `about` gets what the page says of its
+    backend (the wasm thread count, whether it is cross-origin isolated)."""
     with tempfile.TemporaryDirectory() as tmp:
         stack = LocalCloudProcess(Path(tmp))
         try:
             stack.char_lstm_job(batches=tasks + 2, epochs=1, k=k, seq_len=seq_len, batch_size=32 * accumulate,
-                                micro_batch=32)
+                                micro_batch=32, units=units)
             from playwright.sync_api import sync_playwright
             with sync_playwright() as playwright:
                 context = open_context(playwright, str(Path(tmp) / "profile"))
                 page = context.new_page()
-                page.goto(volunteer_url(stack.web, "bench") + f"&prefetch={prefetch}")
+                page.goto(volunteer_url(stack.web, "bench", backend) + f"&prefetch={prefetch}{query}")
                 # a time budget: a slow machine reports fewer tasks rather than none
                 deadline = time.monotonic() + 120 + tasks * accumulate * seq_len / 2
                 while page.evaluate("window.crowdtrain.tasks.length") < tasks + 1:
@@ -53,6 +58,9 @@ def run(seq_len: int, tasks: int, k: int, accumulate: int = 1, prefetch: int = 1
                         raise RuntimeError(f"volunteer too slow: {page.inner_text('#state')}")
                     time.sleep(0.5)
                 reports = page.evaluate("window.crowdtrain.tasks")
+                if about is not None:
+                    about.update(threads=page.inner_text("#wasm-threads"),
+                                 isolated=page.evaluate("window.crossOriginIsolated"))
                 context.close()
         finally:
             stack.stop()
@@ -97,7 +105,17 @@ def main() -> None:
     p.add_argument("--pipeline-seq-len", type=int, default=128,
                    help="then a short step with the page's pipeline on and off, at this sequence (0: skip)")
     p.add_argument("--pipeline-tasks", type=int, default=30, help="tasks to time for the pipeline")
+    p.add_argument("--threads-tasks", type=int, default=12,
+                   help="then threaded against single-threaded wasm over this many tasks each (0: skip)")
+    p.add_argument("--threads-only", action="store_true",
+                   help="run only the threaded/single comparison, keeping the other figures of the last full run")
     args = p.parse_args()
+    if args.threads_only:
+        last = common.RESULTS / "overhead.json"
+        kept = json.loads(last.read_text()) if last.exists() else {}
+        kept.pop("machine", None), kept.pop("quick", None)
+        common.save("overhead", {**kept, "threads": threads_ratio(args.threads_tasks)}, args)
+        return
     seq_len, tasks = (64, 4) if args.quick else (args.seq_len, args.tasks)
     reports, summary = measure(seq_len, tasks)
     fraction = summary["overhead_fraction"]
@@ -111,7 +129,27 @@ def main() -> None:
         results["accumulated"] = shorter(short_seq_len, tasks, accumulate)
     if args.pipeline_seq_len and not args.quick:
         results["pipelined"] = pipelined(args.pipeline_seq_len, max(tasks, args.pipeline_tasks))
+    if args.threads_tasks and not args.quick:
+        results["threads"] = threads_ratio(args.threads_tasks)
     common.save("overhead", results, args)
+
+
+def threads_ratio(tasks: int) -> dict:
+    """Threaded against single-threaded wasm: the demo's model (LSTM(128),
+    sequence 40, batch 32) on TF.js's wasm backend in a cross-origin isolated
+    page, which loads the threaded SIMD binary at TF.js's default thread count,
+    and the same page with `?threads=1`. Ratio: steps/s threaded / single."""
+    out = {}
+    for label, query in (("threaded", ""), ("single", "&threads=1")):
+        about: dict = {}
+        reports = run(40, tasks, k=3, units=(128,), backend="wasm", query=query, about=about)
+        out[label] = {**about, "tasks": len(reports),
+                      "compute_median": statistics.median(r["ms"]["compute"] for r in reports)}
+        print(f"wasm, {about['threads']} (cross-origin isolated: {about['isolated']}): compute median "
+              f"{out[label]['compute_median']:.0f} ms per task over {len(reports)} tasks", flush=True)
+    out["ratio"] = out["single"]["compute_median"] / out["threaded"]["compute_median"]
+    print(f"threaded / single-threaded steps per second: {out['ratio']:.2f}x")
+    return out
 
 
 def pipelined(seq_len: int, tasks: int) -> dict:

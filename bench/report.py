@@ -79,6 +79,15 @@ def overhead_section(r: dict) -> list[str]:
                   "on the page's main thread and only the step in the Web Worker (TF.js's wasm kernels are "
                   "synchronous, so requests made from the worker waited for each step to end: 17 % then), and "
                   "the page asks for a text sample at most every 20 s (each takes the worker some 100 ms).", ""]
+    if r.get("threads"):
+        t, one = r["threads"]["threaded"], r["threads"]["single"]
+        lines += [f"Threaded wasm (`--threads-only` reruns it): the demo's model (LSTM(128), sequence 40, batch "
+                  f"32) on TF.js's wasm backend in the page, cross-origin isolated ({t['isolated']}), so TF.js "
+                  f"loads its threaded SIMD binary: {t['threads']}, compute median {t['compute_median']:.0f} ms "
+                  f"per task; the same page with `?threads=1` ({one['threads']}): {one['compute_median']:.0f} ms. "
+                  f"Threaded / single-threaded steps per second: **{r['threads']['ratio']:.2f}x** on this "
+                  "2-core machine (at TF.js's default thread count, which the page shows).",
+                  ""]
     lines += ["An earlier version of the page asked the worker for an 80-character text sample every 3 s and "
               "wrote it by running the model over the whole window once per character, while the task in hand "
               "waited: at sequence 128 that showed up as ~2 s stalls in leases and uploads (p95), and at "

@@ -253,6 +253,54 @@ def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(ow
     assert accuracy >= 0.90, (loss, accuracy, status["version"])
 
 
+def test_a_keras3_cnn_imports_trains_in_the_browser_and_exports_to_a_file_keras3_evaluates(own_stack, page, tmp_path):
+    """Keras 3 `.keras` and `.h5` files of one Conv2D model → `import-keras`
+    (the same TF.js files from both) → a job trained by the page → `download`
+    → `export-keras` → Keras 3 loads the file and scores the held-out digits."""
+    from crowdtrain.jobs.digits import DigitsCNN
+    from crowdtrain.jobs.keras_files import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    cnn = k.Sequential([k.Input((8, 8, 1)), k.layers.Conv2D(16, 3, padding="same", activation="relu"),
+                        k.layers.MaxPooling2D(2), k.layers.Flatten(), k.layers.Dense(10, activation="softmax")])
+    for suffix in (".keras", ".h5"):
+        cnn.save(tmp_path / f"cnn{suffix}")
+        own_stack.cli("import-keras", str(tmp_path / f"cnn{suffix}"), str(tmp_path / suffix))
+    assert (tmp_path / ".keras" / "weights.bin").read_bytes() == (tmp_path / ".h5" / "weights.bin").read_bytes()
+    template = DigitsCNN()
+    (x, y), (hx, hy) = template.split(0)
+    xb, yb = template.batches(x, y)
+    data = tmp_path / "data"
+    data.mkdir()
+    for b in range(len(xb)):
+        (data / f"batch-{b:06d}.bin").write_bytes(template.batch_file(xb[b], yb[b]))
+    dataset = {key: v for key, v in template.job_spec(len(xb))["dataset"].items() if key != "batches"}
+    (data / "dataset.json").write_text(json.dumps(dataset))
+    job = own_stack.cli("create", "--model", str(tmp_path / ".keras" / "model.json"), "--dataset", str(data),
+                        "--epochs", "8", "--learning-rate", "0.01", "--staleness", "4",
+                        "--name", "keras cnn").stdout.strip().splitlines()[-1]
+    page.goto(f"{own_stack.web}?autostart&volunteer=keras")
+    status = own_stack.wait_for(job, lambda s: s["status"] == "finished", timeout=600)
+    own_stack.cli("download", job, str(tmp_path / "trained"))
+    own_stack.cli("export-keras", str(tmp_path / "trained" / "model.json"), str(tmp_path / "trained.keras"))
+    trained = k.models.load_model(tmp_path / "trained.keras")
+    accuracy = float((np.argmax(trained.predict(hx, verbose=0), axis=1) == hy).mean())
+    # the file Keras opened is the model TF.js trained: the same held-out score both ways
+    hxb, hyb = template.batches(hx, hy)
+    held_out = own_stack.api.create_job(template.job_spec(len(hxb)), b"".join(
+        w.astype("<f4").tobytes() for w in template.initial_weights()), (template.batch_file(hxb[b], hyb[b])
+                                                                         for b in range(len(hxb))), start=False)
+    [[_, tfjs_accuracy]] = node("evaluate.mjs", payload={
+        "spec": status["spec"], "accuracy": True,
+        "model_urls": [f"{own_stack.web}jobs/{job}/versions/{status['version']:08d}/model.json"],
+        "eval_urls": [f"{own_stack.web}jobs/{held_out}/data/batch-{b:06d}.bin" for b in range(len(hxb))]})
+    n = len(hxb) * template.batch_size
+    keras_on_batches = float((np.argmax(trained.predict(hx[:n], verbose=0), axis=1) == hy[:n]).mean())
+    assert keras_on_batches == pytest.approx(tfjs_accuracy, abs=1e-6)
+    assert accuracy >= 0.85, accuracy
+
+
 def test_webgpu_is_tried_by_the_canary_for_the_char_lstm_and_the_cnn(own_stack, playwright, tmp_path):
     """Headless Chromium's WebGPU adapter: the canary tries the bundled webgpu
     backend on each job and either times it or says what it lacks."""

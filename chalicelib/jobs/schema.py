@@ -252,7 +252,7 @@ def _check_layers(topology: dict[str, Any]) -> None:
         settings = layer.get("config")
         if kind == "InputLayer" and not (isinstance(settings, dict) and INPUT_SHAPE_KEYS & set(settings)):
             raise BadRequest("an InputLayer needs batch_input_shape, which TF.js reads; Keras 3 writes batch_shape, "
-                             "which TF.js 4.22 cannot load: convert a Keras 2 (tf_keras) model, or rename the key")
+                             "which TF.js 4.22 cannot load: convert Keras files with `crowdtrain import-keras`")
 
 
 def _weight_specs(entries: list[Any], max_values: int) -> tuple[WeightSpec, ...]:

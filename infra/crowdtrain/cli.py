@@ -187,14 +187,23 @@ def download(args: argparse.Namespace) -> None:
 
 
 def import_keras(args: argparse.Namespace) -> None:
-    """Keras .h5/.keras -> TF.js layers files, through the optional tensorflowjs package."""
+    """A Keras file (.keras, or .h5 of Keras 3 or 2) -> TF.js layers files a job can start from."""
+    from crowdtrain.jobs.keras_files import KerasFileError, import_keras as convert
+
     try:
-        from tensorflowjs.converters import converter
-    except ImportError:
-        raise SystemExit("Keras import needs the optional extra: pip install '.[keras]' "
-                         "(it brings TensorFlow; keep it out of Lambda environments)")
-    converter.convert(["--input_format=keras", args.keras_model, args.out])
-    print(Path(args.out) / "model.json")
+        print(convert(Path(args.keras_model), Path(args.out)))
+    except (KerasFileError, OSError) as err:
+        raise SystemExit(f"cannot import {args.keras_model}: {err}")
+
+
+def export_keras(args: argparse.Namespace) -> None:
+    """TF.js layers files (e.g. from `crowdtrain download`) -> a Keras 3 file."""
+    from crowdtrain.jobs.keras_files import KerasFileError, export_keras as convert
+
+    try:
+        print(convert(Path(args.model), Path(args.out)))
+    except (KerasFileError, OSError) as err:
+        raise SystemExit(f"cannot export {args.model}: {err}")
 
 
 # -- the local stack -----------------------------------------------------------------
@@ -426,10 +435,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--delete-data", action="store_true", help="also delete the data bucket and the table")
     p.set_defaults(func=teardown)
 
-    p = sub.add_parser("import-keras", help="convert a Keras model to TF.js files (needs the keras extra)")
-    p.add_argument("keras_model")
-    p.add_argument("out")
+    p = sub.add_parser("import-keras", help="a Keras .keras/.h5 file -> TF.js files (needs the keras extra)")
+    p.add_argument("keras_model", help="a Keras 3 .keras or .h5 file, or a Keras 2 .h5")
+    p.add_argument("out", help="folder for model.json and weights.bin")
     p.set_defaults(func=import_keras)
+
+    p = sub.add_parser("export-keras", help="TF.js files -> a Keras 3 .keras/.h5 file (needs the keras extra)")
+    p.add_argument("model", help="a model.json (its weights beside it), e.g. from `crowdtrain download`")
+    p.add_argument("out", help="the Keras file to write: .keras (Keras 3's format) or .h5")
+    p.set_defaults(func=export_keras)
     top.commands = sub.choices
     for command in top.commands.values():  # `crowdtrain deploy --region eu-west-1` as well as before the subcommand
         command.add_argument("--region", default=argparse.SUPPRESS, help="AWS region (as before the subcommand)")

@@ -1,0 +1,208 @@
+"""Keras files in and out, through Keras 3 itself (no TensorFlow, no tensorflowjs).
+
+In: `crowdtrain import-keras` reads a Keras 3 `.keras` or `.h5` file, or a
+Keras 2 `.h5` (Keras 3 reads those through its legacy loader), and writes
+TF.js layers files. Keras 3 serializes its config differently from the
+Keras 2 format TF.js reads (an InputLayer's `batch_shape`, dtype policies as
+objects, `module`/`registered_name`/`build_config` on every object, call
+arguments as `__keras_tensor__` objects), which is why the official
+converter's output does not load in TF.js; `tfjs_topology` rewrites it.
+
+Out: `crowdtrain export-keras` writes TF.js files (a downloaded version) as a
+Keras 2 format `.h5` (that is TF.js's own topology format), has Keras 3 load
+it, and saves what Keras 3 loaded: a `.keras` file (or `.h5`) Keras 3 opens.
+
+Keras needs a backend: KERAS_BACKEND if set, else the first of jax,
+tensorflow and torch that imports (the `keras` extra installs jax's CPU build).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chalicelib.model.weights import WeightSpec, decode_tensors, encode_tensors, model_json
+
+BACKENDS = ("jax", "tensorflow", "torch")
+# Keras 3's bookkeeping on serialized objects, which TF.js does not read.
+KERAS3_ONLY = {"module", "registered_name", "build_config", "compile_config", "shared_object_id"}
+# InputLayer fields Keras 3 adds and TF.js's InputLayer has no use for.
+INPUT_LAYER_ONLY = {"ragged", "optional"}
+
+
+class KerasFileError(ValueError):
+    pass
+
+
+def keras():
+    """Keras 3 on an installed backend, imported on first use."""
+    if "KERAS_BACKEND" not in os.environ:
+        found = next((b for b in BACKENDS if importlib.util.find_spec(b)), None)
+        if found is None:
+            raise KerasFileError("Keras needs a backend: pip install '.[keras]' (Keras 3 with jax's CPU build)")
+        os.environ["KERAS_BACKEND"] = found
+    try:
+        import keras as module
+    except ImportError:
+        raise KerasFileError("Keras import/export needs the optional extra: pip install '.[keras]'")
+    if not module.__version__.startswith("3."):
+        raise KerasFileError(f"crowdtrain reads and writes Keras files with Keras 3; this is {module.__version__}")
+    return module
+
+
+def _node_args(node: dict[str, Any]) -> list[list[Any]]:
+    """A Keras 3 call node ({args: [tensor or [tensors]], kwargs}) in Keras 2's form:
+    [[layer, node index, tensor index, kwargs], ...]."""
+    tensors: list[dict[str, Any]] = []
+    for arg in node.get("args", []):
+        tensors += arg if isinstance(arg, list) else [arg]
+    out = []
+    for tensor in tensors:
+        if not (isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__"):
+            raise KerasFileError(f"a layer call with a non-tensor argument TF.js cannot express: {tensor!r}")
+        layer, node_index, tensor_index = tensor["config"]["keras_history"]
+        out.append([layer, node_index, tensor_index, {}])
+    return out
+
+
+def _tensor_refs(value: Any) -> list[list[Any]]:
+    """A model's input_layers/output_layers: Keras 3 writes one as a flat [name, node, index]."""
+    return [value] if value and isinstance(value[0], str) else value
+
+
+def _convert(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_convert(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("class_name") == "DTypePolicy":
+        return value["config"]["name"]
+    out = {k: _convert(v) for k, v in value.items() if k not in KERAS3_ONLY}
+    if "inbound_nodes" in value:
+        out["inbound_nodes"] = [_node_args(node) for node in value["inbound_nodes"]]
+    if value.get("class_name") == "InputLayer":
+        config = {k: v for k, v in out["config"].items() if k not in INPUT_LAYER_ONLY}
+        if "batch_shape" in config:
+            config["batch_input_shape"] = config.pop("batch_shape")
+        out["config"] = config
+    if value.get("class_name") in ("Functional", "Model"):
+        out["class_name"] = "Model"
+        for key in ("input_layers", "output_layers"):
+            out["config"][key] = _tensor_refs(out["config"][key])
+    return out
+
+
+def tfjs_topology(model: Any) -> dict[str, Any]:
+    """The model's config as TF.js's layers format reads it (Keras 2's)."""
+    topology = _convert(json.loads(model.to_json()))
+    return {"class_name": topology["class_name"], "config": topology["config"],
+            "keras_version": f"keras {keras().__version__} via crowdtrain", "backend": "tensor_flow.js"}
+
+
+def tfjs_weights(model: Any) -> tuple[list[WeightSpec], list[np.ndarray]]:
+    """Every weight as TF.js names it, `<layer>/<weight>`, in the layers' order."""
+    specs, values = [], []
+    for layer in model.layers:
+        for variable in layer.weights:
+            value = np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
+            if value.dtype not in (np.float32, np.int32):
+                raise KerasFileError(f"weight {layer.name}/{variable.name} is {value.dtype}; TF.js files hold "
+                                     "float32 and int32")
+            specs.append(WeightSpec(f"{layer.name}/{variable.name}", tuple(value.shape), str(value.dtype)))
+            values.append(value)
+    return specs, values
+
+
+def import_keras(source: Path, out: Path) -> Path:
+    """`source` (.keras or .h5) -> out/model.json and out/weights.bin."""
+    if source.suffix not in (".keras", ".h5"):
+        raise KerasFileError(f"{source}: a Keras model file ends in .keras or .h5")
+    k = keras()
+    try:
+        model = k.models.load_model(source, compile=False)
+    except (ValueError, OSError, TypeError) as err:
+        raise KerasFileError(f"Keras {k.__version__} cannot read {source}: {err}")
+    specs, values = tfjs_weights(model)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.json").write_bytes(model_json(tfjs_topology(model), specs))
+    (out / "weights.bin").write_bytes(encode_tensors(specs, values))
+    return out / "model.json"
+
+
+def _read_tfjs(model_path: Path) -> tuple[dict[str, Any], list[WeightSpec], list[np.ndarray]]:
+    document = json.loads(model_path.read_text())
+    specs = [WeightSpec(w["name"], tuple(w["shape"]), w.get("dtype", "float32"))
+             for group in document["weightsManifest"] for w in group["weights"]]
+    data = b"".join((model_path.parent / shard).read_bytes()
+                    for group in document["weightsManifest"] for shard in group["paths"])
+    return document["modelTopology"], specs, decode_tensors(specs, data)
+
+
+def _with_input_layer(topology: dict[str, Any]) -> dict[str, Any]:
+    """A Sequential whose first layer carries batch_input_shape (as TF.js and
+    Keras 2 allow) with that shape as an InputLayer of its own instead, which
+    is how Keras 3's legacy reader builds it correctly."""
+    layers = topology["config"]["layers"]
+    if topology["class_name"] != "Sequential" or not layers or layers[0]["class_name"] == "InputLayer":
+        return topology
+    first = dict(layers[0], config=dict(layers[0]["config"]))
+    shape = first["config"].pop("batch_input_shape", None)
+    if shape is None:
+        return topology
+    dtype = first["config"].get("dtype", "float32")
+    given = {"class_name": "InputLayer", "config": {"batch_input_shape": shape, "dtype": dtype, "sparse": False,
+                                                    "name": f"{first['config']['name']}_input"}}
+    return {**topology, "config": {**topology["config"], "layers": [given, first, *layers[1:]]}}
+
+
+def _write_keras2_h5(path: Path, topology: dict[str, Any], specs: list[WeightSpec],
+                     values: list[np.ndarray]) -> None:
+    """The Keras 2 HDF5 layout: model_config, then model_weights/<layer>/<weight> in layer order."""
+    import h5py
+
+    topology = _with_input_layer(topology)
+    layers: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for spec, value in zip(specs, values):
+        layer = spec.name.split("/", 1)[0]
+        layers.setdefault(layer, []).append((spec.name, value))
+    names = [layer["config"]["name"] for layer in topology["config"]["layers"]]
+    unknown = set(layers) - set(names)
+    if unknown:
+        raise KerasFileError(f"weights of layers the topology does not have: {sorted(unknown)}")
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": topology["class_name"], "config": topology["config"]})
+        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["backend"] = "tensorflow"
+        group = f.create_group("model_weights")
+        group.attrs["layer_names"] = np.array([n.encode() for n in names])
+        group.attrs["backend"], group.attrs["keras_version"] = "tensorflow", "2.15.0"
+        for name in names:
+            weights = layers.get(name, [])
+            layer = group.create_group(name)
+            layer.attrs["weight_names"] = np.array([f"{w}:0".encode() for w, _ in weights])
+            for weight, value in weights:
+                layer.create_dataset(f"{weight}:0", data=value)
+
+
+def export_keras(model_path: Path, out: Path) -> Path:
+    """TF.js files (model.json and its shards) -> a Keras 3 file (.keras or .h5)."""
+    if out.suffix not in (".keras", ".h5"):
+        raise KerasFileError(f"{out}: name the Keras file .keras (Keras 3's format) or .h5")
+    topology, specs, values = _read_tfjs(model_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        legacy = Path(tmp) / "model.h5"
+        _write_keras2_h5(legacy, topology, specs, values)
+        try:
+            model = keras().models.load_model(legacy, compile=False)
+        except (ValueError, TypeError, KeyError) as err:
+            raise KerasFileError(f"Keras 3 cannot build this model from its TF.js topology: {err}")
+    loaded = {f"{layer.name}/{v.name}" for layer in model.layers for v in layer.weights}
+    if loaded != {s.name for s in specs}:
+        raise KerasFileError(f"Keras built other weights than the files hold: {sorted(loaded ^ {s.name for s in specs})}")
+    model.save(out)
+    return out

@@ -1,0 +1,130 @@
+"""Keras files in and out (crowdtrain/jobs/keras_files.py): Keras 3 `.keras`
+and `.h5` models become TF.js files that TF.js loads and trains with the loss
+Keras computes; TF.js files become a Keras 3 file with the same weights and
+predictions."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crowdtrain.jobs.charlstm import CharLSTM, VOCAB
+from crowdtrain.jobs.check import check_in_tfjs
+from crowdtrain.jobs.corpus import kjv_text
+from crowdtrain.jobs.digits import DigitsCNN
+from crowdtrain.jobs.keras_files import KerasFileError, export_keras, import_keras, keras
+from chalicelib.model.weights import WeightSpec, decode_tensors, encode_tensors, model_json
+
+
+def keras_cnn(seed: int = 0):
+    k = keras()
+    k.utils.set_random_seed(seed)
+    return k.Sequential([k.Input((8, 8, 1)), k.layers.Conv2D(8, 3, padding="same", activation="relu"),
+                         k.layers.MaxPooling2D(2), k.layers.Flatten(), k.layers.Dense(10, activation="softmax")])
+
+
+def keras_text_model():
+    """Functional: Embedding → LSTM → Dense over the char-LSTM template's token ids."""
+    k = keras()
+    ids = k.Input((40,), dtype="int32")
+    out = k.layers.Dense(VOCAB, activation="softmax")(k.layers.LSTM(16)(k.layers.Embedding(VOCAB, 8)(ids)))
+    return k.Model(ids, out)
+
+
+def digits_batch():
+    model = DigitsCNN()
+    (x, y), _ = model.split(0)
+    xb, yb = model.batches(x, y, 2)
+    return model, xb[0], yb[0]
+
+
+def keras_loss(model, x, y) -> float:
+    probabilities = np.asarray(model.predict(x, verbose=0), np.float64)
+    return float(-np.log(probabilities[np.arange(len(y)), y.reshape(-1)]).mean())
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_keras3_cnn_file_becomes_tfjs_files_that_tfjs_trains_with_keras_loss(tmp_path, suffix):
+    source = tmp_path / f"cnn{suffix}"
+    cnn = keras_cnn()
+    cnn.save(source)
+    document = json.loads(import_keras(source, tmp_path / "tfjs").read_text())
+    layers = document["modelTopology"]["config"]["layers"]
+    assert layers[0]["class_name"] == "InputLayer" and layers[0]["config"]["batch_input_shape"] == [None, 8, 8, 1]
+    assert "module" not in json.dumps(document) and '"DTypePolicy"' not in json.dumps(document)
+    template, x, y = digits_batch()
+    spec = {**template.job_spec(2), "model": document}
+    weights = (tmp_path / "tfjs" / "weights.bin").read_bytes()
+    tfjs = check_in_tfjs(spec, weights, template.batch_file(x, y))
+    assert tfjs == pytest.approx(keras_loss(cnn, x, y), abs=1e-4)
+
+
+def test_the_keras_and_h5_files_of_one_model_give_the_same_tfjs_files(tmp_path):
+    cnn = keras_cnn()
+    for suffix in (".keras", ".h5"):
+        cnn.save(tmp_path / f"cnn{suffix}")
+        import_keras(tmp_path / f"cnn{suffix}", tmp_path / suffix)
+    for name in ("model.json", "weights.bin"):
+        assert (tmp_path / ".keras" / name).read_bytes() == (tmp_path / ".h5" / name).read_bytes()
+
+
+def test_a_functional_embedding_lstm_model_loads_and_trains_in_tfjs(tmp_path):
+    text_model = keras_text_model()
+    text_model.save(tmp_path / "text.keras")
+    document = json.loads(import_keras(tmp_path / "text.keras", tmp_path / "tfjs").read_text())
+    assert document["modelTopology"]["class_name"] == "Model"
+    embedding = next(l for l in document["modelTopology"]["config"]["layers"] if l["class_name"] == "Embedding")
+    assert embedding["inbound_nodes"] == [[[document["modelTopology"]["config"]["input_layers"][0][0], 0, 0, {}]]]
+    template = CharLSTM(units=(16,), seq_len=40, batch_size=8, embedding=8)
+    x, y = template.batches(kjv_text("gen1:1-gen3:24"), 1)
+    spec = {**template.job_spec(1), "model": document}
+    tfjs = check_in_tfjs(spec, (tmp_path / "tfjs" / "weights.bin").read_bytes(), template.batch_file(x[0], y[0]))
+    probabilities = np.asarray(text_model.predict(x[0].astype(np.int32), verbose=0), np.float64)
+    assert tfjs == pytest.approx(float(-np.log(probabilities[np.arange(len(y[0])), y[0]]).mean()), abs=1e-4)
+
+
+def test_tfjs_files_export_to_a_keras3_file_with_the_same_weights_and_predictions(tmp_path):
+    """The digits template's own TF.js files (no InputLayer: the first layer's batch_input_shape)."""
+    template, x, y = digits_batch()
+    specs = [WeightSpec(w["name"], tuple(w["shape"])) for w in template.weight_specs()]
+    values = template.initial_weights(3)
+    (tmp_path / "model.json").write_bytes(model_json(template.topology(), specs))
+    (tmp_path / "weights.bin").write_bytes(encode_tensors(specs, values))
+    for suffix in (".keras", ".h5"):
+        out = export_keras(tmp_path / "model.json", tmp_path / f"digits{suffix}")
+        model = keras().models.load_model(out)
+        assert [(f"{l.name}/{v.name}") for l in model.layers for v in l.weights] == [s.name for s in specs]
+        for got, want in zip(model.get_weights(), values):
+            np.testing.assert_array_equal(got, want)
+        tfjs = check_in_tfjs(template.job_spec(2), (tmp_path / "weights.bin").read_bytes(), template.batch_file(x, y))
+        assert keras_loss(model, x, y) == pytest.approx(tfjs, abs=1e-4)
+
+
+def test_round_trip_keras_to_tfjs_to_keras_keeps_every_weight(tmp_path):
+    cnn = keras_cnn(seed=7)
+    cnn.save(tmp_path / "cnn.keras")
+    model_path = import_keras(tmp_path / "cnn.keras", tmp_path / "tfjs")
+    back = keras().models.load_model(export_keras(model_path, tmp_path / "back.keras"))
+    for got, want in zip(back.get_weights(), cnn.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    document = json.loads(model_path.read_text())
+    specs = [WeightSpec(w["name"], tuple(w["shape"])) for w in document["weightsManifest"][0]["weights"]]
+    assert [s.name for s in specs] == [f"{l.name}/{v.name}" for l in cnn.layers for v in l.weights]
+    assert len(decode_tensors(specs, (tmp_path / "tfjs" / "weights.bin").read_bytes())) == 4
+
+
+def test_wrong_files_are_clear_errors(tmp_path):
+    with pytest.raises(KerasFileError, match=r"\.keras or \.h5"):
+        import_keras(tmp_path / "model.pb", tmp_path / "out")
+    with pytest.raises(KerasFileError, match=r"\.keras"):
+        export_keras(tmp_path / "model.json", tmp_path / "out.pt")
+    cli = [sys.executable, "-m", "crowdtrain.cli"]
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    proc = subprocess.run([*cli, "import-keras", str(tmp_path / "junk.keras"), str(tmp_path / "out")],
+                          capture_output=True, text=True, env={**os.environ})
+    assert proc.returncode != 0 and "cannot import" in proc.stderr and "Traceback" not in proc.stderr
