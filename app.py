@@ -126,15 +126,17 @@ def heartbeat_task():
 @app.route("/tasks/complete", methods=["POST"], cors=cors)
 def complete_task():
     body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token", "loss", "steps", "backend", "bytes_down", "bytes_up"})
+    validate.only_keys(body, {"job_id", "lease_token", "loss", "steps", "backend", "bytes_down", "bytes_up",
+                              "accuracy"})
     loss = validate.number(body, "loss", None, 0.0, 1e9)
+    accuracy = validate.number(body, "accuracy", None, 0.0, 1.0) if "accuracy" in body else None
     steps = validate.integer(body, "steps", None, 1, MAX_LOCAL_STEPS) if "steps" in body else None
     backend = validate.choice(body, "backend", BACKENDS) if "backend" in body else ""
     data = DataUsed(validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED),
                     validate.integer(body, "bytes_up", 0, 0, MAX_BYTES_REPORTED)) \
         if "bytes_down" in body or "bytes_up" in body else None
     return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss, steps,
-                                             backend, data)
+                                             backend, data, accuracy)
 
 
 @app.route("/tasks/release", methods=["POST"], cors=cors)

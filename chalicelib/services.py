@@ -26,6 +26,7 @@ from chalicelib.jobs.admin import JobAdmin
 from chalicelib.jobs.status import StatusBoard
 from chalicelib.model.versions import VersionStore
 from chalicelib.store.awaiting import AwaitingCopies
+from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
@@ -34,6 +35,7 @@ from chalicelib.store.objects import ObjectStore
 from chalicelib.store.stats import Counters
 from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.tasks.epochs import EpochQueue
+from chalicelib.tasks.evaluations import Evaluations
 from chalicelib.tasks.keys import SecretsManagerKeys, StaticKeys
 from chalicelib.tasks.leases import LeasePolicy, LeaseService
 from chalicelib.tasks.queues import ResultQueue, TaskQueue
@@ -127,7 +129,16 @@ class Services:
         c = self.config
         return LeaseService(self.jobs, self.meta, self.leases, self.slots, self.counters, self.tasks, self.results,
                             self.objects, self.signer,
-                            LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.lease_meta_max_age))
+                            LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.lease_meta_max_age),
+                            self.evaluations)
+
+    @cached_property
+    def evaluation_records(self) -> EvaluationRecords:
+        return EvaluationRecords(self._table)
+
+    @cached_property
+    def evaluations(self) -> Evaluations:
+        return Evaluations(self.evaluation_records, self.tasks, self.meta, self.board)
 
     @cached_property
     def vetting(self) -> GradientVetting:
@@ -160,7 +171,7 @@ class Services:
 
     @cached_property
     def board(self) -> StatusBoard:
-        return StatusBoard(self.jobs, self.meta, self.counters, self.fold_log, self.objects)
+        return StatusBoard(self.jobs, self.meta, self.counters, self.fold_log, self.objects, self.evaluation_records)
 
     @cached_property
     def admin(self) -> JobAdmin:

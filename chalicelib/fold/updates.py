@@ -115,7 +115,12 @@ class Updates:
             epoch = meta.epoch + 1
             after = replace(after, folded=b"", epoch=epoch, queue_cursor=0,
                             status="finished" if epoch >= spec.epochs else meta.status)
-        return self.committer.commit(meta, after, group)
+        committed = self.committer.commit(meta, after, group)
+        if spec.evaluates(committed.version, committed.status == "finished"):
+            # after the commit: a fold retried after it finds its batches folded and queues nothing
+            # again, so an evaluation is queued at most once (and lost if this send fails)
+            self.epochs.tasks.enqueue_evaluation(meta.job_id, committed.version, spec.evaluation.copies)
+        return committed
 
     @staticmethod
     def _next_group(pending: tuple[Pending, ...], k: int) -> tuple[Pending, ...]:

@@ -59,7 +59,7 @@ class JobAdmin:
                                                        content_encoding=dataset.encoding, cache_control=IMMUTABLE),
                 "batch_key_prefix": data_prefix(job_id), "batch_bytes": dataset.batch_bytes,
                 "batch_encoding": dataset.encoding,
-                "batches_expected": dataset.batches,
+                "batches_expected": spec.stored_batches,  # the held-out ones after the training ones
             },
             "gradient_bytes": spec.gradient_bytes,
         }
@@ -77,6 +77,8 @@ class JobAdmin:
         optimizer = spec.build_optimizer()
         self.versions.write(job_id, 0, spec, weights, optimizer.initial_state(weights))
         meta = self.meta.save(meta, replace(meta, status="running"))
+        if spec.evaluates(0, finished=False):  # where training starts from, for the held-out curve
+            self.epochs.tasks.enqueue_evaluation(job_id, 0, spec.evaluation.copies)
         return self._published(self.epochs.queue(meta, spec), spec)
 
     def _check_batches(self, job_id: str, spec: JobSpec) -> None:
@@ -87,11 +89,11 @@ class JobAdmin:
         dataset = spec.dataset
         least, most = dataset.upload_bytes
         sizes = self.objects.sizes(data_prefix(job_id))
-        wrong = [b for b in range(dataset.batches) if not least <= sizes.get(batch_key(job_id, b), -1) <= most]
+        wrong = [b for b in range(spec.stored_batches) if not least <= sizes.get(batch_key(job_id, b), -1) <= most]
         if wrong:
             wanted = (f"exactly {dataset.batch_bytes} bytes" if least == most
                       else f"{least}-{most} bytes of {dataset.encoding}")
-            raise BadRequest(f"{len(wrong)} of {dataset.batches} batch files are missing or not {wanted} "
+            raise BadRequest(f"{len(wrong)} of {spec.stored_batches} batch files are missing or not {wanted} "
                              f"(first: batch {wrong[0]})")
         if dataset.encoding == "gzip":
             inflated = inflate(self.objects.get(batch_key(job_id, 0)), dataset.batch_bytes + 1)

@@ -10,8 +10,8 @@ from chalicelib import validate
 from chalicelib.errors import BadRequest
 from chalicelib.fold.optimizers import make_optimizer
 from chalicelib.fold.strategies import RunningSum, make_strategy
-from chalicelib.jobs.spec import (BATCH_DTYPES, DEFAULT_LEASE_SECONDS, Dataset, JobSpec, LocalSteps, Replication,
-                                  TensorLayout)
+from chalicelib.jobs.spec import (BATCH_DTYPES, DEFAULT_LEASE_SECONDS, Dataset, Evaluation, JobSpec, LocalSteps,
+                                  Replication, TensorLayout)
 from chalicelib.model.codecs import get_codec
 from chalicelib.model.weights import WeightSpec
 
@@ -26,8 +26,12 @@ BATCH_ENCODINGS = ("identity", "gzip")
 MAX_GRADIENTS_PER_UPDATE = 64
 JOB_FIELDS = ("name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness", "epochs",
               "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication", "local_steps",
-              "fold_groups")
+              "fold_groups", "evaluation")
 MAX_LOCAL_STEPS = 1024
+# Held-out batches one evaluation task covers (a volunteer downloads them all),
+# and the most volunteers an evaluation may ask to agree.
+MAX_HELD_OUT_BATCHES = 64
+MAX_EVALUATION_COPIES = 3
 # The longest a volunteer should aim to spend on one task of a range of local steps.
 MAX_TARGET_SECONDS = 3600
 # Message groups one job's results may be spread over (each a fold running in parallel).
@@ -92,6 +96,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
         alphabet=_alphabet(body.get("text"), dataset.x),
         local_steps=_local_steps(body.get("local_steps"), dataset, strategy, replication),
         fold_groups=fold_groups,
+        evaluation=_evaluation(body.get("evaluation"), dataset, max_batches),
     )
 
 
@@ -162,6 +167,21 @@ def _dataset(raw: Any, max_batches: int) -> Dataset:
     if x.shape[0] % micro_batch:
         raise BadRequest(f"dataset.micro_batch ({micro_batch}) must divide the batch size ({x.shape[0]})")
     return Dataset(validate.integer(raw, "batches", None, 1, max_batches, "dataset."), x, y, encoding, micro_batch)
+
+
+def _evaluation(raw: Any, dataset: Dataset, max_batches: int) -> Evaluation | None:
+    """{"batches": held-out files after the training ones, "every": versions between evaluations,
+    "copies": volunteers who must agree, "tolerance": relative loss difference they may have}."""
+    if raw is None:
+        return None
+    raw = validate.body_object(raw, "evaluation")
+    validate.only_keys(raw, ("batches", "every", "copies", "tolerance"), "evaluation")
+    batches = validate.integer(raw, "batches", None, 1, MAX_HELD_OUT_BATCHES, "evaluation.")
+    if dataset.batches + batches > max_batches:
+        raise BadRequest(f"dataset.batches plus evaluation.batches may be at most {max_batches}")
+    return Evaluation(batches, validate.integer(raw, "every", Evaluation.every, 1, 10**6, "evaluation."),
+                      validate.integer(raw, "copies", Evaluation.copies, 1, MAX_EVALUATION_COPIES, "evaluation."),
+                      validate.number(raw, "tolerance", Evaluation.tolerance, 1e-9, 1.0, "evaluation."))
 
 
 def _replication(raw: Any) -> Replication:

@@ -88,6 +88,26 @@ class Replication:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """Held-out evaluation: `batches` batch files kept apart (stored after the
+    training ones, never trained on). Every `every` versions, and at the end,
+    the version's loss on them (and accuracy, for a classifier) is computed by
+    volunteers (forward passes only) and accepted once `copies` different
+    volunteers agree: losses within `tolerance` (relative), accuracies within
+    ACCURACY_TOLERANCE. Volunteers report their training losses themselves;
+    this one no single volunteer can forge."""
+
+    batches: int
+    every: int = 10
+    copies: int = 2
+    tolerance: float = 1e-3
+
+
+# Two accuracies agree within this (one of 100 held-out samples).
+ACCURACY_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
 class LocalSteps:
     """Local steps: a task covers `steps` consecutive batches, on which the
     volunteer runs its own `optimizer` (TF.js's: started fresh each task, or
@@ -142,6 +162,26 @@ class JobSpec:
     # job's one top-level fold, an update taking K results or more
     # (fold/partials.py); 1 folds every result in the job's one group.
     fold_groups: int = 1
+    evaluation: Evaluation | None = None
+
+    @property
+    def stored_batches(self) -> int:
+        """Batch files the job holds: the training ones, then any held-out ones."""
+        return self.dataset.batches + (self.evaluation.batches if self.evaluation else 0)
+
+    @property
+    def held_out(self) -> range:
+        """The held-out batches' numbers (after the training batches)."""
+        return range(self.dataset.batches, self.stored_batches)
+
+    def evaluates(self, version: int, finished: bool) -> bool:
+        """Whether `version` gets a held-out evaluation: every `every` versions, and the last one."""
+        return self.evaluation is not None and (version % self.evaluation.every == 0 or finished)
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the loss is a classifier's, so that held-out accuracy means something."""
+        return self.loss in ("sparseCategoricalCrossentropy", "categoricalCrossentropy")
 
     @property
     def steps(self) -> int:
@@ -207,6 +247,9 @@ class JobSpec:
         }
         if self.alphabet:
             document["text"] = {"alphabet": self.alphabet}
+        if self.evaluation:
+            document["evaluation"] = {"batches": self.evaluation.batches, "every": self.evaluation.every,
+                                      "copies": self.evaluation.copies, "tolerance": self.evaluation.tolerance}
         if self.local_steps:
             document["local_steps"] = {"steps": self.local_steps.steps, "min_steps": self.local_steps.min_steps,
                                        "target_seconds": self.local_steps.target_seconds,

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from chalicelib.errors import NotFound
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.model.keys import INDEX_KEY, model_key, status_key
+from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.meta import JobMeta, MetaStore
@@ -30,8 +31,10 @@ SHORT_CACHE = f"public, max-age={MAX_AGE_SECONDS}"
 
 class StatusBoard:
     def __init__(self, jobs: JobRecords, meta: MetaStore, counters: Counters, fold_log: FoldLogStore,
-                 objects: ObjectStore, clock: Callable[[], float] = time.time, interval: float = MAX_AGE_SECONDS):
+                 objects: ObjectStore, evaluations: EvaluationRecords, clock: Callable[[], float] = time.time,
+                 interval: float = MAX_AGE_SECONDS):
         self.jobs, self.meta, self.counters, self.fold_log, self.objects = jobs, meta, counters, fold_log, objects
+        self.evaluations = evaluations
         self.clock, self.interval = clock, interval
         self._published: dict[str, float] = {}
 
@@ -49,7 +52,10 @@ class StatusBoard:
             "results_per_minute": per_minute,
             "discarded": {k[len("discarded_"):]: v for k, v in counters.items() if k.startswith("discarded_")},
             "counters": counters,
+            # the training loss volunteers report about their own tasks
             "history": self.fold_log.history(meta, HISTORY_POINTS),
+            # held-out loss (and accuracy) that enough volunteers agreed on (tasks/evaluations.py)
+            "held_out": [h.to_json() for h in self.evaluations.accepted(meta.job_id)] if spec.evaluation else [],
             "published": self.clock(),
         }
 

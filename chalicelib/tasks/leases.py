@@ -24,6 +24,8 @@ from chalicelib.store.meta import JobMeta, MetaStore
 from chalicelib.store.objects import ObjectStore
 from chalicelib.store.stats import Counters
 from chalicelib.store.volunteers import VolunteerSlots
+from chalicelib.store.evaluations import Claim
+from chalicelib.tasks.evaluations import REQUEUE_DELAY_SECONDS, Evaluations
 from chalicelib.tasks.queues import ResultQueue, TaskQueue
 from chalicelib.tasks.records import DataUsed, Lease, Result, Task
 from chalicelib.tasks.tokens import TokenSigner
@@ -69,9 +71,10 @@ class LeasePolicy:
 class LeaseService:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, slots: VolunteerSlots,
                  counters: Counters, tasks: TaskQueue, results: ResultQueue, objects: ObjectStore,
-                 signer: TokenSigner, policy: LeasePolicy, clock: Callable[[], float] = time.time):
+                 signer: TokenSigner, policy: LeasePolicy, evaluations: Evaluations,
+                 clock: Callable[[], float] = time.time):
         self.jobs, self.meta, self.leases, self.slots, self.counters = jobs, meta, leases, slots, counters
-        self.tasks, self.results, self.objects = tasks, results, objects
+        self.tasks, self.results, self.objects, self.evaluations = tasks, results, objects, evaluations
         self.signer, self.policy, self.clock = signer, policy, clock
         # The lease time of the job this Lambda last leased from: tasks are
         # received and slots claimed for that long, so that (with one job, the
@@ -88,7 +91,7 @@ class LeaseService:
         if slot is None:
             raise TooManyRequests(f"volunteer {volunteer_id!r} already holds {limit} "
                                   "leases; complete or let them expire first")
-        task = self._next_task(seconds)
+        task = self._next_task(seconds, volunteer_id)
         if task is None:
             self.slots.release(volunteer_id, slot, lease_id)
             return None
@@ -104,10 +107,12 @@ class LeaseService:
             self.expected_seconds = spec.lease_seconds
         self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id, slot,
                         task.receipt, task.pin)
+        if task.evaluates is not None:
+            return self._evaluation_lease(replace(lease, base_version=task.evaluates, evaluates=task.evaluates), spec)
         upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
         batch_urls = [self.objects.public_url(batch_key(task.job_id, b)) for b in spec.task_batches(task.batch)]
         return {
-            "job_id": task.job_id, "task_id": f"{task.epoch}-{task.batch}", "epoch": task.epoch,
+            "kind": "train", "job_id": task.job_id, "task_id": f"{task.epoch}-{task.batch}", "epoch": task.epoch,
             "batch": task.batch, "base_version": base,
             "model_url": self.objects.public_url(model_key(task.job_id, base)),
             "batch_url": batch_urls[0], "batch_urls": batch_urls,  # local steps: one batch per step
@@ -118,26 +123,51 @@ class LeaseService:
             "spec": spec.public(),
         }
 
-    def _next_task(self, seconds: int) -> tuple[Task, JobMeta, JobSpec] | None:
+    def _evaluation_lease(self, lease: Lease, spec: JobSpec) -> dict[str, Any]:
+        """An evaluation task: the version's forward pass over the held-out batches; nothing to upload."""
+        urls = [self.objects.public_url(batch_key(lease.job_id, b)) for b in spec.held_out]
+        return {
+            "kind": "evaluate", "job_id": lease.job_id, "task_id": f"evaluate-{lease.evaluates}",
+            "epoch": lease.epoch, "batch": lease.batch, "base_version": lease.evaluates,
+            "model_url": self.objects.public_url(model_key(lease.job_id, lease.evaluates)),
+            "batch_url": urls[0], "batch_urls": urls,
+            "lease_token": self.signer.sign(lease), "lease_expires": lease.expires,
+            "heartbeat_seconds": max(1, spec.lease_seconds // 3),
+            "spec": spec.public(),
+        }
+
+    def _next_task(self, seconds: int, volunteer_id: str) -> tuple[Task, JobMeta, JobSpec] | None:
         """A task of a running job, received out of sight for `seconds`;
         tasks of deleted, finished or paused jobs and of folded batches met on
-        the way are dropped (resuming a job queues its epoch again)."""
+        the way are dropped (resuming a job queues its epoch again).
+        Evaluations are kept for a finished job (its last version's); one this
+        volunteer answered already goes back for another volunteer."""
         for _ in range(MAX_SKIPS):
             task = self.tasks.receive(seconds, self.policy.wait_seconds)
             if task is None:
                 return None
+            live = ("running", "finished") if task.evaluates is not None else ("running",)
             try:
                 meta = self.meta.get(task.job_id, max_age=self.policy.meta_max_age)
-                if meta.status != "running":  # drop a task only on a fresh read: the job may have just resumed
+                if meta.status not in live:  # drop a task only on a fresh read: the job may have just resumed
                     meta = self.meta.get(task.job_id)
                 spec = self.jobs.spec(task.job_id)
             except NotFound:
                 meta = None
-            if meta is None or meta.status != "running" or meta.is_folded(task.epoch, task.batch):
+            if meta is None or meta.status not in live or (task.evaluates is None
+                                                           and meta.is_folded(task.epoch, task.batch)):
                 self.tasks.delete(task.receipt)
+                continue
+            if task.evaluates is not None and self.evaluations.answered(task.job_id, task.evaluates, volunteer_id):
+                self._evaluate_later(task)
                 continue
             return task, meta, spec
         return None
+
+    def _evaluate_later(self, task: Task) -> None:
+        """The evaluation back on the queue, out of sight a while (for another volunteer)."""
+        self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1, delay=REQUEUE_DELAY_SECONDS)
+        self.tasks.delete(task.receipt)
 
     def heartbeat(self, job_id: str, token: Any) -> dict[str, Any]:
         """Extend a live lease by the job's lease seconds; a fresh token and a
@@ -156,13 +186,16 @@ class LeaseService:
             self.tasks.hide(record.receipt, spec.lease_seconds)
         except self.tasks.errors as err:
             raise Conflict(f"the task can no longer be extended: {err}")
+        extended = {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires}
+        if lease.evaluates is not None:
+            return extended
         # a fresh upload form: the first expires lease_seconds after the lease was taken
         upload = self.objects.presigned_post(gradient_key(job_id, lease.epoch, lease.batch, lease.lease_id),
                                              spec.gradient_bytes, spec.lease_seconds)
-        return {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires, "upload": upload}
+        return {**extended, "upload": upload}
 
     def complete(self, job_id: str, token: Any, loss: float, steps: int | None = None,
-                 backend: str = "", data: DataUsed | None = None) -> dict[str, Any]:
+                 backend: str = "", data: DataUsed | None = None, accuracy: float | None = None) -> dict[str, Any]:
         """Accept an uploaded gradient: verify, hand it to the fold, retire the task.
         `steps`: the local steps the volunteer ran, where the job lets it choose
         (all the task's batches when not given); `backend`: the TF.js backend
@@ -176,6 +209,10 @@ class LeaseService:
         """
         lease = self.signer.verify(token, job_id)
         spec = self.jobs.spec(job_id)
+        if lease.evaluates is not None:
+            return self._complete_evaluation(lease, spec, loss, accuracy)
+        if accuracy is not None:
+            raise BadRequest("accuracy is an evaluation task's answer; this lease is a training task")
         allowed = spec.steps_allowed(lease.batch)
         steps = allowed[-1] if steps is None else steps
         if steps not in allowed:
@@ -204,6 +241,29 @@ class LeaseService:
             self.counters.first_time(job_id, "data", record.volunteer_id)
         return {"accepted": True, "job_id": job_id, "epoch": lease.epoch, "batch": lease.batch}
 
+    def _complete_evaluation(self, lease: Lease, spec: JobSpec, loss: float,
+                             accuracy: float | None) -> dict[str, Any]:
+        """A volunteer's held-out loss (and accuracy) of the version: its claim (tasks/evaluations.py)."""
+        if accuracy is not None and not spec.classifies:
+            raise BadRequest(f"accuracy is reported only for a classifier's loss, not {spec.loss}")
+        moved, record = self.leases.transition(lease.job_id, lease.lease_id, "leased", "completed", loss=loss)
+        if not moved:
+            self._refuse(record)
+        try:
+            outcome = self.evaluations.settle(lease.job_id, spec, Claim(record.volunteer_id, loss, accuracy),
+                                              lease.evaluates)
+        except Conflict:  # this volunteer answered that version already: the task is someone else's
+            self._evaluate_later(Task(lease.job_id, lease.epoch, lease.batch, record.receipt,
+                                      evaluates=lease.evaluates))
+            self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
+            raise
+        try:
+            self.tasks.delete(record.receipt)
+        except self.tasks.errors as err:
+            log.warning("could not delete evaluation %s of %s: %s", lease.evaluates, lease.job_id, err)
+        self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
+        return {"accepted": True, "job_id": lease.job_id, "evaluates": lease.evaluates, "held_out": outcome}
+
     def release(self, job_id: str, token: Any, reason: str) -> dict[str, Any]:
         """Hand a leased task back at once (the volunteer cannot compute it): a
         fresh copy of its message is queued and the leased one deleted, so the
@@ -215,7 +275,10 @@ class LeaseService:
         moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "released", reason=reason)
         if not moved:
             self._refuse(record)
-        self.tasks.enqueue(job_id, lease.epoch, [lease.batch], pin=record.pin)
+        if lease.evaluates is not None:
+            self.tasks.enqueue_evaluation(job_id, lease.evaluates, 1)
+        else:
+            self.tasks.enqueue(job_id, lease.epoch, [lease.batch], pin=record.pin)
         try:
             self.tasks.delete(record.receipt)
         except self.tasks.errors as err:

@@ -30,6 +30,15 @@ class TaskQueue:
                 raise RuntimeError(f"SQS refused {len(failed)} task messages: {failed[0].get('Message')}")
         return len(entries)
 
+    def enqueue_evaluation(self, job_id: str, version: int, copies: int, delay: int = 0) -> None:
+        """Queue `copies` evaluation tasks of one version (each for a different
+        volunteer); `delay` keeps them out of sight that long first."""
+        entries = [{"Id": str(i), "MessageBody": Task.evaluation(job_id, version).message(), "DelaySeconds": delay}
+                   for i in range(copies)]
+        failed = self._sqs.send_message_batch(QueueUrl=self.url, Entries=entries).get("Failed", [])
+        if failed:
+            raise RuntimeError(f"SQS refused {len(failed)} evaluation messages: {failed[0].get('Message')}")
+
     def receive(self, visibility: int, wait: int) -> Task | None:
         """Take one task out of sight for `visibility` seconds, or None."""
         reply = self._sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=1,

@@ -20,18 +20,30 @@ def _load(cls: type, raw: Any) -> Any:
     return cls(**raw)
 
 
+# An evaluation task or lease has no epoch or batch: both are this.
+NO_BATCH = -1
+
+
 @dataclass(frozen=True)
 class Task:
-    """One (epoch, batch) of a job on the task queue; `receipt` is the SQS
-    receipt handle of the delivery that leased it."""
+    """One (epoch, batch) of a job on the task queue, or (`evaluates`) a
+    held-out evaluation of one version; `receipt` is the SQS receipt handle
+    of the delivery that leased it."""
 
     job_id: str
     epoch: int
     batch: int
     receipt: str = ""
     pin: int | None = None  # a replica check: compute on this version, not the newest
+    evaluates: int | None = None  # the version whose held-out loss is asked for
+
+    @classmethod
+    def evaluation(cls, job_id: str, version: int) -> "Task":
+        return cls(job_id, NO_BATCH, NO_BATCH, evaluates=version)
 
     def message(self) -> str:
+        if self.evaluates is not None:
+            return json.dumps({"job_id": self.job_id, "evaluates": self.evaluates})
         body: dict[str, Any] = {"job_id": self.job_id, "epoch": self.epoch, "batch": self.batch}
         if self.pin is not None:
             body["pin"] = self.pin
@@ -40,6 +52,8 @@ class Task:
     @classmethod
     def from_message(cls, body: str, receipt: str) -> "Task":
         data = json.loads(body)
+        if "evaluates" in data:
+            return replace(cls.evaluation(data["job_id"], int(data["evaluates"])), receipt=receipt)
         pin = data.get("pin")
         return cls(data["job_id"], int(data["epoch"]), int(data["batch"]), receipt, None if pin is None else int(pin))
 
@@ -58,9 +72,12 @@ class Lease:
     lease_id: str
     received: float
     expires: float
+    evaluates: int | None = None  # an evaluation lease: the version (base_version) to evaluate
 
     @classmethod
     def from_json(cls, raw: Any) -> "Lease":
+        if isinstance(raw, dict) and "evaluates" not in raw:
+            raw = {**raw, "evaluates": None}  # a token signed before evaluations existed
         return _load(cls, raw)
 
 
