@@ -21,6 +21,7 @@ wasm backend threaded (the page is cross-origin isolated) against one thread.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -137,10 +138,12 @@ def main() -> None:
 def threads_ratio(tasks: int) -> dict:
     """Threaded against single-threaded wasm: the demo's model (LSTM(128),
     sequence 40, batch 32) on TF.js's wasm backend in a cross-origin isolated
-    page, which loads the threaded SIMD binary at TF.js's default thread count,
-    and the same page with `?threads=1`. Ratio: steps/s threaded / single."""
+    page, which loads the threaded SIMD binary: at TF.js's default thread
+    count, with one thread per core (`?threads=N`) and with `?threads=1`.
+    Ratio: steps/s with a thread per core / single."""
     out = {}
-    for label, query in (("threaded", ""), ("single", "&threads=1")):
+    cores = os.cpu_count() or 1
+    for label, query in (("default", ""), ("threaded", f"&threads={cores}"), ("single", "&threads=1")):
         about: dict = {}
         reports = run(40, tasks, k=3, units=(128,), backend="wasm", query=query, about=about)
         out[label] = {**about, "tasks": len(reports),

@@ -80,14 +80,19 @@ def overhead_section(r: dict) -> list[str]:
                   "synchronous, so requests made from the worker waited for each step to end: 17 % then), and "
                   "the page asks for a text sample at most every 20 s (each takes the worker some 100 ms).", ""]
     if r.get("threads"):
-        t, one = r["threads"]["threaded"], r["threads"]["single"]
+        t, one, default = r["threads"]["threaded"], r["threads"]["single"], r["threads"]["default"]
         lines += [f"Threaded wasm (`--threads-only` reruns it): the demo's model (LSTM(128), sequence 40, batch "
                   f"32) on TF.js's wasm backend in the page, cross-origin isolated ({t['isolated']}), so TF.js "
-                  f"loads its threaded SIMD binary: {t['threads']}, compute median {t['compute_median']:.0f} ms "
-                  f"per task; the same page with `?threads=1` ({one['threads']}): {one['compute_median']:.0f} ms. "
+                  f"loads its threaded SIMD binary. With a thread per core (`?threads=N`, {t['threads']}): compute "
+                  f"median {t['compute_median']:.0f} ms per task; with `?threads=1`: {one['compute_median']:.0f} "
+                  f"ms; at TF.js's default ({default['threads']} here): {default['compute_median']:.0f} ms. "
                   f"Threaded / single-threaded steps per second: **{r['threads']['ratio']:.2f}x** on this "
-                  "2-core machine (at TF.js's default thread count, which the page shows).",
-                  ""]
+                  "2-core machine, where the local stack and the browser's other threads share the cores."
+                  + (" TF.js 4.22 loads its threaded SIMD binary here (the request log shows "
+                     "`tfjs-backend-wasm-threaded-simd.wasm`, and its pool of 8 pthread workers starts) but its "
+                     "`getThreadsCount()` says one thread however many `setThreadsCount` asks for, and the step "
+                     "times agree: the kernels run on one thread, so isolation buys no speed with this TF.js "
+                     "version on this machine." if t["threads"].startswith("1 ") else ""), ""]
     lines += ["An earlier version of the page asked the worker for an 80-character text sample every 3 s and "
               "wrote it by running the model over the whole window once per character, while the task in hand "
               "waited: at sequence 128 that showed up as ~2 s stalls in leases and uploads (p95), and at "
@@ -417,6 +422,36 @@ def jsdoop_section(step_s: float | None) -> list[str]:
         "qualitative claims: \"feasible and accurate\", \"high scalability\" | sections 1-4 above |", ""]
 
 
+def poison_section(r: dict) -> list[str]:
+    """bench/poison.py: held-out accuracy against the share of hostile volunteers, per rule and attack."""
+    shares = r["shares"]
+    lines = ["## 6. Poisoning", "",
+             f"`.venv/bin/python -m bench.poison`: the fold's own rules, Adam and norm bound train a softmax "
+             f"classifier ({r['tasks']} tasks × {r['epochs']} epochs, K gradients per update); each task's volunteer "
+             "is hostile with the probability given (its share of the identities). A cell is the final held-out "
+             f"accuracy; the clean run's is {r['clean']:.3f}, and a run survives within {r['tolerance']} of it. "
+             "docs/security.md says what this means for a job.", ""]
+    for attack, title in (("flip", "Sign flip at the norm bound"), ("noise", "Noise at the norm bound")):
+        for k, table in r["attacks"][attack].items():
+            lines += [f"{title}, K = {k}:", "", "| rule | " + " | ".join(f"{100 * s:.0f} %" for s in shares) + " |",
+                      "| --- |" + " ---: |" * len(shares)]
+            lines += [f"| {name} | " + " | ".join(f"{a:.2f}" for a in row) + " |" for name, row in table.items()]
+            lines.append("")
+    lines += ["The tail attack: one hostile volunteer holds each epoch's last lease until the rest is folded. "
+              f"With an epoch of {r['tasks'] + 1} tasks its gradient is the epoch's last update alone; with "
+              f"{r['tasks']}, a multiple of K (which a robust rule now requires), it is one of K:", "",
+              f"| rule | K | {r['tasks'] + 1} tasks | {r['tasks']} tasks |", "| --- | ---: | ---: | ---: |"]
+    for k, table in r["tail"].items():
+        lines += [f"| {name} | {k} | {t['tasks % K == 1']:.3f} | {t['tasks % K == 0']:.3f} |" for name, t in table.items()]
+    lines += ["", f"Target (median at K ≥ 8 survives 40 % of identities attacking with sign flips at the norm "
+              f"bound, and the tail attack): {'met' if r['target_met'] else '**not met**'}: the median survives "
+              f"sign flips up to {100 * r['median_survives']:.0f} %. With volunteers arriving at random an "
+              "update's hostile share varies around the identities' share, and the median fails as soon as "
+              "one update is half hostile; a cap on any one identity's or address's share of an update "
+              "needs identities that cost something (not built yet).", ""]
+    return lines
+
+
 def describe(machine: dict) -> str:
     return (f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; Python {machine.get('python', '?')}, "
             f"Node {machine.get('node', '?')}, {machine.get('chromium', '?')}; run on {machine.get('date', '?')}")
@@ -429,7 +464,7 @@ def main() -> None:
     args = p.parse_args()
     docs = args.out.parent / "benchmarks"
     parts = {name: load(args.results, name) for name in ("overhead", "scaling", "wasted", "fold", "fold_throughput",
-                                                          "cost", "quality")}
+                                                          "cost", "quality", "poison")}
     machines: dict[str, list[str]] = {}  # a machine's description -> the results measured on it
     for name, r in parts.items():
         if r:
@@ -460,6 +495,8 @@ def main() -> None:
     if parts["quality"]:
         lines += quality_section(parts["quality"], docs)
     lines += jsdoop_section(step_s)
+    if parts["poison"]:
+        lines += poison_section(parts["poison"])
     if missing:
         lines += [f"Not yet measured: {', '.join(missing)}.", ""]
     args.out.write_text("\n".join(lines))

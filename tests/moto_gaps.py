@@ -66,6 +66,10 @@ class _Created:
         return self.attributes[attribute_name]
 
     @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
+        return cls.make(resource_name, cloudformation_json["Properties"], account_id, region_name)
+
+    @classmethod
     def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json,
                                         account_id, region_name):
         return original_resource
@@ -85,8 +89,8 @@ class Distribution(_Created, CloudFormationModel):
     TYPE, ATTRIBUTES = "AWS::CloudFront::Distribution", ("DomainName", "Id")
 
     @classmethod
-    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
-        config = _api_form(cloudformation_json["Properties"]["DistributionConfig"])
+    def make(cls, resource_name, props, account_id, region_name):
+        config = _api_form(props["DistributionConfig"])
         config["CallerReference"] = f"{resource_name}-{uuid.uuid4()}"
         backend = cloudfront_backends[account_id]["aws"]
         dist, _, _ = backend.create_distribution(config, tags=[])
@@ -98,9 +102,9 @@ class OriginAccessControl(_Created, CloudFormationModel):
     TYPE, ATTRIBUTES = "AWS::CloudFront::OriginAccessControl", ("Id",)
 
     @classmethod
-    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
+    def make(cls, resource_name, props, account_id, region_name):
         backend = cloudfront_backends[account_id]["aws"]
-        control = backend.create_origin_access_control(cloudformation_json["Properties"]["OriginAccessControlConfig"])
+        control = backend.create_origin_access_control(props["OriginAccessControlConfig"])
         return cls(control.id, {"Id": control.id}, lambda: backend.delete_origin_access_control(control.id))
 
 
@@ -108,7 +112,7 @@ class ResponseHeadersPolicy(_Created, CloudFormationModel):
     TYPE, ATTRIBUTES = "AWS::CloudFront::ResponseHeadersPolicy", ("Id",)
 
     @classmethod
-    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
+    def make(cls, resource_name, props, account_id, region_name):
         policy_id = str(uuid.uuid4())
         return cls(policy_id, {"Id": policy_id})
 
@@ -117,8 +121,7 @@ class Secret(_Created, CloudFormationModel):
     TYPE = "AWS::SecretsManager::Secret"
 
     @classmethod
-    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
-        props = cloudformation_json["Properties"]
+    def make(cls, resource_name, props, account_id, region_name):
         backend = secretsmanager_backends[account_id][region_name]
         length = props.get("GenerateSecretString", {}).get("PasswordLength", 32)
         made = backend.create_secret(name=props["Name"], secret_string=secrets.token_urlsafe(length)[:length],
@@ -134,8 +137,7 @@ class BucketPolicy(_Created, CloudFormationModel):
     TYPE = "AWS::S3::BucketPolicy"
 
     @classmethod
-    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
-        props = cloudformation_json["Properties"]
+    def make(cls, resource_name, props, account_id, region_name):
         backend = s3_backends[account_id]["aws"]
         backend.put_bucket_policy(props["Bucket"], json.dumps(props["PolicyDocument"]).encode())
         def remove() -> None:  # CloudFormation deletes a policy before its bucket; moto in any order
@@ -148,8 +150,7 @@ class Alarm(_Created, CloudFormationModel):
     TYPE = "AWS::CloudWatch::Alarm"
 
     @classmethod
-    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
-        p = cloudformation_json["Properties"]
+    def make(cls, resource_name, p, account_id, region_name):
         backend = cloudwatch_backends[account_id][region_name]
         backend.put_metric_alarm(
             name=p["AlarmName"], namespace=p["Namespace"], metric_name=p["MetricName"],

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 from chalicelib.fold.strategies import make_strategy
+from chalicelib.jobs.schema import MIN_ROBUST_GRADIENTS
+from tests.harness import Dataset
 from chalicelib.errors import BadRequest
 
 
@@ -57,3 +59,37 @@ def test_clipping_caps_each_gradient_norm():
 def test_bad_aggregation_settings(raw, message):
     with pytest.raises(BadRequest, match=message):
         make_strategy(raw)
+
+
+@pytest.mark.parametrize("aggregation", ["median", {"name": "trimmed_mean", "trim": 0.2},
+                                         {"name": "clipped_mean", "clip_norm": 1.0}])
+def test_a_robust_rule_applies_to_every_update_or_the_job_is_refused(harness, aggregation):
+    """K at least MIN_ROBUST_GRADIENTS and an epoch's tasks a multiple of K: the
+    epoch's last update is never a lone (hostile) gradient (bench/poison.py's tail attack)."""
+    from tests.harness import job_body
+
+    def reply(batches, k, **extra):
+        body = job_body(Dataset.generate(batches=batches, batch_size=4), aggregation=aggregation,
+                        gradients_per_update=k, **extra)
+        return harness.admin("POST", "/jobs", body)
+
+    few = reply(10, MIN_ROBUST_GRADIENTS - 1)
+    assert few.status_code == 400 and b"at least 5" in few.body
+    tail = reply(11, 5)
+    assert tail.status_code == 400 and b"multiple of gradients_per_update (5)" in tail.body and b"use 10 or 15" in tail.body
+    steps = reply(22, 5, local_steps={"steps": 2, "optimizer": {"name": "sgd", "learning_rate": 0.1}})
+    assert steps.status_code == 400 and b"epoch's tasks (11 of 2 batches)" in steps.body
+    assert reply(10, 5).status_code == 201
+    assert harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=11, batch_size=4),
+                                                   gradients_per_update=2)).status_code == 201  # mean: any K
+
+
+def test_every_update_of_a_robust_job_folds_k_gradients(harness):
+    ds = Dataset.generate(batches=10, batch_size=4)
+    job = harness.create_job(ds, aggregation="median", gradients_per_update=5, epochs=2, staleness=10)
+    while (task := harness.lease("a")) is not None:
+        assert harness.work(task).status_code == 200
+        harness.deliver()
+    status = harness.status(job)
+    assert status["status"] == "finished" and status["version"] == 4  # 2 epochs x 10 tasks / K
+    assert all(entry["samples"] == 5 * 4 for entry in status["history"][1:])

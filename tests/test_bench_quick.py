@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crowdtrain.paths import ROOT
-SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "scaling", "wasted", "quality"]
+SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "scaling", "wasted", "quality", "poison"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,6 @@ def test_report_builds_from_the_results(results, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     for heading in ("Task overhead", "Scaling", "Wasted work", "Fold capacity", "Fold throughput", "dollars",
-                    "Learning quality", "JSDoop"):
+                    "Learning quality", "JSDoop", "Poisoning"):
         assert heading in text
     assert (tmp_path / "benchmarks" / "scaling.png").stat().st_size > 1000

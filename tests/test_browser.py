@@ -86,8 +86,9 @@ def test_dashboard_plots_the_job(stack, page):
     job = max(jobs, key=lambda j: j["version"])["job_id"]
     page.goto(f"{stack.web}dashboard.html?job={job}")
     page.wait_for_function("document.getElementById('summary').textContent.includes('version')", timeout=20_000)
-    assert page.locator("canvas").count() == 3
+    assert page.locator("canvas").count() == 4  # versions, training loss, held-out loss, throughput
     assert int(page.inner_text("#batches").split("/")[0]) >= 20
+    assert page.inner_text("#held-out") == "not measured: the job has no held-out data"
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
 
@@ -235,7 +236,8 @@ def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(ow
     from crowdtrain.jobs.digits import DigitsCNN
 
     job = own_stack.cli("create", "--template", "digits-cnn", "--epochs", "6", "--learning-rate", "0.01",
-                        "--staleness", "4").stdout.strip().splitlines()[-1]
+                        "--staleness", "4", "--held-out", "9", "--evaluate-every", "40",
+                        "--evaluation-copies", "1").stdout.strip().splitlines()[-1]
     model = DigitsCNN()
     _, (hx, hy) = model.split(0)
     hx, hy = model.batches(hx, hy)
@@ -243,7 +245,8 @@ def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(ow
         w.astype("<f4").tobytes() for w in model.initial_weights()), (model.batch_file(hx[b], hy[b])
                                                                       for b in range(len(hx))), start=False)
     page.goto(f"{own_stack.web}?autostart&volunteer=cnn")
-    status = own_stack.wait_for(job, lambda s: s["status"] == "finished", timeout=600)
+    status = own_stack.wait_for(job, lambda s: s["status"] == "finished" and s["held_out"]
+                                and s["held_out"][-1]["version"] == s["version"], timeout=600)
     chosen = page.inner_text("#backend-active")
     assert chosen in ("webgl", "cpu") and "Conv2DBackpropFilter" in page.inner_text("#backend-detail"), chosen
     [[loss, accuracy]] = node("evaluate.mjs", payload={
@@ -251,6 +254,14 @@ def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(ow
         "model_urls": [f"{own_stack.web}jobs/{job}/versions/{status['version']:08d}/model.json"],
         "eval_urls": [f"{own_stack.web}jobs/{held_out}/data/batch-{b:06d}.bin" for b in range(len(hx))]})
     assert accuracy >= 0.90, (loss, accuracy, status["version"])
+    # the page's own held-out check of the last version (an evaluation task) says the same
+    checked = status["held_out"][-1]
+    assert [h["version"] for h in status["held_out"]][0] == 0
+    assert checked["accuracy"] == pytest.approx(accuracy, abs=1e-6) and checked["loss"] == pytest.approx(loss, rel=1e-4)
+    assert f"accuracy {100 * accuracy:.1f}%" in own_stack.cli("watch", job, "--once").stdout
+    page.goto(f"{own_stack.web}dashboard.html?job={job}")
+    page.wait_for_function("document.getElementById('held-out').textContent.includes('accuracy')")
+    assert f"at version {status['version']}" in page.inner_text("#held-out")
 
 
 def test_a_keras3_cnn_imports_trains_in_the_browser_and_exports_to_a_file_keras3_evaluates(own_stack, page, tmp_path):

@@ -59,6 +59,11 @@ def divided(total: Gradient, weight: int) -> Gradient:
 
 
 class Strategy(Named):
+    # A robust rule bounds what a minority of one update's gradients can do,
+    # so every update must have its K (jobs/schema.py: K at least
+    # MIN_ROBUST_GRADIENTS, an epoch's tasks a multiple of K).
+    robust = False
+
     def aggregate(self, gradients: Iterable[Gradient]) -> Gradient:
         """Combine gradients (each a list of tensors in manifest order), read
         one at a time from the iterable."""
@@ -109,6 +114,7 @@ class Median(Strategy):
     """Coordinate-wise median: robust while fewer than half are hostile."""
 
     name = "median"
+    robust = True
 
     def aggregate(self, gradients):
         return [np.median(t, axis=0).astype(np.float32) for t in _stacked(gradients)]
@@ -122,6 +128,7 @@ class TrimmedMean(Strategy):
     of smallest values (at least one each side once there are three or more)."""
 
     name = "trimmed_mean"
+    robust = True
     limits = {"trim": Range(0, 0.5, high_open=True)}
 
     def __init__(self, trim: float = 0.2):
@@ -145,6 +152,7 @@ class ClippedMean(RunningSum):
     """Mean of gradients each scaled down to a global L2 norm of at most `clip_norm`."""
 
     name = "clipped_mean"
+    robust = True
     limits = {"clip_norm": Range(0, 1e12, low_open=True)}
 
     def __init__(self, clip_norm: float):

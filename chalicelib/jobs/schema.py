@@ -28,6 +28,8 @@ JOB_FIELDS = ("name", "model", "loss", "dataset", "optimizer", "gradients_per_up
               "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication", "local_steps",
               "fold_groups", "evaluation")
 MAX_LOCAL_STEPS = 1024
+# The fewest gradients an update under a robust rule may take (a median of 5 outvotes 2).
+MIN_ROBUST_GRADIENTS = 5
 # Held-out batches one evaluation task covers (a volunteer downloads them all),
 # and the most volunteers an evaluation may ask to agree.
 MAX_HELD_OUT_BATCHES = 64
@@ -80,7 +82,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
     fold_groups = _fold_groups(body, strategy, replication)
     if fold_memory_bytes is not None:
         _check_fold_memory(sum(s.size for s in weight_specs), k, strategy, optimizer, fold_memory_bytes)
-    return JobSpec(
+    spec = JobSpec(
         name=validate.text(body, "name", "job"),
         topology=topology, weight_specs=weight_specs, loss=loss, dataset=dataset,
         optimizer={"name": optimizer.name, **optimizer.settings()},
@@ -98,6 +100,26 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
         fold_groups=fold_groups,
         evaluation=_evaluation(body.get("evaluation"), dataset, max_batches),
     )
+    _check_robust(spec, strategy)
+    return spec
+
+
+def _check_robust(spec: JobSpec, strategy: Any) -> None:
+    """A robust rule applies to every update: K large enough to outvote a
+    minority, and an epoch's tasks a multiple of K, so that its last update
+    is never a handful of gradients (one hostile volunteer holding the last
+    lease would otherwise be a whole update: bench/poison.py's tail attack)."""
+    if not strategy.robust:
+        return
+    k, tasks = spec.gradients_per_update, spec.tasks_per_epoch
+    if k < MIN_ROBUST_GRADIENTS:
+        raise BadRequest(f"aggregation {strategy.name} needs gradients_per_update of at least "
+                         f"{MIN_ROBUST_GRADIENTS}, so that each update outvotes a few hostile gradients")
+    if tasks % k:
+        per_task = f" of {spec.steps} batches" if spec.steps > 1 else ""
+        raise BadRequest(f"aggregation {strategy.name} needs an epoch's tasks ({tasks}{per_task}) to be a multiple "
+                         f"of gradients_per_update ({k}), so that its last update has {k} gradients too: use "
+                         f"{tasks - tasks % k} or {tasks + k - tasks % k} tasks")
 
 
 def _fold_groups(body: dict[str, Any], strategy: Any, replication: Replication) -> int:

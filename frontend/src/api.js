@@ -42,9 +42,9 @@ export class Api {
    * `backend`: the TF.js backend that computed it; `data`: {down, up}, the bytes the page used
    * since its last completion. Any of them may be undefined (left out).
    */
-  complete(jobId, token, { loss, steps, backend, data }) {
+  complete(jobId, token, { loss, steps, backend, data, accuracy }) {
     return this.call('POST', '/tasks/complete', { job_id: jobId, lease_token: token, loss, steps, backend,
-      bytes_down: data?.down, bytes_up: data?.up });
+      bytes_down: data?.down, bytes_up: data?.up, accuracy });
   }
 
   /** Hand a task back: `reason` is compute_error, no_backend or stopped (chalicelib/tasks/leases.py). */

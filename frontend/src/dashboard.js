@@ -6,7 +6,8 @@ import { INDEX_URL, poll, readDocument, statusUrl } from './status.js';
 const $ = (id) => document.getElementById(id);
 const charts = {
   versions: lineChart($('version-chart'), 'version', { xLabel: 'seconds', color: '#2f855a' }),
-  loss: lineChart($('loss-chart'), 'loss'),
+  loss: lineChart($('loss-chart'), 'training loss'),
+  heldOut: lineChart($('held-out-chart'), 'held-out loss', { color: '#c53030' }),
   rate: lineChart($('rate-chart'), 'samples / min', { xLabel: 'seconds', color: '#b7791f' }),
 };
 let jobId = new URLSearchParams(location.search).get('job');
@@ -46,6 +47,15 @@ function dataUsed({ bytes_down: down = 0, bytes_up: up = 0, data_reports: report
     `${kilobytes((down + up) / volunteers)} (${volunteers} volunteers)`];
 }
 
+/** The newest accepted held-out figures: "loss 1.234, accuracy 91.2 % at version 40 (2 volunteers agreed)". */
+export function heldOutSummary(job) {
+  if (!job.spec.evaluation) return 'not measured: the job has no held-out data';
+  const last = job.held_out.at(-1);
+  if (!last) return `none agreed yet (every ${job.spec.evaluation.every} versions, ${job.spec.evaluation.copies} volunteers)`;
+  const accuracy = last.accuracy === null ? '' : `, accuracy ${(100 * last.accuracy).toFixed(1)} %`;
+  return `loss ${last.loss.toFixed(4)}${accuracy} at version ${last.version} (${last.volunteers} volunteers agreed)`;
+}
+
 function show(job) {
   if (!job) { $('summary').textContent = `job ${jobId} has not started`; return; }
   const total = job.spec.dataset.batches * job.spec.epochs;
@@ -66,6 +76,8 @@ function show(job) {
   const t0 = h.length ? h[0].time : 0;
   charts.versions.update(h.map((p) => p.time - t0), h.map((p) => p.version));
   charts.loss.update(h.map((p) => p.version), h.map((p) => p.loss));
+  charts.heldOut.update(job.held_out.map((p) => p.version), job.held_out.map((p) => p.loss));
+  $('held-out').textContent = heldOutSummary(job);
   // samples per minute over a sliding window of 5 versions
   const rates = h.slice(5).map((p, i) => (60 * h.slice(i + 1, i + 6).reduce((n, q) => n + q.samples, 0)) / Math.max(1e-3, p.time - h[i].time));
   charts.rate.update(h.slice(5).map((p) => p.time - t0), rates);

@@ -203,7 +203,8 @@ export class VolunteerLoop {
     const lease = { task, token: task.lease_token, beat: t.start, t, expiresAt: task.lease_expires * 1000 };
     this.held.add(lease);
     try {
-      const urls = task.spec.local_steps ? task.batch_urls.slice(0, this.stepsFor(task)) : [task.batch_url];
+      const urls = task.kind === 'evaluate' ? task.batch_urls // the held-out batches
+        : task.spec.local_steps ? task.batch_urls.slice(0, this.stepsFor(task)) : [task.batch_url];
       [lease.batches] = await Promise.all([Promise.all(urls.map((url) => fetchBytes(url, this.fetchImpl))),
         this.trainer.warm?.(task)]); // a trainer in another thread may fetch the version ahead
     } catch (err) {
@@ -256,6 +257,12 @@ export class VolunteerLoop {
       lease.fetched = await this.trainer.prepare(task);
       t.computing = now();
       await this.heartbeat();
+      if (task.kind === 'evaluate') { // a forward pass over the held-out batches; nothing is trained
+        const answer = await this.trainer.heldOut(batches, task.spec);
+        t.compute = now();
+        if (!Number.isFinite(answer.loss)) throw new Error(`held-out loss is ${answer.loss}; not reporting it`);
+        return answer;
+      }
       const result = task.spec.local_steps ? await this.trainer.localSteps(batches, task.spec, beat)
         : await this.trainer.gradient(batches[0], task.spec, beat);
       t.compute = now();
@@ -278,7 +285,9 @@ export class VolunteerLoop {
   }
 
   /** Encode, upload and complete a task's result; then its lease is no longer held. */
-  async deliver(lease, { loss, grads }) {
+  async deliver(lease, result) {
+    if (lease.task.kind === 'evaluate') return this.answer(lease, result);
+    const { loss, grads } = result;
     const { task, batches, t } = lease;
     try {
       const body = getCodec(task.spec.codec).encode(grads);
@@ -311,6 +320,26 @@ export class VolunteerLoop {
           total: t.complete - t.start, between: t.start - t.before,
         },
       });
+    } finally {
+      this.held.delete(lease);
+    }
+  }
+
+  /** Complete an evaluation task with its held-out loss (and accuracy): nothing to upload. */
+  async answer(lease, { loss, accuracy }) {
+    const { task, t } = lease;
+    try {
+      await this.persist(lease, () => this.api.complete(task.job_id, lease.token, {
+        loss, accuracy, backend: this.trainer.backends?.get(task.job_id), data: this.dataSince() }));
+      this.streaks.delete(task.job_id);
+      this.report({ type: 'evaluated', jobId: task.job_id, version: task.base_version, loss, accuracy,
+        ms: { compute: t.compute - t.computing, total: now() - t.start } });
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 409 || err.status === 410)) {
+        this.report({ type: 'lost', jobId: task.job_id, message: err.message });
+        return;
+      }
+      throw err;
     } finally {
       this.held.delete(lease);
     }

@@ -57,4 +57,6 @@ export class RemoteTrainer {
   gradient(batch, spec) { return this.call('gradient', [batch, spec]); }
 
   localSteps(batches, spec) { return this.call('localSteps', [batches, spec]); }
+
+  heldOut(batches, spec) { return this.call('heldOut', [batches, spec]); }
 }

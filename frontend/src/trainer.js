@@ -4,6 +4,9 @@ import { fetchBytes } from './api.js';
 
 // A batch file's value types (chalicelib/spec.py BATCH_DTYPES). TF.js has no
 // uint8 tensors: uint8 token ids become int32 tensors.
+// Losses whose predictions are class scores: a held-out evaluation reports accuracy for these.
+export const CLASSIFIER_LOSSES = ['sparseCategoricalCrossentropy', 'categoricalCrossentropy'];
+
 export const TYPED = { int32: Int32Array, float32: Float32Array, uint8: Uint8Array };
 const TENSOR_DTYPE = { int32: 'int32', float32: 'float32', uint8: 'int32' };
 // The server writes every version as model.json + this one shard (chalicelib/weights.py).
@@ -214,6 +217,16 @@ export class Trainer {
     const { tf } = this;
     return microBatches(parseBatch(batchBytes, spec.dataset), spec.dataset).reduce((sum, { x, y, share }) => sum + share * tf.tidy(
       () => tf.equal(this.model.predict(this.inputs(x)).argMax(-1), this.inputs(y).toInt()).toFloat().mean().dataSync()[0]), 0);
+  }
+
+  /**
+   * A held-out evaluation task's answer: the mean loss over its batches and,
+   * for a classifier, the mean accuracy (chalicelib/tasks/evaluations.py).
+   */
+  async heldOut(batches, spec) {
+    const mean = (f) => batches.reduce((sum, b) => sum + f(b), 0) / batches.length;
+    const loss = mean((b) => this.evaluate(b, spec));
+    return CLASSIFIER_LOSSES.includes(spec.loss) ? { loss, accuracy: mean((b) => this.accuracy(b, spec)) } : { loss };
   }
 
   /** The mean loss of a batch, no gradient (validation), a micro-batch at a time. */

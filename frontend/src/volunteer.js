@@ -29,7 +29,7 @@ const lossChart = lineChart($('loss-chart'), 'loss', { yLabel: 'loss (nats)' });
 const THANKS = 'This job is finished: thank you for helping train it! The page waits for the next job.';
 let jobFinished = false; // the job shown has finished: the page thanks the volunteer instead of waiting
 // The last tasks' timings and the data meter, for people curious in the console, bench/overhead.py and the tests.
-window.crowdtrain = { tasks: [], meter };
+window.crowdtrain = { tasks: [], evaluations: [], meter };
 
 const params = new URLSearchParams(location.search);
 // ?volunteer=NAME names this page (headless swarms run several in one browser profile).
@@ -68,7 +68,14 @@ function onReport({ data }) {
           + (data.isolated ? '' : ' (page not cross-origin isolated)');
       }
       break;
-    case 'leased': $('state').textContent = `working on job ${data.jobId}, batch ${data.batch}`; jobId = data.jobId; break;
+    case 'leased':
+      $('state').textContent = data.batch < 0 ? `checking version ${data.version} of job ${data.jobId} on held-out data`
+        : `working on job ${data.jobId}, batch ${data.batch}`;
+      jobId = data.jobId;
+      break;
+    case 'evaluated':
+      window.crowdtrain.evaluations = [...window.crowdtrain.evaluations.slice(-99), data];
+      break;
     case 'task':
       window.crowdtrain.tasks = [...window.crowdtrain.tasks.slice(-999), data];
       stats.tasks += 1;

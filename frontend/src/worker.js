@@ -102,6 +102,10 @@ const methods = {
     seed = firstSequence(batch, spec) || seed;
     return result;
   },
+  heldOut: async (batches, spec) => {
+    await chooseFor(lastTask, batches[0]);
+    return trainer.heldOut(batches, spec);
+  },
   localSteps: async (batches, spec) => {
     await chooseFor(lastTask, batches[0]);
     const result = await trainer.localSteps(batches, spec);

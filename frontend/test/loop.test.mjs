@@ -420,3 +420,28 @@ test('a stop that cancels the trainer hands its task back as stopped, not as a f
   assert.deepEqual(reports.map((r) => r.type), ['leased', 'stopped']);
   assert.equal(loop.streaks.size, 0);
 });
+
+test('an evaluation task downloads the held-out batches, uploads nothing and completes with loss and accuracy', async () => {
+  const { calls, api, fetchImpl } = fakes({
+    complete: async (jobId, token, body) => { calls.push(`complete ${token} ${JSON.stringify(body)}`); return {}; },
+  });
+  const evaluation = { ...task, kind: 'evaluate', epoch: -1, batch: -1, upload: undefined,
+    batch_urls: ['http://cdn/held-1', 'http://cdn/held-2'], batch_url: 'http://cdn/held-1' };
+  api.lease = async () => { calls.push('lease'); return evaluation; };
+  const seen = [];
+  const trainer = {
+    prepare: async () => 'cached',
+    heldOut: async (batches, s) => { seen.push(batches.length, s); return { loss: 1.25, accuracy: 0.75 }; },
+    gradient: () => { throw new Error('an evaluation trains nothing'); },
+  };
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v' });
+  await loop.once();
+  assert.deepEqual(seen, [2, spec]);
+  assert.deepEqual(calls.filter((c) => !c.startsWith('heartbeat')), ['lease', 'GET http://cdn/held-1', 'GET http://cdn/held-2',
+    'complete t1+ {"loss":1.25,"accuracy":0.75}']);
+  const done = reports.find((r) => r.type === 'evaluated');
+  assert.equal(done.version, 7);
+  assert.equal(done.accuracy, 0.75);
+  assert.equal(loop.held.size, 0);
+});

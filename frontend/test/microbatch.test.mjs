@@ -37,3 +37,15 @@ test('a gradient computed a micro-batch at a time is the whole batch\'s gradient
   whole.grads.forEach((g, k) => g.forEach((v, j) => assert.ok(Math.abs(parts.grads[k][j] - v) < 1e-6, `weight ${k}[${j}]`)));
   assert.ok(Math.abs(t.evaluate(batch, spec(2)) - t.evaluate(batch, spec(8))) < 1e-6);
 });
+
+test('a held-out answer is the mean loss over the batches, and the mean accuracy for a classifier', async () => {
+  const t = trainer();
+  const other = Uint8Array.from(batch, (v, i) => (v + i) % VOCAB);
+  const answer = await t.heldOut([batch, other], spec(8));
+  const loss = (t.evaluate(batch, spec(8)) + t.evaluate(other, spec(8))) / 2;
+  const accuracy = (t.accuracy(batch, spec(8)) + t.accuracy(other, spec(8))) / 2;
+  assert.ok(Math.abs(answer.loss - loss) < 1e-6 && Math.abs(answer.accuracy - accuracy) < 1e-9);
+  assert.ok(answer.loss > 0 && answer.accuracy >= 0 && answer.accuracy <= 1);
+  t.evaluate = () => 2; // a regression model's loss: no accuracy is reported
+  assert.deepEqual(await t.heldOut([batch], { ...spec(8), loss: 'meanSquaredError' }), { loss: 2 });
+});

@@ -61,7 +61,12 @@ def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iter
     x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
     spec = model.job_spec(args.batches, args.micro_batch, **_hyper(args))
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
-    return spec, weights, (model.batch_file(x[b], y[b]) for b in range(args.batches))
+    held = []
+    if args.held_out:
+        hx, hy = model.batches(kjv_text(args.held_out_passage), args.held_out, seed=args.seed + 1)
+        held = [model.batch_file(hx[b], hy[b]) for b in range(len(hx))]
+    return spec, weights, itertools.chain((model.batch_file(x[b], y[b]) for b in range(args.batches)),
+                                          _held_out(args, spec, held))
 
 
 def digits_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
@@ -69,11 +74,16 @@ def digits_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterato
     from crowdtrain.jobs.digits import DigitsCNN
 
     model = DigitsCNN(batch_size=args.batch_size)
-    (x, y), _ = model.split(args.seed)
+    (x, y), (hx, hy) = model.split(args.seed)
     xb, yb = model.batches(x, y, args.batches)
     spec = model.job_spec(len(xb), **_hyper(args))
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
-    return spec, weights, (model.batch_file(xb[b], yb[b]) for b in range(len(xb)))
+    held = []
+    if args.held_out:
+        hxb, hyb = model.batches(hx, hy, args.held_out)
+        held = [model.batch_file(hxb[b], hyb[b]) for b in range(len(hxb))]
+    return spec, weights, itertools.chain((model.batch_file(xb[b], yb[b]) for b in range(len(xb))),
+                                          _held_out(args, spec, held))
 
 
 def model_json_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
@@ -88,7 +98,15 @@ def model_json_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Ite
     dataset = json.loads((Path(args.dataset) / "dataset.json").read_text())
     spec = {"name": args.name or path.parent.name, "model": document, "loss": args.loss,
             "dataset": {"batches": len(files), **dataset}, **_hyper(args)}
-    return spec, weights, (f.read_bytes() for f in files)
+    held = [f.read_bytes() for f in sorted(Path(args.dataset).glob("held-out-*.bin"))]
+    return spec, weights, itertools.chain((f.read_bytes() for f in files), _held_out(args, spec, held))
+
+
+def _held_out(args: argparse.Namespace, spec: dict[str, Any], files: list[bytes]) -> list[bytes]:
+    """Held-out batch files, uploaded after the training ones, and the spec's evaluation setting for them."""
+    if files:
+        spec["evaluation"] = {"batches": len(files), "every": args.evaluate_every, "copies": args.evaluation_copies}
+    return files
 
 
 def _hyper(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,8 +156,18 @@ def describe(status: dict[str, Any]) -> str:
         per_batch = span / max(1, status["batches_done"] - 1)
         eta = f"{per_batch * (total - status['batches_done']):.0f}s"
     return (f"{status['job_id']} {status['status']:<9} version {status['version']:>5}  epoch "
-            f"{status['epoch']}/{spec['epochs']}  batches {status['batches_done']}/{total}  loss {loss}  "
-            f"volunteers {status['active_volunteers']}  discarded {sum(status['discarded'].values())}  eta {eta}")
+            f"{status['epoch']}/{spec['epochs']}  batches {status['batches_done']}/{total}  training loss "
+            f"(reported) {loss}{held_out(status)}  volunteers {status['active_volunteers']}  "
+            f"discarded {sum(status['discarded'].values())}  eta {eta}")
+
+
+def held_out(status: dict[str, Any]) -> str:
+    """The newest held-out figures volunteers agreed on, for `watch`."""
+    if not status.get("held_out"):
+        return ""
+    last = status["held_out"][-1]
+    accuracy = "" if last["accuracy"] is None else f" accuracy {100 * last['accuracy']:.1f}%"
+    return f"  held-out loss (checked, v{last['version']}) {last['loss']:.4f}{accuracy}"
 
 
 JOB_COLUMNS = (("job_id", "JOB"), ("name", "NAME"), ("status", "STATUS"), ("version", "VERSION"),
@@ -335,6 +363,14 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
                         help="volunteers compute each batch this many sequences at a time (local accumulation)")
     parser.add_argument("--passage", default="gen1:1-jude1:25",
                         help="KJV passage for the corpus (default: all but Revelation, left for held-out checks)")
+    parser.add_argument("--held-out", type=int, default=0,
+                        help="N > 0: N held-out batches (char-lstm: of --held-out-passage; digits-cnn: of the images "
+                             "never trained on; --model: the dataset folder's held-out-NNNNNN.bin files) whose loss "
+                             "volunteers check every --evaluate-every versions")
+    parser.add_argument("--held-out-passage", default="rev1:1-rev22:21", help="KJV passage of the held-out batches")
+    parser.add_argument("--evaluate-every", type=int, default=10, help="versions between held-out checks")
+    parser.add_argument("--evaluation-copies", type=int, default=2,
+                        help="volunteers who must agree on a held-out figure before it is shown (1 trusts one)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("-k", "--gradients-per-update", type=int, default=1,
                         help="gradients folded into each update, K (paper's stand-alone example: 3)")
@@ -384,7 +420,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--web-port", type=int, default=8080, help="the pages' port (0: any free one)")
     p.add_argument("--verbose", action="store_true", help="print every API request (the access log)")
     p.add_argument("--status-every", type=float, default=10, help="print the demo job's status every N s (0: never)")
-    p.set_defaults(func=local)
+    # the demo checks its held-out loss every 25 versions; one volunteer's answer is shown (a demo has one)
+    p.set_defaults(func=local, held_out=4, evaluate_every=25, evaluation_copies=1)
 
     p = sub.add_parser("create", help="create (and start) a job")
     _job_options(p)

@@ -1,0 +1,157 @@
+"""Poisoning: which share of hostile volunteers each aggregation rule survives.
+
+The fold's own code (chalicelib/fold/strategies.py, the Adam of
+chalicelib/fold/optimizers.py, the gradient norm bound of
+model/gradients.py) trains a softmax classifier (20 features, 10 classes of
+Gaussian clusters; clean held-out accuracy about 0.9) for EPOCHS epochs of
+TASKS tasks, K gradients per update (8 and 16). Each task's volunteer is hostile with
+probability `share` (its share of the identities), so an update's hostile
+count varies as it would with volunteers arriving at random. Attacks:
+
+- sign flip at the norm bound: minus the honest mean direction, scaled to the
+  job's max_grad_norm (the largest a gradient may be and still pass);
+- scaled noise: a random direction at the norm bound;
+- the tail: one hostile volunteer holds the lease of each epoch's last task
+  until the rest of the epoch is folded, so that (where the epoch's tasks
+  are not a multiple of K) the epoch's last update is its gradient alone:
+  run with TASKS % K == 1, as jobs could be before robust rules required a
+  multiple of K, and with TASKS a multiple of K, as they must be now.
+
+A run survives when its final held-out accuracy is within 0.05 of the clean
+run's. Mean is not robust; median, trimmed mean (0.2) and clipped mean (at
+the honest gradients' median norm) are. Results go to docs/security.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bench import common
+from chalicelib.fold.optimizers import make_optimizer
+from chalicelib.fold.strategies import make_strategy
+
+FEATURES, CLASSES, BATCH = 20, 10, 32
+KS, TASKS, EPOCHS = (8, 16), 64, 4  # K gradients per update; the tasks of an epoch, a multiple of each K
+MAX_GRAD_NORM = 10.0  # the job's bound: a hostile gradient may be this large and still pass
+SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5)
+TOLERANCE = 0.05
+
+
+def problem(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=1.0, size=(CLASSES, FEATURES))
+
+    def draw(n):
+        y = rng.integers(0, CLASSES, n)
+        return (centres[y] + rng.normal(scale=1.0, size=(n, FEATURES))).astype(np.float32), y
+    return draw(TASKS * BATCH), draw(2000)
+
+
+def loss_and_grad(w, x, y):
+    kernel, bias = w
+    logits = x @ kernel + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    onehot = np.eye(CLASSES, dtype=np.float32)[y]
+    delta = (p - onehot) / len(y)
+    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()), [x.T @ delta, delta.sum(axis=0)]
+
+
+def accuracy(w, x, y):
+    return float((np.argmax(x @ w[0] + w[1], axis=1) == y).mean())
+
+
+def norm(g):
+    return float(np.sqrt(sum(float(np.sum(t * t)) for t in g)))
+
+
+def scaled(g, size):
+    return [t * np.float32(size / max(norm(g), 1e-12)) for t in g]
+
+
+def hostile(attack: str, honest: list, rng) -> list:
+    if attack == "noise":
+        return scaled([rng.normal(size=t.shape).astype(np.float32) for t in honest[0]], MAX_GRAD_NORM)
+    mean = [np.mean([g[i] for g in honest], axis=0) for i in range(2)]
+    return scaled([-t for t in mean], MAX_GRAD_NORM)  # sign flip at the bound
+
+
+def train(rule: dict, attack: str, share: float, k: int, tasks: int = TASKS, tail: bool = False,
+          seed: int = 0) -> float:
+    """Final held-out accuracy of one run."""
+    (x, y), (hx, hy) = problem(seed)
+    rng = np.random.default_rng(seed + 1)
+    weights = [np.zeros((FEATURES, CLASSES), np.float32), np.zeros(CLASSES, np.float32)]
+    optimizer, strategy = make_optimizer({"name": "adam", "learning_rate": 0.05}), make_strategy(rule)
+    state = optimizer.initial_state(weights)
+    for _ in range(EPOCHS):
+        order = rng.permutation(tasks)
+        for start in range(0, tasks, k):
+            batches = order[start:start + k]
+            honest = [loss_and_grad(weights, x[b % TASKS * BATCH:(b % TASKS + 1) * BATCH],
+                                    y[b % TASKS * BATCH:(b % TASKS + 1) * BATCH])[1] for b in batches]
+            bad = rng.random(len(batches)) < share
+            if tail and start + k >= tasks:  # the epoch's last task is the attacker's
+                bad[-1] = True
+            gradients = [hostile(attack, honest, rng) if b else g for g, b in zip(honest, bad)]
+            gradients = [g for g in gradients if norm(g) <= MAX_GRAD_NORM * (1 + 1e-6)]  # the fold's check
+            combined = strategy.aggregate(gradients)
+            weights, state = optimizer.apply(weights, combined, state)
+    return accuracy(weights, hx, hy)
+
+
+def rules() -> dict[str, dict]:
+    (x, y), _ = problem()
+    w = [np.zeros((FEATURES, CLASSES), np.float32), np.zeros(CLASSES, np.float32)]
+    clip = float(np.median([norm(loss_and_grad(w, x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH])[1])
+                            for i in range(TASKS)]))
+    return {"mean": {"name": "mean"}, "median": {"name": "median"},
+            "trimmed mean 0.2": {"name": "trimmed_mean", "trim": 0.2},
+            f"clipped mean {clip:.2f}": {"name": "clipped_mean", "clip_norm": clip}}
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0])
+    args = p.parse_args()
+    shares, ks = ((0.0, 0.2, 0.4), (8,)) if args.quick else (SHARES, KS)
+    clean = train({"name": "mean"}, "flip", 0.0, ks[0])
+    print(f"clean run (mean, no attacker): held-out accuracy {clean:.3f}; {TASKS} tasks x {EPOCHS} epochs")
+    results = {"ks": list(ks), "tasks": TASKS, "epochs": EPOCHS, "clean": clean, "tolerance": TOLERANCE,
+               "shares": list(shares), "attacks": {}, "tail": {}}
+    for k in ks:
+        for attack, label in (("flip", "sign flip at the norm bound"), ("noise", "noise at the norm bound")):
+            table = results["attacks"].setdefault(attack, {}).setdefault(str(k), {})
+            for name, rule in rules().items():
+                table[name] = [train(rule, attack, share, k) for share in shares]
+                share = survives(shares, table[name], clean)
+                print(f"K={k:<3} {label:<28} {name:<22} " + " ".join(f"{a:.2f}" for a in table[name])
+                      + f"   survives up to {100 * share:.0f} %", flush=True)
+        # the tail: one hostile lease held to the end of each epoch
+        for name, rule in rules().items():
+            results["tail"].setdefault(str(k), {})[name] = tail = {
+                "tasks % K == 1": train(rule, "flip", 0.0, k, tasks=TASKS + 1, tail=True),
+                "tasks % K == 0": train(rule, "flip", 0.0, k, tasks=TASKS, tail=True)}
+            print(f"K={k:<3} tail attack, {name:<22} {TASKS + 1} tasks: {tail['tasks % K == 1']:.3f}   "
+                  f"{TASKS} tasks: {tail['tasks % K == 0']:.3f}", flush=True)
+    median = max(survives(shares, results["attacks"]["flip"][str(k)]["median"], clean) for k in ks)
+    tail_ok = all(t["median"]["tasks % K == 0"] >= clean - TOLERANCE for t in results["tail"].values())
+    met = median >= 0.4 and tail_ok
+    print(f"target: median at K >= 8 survives 40 % sign flips at the norm bound and the tail attack: "
+          f"{'met' if met else 'NOT met'} (sign flips up to {100 * median:.0f} %, the tail "
+          f"{'survived' if tail_ok else 'not survived'} with an epoch a multiple of K)")
+    results.update(target_met=met, median_survives=median)
+    common.save("poison", results, args)
+
+
+def survives(shares, accuracies, clean: float) -> float:
+    """The largest share up to which every run stayed within TOLERANCE of the clean run."""
+    best = 0.0
+    for share, accuracy in zip(shares, accuracies):
+        if accuracy < clean - TOLERANCE:
+            break
+        best = share
+    return best
+
+
+if __name__ == "__main__":
+    main()
