@@ -8,6 +8,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import replace
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -202,6 +203,35 @@ def test_a_heartbeat_past_sqs_twelve_hours_is_a_clear_409(harness):
     reply = beat(old)
     assert reply.status_code == 409 and b"12 hours" in reply.body
     assert harness.admin("POST", "/jobs", job_body(ds, lease_seconds=43_200)).status_code == 400
+
+
+def test_heartbeats_stop_at_the_maximum_and_the_task_goes_to_someone_else(harness):
+    ds = Dataset.generate(batches=1, batch_size=4)
+    job = harness.create_job(ds, lease_seconds=60)
+    task = harness.lease("holder")
+    beat = lambda token: harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": token})  # noqa: E731
+    lease = Lease.from_json(token_payload(task))
+    aged = lambda seconds: services().signer.sign(replace(lease, received=lease.received - seconds))  # noqa: E731
+    assert beat(aged(2.9 * 60)).status_code == 200  # renewed to 3.9 x 60 s after the receive: within 4 x
+    refused = beat(aged(3.1 * 60))
+    assert refused.status_code == 409 and b"as far as it may be (4 x the job's lease_seconds, 240 s" in refused.body
+
+
+def test_a_heartbeated_lease_keeps_holding_its_volunteers_slot(harness):
+    """A slot is claimed for the lease's first term; each heartbeat holds it to the renewed end,
+    so a volunteer cannot lease past its cap by heartbeating leases whose slots ran out."""
+    ds = Dataset.generate(batches=2, batch_size=4)
+    job = harness.create_job(ds, lease_seconds=60)
+    task = harness.lease("beating")
+    table = services().slots._table
+    [slot] = [i for i in table.scan()["Items"] if i["pk"] == "VOLUNTEER#beating"]
+    # as if the lease were 50 s old: its slot's first term nearly over
+    table.update_item(Key={"pk": slot["pk"], "sk": slot["sk"]}, UpdateExpression="SET expires = :e",
+                      ExpressionAttributeValues={":e": Decimal(str(time.time() + 5))})
+    reply = harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": task["lease_token"]})
+    renewed = json.loads(reply.body)["lease_expires"]
+    [slot] = [i for i in table.scan()["Items"] if i["pk"] == "VOLUNTEER#beating"]
+    assert float(slot["expires"]) == pytest.approx(renewed, abs=1.0)
 
 
 def test_a_result_dead_lettered_by_failing_folds_is_redriven_and_folded_once(harness, crashes):

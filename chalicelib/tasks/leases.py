@@ -46,6 +46,9 @@ BACKENDS = ("webgpu", "wasm", "webgl", "cpu")
 MAX_BYTES_REPORTED = 10**12
 # Receives tried per lease request while skipping tasks of paused or ended jobs.
 MAX_SKIPS = 5
+# A lease lasts at most this many times the job's lease_seconds from its receive,
+# heartbeats included: then its task goes to someone else (a volunteer cannot sit on it).
+MAX_LEASE_EXTENSION = 4
 
 
 def token_seconds(lease_seconds: float) -> float:
@@ -178,6 +181,10 @@ class LeaseService:
         if now + spec.lease_seconds > lease.received + MAX_VISIBILITY_SECONDS:
             raise Conflict("this lease cannot be extended: SQS hides a task at most 12 hours after it was "
                            "received; complete the task before the lease ends, or let it go")
+        if now + spec.lease_seconds > lease.received + MAX_LEASE_EXTENSION * spec.lease_seconds:
+            raise Conflict(f"this lease has been extended as far as it may be ({MAX_LEASE_EXTENSION} x the job's "
+                           f"lease_seconds, {MAX_LEASE_EXTENSION * spec.lease_seconds} s from when it was taken); "
+                           "complete the task before it ends, or let it go")
         renewed = replace(lease, expires=token_expiry(spec, now))
         moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "leased", expires=renewed.expires)
         if not moved:
@@ -186,6 +193,8 @@ class LeaseService:
             self.tasks.hide(record.receipt, spec.lease_seconds)
         except self.tasks.errors as err:
             raise Conflict(f"the task can no longer be extended: {err}")
+        # the volunteer's slot is held as long as the renewed lease: a heartbeated lease still counts
+        self.slots.extend(record.volunteer_id, record.slot, lease.lease_id, renewed.expires - now)
         extended = {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires}
         if lease.evaluates is not None:
             return extended
