@@ -36,6 +36,12 @@ def _job_id(job_id: str) -> str:
     return validate.identifier(job_id, "job id")
 
 
+def _source_address() -> str:
+    """The caller's address as API Gateway saw it (the local stack: as its server saw it)."""
+    identity = (app.current_request.context or {}).get("identity") or {}
+    return str(identity.get("sourceIp") or "unknown")
+
+
 # -- admin (IAM in AWS) -------------------------------------------------------
 @app.route("/jobs", methods=["POST"], authorizer=iam)
 def create_job():
@@ -105,12 +111,20 @@ def job_progress(job_id):
         raise NotFound(f"no started job {job_id}")
 
 
+@app.route("/volunteers", methods=["POST"], cors=cors)
+def register_volunteer():
+    """A volunteer identity (its token goes with every task call), a limited number per address and hour."""
+    body = _body(MAX_TASK_BODY)
+    validate.only_keys(body, {"name"})
+    name = validate.text(body, "name", "", max_len=64) if "name" in body else ""
+    return Response(body=services().identities.issue(_source_address(), name), status_code=201)
+
+
 @app.route("/tasks/lease", methods=["POST"], cors=cors)
 def lease_task():
     body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"volunteer_id"})
-    volunteer_id = validate.text(body, "volunteer_id", "anonymous", max_len=64)
-    task = services().lease_service.lease(volunteer_id)
+    validate.only_keys(body, {"volunteer_token"})
+    task = services().lease_service.lease(body.get("volunteer_token"), _source_address())
     if task is None:
         return Response(body="", status_code=204, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return task
@@ -119,15 +133,16 @@ def lease_task():
 @app.route("/tasks/heartbeat", methods=["POST"], cors=cors)
 def heartbeat_task():
     body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token"})
-    return services().lease_service.heartbeat(_job_id(body.get("job_id")), body.get("lease_token"))
+    validate.only_keys(body, {"job_id", "lease_token", "volunteer_token"})
+    return services().lease_service.heartbeat(_job_id(body.get("job_id")), body.get("lease_token"),
+                                              body.get("volunteer_token"))
 
 
 @app.route("/tasks/complete", methods=["POST"], cors=cors)
 def complete_task():
     body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token", "loss", "steps", "backend", "bytes_down", "bytes_up",
-                              "accuracy"})
+    validate.only_keys(body, {"job_id", "lease_token", "volunteer_token", "loss", "steps", "backend", "bytes_down",
+                              "bytes_up", "accuracy"})
     loss = validate.number(body, "loss", None, 0.0, 1e9)
     accuracy = validate.number(body, "accuracy", None, 0.0, 1.0) if "accuracy" in body else None
     steps = validate.integer(body, "steps", None, 1, MAX_LOCAL_STEPS) if "steps" in body else None
@@ -135,16 +150,17 @@ def complete_task():
     data = DataUsed(validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED),
                     validate.integer(body, "bytes_up", 0, 0, MAX_BYTES_REPORTED)) \
         if "bytes_down" in body or "bytes_up" in body else None
-    return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"), loss, steps,
-                                             backend, data, accuracy)
+    return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"),
+                                             body.get("volunteer_token"), loss, steps, backend, data, accuracy)
 
 
 @app.route("/tasks/release", methods=["POST"], cors=cors)
 def release_task():
     body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token", "reason"})
+    validate.only_keys(body, {"job_id", "lease_token", "volunteer_token", "reason"})
     reason = validate.choice(body, "reason", RELEASE_REASONS)
-    return services().lease_service.release(_job_id(body.get("job_id")), body.get("lease_token"), reason)
+    return services().lease_service.release(_job_id(body.get("job_id")), body.get("lease_token"),
+                                            body.get("volunteer_token"), reason)
 
 
 # -- fold (results FIFO queue) ------------------------------------------------

@@ -41,6 +41,7 @@ class Volunteer(threading.Thread):
                  pipelined: bool = False):
         super().__init__(daemon=True)
         self.api, self.name_, self.step, self.stop = Api(api_url), name, step_seconds, stop
+        self.token: str | None = None
         self.arrive, self.pipelined = arrive_seconds, pipelined
         self.http = requests.Session()
         self.done: list[tuple[float, int, float]] = []  # (when, samples, seconds of requests) per task
@@ -61,7 +62,9 @@ class Volunteer(threading.Thread):
     def acquire(self) -> tuple[dict, float] | None:
         """Lease a task and download what it needs: (task, seconds), or None after a short wait."""
         start = time.monotonic()
-        task = self.api.call("POST", "/tasks/lease", {"volunteer_id": self.name_}, signed=False)
+        if self.token is None:  # the page's identity, issued once (POST /volunteers)
+            self.token = self.api.call("POST", "/volunteers", {"name": self.name_}, signed=False)["volunteer_token"]
+        task = self.api.call("POST", "/tasks/lease", {"volunteer_token": self.token}, signed=False)
         if task is None:
             time.sleep(0.2)
             return None
@@ -94,7 +97,8 @@ class Volunteer(threading.Thread):
         post_form(task["upload"], np.zeros(task["upload_bytes"], np.uint8).tobytes())
         try:
             self.api.call("POST", "/tasks/complete", {"job_id": task["job_id"], "lease_token": task["lease_token"],
-                                                      "loss": 1.0, "steps": task["steps"]}, signed=False)
+                                                      "volunteer_token": self.token, "loss": 1.0,
+                                                      "steps": task["steps"]}, signed=False)
         except ApiError as err:
             if err.status not in (409, 410):
                 raise

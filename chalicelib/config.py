@@ -27,9 +27,14 @@ class Settings:
     # authorizer stands in front of the app (the local stack). Empty: IAM only.
     admin_token: str
     lease_wait_seconds: int
-    # Leases one volunteer id may hold at once (ids are self-chosen, so this
-    # stops careless clients; API Gateway throttling stops floods).
+    # Leases one volunteer identity may hold at once.
     max_leases_per_volunteer: int
+    # Leases all volunteers behind one source address may hold at once, and
+    # volunteer identities one address may be issued per hour: what one
+    # client gains by minting identities (the local stack, where every
+    # volunteer is 127.0.0.1, sets both high).
+    max_leases_per_address: int
+    volunteers_per_address_per_hour: int
     # How old a META read one Lambda may reuse for a lease (the version it
     # hands out, whether the job runs): leases then read META once a second
     # per job and Lambda instead of once each.
@@ -62,6 +67,8 @@ def settings() -> Settings:
         admin_token=env.get("ADMIN_TOKEN", ""),
         lease_wait_seconds=_int("LEASE_WAIT_SECONDS", 1),
         max_leases_per_volunteer=_int("MAX_LEASES_PER_VOLUNTEER", 4),
+        max_leases_per_address=_int("MAX_LEASES_PER_ADDRESS", 16),
+        volunteers_per_address_per_hour=_int("VOLUNTEERS_PER_ADDRESS_PER_HOUR", 20),
         lease_meta_max_age=float(env.get("LEASE_META_MAX_AGE", 1.0)),
         max_parameters=_int("MAX_PARAMETERS", 20_000_000),
         max_batches=_int("MAX_BATCHES", 100_000),

@@ -25,6 +25,7 @@ from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.admin import JobAdmin
 from chalicelib.jobs.status import StatusBoard
 from chalicelib.model.versions import VersionStore
+from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore
@@ -36,6 +37,7 @@ from chalicelib.store.stats import Counters
 from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.tasks.epochs import EpochQueue
 from chalicelib.tasks.evaluations import Evaluations
+from chalicelib.tasks.identities import Identities
 from chalicelib.tasks.keys import SecretsManagerKeys, StaticKeys
 from chalicelib.tasks.leases import LeasePolicy, LeaseService
 from chalicelib.tasks.queues import ResultQueue, TaskQueue
@@ -129,8 +131,13 @@ class Services:
         c = self.config
         return LeaseService(self.jobs, self.meta, self.leases, self.slots, self.counters, self.tasks, self.results,
                             self.objects, self.signer,
-                            LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.lease_meta_max_age),
-                            self.evaluations)
+                            LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.max_leases_per_address,
+                                        c.lease_meta_max_age),
+                            self.evaluations, self.identities, VolunteerSlots(self._table, "ADDRESS"))
+
+    @cached_property
+    def identities(self) -> Identities:
+        return Identities(self.signer, IssuedIdentities(self._table), self.config.volunteers_per_address_per_hour)
 
     @cached_property
     def evaluation_records(self) -> EvaluationRecords:

@@ -105,6 +105,8 @@ def job_body(ds: Dataset, **overrides: Any) -> dict[str, Any]:
 
 APP_SETTINGS = ("TABLE_NAME", "BUCKET_NAME", "TASK_QUEUE_URL", "RESULTS_QUEUE_URL", "TASK_DLQ_URL", "RESULTS_DLQ_URL",
                 "LEASE_SECRET_ID", "PUBLIC_BASE_URL", "ADMIN_TOKEN", "LEASE_WAIT_SECONDS")
+# Calls that must present the volunteer token of the identity that took the lease.
+HOLDER_CALLS = ("/tasks/heartbeat", "/tasks/complete", "/tasks/release")
 
 
 def stage_project(directory: Path) -> Path:
@@ -132,6 +134,8 @@ class Harness:
         self.task_dlq_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-tasks-dead")["QueueUrl"]
         self.result_dlq_url = self.sqs.get_queue_url(QueueName="crowdtrain-test-results-dead.fifo")["QueueUrl"]
         self._models: dict[str, list[np.ndarray]] = {}  # versions are immutable, as the page caches them
+        self.identities: dict[str, dict[str, str]] = {}  # volunteer name -> its issued identity
+        self._holders: dict[str, str] = {}  # lease token -> the volunteer token of the identity that took it
 
     def __enter__(self) -> "Harness":
         self.client = self._client_cm.__enter__()
@@ -174,9 +178,48 @@ class Harness:
 
     # -- API ---------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, headers: dict | None = None):
+        """An HTTP call to the app. A volunteer's client sends its volunteer token with each call
+        about a lease: added here for a lease this harness took, unless the body has one."""
+        if path in HOLDER_CALLS and isinstance(body, dict) and "volunteer_token" not in body:
+            holder = self._holder(body.get("lease_token"))
+            if holder:
+                body = {**body, "volunteer_token": holder}
         payload = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
         response = getattr(self.client.http, method.lower())(path, headers=headers or JSON, body=payload)
+        if path in HOLDER_CALLS and isinstance(body, dict) and response.status_code == 200:
+            renewed = json.loads(response.body).get("lease_token")
+            if renewed and body.get("lease_token") in self._holders:
+                self._holders[renewed] = self._holders[body["lease_token"]]
         return response
+
+    def _holder(self, lease_token: Any) -> str | None:
+        """The volunteer token of the identity a lease token names (one this harness issued)."""
+        if lease_token in self._holders:
+            return self._holders[lease_token]
+        try:
+            named = token_payload({"lease_token": lease_token})["volunteer_id"]
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError, RecursionError):
+            return None  # not a lease token this harness can read (the bad-input suite's)
+        return next((i["volunteer_token"] for i in self.identities.values() if i["volunteer_id"] == named), None)
+
+    def identity(self, volunteer: str) -> dict[str, str]:
+        """The identity the app issued for this volunteer name (issued on first use)."""
+        if volunteer not in self.identities:
+            reply = self.call("POST", "/volunteers", {"name": volunteer})
+            assert reply.status_code == 201, reply.body
+            self.identities[volunteer] = json.loads(reply.body)
+        return self.identities[volunteer]
+
+    def volunteer_id(self, volunteer: str) -> str:
+        return self.identity(volunteer)["volunteer_id"]
+
+    def lease_reply(self, volunteer: str = "v"):
+        """POST /tasks/lease as this volunteer; the raw reply."""
+        token = self.identity(volunteer)["volunteer_token"]
+        reply = self.call("POST", "/tasks/lease", {"volunteer_token": token})
+        if reply.status_code == 200:
+            self._holders[json.loads(reply.body)["lease_token"]] = token
+        return reply
 
     def admin(self, method: str, path: str, body: Any = None):
         return self.call(method, path, body, ADMIN)
@@ -227,7 +270,7 @@ class Harness:
 
     # -- volunteer steps ---------------------------------------------------------
     def lease(self, volunteer: str = "v") -> dict[str, Any] | None:
-        reply = self.call("POST", "/tasks/lease", {"volunteer_id": volunteer})
+        reply = self.lease_reply(volunteer)
         if reply.status_code == 204:
             return None
         assert reply.status_code == 200, reply.body

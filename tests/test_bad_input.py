@@ -59,6 +59,13 @@ def upload(data_of: Callable[[np.ndarray], bytes]) -> Callable[[dict], None]:
     return prepare
 
 
+def forged_volunteer(ctx):
+    """A volunteer token whose payload names another identity (its MAC no longer matches)."""
+    version, key_id, _, mac = ctx["harness"].identity("honest")["volunteer_token"].split(".")
+    payload = base64.urlsafe_b64encode(json.dumps({"volunteer_id": "admin.000000", "issued": 0}).encode())
+    return ".".join([version, key_id, payload.rstrip(b"=").decode(), mac])
+
+
 def complete(ctx, token_key="fresh", **override):
     return {"job_id": ctx[token_key]["job_id"], "lease_token": ctx[token_key]["lease_token"], "loss": 1.0, **override}
 
@@ -117,10 +124,21 @@ CASES = [
     Case("negative loss", "POST", "/tasks/complete", lambda ctx: complete(ctx, loss=-3), message="between"),
     Case("wrong type: token as number", "POST", "/tasks/complete", lambda ctx: complete(ctx, lease_token=42),
          message="lease_token"),
-    Case("wrong type: volunteer id", "POST", "/tasks/lease", {"volunteer_id": ["a"]}, message="volunteer_id"),
-    Case("control characters in volunteer id", "POST", "/tasks/lease", {"volunteer_id": "a\u0000\u0007b"},
+    Case("a lease without a volunteer token", "POST", "/tasks/lease", {}, status=401, message="POST /volunteers"),
+    Case("a self-chosen volunteer id instead of a token", "POST", "/tasks/lease", {"volunteer_id": "a"},
+         message="unknown request fields"),
+    Case("wrong type: volunteer token", "POST", "/tasks/lease", {"volunteer_token": ["a"]}, status=401,
+         message="volunteer_token"),
+    Case("forged volunteer token", "POST", "/tasks/lease",
+         lambda ctx: {"volunteer_token": forged_volunteer(ctx)}, status=401, message="does not verify"),
+    Case("another identity's lease token (a bearer token)", "POST", "/tasks/complete",
+         lambda ctx: complete(ctx, volunteer_token=ctx["harness"].identity("thief")["volunteer_token"]),
+         status=403, message="another volunteer"),
+    Case("control characters in a display name", "POST", "/volunteers", {"name": "a\u0000\u0007b"},
          message="printable"),
-    Case("over-long volunteer id", "POST", "/tasks/lease", {"volunteer_id": "v" * 65}, message="1-64"),
+    Case("over-long display name", "POST", "/volunteers", {"name": "v" * 65}, message="1-64"),
+    Case("extra field when registering", "POST", "/volunteers", {"name": "a", "volunteer_id": "admin"},
+         message="unknown request fields"),
     # -- ids
     Case("unicode in a job id", "GET", "/jobs/j-\u00fcn\u00ef", headers=ADMIN, message="job id"),
     Case("path traversal in a job id (path)", "GET", "/jobs/..%2F..%2Fetc", headers=ADMIN, message="job id"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chalicelib.jobs.spec import ACCURACY_TOLERANCE, Evaluation
 from chalicelib.model.codecs import get_codec
 from crowdtrain.local.process import LocalCloudProcess, alive
 from crowdtrain.paths import ROOT
@@ -160,7 +161,7 @@ def test_a_pipelined_page_holds_at_most_prefetch_plus_one_leases(stack, page, pr
     while (status := stack.api.call("GET", f"/jobs/{job}"))["status"] != "finished":
         leases = stack.table.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
                                    ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"})["Items"]
-        held.append(sum(1 for item in leases if item["volunteer_id"] == name and item["state"] == "leased"
+        held.append(sum(1 for item in leases if item["volunteer_id"].startswith(f"{name}.") and item["state"] == "leased"
                         and float(item["expires"]) > time.time()))
         assert time.monotonic() < deadline, status
         time.sleep(0.05)
@@ -254,11 +255,13 @@ def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(ow
         "model_urls": [f"{own_stack.web}jobs/{job}/versions/{status['version']:08d}/model.json"],
         "eval_urls": [f"{own_stack.web}jobs/{held_out}/data/batch-{b:06d}.bin" for b in range(len(hx))]})
     assert accuracy >= 0.90, (loss, accuracy, status["version"])
-    # the page's own held-out check of the last version (an evaluation task) says the same
+    # the page's own held-out check of the last version (an evaluation task, on the backend its canary
+    # chose: webgl's sums may differ in the last bits) agrees with Node's as two volunteers must agree
     checked = status["held_out"][-1]
     assert [h["version"] for h in status["held_out"]][0] == 0
-    assert checked["accuracy"] == pytest.approx(accuracy, abs=1e-6) and checked["loss"] == pytest.approx(loss, rel=1e-4)
-    assert f"accuracy {100 * accuracy:.1f}%" in own_stack.cli("watch", job, "--once").stdout
+    assert checked["accuracy"] == pytest.approx(accuracy, abs=ACCURACY_TOLERANCE)
+    assert checked["loss"] == pytest.approx(loss, rel=Evaluation.tolerance)
+    assert f"accuracy {100 * checked['accuracy']:.1f}%" in own_stack.cli("watch", job, "--once").stdout
     page.goto(f"{own_stack.web}dashboard.html?job={job}")
     page.wait_for_function("document.getElementById('held-out').textContent.includes('accuracy')")
     assert f"at version {status['version']}" in page.inner_text("#held-out")

@@ -107,7 +107,7 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
         """Volunteer i's next move; False when it found the queue empty."""
         task = held[i]
         if task is None:
-            reply = harness.call("POST", "/tasks/lease", {"volunteer_id": f"volunteer-{i}"})
+            reply = harness.lease_reply(f"volunteer-{i}")
             if reply.status_code == 429:
                 # it left its last four leases to run out (vanished, or gave up on a refused
                 # upload) and they still run: the per-volunteer limit, working as it should

@@ -108,7 +108,7 @@ def test_a_volunteer_answers_a_version_once_and_its_copy_goes_to_another(harness
     # a replayed answer is refused by the lease, a second claim by the records
     assert answer(harness, first, 0.0, 1.0).status_code == 409
     with pytest.raises(Conflict):
-        services().evaluation_records.claim(job, 0, Claim("a", 0.0, 1.0))
+        services().evaluation_records.claim(job, 0, Claim(harness.volunteer_id("a"), 0.0, 1.0))
     assert harness.status(job)["held_out"] == []  # one answer is not enough
 
 

@@ -357,7 +357,7 @@ def test_wrong_size_and_nan_gradients_are_rejected(harness):
 
 
 def test_empty_queue_answers_204_with_retry_after(harness):
-    reply = harness.call("POST", "/tasks/lease", {})
+    reply = harness.lease_reply("idle")
     assert reply.status_code == 204 and reply.headers["Retry-After"] == "5"
 
 
@@ -411,7 +411,7 @@ def test_a_volunteer_holds_a_bounded_number_of_leases(harness, monkeypatch):
     ds = Dataset.generate(batches=4, batch_size=4)
     job = harness.create_job(ds)
     first, second = harness.lease("greedy"), harness.lease("greedy")
-    refused = harness.call("POST", "/tasks/lease", {"volunteer_id": "greedy"})
+    refused = harness.lease_reply("greedy")
     assert refused.status_code == 429 and b"already holds 2 leases" in refused.body
     assert queued(harness) == 2  # a refused lease took no task out of the queue
     assert harness.lease("someone-else") is not None

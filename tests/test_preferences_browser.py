@@ -74,7 +74,7 @@ def tasks_done(page) -> int:
 def held_leases(stack, job: str, volunteer: str) -> int:
     items = stack.table.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
                               ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"})["Items"]
-    return sum(1 for i in items if i["volunteer_id"] == volunteer and i["state"] == "leased"
+    return sum(1 for i in items if i["volunteer_id"].startswith(f"{volunteer}.") and i["state"] == "leased"
                and float(i["expires"]) > time.time())
 
 

@@ -77,7 +77,7 @@ def test_a_volunteer_at_its_limit_takes_nothing_out_of_the_queue(harness, monkey
     harness.create_job(ds)
     assert harness.lease("hammer") is not None
     for _ in range(3 * TASK_MAX_RECEIVES):
-        reply = harness.call("POST", "/tasks/lease", {"volunteer_id": "hammer"})
+        reply = harness.lease_reply("hammer")
         assert reply.status_code == 429
     assert harness.waiting(harness.tasks_url) == 2 and harness.waiting(harness.task_dlq_url) == 0
     reply = harness.sqs.receive_message(QueueUrl=harness.tasks_url, MaxNumberOfMessages=10,
@@ -224,13 +224,14 @@ def test_a_heartbeated_lease_keeps_holding_its_volunteers_slot(harness):
     job = harness.create_job(ds, lease_seconds=60)
     task = harness.lease("beating")
     table = services().slots._table
-    [slot] = [i for i in table.scan()["Items"] if i["pk"] == "VOLUNTEER#beating"]
+    key = f"VOLUNTEER#{harness.volunteer_id('beating')}"
+    [slot] = [i for i in table.scan()["Items"] if i["pk"] == key]
     # as if the lease were 50 s old: its slot's first term nearly over
     table.update_item(Key={"pk": slot["pk"], "sk": slot["sk"]}, UpdateExpression="SET expires = :e",
                       ExpressionAttributeValues={":e": Decimal(str(time.time() + 5))})
     reply = harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": task["lease_token"]})
     renewed = json.loads(reply.body)["lease_expires"]
-    [slot] = [i for i in table.scan()["Items"] if i["pk"] == "VOLUNTEER#beating"]
+    [slot] = [i for i in table.scan()["Items"] if i["pk"] == key]
     assert float(slot["expires"]) == pytest.approx(renewed, abs=1.0)
 
 

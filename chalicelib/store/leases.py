@@ -23,20 +23,23 @@ class LeaseRecord:
     slot: int = 0  # the volunteer's slot it holds (store/volunteers.py)
     pin: int | None = None  # the task's pinned version (a replica check), to queue it again as it was
     receipt: str = ""  # the SQS receipt handle of the delivery leased: never in a token
+    address: str = ""  # the source address it was leased from, and its slot there
+    address_slot: int = 0
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> "LeaseRecord":
         pin = item.get("pin")
         return cls(item["state"], item["volunteer_id"], int(item.get("slot", 0)), None if pin is None else int(pin),
-                   item.get("receipt", ""))
+                   item.get("receipt", ""), item.get("address", ""), int(item.get("address_slot", 0)))
 
 
 class LeaseRecords(Records):
     def put(self, job_id: str, lease_id: str, epoch: int, batch: int, expires: float, volunteer_id: str,
-            slot: int, receipt: str, pin: int | None = None) -> None:
+            slot: int, receipt: str, pin: int | None = None, address: str = "", address_slot: int = 0) -> None:
         self._table.put_item(Item={
             **job_key(job_id, f"LEASE#{lease_id}"), "state": "leased", "epoch": epoch, "batch": batch,
             "expires": Decimal(str(expires)), "volunteer_id": volunteer_id, "slot": slot, "receipt": receipt,
+            "address": address, "address_slot": address_slot,
             "ttl": int(expires) + LEASE_TTL_SECONDS, **({} if pin is None else {"pin": pin}),
         }, ConditionExpression="attribute_not_exists(pk)")
 

@@ -1,5 +1,7 @@
-"""`VOLUNTEER#<id>` / `SLOT#<i>`: the lease slots of one volunteer id, so that
-no id holds more than the deployment's limit of leases at once.
+"""`VOLUNTEER#<id>` / `SLOT#<i>`: the lease slots of one volunteer identity,
+so that none holds more than the deployment's limit of leases at once; and
+`ADDRESS#<source address>` / `SLOT#<i>` likewise for all the volunteers
+behind one address (the same class, another key kind).
 
 A slot is one item, claimed by a conditional write (free, or expired) and
 freed by a conditional delete when its lease completes: one call each, and
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import zlib
 from decimal import Decimal
+from typing import Any
 
 from boto3.dynamodb.conditions import Attr
 
@@ -19,6 +22,10 @@ from chalicelib.store.table import LEASE_TTL_SECONDS, Records
 
 
 class VolunteerSlots(Records):
+    def __init__(self, table: Any, kind: str = "VOLUNTEER"):
+        super().__init__(table)
+        self.kind = kind
+
     def claim(self, volunteer_id: str, holder: str, seconds: float, limit: int) -> int | None:
         """A free slot of the volunteer's `limit`, now held by `holder` for at
         most `seconds`; None when all are held. Tried from a slot that depends
@@ -29,7 +36,7 @@ class VolunteerSlots(Records):
             slot = (start + n) % limit
             try:
                 self._table.put_item(
-                    Item={"pk": f"VOLUNTEER#{volunteer_id}", "sk": f"SLOT#{slot}", "holder": holder,
+                    Item={"pk": f"{self.kind}#{volunteer_id}", "sk": f"SLOT#{slot}", "holder": holder,
                           "expires": Decimal(str(now + seconds)), "ttl": int(now + seconds) + LEASE_TTL_SECONDS},
                     ConditionExpression=Attr("pk").not_exists() | Attr("expires").lt(Decimal(str(now))))
                 return slot
@@ -41,7 +48,7 @@ class VolunteerSlots(Records):
         """Hold the slot `seconds` from now (its lease turned out longer or shorter)."""
         now = self._clock()
         try:
-            self._table.update_item(Key={"pk": f"VOLUNTEER#{volunteer_id}", "sk": f"SLOT#{slot}"},
+            self._table.update_item(Key={"pk": f"{self.kind}#{volunteer_id}", "sk": f"SLOT#{slot}"},
                                     UpdateExpression="SET expires = :e, #t = :t",
                                     ConditionExpression=Attr("holder").eq(holder),
                                     ExpressionAttributeNames={"#t": "ttl"},
@@ -54,7 +61,7 @@ class VolunteerSlots(Records):
         """Free a slot if `holder` still holds it (best effort: an unreleased
         slot frees itself when it expires)."""
         try:
-            self._table.delete_item(Key={"pk": f"VOLUNTEER#{volunteer_id}", "sk": f"SLOT#{slot}"},
+            self._table.delete_item(Key={"pk": f"{self.kind}#{volunteer_id}", "sk": f"SLOT#{slot}"},
                                     ConditionExpression=Attr("holder").eq(holder))
         except self._condition_failed:
             pass

@@ -26,6 +26,7 @@ from chalicelib.store.stats import Counters
 from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.store.evaluations import Claim
 from chalicelib.tasks.evaluations import REQUEUE_DELAY_SECONDS, Evaluations
+from chalicelib.tasks.identities import Identities
 from chalicelib.tasks.queues import ResultQueue, TaskQueue
 from chalicelib.tasks.records import DataUsed, Lease, Result, Task
 from chalicelib.tasks.tokens import TokenSigner
@@ -68,48 +69,60 @@ class LeasePolicy:
 
     wait_seconds: int  # SQS long-poll per receive
     max_leases_per_volunteer: int
+    max_leases_per_address: int
     meta_max_age: float  # how old a META read a lease may reuse (each lease would read it otherwise)
 
 
 class LeaseService:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, slots: VolunteerSlots,
                  counters: Counters, tasks: TaskQueue, results: ResultQueue, objects: ObjectStore,
-                 signer: TokenSigner, policy: LeasePolicy, evaluations: Evaluations,
-                 clock: Callable[[], float] = time.time):
+                 signer: TokenSigner, policy: LeasePolicy, evaluations: Evaluations, identities: Identities,
+                 address_slots: VolunteerSlots, clock: Callable[[], float] = time.time):
         self.jobs, self.meta, self.leases, self.slots, self.counters = jobs, meta, leases, slots, counters
         self.tasks, self.results, self.objects, self.evaluations = tasks, results, objects, evaluations
+        self.identities, self.address_slots = identities, address_slots
         self.signer, self.policy, self.clock = signer, policy, clock
         # The lease time of the job this Lambda last leased from: tasks are
         # received and slots claimed for that long, so that (with one job, the
         # common case) no lease needs a second call to set its time.
         self.expected_seconds = DEFAULT_LEASE_SECONDS
 
-    def lease(self, volunteer_id: str) -> dict[str, Any] | None:
-        """The next task of a running job, or None when there is none now.
-        The volunteer's slot is claimed first: one at its limit takes nothing
-        out of the queue."""
+    def lease(self, volunteer_token: Any, address: str) -> dict[str, Any] | None:
+        """The next task of a running job for the identity of `volunteer_token`
+        (leasing from `address`), or None when there is none now. The
+        identity's slot and its address's are claimed first: one at either
+        limit takes nothing out of the queue."""
+        volunteer_id = self.identities.verify(volunteer_token)
         lease_id, limit, seconds = secrets.token_hex(16), self.policy.max_leases_per_volunteer, self.expected_seconds
-        # the slot is held as long as the lease's token is valid
+        # the slots are held as long as the lease's token is valid
         slot = self.slots.claim(volunteer_id, lease_id, token_seconds(seconds), limit)
         if slot is None:
             raise TooManyRequests(f"volunteer {volunteer_id!r} already holds {limit} "
                                   "leases; complete or let them expire first")
+        shared = self.policy.max_leases_per_address
+        address_slot = self.address_slots.claim(address, lease_id, token_seconds(seconds), shared)
+        if address_slot is None:
+            self.slots.release(volunteer_id, slot, lease_id)
+            raise TooManyRequests(f"the volunteers at this address already hold {shared} leases together; "
+                                  "complete or let them expire first")
         task = self._next_task(seconds, volunteer_id)
         if task is None:
             self.slots.release(volunteer_id, slot, lease_id)
+            self.address_slots.release(address, address_slot, lease_id)
             return None
         task, meta, spec = task
         base = meta.version if task.pin is None else task.pin
         now = self.clock()
         lease = Lease(job_id=task.job_id, epoch=task.epoch, batch=task.batch, base_version=base,
                       lease_id=lease_id, received=now,
-                      expires=token_expiry(spec, now))
+                      expires=token_expiry(spec, now), volunteer_id=volunteer_id)
         if spec.lease_seconds != seconds:
             self.tasks.hide(task.receipt, spec.lease_seconds)
             self.slots.extend(volunteer_id, slot, lease_id, token_seconds(spec.lease_seconds))
+            self.address_slots.extend(address, address_slot, lease_id, token_seconds(spec.lease_seconds))
             self.expected_seconds = spec.lease_seconds
         self.leases.put(task.job_id, lease.lease_id, task.epoch, task.batch, lease.expires, volunteer_id, slot,
-                        task.receipt, task.pin)
+                        task.receipt, task.pin, address, address_slot)
         if task.evaluates is not None:
             return self._evaluation_lease(replace(lease, base_version=task.evaluates, evaluates=task.evaluates), spec)
         upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
@@ -172,10 +185,11 @@ class LeaseService:
         self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1, delay=REQUEUE_DELAY_SECONDS)
         self.tasks.delete(task.receipt)
 
-    def heartbeat(self, job_id: str, token: Any) -> dict[str, Any]:
+    def heartbeat(self, job_id: str, token: Any, volunteer_token: Any) -> dict[str, Any]:
         """Extend a live lease by the job's lease seconds; a fresh token and a
         fresh upload form (valid as long as the renewed lease) come back."""
         lease = self.signer.verify(token, job_id)
+        self.identities.check_holder(lease, volunteer_token)
         spec = self.jobs.spec(job_id)
         now = self.clock()
         if now + spec.lease_seconds > lease.received + MAX_VISIBILITY_SECONDS:
@@ -193,8 +207,9 @@ class LeaseService:
             self.tasks.hide(record.receipt, spec.lease_seconds)
         except self.tasks.errors as err:
             raise Conflict(f"the task can no longer be extended: {err}")
-        # the volunteer's slot is held as long as the renewed lease: a heartbeated lease still counts
+        # the slots are held as long as the renewed lease: a heartbeated lease still counts
         self.slots.extend(record.volunteer_id, record.slot, lease.lease_id, renewed.expires - now)
+        self.address_slots.extend(record.address, record.address_slot, lease.lease_id, renewed.expires - now)
         extended = {"lease_token": self.signer.sign(renewed), "lease_expires": renewed.expires}
         if lease.evaluates is not None:
             return extended
@@ -203,7 +218,7 @@ class LeaseService:
                                              spec.gradient_bytes, spec.lease_seconds)
         return {**extended, "upload": upload}
 
-    def complete(self, job_id: str, token: Any, loss: float, steps: int | None = None,
+    def complete(self, job_id: str, token: Any, volunteer_token: Any, loss: float, steps: int | None = None,
                  backend: str = "", data: DataUsed | None = None, accuracy: float | None = None) -> dict[str, Any]:
         """Accept an uploaded gradient: verify, hand it to the fold, retire the task.
         `steps`: the local steps the volunteer ran, where the job lets it choose
@@ -217,6 +232,7 @@ class LeaseService:
         is deleted only after the result is safely in the fold queue.
         """
         lease = self.signer.verify(token, job_id)
+        self.identities.check_holder(lease, volunteer_token)
         spec = self.jobs.spec(job_id)
         if lease.evaluates is not None:
             return self._complete_evaluation(lease, spec, loss, accuracy)
@@ -245,7 +261,7 @@ class LeaseService:
             # The task will reappear and be leased again; its second result is
             # then discarded as a duplicate by the fold. Nothing is lost.
             log.warning("could not delete task %s-%s of %s: %s", lease.epoch, lease.batch, job_id, err)
-        self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
+        self._free_slots(record, lease.lease_id)
         if data is not None:
             self.counters.first_time(job_id, "data", record.volunteer_id)
         return {"accepted": True, "job_id": job_id, "epoch": lease.epoch, "batch": lease.batch}
@@ -264,16 +280,16 @@ class LeaseService:
         except Conflict:  # this volunteer answered that version already: the task is someone else's
             self._evaluate_later(Task(lease.job_id, lease.epoch, lease.batch, record.receipt,
                                       evaluates=lease.evaluates))
-            self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
+            self._free_slots(record, lease.lease_id)
             raise
         try:
             self.tasks.delete(record.receipt)
         except self.tasks.errors as err:
             log.warning("could not delete evaluation %s of %s: %s", lease.evaluates, lease.job_id, err)
-        self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
+        self._free_slots(record, lease.lease_id)
         return {"accepted": True, "job_id": lease.job_id, "evaluates": lease.evaluates, "held_out": outcome}
 
-    def release(self, job_id: str, token: Any, reason: str) -> dict[str, Any]:
+    def release(self, job_id: str, token: Any, volunteer_token: Any, reason: str) -> dict[str, Any]:
         """Hand a leased task back at once (the volunteer cannot compute it): a
         fresh copy of its message is queued and the leased one deleted, so the
         task is leased again now, not when the lease would have run out, and
@@ -281,6 +297,7 @@ class LeaseService:
         dead-letter queue. The reason is counted per job, and the volunteers
         who gave it."""
         lease = self.signer.verify(token, job_id)
+        self.identities.check_holder(lease, volunteer_token)
         moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "released", reason=reason)
         if not moved:
             self._refuse(record)
@@ -293,7 +310,7 @@ class LeaseService:
         except self.tasks.errors as err:
             # Two copies of the task: the second result of its batch is a duplicate to the fold.
             log.warning("could not delete released task %s-%s of %s: %s", lease.epoch, lease.batch, job_id, err)
-        self.slots.release(record.volunteer_id, record.slot, lease.lease_id)
+        self._free_slots(record, lease.lease_id)
         self.counters.add(job_id, **{f"released_{reason}": 1})
         self.counters.first_time(job_id, f"released_{reason}", record.volunteer_id)
         return {"released": True, "job_id": job_id, "epoch": lease.epoch, "batch": lease.batch}
@@ -314,6 +331,10 @@ class LeaseService:
             self.counters.add(job_id, rejected=1)
             raise
         return digest(data)
+
+    def _free_slots(self, record: LeaseRecord, lease_id: str) -> None:
+        self.slots.release(record.volunteer_id, record.slot, lease_id)
+        self.address_slots.release(record.address, record.address_slot, lease_id)
 
     @staticmethod
     def _refuse(record: LeaseRecord | None) -> None:

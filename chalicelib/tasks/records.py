@@ -73,11 +73,25 @@ class Lease:
     received: float
     expires: float
     evaluates: int | None = None  # an evaluation lease: the version (base_version) to evaluate
+    volunteer_id: str = ""  # the identity that took it: only that identity may extend, complete or release it
 
     @classmethod
     def from_json(cls, raw: Any) -> "Lease":
-        if isinstance(raw, dict) and "evaluates" not in raw:
-            raw = {**raw, "evaluates": None}  # a token signed before evaluations existed
+        return _load(cls, raw)
+
+
+@dataclass(frozen=True)
+class Volunteer:
+    """What a volunteer token stands for: an identity the API issued
+    (POST /volunteers), and when. Unforgeable, so its leases and answers are
+    its own; issued at a limited rate per source address, so it costs
+    something to hold many."""
+
+    volunteer_id: str
+    issued: float
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "Volunteer":
         return _load(cls, raw)
 
 

@@ -1,12 +1,15 @@
-"""HMAC-signed lease tokens.
+"""HMAC-signed tokens: lease tokens and volunteer tokens, one format.
 
-A token is what a volunteer holds for one lease: it names the job, the task,
-the base version, the lease id and the SQS receipt handle, and when it ends.
-The volunteer can read it but not change it: any edit breaks the signature.
-Keys are derived per job from the lease secret, so a token minted for one job
-never verifies for another even if its payload were copied over. A token
-names the secret's key that signed it (`v2.<key id>.<payload>.<mac>`): the
-secret can be rotated, and a token of the previous key still verifies
+A lease token is what a volunteer holds for one lease: it names the job,
+the task, the base version, the lease id, the identity that took it, when
+the task was received and when the token ends (the SQS receipt handle stays
+server-side, in the lease record). A volunteer token names an identity the
+API issued (tasks/identities.py). The holder can read a token but not change
+it: any edit breaks the signature. Keys are derived per scope from the lease
+secret (one per job for lease tokens, one for volunteer tokens), so a token
+never verifies in another scope even if its payload were copied over. A
+token names the secret's key that signed it (`v2.<key id>.<payload>.<mac>`):
+the secret can be rotated, and a token of the previous key still verifies
 (chalicelib/tasks/keys.py); one naming any other key is a 401.
 """
 from __future__ import annotations
@@ -17,15 +20,16 @@ import hmac
 import json
 import time
 from dataclasses import asdict
-from typing import Callable
+from typing import Any, Callable
 
 from chalicelib import validate
 from chalicelib.errors import BadRequest, Forbidden, Gone, Unauthorized
 from chalicelib.tasks.keys import SecretsManagerKeys, SigningKey, StaticKeys
-from chalicelib.tasks.records import Lease
+from chalicelib.tasks.records import Lease, Volunteer
 
 VERSION = "v2"
 MAX_TOKEN_CHARS = 4096
+VOLUNTEER_SCOPE = "crowdtrain-volunteer"
 
 
 def _b64(data: bytes) -> str:
@@ -49,35 +53,62 @@ class TokenSigner:
         self._clock = clock
 
     @staticmethod
-    def _mac(key: SigningKey, job_id: str, signed: str) -> bytes:
-        job_key = hmac.new(key.secret, f"crowdtrain-lease:{job_id}".encode(), hashlib.sha256).digest()
-        return hmac.new(job_key, signed.encode(), hashlib.sha256).digest()
+    def _mac(key: SigningKey, scope: str, signed: str) -> bytes:
+        """Keyed per scope (a job's leases, or volunteer identities), so a token never verifies in another."""
+        scoped = hmac.new(key.secret, scope.encode(), hashlib.sha256).digest()
+        return hmac.new(scoped, signed.encode(), hashlib.sha256).digest()
+
+    def _sign(self, record: object, scope: str) -> str:
+        key = self._keys.current()
+        signed = f"{VERSION}.{key.key_id}.{_b64(json.dumps(asdict(record), separators=(',', ':'), sort_keys=True).encode())}"
+        return f"{signed}.{_b64(self._mac(key, scope, signed))}"
 
     def sign(self, lease: Lease) -> str:
-        key = self._keys.current()
-        signed = f"{VERSION}.{key.key_id}.{_b64(json.dumps(asdict(lease), separators=(',', ':'), sort_keys=True).encode())}"
-        return f"{signed}.{_b64(self._mac(key, lease.job_id, signed))}"
+        return self._sign(lease, f"crowdtrain-lease:{lease.job_id}")
+
+    def sign_volunteer(self, volunteer: Volunteer) -> str:
+        return self._sign(volunteer, VOLUNTEER_SCOPE)
+
+    def verify_volunteer(self, token: object) -> Volunteer:
+        """The identity a volunteer token stands for; 401 if missing, forged or of an unknown key."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            raise Unauthorized("volunteer_token is required: POST /volunteers gives one")
+        volunteer, key_id, mac, signed = self._open(token, "volunteer", Volunteer.from_json)
+        self._check("volunteer", key_id, mac, VOLUNTEER_SCOPE, signed,
+                    "volunteer token's key is unknown (the secret was rotated twice since): POST /volunteers "
+                    "for a new one")
+        return volunteer
 
     def verify(self, token: object, job_id: str) -> Lease:
         """The lease a token stands for; 4xx if forged, for another job, of an unknown key, or expired."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise BadRequest("lease_token must be a non-empty string")
-        parts = token.split(".")
-        if len(parts) != 4 or parts[0] != VERSION:
-            raise Unauthorized("lease token is malformed")
-        try:
-            payload = validate.json_document(_unb64(parts[2]), "lease token")
-            lease = Lease.from_json(payload)
-            mac = _unb64(parts[3])
-        except (ValueError, TypeError, BadRequest):
-            raise Unauthorized("lease token is malformed")
+        lease, key_id, mac, signed = self._open(token, "lease", Lease.from_json)
         if lease.job_id != job_id:
             raise Forbidden("lease token belongs to another job")
-        key = self._keys.find(parts[1])
-        if key is None:
-            raise Unauthorized("lease token's key is unknown (the lease secret was rotated since)")
-        if not hmac.compare_digest(mac, self._mac(key, job_id, ".".join(parts[:3]))):
-            raise Unauthorized("lease token signature does not verify")
+        self._check("lease", key_id, mac, f"crowdtrain-lease:{job_id}", signed,
+                    "lease token's key is unknown (the lease secret was rotated since)")
         if self._clock() >= lease.expires:
             raise Gone("lease has expired; its task may be handed to another volunteer")
         return lease
+
+    @staticmethod
+    def _open(token: str, kind: str, load: Callable[[Any], Any]) -> tuple[Any, str, bytes, str]:
+        """A token's record, key id, MAC and signed part; 401 unless it is well formed."""
+        parts = token.split(".")
+        if len(parts) != 4 or parts[0] != VERSION:
+            raise Unauthorized(f"{kind} token is malformed")
+        try:
+            record = load(validate.json_document(_unb64(parts[2]), f"{kind} token"))
+            mac = _unb64(parts[3])
+        except (ValueError, TypeError, BadRequest):
+            raise Unauthorized(f"{kind} token is malformed")
+        return record, parts[1], mac, ".".join(parts[:3])
+
+    def _check(self, kind: str, key_id: str, mac: bytes, scope: str, signed: str, unknown_key: str) -> None:
+        """401 unless the MAC is the named key's over the signed part, in this scope."""
+        key = self._keys.find(key_id)
+        if key is None:
+            raise Unauthorized(unknown_key)
+        if not hmac.compare_digest(mac, self._mac(key, scope, signed)):
+            raise Unauthorized(f"{kind} token signature does not verify")

@@ -16,7 +16,25 @@ export class Api {
   constructor(baseUrl, fetchImpl = (...args) => fetch(...args)) {
     this.base = baseUrl.replace(/\/$/, '');
     this.fetch = fetchImpl;
+    this.identity = null; // {volunteer_id, volunteer_token}: sent with every task call
   }
+
+  /**
+   * This volunteer's identity: the one `storage` (localStorage) holds for `name`, or a new one from
+   * POST /volunteers, kept there. The API issues identities at a limited rate per address, so the
+   * page keeps its own; `fresh` asks for a new one (the stored one's key was retired).
+   */
+  async identify(name, storage, fresh = false) {
+    const key = `crowdtrain-identity:${name}`;
+    const kept = !fresh && storage?.getItem(key);
+    this.identity = kept ? JSON.parse(kept) : await this.call('POST', '/volunteers', name ? { name } : {});
+    storage?.setItem(key, JSON.stringify(this.identity));
+    this.identityName = name;
+    this.storage = storage;
+    return this.identity;
+  }
+
+  get volunteerToken() { return this.identity?.volunteer_token; }
 
   async call(method, path, body) {
     const reply = await this.fetch(`${this.base}${path}`, {
@@ -32,10 +50,20 @@ export class Api {
     return payload;
   }
 
-  /** A task, or {retryAfter} when there is none now. */
-  lease(volunteerId) { return this.call('POST', '/tasks/lease', { volunteer_id: volunteerId }); }
+  /** A task, or {retryAfter} when there is none now. An identity the API no longer knows is replaced once. */
+  async lease() {
+    try {
+      return await this.call('POST', '/tasks/lease', { volunteer_token: this.volunteerToken });
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401 && /volunteer/.test(err.message))) throw err;
+      await this.identify(this.identityName, this.storage, true);
+      return this.call('POST', '/tasks/lease', { volunteer_token: this.volunteerToken });
+    }
+  }
 
-  heartbeat(jobId, token) { return this.call('POST', '/tasks/heartbeat', { job_id: jobId, lease_token: token }); }
+  heartbeat(jobId, token) {
+    return this.call('POST', '/tasks/heartbeat', { job_id: jobId, lease_token: token, volunteer_token: this.volunteerToken });
+  }
 
   /**
    * `steps`: the local steps trained, for a task of local steps (its batches trained on, in order);
@@ -43,12 +71,14 @@ export class Api {
    * since its last completion. Any of them may be undefined (left out).
    */
   complete(jobId, token, { loss, steps, backend, data, accuracy }) {
-    return this.call('POST', '/tasks/complete', { job_id: jobId, lease_token: token, loss, steps, backend,
-      bytes_down: data?.down, bytes_up: data?.up, accuracy });
+    return this.call('POST', '/tasks/complete', { job_id: jobId, lease_token: token, volunteer_token: this.volunteerToken,
+      loss, steps, backend, bytes_down: data?.down, bytes_up: data?.up, accuracy });
   }
 
   /** Hand a task back: `reason` is compute_error, no_backend or stopped (chalicelib/tasks/leases.py). */
-  release(jobId, token, reason) { return this.call('POST', '/tasks/release', { job_id: jobId, lease_token: token, reason }); }
+  release(jobId, token, reason) {
+    return this.call('POST', '/tasks/release', { job_id: jobId, lease_token: token, volunteer_token: this.volunteerToken, reason });
+  }
 
   progress(jobId) { return this.call('GET', `/progress/${encodeURIComponent(jobId)}`); }
 }

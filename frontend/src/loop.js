@@ -21,7 +21,7 @@ const sleep = (ms, signal) => new Promise((resolve) => {
 
 export class VolunteerLoop {
   /**
-   * @param {object} deps api (Api), trainer (Trainer), fetch, report(event), volunteerId, and
+   * @param {object} deps api (Api, with the volunteer's identity), trainer (Trainer), fetch, report(event), and
    *   betweenTasks: async work the volunteer's thread owes besides training (the page's text
    *   sample); it runs before a lease and is timed as `ms.between`;
    *   trained(batch, spec): told of each batch trained on (the text sample seeds from it);
@@ -32,10 +32,10 @@ export class VolunteerLoop {
    *   dataSince(): {down, up} bytes the page used since it last asked (sent with each completion).
    *   The loop never holds more than prefetch + 1 leases.
    */
-  constructor({ api, trainer, fetchImpl, report, volunteerId, betweenTasks = async () => {},
+  constructor({ api, trainer, fetchImpl, report, betweenTasks = async () => {},
     trained = () => {}, prefetch = 1, pauseAfter = () => 0, hold = () => null, dataLeft = () => Infinity,
     dataSince = () => undefined }) {
-    Object.assign(this, { api, trainer, fetchImpl, report, volunteerId, betweenTasks, trained, prefetch, pauseAfter,
+    Object.assign(this, { api, trainer, fetchImpl, report, betweenTasks, trained, prefetch, pauseAfter,
       hold, dataLeft, dataSince });
     this.stopping = new AbortController();
     this.failures = 0;
@@ -191,7 +191,7 @@ export class VolunteerLoop {
     const before = now();
     await this.betweenTasks();
     const t = { before, start: now() };
-    const task = await this.api.lease(this.volunteerId);
+    const task = await this.api.lease();
     t.lease = now();
     if (task.retryAfter !== undefined) return task;
     const left = this.dataLeft();

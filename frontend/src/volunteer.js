@@ -32,10 +32,9 @@ let jobFinished = false; // the job shown has finished: the page thanks the volu
 window.crowdtrain = { tasks: [], evaluations: [], meter };
 
 const params = new URLSearchParams(location.search);
-// ?volunteer=NAME names this page (headless swarms run several in one browser profile).
-const volunteerId = params.get('volunteer') || localStorage.getItem('crowdtrain-volunteer')
-  || `v-${crypto.getRandomValues(new Uint32Array(2)).join('')}`;
-if (!params.has('volunteer')) localStorage.setItem('crowdtrain-volunteer', volunteerId);
+// ?volunteer=NAME names this page (headless swarms run several in one browser profile); each name
+// keeps its own identity, which the API issues (api.identify).
+const volunteerName = params.get('volunteer') || '';
 
 const megabytes = (bytes) => `${(bytes / 1e6).toFixed(2)} MB`;
 
@@ -130,7 +129,21 @@ function dataSince() {
   return used;
 }
 
-function start() {
+let identifying = null; // a start waiting for the volunteer's identity: a second press waits on the same one
+
+async function start() {
+  if (!api.identity) {
+    if (identifying) return;
+    identifying = api.identify(volunteerName, localStorage);
+    try {
+      window.crowdtrain.volunteerId = (await identifying).volunteer_id;
+    } catch (err) {
+      $('state').textContent = `cannot get a volunteer identity from the API (${err.message}); press start to try again`;
+      return;
+    } finally {
+      identifying = null;
+    }
+  }
   worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   trainer = new RemoteTrainer(worker);
   worker.onmessage = ({ data }) => {
@@ -148,7 +161,7 @@ function start() {
   const cap = () => preferences.dailyCapMb * 1e6;
   loop = new VolunteerLoop({
     api, trainer, fetchImpl: meter.wrap((...args) => fetch(...args)), report: (event) => onReport({ data: event }),
-    volunteerId, prefetch: params.has('prefetch') ? Number(params.get('prefetch')) : 1,
+    prefetch: params.has('prefetch') ? Number(params.get('prefetch')) : 1,
     pauseAfter: (computeMs) => pauseAfter(computeMs, preferences.cpuShare), hold,
     dataLeft: () => (cap() > 0 ? cap() - meter.today : Infinity), dataSince,
   });

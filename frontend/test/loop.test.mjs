@@ -32,7 +32,7 @@ function fakes({ complete } = {}) {
 test('one task runs lease, download, heartbeat, upload, complete in order', async () => {
   const { calls, api, trainer, fetchImpl } = fakes();
   const reports = [];
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v' });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e) });
   await loop.once();
   assert.deepEqual(calls, ['lease', 'GET http://cdn/batch', 'heartbeat t1', 'heartbeat t1+', 'POST http://s3/', 'complete t1++ 0.5']);
   const done = reports.find((r) => r.type === 'task');
@@ -45,7 +45,7 @@ test('work owed between tasks runs before the lease, never while one is held, an
   const { calls, api, trainer, fetchImpl } = fakes();
   const reports = [];
   const betweenTasks = async () => { calls.push('between'); await new Promise((r) => setTimeout(r, 30)); };
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', betweenTasks });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), betweenTasks });
   await loop.once();
   await loop.once();
   assert.deepEqual(calls.filter((c) => c === 'between' || c === 'lease' || c.startsWith('complete')),
@@ -57,7 +57,7 @@ test('work owed between tasks runs before the lease, never while one is held, an
 test('a lease that ended is reported as lost, not as an error', async () => {
   const { api, trainer, fetchImpl } = fakes({ complete: async () => { throw new ApiError(410, 'lease has expired'); } });
   const reports = [];
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v' });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e) });
   await loop.once();
   assert.equal(reports.at(-1).type, 'lost');
 });
@@ -65,7 +65,7 @@ test('a lease that ended is reported as lost, not as an error', async () => {
 test('an empty queue backs off and stop ends the loop', async () => {
   const reports = [];
   const api = { lease: async () => ({ retryAfter: 0.01 }) };
-  const loop = new VolunteerLoop({ api, trainer: {}, fetchImpl: null, report: (e) => reports.push(e), volunteerId: 'v' });
+  const loop = new VolunteerLoop({ api, trainer: {}, fetchImpl: null, report: (e) => reports.push(e) });
   const running = loop.run();
   await new Promise((r) => setTimeout(r, 60));
   loop.stop();
@@ -135,7 +135,7 @@ for (const prefetch of [0, 1]) {
   test(`a loop with prefetch ${prefetch} holds at most ${prefetch + 1} leases and finishes every task`, async () => {
     const { events, api, trainer, fetchImpl, most } = pipelineFakes(6);
     const reports = [];
-    const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', prefetch });
+    const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), prefetch });
     const running = loop.run();
     while (reports.filter((r) => r.type === 'task').length < 6) await new Promise((r) => setTimeout(r, 5));
     loop.stop();
@@ -170,7 +170,7 @@ test('with a range of local steps the page trains as many batches as fit the tar
     if (url.startsWith('http://cdn/')) downloads.push(url);
     return { ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' };
   };
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {} });
   await loop.once(); // nothing measured yet: the least
   await loop.once(); // ~10 ms a step (under 50 even on a busy machine): 400 ms fits all 8
   msPerStep = 130;
@@ -192,7 +192,7 @@ test('a task of fixed local steps trains on all its batches and says so', async 
   };
   const trainer = { prepare: async () => 'cached', localSteps: async (batches) => ({ loss: batches.length, grads: [Float32Array.from([1])] }) };
   const fetchImpl = async () => ({ ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' });
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {} });
   await loop.once();
   assert.deepEqual(completed, [3]);
 });
@@ -209,7 +209,7 @@ test('a task whose compute fails is handed back at once; three in a row and the 
   };
   const trainer = { prepare: async () => 'cached', gradient: () => { throw new Error("Kernel 'X' not registered"); } };
   const fetchImpl = async () => ({ ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' });
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', prefetch: 0 });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), prefetch: 0 });
   loop.failed = ((failed) => function (err) { failed.call(this, err); return 1; })(loop.failed); // no real waits
   const running = loop.run();
   while (!reports.some((r) => r.type === 'gave-up')) await new Promise((r) => setTimeout(r, 2));
@@ -229,7 +229,7 @@ test('stopping hands back the task in hand and the prefetched one, and uploads n
   const released = [];
   const { api, trainer, fetchImpl, events } = pipelineFakes(3);
   api.release = async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; };
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v', prefetch: 1 });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, prefetch: 1 });
   const compute = trainer.gradient;
   trainer.gradient = async (...args) => { // stop once the next task is leased, while this one computes
     while (!events.includes('lease 2')) await new Promise((r) => setTimeout(r, 1));
@@ -245,7 +245,7 @@ test('stopping hands back the task in hand and the prefetched one, and uploads n
 test('an upload goes through the newest form a heartbeat returned', async () => {
   const { calls, api, trainer, fetchImpl } = fakes();
   api.heartbeat = async (jobId, token) => ({ lease_token: `${token}+`, upload: { url: 'http://s3-renewed/', fields: { key: 'k' } } });
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {} });
   await loop.once();
   assert.ok(calls.includes('POST http://s3-renewed/') && !calls.includes('POST http://s3/'), calls.join(', '));
 });
@@ -264,7 +264,7 @@ test('a throttled or failed completion is tried again within the lease, and the 
   });
   api.lease = async () => ({ ...task, lease_expires: Date.now() / 1000 + 60 });
   const reports = [];
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v' });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e) });
   await loop.once();
   assert.equal(tries, 4);
   assert.equal(reports.filter((r) => r.type === 'retry').length, 3);
@@ -276,7 +276,7 @@ test('a refusal (4xx) or the end of the lease ends the retries', async () => {
     let tries = 0;
     const { api, trainer, fetchImpl } = fakes({ complete: async () => { tries += 1; throw error; } });
     api.lease = async () => ({ ...task, lease_expires: Date.now() / 1000 + expires });
-    const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v' });
+    const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {} });
     await assert.rejects(loop.once(), (err) => err === error);
     assert.equal(tries, 1);
   }
@@ -294,7 +294,7 @@ test('a task leased ahead is computed next even when the task before it fails', 
   };
   api.release = async () => ({});
   const reports = [];
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', prefetch: 1 });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), prefetch: 1 });
   loop.failed = ((failed) => function (err) { failed.call(this, err); return 1; })(loop.failed);
   const running = loop.run();
   while (reports.filter((r) => r.type === 'task').length < 2) await new Promise((r) => setTimeout(r, 5));
@@ -310,7 +310,7 @@ test('a hold stops leasing within one task: the task ahead and the one computing
   api.release = async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; };
   let unplugged = false;
   const reports = [];
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v',
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e),
     hold: () => (unplugged ? 'waiting for the device to charge' : null) });
   const compute = trainer.gradient;
   let calls = 0;
@@ -339,7 +339,7 @@ test('a hold stops leasing within one task: the task ahead and the one computing
 test('the pause after a task makes computing the asked share of the time', async () => {
   const { api, trainer, fetchImpl } = pipelineFakes(8);
   const reports = [];
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v',
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e),
     pauseAfter: (computeMs) => computeMs * 3 }); // a CPU share of 25 %
   const running = loop.run();
   while (reports.filter((r) => r.type === 'task').length < 6) await new Promise((r) => setTimeout(r, 5));
@@ -361,7 +361,7 @@ test("near the data cap a task whose model version is not here is handed back; o
   let cached = false;
   trainer.has = () => cached;
   const reports = [];
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v',
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e),
     dataLeft: () => 1000, prefetch: 0 });
   const first = await loop.once();
   assert.equal(first.retryAfter, 30);
@@ -377,7 +377,7 @@ test('each completion carries the bytes the page used since the one before', asy
   const sent = [];
   api.complete = async (jobId, token, { data }) => { sent.push(data); return {}; };
   let used = 0;
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v',
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {},
     dataSince: () => { used += 1; return { down: 100 * used, up: used }; } });
   await loop.once();
   await loop.once();
@@ -388,7 +388,7 @@ test('a hold that starts before the next lease keeps it from being taken at all'
   const { events, api, trainer, fetchImpl } = pipelineFakes(5);
   api.release = async () => ({});
   let unplugged = false;
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {}, volunteerId: 'v',
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {},
     hold: () => (unplugged ? 'waiting for the device to charge' : null) });
   const compute = trainer.gradient;
   let calls = 0;
@@ -410,7 +410,7 @@ test('a stop that cancels the trainer hands its task back as stopped, not as a f
   const released = [];
   api.release = async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; };
   const reports = [];
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v', prefetch: 0 });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), prefetch: 0 });
   trainer.gradient = async () => { // the page stops: it ends the worker, and the call in flight is rejected
     loop.stop();
     throw new Error('stopped by the volunteer');
@@ -435,7 +435,7 @@ test('an evaluation task downloads the held-out batches, uploads nothing and com
     gradient: () => { throw new Error('an evaluation trains nothing'); },
   };
   const reports = [];
-  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), volunteerId: 'v' });
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e) });
   await loop.once();
   assert.deepEqual(seen, [2, spec]);
   assert.deepEqual(calls.filter((c) => !c.startsWith('heartbeat')), ['lease', 'GET http://cdn/held-1', 'GET http://cdn/held-2',
@@ -444,4 +444,33 @@ test('an evaluation task downloads the held-out batches, uploads nothing and com
   assert.equal(done.version, 7);
   assert.equal(done.accuracy, 0.75);
   assert.equal(loop.held.size, 0);
+});
+
+test('the API client keeps its identity, sends it with every task call, and replaces one the API no longer knows', async () => {
+  const { Api } = await import('../src/api.js');
+  const sent = [];
+  let registered = 0;
+  const fetchImpl = async (url, init) => {
+    const body = init.body ? JSON.parse(init.body) : undefined;
+    sent.push([url.replace('http://api', ''), body]);
+    const reply = (status, payload) => ({ ok: status < 300, status, headers: { get: () => null }, text: async () => JSON.stringify(payload) });
+    if (url.endsWith('/volunteers')) { registered += 1; return reply(201, { volunteer_id: `ada.${registered}`, volunteer_token: `token-${registered}` }); }
+    if (url.endsWith('/tasks/lease') && body.volunteer_token === 'token-1') return reply(401, { Message: "volunteer token's key is unknown" });
+    return reply(200, { lease_token: 'lt' });
+  };
+  const store = new Map();
+  const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v) };
+  const api = new Api('http://api', fetchImpl);
+  assert.equal((await api.identify('ada', storage)).volunteer_id, 'ada.1');
+  assert.equal((await new Api('http://api', fetchImpl).identify('ada', storage)).volunteer_id, 'ada.1'); // kept
+  assert.equal(registered, 1);
+  await api.lease(); // token-1 is refused: a new identity, then the lease
+  assert.equal(api.identity.volunteer_id, 'ada.2');
+  assert.equal(JSON.parse(store.get('crowdtrain-identity:ada')).volunteer_token, 'token-2');
+  await api.heartbeat('j', 'lt');
+  await api.complete('j', 'lt', { loss: 1 });
+  await api.release('j', 'lt', 'stopped');
+  assert.deepEqual(sent.map(([path, body]) => [path, body.volunteer_token]), [
+    ['/volunteers', undefined], ['/tasks/lease', 'token-1'], ['/volunteers', undefined], ['/tasks/lease', 'token-2'],
+    ['/tasks/heartbeat', 'token-2'], ['/tasks/complete', 'token-2'], ['/tasks/release', 'token-2']]);
 });

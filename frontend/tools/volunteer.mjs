@@ -10,9 +10,10 @@ import { Trainer } from '../src/trainer.js';
 const [apiUrl, name, jobId] = process.argv.slice(2);
 await useBackend(tf);
 const api = new Api(apiUrl);
+await api.identify(name);
 let tasks = 0;
 const loop = new VolunteerLoop({
-  api, trainer: new Trainer(tf), volunteerId: name,
+  api, trainer: new Trainer(tf),
   report: async (event) => {
     if (event.type === 'task') tasks += 1;
     if (event.type === 'error') console.error(`${name}: ${event.message}`);

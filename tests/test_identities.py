@@ -1,0 +1,81 @@
+"""Volunteer identities (tasks/identities.py): issued by the API at a limited
+rate per source address, presented with every task call, bound to the leases
+they take; the volunteers behind one address share a lease cap."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from chalice.local import LambdaEventConverter
+
+from chalicelib import services as services_module
+from tests.harness import Dataset
+
+
+@pytest.fixture
+def from_address(monkeypatch):
+    """Calls as if from another source address (API Gateway's request context)."""
+    def use(address: str) -> None:
+        monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", address)
+    return use
+
+
+def limits(monkeypatch, **env: str) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    services_module.reset()
+
+
+def test_an_identity_is_issued_and_every_task_call_presents_it(harness):
+    harness.create_job(Dataset.generate(batches=2, batch_size=4))
+    reply = harness.call("POST", "/volunteers", {"name": "Ada Lovelace"})
+    assert reply.status_code == 201
+    issued = json.loads(reply.body)
+    assert issued["volunteer_id"].startswith("ada-lovelace.") and len(issued["volunteer_id"]) == len("ada-lovelace.") + 12
+    assert harness.call("POST", "/tasks/lease", {}).status_code == 401
+    task = json.loads(harness.call("POST", "/tasks/lease", {"volunteer_token": issued["volunteer_token"]}).body)
+    body = {"job_id": task["job_id"], "lease_token": task["lease_token"]}
+    assert harness.call("POST", "/tasks/heartbeat", body).status_code == 401  # no volunteer token
+    beat = harness.call("POST", "/tasks/heartbeat", {**body, "volunteer_token": issued["volunteer_token"]})
+    assert beat.status_code == 200
+    # an anonymous registration gets an id of its own too
+    assert json.loads(harness.call("POST", "/volunteers", {}).body)["volunteer_id"].startswith("v.")
+
+
+def test_a_lease_token_is_not_a_bearer_token(harness):
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4))
+    task = harness.lease("owner")
+    loss, data = harness.compute(task)
+    assert harness.upload(task, data).status_code in (200, 204)
+    thief = harness.identity("thief")["volunteer_token"]
+    base = {"job_id": job, "lease_token": task["lease_token"], "volunteer_token": thief}
+    for path, extra in (("/tasks/heartbeat", {}), ("/tasks/complete", {"loss": loss}),
+                        ("/tasks/release", {"reason": "stopped"})):
+        reply = harness.call("POST", path, {**base, **extra})
+        assert reply.status_code == 403 and b"another volunteer" in reply.body, (path, reply.body)
+    assert harness.complete(task, loss).status_code == 200  # the owner's completion still stands
+    harness.deliver()
+    assert harness.status(job)["version"] == 1
+
+
+def test_identities_per_address_are_limited(harness, monkeypatch, from_address):
+    limits(monkeypatch, VOLUNTEERS_PER_ADDRESS_PER_HOUR="3")
+    from_address("198.51.100.1")
+    assert [harness.call("POST", "/volunteers", {}).status_code for _ in range(4)] == [201, 201, 201, 429]
+    from_address("198.51.100.2")
+    assert harness.call("POST", "/volunteers", {}).status_code == 201
+
+
+def test_the_volunteers_behind_one_address_share_a_lease_cap(harness, monkeypatch, from_address):
+    limits(monkeypatch, MAX_LEASES_PER_ADDRESS="5")
+    harness.create_job(Dataset.generate(batches=12, batch_size=4))
+    from_address("203.0.113.1")
+    first = [harness.lease("a") for _ in range(4)]  # a's own cap is 4
+    assert harness.lease("b") is not None  # the address's fifth
+    refused = harness.lease_reply("b")
+    assert refused.status_code == 429 and b"at this address" in refused.body
+    from_address("203.0.113.2")
+    assert harness.lease("c") is not None  # another address is not held back
+    from_address("203.0.113.1")
+    assert harness.work(first[0]).status_code == 200  # a completed lease frees its address slot
+    assert harness.lease("b") is not None
