@@ -129,7 +129,8 @@ def stack():
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
                       ADMIN_TOKEN="test-admin-token", LEASE_WAIT_SECONDS="0",
                       # every simulated volunteer calls from one address
-                      MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000")
+                      MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
+                      REPLICA_DISTINCT_ADDRESSES="0")
     os.environ.pop("AWS_ENDPOINT_URL", None)
     from moto import mock_aws
     with mock_aws():

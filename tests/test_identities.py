@@ -79,3 +79,24 @@ def test_the_volunteers_behind_one_address_share_a_lease_cap(harness, monkeypatc
     from_address("203.0.113.1")
     assert harness.work(first[0]).status_code == 200  # a completed lease frees its address slot
     assert harness.lease("b") is not None
+
+
+def test_two_identities_from_one_address_cannot_both_check_a_batch(harness, monkeypatch, from_address):
+    """Replication: the check of a first copy must come from another source address, so one client's
+    two identities agreeing on a poisoned gradient is discarded, and an honest check elsewhere folds."""
+    limits(monkeypatch, REPLICA_DISTINCT_ADDRESSES="1")
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4), replication={"copies": 2})
+    from_address("192.0.2.10")
+    assert harness.work(harness.lease("sybil-1")).status_code == 200
+    harness.deliver()  # the first copy waits for its check
+    assert harness.work(harness.lease("sybil-2")).status_code == 200  # the check, from the same address
+    harness.deliver()
+    status = harness.status(job)
+    assert status["discarded"].get("same_address") == 2 and status["version"] == 0
+    from_address("192.0.2.10")
+    assert harness.work(harness.lease("sybil-1")).status_code == 200  # the batch starts over
+    harness.deliver()
+    from_address("198.51.100.20")
+    assert harness.work(harness.lease("honest")).status_code == 200
+    harness.deliver()
+    assert harness.status(job)["version"] == 1

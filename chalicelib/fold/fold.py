@@ -52,8 +52,11 @@ MAX_ATTEMPTS = 5
 class Fold:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, counters: Counters,
                  tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates, board: StatusBoard,
-                 awaiting: AwaitingCopies, sums: PartialSums):
+                 awaiting: AwaitingCopies, sums: PartialSums, distinct_addresses: bool = True):
         self.sums = sums
+        # a replica check must come from another source address than its first copy (two identities
+        # of one client agreeing prove nothing); off where every volunteer shares one (the local stack)
+        self.distinct_addresses = distinct_addresses
         self.jobs, self.meta, self.leases, self.counters, self.awaiting = jobs, meta, leases, counters, awaiting
         self.tasks, self.vetting, self.discards, self.updates, self.board = tasks, vetting, discards, updates, board
 
@@ -219,6 +222,8 @@ class Fold:
         reason, _, second = self.vetting.reject(r, meta, spec)
         if not reason and r.volunteer_id == first.volunteer_id:
             reason = FoldOutcome.SAME_VOLUNTEER
+        elif not reason and self.distinct_addresses and r.address == first.address:
+            reason = FoldOutcome.SAME_ADDRESS
         elif not reason and r.base_version != first.base_version:
             reason = FoldOutcome.REPLICA_VERSION
         elif not reason:

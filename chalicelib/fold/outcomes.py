@@ -16,6 +16,7 @@ class FoldOutcome(str, Enum):
     STALE = "stale"                        # computed on a version more than `staleness` behind
     INVALID = "invalid"                    # wrong size, not finite, over the norm bound, or changed
     SAME_VOLUNTEER = "same_volunteer"      # a replica check by the first copy's own volunteer
+    SAME_ADDRESS = "same_address"          # ... or by a volunteer at the first copy's source address
     REPLICA_VERSION = "replica_version"    # a replica check computed on another version
     DISAGREEMENT = "disagreement"          # the two copies differ by more than the tolerance
     SPLIT_SUM = "split_sum"                # in a partial sum some of whose batches were already taken

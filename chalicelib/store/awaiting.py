@@ -22,12 +22,13 @@ class AwaitingCopies(Records):
         item = self._table.get_item(Key=job_key(job_id, _sort_key(epoch, batch)), ConsistentRead=True).get("Item")
         if not item:
             return None
-        lease_id, base, loss, samples, volunteer, digest = json.loads(item["copy"])
+        lease_id, base, loss, samples, volunteer, digest, *address = json.loads(item["copy"])
         return Pending(job_id, epoch, batch, lease_id, base, gradient_key(job_id, epoch, batch, lease_id), loss,
-                       samples, volunteer, digest=digest)
+                       samples, volunteer, digest=digest, address=address[0] if address else "")
 
     def put(self, copy: Pending) -> None:
-        fields = [copy.lease_id, copy.base_version, copy.loss, copy.samples, copy.volunteer_id, copy.digest]
+        fields = [copy.lease_id, copy.base_version, copy.loss, copy.samples, copy.volunteer_id, copy.digest,
+                  copy.address]
         self._table.put_item(Item={**job_key(copy.job_id, _sort_key(copy.epoch, copy.batch)),
                                    "copy": json.dumps(fields, separators=(",", ":")), "lease_id": copy.lease_id,
                                    "ttl": int(self._clock()) + LEASE_TTL_SECONDS})

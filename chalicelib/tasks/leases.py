@@ -249,7 +249,8 @@ class LeaseService:
         try:
             checked = self._check_upload(job_id, spec, key)
             samples = steps * spec.dataset.batch_size
-            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id, backend, checked, data),
+            self.results.send(Result.of(lease, key, loss, samples, record.volunteer_id, backend, checked, data,
+                                        record.address),
                               spec.fold_groups)
         except Exception:
             # back to leased: the volunteer may upload again, or retry the completion

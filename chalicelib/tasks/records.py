@@ -124,18 +124,21 @@ class Result:
     # upload form stays valid until the lease ends, so the object could change)
     digest: str = ""
     data: DataUsed | None = None  # where the volunteer's page said
+    address: str = ""  # the source address it was leased from (a replica check must come from another)
 
     @classmethod
     def of(cls, lease: Lease, key: str, loss: float, samples: int, volunteer_id: str, backend: str,
-           digest: str, data: DataUsed | None = None) -> "Result":
+           digest: str, data: DataUsed | None = None, address: str = "") -> "Result":
         return cls(lease.job_id, lease.epoch, lease.batch, lease.lease_id, lease.base_version, key, loss, samples,
-                   volunteer_id, backend, digest, data)
+                   volunteer_id, backend, digest, data, address)
 
     def message(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, raw: Any) -> "Result":
+        if isinstance(raw, dict) and "address" not in raw:
+            raw = {**raw, "address": ""}  # sent before results carried it
         result = _load(cls, raw)
         return result if result.data is None else replace(result, data=_load(DataUsed, result.data))
 
@@ -167,7 +170,7 @@ class PartialSum:
         if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(cls)} or raw["level"] not in (1, 2):
             raise TypeError("not a PartialSum record")
         return cls(raw["job_id"], int(raw["epoch"]), raw["level"], raw["digest"],
-                   tuple(_load(Result, r) for r in raw["results"]))
+                   tuple(Result.from_json(r) for r in raw["results"]))
 
 
 def fold_message(body: str) -> Result | PartialSum:
