@@ -129,19 +129,22 @@ function dataSince() {
   return used;
 }
 
-let identifying = null; // a start waiting for the volunteer's identity: a second press waits on the same one
+let identifying = false; // a start waiting for the volunteer's identity: another press meanwhile does nothing
 
 async function start() {
+  if (identifying) return;
+  showToggle(true); // the press shows at once; the first start first gets an identity (one request)
+  $('state').textContent = 'starting';
   if (!api.identity) {
-    if (identifying) return;
-    identifying = api.identify(volunteerName, localStorage);
+    identifying = true;
     try {
-      window.crowdtrain.volunteerId = (await identifying).volunteer_id;
+      window.crowdtrain.volunteerId = (await api.identify(volunteerName, localStorage)).volunteer_id;
     } catch (err) {
+      showToggle(false);
       $('state').textContent = `cannot get a volunteer identity from the API (${err.message}); press start to try again`;
       return;
     } finally {
-      identifying = null;
+      identifying = false;
     }
   }
   worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
@@ -165,9 +168,7 @@ async function start() {
     pauseAfter: (computeMs) => pauseAfter(computeMs, preferences.cpuShare), hold,
     dataLeft: () => (cap() > 0 ? cap() - meter.today : Infinity), dataSince,
   });
-  showToggle(true);
-  $('state').textContent = 'starting'; // before the loop runs: it may report a hold at once
-  loop.run();
+  loop.run(); // after 'starting' is shown: the loop may report a hold at once
 }
 
 /** Stop means stop: the worker ends now, the task computing and the one leased ahead go back. */
