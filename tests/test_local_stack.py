@@ -238,3 +238,10 @@ def test_jobs_are_listed_newest_first_in_aligned_columns():
     assert first.startswith("j-22  char-lstm 10x10  running") and second.startswith("j-1   old")
     assert header.index("STATUS") == first.index("running") == second.index("finished")
     assert job_table([]).startswith("no jobs yet")
+
+
+def test_the_cli_helper_passes_an_admin_token_that_starts_with_a_dash(stack, monkeypatch):
+    """argparse reads `--admin-token -abc` as a missing value; the `=` form the helper uses does not."""
+    monkeypatch.setitem(stack.state, "admin_token", "-" + stack.state["admin_token"])
+    proc = stack.cli("jobs", check=False)
+    assert "expected one argument" not in proc.stderr and "401" in proc.stderr + proc.stdout

@@ -59,7 +59,8 @@ class LocalCloud:
     edge_log: Path | None = None  # the web server's access log (one line per response, with its bytes)
     moto: subprocess.Popen | None = None
     outputs: dict[str, str] = field(default_factory=dict)
-    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    # hex: a token someone pastes after `--admin-token` never starts with "-" (as a urlsafe one may)
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(24))
     dispatchers: list[QueueDispatcher | ScheduleRunner] = field(default_factory=list)
 
     @property

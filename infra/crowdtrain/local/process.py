@@ -59,7 +59,8 @@ class LocalCloudProcess:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run a `crowdtrain` command against this stack."""
-        proc = subprocess.run([str(CLI), "--api", self.state["api"], "--admin-token", self.state["admin_token"],
+        # `--option=value`: a value that starts with "-" (a token may) is not read as an option
+        proc = subprocess.run([str(CLI), f"--api={self.state['api']}", f"--admin-token={self.state['admin_token']}",
                                *args], cwd=self.workdir, capture_output=True, text=True, timeout=300)
         if check and proc.returncode != 0:
             raise AssertionError(f"crowdtrain {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
