@@ -82,7 +82,7 @@ def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0, fold_g
                       ADMIN_TOKEN="test-admin-token", LEASE_WAIT_SECONDS="0",
                       # every simulated volunteer calls from one address
                       MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
-                      REPLICA_DISTINCT_ADDRESSES="0")
+                      DISTINCT_ADDRESSES="0")
     os.environ.pop("AWS_ENDPOINT_URL", None)
     calls: Counter = Counter()
     timings: dict[str, list[float]] = {"lease": [], "complete": [], "fold": []}

@@ -130,7 +130,7 @@ def stack():
                       ADMIN_TOKEN="test-admin-token", LEASE_WAIT_SECONDS="0",
                       # every simulated volunteer calls from one address
                       MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
-                      REPLICA_DISTINCT_ADDRESSES="0")
+                      DISTINCT_ADDRESSES="0")
     os.environ.pop("AWS_ENDPOINT_URL", None)
     from moto import mock_aws
     with mock_aws():

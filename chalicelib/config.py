@@ -35,9 +35,11 @@ class Settings:
     # volunteer is 127.0.0.1, sets both high).
     max_leases_per_address: int
     volunteers_per_address_per_hour: int
-    # Whether a replica check must come from another source address than its
-    # first copy (off where every volunteer shares one address).
-    replica_distinct_addresses: bool
+    # Whether source addresses tell clients apart: a replica check must then
+    # come from another address than its first copy, and one address's share
+    # of an update is capped like one identity's (off where every volunteer
+    # shares one address: the local stack).
+    distinct_addresses: bool
     # How old a META read one Lambda may reuse for a lease (the version it
     # hands out, whether the job runs): leases then read META once a second
     # per job and Lambda instead of once each.
@@ -72,7 +74,7 @@ def settings() -> Settings:
         max_leases_per_volunteer=_int("MAX_LEASES_PER_VOLUNTEER", 4),
         max_leases_per_address=_int("MAX_LEASES_PER_ADDRESS", 16),
         volunteers_per_address_per_hour=_int("VOLUNTEERS_PER_ADDRESS_PER_HOUR", 20),
-        replica_distinct_addresses=_int("REPLICA_DISTINCT_ADDRESSES", 1) != 0,
+        distinct_addresses=_int("DISTINCT_ADDRESSES", 1) != 0,
         lease_meta_max_age=float(env.get("LEASE_META_MAX_AGE", 1.0)),
         max_parameters=_int("MAX_PARAMETERS", 20_000_000),
         max_batches=_int("MAX_BATCHES", 100_000),

@@ -166,7 +166,7 @@ class Services:
     @cached_property
     def fold(self) -> Fold:
         return Fold(self.jobs, self.meta, self.leases, self.counters, self.tasks, self.vetting, self.discards,
-                    self.updates, self.board, self.awaiting, self.sums, self.config.replica_distinct_addresses)
+                    self.updates, self.board, self.awaiting, self.sums, self.config.distinct_addresses)
 
     @cached_property
     def sums(self) -> PartialSums:

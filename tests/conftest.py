@@ -44,7 +44,7 @@ def aws(monkeypatch):
         # every test volunteer calls from the same address: its limits are tested on their own
         monkeypatch.setenv("MAX_LEASES_PER_ADDRESS", "1000")
         monkeypatch.setenv("VOLUNTEERS_PER_ADDRESS_PER_HOUR", "100000")
-        monkeypatch.setenv("REPLICA_DISTINCT_ADDRESSES", "0")
+        monkeypatch.setenv("DISTINCT_ADDRESSES", "0")
         yield names
 
 

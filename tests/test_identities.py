@@ -9,7 +9,7 @@ import pytest
 from chalice.local import LambdaEventConverter
 
 from chalicelib import services as services_module
-from tests.harness import Dataset
+from tests.harness import Dataset, token_payload
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_the_volunteers_behind_one_address_share_a_lease_cap(harness, monkeypatc
 def test_two_identities_from_one_address_cannot_both_check_a_batch(harness, monkeypatch, from_address):
     """Replication: the check of a first copy must come from another source address, so one client's
     two identities agreeing on a poisoned gradient is discarded, and an honest check elsewhere folds."""
-    limits(monkeypatch, REPLICA_DISTINCT_ADDRESSES="1")
+    limits(monkeypatch, DISTINCT_ADDRESSES="1")
     job = harness.create_job(Dataset.generate(batches=1, batch_size=4), replication={"copies": 2})
     from_address("192.0.2.10")
     assert harness.work(harness.lease("sybil-1")).status_code == 200
@@ -100,3 +100,66 @@ def test_two_identities_from_one_address_cannot_both_check_a_batch(harness, monk
     assert harness.work(harness.lease("honest")).status_code == 200
     harness.deliver()
     assert harness.status(job)["version"] == 1
+
+
+def _updates_by_lease(harness, job: str) -> list[list[str]]:
+    """The lease ids behind each folded version, oldest first (the fold log, and META's last fold)."""
+    from boto3.dynamodb.conditions import Key
+    parts = services_module.services()
+    items = parts._table.query(KeyConditionExpression=Key("pk").eq(f"JOB#{job}") & Key("sk").begins_with("VER#"))
+    logged = {int(i["version"]): [lease for _, _, lease in json.loads(i["batches"])] for i in items["Items"]}
+    last = parts.meta.get(job).last_fold
+    if last:
+        logged[last.version] = [lease for _, _, lease in last.batches]
+    return [logged[v] for v in sorted(logged)]
+
+
+def test_one_identity_gives_at_most_its_share_of_an_update(harness):
+    """Median, K = 5, max_share 0.4: two of an update's five gradients at most
+    from one volunteer, however many it completes; the rest go to others."""
+    job = harness.create_job(Dataset.generate(batches=10, batch_size=4), aggregation="median",
+                             gradients_per_update=5, max_share=0.4, staleness=10)
+    greedy_leases = set()
+    for turn in range(40):
+        greedy = [t for t in (harness.lease("greedy") for _ in range(4)) if t is not None]
+        for task in greedy:
+            greedy_leases.add(token_payload(task)["lease_id"])
+            assert harness.work(task).status_code == 200
+        harness.deliver()
+        if (task := harness.lease(f"honest-{turn}")) is not None:
+            assert harness.work(task).status_code == 200
+            harness.deliver()
+        if harness.status(job)["status"] == "finished":
+            break
+    status = harness.status(job)
+    assert status["status"] == "finished" and status["discarded"].get("over_share", 0) > 0
+    updates = _updates_by_lease(harness, job)
+    assert len(updates) == 2 and all(len(u) == 5 for u in updates)
+    assert [sum(lease in greedy_leases for lease in u) for u in updates] == [2, 2]
+    assert sorted((e, b) for e, b, _ in harness.folds(job)) == [(0, b) for b in range(10)]
+
+
+def test_one_address_gives_at_most_its_share_of_an_update(harness, monkeypatch, from_address):
+    """However many identities one client mints at one address, and however
+    many results it sends, it fills at most max_share of any update."""
+    limits(monkeypatch, DISTINCT_ADDRESSES="1")
+    job = harness.create_job(Dataset.generate(batches=10, batch_size=4), aggregation="median",
+                             gradients_per_update=5, max_share=0.4, staleness=10)
+    client_leases = set()
+    for turn in range(40):
+        from_address("203.0.113.7")
+        for name in ("sybil-a", "sybil-b", "sybil-c"):
+            for task in [t for t in (harness.lease(name) for _ in range(4)) if t is not None]:
+                client_leases.add(token_payload(task)["lease_id"])
+                assert harness.work(task).status_code == 200
+        harness.deliver()
+        from_address(f"198.51.100.{turn + 1}")
+        if (task := harness.lease(f"honest-{turn}")) is not None:
+            assert harness.work(task).status_code == 200
+            harness.deliver()
+        if harness.status(job)["status"] == "finished":
+            break
+    status = harness.status(job)
+    assert status["status"] == "finished" and status["discarded"].get("over_share", 0) > 0
+    updates = _updates_by_lease(harness, job)
+    assert len(updates) == 2 and [sum(lease in client_leases for lease in u) for u in updates] == [2, 2]

@@ -47,20 +47,58 @@ def test_agreeing_copies_are_folded_once_on_the_pinned_version(harness):
     assert folds(harness, job) == [(0, 0), (0, 1), (0, 2)]
 
 
-@pytest.mark.parametrize("second, reason", [("b", "disagreement"), ("a", "same_volunteer")])
-def test_rejected_copies_are_both_discarded_and_the_batch_requeued(harness, second, reason):
+def test_a_check_by_the_first_copys_volunteer_discards_both_and_requeues(harness):
     ds = Dataset.generate(batches=1, batch_size=4)
     job = harness.create_job(ds, **REPLICATED)
     step(harness, "a")
-    step(harness, second, sign_flipped if reason == "disagreement" else None)
+    step(harness, "a")
     status = harness.status(job)
     assert status["version"] == 0 and status["awaiting_replica"] == 0
-    assert status["discarded"] == {reason: 2}
+    assert status["discarded"] == {"same_volunteer": 2}
     step(harness, "c")  # the re-queued batch, from scratch
     step(harness, "d")  # and its check
     status = harness.status(job)
-    assert status["status"] == "finished" and status["version"] == 1 and status["discarded"] == {reason: 2}
+    assert status["status"] == "finished" and status["version"] == 1 and status["discarded"] == {"same_volunteer": 2}
     assert folds(harness, job) == [(0, 0)]
+
+
+@pytest.mark.parametrize("hostile", ["check", "first copy"])
+def test_a_hostile_copy_loses_to_the_majority_and_the_honest_work_folds(harness, hostile):
+    """Two copies that disagree wait for a third (pinned to their version):
+    the copy it agrees with is folded, the other outvoted; the hostile one
+    cannot break the tie itself."""
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4), **REPLICATED)
+    first = step(harness, "a", sign_flipped if hostile == "first copy" else None)
+    step(harness, "b", sign_flipped if hostile == "check" else None)
+    status = harness.status(job)
+    assert status["version"] == 0 and status["awaiting_replica"] == 1 and status["discarded"] == {}
+    assert status["counters"]["replicas_disputed"] == 1
+    liar = "b" if hostile == "check" else "a"
+    third = step(harness, liar, sign_flipped)  # the hostile volunteer leases the tie-breaker itself
+    assert (third["batch"], third["base_version"]) == (first["batch"], 0)
+    assert harness.status(job)["discarded"] == {"same_volunteer": 1}  # only its own copy goes
+    step(harness, "c")  # an honest third copy
+    status = harness.status(job)
+    assert status["status"] == "finished" and status["version"] == 1 and status["awaiting_replica"] == 0
+    assert status["discarded"] == {"same_volunteer": 1, "outvoted": 1}
+    assert folds(harness, job) == [(0, 0)]
+    # the folded gradient is the honest one: version 1 is version 0 moved by it
+    _, honest = harness.compute(first)
+    expected = harness.weights(job, 0)[0] - 0.5 * np.frombuffer(honest, "<f4")[:12].reshape(4, 3)
+    assert np.allclose(harness.weights(job, 1)[0], expected, atol=1e-6)
+
+
+def test_a_third_copy_agreeing_with_neither_discards_all_three(harness):
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4), **REPLICATED)
+    step(harness, "a")
+    step(harness, "b", sign_flipped)
+    step(harness, "c", lambda data: (np.frombuffer(data, "<f4") * 3).astype("<f4").tobytes())
+    status = harness.status(job)
+    assert status["version"] == 0 and status["awaiting_replica"] == 0
+    assert status["discarded"] == {"disagreement": 3}
+    step(harness, "d")  # the batch starts over
+    step(harness, "e")
+    assert harness.status(job)["status"] == "finished" and folds(harness, job) == [(0, 0)]
 
 
 def test_crash_between_dropping_the_first_copy_and_requeuing_loses_nothing(harness, crashes):
@@ -68,9 +106,8 @@ def test_crash_between_dropping_the_first_copy_and_requeuing_loses_nothing(harne
     job = harness.create_job(ds, **REPLICATED)
     step(harness, "a")
     crashes.before("discards", "discard", "after dropping the first copy")
-    task = harness.lease("b")
-    assert harness.upload(task, sign_flipped(harness.compute(task)[1])).status_code in (200, 204)
-    assert harness.complete(task).status_code == 200
+    task = harness.lease("a")  # a checking its own copy: both are discarded
+    assert harness.work(task).status_code == 200
     messages = harness.result_messages(visibility=0)
     with pytest.raises(Crash):
         harness.invoke_fold([m["Body"] for m in messages])
@@ -79,12 +116,27 @@ def test_crash_between_dropping_the_first_copy_and_requeuing_loses_nothing(harne
     harness.deliver()
     status = harness.status(job)
     assert status["awaiting_replica"] == 1 and status["version"] == 0
-    step(harness, "c")  # checks b's copy: b was hostile, so they disagree
-    assert harness.status(job)["discarded"] == {"disagreement": 2}
-    step(harness, "d")
-    step(harness, "e")
+    step(harness, "c")
     status = harness.status(job)
     assert status["status"] == "finished" and folds(harness, job) == [(0, 0)]
+
+
+def test_crash_between_queueing_a_third_copy_and_keeping_the_dispute_loses_nothing(harness, crashes):
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4), **REPLICATED)
+    step(harness, "a")
+    crashes.before("awaiting", "dispute", "after queueing the third copy")
+    task = harness.lease("b")
+    assert harness.upload(task, sign_flipped(harness.compute(task)[1])).status_code in (200, 204)
+    assert harness.complete(task).status_code == 200
+    with pytest.raises(Crash):
+        harness.invoke_fold([m["Body"] for m in harness.result_messages(visibility=0)])
+    crashes.heal()
+    harness.deliver()  # b's result again: the dispute is kept, and a second third copy queued
+    assert harness.status(job)["awaiting_replica"] == 1 and harness.waiting(harness.tasks_url) == 2
+    step(harness, "c")  # settles it (the extra copy is dropped once the job has finished)
+    status = harness.status(job)
+    assert status["status"] == "finished" and folds(harness, job) == [(0, 0)]
+    assert status["discarded"] == {"outvoted": 1}
 
 
 @pytest.mark.parametrize("replication, field", [({"copies": 3}, "copies"), ({"tolerance": 0}, "tolerance"),
@@ -93,3 +145,29 @@ def test_bad_replication_settings_are_refused(harness, replication, field):
     from tests.harness import job_body
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=1, batch_size=4), replication=replication))
     assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body
+
+
+def test_an_agreed_copy_over_its_volunteers_share_of_the_update_is_discarded(harness):
+    """max_share applies to replicated jobs too: the first copy is what joins the update."""
+    job = harness.create_job(Dataset.generate(batches=5, batch_size=4), aggregation="median",
+                             gradients_per_update=5, replication={"copies": 2, "tolerance": 1e-3}, staleness=8)
+    firsts = [step(harness, v) for v in ("a", "a", "x", "y", "z")]  # a: the first two tasks
+    assert step(harness, "b")["batch"] == firsts[0]["batch"]  # agrees: a's first gradient of the update
+    assert harness.status(job)["discarded"] == {}
+    # agrees too, but a already gave its share (a quarter of 5: 1)
+    assert step(harness, "c")["batch"] == firsts[1]["batch"]
+    assert harness.status(job)["discarded"] == {"over_share": 2}
+
+
+def test_a_disputing_checks_redelivered_result_is_a_duplicate(harness):
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4), **REPLICATED)
+    step(harness, "a")
+    task = harness.lease("b")
+    assert harness.upload(task, sign_flipped(harness.compute(task)[1])).status_code in (200, 204)
+    assert harness.complete(task).status_code == 200
+    bodies = [m["Body"] for m in harness.result_messages(visibility=0)]
+    harness.invoke_fold(bodies)
+    harness.invoke_fold(bodies)  # SQS delivers at least once
+    status = harness.status(job)
+    assert status["awaiting_replica"] == 1 and status["discarded"] == {}
+    assert status["counters"]["replicas_disputed"] == 1 and status["counters"]["duplicates"] >= 1

@@ -33,7 +33,12 @@ class Discards:
         """Re-queue the batches (one queue call per epoch), then mark their leases discarded."""
         for epoch in sorted({e for e, _, _ in batches}):
             self.tasks.enqueue(job_id, epoch, [b for e, b, _ in batches if e == epoch])
+        self.mark(job_id, [lease_id for _, _, lease_ids in batches for lease_id in lease_ids], reason)
+
+    def mark(self, job_id: str, lease_ids: list[str], reason: FoldOutcome) -> None:
+        """Mark leases discarded with the reason, their batches not re-queued
+        (another copy of the batch was taken), and count them."""
         moved = sum(self.leases.move(job_id, lease_id, ("leased", "completed"), "discarded", reason=reason.value)
-                    for _, _, lease_ids in batches for lease_id in lease_ids)
+                    for lease_id in lease_ids)
         if moved:
             self.counters.add(job_id, **{f"discarded_{reason.value}": moved})

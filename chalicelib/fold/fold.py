@@ -16,7 +16,8 @@ one `Result`; an invocation handles its whole batch (up to 10), per job:
 
 Replicated jobs put a check before pending: an accepted first copy waits in
 its own item (store/awaiting.py) while a check task, pinned to the same
-version, is queued; the pair goes on only if a different volunteer's copy agrees.
+version, is queued; the pair goes on only if a different volunteer's copy
+agrees, and if the two disagree a third copy settles it by majority.
 
 Why every batch is folded exactly once, or discarded and re-queued, whatever
 crashes where: docs/architecture.md#exactly-once (the one place it is argued).
@@ -33,11 +34,12 @@ from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.partials import PartialSums
+from chalicelib.fold.shares import over_share
 from chalicelib.fold.updates import Gradients, Updates
 from chalicelib.fold.vetting import GradientVetting, relative_difference
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.jobs.status import StatusBoard
-from chalicelib.store.awaiting import AwaitingCopies
+from chalicelib.store.awaiting import Awaiting, AwaitingCopies
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState
@@ -54,8 +56,9 @@ class Fold:
                  tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates, board: StatusBoard,
                  awaiting: AwaitingCopies, sums: PartialSums, distinct_addresses: bool = True):
         self.sums = sums
-        # a replica check must come from another source address than its first copy (two identities
-        # of one client agreeing prove nothing); off where every volunteer shares one (the local stack)
+        # source addresses tell clients apart: a replica check must come from another address than its
+        # first copy (two identities of one client agreeing prove nothing), and one address's share of an
+        # update is capped (fold/shares.py); off where every volunteer shares one (the local stack)
         self.distinct_addresses = distinct_addresses
         self.jobs, self.meta, self.leases, self.counters, self.awaiting = jobs, meta, leases, counters, awaiting
         self.tasks, self.vetting, self.discards, self.updates, self.board = tasks, vetting, discards, updates, board
@@ -129,6 +132,8 @@ class Fold:
         claims = Claims.read(meta, self.leases, results)
         keep = len(results) <= self.vetting.parallelism(spec)  # decoded gradients fit the memory share
         screened = self.vetting.screen(results, meta, spec, claims, keep)
+        screened.turn_away(over_share(meta.pending, [r for _, r, _, _ in screened.accepted], spec,
+                                      self.distinct_addresses), FoldOutcome.OVER_SHARE)
         self.discards.drop(job_id, screened)
         outcomes = screened.outcomes
         if screened.accepted:
@@ -188,13 +193,15 @@ class Fold:
         meta, spec = self.meta.get(r.job_id), self.jobs.spec(r.job_id)
         meta = self.updates.settle(meta, spec)
         accounted = (r.epoch, r.batch) in meta.pending_pairs() or meta.is_folded(r.epoch, r.batch)
-        first = None if accounted else self.awaiting.get(r.job_id, r.epoch, r.batch)
-        if (accounted or (first is not None and first.lease_id == r.lease_id)
+        awaiting = None if accounted else self.awaiting.get(r.job_id, r.epoch, r.batch)
+        if (accounted or (awaiting is not None and awaiting.holds(r.lease_id))
                 or self.leases.state(r.job_id, r.lease_id) == "discarded"):
             self.counters.add(r.job_id, duplicates=1)
             return FoldOutcome.DUPLICATE
-        if first is not None:
-            return self._check_replica(r, first, meta, spec)
+        if awaiting is not None and awaiting.disputed is not None:
+            return self._settle_dispute(r, awaiting, meta, spec)
+        if awaiting is not None:
+            return self._check_replica(r, awaiting.first, meta, spec)
         reason, digest, _ = self.vetting.reject(r, meta, spec)
         if reason:
             self.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
@@ -211,31 +218,53 @@ class Fold:
         meta = self._take(meta, spec, (pending,), {})
         return FoldOutcome.FOLDED if meta.version > before else FoldOutcome.PENDING
 
+    def _vet_copy(self, r: Result, others: Sequence[Pending], meta: JobMeta,
+                  spec: JobSpec) -> tuple[FoldOutcome | None, str, list]:
+        """Whether `r` may stand as a copy beside `others` (valid, by another
+        volunteer, from another address where addresses count, on the same
+        version); its digest and tensors if so."""
+        reason, digest, tensors = self.vetting.reject(r, meta, spec)
+        if not reason and any(r.volunteer_id == o.volunteer_id for o in others):
+            reason = FoldOutcome.SAME_VOLUNTEER
+        elif not reason and self.distinct_addresses and any(r.address == o.address for o in others):
+            reason = FoldOutcome.SAME_ADDRESS
+        elif not reason and r.base_version != others[0].base_version:
+            reason = FoldOutcome.REPLICA_VERSION
+        return reason, digest, tensors
+
+    def _agrees(self, spec: JobSpec, copy: Pending, tensors: list, r: Result) -> bool:
+        """Whether a stored copy (still the bytes accepted) is within the job's tolerance of `r`'s tensors."""
+        try:
+            difference = relative_difference(self.vetting.load(spec, copy.key, copy.digest), tensors)
+        except (BadRequest, NotFound):
+            return False
+        if difference > spec.replication.tolerance:
+            log.warning("job %s: %s-%s: volunteers %r and %r disagree (relative difference %.3g)",
+                        r.job_id, r.epoch, r.batch, copy.volunteer_id, r.volunteer_id, difference)
+            return False
+        return True
+
     def _check_replica(self, r: Result, first: Pending, meta: JobMeta, spec: JobSpec) -> FoldOutcome:
         """The second copy of a replicated batch: the first goes on to pending
         if both agree within the job's tolerance, and its item is dropped after
         (a crash in between leaves a stale item behind a pending batch, which
-        the duplicate check meets first). Otherwise both are discarded and the
-        batch re-queued, the first copy dropped before: a crash in between
-        leaves this result's message to come back, and it then starts the
-        batch over as a first copy."""
-        reason, _, second = self.vetting.reject(r, meta, spec)
-        if not reason and r.volunteer_id == first.volunteer_id:
-            reason = FoldOutcome.SAME_VOLUNTEER
-        elif not reason and self.distinct_addresses and r.address == first.address:
-            reason = FoldOutcome.SAME_ADDRESS
-        elif not reason and r.base_version != first.base_version:
-            reason = FoldOutcome.REPLICA_VERSION
-        elif not reason:
-            try:
-                difference = relative_difference(self.vetting.load(spec, first.key, first.digest), second)
-            except (BadRequest, NotFound):
-                reason = FoldOutcome.INVALID
-            else:
-                if difference > spec.replication.tolerance:
-                    log.warning("job %s: %s-%s: volunteers %r and %r disagree (relative difference %.3g)",
-                                r.job_id, r.epoch, r.batch, first.volunteer_id, r.volunteer_id, difference)
-                    reason = FoldOutcome.DISAGREEMENT
+        the duplicate check meets first). If they disagree, a third copy
+        settles it (`_settle_dispute`). Otherwise (an invalid check, by the
+        same volunteer or address, on another version, or a first copy over
+        its volunteer's share) both are discarded and the batch re-queued, the
+        first copy dropped before: a crash in between leaves this result's
+        message to come back, and it then starts the batch over as a first copy."""
+        reason, digest, second = self._vet_copy(r, [first], meta, spec)
+        if not reason and over_share(meta.pending, [first], spec, self.distinct_addresses)[0]:
+            reason = FoldOutcome.OVER_SHARE
+        if not reason and not self._agrees(spec, first, second, r):
+            # Queue the third copy first (pinned like the check), then keep this
+            # copy beside the first: a crash in between queues another third
+            # copy, whose result finds the batch settled and is dropped as a duplicate.
+            self.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
+            self.awaiting.dispute(first, Pending.of(r, digest))
+            self.counters.add(r.job_id, replicas_disputed=1)
+            return FoldOutcome.DISPUTED
         if not reason:
             self.counters.add(r.job_id, replicas_agreed=1)
             outcome = self._add_pending(meta, spec, first)
@@ -244,3 +273,40 @@ class Fold:
         self.awaiting.drop(first)
         self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, r.lease_id])], reason)
         return reason
+
+    def _settle_dispute(self, r: Result, awaiting: Awaiting, meta: JobMeta, spec: JobSpec) -> FoldOutcome:
+        """A third copy of a batch whose first two disagreed: the copy it
+        agrees with goes on to pending (a hostile check loses to the majority,
+        and the honest work folds), and the other copy's lease is marked
+        outvoted, after (a crash in between leaves it merely completed). A
+        third copy by one of the two disputing volunteers (or from one's
+        address) is discarded alone and another asked for; one agreeing with
+        neither, or otherwise unusable, discards all three and re-queues the batch."""
+        first, disputed = awaiting.first, awaiting.disputed
+        reason, _, third = self._vet_copy(r, [first, disputed], meta, spec)
+        if reason in (FoldOutcome.SAME_VOLUNTEER, FoldOutcome.SAME_ADDRESS):
+            # one of the disputing volunteers cannot be the tie-breaker: ask for
+            # another third copy (pinned, queued first), the two kept waiting
+            self.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
+            self.discards.mark(r.job_id, [r.lease_id], reason)
+            return reason
+        winner = loser = None
+        if not reason:
+            if self._agrees(spec, first, third, r):
+                winner, loser = first, disputed
+            elif self._agrees(spec, disputed, third, r):
+                winner, loser = disputed, first
+            else:
+                reason = FoldOutcome.DISAGREEMENT
+        if not reason and over_share(meta.pending, [winner], spec, self.distinct_addresses)[0]:
+            reason = FoldOutcome.OVER_SHARE
+        if reason:
+            self.awaiting.drop(first)
+            self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, disputed.lease_id, r.lease_id])],
+                                  reason)
+            return reason
+        self.counters.add(r.job_id, replicas_agreed=1)
+        outcome = self._add_pending(meta, spec, winner)
+        self.awaiting.drop(first)
+        self.discards.mark(r.job_id, [loser.lease_id], FoldOutcome.OUTVOTED)
+        return outcome

@@ -49,6 +49,17 @@ class Screened:
     accepted: list[tuple[int, Result, str, list[np.ndarray]]] = field(default_factory=list)  # index, result, ...
     rejected: dict[FoldOutcome, list[Result]] = field(default_factory=dict)
 
+    def turn_away(self, refused: list[bool], reason: FoldOutcome) -> None:
+        """Reject the accepted results `refused` marks (one flag per accepted result, in order)."""
+        kept = []
+        for entry, refuse in zip(self.accepted, refused):
+            if refuse:
+                self.outcomes[entry[0]] = reason
+                self.rejected.setdefault(reason, []).append(entry[1])
+            else:
+                kept.append(entry)
+        self.accepted = kept
+
 
 class GradientVetting:
     def __init__(self, objects: ObjectStore, memory_bytes: int = 1024 * 2**20, threads: int = 10):

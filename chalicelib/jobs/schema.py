@@ -26,10 +26,13 @@ BATCH_ENCODINGS = ("identity", "gzip")
 MAX_GRADIENTS_PER_UPDATE = 64
 JOB_FIELDS = ("name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness", "epochs",
               "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication", "local_steps",
-              "fold_groups", "evaluation")
+              "fold_groups", "evaluation", "max_share")
 MAX_LOCAL_STEPS = 1024
 # The fewest gradients an update under a robust rule may take (a median of 5 outvotes 2).
 MIN_ROBUST_GRADIENTS = 5
+# Under a robust rule, one volunteer identity or one source address may give
+# at most this share of an update unless the job says otherwise.
+DEFAULT_ROBUST_SHARE = 0.25
 # Held-out batches one evaluation task covers (a volunteer downloads them all),
 # and the most volunteers an evaluation may ask to agree.
 MAX_HELD_OUT_BATCHES = 64
@@ -99,6 +102,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
         local_steps=_local_steps(body.get("local_steps"), dataset, strategy, replication),
         fold_groups=fold_groups,
         evaluation=_evaluation(body.get("evaluation"), dataset, max_batches),
+        max_share=_max_share(body, strategy, fold_groups),
     )
     _check_robust(spec, strategy)
     return spec
@@ -120,6 +124,17 @@ def _check_robust(spec: JobSpec, strategy: Any) -> None:
         raise BadRequest(f"aggregation {strategy.name} needs an epoch's tasks ({tasks}{per_task}) to be a multiple "
                          f"of gradients_per_update ({k}), so that its last update has {k} gradients too: use "
                          f"{tasks - tasks % k} or {tasks + k - tasks % k} tasks")
+
+
+def _max_share(body: dict[str, Any], strategy: Any, fold_groups: int) -> float:
+    """How much of one update one identity or address may give (JobSpec.max_share):
+    by default a quarter under a robust rule, except in a fold in parts."""
+    default = DEFAULT_ROBUST_SHARE if strategy.robust and fold_groups == 1 else 1.0
+    share = validate.number(body, "max_share", default, 0.01, 1.0)
+    if share < 1 and fold_groups > 1:
+        raise BadRequest("max_share below 1 needs fold_groups 1: a partial sum is folded whole, so the fold "
+                         "cannot leave one volunteer's share of it out")
+    return share
 
 
 def _fold_groups(body: dict[str, Any], strategy: Any, replication: Replication) -> int:

@@ -163,6 +163,16 @@ class JobSpec:
     # (fold/partials.py); 1 folds every result in the job's one group.
     fold_groups: int = 1
     evaluation: Evaluation | None = None
+    # The largest share of one update's K gradients that one volunteer
+    # identity, or one source address, may contribute (jobs/schema.py's
+    # default: a quarter under a robust rule, so no one client can outvote a
+    # median however many requests it sends; all of it under the mean).
+    max_share: float = 1.0
+
+    @property
+    def share_cap(self) -> int:
+        """Gradients one identity (or address) may have in one update: at least one."""
+        return max(1, int(self.max_share * self.gradients_per_update + 1e-9))
 
     @property
     def stored_batches(self) -> int:
@@ -243,7 +253,7 @@ class JobSpec:
             "gradients_per_update": self.gradients_per_update, "staleness": self.staleness, "epochs": self.epochs,
             "lease_seconds": self.lease_seconds, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
             "replication": {"copies": self.replication.copies, "tolerance": self.replication.tolerance},
-            "fold_groups": self.fold_groups,
+            "fold_groups": self.fold_groups, "max_share": self.max_share,
         }
         if self.alphabet:
             document["text"] = {"alphabet": self.alphabet}

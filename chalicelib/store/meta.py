@@ -110,16 +110,19 @@ class JobMeta:
 
 def _compact(results: tuple[Pending, ...]) -> str:
     """Pending results as short lists: the job id and S3 key follow from META's
-    job and the lease (or, for a result in a partial sum, from the sum's digest)."""
+    job and the lease (or, for a result in a partial sum, from the sum's digest);
+    the source address (which caps one client's share of an update) and the
+    partial-sum flag trail, left off when there is none."""
     return json.dumps([[p.epoch, p.batch, p.lease_id, p.base_version, p.loss, p.samples, p.volunteer_id, p.digest]
-                       + ([1] if p.summed else []) for p in results], separators=(",", ":"))
+                       + ([int(p.summed), p.address] if p.address else [1] if p.summed else [])
+                       for p in results], separators=(",", ":"))
 
 
 def _expand(job_id: str, text: str) -> tuple[Pending, ...]:
-    def pending(e, b, lease_id, base, loss, samples, volunteer, digest, summed=0) -> Pending:
+    def pending(e, b, lease_id, base, loss, samples, volunteer, digest, summed=0, address="") -> Pending:
         key = partial_sum_key(job_id, e, digest) if summed else gradient_key(job_id, e, b, lease_id)
         return Pending(job_id, e, b, lease_id, base, key, loss, samples, volunteer, digest=digest,
-                       summed=bool(summed))
+                       address=address, summed=bool(summed))
     return tuple(pending(*entry) for entry in json.loads(text))
 
 

@@ -124,7 +124,9 @@ class Result:
     # upload form stays valid until the lease ends, so the object could change)
     digest: str = ""
     data: DataUsed | None = None  # where the volunteer's page said
-    address: str = ""  # the source address it was leased from (a replica check must come from another)
+    # the source address it was leased from (a replica check must come from
+    # another; one address's share of an update is capped)
+    address: str = ""
 
     @classmethod
     def of(cls, lease: Lease, key: str, loss: float, samples: int, volunteer_id: str, backend: str,

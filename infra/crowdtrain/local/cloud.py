@@ -133,7 +133,7 @@ class LocalCloud:
         env = app_environment(self.outputs, self.web_url, "*", self.admin_token)
         # every local volunteer is 127.0.0.1 (as `chalice local` reports it): no per-address limits here
         env.update(MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
-                   REPLICA_DISTINCT_ADDRESSES="0")
+                   DISTINCT_ADDRESSES="0")
         os.environ.update(env)
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))  # app.py lives at the checkout's top, as `chalice` expects
