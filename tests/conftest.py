@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 import random
+import socket
+import subprocess
+import sys
 from collections import Counter
 from operator import attrgetter
+from pathlib import Path
 
 import boto3
 import pytest
@@ -36,20 +40,55 @@ def aws(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():
-        names = Harness.create_resources(boto3.Session(region_name="us-east-1"))
-        for key, value in names.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("ADMIN_TOKEN", "test-admin-token")
-        monkeypatch.setenv("LEASE_WAIT_SECONDS", "0")
-        # every test volunteer calls from the same address: its limits are tested on their own
-        monkeypatch.setenv("MAX_LEASES_PER_ADDRESS", "1000")
-        monkeypatch.setenv("VOLUNTEERS_PER_ADDRESS_PER_HOUR", "100000")
-        monkeypatch.setenv("DISTINCT_ADDRESSES", "0")
-        yield names
+        yield _app_environment(monkeypatch, Harness.create_resources(boto3.Session(region_name="us-east-1")))
+
+
+def _app_environment(monkeypatch, names: dict[str, str]) -> dict[str, str]:
+    """The app's environment, pointing at the resources `names` gives."""
+    for key, value in names.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ADMIN_TOKEN", "test-admin-token")
+    monkeypatch.setenv("LEASE_WAIT_SECONDS", "0")
+    # every test volunteer calls from the same address: its limits are tested on their own
+    monkeypatch.setenv("MAX_LEASES_PER_ADDRESS", "1000")
+    monkeypatch.setenv("VOLUNTEERS_PER_ADDRESS_PER_HOUR", "100000")
+    monkeypatch.setenv("DISTINCT_ADDRESSES", "0")
+    return names
+
+
+@pytest.fixture
+def moto_server(tmp_path):
+    """moto's server in a process of its own (tests/moto_gaps.py's gaps filled): its URL.
+    Unlike the in-process mock, requests from threads are served concurrently."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "moto-server.log"
+    server = subprocess.Popen([sys.executable, "-c", f"from tests.moto_gaps import serve; serve({port})"],
+                              cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE, stderr=log.open("w"),
+                              text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready", log.read_text()[-2000:]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.kill()
+        server.wait()
 
 
 @pytest.fixture
 def harness(aws):
+    with Harness() as h:
+        yield h
+
+
+@pytest.fixture
+def server_harness(moto_server, monkeypatch):
+    """The harness with every AWS call, from any thread, going to moto's server over HTTP."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    _app_environment(monkeypatch, Harness.create_resources(boto3.Session(region_name="us-east-1")))
     with Harness() as h:
         yield h
 

@@ -23,19 +23,8 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 
 @pytest.fixture
-def endpoint(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp_path / "moto-server.log"
-    server = subprocess.Popen([sys.executable, "-c", f"from tests.moto_gaps import serve; serve({port})"], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready", log.read_text()[-2000:]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.kill()
-        server.wait()
+def endpoint(moto_server):
+    return moto_server
 
 
 def fresh_clone(dest: Path) -> Path:
