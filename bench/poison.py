@@ -22,6 +22,17 @@ count varies as it would with volunteers arriving at random. Attacks:
   (chalicelib/fold/shares.py); here it fills that share of every update,
   at the default quarter (2 of 8, 4 of 16), with sign flips at the bound.
 
+Replication (BOINC's, `replication`): each task's first copy is checked by
+a second identity, a dispute settled by a third, with the fold's rules
+(chalicelib/jobs/spec.py's Replication.check_rate, outvoted identities
+starting over). Hostile copies of one batch agree with each other (each
+flips the same honest gradient), so two hostile identities pass a check
+together. Measured for no replication, every result checked, and adaptive
+(trusted after 10 agreeing results, spot checks down to 10 %), against
+identities that always attack and "sleepers" that stay honest until
+trusted: copies computed per folded result, the share of folded gradients
+that are hostile, and the median's accuracy (K = 8).
+
 A run survives when its final held-out accuracy is within 0.05 of the clean
 run's. Mean is not robust; median, trimmed mean (0.2) and clipped mean (at
 the honest gradients' median norm) are. Results go to docs/security.md.
@@ -34,6 +45,7 @@ from bench import common
 from chalicelib.fold.optimizers import make_optimizer
 from chalicelib.fold.strategies import make_strategy
 from chalicelib.jobs.schema import DEFAULT_ROBUST_SHARE
+from chalicelib.jobs.spec import Replication
 
 FEATURES, CLASSES, BATCH = 20, 10, 32
 KS, TASKS, EPOCHS = (8, 16), 64, 4  # K gradients per update; the tasks of an epoch, a multiple of each K
@@ -82,8 +94,53 @@ def hostile(attack: str, honest: list, rng) -> list:
     return scaled([-t for t in mean], MAX_GRAD_NORM)  # sign flip at the bound
 
 
+class ReplicatedCrowd:
+    """Which gradient each task folds under a replication policy, and at
+    what cost: identities drawn at random for each copy (all different),
+    records kept as the fold keeps them."""
+
+    def __init__(self, replication: Replication | None, share: float, sleepers: bool, rng, identities: int = 20):
+        self.replication, self.sleepers, self.rng = replication, sleepers, rng
+        self.identities, self.hostile = identities, set(range(round(share * identities)))
+        self.agreed = [0] * identities
+        self.copies = self.folded = self.hostile_folded = 0
+
+    def _attacks(self, who: int) -> bool:
+        if who not in self.hostile:
+            return False
+        return not self.sleepers or self.replication.check_rate(self.agreed[who]) < 1.0  # a sleeper waits for trust
+
+    def fold_one(self) -> bool:
+        """One task: whether the gradient it folds is hostile."""
+        first, second, third = (int(i) for i in self.rng.choice(self.identities, 3, replace=False))
+        flipped = self._attacks(first)
+        copies = 1
+        if self.replication is not None and self.rng.random() < self.replication.check_rate(self.agreed[first]):
+            copies = 2
+            if self._attacks(second) == flipped:
+                self.agreed[first] += 1
+                self.agreed[second] += 1
+            else:  # a dispute: the third copy's side wins, the other starts over
+                copies = 3
+                winner, loser = (first, second) if self._attacks(third) == flipped else (second, first)
+                flipped = self._attacks(third)
+                self.agreed[winner] += 1
+                self.agreed[third] += 1
+                self.agreed[loser] = 0
+        self.copies += copies
+        self.folded += 1
+        self.hostile_folded += flipped
+        return flipped
+
+
+REPLICATION_POLICIES = {"none": None, "every result checked": Replication(copies=2),
+                        "adaptive (trusted after 10, spot checks 10 %)": Replication(copies=2, trust_after=10,
+                                                                                   spot_check=0.1)}
+REPLICATION_SHARES = (0.1, 0.2, 0.3, 0.4)
+
+
 def train(rule: dict, attack: str, share: float, k: int, tasks: int = TASKS, tail: bool = False,
-          seed: int = 0, capped: int = 0) -> float:
+          seed: int = 0, capped: int = 0, crowd: ReplicatedCrowd | None = None) -> float:
     """Final held-out accuracy of one run."""
     (x, y), (hx, hy) = problem(seed)
     rng = np.random.default_rng(seed + 1)
@@ -96,7 +153,8 @@ def train(rule: dict, attack: str, share: float, k: int, tasks: int = TASKS, tai
             batches = order[start:start + k]
             honest = [loss_and_grad(weights, x[b % TASKS * BATCH:(b % TASKS + 1) * BATCH],
                                     y[b % TASKS * BATCH:(b % TASKS + 1) * BATCH])[1] for b in batches]
-            bad = rng.random(len(batches)) < share
+            bad = (np.array([crowd.fold_one() for _ in batches]) if crowd is not None
+                   else rng.random(len(batches)) < share)
             bad[:capped] = True  # one client at its share of the update
             if tail and start + k >= tasks:  # the epoch's last task is the attacker's
                 bad[-1] = True
@@ -125,7 +183,7 @@ def main() -> None:
     print(f"clean run (mean, no attacker): held-out accuracy {clean:.3f}; {TASKS} tasks x {EPOCHS} epochs")
     results = {"ks": list(ks), "tasks": TASKS, "epochs": EPOCHS, "clean": clean, "tolerance": TOLERANCE,
                "shares": list(shares), "attacks": {}, "tail": {},
-               "capped": {}, "max_share": DEFAULT_ROBUST_SHARE}
+               "capped": {}, "max_share": DEFAULT_ROBUST_SHARE, "replication": []}
     for k in ks:
         for attack, label in (("flip", "sign flip at the norm bound"), ("noise", "noise at the norm bound")):
             table = results["attacks"].setdefault(attack, {}).setdefault(str(k), {})
@@ -146,6 +204,21 @@ def main() -> None:
         for name, rule in rules().items():
             results["capped"].setdefault(str(k), {})[name] = capped = train(rule, "flip", 0.0, k, capped=cap)
             print(f"K={k:<3} one client at its share ({cap} of {k}), {name:<22} {capped:.3f}", flush=True)
+    for sleepers in (False, True):
+        label = "sleepers" if sleepers else "always"
+        for policy, replication in REPLICATION_POLICIES.items():
+            if sleepers and replication is None or sleepers and not replication.trust_after:
+                continue  # a sleeper is an attack on trust: without it, it is the honest crowd
+            for share in shares if not args.quick else (0.4,):
+                crowd = ReplicatedCrowd(replication, share, sleepers, np.random.default_rng(7))
+                accuracy = train({"name": "median"}, "flip", 0.0, ks[0], crowd=crowd)
+                row = {"attack": label, "policy": policy, "share": share, "accuracy": accuracy,
+                       "copies_per_result": crowd.copies / crowd.folded,
+                       "hostile_folded": crowd.hostile_folded / crowd.folded}
+                results["replication"].append(row)
+                print(f"replication {policy:<46} {label:<8} {100 * share:3.0f} % hostile: "
+                      f"{row['copies_per_result']:.2f} copies per result, {100 * row['hostile_folded']:4.1f} % of "
+                      f"folded gradients hostile, median K={ks[0]} accuracy {accuracy:.3f}", flush=True)
     median = max(survives(shares, results["attacks"]["flip"][str(k)]["median"], clean) for k in ks)
     tail_ok = all(t["median"]["tasks % K == 0"] >= clean - TOLERANCE for t in results["tail"].values())
     met = median >= 0.4 and tail_ok

@@ -451,6 +451,21 @@ def poison_section(r: dict) -> list[str]:
         for k, table in r["capped"].items():
             cap = max(1, int(r["max_share"] * int(k)))
             lines += [f"| {name} | {k} | {cap} | {a:.3f} |" for name, a in table.items()]
+    if r.get("replication"):
+        lines += ["", "Replication (`replication`, chalicelib/fold/replicas.py) before the median (K = 8), 20 "
+                  "identities drawn at random for each copy: a check by a second identity, a dispute settled by a "
+                  "third, outvoted identities starting over. Two hostile copies of one batch agree (each flips the "
+                  "same honest gradient). \"Sleepers\" stay honest until trusted. Copies computed per folded "
+                  "result / share of folded gradients that were hostile / held-out accuracy:", "",
+                  "| policy | attack | " + " | ".join(f"{100 * s:.0f} % hostile" for s in shares) + " |",
+                  "| --- | --- |" + " ---: |" * len(shares)]
+        rows: dict[tuple[str, str], dict[float, dict]] = {}
+        for row in r["replication"]:
+            rows.setdefault((row["policy"], row["attack"]), {})[row["share"]] = row
+        for (policy, attack), cells in rows.items():
+            lines.append(f"| {policy} | {attack} | " + " | ".join(
+                f"{c['copies_per_result']:.2f} / {100 * c['hostile_folded']:.1f} % / {c['accuracy']:.2f}"
+                if (c := cells.get(s)) else "" for s in shares) + " |")
     lines += ["", f"Target (median at K ≥ 8 survives 40 % of identities attacking with sign flips at the norm "
               f"bound, and the tail attack): {'met' if r['target_met'] else '**not met**'}: the median survives "
               f"sign flips up to {100 * r['median_survives']:.0f} %. A coordinate's median of K gradients of "
@@ -459,9 +474,11 @@ def poison_section(r: dict) -> list[str]:
               "mini-batch gradient's noise is about its mean or larger (at this benchmark's start, for 44 % of "
               "the coordinates; the noise's median ratio to the mean is 1.0); and with "
               "volunteers arriving at random some updates are more hostile than the identities' share. Capping "
-              "one client's share (above) bounds what one client does; hostile identities spread over many "
-              "addresses are what only replication with reputation, not built, would filter before the median.",
-              ""]
+              "one client's share (above) bounds what one client does. Replication takes hostile identities out "
+              "of the folded stream only where a check lands on an honest one: at 40 % hostile identities about "
+              "a third of what every-result replication folds is still hostile (two hostile copies of a batch "
+              "agree), and the median at K = 8 then falls short too; with replication it holds 30 %, without "
+              "it 10 %.", ""]
     return lines
 
 

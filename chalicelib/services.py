@@ -27,6 +27,7 @@ from chalicelib.jobs.status import StatusBoard
 from chalicelib.model.versions import VersionStore
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.awaiting import AwaitingCopies
+from chalicelib.store.reputations import Reputations
 from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.jobs import JobRecords
@@ -166,7 +167,8 @@ class Services:
     @cached_property
     def fold(self) -> Fold:
         return Fold(self.jobs, self.meta, self.leases, self.counters, self.tasks, self.vetting, self.discards,
-                    self.updates, self.board, self.awaiting, self.sums, self.config.distinct_addresses)
+                    self.updates, self.board, self.awaiting, self.sums, Reputations(self._table),
+                    self.config.distinct_addresses)
 
     @cached_property
     def sums(self) -> PartialSums:

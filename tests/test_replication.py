@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from chalicelib import services as services_module
 from tests.conftest import Crash
 from tests.harness import Dataset
 
@@ -171,3 +172,50 @@ def test_a_disputing_checks_redelivered_result_is_a_duplicate(harness):
     status = harness.status(job)
     assert status["awaiting_replica"] == 1 and status["discarded"] == {}
     assert status["counters"]["replicas_disputed"] == 1 and status["counters"]["duplicates"] >= 1
+
+
+ADAPTIVE = {"replication": {"copies": 2, "tolerance": 1e-3, "trust_after": 2, "spot_check": 0.25},
+            "gradients_per_update": 1, "staleness": 8, "epochs": 8}
+
+
+def draws(value: float) -> None:
+    """What the fold's random draw for a spot check returns from now on."""
+    services_module.services().fold.replicas.draw = lambda: value
+
+
+def test_adaptive_replication_checks_new_identities_then_spot_checks_and_an_outvoted_one_starts_over(harness):
+    """trust_after 2: a's results are all checked until two agreed; then each
+    with probability 2 / (agreed + 1); outvoted, it is checked on every result again.
+    One batch an epoch, so the queue holds one task or its check at a time."""
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4), **ADAPTIVE)
+    draws(0.99)  # a draw that skips every check it may
+    for _ in range(2):
+        step(harness, "a")
+        assert harness.status(job)["awaiting_replica"] == 1  # new: checked whatever the draw
+        step(harness, "b")
+    assert harness.status(job)["version"] == 2
+    step(harness, "a")  # agreed 2: checked with probability 2/3, and the draw says no
+    status = harness.status(job)
+    assert status["version"] == 3 and status["awaiting_replica"] == 0 and status["counters"]["replicas_skipped"] == 1
+    draws(0.5)  # under 2/3: checked
+    step(harness, "a")
+    assert harness.status(job)["awaiting_replica"] == 1
+    step(harness, "b")  # agrees: a has 3
+    draws(0.0)
+    step(harness, "a", sign_flipped)  # a turns hostile, and is spot-checked
+    step(harness, "b")
+    step(harness, "c")  # the majority: a is outvoted and its record starts over
+    status = harness.status(job)
+    assert status["version"] == 5 and status["discarded"] == {"outvoted": 1}
+    draws(0.99)
+    step(harness, "a")
+    assert harness.status(job)["awaiting_replica"] == 1  # checked again whatever the draw
+
+
+@pytest.mark.parametrize("replication, field", [({"copies": 1, "trust_after": 3}, "needs copies 2"),
+                                                 ({"copies": 2, "trust_after": -1}, "trust_after"),
+                                                 ({"copies": 2, "spot_check": 0}, "spot_check")])
+def test_bad_adaptive_replication_settings_are_refused(harness, replication, field):
+    from tests.harness import job_body
+    reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=1, batch_size=4), replication=replication))
+    assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body

@@ -14,10 +14,7 @@ one `Result`; an invocation handles its whole batch (up to 10), per job:
 4. the accepted ones join META's pending list in one write conditional on
    META's revision, and settle folds every full update (fold/updates.py).
 
-Replicated jobs put a check before pending: an accepted first copy waits in
-its own item (store/awaiting.py) while a check task, pinned to the same
-version, is queued; the pair goes on only if a different volunteer's copy
-agrees, and if the two disagree a third copy settles it by majority.
+Replicated jobs put a check before pending (fold/replicas.py).
 
 Why every batch is folded exactly once, or discarded and re-queued, whatever
 crashes where: docs/architecture.md#exactly-once (the one place it is argued).
@@ -29,20 +26,22 @@ from collections import Counter
 from dataclasses import replace
 from typing import Sequence
 
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.errors import NotFound
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.partials import PartialSums
+from chalicelib.fold.replicas import Replicas
 from chalicelib.fold.shares import over_share
 from chalicelib.fold.updates import Gradients, Updates
-from chalicelib.fold.vetting import GradientVetting, relative_difference
+from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.jobs.status import StatusBoard
-from chalicelib.store.awaiting import Awaiting, AwaitingCopies
+from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState
+from chalicelib.store.reputations import Reputations
 from chalicelib.store.stats import Counters
 from chalicelib.tasks.queues import TaskQueue
 from chalicelib.tasks.records import PartialSum, Result
@@ -54,14 +53,15 @@ MAX_ATTEMPTS = 5
 class Fold:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, counters: Counters,
                  tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates, board: StatusBoard,
-                 awaiting: AwaitingCopies, sums: PartialSums, distinct_addresses: bool = True):
+                 awaiting: AwaitingCopies, sums: PartialSums, reputations: Reputations, distinct_addresses: bool = True):
         self.sums = sums
         # source addresses tell clients apart: a replica check must come from another address than its
         # first copy (two identities of one client agreeing prove nothing), and one address's share of an
         # update is capped (fold/shares.py); off where every volunteer shares one (the local stack)
         self.distinct_addresses = distinct_addresses
-        self.jobs, self.meta, self.leases, self.counters, self.awaiting = jobs, meta, leases, counters, awaiting
+        self.jobs, self.meta, self.leases, self.counters = jobs, meta, leases, counters
         self.tasks, self.vetting, self.discards, self.updates, self.board = tasks, vetting, discards, updates, board
+        self.replicas = Replicas(self, awaiting, reputations)
 
     def handle(self, result: Result) -> FoldOutcome:
         """One result, as an invocation of its own."""
@@ -123,7 +123,7 @@ class Fold:
         status = meta.status
         self.counters.seen(job_id, (r.volunteer_id for r in results), len(results))
         if spec.replication.copies > 1:  # first copies and their checks pair up one result at a time
-            outcomes = [self._apply_one(r) for r in results]
+            outcomes = [self.replicas.apply(r) for r in results]
             self._publish(status, self.meta.get(job_id), spec)
             return outcomes
         if spec.fold_groups > 1:  # one of the job's groups: its results are summed, not folded here
@@ -139,7 +139,7 @@ class Fold:
         if screened.accepted:
             accepted = tuple(Pending.of(r, digest) for _, r, digest, _ in screened.accepted)
             gradients: Gradients = {r.lease_id: tensors for _, r, _, tensors in screened.accepted if keep}
-            meta = self._take(meta, spec, accepted, gradients)
+            meta = self.take(meta, spec, accepted, gradients)
             outcomes = self._folded_or_pending(meta, results, outcomes)
         self._publish(status, meta, spec)
         return outcomes
@@ -163,12 +163,12 @@ class Fold:
         accepted = [Pending.in_sum(r, s) for s, o in zip(sums, outcomes) if o is FoldOutcome.PENDING
                     for r in s.results]
         if accepted:
-            meta = self._take(meta, spec, tuple(accepted), {})
+            meta = self.take(meta, spec, tuple(accepted), {})
             outcomes = self._folded_or_pending(meta, [s.results[0] for s in sums], outcomes)
         self._publish(status, meta, spec)
         return outcomes
 
-    def _take(self, meta: JobMeta, spec: JobSpec, accepted: tuple[Pending, ...], gradients: Gradients) -> JobMeta:
+    def take(self, meta: JobMeta, spec: JobSpec, accepted: tuple[Pending, ...], gradients: Gradients) -> JobMeta:
         """Add accepted results to pending: an update due now folds them and
         records the rest in one META write; otherwise they are recorded as
         pending (the write conditional on META's revision that claims them)."""
@@ -187,126 +187,3 @@ class Fold:
         self.board.publish(meta, spec, force=changed)
         if changed:
             self.board.publish_index()
-
-    def _apply_one(self, r: Result) -> FoldOutcome:
-        """One result of a replicated job, from a fresh read of META."""
-        meta, spec = self.meta.get(r.job_id), self.jobs.spec(r.job_id)
-        meta = self.updates.settle(meta, spec)
-        accounted = (r.epoch, r.batch) in meta.pending_pairs() or meta.is_folded(r.epoch, r.batch)
-        awaiting = None if accounted else self.awaiting.get(r.job_id, r.epoch, r.batch)
-        if (accounted or (awaiting is not None and awaiting.holds(r.lease_id))
-                or self.leases.state(r.job_id, r.lease_id) == "discarded"):
-            self.counters.add(r.job_id, duplicates=1)
-            return FoldOutcome.DUPLICATE
-        if awaiting is not None and awaiting.disputed is not None:
-            return self._settle_dispute(r, awaiting, meta, spec)
-        if awaiting is not None:
-            return self._check_replica(r, awaiting.first, meta, spec)
-        reason, digest, _ = self.vetting.reject(r, meta, spec)
-        if reason:
-            self.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
-            return reason
-        # A first copy. Queue its check first (pinned to this copy's version),
-        # then record the copy as awaiting it: a crash in between queues a second
-        # check, whose result is later dropped as a duplicate; none is ever missing.
-        self.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=r.base_version)
-        self.awaiting.put(Pending.of(r, digest))
-        return FoldOutcome.AWAITING_REPLICA
-
-    def _add_pending(self, meta: JobMeta, spec: JobSpec, pending: Pending) -> FoldOutcome:
-        before = meta.version
-        meta = self._take(meta, spec, (pending,), {})
-        return FoldOutcome.FOLDED if meta.version > before else FoldOutcome.PENDING
-
-    def _vet_copy(self, r: Result, others: Sequence[Pending], meta: JobMeta,
-                  spec: JobSpec) -> tuple[FoldOutcome | None, str, list]:
-        """Whether `r` may stand as a copy beside `others` (valid, by another
-        volunteer, from another address where addresses count, on the same
-        version); its digest and tensors if so."""
-        reason, digest, tensors = self.vetting.reject(r, meta, spec)
-        if not reason and any(r.volunteer_id == o.volunteer_id for o in others):
-            reason = FoldOutcome.SAME_VOLUNTEER
-        elif not reason and self.distinct_addresses and any(r.address == o.address for o in others):
-            reason = FoldOutcome.SAME_ADDRESS
-        elif not reason and r.base_version != others[0].base_version:
-            reason = FoldOutcome.REPLICA_VERSION
-        return reason, digest, tensors
-
-    def _agrees(self, spec: JobSpec, copy: Pending, tensors: list, r: Result) -> bool:
-        """Whether a stored copy (still the bytes accepted) is within the job's tolerance of `r`'s tensors."""
-        try:
-            difference = relative_difference(self.vetting.load(spec, copy.key, copy.digest), tensors)
-        except (BadRequest, NotFound):
-            return False
-        if difference > spec.replication.tolerance:
-            log.warning("job %s: %s-%s: volunteers %r and %r disagree (relative difference %.3g)",
-                        r.job_id, r.epoch, r.batch, copy.volunteer_id, r.volunteer_id, difference)
-            return False
-        return True
-
-    def _check_replica(self, r: Result, first: Pending, meta: JobMeta, spec: JobSpec) -> FoldOutcome:
-        """The second copy of a replicated batch: the first goes on to pending
-        if both agree within the job's tolerance, and its item is dropped after
-        (a crash in between leaves a stale item behind a pending batch, which
-        the duplicate check meets first). If they disagree, a third copy
-        settles it (`_settle_dispute`). Otherwise (an invalid check, by the
-        same volunteer or address, on another version, or a first copy over
-        its volunteer's share) both are discarded and the batch re-queued, the
-        first copy dropped before: a crash in between leaves this result's
-        message to come back, and it then starts the batch over as a first copy."""
-        reason, digest, second = self._vet_copy(r, [first], meta, spec)
-        if not reason and over_share(meta.pending, [first], spec, self.distinct_addresses)[0]:
-            reason = FoldOutcome.OVER_SHARE
-        if not reason and not self._agrees(spec, first, second, r):
-            # Queue the third copy first (pinned like the check), then keep this
-            # copy beside the first: a crash in between queues another third
-            # copy, whose result finds the batch settled and is dropped as a duplicate.
-            self.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
-            self.awaiting.dispute(first, Pending.of(r, digest))
-            self.counters.add(r.job_id, replicas_disputed=1)
-            return FoldOutcome.DISPUTED
-        if not reason:
-            self.counters.add(r.job_id, replicas_agreed=1)
-            outcome = self._add_pending(meta, spec, first)
-            self.awaiting.drop(first)
-            return outcome
-        self.awaiting.drop(first)
-        self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, r.lease_id])], reason)
-        return reason
-
-    def _settle_dispute(self, r: Result, awaiting: Awaiting, meta: JobMeta, spec: JobSpec) -> FoldOutcome:
-        """A third copy of a batch whose first two disagreed: the copy it
-        agrees with goes on to pending (a hostile check loses to the majority,
-        and the honest work folds), and the other copy's lease is marked
-        outvoted, after (a crash in between leaves it merely completed). A
-        third copy by one of the two disputing volunteers (or from one's
-        address) is discarded alone and another asked for; one agreeing with
-        neither, or otherwise unusable, discards all three and re-queues the batch."""
-        first, disputed = awaiting.first, awaiting.disputed
-        reason, _, third = self._vet_copy(r, [first, disputed], meta, spec)
-        if reason in (FoldOutcome.SAME_VOLUNTEER, FoldOutcome.SAME_ADDRESS):
-            # one of the disputing volunteers cannot be the tie-breaker: ask for
-            # another third copy (pinned, queued first), the two kept waiting
-            self.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
-            self.discards.mark(r.job_id, [r.lease_id], reason)
-            return reason
-        winner = loser = None
-        if not reason:
-            if self._agrees(spec, first, third, r):
-                winner, loser = first, disputed
-            elif self._agrees(spec, disputed, third, r):
-                winner, loser = disputed, first
-            else:
-                reason = FoldOutcome.DISAGREEMENT
-        if not reason and over_share(meta.pending, [winner], spec, self.distinct_addresses)[0]:
-            reason = FoldOutcome.OVER_SHARE
-        if reason:
-            self.awaiting.drop(first)
-            self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, disputed.lease_id, r.lease_id])],
-                                  reason)
-            return reason
-        self.counters.add(r.job_id, replicas_agreed=1)
-        outcome = self._add_pending(meta, spec, winner)
-        self.awaiting.drop(first)
-        self.discards.mark(r.job_id, [loser.lease_id], FoldOutcome.OUTVOTED)
-        return outcome

@@ -81,10 +81,24 @@ class Dataset:
 class Replication:
     """BOINC-style replication: with 2 copies, each accepted gradient is
     checked against a second volunteer's on the same version before it may be
-    folded; the two may differ by `tolerance` (relative L2)."""
+    folded; the two may differ by `tolerance` (relative L2).
+
+    Adaptive (BOINC's adaptive replication), with `trust_after` N > 0: an
+    identity's results are all checked until N of them agreed; after that
+    each is checked with probability N / (agreed + 1), never below `spot_check`,
+    so checks cost less as an identity's record grows. An identity outvoted
+    in a dispute loses its record and is checked on every result again."""
 
     copies: int = 1
     tolerance: float = 1e-2
+    trust_after: int = 0  # 0: every result is checked
+    spot_check: float = 0.1
+
+    def check_rate(self, agreed: int) -> float:
+        """The probability that a result of an identity with `agreed` agreeing results is checked."""
+        if self.trust_after == 0:
+            return 1.0
+        return min(1.0, max(self.spot_check, self.trust_after / (agreed + 1)))  # 1 while agreed < N
 
 
 @dataclass(frozen=True)
@@ -252,7 +266,8 @@ class JobSpec:
             "dataset": self.dataset.to_json(), "optimizer": self.optimizer, "aggregation": self.aggregation,
             "gradients_per_update": self.gradients_per_update, "staleness": self.staleness, "epochs": self.epochs,
             "lease_seconds": self.lease_seconds, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
-            "replication": {"copies": self.replication.copies, "tolerance": self.replication.tolerance},
+            "replication": {"copies": self.replication.copies, "tolerance": self.replication.tolerance,
+                            "trust_after": self.replication.trust_after, "spot_check": self.replication.spot_check},
             "fold_groups": self.fold_groups, "max_share": self.max_share,
         }
         if self.alphabet:

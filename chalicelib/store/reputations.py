@@ -1,0 +1,37 @@
+"""`REP#<volunteer id>` in a job's partition: an identity's record in a
+replicated job (BOINC's adaptive replication): how many of its results
+agreed with another volunteer's copy since it was last outvoted, and how
+often it was outvoted. Counted by atomic updates; a fold retried after a
+crash may count an agreement twice, which only moves a spot-check rate."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.store.table import Records, job_key
+
+
+@dataclass(frozen=True)
+class Standing:
+    agreed: int = 0
+    outvoted: int = 0
+
+
+def _key(job_id: str, volunteer_id: str) -> dict[str, str]:
+    return job_key(job_id, f"REP#{volunteer_id}")
+
+
+class Reputations(Records):
+    def get(self, job_id: str, volunteer_id: str) -> Standing:
+        item = self._table.get_item(Key=_key(job_id, volunteer_id), ConsistentRead=True).get("Item") or {}
+        return Standing(int(item.get("agreed", 0)), int(item.get("outvoted", 0)))
+
+    def agreed(self, job_id: str, volunteer_ids: list[str]) -> None:
+        """Each of these identities' copies agreed with another's."""
+        for volunteer_id in volunteer_ids:
+            self._table.update_item(Key=_key(job_id, volunteer_id), UpdateExpression="ADD agreed :one",
+                                    ExpressionAttributeValues={":one": 1})
+
+    def outvoted(self, job_id: str, volunteer_id: str) -> None:
+        """The identity's copy lost a dispute: its record starts over."""
+        self._table.update_item(Key=_key(job_id, volunteer_id), UpdateExpression="SET agreed = :zero ADD outvoted :one",
+                                ExpressionAttributeValues={":zero": 0, ":one": 1})
