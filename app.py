@@ -92,6 +92,12 @@ def delete_job(job_id):
     return services().admin.delete(_job_id(job_id))
 
 
+@app.route("/jobs/{job_id}/credit", methods=["GET"], authorizer=iam)
+def job_credit(job_id):
+    _admin()
+    return services().credit.ledger(_job_id(job_id))
+
+
 # -- volunteers and dashboards (public, throttled at API Gateway) --------------
 @app.route("/progress", methods=["GET"], cors=cors)
 def list_progress():
@@ -118,6 +124,14 @@ def register_volunteer():
     validate.only_keys(body, {"name"})
     name = validate.text(body, "name", "", max_len=64) if "name" in body else ""
     return Response(body=services().identities.issue(_source_address(), name), status_code=201)
+
+
+@app.route("/volunteers/credit", methods=["POST"], cors=cors)
+def volunteer_credit():
+    """The credit this volunteer's identity earned in a job (its token proves which identity it is)."""
+    body = _body(MAX_TASK_BODY)
+    validate.only_keys(body, {"volunteer_token", "job_id"})
+    return services().credit.volunteer(_job_id(body.get("job_id")), body.get("volunteer_token"))
 
 
 @app.route("/tasks/lease", methods=["POST"], cors=cors)

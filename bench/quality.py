@@ -97,7 +97,7 @@ OUTER = {"sgd": {"name": "sgd", "learning_rate": 1.0},
 
 
 def job_of(stack, model, x, y, local_steps: int, volunteers: int, k: int, epochs: int, outer: str = "sgd",
-           outer_lr: float | None = None, keep_state: bool = False) -> str:
+           outer_lr: float | None = None, keep_state: bool = False, inner_lr: float = ADAM["learning_rate"]) -> str:
     """One run's job: per-batch gradients with the fold's Adam, or H local
     steps of Adam with the fold's outer optimizer (OUTER: SGD at learning
     rate 1 applies each pseudo-gradient as it lands for K = 1, the mean of a
@@ -107,7 +107,8 @@ def job_of(stack, model, x, y, local_steps: int, volunteers: int, k: int, epochs
         hyper = {"optimizer": ADAM}
     else:
         optimizer = {**OUTER[outer], **({"learning_rate": outer_lr} if outer_lr else {})}
-        hyper = {"optimizer": optimizer, "local_steps": {"steps": local_steps, "optimizer": ADAM,
+        hyper = {"optimizer": optimizer, "local_steps": {"steps": local_steps,
+                                                         "optimizer": {**ADAM, "learning_rate": inner_lr},
                                                          "keep_state": keep_state}}
     spec = model.job_spec(batches, gradients_per_update=k, epochs=epochs, staleness=staleness(k, volunteers),
                           lease_seconds=600, **hyper)
@@ -135,6 +136,8 @@ def main() -> None:
                    help="the fold's outer optimizer for the runs of local steps (nesterov: DiLoCo's, lr 0.7, "
                         "momentum 0.9)")
     p.add_argument("--outer-lr", type=float, help="the outer optimizer's learning rate instead of its default")
+    p.add_argument("--inner-lr", type=float, default=ADAM["learning_rate"],
+                   help="the volunteers' local Adam's learning rate for the runs of local steps")
     p.add_argument("--keep-state", action="store_true",
                    help="volunteers keep their local Adam's state across their tasks (local_steps.keep_state)")
     args = p.parse_args()
@@ -148,7 +151,8 @@ def main() -> None:
         outer_lr = args.outer_lr or OUTER[args.outer]["learning_rate"]
         results["runs"] = [r for r in results["runs"] if (r["local_steps"], r["volunteers"], r["k"]) not in grid
                            or r.get("outer", "sgd") != args.outer or r.get("outer_lr", 1.0) != outer_lr
-                           or r.get("keep_state", False) != args.keep_state]
+                           or r.get("keep_state", False) != args.keep_state
+                           or r.get("inner_lr", ADAM["learning_rate"]) != args.inner_lr]
     model = CharLSTM(units=units, seq_len=40, batch_size=32)
     x, y = model.batches(kjv_text(TRAIN), batches, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,7 +165,9 @@ def main() -> None:
                 outer = args.outer if local_steps > 1 else "sgd"
                 outer_lr = (args.outer_lr if local_steps > 1 else None) or OUTER[outer]["learning_rate"]
                 keep = args.keep_state and local_steps > 1
-                job_id = job_of(stack, model, x, y, local_steps, volunteers, k, epochs, outer, outer_lr, keep)
+                inner_lr = args.inner_lr if local_steps > 1 else ADAM["learning_rate"]
+                job_id = job_of(stack, model, x, y, local_steps, volunteers, k, epochs, outer, outer_lr, keep,
+                                inner_lr)
                 if sequential is None:  # crowdtrain's order of the batches (seed 0), epoch by epoch
                     shuffle = SimpleNamespace(seed=0, tasks_per_epoch=batches)
                     order = [b for e in range(epochs) for b in batch_order(shuffle, e)]
@@ -177,10 +183,12 @@ def main() -> None:
                 curve = validation_curve(stack, job_id, status, eval_urls, points=9 if not args.quick else 2)
                 ratio = curve[-1][1] / sequential[-1][1]
                 results["runs"].append({"local_steps": local_steps, "volunteers": volunteers, "k": k, "outer": outer, "outer_lr": outer_lr, "keep_state": keep,
+                                        "inner_lr": inner_lr,
                                         "staleness": staleness(k, volunteers), "curve": curve, "final_ratio": ratio,
                                         "seconds": status["seconds"], "discarded": status["discarded"],
                                         "versions": status["version"]})
-                print(f"crowdtrain, H = {local_steps}, {volunteers} volunteers, K = {k}, outer {outer} (lr {outer_lr}){', local state kept' if keep else ''}: final "
+                print(f"crowdtrain, H = {local_steps}, {volunteers} volunteers, K = {k}, outer {outer} (lr {outer_lr}), "
+                      f"inner Adam lr {inner_lr}{', local state kept' if keep else ''}: final "
                       "validation loss "
                       f"{curve[-1][1]:.4f}, ratio to sequential {ratio:.3f}, {status['version']} versions, "
                       f"{status['seconds']:.0f} s", flush=True)
@@ -189,7 +197,7 @@ def main() -> None:
         finally:
             stack.stop()
     results["runs"].sort(key=lambda r: (r["local_steps"], r["k"] > 1, r["volunteers"], r.get("outer", "sgd"), r.get("outer_lr", 1.0),
-                                       r.get("keep_state", False)))
+                                       r.get("keep_state", False), -r.get("inner_lr", ADAM["learning_rate"])))
     results["target"] = 1.05
     # met when, for each crowd size, some way of folding H = 32 comes within the target
     best = {}

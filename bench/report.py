@@ -299,6 +299,8 @@ def _outer(run: dict) -> str:
     """How a run of local steps was folded, where not by plain averaging at learning rate 1."""
     lr = run.get("outer_lr", 1.0 if run.get("outer", "sgd") == "sgd" else 0.7)
     kept = ", local Adam kept across tasks" if run.get("keep_state") else ""
+    if run.get("inner_lr", 0.01) != 0.01:
+        kept = f", local Adam lr {run['inner_lr']:g}{kept}"
     if run.get("outer") == "nesterov":
         return f", outer Nesterov (DiLoCo) lr {lr:g}{kept}"
     return (f", outer SGD lr {lr:g}" if lr != 1.0 else "") + kept

@@ -17,16 +17,19 @@ from botocore.config import Config
 from chalicelib.auth import AdminGuard
 from chalicelib.config import Settings, settings
 from chalicelib.fold.commit import VersionCommit
+from chalicelib.fold.credit import CreditLedger
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.fold import Fold
 from chalicelib.fold.partials import PartialSums
 from chalicelib.fold.updates import Updates
 from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.admin import JobAdmin
+from chalicelib.jobs.credit import CreditView
 from chalicelib.jobs.status import StatusBoard
 from chalicelib.model.versions import VersionStore
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.awaiting import AwaitingCopies
+from chalicelib.store.credits import Credits
 from chalicelib.store.reputations import Reputations
 from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore
@@ -162,7 +165,16 @@ class Services:
 
     @cached_property
     def updates(self) -> Updates:
-        return Updates(self.meta, self.versions, self.epochs, self.vetting, self.committer, self.discards)
+        return Updates(self.meta, self.versions, self.epochs, self.vetting, self.committer, self.discards,
+                       CreditLedger(self.credits))
+
+    @cached_property
+    def credits(self) -> Credits:
+        return Credits(self._table)
+
+    @cached_property
+    def credit(self) -> CreditView:
+        return CreditView(self.jobs, self.credits, self.identities)
 
     @cached_property
     def fold(self) -> Fold:
@@ -180,7 +192,8 @@ class Services:
 
     @cached_property
     def board(self) -> StatusBoard:
-        return StatusBoard(self.jobs, self.meta, self.counters, self.fold_log, self.objects, self.evaluation_records)
+        return StatusBoard(self.jobs, self.meta, self.counters, self.fold_log, self.objects, self.evaluation_records,
+                           self.credits)
 
     @cached_property
     def admin(self) -> JobAdmin:

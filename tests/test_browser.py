@@ -61,6 +61,8 @@ def test_volunteer_page_trains_a_char_lstm_and_stays_responsive(stack, page):
     job = stack.char_lstm_job(batches=8, epochs=3, k=1)
     page.goto(stack.web)
     page.evaluate("window.__frames = 0; (function tick() { window.__frames++; requestAnimationFrame(tick); })()")
+    page.fill("#display-name", "Ada")  # opts in to the leaderboard under a name
+    page.dispatch_event("#display-name", "change")
     page.click("#toggle")
     page.wait_for_function("document.getElementById('tasks').textContent !== '0'", timeout=120_000)
     frames_before = page.evaluate("window.__frames")
@@ -73,6 +75,13 @@ def test_volunteer_page_trains_a_char_lstm_and_stays_responsive(stack, page):
     assert page.inner_text("#backend-active") == "wasm"
     page.wait_for_function("Number(document.getElementById('version').textContent) >= 20", timeout=10_000)
     page.wait_for_function("document.getElementById('sample').textContent.length > 20", timeout=20_000)
+    # credit for folded results: the volunteer's own, and its row on the job's leaderboard
+    page.wait_for_function("document.getElementById('credit').textContent.includes('results folded')", timeout=30_000)
+    page.wait_for_function("document.getElementById('leaderboard').textContent.includes('(you)')", timeout=30_000)
+    assert page.inner_text("#leaderboard").split("\t")[1].startswith("ada (")
+    if stack.api.call("GET", f"/jobs/{job}")["status"] == "finished":  # then the page shows its final credit
+        page.wait_for_function("document.getElementById('credit').textContent.includes("
+                               "document.getElementById('leaderboard').rows[0].cells[2].textContent)", timeout=20_000)
     page.screenshot(path=str(ARTIFACTS / "volunteer.png"), full_page=True)
     page.click("#toggle")
     page.wait_for_function("document.getElementById('state').textContent === 'stopped'", timeout=60_000)
@@ -90,6 +99,8 @@ def test_dashboard_plots_the_job(stack, page):
     assert page.locator("canvas").count() == 4  # versions, training loss, held-out loss, throughput
     assert int(page.inner_text("#batches").split("/")[0]) >= 20
     assert page.inner_text("#held-out") == "not measured: the job has no held-out data"
+    page.wait_for_function("document.getElementById('leaderboard').rows.length > 0", timeout=20_000)
+    assert page.inner_text("#leaderboard").startswith("1\t")
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
 

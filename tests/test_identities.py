@@ -114,18 +114,21 @@ def _updates_by_lease(harness, job: str) -> list[list[str]]:
     return [logged[v] for v in sorted(logged)]
 
 
-def test_one_identity_gives_at_most_its_share_of_an_update(harness):
-    """Median, K = 5, max_share 0.4: two of an update's five gradients at most
-    from one volunteer, however many it completes; the rest go to others."""
+def _flood(harness, client, honest_address=None) -> set[str]:
+    """A median job (K = 5, max_share 0.4: two of an update's five at most
+    from one client) worked by `client(turn)`, which leases and completes all
+    it can each turn, beside one honest volunteer a turn, until the job
+    finishes. The leases the client's results came from."""
     job = harness.create_job(Dataset.generate(batches=10, batch_size=4), aggregation="median",
                              gradients_per_update=5, max_share=0.4, staleness=10)
-    greedy_leases = set()
+    client_leases: set[str] = set()
     for turn in range(40):
-        greedy = [t for t in (harness.lease("greedy") for _ in range(4)) if t is not None]
-        for task in greedy:
-            greedy_leases.add(token_payload(task)["lease_id"])
+        for task in client():
+            client_leases.add(token_payload(task)["lease_id"])
             assert harness.work(task).status_code == 200
         harness.deliver()
+        if honest_address:
+            honest_address(turn)
         if (task := harness.lease(f"honest-{turn}")) is not None:
             assert harness.work(task).status_code == 200
             harness.deliver()
@@ -135,31 +138,23 @@ def test_one_identity_gives_at_most_its_share_of_an_update(harness):
     assert status["status"] == "finished" and status["discarded"].get("over_share", 0) > 0
     updates = _updates_by_lease(harness, job)
     assert len(updates) == 2 and all(len(u) == 5 for u in updates)
-    assert [sum(lease in greedy_leases for lease in u) for u in updates] == [2, 2]
+    assert [sum(lease in client_leases for lease in u) for u in updates] == [2, 2]
     assert sorted((e, b) for e, b, _ in harness.folds(job)) == [(0, b) for b in range(10)]
+    return client_leases
+
+
+def test_one_identity_gives_at_most_its_share_of_an_update(harness):
+    """However many results one volunteer completes, the rest of each update goes to others."""
+    _flood(harness, lambda: [t for t in (harness.lease("greedy") for _ in range(4)) if t is not None])
 
 
 def test_one_address_gives_at_most_its_share_of_an_update(harness, monkeypatch, from_address):
     """However many identities one client mints at one address, and however
     many results it sends, it fills at most max_share of any update."""
     limits(monkeypatch, DISTINCT_ADDRESSES="1")
-    job = harness.create_job(Dataset.generate(batches=10, batch_size=4), aggregation="median",
-                             gradients_per_update=5, max_share=0.4, staleness=10)
-    client_leases = set()
-    for turn in range(40):
+
+    def sybils():
         from_address("203.0.113.7")
-        for name in ("sybil-a", "sybil-b", "sybil-c"):
-            for task in [t for t in (harness.lease(name) for _ in range(4)) if t is not None]:
-                client_leases.add(token_payload(task)["lease_id"])
-                assert harness.work(task).status_code == 200
-        harness.deliver()
-        from_address(f"198.51.100.{turn + 1}")
-        if (task := harness.lease(f"honest-{turn}")) is not None:
-            assert harness.work(task).status_code == 200
-            harness.deliver()
-        if harness.status(job)["status"] == "finished":
-            break
-    status = harness.status(job)
-    assert status["status"] == "finished" and status["discarded"].get("over_share", 0) > 0
-    updates = _updates_by_lease(harness, job)
-    assert len(updates) == 2 and [sum(lease in client_leases for lease in u) for u in updates] == [2, 2]
+        return [t for name in ("sybil-a", "sybil-b", "sybil-c") for t in (harness.lease(name) for _ in range(4))
+                if t is not None]
+    _flood(harness, sybils, lambda turn: from_address(f"198.51.100.{turn + 1}"))

@@ -74,7 +74,16 @@ def test_concurrent_folds_of_one_job_fold_each_batch_once(server_harness):
 
     def fold_all(i):
         order = results[i % len(results):] + results[:i % len(results)]
-        return [fold.handle_batch(order[j:j + 4]) for j in range(0, len(order), 4)]
+        return [redelivered(order[j:j + 4]) for j in range(0, len(order), 4)]
+
+    def redelivered(batch):
+        """A fold that keeps losing the race to META raises, and SQS delivers its messages again."""
+        for _ in range(20):
+            try:
+                return fold.handle_batch(batch)
+            except RuntimeError as err:
+                assert "META kept changing" in str(err)
+        raise AssertionError("a fold lost the race 20 times in a row")
     outcomes = _at_once(fold_all, THREADS)
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
     status = harness.status(job)

@@ -256,8 +256,8 @@ def test_many_volunteers_with_random_crashes_fold_each_batch_once_and_learn(harn
     ({"fold_groups": 65}, "fold_groups"),
     ({"fold_groups": 0}, "fold_groups"),
     ({"fold_groups": 2, "max_share": 0.5}, "max_share below 1 needs fold_groups 1"),
-    ({"max_share": 0}, "max_share must be between"),
-    ({"max_share": 1.5}, "max_share must be between"),
+    ({"max_share": 0}, "'max_share' must be between"),
+    ({"max_share": 1.5}, "'max_share' must be between"),
 ])
 def test_a_two_level_fold_needs_a_rule_it_can_sum(harness, body, message):
     from tests.harness import job_body

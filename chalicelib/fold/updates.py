@@ -21,6 +21,7 @@ import numpy as np
 
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.fold.commit import VersionCommit
+from chalicelib.fold.credit import CreditLedger
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.strategies import RunningSum, Weighted, divided, sum_in_order
@@ -45,9 +46,9 @@ class Spoiled(Exception):
 
 class Updates:
     def __init__(self, meta: MetaStore, versions: VersionStore, epochs: EpochQueue, vetting: GradientVetting,
-                 committer: VersionCommit, discards: Discards):
+                 committer: VersionCommit, discards: Discards, ledger: CreditLedger):
         self.meta, self.versions, self.epochs, self.vetting = meta, versions, epochs, vetting
-        self.committer, self.discards = committer, discards
+        self.committer, self.discards, self.ledger = committer, discards, ledger
 
     def settle(self, meta: JobMeta, spec: JobSpec, gradients: Gradients | None = None) -> JobMeta:
         """Fold every full update META holds (K pending, or the rest of the
@@ -116,6 +117,7 @@ class Updates:
             after = replace(after, folded=b"", epoch=epoch, queue_cursor=0,
                             status="finished" if epoch >= spec.epochs else meta.status)
         committed = self.committer.commit(meta, after, group)
+        self.ledger.grant(meta.job_id, spec, group)  # after the commit: never twice (fold/credit.py)
         if spec.evaluates(committed.version, committed.status == "finished"):
             # after the commit: a fold retried after it finds its batches folded and queues nothing
             # again, so an evaluation is queued at most once (and lost if this send fails)

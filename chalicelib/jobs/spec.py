@@ -182,6 +182,9 @@ class JobSpec:
     # default: a quarter under a robust rule, so no one client can outvote a
     # median however many requests it sends; all of it under the mean).
     max_share: float = 1.0
+    # Whether identities earn credit for their folded work and the job shows
+    # a leaderboard (false: a job without points).
+    credit: bool = True
 
     @property
     def share_cap(self) -> int:
@@ -237,6 +240,10 @@ class JobSpec:
         return [s.shape for s in self.weight_specs]
 
     @property
+    def parameters(self) -> int:
+        return sum(s.size for s in self.weight_specs)
+
+    @property
     def gradient_bytes(self) -> int:
         return get_codec(self.codec).size(self.shapes)
 
@@ -268,7 +275,7 @@ class JobSpec:
             "lease_seconds": self.lease_seconds, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
             "replication": {"copies": self.replication.copies, "tolerance": self.replication.tolerance,
                             "trust_after": self.replication.trust_after, "spot_check": self.replication.spot_check},
-            "fold_groups": self.fold_groups, "max_share": self.max_share,
+            "fold_groups": self.fold_groups, "max_share": self.max_share, "credit": self.credit,
         }
         if self.alphabet:
             document["text"] = {"alphabet": self.alphabet}

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from chalicelib.errors import NotFound
 from chalicelib.jobs.spec import JobSpec
 from chalicelib.model.keys import INDEX_KEY, model_key, status_key
+from chalicelib.store.credits import Credits
 from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.jobs import JobRecords
@@ -31,10 +32,10 @@ SHORT_CACHE = f"public, max-age={MAX_AGE_SECONDS}"
 
 class StatusBoard:
     def __init__(self, jobs: JobRecords, meta: MetaStore, counters: Counters, fold_log: FoldLogStore,
-                 objects: ObjectStore, evaluations: EvaluationRecords, clock: Callable[[], float] = time.time,
-                 interval: float = MAX_AGE_SECONDS):
+                 objects: ObjectStore, evaluations: EvaluationRecords, credits: Credits,
+                 clock: Callable[[], float] = time.time, interval: float = MAX_AGE_SECONDS):
         self.jobs, self.meta, self.counters, self.fold_log, self.objects = jobs, meta, counters, fold_log, objects
-        self.evaluations = evaluations
+        self.evaluations, self.credits = evaluations, credits
         self.clock, self.interval = clock, interval
         self._published: dict[str, float] = {}
 
@@ -56,6 +57,8 @@ class StatusBoard:
             "history": self.fold_log.history(meta, HISTORY_POINTS),
             # held-out loss (and accuracy) that enough volunteers agreed on (tasks/evaluations.py)
             "held_out": [h.to_json() for h in self.evaluations.accepted(meta.job_id)] if spec.evaluation else [],
+            # the identities with the most credit for folded work (fold/credit.py); empty without points
+            "leaderboard": [c.public() for c in self.credits.leaders(meta.job_id)] if spec.credit else [],
             "published": self.clock(),
         }
 

@@ -75,6 +75,11 @@ export class Api {
       loss, steps, backend, bytes_down: data?.down, bytes_up: data?.up, accuracy });
   }
 
+  /** This identity's credit in a job: {credit, results, samples, ...} (earned as its results are folded). */
+  credit(jobId) {
+    return this.call('POST', '/volunteers/credit', { job_id: jobId, volunteer_token: this.volunteerToken });
+  }
+
   /** Hand a task back: `reason` is compute_error, no_backend or stopped (chalicelib/tasks/leases.py). */
   release(jobId, token, reason) {
     return this.call('POST', '/tasks/release', { job_id: jobId, lease_token: token, volunteer_token: this.volunteerToken, reason });

@@ -1,7 +1,7 @@
 // The job dashboard: version over time, loss, epoch progress, volunteers,
 // throughput and discarded results, refreshed every few seconds.
 import { lineChart } from './chart.js';
-import { INDEX_URL, poll, readDocument, statusUrl } from './status.js';
+import { INDEX_URL, leaderboardRows, poll, readDocument, statusUrl } from './status.js';
 
 const $ = (id) => document.getElementById(id);
 const charts = {
@@ -78,6 +78,12 @@ function show(job) {
   charts.loss.update(h.map((p) => p.version), h.map((p) => p.loss));
   charts.heldOut.update(job.held_out.map((p) => p.version), job.held_out.map((p) => p.loss));
   $('held-out').textContent = heldOutSummary(job);
+  $('leaderboard-card').hidden = job.spec.credit === false;
+  $('leaderboard').replaceChildren(...leaderboardRows(job.leaderboard).map((row) => {
+    const tr = document.createElement('tr');
+    for (const cell of [row.rank, row.name, row.credit, row.results]) tr.appendChild(document.createElement('td')).textContent = cell;
+    return tr;
+  }));
   // samples per minute over a sliding window of 5 versions
   const rates = h.slice(5).map((p, i) => (60 * h.slice(i + 1, i + 6).reduce((n, q) => n + q.samples, 0)) / Math.max(1e-3, p.time - h[i].time));
   charts.rate.update(h.slice(5).map((p) => p.time - t0), rates);

@@ -51,3 +51,24 @@ export function poll(read, apply, onError, { minMs = 3000, maxMs = 30000 } = {})
   step();
   return () => { stopped = true; clearTimeout(timer); };
 }
+
+/** Credit as a short figure: "12.3", "0.0042". */
+export function formatCredit(credit) {
+  if (credit >= 100) return credit.toFixed(0);
+  if (credit >= 1) return credit.toFixed(1);
+  return credit.toPrecision(2);
+}
+
+/**
+ * A status document's leaderboard as rows for a table: rank, display name,
+ * credit, results folded. `mine` (a volunteer id) marks the row that is the
+ * reader's own, by the display name's tag (the public board has no ids).
+ */
+export function leaderboardRows(board, mine = null) {
+  const tag = mine ? `(${mine.split('.').at(-1).slice(0, 4)})` : null;
+  const name = mine ? mine.split('.').slice(0, -1).join('.') : null;
+  return (board || []).map((entry, i) => ({
+    rank: i + 1, name: entry.name, credit: formatCredit(entry.credit), results: entry.results,
+    mine: tag !== null && entry.name === `${name === 'v' ? 'anonymous' : name} ${tag}`,
+  }));
+}

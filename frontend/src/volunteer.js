@@ -8,7 +8,7 @@ import { VolunteerLoop } from './loop.js';
 import { DataMeter } from './meter.js';
 import { BUSY_MS, holdReason, loadPreferences, pauseAfter, savePreferences } from './preferences.js';
 import { RemoteTrainer } from './remote.js';
-import { INDEX_URL, poll, readDocument, statusUrl } from './status.js';
+import { INDEX_URL, formatCredit, leaderboardRows, poll, readDocument, statusUrl } from './status.js';
 
 const $ = (id) => document.getElementById(id);
 const stats = { tasks: 0, samples: 0, ms: 0, split: { download: 0, compute: 0, upload: 0 } };
@@ -32,9 +32,13 @@ let jobFinished = false; // the job shown has finished: the page thanks the volu
 window.crowdtrain = { tasks: [], evaluations: [], meter };
 
 const params = new URLSearchParams(location.search);
-// ?volunteer=NAME names this page (headless swarms run several in one browser profile); each name
-// keeps its own identity, which the API issues (api.identify).
-const volunteerName = params.get('volunteer') || '';
+// ?volunteer=NAME names this page (headless swarms run several in one browser profile); else the
+// name the volunteer chose for the leaderboard (none: anonymous). Each name keeps its own identity,
+// which the API issues (api.identify).
+const NAME_KEY = 'crowdtrain-display-name';
+const volunteerName = () => params.get('volunteer') || localStorage.getItem(NAME_KEY) || '';
+const CREDIT_EVERY_MS = 15000;
+let creditAt = -Infinity; // when this volunteer's credit was last asked for
 
 const megabytes = (bytes) => `${(bytes / 1e6).toFixed(2)} MB`;
 
@@ -84,6 +88,7 @@ function onReport({ data }) {
       stats.split.compute += data.ms.compute + data.ms.encode;
       stats.split.upload += data.ms.upload + data.ms.complete;
       render();
+      refreshCredit();
       break;
     case 'idle': $('state').textContent = jobFinished ? THANKS : (data.reason || 'no task right now; waiting'); break;
     case 'held': $('state').textContent = data.reason; break;
@@ -107,6 +112,30 @@ function onReport({ data }) {
     case 'sample': $('sample').textContent = data.text; break;
     default: break;
   }
+}
+
+/** This identity's credit in the job shown, asked for at most every 15 s (it grows as results are folded). */
+async function refreshCredit(force = false) {
+  if (!api?.identity || !jobId || (!force && performance.now() - creditAt < CREDIT_EVERY_MS)) return;
+  creditAt = performance.now();
+  try {
+    const mine = await api.credit(jobId);
+    $('credit').textContent = `${formatCredit(mine.credit)} (${mine.results} ${mine.results === 1 ? 'result' : 'results'} folded)`;
+  } catch (err) {
+    $('credit').textContent = err.status === 404 ? 'this job keeps no credit' : '–';
+  }
+}
+
+function showLeaderboard(board) {
+  $('leaderboard-box').hidden = !board?.length;
+  $('leaderboard').replaceChildren(...leaderboardRows(board, api?.identity?.volunteer_id).map((row) => {
+    const tr = document.createElement('tr');
+    if (row.mine) tr.className = 'mine';
+    for (const cell of [row.rank, row.name + (row.mine ? ' (you)' : ''), row.credit, row.results]) {
+      tr.appendChild(document.createElement('td')).textContent = cell;
+    }
+    return tr;
+  }));
 }
 
 function showToggle(running) {
@@ -138,7 +167,7 @@ async function start() {
   if (!api.identity) {
     identifying = true;
     try {
-      window.crowdtrain.volunteerId = (await api.identify(volunteerName, localStorage)).volunteer_id;
+      window.crowdtrain.volunteerId = (await api.identify(volunteerName(), localStorage)).volunteer_id;
     } catch (err) {
       showToggle(false);
       $('state').textContent = `cannot get a volunteer identity from the API (${err.message}); press start to try again`;
@@ -187,6 +216,11 @@ function bindPreferences() {
   $('charging-only').checked = preferences.chargingOnly;
   $('pause-hidden').checked = preferences.pauseHidden;
   $('pause-busy').checked = preferences.pauseBusy;
+  $('display-name').value = localStorage.getItem(NAME_KEY) || '';
+  $('display-name').addEventListener('change', () => {
+    localStorage.setItem(NAME_KEY, $('display-name').value.trim());
+    if (!loop) api.identity = null; // the next start takes (or makes) the identity of the new name
+  });
   const changed = () => {
     Object.assign(preferences, {
       cpuShare: Number($('cpu-share').value), dailyCapMb: Math.max(0, Number($('data-cap').value) || 0),
@@ -240,6 +274,8 @@ function showJob(job) {
   $('version').textContent = job.version;
   $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
   lossChart.update(job.history.map((h) => h.version), job.history.map((h) => h.loss));
+  showLeaderboard(job.leaderboard);
+  refreshCredit(jobFinished); // a finished job's credit is final: shown at once
   alphabet = job.spec.text ? job.spec.text.alphabet : null;
   $('sample-box').hidden = !alphabet;
   // a new sample only for a new version, and at most every 20 s: writing one takes the worker's time

@@ -30,3 +30,16 @@ test('a poll hands on every change, a status change in an unchanged job list inc
   stop();
   assert.deepEqual(seen, ['running', 'finished']);
 });
+
+test('a leaderboard becomes ranked rows, the reader\'s own marked by name and tag', async () => {
+  const { leaderboardRows, formatCredit } = await import('../src/status.js');
+  const board = [{ name: 'ada (0123)', credit: 123.4, results: 50, samples: 1600 },
+    { name: 'anonymous (fedc)', credit: 0.00421, results: 2, samples: 64 }];
+  assert.deepEqual(leaderboardRows(board, 'v.fedcba987654'), [
+    { rank: 1, name: 'ada (0123)', credit: '123', results: 50, mine: false },
+    { rank: 2, name: 'anonymous (fedc)', credit: '0.0042', results: 2, mine: true }]);
+  assert.equal(leaderboardRows(board, 'ada.0123aaaaaaaa')[0].mine, true);
+  assert.equal(leaderboardRows(board, 'ada.9999aaaaaaaa')[0].mine, false); // same name, another identity
+  assert.deepEqual(leaderboardRows(undefined), []);
+  assert.equal(formatCredit(12.34), '12.3');
+});

@@ -8,6 +8,8 @@ credentials for SigV4). `crowdtrain local` saves its URL and token in
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import itertools
 import json
 import os
@@ -117,7 +119,7 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
         optimizer.update(momentum=args.momentum, use_nesterov=args.nesterov)
     hyper = {"optimizer": optimizer, "gradients_per_update": args.gradients_per_update, "staleness": args.staleness,
              "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed,
-             "fold_groups": args.fold_groups}
+             "fold_groups": args.fold_groups, "credit": not args.no_credit}
     if args.local_steps:
         hyper["local_steps"] = {"steps": args.local_steps, "min_steps": args.min_steps or args.local_steps,
                                 "target_seconds": args.target_seconds, "keep_state": args.keep_local_state,
@@ -174,14 +176,41 @@ JOB_COLUMNS = (("job_id", "JOB"), ("name", "NAME"), ("status", "STATUS"), ("vers
                ("epoch", "EPOCH"), ("batches_done", "BATCHES"), ("pending_gradients", "PENDING"))
 
 
+CREDIT_COLUMNS = (("name", "NAME"), ("volunteer_id", "VOLUNTEER"), ("credit", "CREDIT"), ("results", "RESULTS"),
+                  ("samples", "SAMPLES"))
+
+
+def table(rows: list[list[str]]) -> str:
+    """Rows of cells, aligned; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def credit(args: argparse.Namespace) -> None:
+    """`crowdtrain credit JOB`: every identity's credit for folded work, most first."""
+    ledger = _api(args).call("GET", f"/jobs/{args.job}/credit")
+    volunteers = ledger["volunteers"]
+    if args.csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([key for key, _ in CREDIT_COLUMNS])
+        writer.writerows([[v[key] for key, _ in CREDIT_COLUMNS] for v in volunteers])
+        print(out.getvalue(), end="")
+        return
+    if not volunteers:
+        print(f"no credit yet in {args.job}: credit is earned when a volunteer's result is folded")
+        return
+    print(table([[label for _, label in CREDIT_COLUMNS]]
+                + [[str(v[key]) for key, _ in CREDIT_COLUMNS] for v in volunteers]))
+    print(f"credit: {ledger['unit']}")
+
+
 def job_table(jobs: list[dict[str, Any]]) -> str:
     """`crowdtrain jobs`: one aligned row per job, newest first."""
     if not jobs:
         return "no jobs yet: `crowdtrain create` makes one"
-    rows = [[label for _, label in JOB_COLUMNS]] + [
-        [str(job[key]) for key, _ in JOB_COLUMNS] for job in sorted(jobs, key=lambda j: -j["created"])]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(JOB_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return table([[label for _, label in JOB_COLUMNS]] + [
+        [str(job[key]) for key, _ in JOB_COLUMNS] for job in sorted(jobs, key=lambda j: -j["created"])])
 
 
 def watch(args: argparse.Namespace) -> None:
@@ -401,6 +430,8 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codec", default="fp32", choices=sorted(CODECS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-start", action="store_true", help="upload but do not start the job")
+    parser.add_argument("--no-credit", action="store_true",
+                        help="a job without points: no credit for volunteers and no leaderboard")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -442,6 +473,11 @@ def parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=f"{verb} a job")
         p.add_argument("job")
         p.set_defaults(func=lambda a, v=verb: print(_api(a).call("POST", f"/jobs/{a.job}/{v}")["status"]))
+
+    p = sub.add_parser("credit", help="every volunteer's credit for folded work in a job, most first")
+    p.add_argument("job")
+    p.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    p.set_defaults(func=credit)
 
     p = sub.add_parser("redrive", help="send a job's dead-lettered tasks and results back to their queues")
     p.add_argument("job")
