@@ -139,6 +139,15 @@ CASES = [
     Case("over-long display name", "POST", "/volunteers", {"name": "v" * 65}, message="1-64"),
     Case("extra field when registering", "POST", "/volunteers", {"name": "a", "volunteer_id": "admin"},
          message="unknown request fields"),
+    Case("credit without a volunteer token", "POST", "/volunteers/credit", lambda ctx: {"job_id": ctx["job"]},
+         status=401, message="POST /volunteers"),
+    Case("a forged volunteer token asking for credit", "POST", "/volunteers/credit",
+         lambda ctx: {"job_id": ctx["job"], "volunteer_token": forged_volunteer(ctx)}, status=401,
+         message="does not verify"),
+    Case("credit of an unknown job", "POST", "/volunteers/credit",
+         lambda ctx: {"job_id": "j-000000000000", "volunteer_token": ctx["harness"].identity("thief")["volunteer_token"]},
+         status=404, message="j-000000000000"),
+    Case("the credit ledger without admin rights", "GET", "/jobs/{job}/credit", status=401, message="admin"),
     # -- ids
     Case("unicode in a job id", "GET", "/jobs/j-\u00fcn\u00ef", headers=ADMIN, message="job id"),
     Case("path traversal in a job id (path)", "GET", "/jobs/..%2F..%2Fetc", headers=ADMIN, message="job id"),
@@ -323,7 +332,8 @@ BODIES = JSON_VALUES | st.dictionaries(FIELD_NAMES, JSON_VALUES, max_size=6)
 ROUTES = st.sampled_from([("POST", "/tasks/lease", JSON), ("POST", "/tasks/heartbeat", JSON),
                           ("POST", "/tasks/complete", JSON), ("POST", "/jobs", ADMIN),
                           ("GET", "/progress/{id}", JSON), ("POST", "/jobs/{id}/pause", ADMIN),
-                          ("DELETE", "/jobs/{id}", ADMIN), ("POST", "/jobs/{id}/start", ADMIN)])
+                          ("DELETE", "/jobs/{id}", ADMIN), ("POST", "/jobs/{id}/start", ADMIN),
+                          ("POST", "/volunteers/credit", JSON), ("GET", "/jobs/{id}/credit", ADMIN)])
 IDS = st.text(min_size=1, max_size=30).map(lambda s: "".join(c for c in s if c not in "/?#%")) .filter(bool)
 
 
