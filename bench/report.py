@@ -456,9 +456,12 @@ def poison_section(r: dict) -> list[str]:
     if r.get("replication"):
         lines += ["", "Replication (`replication`, chalicelib/fold/replicas.py) before the median (K = 8), 20 "
                   "identities drawn at random for each copy: a check by a second identity, a dispute settled by a "
-                  "third, outvoted identities starting over. Two hostile copies of one batch agree (each flips the "
-                  "same honest gradient). \"Sleepers\" stay honest until trusted. Copies computed per folded "
-                  "result / share of folded gradients that were hostile / held-out accuracy:", "",
+                  "third, outvoted identities starting over, and barred (their copies discarded) once outvoted in more "
+                  "than a quarter of at least 4 judged copies (`bar_ratio`, `bar_after`: the defaults). Two hostile "
+                  "copies of one batch agree (each flips the same honest gradient). \"Sleepers\" stay honest "
+                  "until trusted. At 50 % the hostile half outvotes and bars the honest one. Copies computed per "
+                  "folded result (a barred identity's included) / share of folded gradients that were hostile / "
+                  "held-out accuracy:", "",
                   "| policy | attack | " + " | ".join(f"{100 * s:.0f} % hostile" for s in shares) + " |",
                   "| --- | --- |" + " ---: |" * len(shares)]
         rows: dict[tuple[str, str], dict[float, dict]] = {}
@@ -469,18 +472,21 @@ def poison_section(r: dict) -> list[str]:
                 f"{c['copies_per_result']:.2f} / {100 * c['hostile_folded']:.1f} % / {c['accuracy']:.2f}"
                 if (c := cells.get(s)) else "" for s in shares) + " |")
     lines += ["", f"Target (median at K ≥ 8 survives 40 % of identities attacking with sign flips at the norm "
-              f"bound, and the tail attack): {'met' if r['target_met'] else '**not met**'}: the median survives "
-              f"sign flips up to {100 * r['median_survives']:.0f} %. A coordinate's median of K gradients of "
-              "which a share q sit far out on the wrong side is the honest gradients' (1/2 − q)/(1 − q) "
-              "quantile there: at q = 0.4 their 17th percentile, which is on the wrong side of zero wherever a "
-              "mini-batch gradient's noise is about its mean or larger (at this benchmark's start, for 44 % of "
-              "the coordinates; the noise's median ratio to the mean is 1.0); and with "
-              "volunteers arriving at random some updates are more hostile than the identities' share. Capping "
-              "one client's share (above) bounds what one client does. Replication takes hostile identities out "
-              "of the folded stream only where a check lands on an honest one: at 40 % hostile identities about "
-              "a third of what every-result replication folds is still hostile (two hostile copies of a batch "
-              "agree), and the median at K = 8 then falls short too; with replication it holds 30 %, without "
-              "it 10 %.", ""]
+              f"bound, and the tail attack): {'met' if r['target_met'] else '**not met**'}. The median alone "
+              f"survives sign flips up to {100 * r['median_survives']:.0f} % (K = 16; 10 % at K = 8); behind "
+              f"replication ({r.get('replicated_policy', '-')}) it survives "
+              f"{100 * r.get('replicated_survives', 0):.0f} % at K = 8, and the tail attack with an epoch a "
+              "multiple of K. Alone it cannot: a coordinate's median of K gradients of which a share q sit far "
+              "out on the wrong side is the honest gradients' (1/2 − q)/(1 − q) quantile there, at q = 0.4 their "
+              "17th percentile, which is on the wrong side of zero wherever a mini-batch gradient's noise is "
+              "about its mean or larger (at this benchmark's start, for 44 % of the coordinates; the noise's "
+              "median ratio to the mean is 1.0); and with volunteers arriving at random some updates are more "
+              "hostile than the identities' share. Replication without barring does not either: two hostile "
+              "copies of a batch agree, so at 40 % about a third of what it folds is still hostile. What "
+              "separates them is the record: a hostile identity is outvoted wherever an honest one checks it or "
+              "settles its dispute, an honest one only where hostile ones do both, so hostile identities cross "
+              "the barring ratio (a quarter of their judged copies outvoted) first, and their copies stop "
+              "counting. The price is copies: a barred identity that keeps sending costs a copy each time.", ""]
     return lines
 
 

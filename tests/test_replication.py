@@ -214,8 +214,34 @@ def test_adaptive_replication_checks_new_identities_then_spot_checks_and_an_outv
 
 @pytest.mark.parametrize("replication, field", [({"copies": 1, "trust_after": 3}, "needs copies 2"),
                                                  ({"copies": 2, "trust_after": -1}, "trust_after"),
-                                                 ({"copies": 2, "spot_check": 0}, "spot_check")])
+                                                 ({"copies": 2, "spot_check": 0}, "spot_check"),
+                                                 ({"copies": 2, "bar_ratio": 1.5}, "bar_ratio"),
+                                                 ({"copies": 2, "bar_after": 0}, "bar_after")])
 def test_bad_adaptive_replication_settings_are_refused(harness, replication, field):
     from tests.harness import job_body
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=1, batch_size=4), replication=replication))
     assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body
+
+
+def test_an_identity_outvoted_too_often_loses_its_standing_and_its_copies_are_discarded(harness):
+    """bar_after 2, bar_ratio 0.25: h, outvoted in both of its two judged
+    copies, is barred; its next first copy is discarded and the batch
+    re-queued, its next check is discarded and another check asked for."""
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4),
+                             **{**ADAPTIVE, "replication": {"copies": 2, "tolerance": 1e-3, "bar_ratio": 0.25,
+                                                            "bar_after": 2}})
+    for _ in range(2):
+        step(harness, "h", sign_flipped)
+        step(harness, "b")  # disagrees
+        step(harness, "c")  # settles it against h
+    status = harness.status(job)
+    assert status["version"] == 2 and status["discarded"] == {"outvoted": 2}
+    step(harness, "h")  # even an honest copy of h's no longer counts
+    status = harness.status(job)
+    assert status["discarded"] == {"outvoted": 2, "barred": 1} and status["awaiting_replica"] == 0
+    step(harness, "a")  # the batch again, as a first copy
+    step(harness, "h")  # h leases its check: discarded, and another check queued
+    status = harness.status(job)
+    assert status["discarded"] == {"outvoted": 2, "barred": 2} and status["awaiting_replica"] == 1
+    step(harness, "c")
+    assert harness.status(job)["version"] == 3

@@ -20,6 +20,7 @@ class FoldOutcome(str, Enum):
     SAME_ADDRESS = "same_address"          # ... or by a volunteer at the first copy's source address
     REPLICA_VERSION = "replica_version"    # a replica check computed on another version
     DISAGREEMENT = "disagreement"          # a third copy agrees with neither of the first two
+    BARRED = "barred"                      # its volunteer was outvoted too often and lost its standing
     OUTVOTED = "outvoted"                  # a copy the other two disagreed with (its batch was folded)
     OVER_SHARE = "over_share"              # its volunteer, or its source address, already has its share of the update
     SPLIT_SUM = "split_sum"                # in a partial sum some of whose batches were already taken

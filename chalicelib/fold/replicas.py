@@ -8,7 +8,9 @@ Adaptive replication (`replication.trust_after`): an identity's record
 (store/reputations.py) counts its copies that agreed with another's; once
 it has enough, only some of its results are checked (Replication.check_rate,
 drawn at random by the fold, so a volunteer cannot know beforehand which),
-and one outvoted in a dispute starts over, checked on every result.
+and one outvoted in a dispute starts over, checked on every result. One
+outvoted too often (Replication.barred) loses its standing in the job: its
+copies are discarded, and another copy asked for where one was awaited.
 """
 from __future__ import annotations
 
@@ -48,6 +50,12 @@ class Replicas:
                 or fold.leases.state(r.job_id, r.lease_id) == "discarded"):
             fold.counters.add(r.job_id, duplicates=1)
             return FoldOutcome.DUPLICATE
+        standing = self.reputations.get(r.job_id, r.volunteer_id)
+        if spec.replication.barred(standing):  # it lost its standing: none of its copies count
+            if awaiting is None:
+                fold.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], FoldOutcome.BARRED)
+                return FoldOutcome.BARRED
+            return self._another_copy(r, awaiting.first, FoldOutcome.BARRED)
         if awaiting is not None and awaiting.disputed is not None:
             return self._settle_dispute(r, awaiting, meta, spec)
         if awaiting is not None:
@@ -57,7 +65,7 @@ class Replicas:
             fold.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
             return reason
         copy = Pending.of(r, digest)
-        if not self._checked(r, spec):  # a trusted identity's result, not drawn for a spot check
+        if self.draw() >= spec.replication.check_rate(standing.agreed):  # trusted, and not drawn for a spot check
             if over_share(meta.pending, [copy], spec, fold.distinct_addresses)[0]:
                 fold.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], FoldOutcome.OVER_SHARE)
                 return FoldOutcome.OVER_SHARE
@@ -70,13 +78,14 @@ class Replicas:
         self.awaiting.put(copy)
         return FoldOutcome.AWAITING_REPLICA
 
-    def _checked(self, r: Result, spec: JobSpec) -> bool:
-        """Whether this first copy gets a check: always for an identity without
-        the record `trust_after` asks, else with its check rate."""
-        if not spec.replication.trust_after:
-            return True
-        rate = spec.replication.check_rate(self.reputations.get(r.job_id, r.volunteer_id).agreed)
-        return rate >= 1.0 or self.draw() < rate
+    def _another_copy(self, r: Result, first: Pending, reason: FoldOutcome) -> FoldOutcome:
+        """Discard `r` alone and ask for another copy in its place (pinned to
+        the first copy's version, queued first: a crash in between asks twice,
+        and the extra copy is a duplicate once the batch is settled); the
+        copies already there keep waiting."""
+        self.fold.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
+        self.fold.discards.mark(r.job_id, [r.lease_id], reason)
+        return reason
 
     def _add_pending(self, meta: JobMeta, spec: JobSpec, pending: Pending) -> FoldOutcome:
         before = meta.version
@@ -154,11 +163,8 @@ class Replicas:
         first, disputed = awaiting.first, awaiting.disputed
         reason, _, third = self._vet_copy(r, [first, disputed], meta, spec)
         if reason in (FoldOutcome.SAME_VOLUNTEER, FoldOutcome.SAME_ADDRESS):
-            # one of the disputing volunteers cannot be the tie-breaker: ask for
-            # another third copy (pinned, queued first), the two kept waiting
-            fold.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
-            fold.discards.mark(r.job_id, [r.lease_id], reason)
-            return reason
+            # one of the disputing volunteers cannot be the tie-breaker
+            return self._another_copy(r, first, reason)
         winner = loser = None
         if not reason:
             if self._agrees(spec, first, third, r):

@@ -87,12 +87,26 @@ class Replication:
     identity's results are all checked until N of them agreed; after that
     each is checked with probability N / (agreed + 1), never below `spot_check`,
     so checks cost less as an identity's record grows. An identity outvoted
-    in a dispute loses its record and is checked on every result again."""
+    in a dispute loses its record and is checked on every result again.
+
+    Barring: an identity outvoted in more than `bar_ratio` of its judged
+    copies (once it has `bar_after` of them) loses its standing in the job:
+    its results are discarded from then on. An honest identity is outvoted
+    only where hostile ones check it and settle its dispute, so hostile
+    identities, outvoted wherever an honest one checks or settles, cross the
+    ratio first (bench/poison.py)."""
 
     copies: int = 1
     tolerance: float = 1e-2
     trust_after: int = 0  # 0: every result is checked
     spot_check: float = 0.1
+    bar_ratio: float = 0.25  # 0: never barred
+    bar_after: int = 4
+
+    def barred(self, standing: Any) -> bool:
+        """Whether an identity's record (store/reputations.py's Standing) has lost it its standing."""
+        return (self.bar_ratio > 0 and standing.judged >= self.bar_after
+                and standing.outvoted > self.bar_ratio * standing.judged)
 
     def check_rate(self, agreed: int) -> float:
         """The probability that a result of an identity with `agreed` agreeing results is checked."""
@@ -274,7 +288,8 @@ class JobSpec:
             "gradients_per_update": self.gradients_per_update, "staleness": self.staleness, "epochs": self.epochs,
             "lease_seconds": self.lease_seconds, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
             "replication": {"copies": self.replication.copies, "tolerance": self.replication.tolerance,
-                            "trust_after": self.replication.trust_after, "spot_check": self.replication.spot_check},
+                            "trust_after": self.replication.trust_after, "spot_check": self.replication.spot_check,
+                            "bar_ratio": self.replication.bar_ratio, "bar_after": self.replication.bar_after},
             "fold_groups": self.fold_groups, "max_share": self.max_share, "credit": self.credit,
         }
         if self.alphabet:

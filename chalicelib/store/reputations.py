@@ -1,8 +1,9 @@
 """`REP#<volunteer id>` in a job's partition: an identity's record in a
-replicated job (BOINC's adaptive replication): how many of its results
-agreed with another volunteer's copy since it was last outvoted, and how
-often it was outvoted. Counted by atomic updates; a fold retried after a
-crash may count an agreement twice, which only moves a spot-check rate."""
+replicated job (BOINC's adaptive replication): how many of its copies
+agreed with another volunteer's since it was last outvoted, how many of
+its copies were judged (compared with another's) and how often it was
+outvoted. Counted by atomic updates; a fold retried after a crash may
+count a judgement twice, which only moves a rate a little."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ from chalicelib.store.table import Records, job_key
 
 @dataclass(frozen=True)
 class Standing:
-    agreed: int = 0
+    agreed: int = 0  # since it was last outvoted
     outvoted: int = 0
+    judged: int = 0
 
 
 def _key(job_id: str, volunteer_id: str) -> dict[str, str]:
@@ -23,15 +25,16 @@ def _key(job_id: str, volunteer_id: str) -> dict[str, str]:
 class Reputations(Records):
     def get(self, job_id: str, volunteer_id: str) -> Standing:
         item = self._table.get_item(Key=_key(job_id, volunteer_id), ConsistentRead=True).get("Item") or {}
-        return Standing(int(item.get("agreed", 0)), int(item.get("outvoted", 0)))
+        return Standing(int(item.get("agreed", 0)), int(item.get("outvoted", 0)), int(item.get("judged", 0)))
 
     def agreed(self, job_id: str, volunteer_ids: list[str]) -> None:
         """Each of these identities' copies agreed with another's."""
         for volunteer_id in volunteer_ids:
-            self._table.update_item(Key=_key(job_id, volunteer_id), UpdateExpression="ADD agreed :one",
+            self._table.update_item(Key=_key(job_id, volunteer_id), UpdateExpression="ADD agreed :one, judged :one",
                                     ExpressionAttributeValues={":one": 1})
 
     def outvoted(self, job_id: str, volunteer_id: str) -> None:
         """The identity's copy lost a dispute: its record starts over."""
-        self._table.update_item(Key=_key(job_id, volunteer_id), UpdateExpression="SET agreed = :zero ADD outvoted :one",
+        self._table.update_item(Key=_key(job_id, volunteer_id),
+                                UpdateExpression="SET agreed = :zero ADD outvoted :one, judged :one",
                                 ExpressionAttributeValues={":zero": 0, ":one": 1})
