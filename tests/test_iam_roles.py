@@ -151,6 +151,9 @@ def scenario(h: Harness, run) -> None:
             api(h.work, task)
         fold()
     fold()
+    assert api(h.call, "POST", "/volunteers/credit",
+               {"job_id": job, "volunteer_token": h.identity("d")["volunteer_token"]}).status_code == 200
+    assert api(h.admin, "GET", f"/jobs/{job}/credit").status_code == 200
     api(h.call, "GET", f"/progress/{grouped}")
     api(h.call, "GET", "/progress")
     api(h.admin, "POST", f"/jobs/{copied}/pause")
