@@ -320,12 +320,13 @@ def quality_section(r: dict, docs: Path) -> list[str]:
              "batches of the Book of Revelation, which training never sees. Sequential: one TF.js process, Adam "
              "0.01. crowdtrain: Node volunteers running the page's own loop (TF.js wasm, pipelined) on the local "
              "stack. H = 1 is per-batch gradients with the fold's Adam 0.01, K = 1 (asynchronous, staleness "
-             "bound twice the volunteers); H = 8 and 32 are local steps of Adam 0.01 (fresh per task) with the "
+             "bound twice the volunteers); H = 8 and 32 are local steps of Adam 0.01 (fresh per task; runs marked "
+             "local Adam lr use another) with the "
              "fold's outer SGD at learning rate 1, either each pseudo-gradient applied as it lands (K = 1) or "
              "the mean of a round's (K = the volunteers, staleness 2: FedAvg rounds); runs marked outer Nesterov "
              "fold a round's mean with DiLoCo's outer step instead (SGD with Nesterov momentum 0.9, learning "
              "rate 0.7). Command: `.venv/bin/python -m bench.quality` (`--only H:N:K` reruns one; `--outer "
-             "nesterov` for DiLoCo's outer step). Diverged runs (over twice the "
+             "nesterov` for DiLoCo's outer step, `--inner-lr` for the local Adam's). Diverged runs (over twice the "
              "sequential loss) are left out of the plot.", "",
              "| run | final held-out loss | ratio to sequential | versions | discarded | seconds |",
              "| --- | ---: | ---: | ---: | --- | ---: |",
@@ -344,10 +345,10 @@ def quality_section(r: dict, docs: Path) -> list[str]:
         lines += [f"Target: final ratio ≤ {r['target']} at H = 32: {'met' if r['target_met'] else '**not met**'} "
                   "(best ratio " + ", ".join(f"{v:.3f} with {n} volunteers" for n, v in sorted(best.items()))
                   + ").", ""]
-    def said(key, outer: str = "sgd", lr: float = 1.0, kept: bool = False) -> str:
+    def said(key, outer: str = "sgd", lr: float = 1.0, kept: bool = False, inner: float = 0.01) -> str:
         x = next((x for x in r["runs"] if (x["local_steps"], x["volunteers"], x["k"]) == key
                   and x.get("outer", "sgd") == outer and x.get("outer_lr", 1.0 if outer == "sgd" else 0.7) == lr
-                  and x.get("keep_state", False) == kept), None)
+                  and x.get("keep_state", False) == kept and x.get("inner_lr", 0.01) == inner), None)
         return f"{x['curve'][-1][1]:.2f} nats/char (ratio {x['final_ratio']:.2f})" if x else "not measured"
     lines += ["Per-batch gradients from 4 asynchronous volunteers (K = 1) end at " + said((1, 4, 1)) + ". Applying "
               "each pseudo-gradient as it lands at learning rate 1 does not work at equal samples: with Adam "
@@ -366,8 +367,13 @@ def quality_section(r: dict, docs: Path) -> list[str]:
               "25 times smaller), and outer SGD at learning rate 2 ends worse than averaging ("
               + said((32, 4, 4), "sgd", 2.0) + "). Keeping each volunteer's local Adam across its tasks "
               "(`local_steps.keep_state`, as DiLoCo's workers keep their inner state) barely changes averaging: "
-              + said((32, 4, 4), "sgd", 1.0, True) + ". Not measured yet: a smaller inner learning rate with a "
-              "larger outer one, and a run long enough for many rounds (each 1,200-step run here takes about 5 "
+              + said((32, 4, 4), "sgd", 1.0, True) + ". The inner learning rate matters more (`--inner-lr`; "
+              "rounds of H = 32, 4 volunteers, averaged): Adam at 0.003 ends at " + said((32, 4, 4), inner=0.003)
+              + ", at 0.01 " + said((32, 4, 4)) + ", at 0.02 " + said((32, 4, 4), inner=0.02) + ", at 0.04 "
+              + said((32, 4, 4), inner=0.04) + "; 16 volunteers at 0.02: " + said((32, 16, 16), inner=0.02)
+              + ". A larger inner step makes up part of what the rounds lose, and past about 0.02 the "
+              "volunteers' models drift too far apart for their mean. Not measured yet: a run long enough for "
+              "the curves to flatten, where a larger batch costs little (each 1,200-step run here takes about 5 "
               "minutes of wasm compute with 4 Node volunteers on an idle machine).", ""]
     lines += [f"Exactness: 1 volunteer, K = 1, SGD (lr 0.5), staleness 0, a small model: crowdtrain's version "
               f"{e['steps']} vs {e['steps']} sequential `tf.train.sgd` steps over the batches in the order crowdtrain "
