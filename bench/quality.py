@@ -30,6 +30,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from bench import common
+from chalicelib.jobs.spec import LocalSteps
 from chalicelib.tasks.epochs import batch_order
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.meta import MetaStore
@@ -97,11 +98,13 @@ OUTER = {"sgd": {"name": "sgd", "learning_rate": 1.0},
 
 
 def job_of(stack, model, x, y, local_steps: int, volunteers: int, k: int, epochs: int, outer: str = "sgd",
-           outer_lr: float | None = None, keep_state: bool = False, inner_lr: float = ADAM["learning_rate"]) -> str:
+           outer_lr: float | None = None, keep_state: bool = False, inner_lr: float = ADAM["learning_rate"],
+           decay_to: float = 1.0) -> str:
     """One run's job: per-batch gradients with the fold's Adam, or H local
     steps of Adam with the fold's outer optimizer (OUTER: SGD at learning
     rate 1 applies each pseudo-gradient as it lands for K = 1, the mean of a
-    round's for K = the volunteers, FedAvg; or DiLoCo's outer Nesterov)."""
+    round's for K = the volunteers, FedAvg; or DiLoCo's outer Nesterov), the
+    local Adam's rate constant or falling along a cosine to `decay_to` of it."""
     batches = len(x)
     if local_steps == 1:
         hyper = {"optimizer": ADAM}
@@ -109,11 +112,21 @@ def job_of(stack, model, x, y, local_steps: int, volunteers: int, k: int, epochs
         optimizer = {**OUTER[outer], **({"learning_rate": outer_lr} if outer_lr else {})}
         hyper = {"optimizer": optimizer, "local_steps": {"steps": local_steps,
                                                          "optimizer": {**ADAM, "learning_rate": inner_lr},
-                                                         "keep_state": keep_state}}
+                                                         "keep_state": keep_state, "decay_to": decay_to}}
     spec = model.job_spec(batches, gradients_per_update=k, epochs=epochs, staleness=staleness(k, volunteers),
                           lease_seconds=600, **hyper)
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(0))
     return stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
+
+
+def sequential_rates(steps: int, decay_to: float) -> list[float] | None:
+    """The sequential run's Adam rate per step under the same cosine as the
+    volunteers' (chalicelib's LocalSteps.learning_rate, by share of the
+    samples), or None for a constant rate."""
+    if decay_to == 1.0:
+        return None
+    schedule = LocalSteps(steps=1, optimizer=ADAM, min_steps=1, decay_to=decay_to)
+    return [schedule.learning_rate(step / steps) for step in range(steps)]
 
 
 def held_out_job(stack, model, count: int) -> str:
@@ -138,6 +151,9 @@ def main() -> None:
     p.add_argument("--outer-lr", type=float, help="the outer optimizer's learning rate instead of its default")
     p.add_argument("--inner-lr", type=float, default=ADAM["learning_rate"],
                    help="the volunteers' local Adam's learning rate for the runs of local steps")
+    p.add_argument("--decay-to", type=float, default=1.0,
+                   help="the local Adam's rate falls along a cosine to this fraction of it (local_steps.decay_to); "
+                        "the sequential run it is compared with follows the same cosine")
     p.add_argument("--keep-state", action="store_true",
                    help="volunteers keep their local Adam's state across their tasks (local_steps.keep_state)")
     args = p.parse_args()
@@ -152,7 +168,8 @@ def main() -> None:
         results["runs"] = [r for r in results["runs"] if (r["local_steps"], r["volunteers"], r["k"]) not in grid
                            or r.get("outer", "sgd") != args.outer or r.get("outer_lr", 1.0) != outer_lr
                            or r.get("keep_state", False) != args.keep_state
-                           or r.get("inner_lr", ADAM["learning_rate"]) != args.inner_lr]
+                           or r.get("inner_lr", ADAM["learning_rate"]) != args.inner_lr
+                           or r.get("decay_to", 1.0) != args.decay_to]
     model = CharLSTM(units=units, seq_len=40, batch_size=32)
     x, y = model.batches(kjv_text(TRAIN), batches, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,35 +177,45 @@ def main() -> None:
         try:
             eval_job = held_out_job(stack, model, held)
             eval_urls = urls(stack, eval_job, "batch", range(held))
-            sequential = results.get("sequential", {}).get("curve")
+            baselines = results.setdefault("sequential_decayed", {})
             for local_steps, volunteers, k in grid:
                 outer = args.outer if local_steps > 1 else "sgd"
                 outer_lr = (args.outer_lr if local_steps > 1 else None) or OUTER[outer]["learning_rate"]
                 keep = args.keep_state and local_steps > 1
                 inner_lr = args.inner_lr if local_steps > 1 else ADAM["learning_rate"]
+                decay_to = args.decay_to if local_steps > 1 else 1.0
                 job_id = job_of(stack, model, x, y, local_steps, volunteers, k, epochs, outer, outer_lr, keep,
-                                inner_lr)
-                if sequential is None:  # crowdtrain's order of the batches (seed 0), epoch by epoch
+                                inner_lr, decay_to)
+                baseline = results.get("sequential") if decay_to == 1.0 else baselines.get(str(decay_to))
+                if baseline is None:  # crowdtrain's order of the batches (seed 0), epoch by epoch
                     shuffle = SimpleNamespace(seed=0, tasks_per_epoch=batches)
                     order = [b for e in range(epochs) for b in batch_order(shuffle, e)]
                     started = time.monotonic()
-                    sequential = node("sequential.mjs", timeout=7200, payload={
+                    curve = node("sequential.mjs", timeout=7200, payload={
                         "model_url": urls(stack, job_id, "model", [0])[0],
                         "spec": stack.api.call("GET", f"/jobs/{job_id}")["spec"],
                         "batch_urls": urls(stack, job_id, "batch", order), "optimizer": ADAM,
+                        "learning_rates": sequential_rates(len(order), decay_to),
                         "eval_urls": eval_urls, "eval_every": max(1, len(order) // 8)})["val"]
-                    results["sequential"] = {"curve": sequential, "seconds": time.monotonic() - started}
-                    print(f"sequential TF.js: final validation loss {sequential[-1][1]:.4f}", flush=True)
+                    baseline = {"curve": curve, "seconds": time.monotonic() - started, "decay_to": decay_to}
+                    if decay_to == 1.0:
+                        results["sequential"] = baseline
+                    else:
+                        baselines[str(decay_to)] = baseline
+                    print(f"sequential TF.js{f' (Adam rate decayed to {decay_to:g} of it)' if decay_to < 1 else ''}: final validation loss "
+                          f"{curve[-1][1]:.4f}", flush=True)
+                sequential = baseline["curve"]
                 _, status = run_job(stack, job_id, volunteers)
                 curve = validation_curve(stack, job_id, status, eval_urls, points=9 if not args.quick else 2)
                 ratio = curve[-1][1] / sequential[-1][1]
                 results["runs"].append({"local_steps": local_steps, "volunteers": volunteers, "k": k, "outer": outer, "outer_lr": outer_lr, "keep_state": keep,
-                                        "inner_lr": inner_lr,
+                                        "inner_lr": inner_lr, "decay_to": decay_to,
                                         "staleness": staleness(k, volunteers), "curve": curve, "final_ratio": ratio,
                                         "seconds": status["seconds"], "discarded": status["discarded"],
                                         "versions": status["version"]})
                 print(f"crowdtrain, H = {local_steps}, {volunteers} volunteers, K = {k}, outer {outer} (lr {outer_lr}), "
-                      f"inner Adam lr {inner_lr}{', local state kept' if keep else ''}: final "
+                      f"inner Adam lr {inner_lr}{', local state kept' if keep else ''}"
+                      f"{f', decayed to {decay_to:g} of it' if decay_to < 1 else ''}: final "
                       "validation loss "
                       f"{curve[-1][1]:.4f}, ratio to sequential {ratio:.3f}, {status['version']} versions, "
                       f"{status['seconds']:.0f} s", flush=True)
@@ -197,13 +224,17 @@ def main() -> None:
         finally:
             stack.stop()
     results["runs"].sort(key=lambda r: (r["local_steps"], r["k"] > 1, r["volunteers"], r.get("outer", "sgd"), r.get("outer_lr", 1.0),
-                                       r.get("keep_state", False), -r.get("inner_lr", ADAM["learning_rate"])))
+                                       r.get("keep_state", False), -r.get("inner_lr", ADAM["learning_rate"]),
+                                       -r.get("decay_to", 1.0)))
     results["target"] = 1.05
-    # met when, for each crowd size, some way of folding H = 32 comes within the target
+    # met when, for each crowd size, some way of folding H = 32 comes within the target of the best
+    # sequential run, whichever learning-rate schedule that had
+    best_sequential = min(b["curve"][-1][1] for b in [results["sequential"], *results["sequential_decayed"].values()])
     best = {}
     for r in results["runs"]:
+        r["ratio_to_best"] = r["curve"][-1][1] / best_sequential
         if r["local_steps"] == 32:
-            best[r["volunteers"]] = min(best.get(r["volunteers"], 9e9), r["final_ratio"])
+            best[r["volunteers"]] = min(best.get(r["volunteers"], 9e9), r["ratio_to_best"])
     results["target_met"] = bool(best) and all(v <= 1.05 for v in best.values())
     common.save("quality", {k: v for k, v in results.items() if k not in ("machine", "quick")}, args)
 

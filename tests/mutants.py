@@ -128,7 +128,7 @@ MUTANTS = [
            "or False)",
            ("tests/test_identities.py::test_one_address_gives_at_most_its_share_of_an_update",)),
     Mutant("an agreed replica over its volunteer's share of the update is discarded", "chalicelib/fold/replicas.py",
-           "if not reason and over_share(meta.pending, [first], spec, fold.distinct_addresses)[0]:",
+           "if not reason and self._over_share(meta, spec, first):",
            "if False:",
            ("tests/test_replication.py::test_an_agreed_copy_over_its_volunteers_share_of_the_update_is_discarded",)),
     Mutant("two disagreeing copies wait for a third instead of both being discarded", "chalicelib/fold/replicas.py",

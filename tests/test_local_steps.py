@@ -34,7 +34,8 @@ def test_a_task_of_local_steps_moves_the_model_to_where_the_volunteer_got(harnes
     sizes, samples = [], []
     while (task := harness.lease()) is not None:
         assert task["spec"]["local_steps"] == {"steps": 3, "min_steps": 3, "target_seconds": 20.0, "keep_state": False,
-                                               "optimizer": {"name": "sgd", "learning_rate": 0.5}}
+                                               "decay_to": 1.0, "optimizer": {"name": "sgd", "learning_rate": 0.5}}
+        assert task["local_learning_rate"] == 0.5  # no decay: the optimizer's own, whatever the version
         first = task["batch"] * 3
         assert task["batch_urls"][0] == task["batch_url"] and task["batch_urls"][0].endswith(f"{first:06d}.bin")
         sizes.append(len(task["batch_urls"]))
@@ -127,7 +128,49 @@ def test_steps_must_be_the_whole_task_unless_the_job_gives_a_range(harness):
     ({"local_steps": {"steps": 2, "min_steps": 1, "target_seconds": 0}}, "local_steps.target_seconds"),
     ({"local_steps": {"steps": 2, "min_steps": 1}, "aggregation": "median"}, "min_steps"),
     ({"local_steps": {"steps": 2, "min_steps": 1}, "replication": {"copies": 2}}, "replication"),
-    ({"local_steps": {"steps": 2, "keep_state": "yes"}}, "local_steps.keep_state")])
+    ({"local_steps": {"steps": 2, "keep_state": "yes"}}, "local_steps.keep_state"),
+    ({"local_steps": {"steps": 2, "decay_to": -0.1}}, "local_steps.decay_to"),
+    ({"local_steps": {"steps": 2, "decay_to": 1.5}}, "local_steps.decay_to"),
+    ({"local_steps": {"steps": 2, "decay_to": "half"}}, "local_steps.decay_to")])
 def test_bad_ranges_of_steps_are_refused(harness, overrides, field):
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=2, batch_size=4), **overrides))
     assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body
+
+
+def test_the_inner_learning_rate_falls_along_a_cosine_over_the_jobs_versions(harness):
+    """decay_to 0.1: a task leased at version v of the 4 planned (8 batches,
+    2 steps a task, K = 1) trains at lr × (0.1 + 0.9 × (1 + cos(π v / 4)) / 2),
+    and the volunteer's own steps at that rate are what the fold applies."""
+    ds = Dataset.generate(batches=8, batch_size=4)
+    job = harness.create_job(ds, local_steps={"steps": 2, "decay_to": 0.1,
+                                              "optimizer": {"name": "sgd", "learning_rate": 0.4}},
+                             optimizer={"name": "sgd", "learning_rate": 1.0}, staleness=0)
+    rates = {}
+    while (task := harness.lease()) is not None:
+        rates[task["base_version"]] = task["local_learning_rate"]
+        loss, data, after = local_steps(harness, task, task["local_learning_rate"])
+        assert harness.upload(task, data).status_code in (200, 204)
+        assert harness.complete(task, loss).status_code == 200
+        harness.deliver()
+        for ours, theirs in zip(harness.weights(job, harness.status(job)["version"]), after):
+            np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    expected = {v: 0.4 * (0.1 + 0.9 * (1 + np.cos(np.pi * v / 4)) / 2) for v in range(4)}
+    assert rates.keys() == expected.keys()
+    for v, rate in rates.items():
+        assert rate == pytest.approx(expected[v], rel=1e-12), (v, rates)
+    assert rates[0] == pytest.approx(0.4) and rates[2] == pytest.approx(0.22)
+    assert harness.status(job)["status"] == "finished"
+
+
+def test_the_cli_flags_make_the_local_steps_the_api_validates(harness):
+    """`crowdtrain create --local-steps ...` writes what jobs/schema.py reads back."""
+    from crowdtrain.cli import _hyper, parser
+
+    args = parser().parse_args(["create", "--local-steps", "8", "--local-learning-rate", "0.02",
+                                "--local-decay-to", "0.1", "--keep-local-state"])
+    local = _hyper(args)["local_steps"]
+    assert local == {"steps": 8, "min_steps": 8, "target_seconds": args.target_seconds, "keep_state": True,
+                     "decay_to": 0.1, "optimizer": {"name": "adam", "learning_rate": 0.02}}
+    job = harness.create_job(Dataset.generate(batches=16, batch_size=4), local_steps=local)
+    assert harness.status(job)["spec"]["local_steps"]["decay_to"] == 0.1
+    assert harness.lease()["local_learning_rate"] == 0.02  # version 0: the top of the cosine

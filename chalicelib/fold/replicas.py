@@ -53,8 +53,7 @@ class Replicas:
         standing = self.reputations.get(r.job_id, r.volunteer_id)
         if spec.replication.barred(standing):  # it lost its standing: none of its copies count
             if awaiting is None:
-                fold.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], FoldOutcome.BARRED)
-                return FoldOutcome.BARRED
+                return self._discard_alone(r, FoldOutcome.BARRED)
             return self._another_copy(r, awaiting.first, FoldOutcome.BARRED)
         if awaiting is not None and awaiting.disputed is not None:
             return self._settle_dispute(r, awaiting, meta, spec)
@@ -62,13 +61,11 @@ class Replicas:
             return self._check(r, awaiting.first, meta, spec)
         reason, digest, _ = fold.vetting.reject(r, meta, spec)
         if reason:
-            fold.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
-            return reason
+            return self._discard_alone(r, reason)
         copy = Pending.of(r, digest)
         if self.draw() >= spec.replication.check_rate(standing.agreed):  # trusted, and not drawn for a spot check
-            if over_share(meta.pending, [copy], spec, fold.distinct_addresses)[0]:
-                fold.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], FoldOutcome.OVER_SHARE)
-                return FoldOutcome.OVER_SHARE
+            if self._over_share(meta, spec, copy):
+                return self._discard_alone(r, FoldOutcome.OVER_SHARE)
             fold.counters.add(r.job_id, replicas_skipped=1)
             return self._add_pending(meta, spec, copy)
         # A first copy. Queue its check first (pinned to this copy's version),
@@ -77,6 +74,15 @@ class Replicas:
         fold.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=r.base_version)
         self.awaiting.put(copy)
         return FoldOutcome.AWAITING_REPLICA
+
+    def _discard_alone(self, r: Result, reason: FoldOutcome) -> FoldOutcome:
+        """Discard a first copy that no other copy waits beside (its batch re-queued)."""
+        self.fold.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
+        return reason
+
+    def _over_share(self, meta: JobMeta, spec: JobSpec, copy: Pending) -> bool:
+        """Whether folding `copy` would take its volunteer (or address) past its share of the update."""
+        return over_share(meta.pending, [copy], spec, self.fold.distinct_addresses)[0]
 
     def _another_copy(self, r: Result, first: Pending, reason: FoldOutcome) -> FoldOutcome:
         """Discard `r` alone and ask for another copy in its place (pinned to
@@ -130,7 +136,7 @@ class Replicas:
         message to come back, and it then starts the batch over as a first copy."""
         fold = self.fold
         reason, digest, second = self._vet_copy(r, [first], meta, spec)
-        if not reason and over_share(meta.pending, [first], spec, fold.distinct_addresses)[0]:
+        if not reason and self._over_share(meta, spec, first):
             reason = FoldOutcome.OVER_SHARE
         if not reason and not self._agrees(spec, first, second, r):
             # Queue the third copy first (pinned like the check), then keep this
@@ -173,7 +179,7 @@ class Replicas:
                 winner, loser = disputed, first
             else:
                 reason = FoldOutcome.DISAGREEMENT
-        if not reason and over_share(meta.pending, [winner], spec, fold.distinct_addresses)[0]:
+        if not reason and self._over_share(meta, spec, winner):
             reason = FoldOutcome.OVER_SHARE
         if reason:
             self.awaiting.drop(first)

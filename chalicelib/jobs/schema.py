@@ -247,14 +247,16 @@ def _replication(raw: Any) -> Replication:
 
 def _local_steps(raw: Any, dataset: Dataset, strategy: Any, replication: Replication) -> LocalSteps | None:
     """{"steps": H, "optimizer": the volunteer's own optimizer, TF.js's (default sgd 0.01),
-    "keep_state" (default false: the optimizer starts fresh each task), and for a range of
+    "keep_state" (default false: the optimizer starts fresh each task), "decay_to" (default 1:
+    a constant inner learning rate; below 1, a cosine decay to that fraction of it), and for a range of
     steps "min_steps" (default H) and "target_seconds" (default 20)}.
     A range weights results by their steps: only a running-sum rule takes
     weights, and two copies of one task may differ in their steps."""
     if raw is None:
         return None
     raw = validate.body_object(raw, "local_steps")
-    validate.only_keys(raw, ("steps", "min_steps", "target_seconds", "optimizer", "keep_state"), "local_steps")
+    validate.only_keys(raw, ("steps", "min_steps", "target_seconds", "optimizer", "keep_state", "decay_to"),
+                        "local_steps")
     steps = validate.integer(raw, "steps", None, 1, MAX_LOCAL_STEPS, "local_steps.")
     least = validate.integer(raw, "min_steps", steps, 1, steps, "local_steps.")
     target = validate.number(raw, "target_seconds", LocalSteps.target_seconds, 1, MAX_TARGET_SECONDS, "local_steps.")
@@ -268,7 +270,8 @@ def _local_steps(raw: Any, dataset: Dataset, strategy: Any, replication: Replica
         raise BadRequest("local_steps.min_steps below steps does not combine with replication: two copies of a task "
                          "may train on different numbers of its batches")
     keep = validate.flag(raw, "keep_state", False, "local_steps.")
-    return LocalSteps(steps, {"name": inner.name, **inner.settings()}, least, target, keep)
+    decay_to = validate.number(raw, "decay_to", LocalSteps.decay_to, 0, 1, "local_steps.")
+    return LocalSteps(steps, {"name": inner.name, **inner.settings()}, least, target, keep, decay_to)
 
 
 def _alphabet(raw: Any, x: TensorLayout) -> str:

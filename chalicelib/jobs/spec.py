@@ -8,6 +8,7 @@ response (`spec`) and the volunteer page.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,13 +151,25 @@ class LocalSteps:
     batches it trains on, from its own step time, so that a task takes about
     `target_seconds`: a slow device does fewer steps and its result still
     arrives within the staleness bound. The fold then weights each
-    pseudo-gradient by its steps (a weighted mean)."""
+    pseudo-gradient by its steps (a weighted mean).
+
+    With `decay_to` below 1 the inner learning rate falls along a cosine
+    over the job, to that fraction of the optimizer's by its last planned
+    version: late rounds then take small steps, so the volunteers' models
+    drift less apart and their mean loses less than it does at a constant
+    rate."""
 
     steps: int
     optimizer: dict[str, Any]  # {"name": ..., resolved settings}
     min_steps: int
     target_seconds: float = 20.0
     keep_state: bool = False
+    decay_to: float = 1.0
+
+    def learning_rate(self, progress: float) -> float:
+        """The inner learning rate at `progress` (0 to 1) through the job."""
+        fraction = (1 + math.cos(math.pi * min(1.0, max(0.0, progress)))) / 2
+        return self.optimizer["learning_rate"] * (self.decay_to + (1 - self.decay_to) * fraction)
 
     @property
     def varies(self) -> bool:
@@ -234,6 +247,15 @@ class JobSpec:
         """Tasks in an epoch: task t covers batches t × steps up to the next task's first."""
         return -(-self.dataset.batches // self.steps)
 
+    @property
+    def planned_versions(self) -> int:
+        """The versions the job makes if each update takes K results."""
+        return -(-self.epochs * self.tasks_per_epoch // self.gradients_per_update)
+
+    def local_learning_rate(self, version: int) -> float:
+        """The inner learning rate of a local-steps task leased at `version`."""
+        return self.local_steps.learning_rate(version / self.planned_versions)
+
     def task_batches(self, task: int) -> range:
         return range(task * self.steps, min((task + 1) * self.steps, self.dataset.batches))
 
@@ -301,5 +323,6 @@ class JobSpec:
             document["local_steps"] = {"steps": self.local_steps.steps, "min_steps": self.local_steps.min_steps,
                                        "target_seconds": self.local_steps.target_seconds,
                                        "optimizer": self.local_steps.optimizer,
-                                       "keep_state": self.local_steps.keep_state}
+                                       "keep_state": self.local_steps.keep_state,
+                                       "decay_to": self.local_steps.decay_to}
         return document

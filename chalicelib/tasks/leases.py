@@ -127,6 +127,7 @@ class LeaseService:
             return self._evaluation_lease(replace(lease, base_version=task.evaluates, evaluates=task.evaluates), spec)
         upload_key = gradient_key(task.job_id, task.epoch, task.batch, lease.lease_id)
         batch_urls = [self.objects.public_url(batch_key(task.job_id, b)) for b in spec.task_batches(task.batch)]
+        local = {"local_learning_rate": spec.local_learning_rate(base)} if spec.local_steps else {}
         return {
             "kind": "train", "job_id": task.job_id, "task_id": f"{task.epoch}-{task.batch}", "epoch": task.epoch,
             "batch": task.batch, "base_version": base,
@@ -136,7 +137,7 @@ class LeaseService:
             "upload_bytes": spec.gradient_bytes,
             "lease_token": self.signer.sign(lease), "lease_expires": lease.expires,
             "heartbeat_seconds": max(1, spec.lease_seconds // 3),
-            "spec": spec.public(),
+            "spec": spec.public(), **local,
         }
 
     def _evaluation_lease(self, lease: Lease, spec: JobSpec) -> dict[str, Any]:

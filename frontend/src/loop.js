@@ -263,7 +263,7 @@ export class VolunteerLoop {
         if (!Number.isFinite(answer.loss)) throw new Error(`held-out loss is ${answer.loss}; not reporting it`);
         return answer;
       }
-      const result = task.spec.local_steps ? await this.trainer.localSteps(batches, task.spec, beat)
+      const result = task.spec.local_steps ? await this.trainer.localSteps(batches, task.spec, task.local_learning_rate, beat)
         : await this.trainer.gradient(batches[0], task.spec, beat);
       t.compute = now();
       if (task.spec.local_steps) this.stepMs.set(task.job_id, (t.compute - t.computing) / batches.length);

@@ -56,7 +56,7 @@ export class RemoteTrainer {
   // `between` is not called: the loop heartbeats on a timer while the worker computes
   gradient(batch, spec) { return this.call('gradient', [batch, spec]); }
 
-  localSteps(batches, spec) { return this.call('localSteps', [batches, spec]); }
+  localSteps(batches, spec, rate) { return this.call('localSteps', [batches, spec, rate]); }
 
   heldOut(batches, spec) { return this.call('heldOut', [batches, spec]); }
 }

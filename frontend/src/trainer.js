@@ -72,6 +72,12 @@ export function localOptimizer(tf, { name, ...s }) {
   }
 }
 
+/** Set a TF.js optimizer's learning rate: sgd and momentum through their setter, adam and rmsprop read the field each step. */
+export function setLearningRate(optimizer, rate) {
+  if (typeof optimizer.setLearningRate === 'function') optimizer.setLearningRate(rate);
+  else optimizer.learningRate = rate;
+}
+
 export class Trainer {
   constructor(tf, fetchImpl) {
     this.tf = tf;
@@ -184,15 +190,19 @@ export class Trainer {
    * turn, from the version leased; returns the mean loss and the
    * pseudo-gradient θ_leased − θ_after, one Float32Array per manifest weight.
    * The model is put back to the version leased afterwards (the next task may
-   * lease it again). `between` is awaited between steps.
+   * lease it again). `rate` is the task's inner learning rate (the lease's
+   * `local_learning_rate`, which follows `local_steps.decay_to`; the
+   * optimizer's own when absent). `between` is awaited between steps.
    */
-  async localSteps(batches, spec, between = async () => {}) {
+  async localSteps(batches, spec, rate = undefined, between = async () => {}) {
     const { tf } = this;
     const variables = this.model.trainableWeights.map((w) => w.val);
     const start = variables.map((v) => tf.clone(v));
     const keep = spec.local_steps.keep_state === true;
-    if (!keep || !this.inner) this.inner = localOptimizer(tf, spec.local_steps.optimizer);
+    const settings = { ...spec.local_steps.optimizer, ...(rate === undefined ? {} : { learning_rate: rate }) };
+    if (!keep || !this.inner) this.inner = localOptimizer(tf, settings);
     const optimizer = this.inner;
+    setLearningRate(optimizer, settings.learning_rate); // a kept optimizer follows the schedule too
     let loss = 0;
     for (const [i, bytes] of batches.entries()) {
       const { x, y } = parseBatch(bytes, spec.dataset);

@@ -106,9 +106,9 @@ const methods = {
     await chooseFor(lastTask, batches[0]);
     return trainer.heldOut(batches, spec);
   },
-  localSteps: async (batches, spec) => {
+  localSteps: async (batches, spec, rate) => {
     await chooseFor(lastTask, batches[0]);
-    const result = await trainer.localSteps(batches, spec);
+    const result = await trainer.localSteps(batches, spec, rate);
     seed = firstSequence(batches[batches.length - 1], spec) || seed;
     return result;
   },

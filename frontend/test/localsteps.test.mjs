@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { lstmTrainer } from './helpers.mjs';
+import { setLearningRate } from '../src/trainer.js';
 
 await tf.setBackend('cpu');
 
@@ -26,7 +27,7 @@ test('local steps follow the optimizer over the batches in turn, between steps a
   const tensors = tf.memory().numTensors;
   let pauses = 0;
   const { loss, grads } = await t.localSteps([batch(1), batch(2), batch(3)], spec({ name: 'adam', learning_rate: 0.1 }),
-    async () => { pauses += 1; });
+    undefined, async () => { pauses += 1; });
   assert.equal(pauses, 2);
   assert.equal(tf.memory().numTensors, tensors, 'local steps leak no tensors');
   assert.ok(Number.isFinite(loss) && grads.some((g) => g.some((v) => v !== 0)));
@@ -69,5 +70,36 @@ test('with keep_state the local optimizer carries its moments into the next task
     const worst = Math.max(...reference.model.getWeights().map((w, k) => Math.max(...Array.from(w.dataSync(),
       (v, j) => Math.abs(start[k][j] - grads[k][j] - v)))));
     assert.ok(worst < 1e-5, `keep_state ${keep}: off by ${worst}`);
+  }
+});
+
+test("the task's inner learning rate replaces the optimizer's, for a fresh and for a kept optimizer", async () => {
+  for (const [name, keep] of [['sgd', false], ['adam', false], ['adam', true], ['momentum', true]]) {
+    const settings = { name, learning_rate: 0.5, momentum: 0.9, use_nesterov: false };
+    const task = { ...spec(settings), local_steps: { steps: 2, optimizer: settings, keep_state: keep } };
+    const t = trainer();
+    const leased = t.model.getWeights().map((w) => w.clone());
+    if (keep) await t.localSteps([batch(3)], task, 0.5); // a first task at the optimizer's own rate
+    const { grads } = await t.localSteps([batch(1), batch(2)], task, 0.05);
+    // by hand: the same optimizer, its rate 0.05 for the second task
+    const reference = trainer();
+    reference.model.setWeights(leased);
+    const optimizer = { sgd: () => tf.train.sgd(0.5), adam: () => tf.train.adam(0.5), momentum: () => tf.train.momentum(0.5, 0.9) }[name]();
+    const step = (seed) => {
+      const bytes = batch(seed);
+      optimizer.minimize(() => reference.loss(spec(), reference.inputs({ values: bytes.subarray(12), layout: dataset.y }),
+        reference.model.apply(reference.inputs({ values: bytes.subarray(0, 12), layout: dataset.x }), { training: true })));
+    };
+    if (keep) { step(3); reference.model.setWeights(leased); }
+    setLearningRate(optimizer, 0.05);
+    step(1);
+    step(2);
+    const start = leased.map((w) => w.dataSync());
+    const worst = Math.max(...reference.model.getWeights().map((w, k) => Math.max(...Array.from(w.dataSync(),
+      (v, j) => Math.abs(start[k][j] - grads[k][j] - v)))));
+    assert.ok(worst < 1e-5, `${name}${keep ? ', kept' : ''}: ${worst}`);
+    // and not the optimizer's own rate
+    const own = await trainer().localSteps([batch(1), batch(2)], { ...task, local_steps: { ...task.local_steps, keep_state: false } });
+    assert.ok(own.grads.some((g, k) => g.some((v, j) => Math.abs(v - grads[k][j]) > 1e-4)));
   }
 });

@@ -182,19 +182,23 @@ test('with a range of local steps the page trains as many batches as fit the tar
   assert.equal(downloads.length, 2 + 8 + 8 + completed[3]);
 });
 
-test('a task of fixed local steps trains on all its batches and says so', async () => {
+test("a task of fixed local steps trains on all its batches at the lease's inner learning rate and says so", async () => {
   const urls = ['http://cdn/a', 'http://cdn/b', 'http://cdn/c'];
   const completed = [];
+  const rates = [];
   const api = {
-    lease: async () => ({ ...task, batch_urls: urls, spec: { ...spec, local_steps: { steps: 3, min_steps: 3, target_seconds: 1 } } }),
+    lease: async () => ({ ...task, batch_urls: urls, local_learning_rate: 0.0125,
+      spec: { ...spec, local_steps: { steps: 3, min_steps: 3, target_seconds: 1 } } }),
     heartbeat: async (jobId, token) => ({ lease_token: token }),
     complete: async (jobId, token, { steps }) => { completed.push(steps); return {}; },
   };
-  const trainer = { prepare: async () => 'cached', localSteps: async (batches) => ({ loss: batches.length, grads: [Float32Array.from([1])] }) };
+  const trainer = { prepare: async () => 'cached',
+    localSteps: async (batches, s, rate) => { rates.push(rate); return { loss: batches.length, grads: [Float32Array.from([1])] }; } };
   const fetchImpl = async () => ({ ok: true, status: 200, arrayBuffer: async () => new ArrayBuffer(8), text: async () => '' });
   const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: () => {} });
   await loop.once();
   assert.deepEqual(completed, [3]);
+  assert.deepEqual(rates, [0.0125]);
 });
 
 test('a task whose compute fails is handed back at once; three in a row and the page waits, saying why', async () => {

@@ -1,12 +1,13 @@
 // Sequential training with TF.js in one process, the baseline crowdtrain is
 // compared with: the same model, data and order, tf.train optimizers.
-// stdin: {model_url, spec, batch_urls, optimizer: {name, ...settings}, eval_urls, eval_every}
+// stdin: {model_url, spec, batch_urls, optimizer: {name, ...settings}, eval_urls, eval_every,
+//        learning_rates (optional: one per step, for a schedule)}
 // stdout (last line): {val: [[samples, loss], ...], weights: [[...], ...]}
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from './backend.mjs';
 import { fetchBytes } from '../src/api.js';
-import { Trainer } from '../src/trainer.js';
+import { Trainer, setLearningRate } from '../src/trainer.js';
 
 await useBackend(tf);
 const input = JSON.parse(readFileSync(0, 'utf8'));
@@ -25,6 +26,7 @@ const validate = () => evalBatches.reduce((s, b) => s + trainer.evaluate(b, spec
 const val = [[0, validate()]];
 const variables = trainer.model.trainableWeights.map((w) => w.val);
 for (let step = 0; step < input.batch_urls.length; step += 1) {
+  if (input.learning_rates) setLearningRate(optimizer, input.learning_rates[step]);
   const { grads } = await trainer.gradient(await fetchBytes(input.batch_urls[step]), spec);
   tf.tidy(() => optimizer.applyGradients(trainer.order.map((i, k) => ({ name: variables[i].name, tensor: tf.tensor(grads[k], variables[i].shape) }))));
   if ((step + 1) % (input.eval_every || 1e9) === 0 || step === input.batch_urls.length - 1) {

@@ -123,6 +123,7 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
     if args.local_steps:
         hyper["local_steps"] = {"steps": args.local_steps, "min_steps": args.min_steps or args.local_steps,
                                 "target_seconds": args.target_seconds, "keep_state": args.keep_local_state,
+                                "decay_to": args.local_decay_to,
                                 "optimizer": {"name": args.local_optimizer, "learning_rate": args.local_learning_rate}}
     return hyper
 
@@ -420,6 +421,9 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
                              "(0: always H)")
     parser.add_argument("--target-seconds", type=float, default=20.0,
                         help="with --min-steps: about how long a volunteer's task should take")
+    parser.add_argument("--local-decay-to", type=float, default=1.0, metavar="FRACTION",
+                        help="with --local-steps: the local learning rate falls along a cosine over the job to this "
+                             "fraction of it (default 1: constant)")
     parser.add_argument("--keep-local-state", action="store_true",
                         help="with --local-steps: each volunteer keeps its local optimizer's state across its tasks "
                              "(DiLoCo's inner state) instead of starting it fresh each task")
