@@ -12,11 +12,14 @@ guards; this list names the test that catches each.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +174,7 @@ MUTANTS = [
 
 
 def copy_tree(to: Path) -> None:
+    to.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         source = ROOT / name
         if source.is_dir():
@@ -199,17 +203,35 @@ def killed(mutant: Mutant, tree: Path) -> tuple[bool, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-k", help="only the mutants whose name contains this")
+    p.add_argument("-j", type=int, default=min(4, os.cpu_count() or 1),
+                   help="mutants run at once, each in its own copy of the tree (default: the cores, at most 4)")
     args = p.parse_args()
     chosen = [m for m in MUTANTS if not args.k or args.k in m.name]
-    survivors = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp)
+    todo: queue.SimpleQueue[Mutant] = queue.SimpleQueue()
+    for mutant in chosen:
+        todo.put(mutant)
+    survivors, done, lock = [], [0], threading.Lock()
+
+    def worker(tree: Path) -> None:
         copy_tree(tree)
-        for i, mutant in enumerate(chosen, 1):
+        while True:
+            try:
+                mutant = todo.get_nowait()
+            except queue.Empty:
+                return
             dead, seconds = killed(mutant, tree)
-            print(f"[{i}/{len(chosen)}] {'killed ' if dead else 'SURVIVED'} {seconds:5.1f} s  {mutant.name}", flush=True)
-            if not dead:
-                survivors.append(mutant)
+            with lock:
+                done[0] += 1
+                print(f"[{done[0]}/{len(chosen)}] {'killed ' if dead else 'SURVIVED'} {seconds:5.1f} s  {mutant.name}",
+                      flush=True)
+                if not dead:
+                    survivors.append(mutant)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = [Path(tmp) / f"tree-{n}" for n in range(max(1, min(args.j, len(chosen))))]
+        with concurrent.futures.ThreadPoolExecutor(len(trees)) as pool:
+            for future in [pool.submit(worker, tree) for tree in trees]:
+                future.result()  # a stale mutant's SystemExit surfaces here
     if survivors:
         raise SystemExit(f"{len(survivors)} guard(s) whose removal no test notices: "
                          + "; ".join(m.name for m in survivors))
