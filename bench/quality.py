@@ -88,8 +88,9 @@ ADAM = {"name": "adam", "learning_rate": 0.01, "beta1": 0.9, "beta2": 0.999, "ep
 def staleness(k: int, volunteers: int) -> int:
     """K = 1 (asynchronous): twice the volunteers, so that asynchrony, not
     discards, is what the run measures; rounds (K = the volunteers): 2, for
-    a result leased ahead of its round's update."""
-    return 2 * volunteers if k == 1 else 2
+    a result leased ahead of its round's update; K between: the updates a
+    crowd's worth of results makes, and one more."""
+    return 2 * volunteers if k == 1 else -(-volunteers // k) + 1
 
 
 # The fold's outer optimizer for local steps: plain averaging (FedAvg), or DiLoCo's Nesterov momentum.
