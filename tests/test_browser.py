@@ -251,7 +251,7 @@ def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(ow
     template on another backend, and its held-out accuracy reaches 90 %."""
     from crowdtrain.jobs.digits import DigitsCNN
 
-    job = own_stack.cli("create", "--template", "digits-cnn", "--epochs", "6", "--learning-rate", "0.01",
+    job = own_stack.cli("create", "--template", "digits-cnn", "--epochs", "8", "--learning-rate", "0.01",
                         "--staleness", "4", "--held-out", "9", "--evaluate-every", "40",
                         "--evaluation-copies", "1").stdout.strip().splitlines()[-1]
     model = DigitsCNN()
