@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from bench import common
-from chalicelib.jobs.spec import LocalSteps
+from chalicelib.jobs.spec import cosine_decay
 from chalicelib.tasks.epochs import batch_order
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.meta import MetaStore
@@ -122,12 +122,11 @@ def job_of(stack, model, x, y, local_steps: int, volunteers: int, k: int, epochs
 
 def sequential_rates(steps: int, decay_to: float) -> list[float] | None:
     """The sequential run's Adam rate per step under the same cosine as the
-    volunteers' (chalicelib's LocalSteps.learning_rate, by share of the
-    samples), or None for a constant rate."""
+    volunteers' (chalicelib's, by share of the samples), or None for a
+    constant rate."""
     if decay_to == 1.0:
         return None
-    schedule = LocalSteps(steps=1, optimizer=ADAM, min_steps=1, decay_to=decay_to)
-    return [schedule.learning_rate(step / steps) for step in range(steps)]
+    return [ADAM["learning_rate"] * cosine_decay(step / steps, decay_to) for step in range(steps)]
 
 
 def held_out_job(stack, model, count: int) -> str:

@@ -136,6 +136,12 @@ class Evaluation:
 ACCURACY_TOLERANCE = 0.01
 
 
+def cosine_decay(progress: float, decay_to: float) -> float:
+    """The share of a learning rate left at `progress` (0 to 1) along a
+    cosine from 1 down to `decay_to` (1: none)."""
+    return decay_to + (1 - decay_to) * (1 + math.cos(math.pi * min(1.0, max(0.0, progress)))) / 2
+
+
 @dataclass(frozen=True)
 class LocalSteps:
     """Local steps: a task covers `steps` consecutive batches, on which the
@@ -156,8 +162,8 @@ class LocalSteps:
     With `decay_to` below 1 the inner learning rate falls along a cosine
     over the job, to that fraction of the optimizer's by its last planned
     version: late rounds then take small steps, so the volunteers' models
-    drift less apart and their mean loses less than it does at a constant
-    rate."""
+    drift less apart (docs/benchmarks.md §4 measures what that gains at
+    equal samples: little)."""
 
     steps: int
     optimizer: dict[str, Any]  # {"name": ..., resolved settings}
@@ -168,8 +174,7 @@ class LocalSteps:
 
     def learning_rate(self, progress: float) -> float:
         """The inner learning rate at `progress` (0 to 1) through the job."""
-        fraction = (1 + math.cos(math.pi * min(1.0, max(0.0, progress)))) / 2
-        return self.optimizer["learning_rate"] * (self.decay_to + (1 - self.decay_to) * fraction)
+        return self.optimizer["learning_rate"] * cosine_decay(progress, self.decay_to)
 
     @property
     def varies(self) -> bool:
