@@ -1,5 +1,6 @@
 """Every guard has a test that fails without it: remove each guard listed
-here in turn (in a copy of the code) and run the tests named for it; a guard
+here, one at a time in a copy of the code (a copy per worker, `-j` of them
+at once), and run the tests named for it; a guard
 whose removal leaves them green is reported, and the script exits 1.
 
     .venv/bin/python -m tests.mutants            # all
