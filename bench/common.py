@@ -39,9 +39,14 @@ def machine() -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d")}
 
 
+def results_path(name: str, args: argparse.Namespace) -> Path:
+    """Where a script's results go: --out, or bench/results/NAME.json (NAME-quick.json for --quick)."""
+    return args.out or (RESULTS / f"{name}{'-quick' if args.quick else ''}.json")
+
+
 def save(name: str, results: dict[str, Any], args: argparse.Namespace) -> Path:
-    """Write results (with the machine they ran on) unless this is a quick run."""
-    path = args.out or (RESULTS / f"{name}{'-quick' if args.quick else ''}.json")
+    """Write results, with the machine they ran on."""
+    path = results_path(name, args)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine(), "quick": args.quick, **results}, indent=1))
     print(f"wrote {path}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -308,19 +309,66 @@ def _outer(run: dict) -> str:
     return (f", outer SGD lr {lr:g}" if lr != 1.0 else "") + kept
 
 
-def quality_section(r: dict, docs: Path) -> list[str]:
+def _quality_plot(r: dict, path: Path, title: str) -> None:
     seq = r["sequential"]["curve"]
     series = [("sequential TF.js", [p[0] for p in seq], [p[1] for p in seq])]
     series += [(f"H = {x['local_steps']}, {x['volunteers']} vol., K = {x['k']}{_outer(x)}", [p[0] for p in x["curve"]],
                 [p[1] for p in x["curve"]]) for x in r["runs"] if x["final_ratio"] < 2]  # diverged runs: table only
-    plot(docs / "quality.png", "Held-out loss vs samples trained", "samples", "held-out loss (nats/char)", series)
+    plot(path, title, "samples", "held-out loss (nats/char)", series)
+
+
+def _quality_table(r: dict) -> list[str]:
+    """The sequential runs, then each crowdtrain run with its ratio to the
+    sequential run of its schedule (and, where measured, to the better
+    sequential run in batches as large as a round of its crowd)."""
+    steps = r["batches"] * r["epochs"]
+    large = r.get("sequential_large_batch", {})
+    extra = (lambda cell: f" {cell} |") if large else (lambda cell: "")
+    lines = ["| run | final held-out loss | ratio to sequential |" + extra("ratio to batches of n × 32")
+             + " steps or versions | discarded | seconds |", "| --- | ---: | ---: |" + extra("---:") + " ---: | --- | ---: |",
+             f"| sequential TF.js | {r['sequential']['curve'][-1][1]:.4f} | 1.000 |{extra('')} {steps} | | "
+             f"{r['sequential']['seconds']:.0f} |"]
+    lines += [f"| sequential TF.js, Adam rate decayed to {d} of it | {b['curve'][-1][1]:.4f} | 1.000 |{extra('')} "
+              f"{steps} | | {b['seconds']:.0f} |" for d, b in r.get("sequential_decayed", {}).items()]
+    lines += [f"| sequential TF.js, batches of {n} × {r['batch_size']}, Adam {rate} | {b['curve'][-1][1]:.4f} | "
+              f"{b['curve'][-1][1] / r['sequential']['curve'][-1][1]:.3f} |{extra('')} {steps // int(n)} | | "
+              f"{b['seconds']:.0f} |" for n, runs in large.items() for rate, b in runs.items()]
+    return lines + [f"| H = {x['local_steps']}, {x['volunteers']} volunteers, K = {x['k']}{_outer(x)} | "
+                    f"{x['curve'][-1][1]:.4f} | {x['final_ratio']:.3f} |"
+                    + extra(f"{x['ratio_to_large_batch']:.3f}" if "ratio_to_large_batch" in x else "")
+                    + f" {x['versions']} | {x['discarded'] or 'none'} | {x['seconds']:.0f} |" for x in r["runs"]]
+
+
+def _quality_target(r: dict) -> str:
+    """Met when, for each crowd size, some way of folding H = 32 comes within the target of the best sequential run."""
+    best: dict[int, float] = {}
+    for x in r["runs"]:
+        if x["local_steps"] == 32:
+            best[x["volunteers"]] = min(best.get(x["volunteers"], float("inf")), x["ratio_to_best"])
+    return (f"final ratio ≤ {r['target']} at H = 32, against the best sequential run: "
+            f"{'met' if r['target_met'] else '**not met**'} (best ratio "
+            + ", ".join(f"{v:.3f} with {n} volunteers" for n, v in sorted(best.items())) + ")")
+
+
+def _said(r: dict, key: tuple[int, int, int], outer: str = "sgd", lr: float = 1.0, kept: bool = False,
+          inner: float = 0.01, decay: float = 1.0) -> str:
+    """One run's final loss and ratio, for the prose: key is (H, volunteers, K)."""
+    x = next((x for x in r["runs"] if (x["local_steps"], x["volunteers"], x["k"]) == key
+              and x.get("outer", "sgd") == outer and x.get("outer_lr", 1.0 if outer == "sgd" else 0.7) == lr
+              and x.get("keep_state", False) == kept and x.get("inner_lr", 0.01) == inner
+              and x.get("decay_to", 1.0) == decay), None)
+    return f"{x['curve'][-1][1]:.2f} nats/char (ratio {x['final_ratio']:.2f})" if x else "not measured"
+
+
+def quality_section(r: dict, docs: Path) -> list[str]:
+    _quality_plot(r, docs / "quality.png", "Held-out loss vs samples trained")
     units = " → ".join(f"LSTM({u})" for u in r["units"])
     lines = ["## 4. Learning quality", "",
              f"{units} → softmax, one-hot KJV characters (Genesis to Jude), sequence {r['seq_len']}, batch "
              f"{r['batch_size']}, {r['batches']} batches × {r['epochs']} epochs: every run trains on the same "
              f"{r['batches'] * r['epochs'] * r['batch_size']:,} samples. Held-out loss on {r['held_out_batches']} "
              "batches of the Book of Revelation, which training never sees. Sequential: one TF.js process, Adam "
-             "0.01. crowdtrain: Node volunteers running the page's own loop (TF.js wasm, pipelined) on the local "
+             "0.01 (rows marked otherwise: another rate, or steps on n batches at once). crowdtrain: Node volunteers running the page's own loop (TF.js wasm, pipelined) on the local "
              "stack. H = 1 is per-batch gradients with the fold's Adam 0.01, K = 1 (asynchronous, staleness "
              "bound twice the volunteers); H = 8 and 32 are local steps of Adam 0.01 (fresh per task; runs marked "
              "local Adam lr use another) with the "
@@ -331,34 +379,19 @@ def quality_section(r: dict, docs: Path) -> list[str]:
              "rate 0.7). Command: `.venv/bin/python -m bench.quality` (`--only H:N:K` reruns one; `--outer "
              "nesterov` for DiLoCo's outer step, `--inner-lr` for the local Adam's, `--decay-to` for its cosine "
              "decay). The ratio column compares each run with the sequential run of the same learning-rate "
-             "schedule; the target, with the better of the two. Diverged runs (over twice the "
-             "sequential loss) are left out of the plot.", "",
-             "| run | final held-out loss | ratio to sequential | versions | discarded | seconds |",
-             "| --- | ---: | ---: | ---: | --- | ---: |",
-             f"| sequential TF.js | {seq[-1][1]:.4f} | 1.000 | {r['batches'] * r['epochs']} | | "
-             f"{r['sequential']['seconds']:.0f} |"]
-    lines += [f"| sequential TF.js, Adam rate decayed to {d} of it | {b['curve'][-1][1]:.4f} | 1.000 | "
-              f"{r['batches'] * r['epochs']} | | {b['seconds']:.0f} |" for d, b in r.get("sequential_decayed", {}).items()]
-    lines += [f"| H = {x['local_steps']}, {x['volunteers']} volunteers, K = {x['k']}{_outer(x)} | {x['curve'][-1][1]:.4f} | "
-              f"{x['final_ratio']:.3f} | {x['versions']} | {x['discarded'] or 'none'} | {x['seconds']:.0f} |"
-              for x in r["runs"]]
-    best: dict[int, float] = {}  # volunteers -> the best H = 32 ratio, whichever way it was folded
-    for x in r["runs"]:
-        if x["local_steps"] == 32:
-            best[x["volunteers"]] = min(best.get(x["volunteers"], float("inf")), x["ratio_to_best"])
+             "schedule, the next with the better data-parallel run of its crowd (batches of n × 32); the "
+             "target, with the best sequential run of any rate, schedule and batch. Diverged runs (over twice the "
+             "sequential loss) are left out of the plot.", "", *_quality_table(r)]
     e = r["exactness"]
-    lines += ["", "![quality](benchmarks/quality.png)", ""]
-    if best:
-        lines += [f"Target: final ratio ≤ {r['target']} at H = 32, against the better sequential run: "
-                  f"{'met' if r['target_met'] else '**not met**'} (best ratio " + ", ".join(f"{v:.3f} with {n} volunteers" for n, v in sorted(best.items()))
-                  + ").", ""]
-    def said(key, outer: str = "sgd", lr: float = 1.0, kept: bool = False, inner: float = 0.01,
-             decay: float = 1.0) -> str:
-        x = next((x for x in r["runs"] if (x["local_steps"], x["volunteers"], x["k"]) == key
-                  and x.get("outer", "sgd") == outer and x.get("outer_lr", 1.0 if outer == "sgd" else 0.7) == lr
-                  and x.get("keep_state", False) == kept and x.get("inner_lr", 0.01) == inner
-                  and x.get("decay_to", 1.0) == decay), None)
-        return f"{x['curve'][-1][1]:.2f} nats/char (ratio {x['final_ratio']:.2f})" if x else "not measured"
+    lines += ["", "![quality](benchmarks/quality.png)", "", f"Target: {_quality_target(r)}.", ""]
+    said = functools.partial(_said, r)
+    def large(n: int, rate: str) -> str:
+        b = r.get("sequential_large_batch", {}).get(str(n), {}).get(rate)
+        return f"{b['curve'][-1][1]:.2f} nats/char" if b else "not measured"
+    def vs_large(n: int) -> str:
+        ratios = [x["ratio_to_large_batch"] for x in r["runs"] if x["local_steps"] == 32 and x["volunteers"] == n
+                  and "ratio_to_large_batch" in x]
+        return f"{min(ratios):.2f}" if ratios else "not measured"
     def seq_decayed(d: str) -> str:
         b = r.get("sequential_decayed", {}).get(d)
         return f"{b['curve'][-1][1]:.2f} nats/char" if b else "not measured"
@@ -371,9 +404,14 @@ def quality_section(r: dict, docs: Path) -> list[str]:
               "stale for the fold's Adam. FedAvg rounds, the mean of each round's pseudo-gradients (K = the "
               "volunteers), do not diverge: H = 8, 4 volunteers " + said((8, 4, 4)) + "; H = 32, 4 volunteers "
               + said((32, 4, 4)) + "; H = 32, 16 volunteers " + said((32, 16, 16)) + ". They fall short at "
-              "equal samples because a round of n volunteers' H steps moves the model about as far as H steps of "
-              "one, with an n-times larger batch: at 1,200 batches 16 volunteers at H = 32 have 3 rounds. Moving "
-              "further per round does not help at this length: DiLoCo's outer Nesterov step (lr 0.7, momentum "
+              "equal samples, and not because a round's batch is n times larger. One process whose every step is "
+              "the mean gradient of 4 batches (batch 128: what per-batch gradients folded in synchronous rounds of "
+              "4 compute, synchronous data parallel, DiLoCo's baseline; `--large-batch`) ends at "
+              + large(4, "0.01") + " with Adam 0.01 and at " + large(4, "0.02") + " with 0.02, in a quarter of the "
+              "steps; batches of 16 × 32 end at " + large(16, "0.01") + " and " + large(16, "0.02") + ", and batch 32 "
+              "at Adam 0.02 at " + large(1, "0.02") + ". Against the better data-parallel run of its crowd, the best "
+              "H = 32 rounds are at ratio " + vs_large(4) + " with 4 volunteers and " + vs_large(16) + " with 16. "
+              "Moving further per round does not help at this length: DiLoCo's outer Nesterov step (lr 0.7, momentum "
               "0.9) on the rounds of H = 32, 4 volunteers diverges (" + said((32, 4, 4), "nesterov", 0.7) + "; "
               "DiLoCo's inner steps are AdamW at about 4e-4, ours Adam at 0.01, so its pseudo-gradients are "
               "25 times smaller), and outer SGD at learning rate 2 ends worse than averaging ("
@@ -388,24 +426,64 @@ def quality_section(r: dict, docs: Path) -> list[str]:
               "(`local_steps.decay_to`, `--decay-to 0.1`; the sequential run it is compared with follows the same "
               "cosine and ends at " + seq_decayed("0.1") + ") barely helps: rounds of H = 32, 4 volunteers from "
               "0.02 end at " + said((32, 4, 4), inner=0.02, decay=0.1) + ". Late rounds drift less, but they also "
-              "move less, and the gap is one of progress, not of drift: at three quarters of the samples these "
-              "runs are about 13 % above the sequential curve, as a round of n volunteers takes H steps where "
-              "one process takes n × H. The last point of each curve is also its noisiest: an epoch of 400 "
+              "move less. The last point of each curve is also its noisiest: an epoch of 400 "
               "batches is 13 tasks of H = 32 (the last of 16 batches), so with K = 4 each epoch's last update "
               "holds one pseudo-gradient, unaveraged, and the final version is such an update (the curves step "
               "up at 25,600 and 38,400 samples). Sixteen volunteers folded in asynchronous rounds of K = 4 "
               "(four times the updates of K = 16, each result up to 4 versions stale; 0.02 decayed to 0.1) end at "
               + said((32, 16, 4), inner=0.02, decay=0.1) + ": between epoch ends they stay near 2.2-2.3 nats/char, "
-              "as rounds of 16 do, and the epoch ends' lone, stale pseudo-gradients cost more. Not measured: runs long enough for the curves to flatten, "
-              "where n-times larger batches cost little (a 1,200-batch run takes about 10 minutes sequentially "
-              "and 5 with 4 Node volunteers on this machine's 2 cores, so 4 times the samples is 1.5 hours a "
-              "crowd size), and epochs whose tasks divide into rounds of K.", ""]
+              "as rounds of 16 do, and the epoch ends' lone, stale pseudo-gradients cost more. What a round loses, then, is in "
+              "the local steps themselves: 32 steps of batch 32 on each of 4 volunteers, averaged, against 32 "
+              "steps of batch 128. A local Adam started fresh at every task moves every weight by its full rate "
+              "on its first step (bias-corrected, m / √v is the sign of one batch's gradient), where a long-running "
+              "Adam's steps shrink for weights whose gradients are noisy; and the volunteers' trajectories part "
+              "before they are averaged. Keeping each volunteer's Adam across its tasks pays the first cost once "
+              "per volunteer instead of once per task: from scratch that barely changed the result, from a "
+              "trained model (below) it is the better way. Not measured: runs long enough for the curves to "
+              "flatten (a 1,200-batch run takes about 10 minutes sequentially and 5 with 4 Node volunteers on "
+              "this machine's 2 cores, so 4 times the samples is 1.5 hours a crowd size).", ""]
     lines += [f"Exactness: 1 volunteer, K = 1, SGD (lr 0.5), staleness 0, a small model: crowdtrain's version "
               f"{e['steps']} vs {e['steps']} sequential `tf.train.sgd` steps over the batches in the order crowdtrain "
               f"folded them: max |difference| = {e['max_abs_diff']:.2e} (target ≤ 1e-5: "
               f"{'met' if e['met'] else 'not met'}). With staleness above 0 a lone volunteer may lease before the "
               "previous result is folded, so its gradient is one version old: that run is asynchronous SGD, not "
               "sequential SGD.", ""]
+    return lines
+
+
+def quality_warm_section(r: dict, docs: Path) -> list[str]:
+    """DiLoCo's protocol: the same comparison, from a model already trained."""
+    _quality_plot(r, docs / "quality_warm.png", "From a trained model: held-out loss vs samples")
+    w = r["warm_start"]
+    lines = ["### From a trained model (DiLoCo's protocol)", "",
+             "DiLoCo's own comparisons start from a model already trained for 24,000 steps. Here every run starts "
+             f"from the weights the constant-rate sequential run above reaches after {w['batches']:,} steps "
+             f"(held-out loss {r['sequential']['curve'][0][1]:.4f} on this section's held-out set: "
+             f"{r['held_out_batches']} batches of Revelation, {r['held_out_batches'] * r['batch_size']:,} "
+             f"sequences, as JSDoop's experiment held out) and trains on {r['batches']:,} batches of the same books that no run "
+             f"has seen before, in one epoch: {r['batches'] * r['batch_size']:,} samples ({r['batches'] // 32} "
+             "tasks of H = 32, so rounds of 4 and of 16 divide them and no update holds a lone pseudo-gradient). "
+             "The sequential run and the volunteers start a fresh Adam; the fold's outer SGD averages each "
+             "round. Command: `.venv/bin/python -m bench.quality --warm-start`, with the options above.", "",
+             *_quality_table(r), "", "![quality from a trained model](benchmarks/quality_warm.png)", "",
+             f"Target, from a trained model: {_quality_target(r)}.", ""]
+    said = functools.partial(_said, r)
+    seq = r["sequential"]["curve"]
+    jump = max(abs(b[1] - a[1]) for x in r["runs"] for a, b in zip(x["curve"][1:], x["curve"][2:]))
+    falling = all(b[1] < a[1] for a, b in zip(seq, seq[1:]))
+    lines += [f"From a trained model the rounds barely move. The sequential run goes from {seq[0][1]:.2f} to "
+              f"{seq[-1][1]:.2f} nats/char{', falling at every point of the plot' if falling else ''}. Rounds of H = 32, 4 volunteers end "
+              "at " + said((32, 4, 4)) + " with a fresh local Adam at 0.01 each task, " + said((32, 4, 4), inner=0.003)
+              + " at 0.003, and " + said((32, 4, 4), kept=True) + " with each volunteer's Adam (0.01) kept across "
+              f"its tasks, and from one plotted version to the next they go up and down by up to {jump:.2f} "
+              "nats/char. A lower local rate does not steady them, so what is wrong is the direction of the "
+              "local steps more than their size: Adam's step is m / √v, which a long run shrinks for the weights "
+              "whose gradients are mostly noise, and a local Adam restarted each task (or kept for a volunteer's "
+              "few hundred steps) has not learnt which weights those are, so its 32 steps move them all. The mean "
+              "of 4 such moves at best halves that noise, and a trained model pays for it more than a new one "
+              "does. Not tried: sending the fold's own Adam moments with each version for the local steps to "
+              "start from, and local SGD, whose pseudo-gradients average as gradients do. Sixteen volunteers "
+              "were not run from a trained model.", ""]
     return lines
 
 
@@ -533,7 +611,7 @@ def main() -> None:
     args = p.parse_args()
     docs = args.out.parent / "benchmarks"
     parts = {name: load(args.results, name) for name in ("overhead", "scaling", "wasted", "fold", "fold_throughput",
-                                                          "cost", "quality", "poison")}
+                                                          "cost", "quality", "quality_warm", "poison")}
     machines: dict[str, list[str]] = {}  # a machine's description -> the results measured on it
     for name, r in parts.items():
         if r:
@@ -563,6 +641,8 @@ def main() -> None:
         lines += cost_section(parts["cost"], step_s)
     if parts["quality"]:
         lines += quality_section(parts["quality"], docs)
+    if parts["quality_warm"]:
+        lines += quality_warm_section(parts["quality_warm"], docs)
     lines += jsdoop_section(step_s)
     if parts["poison"]:
         lines += poison_section(parts["poison"])

@@ -1,7 +1,9 @@
 // Sequential training with TF.js in one process, the baseline crowdtrain is
 // compared with: the same model, data and order, tf.train optimizers.
 // stdin: {model_url, spec, batch_urls, optimizer: {name, ...settings}, eval_urls, eval_every,
-//        learning_rates (optional: one per step, for a schedule)}
+//        learning_rates (optional: one per step, for a schedule),
+//        accumulate (optional: each step takes the mean gradient of this many consecutive batches, one
+//        batch that many times larger: what synchronous rounds of that many volunteers compute)}
 // stdout (last line): {val: [[samples, loss], ...], weights: [[...], ...]}
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
@@ -25,12 +27,21 @@ const evalBatches = await Promise.all((input.eval_urls || []).map((u) => fetchBy
 const validate = () => evalBatches.reduce((s, b) => s + trainer.evaluate(b, spec), 0) / Math.max(1, evalBatches.length);
 const val = [[0, validate()]];
 const variables = trainer.model.trainableWeights.map((w) => w.val);
-for (let step = 0; step < input.batch_urls.length; step += 1) {
+const group = input.accumulate || 1;
+const steps = Math.floor(input.batch_urls.length / group);
+const batchSamples = spec.dataset.x.shape[0];
+for (let step = 0; step < steps; step += 1) {
   if (input.learning_rates) setLearningRate(optimizer, input.learning_rates[step]);
-  const { grads } = await trainer.gradient(await fetchBytes(input.batch_urls[step]), spec);
-  tf.tidy(() => optimizer.applyGradients(trainer.order.map((i, k) => ({ name: variables[i].name, tensor: tf.tensor(grads[k], variables[i].shape) }))));
-  if ((step + 1) % (input.eval_every || 1e9) === 0 || step === input.batch_urls.length - 1) {
-    val.push([(step + 1) * spec.dataset.x.shape[0], validate()]);
+  let sum = null;
+  for (let b = step * group; b < (step + 1) * group; b += 1) {
+    const { grads } = await trainer.gradient(await fetchBytes(input.batch_urls[b]), spec);
+    if (sum === null) sum = grads.map((g) => Float32Array.from(g));
+    else sum.forEach((s, k) => { for (let i = 0; i < s.length; i += 1) s[i] += grads[k][i]; });
+  }
+  tf.tidy(() => optimizer.applyGradients(trainer.order.map((i, k) => ({
+    name: variables[i].name, tensor: tf.div(tf.tensor(sum[k], variables[i].shape), group) }))));
+  if ((step + 1) % (input.eval_every || 1e9) === 0 || step === steps - 1) {
+    val.push([(step + 1) * group * batchSamples, validate()]);
   }
 }
 const weights = trainer.order.map((i) => Array.from(variables[i].dataSync()));
