@@ -480,7 +480,7 @@ def quality_warm_section(r: dict, docs: Path) -> list[str]:
              f"Target, from a trained model: {_quality_target(r)}.", ""]
     said = functools.partial(_said, r)
     seq = r["sequential"]["curve"]
-    jump = max(abs(b[1] - a[1]) for x in r["runs"] for a, b in zip(x["curve"][1:], x["curve"][2:]))
+    jump = max((abs(b[1] - a[1]) for x in r["runs"] for a, b in zip(x["curve"][1:], x["curve"][2:])), default=0.0)
     falling = all(b[1] < a[1] for a, b in zip(seq, seq[1:]))
     lines += [f"From a trained model the rounds barely move. The sequential run goes from {seq[0][1]:.2f} to "
               f"{seq[-1][1]:.2f} nats/char{', falling at every point of the plot' if falling else ''}. Rounds of H = 32, 4 volunteers end "
