@@ -168,6 +168,7 @@ WARM_GRID = [(32, 4, 4), (32, 16, 16)]
 
 
 def initial_weights(model) -> bytes:
+    """The from-scratch runs' first model (seed 0), as a job's weights file."""
     return b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(0))
 
 
@@ -213,8 +214,9 @@ def large_batch_runs(stack, model, x, y, weights: bytes, epochs: int, eval_urls:
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--only", action="append", metavar="H:N:K",
-                   help="run only this (local steps, volunteers, K), repeatable; the sequential run and the "
-                        "other runs are kept from bench/results/quality.json")
+                   help="run only this (local steps, volunteers, K), repeatable; the sequential runs and the "
+                        "other runs are kept from the results file (bench/results/quality.json, or "
+                        "quality_warm.json with --warm-start)")
     p.add_argument("--outer", choices=sorted(OUTER), default="sgd",
                    help="the fold's outer optimizer for the runs of local steps (nesterov: DiLoCo's, lr 0.7, "
                         "momentum 0.9)")
