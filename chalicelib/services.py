@@ -29,6 +29,7 @@ from chalicelib.jobs.status import StatusBoard
 from chalicelib.model.versions import VersionStore
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.awaiting import AwaitingCopies
+from chalicelib.store.rounds import RoundSeats
 from chalicelib.store.credits import Credits
 from chalicelib.store.reputations import Reputations
 from chalicelib.store.evaluations import EvaluationRecords
@@ -137,7 +138,8 @@ class Services:
                             self.objects, self.signer,
                             LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.max_leases_per_address,
                                         c.lease_meta_max_age),
-                            self.evaluations, self.identities, VolunteerSlots(self._table, "ADDRESS"))
+                            self.evaluations, self.identities, VolunteerSlots(self._table, "ADDRESS"),
+                            RoundSeats(self._table))
 
     @cached_property
     def identities(self) -> Identities:

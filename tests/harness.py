@@ -217,7 +217,7 @@ class Harness:
         """POST /tasks/lease as this volunteer; the raw reply."""
         token = self.identity(volunteer)["volunteer_token"]
         reply = self.call("POST", "/tasks/lease", {"volunteer_token": token})
-        if reply.status_code == 200:
+        if reply.status_code == 200 and "lease_token" in json.loads(reply.body):  # not a synchronous round's wait
             self._holders[json.loads(reply.body)["lease_token"]] = token
         return reply
 

@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("app.py", "chalicelib", "tests", "infra", "bench", ".chalice", "pyproject.toml", "pytest.ini", "setup.cfg")
 
 
+SYNC_TEST = "tests/test_synchronous.py::"
+
+
 @dataclass(frozen=True)
 class Mutant:
     name: str
@@ -171,6 +174,26 @@ MUTANTS = [
     Mutant("the data a page reports is range-checked", "app.py",
            'validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED)', 'body.get("bytes_down", 0)',
            ("tests/test_volunteer_reports.py",)),
+    Mutant("a synchronous round seats at most K tasks", "chalicelib/store/rounds.py",
+           "(contains(tasks, :id) OR size(tasks) < :seats)", "(contains(tasks, :id) OR size(tasks) < :seats + 1)",
+           (SYNC_TEST + "test_a_round_hands_out_k_tasks_then_waits_for_its_update",)),
+    Mutant("a task handed back keeps its seat in the round", "chalicelib/store/rounds.py",
+           "(contains(tasks, :id) OR size(tasks) < :seats)", "(size(tasks) < :seats)",
+           (SYNC_TEST + "test_a_task_handed_back_is_leased_again_in_its_round",)),
+    Mutant("only a newer version opens a new round", "chalicelib/store/rounds.py",
+           'ConditionExpression="attribute_not_exists(version) OR version < :v"',
+           'ConditionExpression="attribute_not_exists(version) OR version <= :v"',
+           (SYNC_TEST + "test_a_round_hands_out_k_tasks_then_waits_for_its_update",)),
+    Mutant("a synchronous lease sits in the newest version's round", "chalicelib/tasks/leases.py",
+           "            meta = self.meta.get(task.job_id)  # the newest version", "            # the newest version",
+           (SYNC_TEST + "test_a_round_is_the_newest_versions_even_when_the_lease_read_meta_a_while_ago",)),
+    Mutant("a held-out evaluation takes no seat in a synchronous round", "chalicelib/tasks/leases.py",
+           "if spec.synchronous and task.evaluates is None:", "if spec.synchronous:",
+           (SYNC_TEST + "test_a_held_out_evaluation_takes_no_seat_in_the_round",)),
+    Mutant("a task put back is a fresh copy, not a receive toward the DLQ", "chalicelib/tasks/leases.py",
+           "self.tasks.enqueue(task.job_id, task.epoch, [task.batch])\n        try:\n            self.tasks.delete(task.receipt)",
+           "try:\n            self.tasks.hide(task.receipt, 0)",
+           (SYNC_TEST + "test_waiting_does_not_count_toward_the_dead_letter_queue",)),
 ]
 
 

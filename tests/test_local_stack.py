@@ -197,7 +197,7 @@ def test_the_jsdoop_preset_sets_up_the_papers_experiment(stack):
     spec = stack.api.call("GET", f"/jobs/{job}")["spec"]
     assert [w["shape"] for w in spec["weights"]][:2] == [[128, 200], [50, 200]]  # LSTM(50): 4 gates x 50
     assert spec["dataset"]["x"]["shape"] == [8, 40] and spec["gradients_per_update"] == 16
-    assert spec["staleness"] == 0 and spec["optimizer"]["name"] == "rmsprop"
+    assert spec["staleness"] == 0 and spec["synchronous"] is True and spec["optimizer"]["name"] == "rmsprop"
     assert spec["optimizer"]["learning_rate"] == 0.001
     explicit = stack.cli("create", "--preset", "jsdoop", "--staleness", "3", "--batches", "2", "--passage",
                          "gen1:1-gen1:31", "--no-start").stdout.strip().splitlines()[-1]

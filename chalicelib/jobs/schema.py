@@ -26,7 +26,7 @@ BATCH_ENCODINGS = ("identity", "gzip")
 MAX_GRADIENTS_PER_UPDATE = 64
 JOB_FIELDS = ("name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness", "epochs",
               "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication", "local_steps",
-              "fold_groups", "evaluation", "max_share", "credit")
+              "fold_groups", "evaluation", "max_share", "credit", "synchronous")
 MAX_LOCAL_STEPS = 1024
 # The fewest gradients an update under a robust rule may take (a median of 5 outvotes 2).
 MIN_ROBUST_GRADIENTS = 5
@@ -104,6 +104,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
         evaluation=_evaluation(body.get("evaluation"), dataset, max_batches),
         max_share=_max_share(body, strategy, fold_groups),
         credit=validate.flag(body, "credit", True),
+        synchronous=validate.flag(body, "synchronous", False),
     )
     _check_robust(spec, strategy)
     return spec

@@ -217,6 +217,10 @@ class JobSpec:
     # Whether identities earn credit for their folded work and the job shows
     # a leaderboard (false: a job without points).
     credit: bool = True
+    # Whether the job folds in synchronous rounds: at most K tasks are leased
+    # on a version, and the next one waits for the update (leases.py), so
+    # that no result is computed on a version older than the one it updates.
+    synchronous: bool = False
 
     @property
     def share_cap(self) -> int:
@@ -318,6 +322,7 @@ class JobSpec:
                             "trust_after": self.replication.trust_after, "spot_check": self.replication.spot_check,
                             "bar_ratio": self.replication.bar_ratio, "bar_after": self.replication.bar_after},
             "fold_groups": self.fold_groups, "max_share": self.max_share, "credit": self.credit,
+            "synchronous": self.synchronous,
         }
         if self.alphabet:
             document["text"] = {"alphabet": self.alphabet}

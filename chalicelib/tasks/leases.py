@@ -22,6 +22,7 @@ from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecord, LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore
 from chalicelib.store.objects import ObjectStore
+from chalicelib.store.rounds import RoundSeats
 from chalicelib.store.stats import Counters
 from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.store.evaluations import Claim
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 MAX_VISIBILITY_SECONDS = 12 * 3600
 # An empty queue answers 204 with this Retry-After.
 RETRY_AFTER_SECONDS = 5
+# A synchronous job's full round answers a wait of this long: the update is a fold away.
+ROUND_RETRY_SECONDS = 1
 # Why a volunteer hands a task back (POST /tasks/release): its compute failed,
 # no TF.js backend of its browser can train the model, or it was stopped.
 RELEASE_REASONS = ("compute_error", "no_backend", "stopped")
@@ -77,8 +80,9 @@ class LeaseService:
     def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, slots: VolunteerSlots,
                  counters: Counters, tasks: TaskQueue, results: ResultQueue, objects: ObjectStore,
                  signer: TokenSigner, policy: LeasePolicy, evaluations: Evaluations, identities: Identities,
-                 address_slots: VolunteerSlots, clock: Callable[[], float] = time.time):
+                 address_slots: VolunteerSlots, rounds: RoundSeats, clock: Callable[[], float] = time.time):
         self.jobs, self.meta, self.leases, self.slots, self.counters = jobs, meta, leases, slots, counters
+        self.rounds = rounds
         self.tasks, self.results, self.objects, self.evaluations = tasks, results, objects, evaluations
         self.identities, self.address_slots = identities, address_slots
         self.signer, self.policy, self.clock = signer, policy, clock
@@ -89,9 +93,10 @@ class LeaseService:
 
     def lease(self, volunteer_token: Any, address: str) -> dict[str, Any] | None:
         """The next task of a running job for the identity of `volunteer_token`
-        (leasing from `address`), or None when there is none now. The
-        identity's slot and its address's are claimed first: one at either
-        limit takes nothing out of the queue."""
+        (leasing from `address`), None when there is none now, or a wait
+        when a synchronous job's round is all handed out. The identity's
+        slot and its address's are claimed first: one at either limit takes
+        nothing out of the queue."""
         volunteer_id = self.identities.verify(volunteer_token)
         lease_id, limit, seconds = secrets.token_hex(16), self.policy.max_leases_per_volunteer, self.expected_seconds
         # the slots are held as long as the lease's token is valid
@@ -111,6 +116,15 @@ class LeaseService:
             self.address_slots.release(address, address_slot, lease_id)
             return None
         task, meta, spec = task
+        if spec.synchronous and task.evaluates is None:  # a check's batch holds its seat in its version's round
+            meta = self.meta.get(task.job_id)  # the newest version: its round is the one to sit in
+            if not self.rounds.claim(task.job_id, meta.version, f"{task.epoch}-{task.batch}", spec.gradients_per_update):
+                self._put_back(task)
+                self.slots.release(volunteer_id, slot, lease_id)
+                self.address_slots.release(address, address_slot, lease_id)
+                return {"kind": "wait", "job_id": task.job_id, "base_version": meta.version,
+                        "retry_after": ROUND_RETRY_SECONDS,
+                        "reason": f"waiting for version {meta.version + 1}: this round's tasks are all handed out"}
         base = meta.version if task.pin is None else task.pin
         now = self.clock()
         lease = Lease(job_id=task.job_id, epoch=task.epoch, batch=task.batch, base_version=base,
@@ -139,6 +153,16 @@ class LeaseService:
             "heartbeat_seconds": max(1, spec.lease_seconds // 3),
             "spec": spec.public(), **local,
         }
+
+    def _put_back(self, task: Task) -> None:
+        """A task received but not leased goes back as a fresh copy, so that
+        waiting for a round does not count as receives toward the dead-letter
+        queue."""
+        self.tasks.enqueue(task.job_id, task.epoch, [task.batch])
+        try:
+            self.tasks.delete(task.receipt)
+        except self.tasks.errors as err:  # two copies: the second result of the batch is a duplicate to the fold
+            log.warning("could not delete task %s-%s of %s put back: %s", task.epoch, task.batch, task.job_id, err)
 
     def _evaluation_lease(self, lease: Lease, spec: JobSpec) -> dict[str, Any]:
         """An evaluation task: the version's forward pass over the held-out batches; nothing to upload."""

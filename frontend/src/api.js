@@ -50,7 +50,10 @@ export class Api {
     return payload;
   }
 
-  /** A task, or {retryAfter} when there is none now. An identity the API no longer knows is replaced once. */
+  /**
+   * A task; {kind: 'wait', retry_after, reason} while a synchronous job's round is all handed out; or
+   * {retryAfter} when there is none now. An identity the API no longer knows is replaced once.
+   */
   async lease() {
     try {
       return await this.call('POST', '/tasks/lease', { volunteer_token: this.volunteerToken });

@@ -84,8 +84,9 @@ export class VolunteerLoop {
         next = null;
         if (lease === null) continue; // stopped or held while prefetching
         if (lease.retryAfter !== undefined) {
-          waitMs = backoffDelay(this.failures, lease.retryAfter * 1000);
-          this.failures += 1;
+          // a synchronous job's round is a fold away from its update: ask again as told, not later each time
+          waitMs = lease.round ? lease.retryAfter * 1000 : backoffDelay(this.failures, lease.retryAfter * 1000);
+          if (!lease.round) this.failures += 1;
           this.report({ type: 'idle', waitMs, reason: lease.reason });
         } else {
           this.failures = 0;
@@ -194,6 +195,7 @@ export class VolunteerLoop {
     const task = await this.api.lease();
     t.lease = now();
     if (task.retryAfter !== undefined) return task;
+    if (task.kind === 'wait') return { retryAfter: task.retry_after, reason: task.reason, round: true };
     const left = this.dataLeft();
     if (left < Infinity && this.bytesFor(task) > left) { // near the data cap: only a task whose model is here already
       await this.api.release(task.job_id, task.lease_token, 'stopped').catch(() => {});

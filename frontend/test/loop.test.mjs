@@ -74,6 +74,24 @@ test('an empty queue backs off and stop ends the loop', async () => {
   assert.equal(reports.at(-1).type, 'stopped');
 });
 
+test("a synchronous job's full round is asked again after the wait it names, which does not grow", async () => {
+  const waits = async (answer) => {
+    const reports = [];
+    const api = { lease: async () => answer };
+    const loop = new VolunteerLoop({ api, trainer: {}, fetchImpl: null, report: (e) => reports.push(e) });
+    const running = loop.run();
+    await new Promise((r) => setTimeout(r, 150));
+    loop.stop();
+    await running;
+    return reports.filter((r) => r.type === 'idle');
+  };
+  const round = await waits({ kind: 'wait', retry_after: 0.01, reason: 'waiting for version 3' });
+  assert.ok(round.length >= 5, `${round.length} leases in 150 ms`);
+  assert.ok(round.every((r) => r.waitMs === 10 && r.reason === 'waiting for version 3'));
+  const empty = await waits({ retryAfter: 0.01 }); // an empty queue: jittered, exponentially growing
+  assert.ok(empty.length < round.length && empty.length >= 2);
+});
+
 test('back-off is jittered within an exponentially growing, capped window', () => {
   assert.equal(backoffDelay(0, 1000, 30000, () => 1), 1000);
   assert.equal(backoffDelay(3, 1000, 30000, () => 1), 8000);

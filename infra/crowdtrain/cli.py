@@ -119,7 +119,7 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
         optimizer.update(momentum=args.momentum, use_nesterov=args.nesterov)
     hyper = {"optimizer": optimizer, "gradients_per_update": args.gradients_per_update, "staleness": args.staleness,
              "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed,
-             "fold_groups": args.fold_groups, "credit": not args.no_credit}
+             "fold_groups": args.fold_groups, "credit": not args.no_credit, "synchronous": args.synchronous}
     if args.local_steps:
         hyper["local_steps"] = {"steps": args.local_steps, "min_steps": args.min_steps or args.local_steps,
                                 "target_seconds": args.target_seconds, "keep_state": args.keep_local_state,
@@ -363,9 +363,10 @@ def teardown(args: argparse.Namespace) -> None:
 PRESETS = {
     # JSDoop 1.0's experiment (docs/jsdoop.md): LSTM(50) x 2 over sequences of
     # 40, map tasks of 8 sequences, 16 gradients per update, RMSprop 0.001,
-    # fully synchronous (a result on an older version is discarded).
+    # fully synchronous (a round's 16 tasks are leased on its version, the
+    # next wait for the update; a result on an older version is discarded).
     "jsdoop": {"units": [50, 50], "seq_len": 40, "batch_size": 8, "gradients_per_update": 16, "staleness": 0,
-               "optimizer": "rmsprop", "learning_rate": 0.001},
+               "synchronous": True, "optimizer": "rmsprop", "learning_rate": 0.001},
 }
 
 
@@ -405,6 +406,10 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--gradients-per-update", type=int, default=1,
                         help="gradients folded into each update, K (paper's stand-alone example: 3)")
     parser.add_argument("--staleness", type=int, default=4)
+    parser.add_argument("--synchronous", action="store_true",
+                        help="fold in rounds: K tasks are leased on a version and the next wait for its update, so "
+                             "every result is computed on the version it updates (JSDoop 1.0's mode; with "
+                             "--local-steps, FedAvg's and DiLoCo's rounds when K is the crowd's size)")
     parser.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--momentum", type=float, default=0.9)
