@@ -13,7 +13,8 @@ from chalicelib.tasks.records import DataUsed, fold_message
 
 app = Chalice(app_name="crowdtrain")
 iam = IAMAuthorizer()
-cors = CORSConfig(allow_origin=os.environ.get("CORS_ORIGIN", "*"), max_age=600)
+# Retry-After is exposed so that a page on another origin can read it (CORS hides other headers).
+cors = CORSConfig(allow_origin=os.environ.get("CORS_ORIGIN", "*"), max_age=600, expose_headers=["Retry-After"])
 
 MAX_ADMIN_BODY = 1024 * 1024
 MAX_TASK_BODY = 16 * 1024

@@ -359,6 +359,7 @@ def test_wrong_size_and_nan_gradients_are_rejected(harness):
 def test_empty_queue_answers_204_with_retry_after(harness):
     reply = harness.lease_reply("idle")
     assert reply.status_code == 204 and reply.headers["Retry-After"] == "5"
+    assert reply.headers["Access-Control-Expose-Headers"] == "Retry-After"  # a page on another origin reads it
 
 
 def test_paused_job_hands_out_nothing_until_resumed(harness):
