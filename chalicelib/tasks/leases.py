@@ -158,7 +158,7 @@ class LeaseService:
         """A task received but not leased goes back as a fresh copy, so that
         waiting for a round does not count as receives toward the dead-letter
         queue."""
-        self.tasks.enqueue(task.job_id, task.epoch, [task.batch])
+        self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)
         try:
             self.tasks.delete(task.receipt)
         except self.tasks.errors as err:  # two copies: the second result of the batch is a duplicate to the fold
