@@ -191,8 +191,9 @@ MUTANTS = [
            "if spec.synchronous and task.evaluates is None:", "if spec.synchronous:",
            (SYNC_TEST + "test_a_held_out_evaluation_takes_no_seat_in_the_round",)),
     Mutant("a task put back is a fresh copy, not a receive toward the DLQ", "chalicelib/tasks/leases.py",
-           "self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)\n        try:\n            self.tasks.delete(task.receipt)",
-           "try:\n            self.tasks.hide(task.receipt, 0)",
+           "            self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)\n        try:\n"
+           "            self.tasks.delete(task.receipt)",
+           "            pass\n        try:\n            self.tasks.hide(task.receipt, 0)",
            (SYNC_TEST + "test_waiting_does_not_count_toward_the_dead_letter_queue",)),
 ]
 

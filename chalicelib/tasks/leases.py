@@ -155,10 +155,14 @@ class LeaseService:
         }
 
     def _put_back(self, task: Task) -> None:
-        """A task received but not leased goes back as a fresh copy, so that
-        waiting for a round does not count as receives toward the dead-letter
-        queue."""
-        self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)
+        """A received task goes back to the queue now, as a fresh copy (the
+        received one deleted), so that a task handed back or waiting for a
+        round is leased again at once and does not count as receives toward
+        the dead-letter queue."""
+        if task.evaluates is not None:
+            self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1)
+        else:
+            self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)
         try:
             self.tasks.delete(task.receipt)
         except self.tasks.errors as err:  # two copies: the second result of the batch is a duplicate to the fold
@@ -327,15 +331,8 @@ class LeaseService:
         moved, record = self.leases.transition(job_id, lease.lease_id, "leased", "released", reason=reason)
         if not moved:
             self._refuse(record)
-        if lease.evaluates is not None:
-            self.tasks.enqueue_evaluation(job_id, lease.evaluates, 1)
-        else:
-            self.tasks.enqueue(job_id, lease.epoch, [lease.batch], pin=record.pin)
-        try:
-            self.tasks.delete(record.receipt)
-        except self.tasks.errors as err:
-            # Two copies of the task: the second result of its batch is a duplicate to the fold.
-            log.warning("could not delete released task %s-%s of %s: %s", lease.epoch, lease.batch, job_id, err)
+        self._put_back(Task(job_id, lease.epoch, lease.batch, receipt=record.receipt, pin=record.pin,
+                            evaluates=lease.evaluates))
         self._free_slots(record, lease.lease_id)
         self.counters.add(job_id, **{f"released_{reason}": 1})
         self.counters.first_time(job_id, f"released_{reason}", record.volunteer_id)
