@@ -13,7 +13,8 @@ against moto's server (tests/test_deploy_moto_server.py).
   (Chalice's CORS preflight) has no uri or httpMethod; moto's import requires both.
 
 `install()` patches the moto modules of this process, so a ThreadedMotoServer
-started here serves the whole template.
+started here serves the whole template; `serve()` also makes its DynamoDB
+writes atomic, as AWS's are (crowdtrain/local/moto_server.py).
 """
 from __future__ import annotations
 
@@ -187,9 +188,11 @@ def install() -> None:
 def serve(port: int) -> None:
     """moto's server with these gaps filled, until killed (the tests run it as a subprocess,
     so the patches stay out of the test process)."""
+    from crowdtrain.local.moto_server import serialize_dynamodb
     from moto.server import ThreadedMotoServer
 
     install()
+    serialize_dynamodb()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     print("ready", flush=True)

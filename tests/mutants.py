@@ -195,6 +195,13 @@ MUTANTS = [
            "            self.tasks.delete(task.receipt)",
            "            pass\n        try:\n            self.tasks.hide(task.receipt, 0)",
            (SYNC_TEST + "test_waiting_does_not_count_toward_the_dead_letter_queue",)),
+    Mutant("the local cloud's moto server applies DynamoDB writes one at a time, atomic as DynamoDB's",
+           "infra/crowdtrain/local/moto_server.py",
+           "        with _ONE_AT_A_TIME:\n            return action(self)", "        return action(self)",
+           ("tests/test_atomic_writes.py::test_a_race_for_a_rounds_last_seat_seats_one_as_dynamodb_does",)),
+    Mutant("the local edge server queues a crowd's connections (CloudFront drops none)", "infra/crowdtrain/local/edge.py",
+           "    request_queue_size = 128\n", "",
+           ("tests/test_local_stack.py::test_the_edge_server_queues_a_crowds_connections_instead_of_dropping_them",)),
 ]
 
 

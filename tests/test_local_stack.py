@@ -3,9 +3,11 @@ Chromium volunteers, and the operator CLI against it."""
 import io
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from chalicelib.store.meta import MetaStore
 from tests.harness import Dataset, softmax_topology
 from crowdtrain.api import ApiError
 from crowdtrain.cli import StatusLine, job_table
+from crowdtrain.local.edge import EdgeServer
 from crowdtrain.local.process import CLI, LocalCloudProcess, alive
 
 needs_chromium = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
@@ -87,6 +90,33 @@ def stack(tmp_path_factory):
     process = LocalCloudProcess(tmp_path_factory.mktemp("cli"))
     yield process
     assert process.stop() == 0
+
+
+def test_the_local_clouds_moto_server_is_the_one_with_dynamodbs_atomic_writes(stack):
+    """tests/test_atomic_writes.py shows what the wrapper keeps; this, that the local cloud runs it."""
+    cmdline = Path(f"/proc/{stack.state['moto_pid']}/cmdline").read_bytes().split(b"\0")
+    assert b"crowdtrain.local.moto_server" in cmdline, cmdline
+
+
+def test_the_edge_server_queues_a_crowds_connections_instead_of_dropping_them(tmp_path):
+    """64 volunteers connecting while the edge server accepts none (not started here; busy, in a run): the
+    kernel completes every handshake and queues it, as CloudFront would take them, instead of dropping
+    all but 6 (a backlog of 5) to be retried seconds later."""
+    edge = EdgeServer(tmp_path, None, "bucket", {})
+    clients = [socket.socket() for _ in range(64)]
+    try:
+        for client in clients:
+            client.setblocking(False)
+            client.connect_ex(edge.server.server_address[:2])
+        deadline, connected = time.monotonic() + 0.5, set()
+        while len(connected) < len(clients) and time.monotonic() < deadline:
+            _, writable, _ = select.select([], [c for c in clients if c not in connected], [], 0.05)
+            connected.update(c for c in writable if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+        assert len(connected) == len(clients)
+    finally:
+        for client in clients:
+            client.close()
+        edge.server.server_close()
 
 
 def test_cli_creates_watches_pauses_downloads_and_deletes(stack, tmp_path):

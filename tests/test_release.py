@@ -46,12 +46,13 @@ def test_a_released_task_starts_its_receives_over(harness):
     assert receive_count(harness) == [1]
 
 
-def test_the_reasons_count_each_volunteer_once(harness):
+@pytest.mark.parametrize("reason", ["no_backend", "download_error"])
+def test_the_reasons_count_each_volunteer_once(harness, reason):
     job = harness.create_job(Dataset.generate(batches=1, batch_size=4))
     for volunteer in ("a", "a", "b"):
-        assert release(harness, harness.lease(volunteer), "no_backend").status_code == 200
+        assert release(harness, harness.lease(volunteer), reason).status_code == 200
     counters = harness.status(job)["counters"]
-    assert counters["released_no_backend"] == 3 and counters["volunteers_released_no_backend"] == 2
+    assert counters[f"released_{reason}"] == 3 and counters[f"volunteers_released_{reason}"] == 2
 
 
 def test_a_released_lease_can_be_neither_completed_nor_released_again(harness):

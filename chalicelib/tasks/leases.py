@@ -42,8 +42,9 @@ RETRY_AFTER_SECONDS = 5
 # A synchronous job's full round answers a wait of this long: the update is a fold away.
 ROUND_RETRY_SECONDS = 1
 # Why a volunteer hands a task back (POST /tasks/release): its compute failed,
-# no TF.js backend of its browser can train the model, or it was stopped.
-RELEASE_REASONS = ("compute_error", "no_backend", "stopped")
+# its batches or model did not download, no TF.js backend of its browser can
+# train the model, or it was stopped.
+RELEASE_REASONS = ("compute_error", "download_error", "no_backend", "stopped")
 # The TF.js backends a completion may say computed it (counted per job by the fold).
 BACKENDS = ("webgpu", "wasm", "webgl", "cpu")
 # The most bytes a completion may say its page used since the one before (1 TB: more is not a browser's).

@@ -210,7 +210,8 @@ export class VolunteerLoop {
       [lease.batches] = await Promise.all([Promise.all(urls.map((url) => fetchBytes(url, this.fetchImpl))),
         this.trainer.warm?.(task)]); // a trainer in another thread may fetch the version ahead
     } catch (err) {
-      this.held.delete(lease);
+      // handed back, not dropped: a lease left to run out holds its task (and a synchronous round's seat) meanwhile
+      await this.letGo(lease, 'download_error');
       throw err;
     }
     t.download = now();

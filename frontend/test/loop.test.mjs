@@ -496,3 +496,24 @@ test('the API client keeps its identity, sends it with every task call, and repl
     ['/volunteers', undefined], ['/tasks/lease', 'token-1'], ['/volunteers', undefined], ['/tasks/lease', 'token-2'],
     ['/tasks/heartbeat', 'token-2'], ['/tasks/complete', 'token-2'], ['/tasks/release', 'token-2']]);
 });
+
+test("a lease whose batches do not download is handed back, so its task (and its round's seat) is not held until it ends", { timeout: 5000 }, async () => {
+  const released = [];
+  const reports = [];
+  let leased = 0;
+  const api = {
+    lease: async () => { leased += 1; return { ...task, lease_token: `t${leased}` }; },
+    release: async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; },
+  };
+  const fetchImpl = async (url) => { throw new TypeError(`fetch failed: ${url}`); }; // the edge refused the connection
+  const loop = new VolunteerLoop({ api, trainer: { prepare: async () => 'cached' }, fetchImpl, prefetch: 0,
+    report: (e) => reports.push(e) });
+  loop.failed = ((failed) => function (err) { failed.call(this, err); return 1; })(loop.failed); // no real waits
+  const running = loop.run();
+  while (released.length < 2) await new Promise((r) => setTimeout(r, 2));
+  loop.stop();
+  await running;
+  assert.deepEqual(released.slice(0, 2), ['t1 download_error', 't2 download_error']);
+  assert.match(reports.find((r) => r.type === 'error').message, /fetch failed/);
+  assert.equal(loop.held.size, 0);
+});

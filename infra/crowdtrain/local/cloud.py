@@ -1,7 +1,8 @@
 """The local cloud: the whole of crowdtrain on one machine, with moto's server
 standing in for AWS.
 
-Started by `crowdtrain local`: a `moto_server` child process; the stack's
+Started by `crowdtrain local`: a moto server child process, its DynamoDB writes
+atomic as AWS's are (moto_server.py); the stack's
 resources created from infra/template.yaml through moto's CloudFormation
 (the few resource types moto cannot create, CloudFront and Secrets Manager,
 are made from the same definitions by hand or played by the edge server);
@@ -85,7 +86,8 @@ class LocalCloud:
     def _start_moto(self) -> None:
         port = free_port()
         log = open(self.log_dir / "moto.log", "wb") if self.log_dir else subprocess.DEVNULL
-        self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        self.moto = subprocess.Popen([sys.executable, "-m", "crowdtrain.local.moto_server", "-H", "127.0.0.1",
+                                      "-p", str(port)],
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.endpoint = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -25,6 +25,16 @@ ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-
                      "Cross-Origin-Resource-Policy": "same-origin"}
 
 
+class CrowdServer(http.server.ThreadingHTTPServer):
+    """CloudFront takes a crowd's requests at once; a Python server's listen
+    backlog of 5 does not. When a synchronous round opened, sixteen Node
+    volunteers fetching the new version overflowed it: the kernel dropped
+    their connections, retried them seconds later, and a fetch that gave up
+    left its task's lease held until it ran out."""
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class EdgeServer:
     def __init__(self, site: Path, s3: Any, bucket: str, config: dict[str, Any], host: str = "127.0.0.1",
                  port: int = 0, access_log: Path | None = None):
@@ -32,8 +42,7 @@ class EdgeServer:
         self.access_log = open(access_log, "w", buffering=1) if access_log else None  # line-buffered
         self._log_lock = threading.Lock()
         self.config_bytes = json.dumps(config).encode()
-        self.server = http.server.ThreadingHTTPServer((host, port), self._handler())
-        self.server.daemon_threads = True
+        self.server = CrowdServer((host, port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, name="edge", daemon=True)
 
     @property
