@@ -57,14 +57,21 @@ def node(tool: str, *args: str, payload=None, timeout: float = 1800):
 
 
 def run_job(stack: LocalCloudProcess, job_id: str, volunteers: int) -> tuple[str, dict]:
+    """The job trained to its end by Node volunteers; its status, with the
+    run's seconds and the errors the volunteers reported (one per line of
+    their stderr: a failed download or compute, a throttled call)."""
     started = time.monotonic()
+    logs = [stack.workdir / f"{job_id}-node-{i}.log" for i in range(volunteers)]
     procs = [subprocess.Popen(["node", str(TOOLS / "volunteer.mjs"), stack.state["api"], f"node-{i}", job_id],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(volunteers)]
+                              stdout=subprocess.DEVNULL, stderr=log.open("w")) for i, log in enumerate(logs)]
     for proc in procs:
         proc.wait(timeout=3600)
     status = stack.api.call("GET", f"/jobs/{job_id}")
     assert status["status"] == "finished", status
     status["seconds"] = time.monotonic() - started
+    status["volunteer_errors"] = [line for log in logs for line in log.read_text().splitlines()]
+    if status["volunteer_errors"]:
+        print(f"{len(status['volunteer_errors'])} volunteer errors, first: {status['volunteer_errors'][0]}", flush=True)
     return job_id, status
 
 
@@ -312,6 +319,7 @@ def main() -> None:
                                         "inner_lr": inner_lr, "decay_to": decay_to, "synchronous": synchronous,
                                         "staleness": staleness(k, volunteers, synchronous), "curve": curve, "final_ratio": ratio,
                                         "seconds": status["seconds"], "discarded": status["discarded"],
+                                        "volunteer_errors": len(status["volunteer_errors"]),
                                         "versions": status["version"]})
                 print(f"crowdtrain, H = {local_steps}, {volunteers} volunteers, K = {k}, outer {outer} (lr {outer_lr}), "
                       f"inner Adam lr {inner_lr}{', local state kept' if keep else ''}"

@@ -6,6 +6,8 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -425,7 +427,10 @@ def quality_section(r: dict, docs: Path) -> list[str]:
               "runs swing from one version to the next. With `synchronous: true` (a round's K tasks leased on "
               "its version, the next held until the update: docs/architecture.md) the same rounds of H = 32, 4 "
               "volunteers, local Adam 0.02, end at " + sync((32, 4, 4), inner=0.02) + ", against "
-              + said((32, 4, 4), inner=0.02) + " without the barrier. Sixteen volunteers, Adam 0.02, end at "
+              + said((32, 4, 4), inner=0.02) + " without the barrier"
+              + ("" if sync((32, 4, 4), inner=0.02, kept=True) == "not measured" else
+                 ", and at " + sync((32, 4, 4), inner=0.02, kept=True) + " with each volunteer's Adam kept across "
+                 "its tasks (`keep_state`)") + ". Sixteen volunteers, Adam 0.02, end at "
               + sync((32, 16, 16), inner=0.02) + " either way (" + said((32, 16, 16), inner=0.02) + " without the "
               "barrier): an epoch of 400 batches is 13 tasks of H = 32, fewer than a round of 16, so each epoch is "
               "one round whose tasks are all leased on the version the epoch starts from, barrier or not.", "",
@@ -488,6 +493,30 @@ def quality_warm_section(r: dict, docs: Path) -> list[str]:
              f"Target, from a trained model: {_quality_target(r)}.", ""]
     said, sync = functools.partial(_said, r), functools.partial(_said, r, synchronous=True)
     seq = r["sequential"]["curve"]
+
+    def seq_share(key: tuple[int, int, int]) -> float | None:
+        """Where the sequential curve reaches the best synchronous run's final loss, as a share of its samples."""
+        finals = [x["curve"][-1][1] for x in r["runs"] if x.get("synchronous")
+                  and (x["local_steps"], x["volunteers"], x["k"]) == key]
+        if not finals:
+            return None
+        samples, losses = [p[0] for p in seq], [p[1] for p in seq]
+        return float(np.interp(-min(finals), [-v for v in losses], samples)) / samples[-1]  # falling: on -loss
+
+    def behind(key: tuple[int, int, int], outer_lr: float) -> bool:
+        """Whether the kept-state synchronous run at this outer rate is above the one at rate 1 at every round."""
+        runs = {x.get("outer_lr"): x["curve"] for x in r["runs"] if x.get("synchronous") and x.get("keep_state")
+                and x.get("inner_lr") == 0.01 and (x["local_steps"], x["volunteers"], x["k"]) == key}
+        if outer_lr not in runs or 1.0 not in runs:
+            return False
+        return all(a[1] > b[1] for a, b in zip(runs[outer_lr][1:], runs[1.0][1:]))
+
+    def reach(key: tuple[int, int, int]) -> str:
+        """The run's rounds, where the sequential run is as good, and the sequential steps a round is worth."""
+        share, rounds = seq_share(key), r["batches"] // (key[0] * key[1])
+        return "not measured" if share is None else (
+            f"{rounds} rounds reach where the sequential run is after {share * 100:.0f} % of its samples (a round is "
+            f"worth about {share * r['batches'] / rounds:.0f} sequential steps)")
     def falls(curve: list) -> bool:
         return all(b[1] < a[1] for a, b in zip(curve, curve[1:]))
     unsynchronized = [x for x in r["runs"] if not x.get("synchronous")]
@@ -506,18 +535,27 @@ def quality_warm_section(r: dict, docs: Path) -> list[str]:
               "from the starting model: " + said((32, 4, 4)) + " (Adam 0.01), " + said((32, 4, 4), inner=0.003)
               + " (0.003) and " + said((32, 4, 4), kept=True) + " (kept), going up and down by up to "
               f"{jump:.2f} nats/char from one plotted version to the next: each round's move, applied to the "
-              "version after the one it was computed on, repeated most of the move before it. One synchronous "
-              "run shows a result discarded as stale, which the barrier should not let happen; its task was "
-              "queued again and folded, so the run's samples are whole. Not explained: the local stack's API "
-              "serves leases on threads against moto's server, whose conditional writes this benchmark does not "
-              "show to be atomic the way DynamoDB's are.", "",
+              "version after the one it was computed on, repeated most of the move before it."
+              + (" A synchronous run that shows a result discarded as stale ran before the local cloud made "
+                 "moto's DynamoDB writes atomic (docs/architecture.md, the local cloud): two leases racing for a "
+                 "round's last seat could both win there, as they cannot on DynamoDB, and the task seated one "
+                 "too many delivered its result after the round's update. Its task was queued again and folded, "
+                 "so the run's samples are whole." if any(x.get("discarded") for x in steady) else ""), "",
               ("Sixteen volunteers were not run from a trained model." if sync((32, 16, 16), kept=True) == "not measured"
                else "Sixteen volunteers in synchronous rounds, each volunteer's Adam kept, end at "
-               + sync((32, 16, 16), kept=True) + ". Their " + f"{r['batches']:,}" + " batches are 3 rounds of 16 "
-               "× 32: each volunteer takes 96 local steps in the whole run, and the model moves 3 times, where "
-               "the sequential run moves " + f"{r['batches']:,}" + " times. At equal samples a crowd that size "
-               "needs a run long enough for many rounds (DiLoCo's runs are hundreds of rounds), which at this "
-               "machine's speed is hours per run."), ""]
+               + sync((32, 16, 16), kept=True) + "; with the local rate doubled (Adam 0.02) at "
+               + sync((32, 16, 16), kept=True, inner=0.02) + ", and with the round's mean moved twice as far "
+               "(outer SGD at learning rate 2) at " + sync((32, 16, 16), "sgd", 2.0, True)
+               + (", worse from the first round on: the mean of 16 volunteers' 32 steps is not a direction to "
+                  "follow further" if behind((32, 16, 16), 2.0) else "") + ". Their "
+               + f"{r['batches']:,}" + " batches are 3 rounds of 16 × 32: each volunteer takes 96 local steps in "
+               "the whole run, and the model moves 3 times, where the sequential run moves " + f"{r['batches']:,}"
+               + " times. Measured against the sequential curve, 4 volunteers' " + reach((32, 4, 4)) + "; 16 "
+               "volunteers' " + reach((32, 16, 16)) + ". A round of 16 is worth more than one of 4 but far less "
+               "than 4 times as much, so the larger crowd falls further behind the longer the run, until the "
+               "curve flattens. At equal samples a crowd that size needs a run long enough for many rounds near the "
+               "end of training (DiLoCo's runs are hundreds of rounds, from a model trained 24,000 steps), "
+               "which at this machine's speed is hours per run."), ""]
     return lines
 
 
