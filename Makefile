@@ -36,7 +36,7 @@ frontend: $(NODE_MODULES)
 test: install system-deps frontend
 	@echo "== frontend unit tests"
 	cd frontend && npm test
-	@echo "== pytest (about 24 minutes on 2 cores; the chaos run prints its progress)"
+	@echo "== pytest (about 45 minutes on 2 cores; the chaos run prints its progress)"
 	$(PY) -m pytest
 
 demo: install system-deps frontend

@@ -62,8 +62,11 @@ def run_job(stack: LocalCloudProcess, job_id: str, volunteers: int) -> tuple[str
     their stderr: a failed download or compute, a throttled call)."""
     started = time.monotonic()
     logs = [stack.workdir / f"{job_id}-node-{i}.log" for i in range(volunteers)]
-    procs = [subprocess.Popen(["node", str(TOOLS / "volunteer.mjs"), stack.state["api"], f"node-{i}", job_id],
-                              stdout=subprocess.DEVNULL, stderr=log.open("w")) for i, log in enumerate(logs)]
+    procs = []
+    for i, log in enumerate(logs):
+        with log.open("w") as stderr:  # the child keeps its own copy of the file
+            procs.append(subprocess.Popen(["node", str(TOOLS / "volunteer.mjs"), stack.state["api"], f"node-{i}",
+                                           job_id], stdout=subprocess.DEVNULL, stderr=stderr))
     for proc in procs:
         proc.wait(timeout=3600)
     status = stack.api.call("GET", f"/jobs/{job_id}")

@@ -18,7 +18,8 @@ import threading
 
 from moto.dynamodb.responses import DynamoHandler
 
-_ONE_AT_A_TIME = threading.RLock()  # re-entrant: a request moto serves by making another
+# Re-entrant, so that a DynamoDB call made while serving one (none is known in moto 5.2) cannot deadlock.
+_ONE_AT_A_TIME = threading.RLock()
 
 
 def serialize_dynamodb() -> None:
