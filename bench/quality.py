@@ -19,7 +19,9 @@ Two more comparisons: --large-batch runs the sequential baselines that take
 each step on as many batches as a round of n volunteers (synchronous data
 parallel at the same samples, DiLoCo's baseline); --warm-start repeats runs
 from the trained sequential model on unseen batches (DiLoCo's runs start from
-a trained model), writing bench/results/quality_warm.json.
+a trained model), writing bench/results/quality_warm.json; --warm-start 2
+starts from where that stage's sequential run ends, on new unseen batches
+(quality_warm2.json).
 
 The exactness check: 1 volunteer, K = 1, SGD, staleness 0, on a small model.
 crowdtrain's version 50 must equal 50 sequential TF.js SGD steps over the
@@ -60,6 +62,10 @@ def run_job(stack: LocalCloudProcess, job_id: str, volunteers: int) -> tuple[str
     """The job trained to its end by Node volunteers; its status, with the
     run's seconds and the errors the volunteers reported (one per line of
     their stderr: a failed download or compute, a throttled call)."""
+    # a volunteer leases from any running job: another one would take its time and the run would measure nothing
+    others = [j["job_id"] for j in stack.api.call("GET", "/jobs")["jobs"] if j["status"] == "running" and j["job_id"] != job_id]
+    if others:
+        raise RuntimeError(f"jobs {others} are running beside {job_id}: its volunteers would train them too")
     started = time.monotonic()
     logs = [stack.workdir / f"{job_id}-node-{i}.log" for i in range(volunteers)]
     procs = []
@@ -120,13 +126,16 @@ OUTER = {"sgd": {"name": "sgd", "learning_rate": 1.0},
 
 def job_of(stack, model, x, y, weights: bytes, local_steps: int, volunteers: int, k: int, epochs: int,
            outer: str = "sgd", outer_lr: float | None = None, keep_state: bool = False,
-           inner_lr: float = ADAM["learning_rate"], decay_to: float = 1.0, synchronous: bool = False) -> str:
+           inner_lr: float = ADAM["learning_rate"], decay_to: float = 1.0, synchronous: bool = False,
+           paused: bool = False) -> str:
     """One run's job: per-batch gradients with the fold's Adam, or H local
     steps of Adam with the fold's outer optimizer (OUTER: SGD at learning
     rate 1 applies each pseudo-gradient as it lands for K = 1, the mean of a
     round's for K = the volunteers, FedAvg; or DiLoCo's outer Nesterov), the
     local Adam's rate constant or falling along a cosine to `decay_to` of it;
-    `synchronous`: the job's rounds (a round's K tasks on its version)."""
+    `synchronous`: the job's rounds (a round's K tasks on its version);
+    `paused`: a job that only serves its model and batches to a sequential
+    run (a running one would hand its tasks to the volunteers of the next)."""
     batches = len(x)
     if local_steps == 1:
         hyper = {"optimizer": ADAM}
@@ -138,7 +147,10 @@ def job_of(stack, model, x, y, weights: bytes, local_steps: int, volunteers: int
     spec = model.job_spec(batches, gradients_per_update=k, epochs=epochs,
                           staleness=staleness(k, volunteers, synchronous), synchronous=synchronous,
                           lease_seconds=600, **hyper)
-    return stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
+    job_id = stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
+    if paused:
+        stack.api.call("POST", f"/jobs/{job_id}/pause")
+    return job_id
 
 
 def sequential_rates(steps: int, decay_to: float, learning_rate: float = ADAM["learning_rate"]) -> list[float] | None:
@@ -184,27 +196,52 @@ WARM_HELD_OUT = 64
 WARM_GRID = [(32, 4, 4), (32, 16, 16)]
 
 
+def warm_name(stage: int) -> str:
+    """The results file of --warm-start STAGE."""
+    return "quality_warm" if stage == 1 else f"quality_warm{stage}"
+
+
 def initial_weights(model) -> bytes:
     """The from-scratch runs' first model (seed 0), as a job's weights file."""
     return b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(0))
 
 
-def warm_weights(stack, model, x, y, epochs: int, eval_urls: list[str], cache: Path) -> tuple[bytes, dict]:
-    """The constant-rate sequential run from the seed-0 weights over the
-    from-scratch runs' batches and epochs: its final weights (cached beside
-    the results, as the run takes about 10 minutes) and its curve."""
+def warm_weights(stack, model, stage: int, eval_urls: list[str], args) -> tuple[bytes, dict]:
+    """Where --warm-start STAGE's runs start: for stage 1 the constant-rate
+    sequential run from the seed-0 weights over the from-scratch runs'
+    batches and epochs, for each later stage the sequential run from the
+    stage before's start over that stage's unseen batches. Its final weights
+    (cached beside the results, as each run takes 10 minutes or more) and its
+    curve."""
+    folder = args.out.parent if args.out else common.RESULTS
+    cache = folder / f"quality-warm-start{'' if stage == 1 else f'-{stage}'}{'-quick' if args.quick else ''}.bin"
     meta = cache.with_suffix(".json")
     if cache.exists() and meta.exists():
         return cache.read_bytes(), json.loads(meta.read_text())
-    job_id = job_of(stack, model, x, y, initial_weights(model), 1, 1, 1, epochs)
+    if stage == 1:
+        weights, before = initial_weights(model), {"batches": 0}
+        (x, y), epochs = warm_batches(model, args, 0), (1 if args.quick else 3)
+    else:
+        weights, before = warm_weights(stack, model, stage - 1, eval_urls, args)
+        (x, y), epochs = warm_batches(model, args, stage - 1), 1
+    job_id = job_of(stack, model, x, y, weights, 1, 1, 1, epochs, paused=True)
     started = time.monotonic()
     out = sequential_run(stack, job_id, len(x), epochs, eval_urls)
     weights = b"".join(np.asarray(w, "<f4").tobytes() for w in out["weights"])
-    pretrained = {"batches": len(x) * epochs, "curve": out["val"], "seconds": time.monotonic() - started}
+    pretrained = {"batches": before["batches"] + len(x) * epochs, "curve": out["val"],
+                  "seconds": time.monotonic() - started}
     cache.write_bytes(weights)
     meta.write_text(json.dumps(pretrained))
-    print(f"warm start: {len(x) * epochs} sequential steps, held-out loss {out['val'][-1][1]:.4f}", flush=True)
+    print(f"warm start {stage}: {pretrained['batches']} sequential steps, held-out loss {out['val'][-1][1]:.4f}",
+          flush=True)
     return weights, pretrained
+
+
+def warm_batches(model, args, stage: int):
+    """Stage 0: the from-scratch runs' batches (seed 0); stage s: the
+    WARM_BATCHES that --warm-start s trains on, drawn with seed s."""
+    count = 8 if args.quick else 400 if stage == 0 else WARM_BATCHES
+    return model.batches(kjv_text(TRAIN), count, seed=stage)
 
 
 # --large-batch: batches per step -> Adam's learning rates (1 x 32 at 0.01 is the main sequential run)
@@ -217,7 +254,7 @@ def large_batch_runs(stack, model, x, y, weights: bytes, epochs: int, eval_urls:
     one process at batch n × 32, which is what synchronous rounds of n
     volunteers' per-batch gradients compute (DiLoCo's baseline: data
     parallel at the same samples), at LARGE_BATCH's Adam rates."""
-    job_id = job_of(stack, model, x, y, weights, 1, 1, 1, epochs)  # serves the batches and the first model
+    job_id = job_of(stack, model, x, y, weights, 1, 1, 1, epochs, paused=True)  # serves the batches and the first model
     for n in crowds:
         for rate in LARGE_BATCH[n]:
             started = time.monotonic()
@@ -253,11 +290,13 @@ def main() -> None:
                         "volunteers' per-batch gradients does (synchronous data parallel's equivalent; N of "
                         f"{sorted(LARGE_BATCH)}, all when none is named; Adam at 0.01 and 0.02, or 0.02 for 1), "
                         "keeping the other runs from the results file")
-    p.add_argument("--warm-start", action="store_true",
-                   help=f"DiLoCo's protocol: start every run from the sequential run's trained weights and train "
-                        f"{WARM_BATCHES} unseen batches (results in bench/results/quality_warm.json)")
+    p.add_argument("--warm-start", type=int, nargs="?", const=1, default=0, metavar="STAGE",
+                   help=f"DiLoCo's protocol: start every run from a trained model and train {WARM_BATCHES} unseen "
+                        "batches; stage 1 (the default) starts from the from-scratch sequential run's weights, "
+                        "stage 2 from where stage 1's sequential run ends (results in "
+                        "bench/results/quality_warm.json, quality_warm2.json for stage 2)")
     args = p.parse_args()
-    name = "quality_warm" if args.warm_start else "quality"
+    name = warm_name(args.warm_start) if args.warm_start else "quality"
     batches, epochs, units, held = (8, 1, (16,), 2) if args.quick else (400, 3, (128,), 8)
     held = WARM_HELD_OUT if args.warm_start and not args.quick else held
     # --quick: per-batch, local steps, and two rounds of a synchronous job (2 volunteers, K = 2, H = 2)
@@ -284,12 +323,10 @@ def main() -> None:
             eval_urls = urls(stack, eval_job, "batch", range(held))
             weights = initial_weights(model)
             if args.warm_start:
-                weights, results["warm_start"] = warm_weights(stack, model, x, y, epochs, eval_urls,
-                                                              common.results_path("quality-warm-start", args)
-                                                              .with_suffix(".bin"))
-                batches, epochs = (batches, 1) if args.quick else (WARM_BATCHES, 1)
-                x, y = model.batches(kjv_text(TRAIN), batches, seed=1)
-                results.update(batches=batches, epochs=epochs)
+                weights, results["warm_start"] = warm_weights(stack, model, args.warm_start, eval_urls, args)
+                x, y = warm_batches(model, args, args.warm_start)
+                batches, epochs = len(x), 1
+                results.update(batches=batches, epochs=epochs, stage=args.warm_start)
             if args.large_batch is not None:
                 large_batch_runs(stack, model, x, y, weights, epochs, eval_urls, results,
                                  [4] if args.quick else args.large_batch or sorted(LARGE_BATCH))

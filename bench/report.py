@@ -345,10 +345,7 @@ def _quality_table(r: dict) -> list[str]:
 
 def _quality_target(r: dict) -> str:
     """Met when, for each crowd size, some way of folding H = 32 comes within the target of the best sequential run."""
-    best: dict[int, float] = {}
-    for x in r["runs"]:
-        if x["local_steps"] == 32:
-            best[x["volunteers"]] = min(best.get(x["volunteers"], float("inf")), x["ratio_to_best"])
+    best = _best_h32(r)
     return (f"final ratio ≤ {r['target']} at H = 32 with 4 and with 16 volunteers, against the best sequential "
             f"run: {'met' if all(best.get(n, float('inf')) <= r['target'] for n in (4, 16)) else '**not met**'} "
             "(best ratio "
@@ -473,6 +470,34 @@ def quality_section(r: dict, docs: Path) -> list[str]:
     return lines
 
 
+def _seq_share(r: dict, key: tuple[int, int, int]) -> float | None:
+    """Where the sequential curve reaches the best synchronous run's final loss, as a share of its samples."""
+    seq = r["sequential"]["curve"]
+    finals = [x["curve"][-1][1] for x in r["runs"] if x.get("synchronous")
+              and (x["local_steps"], x["volunteers"], x["k"]) == key]
+    if not finals:
+        return None
+    samples, losses = [p[0] for p in seq], [p[1] for p in seq]
+    return float(np.interp(-min(finals), [-v for v in losses], samples)) / samples[-1]  # falling: on -loss
+
+
+def _reach(r: dict, key: tuple[int, int, int]) -> str:
+    """The run's rounds, where the sequential run is as good, and the sequential steps a round is worth."""
+    share, rounds = _seq_share(r, key), r["batches"] // (key[0] * key[1])
+    return "not measured" if share is None else (
+        f"{rounds} rounds reach where the sequential run is after {share * 100:.0f} % of its samples (a round is "
+        f"worth about {share * r['batches'] / rounds:.0f} sequential steps)")
+
+
+def _best_h32(r: dict) -> dict[int, float]:
+    """Each crowd size's best final ratio at H = 32 to the best sequential run."""
+    best: dict[int, float] = {}
+    for x in r["runs"]:
+        if x["local_steps"] == 32:
+            best[x["volunteers"]] = min(best.get(x["volunteers"], float("inf")), x["ratio_to_best"])
+    return best
+
+
 def quality_warm_section(r: dict, docs: Path) -> list[str]:
     """DiLoCo's protocol: the same comparison, from a model already trained."""
     _quality_plot(r, docs / "quality_warm.png", "From a trained model: held-out loss vs samples")
@@ -493,15 +518,6 @@ def quality_warm_section(r: dict, docs: Path) -> list[str]:
     said, sync = functools.partial(_said, r), functools.partial(_said, r, synchronous=True)
     seq = r["sequential"]["curve"]
 
-    def seq_share(key: tuple[int, int, int]) -> float | None:
-        """Where the sequential curve reaches the best synchronous run's final loss, as a share of its samples."""
-        finals = [x["curve"][-1][1] for x in r["runs"] if x.get("synchronous")
-                  and (x["local_steps"], x["volunteers"], x["k"]) == key]
-        if not finals:
-            return None
-        samples, losses = [p[0] for p in seq], [p[1] for p in seq]
-        return float(np.interp(-min(finals), [-v for v in losses], samples)) / samples[-1]  # falling: on -loss
-
     def behind(key: tuple[int, int, int], outer_lr: float) -> bool:
         """Whether the kept-state synchronous run at this outer rate is above the one at rate 1 at every round."""
         runs = {x.get("outer_lr"): x["curve"] for x in r["runs"] if x.get("synchronous") and x.get("keep_state")
@@ -510,12 +526,6 @@ def quality_warm_section(r: dict, docs: Path) -> list[str]:
             return False
         return all(a[1] > b[1] for a, b in zip(runs[outer_lr][1:], runs[1.0][1:]))
 
-    def reach(key: tuple[int, int, int]) -> str:
-        """The run's rounds, where the sequential run is as good, and the sequential steps a round is worth."""
-        share, rounds = seq_share(key), r["batches"] // (key[0] * key[1])
-        return "not measured" if share is None else (
-            f"{rounds} rounds reach where the sequential run is after {share * 100:.0f} % of its samples (a round is "
-            f"worth about {share * r['batches'] / rounds:.0f} sequential steps)")
     def falls(curve: list) -> bool:
         return all(b[1] < a[1] for a, b in zip(curve, curve[1:]))
     unsynchronized = [x for x in r["runs"] if not x.get("synchronous")]
@@ -549,12 +559,12 @@ def quality_warm_section(r: dict, docs: Path) -> list[str]:
                   "follow further" if behind((32, 16, 16), 2.0) else "") + ". Their "
                + f"{r['batches']:,}" + " batches are 3 rounds of 16 × 32: each volunteer takes 96 local steps in "
                "the whole run, and the model moves 3 times, where the sequential run moves " + f"{r['batches']:,}"
-               + " times. Measured against the sequential curve, 4 volunteers' " + reach((32, 4, 4)) + "; 16 "
-               "volunteers' " + reach((32, 16, 16)) + ". A round of 16 is worth more than one of 4 but far less "
+               + " times. Measured against the sequential curve, 4 volunteers' " + _reach(r, (32, 4, 4)) + "; 16 "
+               "volunteers' " + _reach(r, (32, 16, 16)) + ". A round of 16 is worth more than one of 4 but far less "
                "than 4 times as much, so the larger crowd falls further behind the longer the run, until the "
                "curve flattens. At equal samples a crowd that size needs a run long enough for many rounds near the "
                "end of training (DiLoCo's runs are hundreds of rounds, from a model trained 24,000 steps), "
-               "which at this machine's speed is hours per run."), ""]
+               "which at this machine's speed is hours per run; the next subsection starts a stage later instead."), ""]
     return lines
 
 
@@ -670,6 +680,71 @@ def poison_section(r: dict) -> list[str]:
     return lines
 
 
+def _best_sequential(r: dict) -> float:
+    """The final loss of the best sequential run of any rate, schedule and batch (the target's reference)."""
+    x = next(iter(r["runs"]), None)
+    return x["curve"][-1][1] / x["ratio_to_best"] if x else r["sequential"]["curve"][-1][1]
+
+
+def _untrained(r: dict) -> float:
+    """The ratio a run that learned nothing would score: the starting model's loss over the best sequential run's."""
+    return r["sequential"]["curve"][0][1] / _best_sequential(r)
+
+
+def _fall_share(r: dict, crowd: int) -> float | None:
+    """How much of the best sequential run's fall the crowd's best H = 32 run made."""
+    finals = [x["curve"][-1][1] for x in r["runs"] if x["local_steps"] == 32 and x["volunteers"] == crowd]
+    if not finals:
+        return None
+    start = r["sequential"]["curve"][0][1]
+    return (start - min(finals)) / (start - _best_sequential(r))
+
+
+def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs: Path) -> list[str]:
+    """The trained-model comparison a stage later, where the loss falls more slowly; `earlier` names the
+    runs before it (from scratch, the first stage) for the summary of the target across starting points."""
+    _quality_plot(r, docs / "quality_warm2.png", "From a model trained further: held-out loss vs samples")
+    w, seq = r["warm_start"], r["sequential"]["curve"]
+    sync = functools.partial(_said, r, synchronous=True)
+    before = next((x for name, x in earlier if name == "quality_warm" and x), None)
+    fall = f" (over the stage before it fell by {before['sequential']['curve'][0][1] - before['sequential']['curve'][-1][1]:.2f})" \
+        if before else ""
+    lines = ["### From a model trained further", "",
+             "A round of a large crowd is worth less the faster the loss falls, so the same comparison is repeated "
+             "a stage later in training (`--warm-start 2`): every run starts from the weights the sequential run of "
+             f"the subsection above ends with ({w['batches']:,} sequential steps in all, held-out loss "
+             f"{seq[0][1]:.4f}) and trains on {r['batches']:,} batches of the same books drawn with another seed, "
+             "in one epoch; the sequential run and the volunteers start a fresh Adam, each volunteer keeps its own "
+             "across its tasks (`keep_state`), rounds are synchronous, and the held-out set is the one above. "
+             "Command: `.venv/bin/python -m bench.quality --warm-start 2 --keep-state`.", "",
+             *_quality_table(r), "", "![quality from a model trained further](benchmarks/quality_warm2.png)", "",
+             f"Target, from the model trained further: {_quality_target(r)}. That says little here: the starting "
+             f"model itself is at ratio {_untrained(r):.3f}, so a run that learned nothing would come within "
+             f"{(_untrained(r) - 1) * 100:.1f} % too; what compares the runs at this stage is how much of the "
+             "sequential run's fall each makes (the table below).", "",
+             f"The sequential run goes from {seq[0][1]:.2f} to {seq[-1][1]:.2f} nats/char, a fall of "
+             f"{seq[0][1] - seq[-1][1]:.2f}{fall}. Synchronous rounds of H = 32, each volunteer's Adam kept, end at "
+             + sync((32, 4, 4), kept=True) + " with 4 volunteers and at " + sync((32, 16, 16), kept=True)
+             + " with 16. Measured against the sequential curve, 4 volunteers' " + _reach(r, (32, 4, 4))
+             + "; 16 volunteers' " + _reach(r, (32, 16, 16)) + ".", ""]
+    stages = [*earlier, ("quality_warm2", r)]
+    labels = {"quality": "from scratch", "quality_warm": f"from the model trained {before['warm_start']['batches']:,} "
+              "steps" if before else "", "quality_warm2": f"from the model trained {w['batches']:,} steps"}
+
+    def cells(x: dict, crowd: int) -> str:
+        best, share = _best_h32(x).get(crowd), _fall_share(x, crowd)
+        return "not measured | " if best is None else f"{best:.3f} | {share * 100:.0f} % "
+
+    lines += ["The H = 32 target across starting points: each crowd's best ratio to the best sequential run of the "
+              "same start and samples, and the share of that run's fall it made; beside them, the ratio of a run "
+              "that learned nothing (the starting model's).", "",
+              "| start | sequential fall (nats/char) | learned nothing | 4 volunteers | fall made | 16 volunteers | "
+              "fall made |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {labels[name]} | {x['sequential']['curve'][0][1] - _best_sequential(x):.3f} | "
+              f"{_untrained(x):.3f} | {cells(x, 4)}| {cells(x, 16)}|" for name, x in stages if x]
+    return lines + [""]
+
+
 def describe(machine: dict) -> str:
     return (f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; Python {machine.get('python', '?')}, "
             f"Node {machine.get('node', '?')}, {machine.get('chromium', '?')}; run on {machine.get('date', '?')}")
@@ -682,7 +757,7 @@ def main() -> None:
     args = p.parse_args()
     docs = args.out.parent / "benchmarks"
     parts = {name: load(args.results, name) for name in ("overhead", "scaling", "wasted", "fold", "fold_throughput",
-                                                          "cost", "quality", "quality_warm", "poison")}
+                                                          "cost", "quality", "quality_warm", "quality_warm2", "poison")}
     machines: dict[str, list[str]] = {}  # a machine's description -> the results measured on it
     for name, r in parts.items():
         if r:
@@ -714,6 +789,9 @@ def main() -> None:
         lines += quality_section(parts["quality"], docs)
     if parts["quality_warm"]:
         lines += quality_warm_section(parts["quality_warm"], docs)
+    if parts["quality_warm2"]:
+        lines += quality_warm2_section(parts["quality_warm2"], [(name, parts[name]) for name in ("quality", "quality_warm")],
+                                       docs)
     lines += jsdoop_section(step_s)
     if parts["poison"]:
         lines += poison_section(parts["poison"])

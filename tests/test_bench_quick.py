@@ -10,8 +10,9 @@ import pytest
 
 from crowdtrain.paths import ROOT
 SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "scaling", "wasted", "quality", "quality_warm",
-           "poison"]
-ARGS = {"quality_warm": ["quality", "--warm-start"]}  # a results file another script's option writes
+           "quality_warm2", "poison"]
+# results files another script's option writes (stage 2 starts where stage 1's sequential run, cached, ends)
+ARGS = {"quality_warm": ["quality", "--warm-start"], "quality_warm2": ["quality", "--warm-start", "2"]}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,7 @@ def test_report_builds_from_the_results(results, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     for heading in ("Task overhead", "Scaling", "Wasted work", "Fold capacity", "Fold throughput", "dollars",
-                    "Learning quality", "From a trained model", "JSDoop", "Poisoning"):
+                    "Learning quality", "From a trained model",
+                    "From a model trained further", "JSDoop", "Poisoning"):
         assert heading in text
     assert (tmp_path / "benchmarks" / "scaling.png").stat().st_size > 1000
