@@ -220,7 +220,7 @@ def warm_weights(stack, model, stage: int, eval_urls: list[str], args) -> tuple[
         return cache.read_bytes(), json.loads(meta.read_text())
     if stage == 1:
         weights, before = initial_weights(model), {"batches": 0}
-        (x, y), epochs = warm_batches(model, args, 0), (1 if args.quick else 3)
+        (x, y), epochs = warm_batches(model, args, 0), scratch_schedule(args.quick)[1]
     else:
         weights, before = warm_weights(stack, model, stage - 1, eval_urls, args)
         (x, y), epochs = warm_batches(model, args, stage - 1), 1
@@ -240,8 +240,13 @@ def warm_weights(stack, model, stage: int, eval_urls: list[str], args) -> tuple[
 def warm_batches(model, args, stage: int):
     """Stage 0: the from-scratch runs' batches (seed 0); stage s: the
     WARM_BATCHES that --warm-start s trains on, drawn with seed s."""
-    count = 8 if args.quick else 400 if stage == 0 else WARM_BATCHES
+    count = scratch_schedule(args.quick)[0] if stage == 0 or args.quick else WARM_BATCHES
     return model.batches(kjv_text(TRAIN), count, seed=stage)
+
+
+def scratch_schedule(quick: bool) -> tuple[int, int]:
+    """The from-scratch runs' batches and epochs (stage 1 of --warm-start starts where they end)."""
+    return (8, 1) if quick else (400, 3)
 
 
 # --large-batch: batches per step -> Adam's learning rates (1 x 32 at 0.01 is the main sequential run)
@@ -297,7 +302,7 @@ def main() -> None:
                         "bench/results/quality_warm.json, quality_warm2.json for stage 2)")
     args = p.parse_args()
     name = warm_name(args.warm_start) if args.warm_start else "quality"
-    batches, epochs, units, held = (8, 1, (16,), 2) if args.quick else (400, 3, (128,), 8)
+    (batches, epochs), (units, held) = scratch_schedule(args.quick), ((16,), 2) if args.quick else ((128,), 8)
     held = WARM_HELD_OUT if args.warm_start and not args.quick else held
     # --quick: per-batch, local steps, and two rounds of a synchronous job (2 volunteers, K = 2, H = 2)
     grid = [(1, 1, 1), (4, 1, 1), (2, 2, 2)] if args.quick else WARM_GRID if args.warm_start else GRID
@@ -315,7 +320,7 @@ def main() -> None:
                            or r.get("decay_to", 1.0) != args.decay_to
                            or r.get("synchronous", False) != (r["k"] > 1 and not args.unsynchronized)]
     model = CharLSTM(units=units, seq_len=40, batch_size=32)
-    x, y = model.batches(kjv_text(TRAIN), batches, seed=0)
+    x, y = warm_batches(model, args, 0)
     with tempfile.TemporaryDirectory() as tmp:
         stack = LocalCloudProcess(Path(tmp))
         try:

@@ -696,15 +696,6 @@ def _untrained(r: dict) -> float:
     return r["sequential"]["curve"][0][1] / _best_sequential(r)
 
 
-def _fall_share(r: dict, crowd: int) -> float | None:
-    """How much of the best sequential run's fall the crowd's best H = 32 run made."""
-    finals = [x["curve"][-1][1] for x in r["runs"] if x["local_steps"] == 32 and x["volunteers"] == crowd]
-    if not finals:
-        return None
-    start = r["sequential"]["curve"][0][1]
-    return (start - min(finals)) / (start - _best_sequential(r))
-
-
 def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs: Path) -> list[str]:
     """The trained-model comparison a stage later, where the loss falls more slowly; `earlier` names the
     runs before it (from scratch, the first stage) for the summary of the target across starting points."""
@@ -742,8 +733,9 @@ def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs:
               "steps" if before else "", "quality_warm2": f"from the model trained {w['batches']:,} steps"}
 
     def cells(x: dict, crowd: int) -> str:
-        best, share = _best_h32(x).get(crowd), _fall_share(x, crowd)
-        return "not measured | " if best is None else f"{best:.3f} | {share * 100:.0f} % "
+        """The crowd's best ratio and how much of the best sequential run's fall that is (1 at the sequential end)."""
+        best, untrained = _best_h32(x).get(crowd), _untrained(x)
+        return "not measured | " if best is None else f"{best:.3f} | {(untrained - best) / (untrained - 1) * 100:.0f} % "
 
     lines += ["The H = 32 target across starting points: each crowd's best ratio to the best sequential run of the "
               "same start and samples, and the share of that run's fall it made; beside them, the ratio of a run "
