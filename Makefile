@@ -36,8 +36,10 @@ frontend: $(NODE_MODULES)
 test: install system-deps frontend
 	@echo "== frontend unit tests"
 	cd frontend && npm test
-	@echo "== pytest (about 45 minutes on 2 cores; the chaos run prints its progress)"
-	$(PY) -m pytest
+	@echo "== pytest, two tests at a time (the chaos run prints its progress), then the tests marked alone"
+	@$(PY) -m pytest -n 2 --dist loadfile -m "not alone"; parallel=$$?; \
+	$(PY) -m pytest -m alone; alone=$$?; \
+	[ $$parallel -eq 0 ] && [ $$alone -eq 0 ]
 
 demo: install system-deps frontend
 	$(VENV)/bin/crowdtrain local

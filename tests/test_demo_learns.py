@@ -20,6 +20,7 @@ TARGET = 2.0
 HELD_OUT = "rev1:1-rev22:21"
 
 
+@pytest.mark.alone  # its budget is wall-clock seconds
 @pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
 def test_the_demo_job_learns_within_its_budget(tmp_path):
     stack = LocalCloudProcess(tmp_path, "--volunteers", "1")  # the demo job, every option at its default

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from tests.harness import Dataset, softmax_loss_and_grad
 
@@ -17,6 +18,7 @@ def full_loss(weights, ds):
     return softmax_loss_and_grad(weights, x, y)[0]
 
 
+@pytest.mark.alone  # 10-second leases, each held while its simulated volunteer waits its turn
 def test_flaky_volunteers_train_to_threshold_folding_each_batch_once(harness):
     rng = random.Random(2024)
     ds = Dataset.generate(batches=12, batch_size=16, seed=5)
