@@ -15,9 +15,12 @@ import pytest
 from moto import mock_aws
 
 from chalicelib import services as services_module
+from crowdtrain.local.shared_clients import serialize_condition_building
 from tests.harness import Harness
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# tests that race threads share the app's clients, as the local cloud does: before any client is made
+serialize_condition_building()
 
 
 @pytest.fixture

@@ -150,8 +150,10 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
             counts["poisoned: sign flips accepted (robust aggregation's job)" if kind else "completed"] += 1
             if not kind and rng.random() < 0.10:
                 replay = harness.complete(task, loss)
-                assert replay.status_code == 409, replay.body
-                counts["replayed completions refused"] += 1
+                # refused either way; on a loaded machine the 10-second lease may run out in between
+                assert replay.status_code in (409, 410), replay.body
+                counts["replayed completions refused" if replay.status_code == 409
+                       else "replayed completions refused (lease expired by then)"] += 1
         return True
 
     # Rounds: every volunteer holding a task steps, and idle ones drawn at random

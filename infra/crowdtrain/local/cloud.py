@@ -33,6 +33,7 @@ import requests
 from crowdtrain.environment import app_environment
 from crowdtrain.local.dispatcher import QueueDispatcher, ScheduleRunner, schedule_runners, sqs_dispatchers
 from crowdtrain.local.edge import EdgeServer
+from crowdtrain.local.shared_clients import serialize_condition_building
 from crowdtrain.paths import ROOT, SITE
 from crowdtrain.template import load_template, without_unsupported
 
@@ -144,6 +145,7 @@ class LocalCloud:
             module = importlib.reload(module)  # the queue name is read when app.py is imported
         from chalicelib import services
 
+        serialize_condition_building()  # the API, the fold and the schedules share the clients on threads
         services.reset()
         config = Config(chalice_stage=self.stage, config_from_disk={
             "version": "2.0", "app_name": "crowdtrain", "stages": {self.stage: {"environment_variables": env}}})
