@@ -21,17 +21,16 @@ def load(results: Path, name: str) -> dict | None:
 
 def plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[str, list, list]],
          logx: bool = False) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
-    for label, xs, ys in series:
-        ax.plot(xs, ys, marker="o", label=label)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6 + 0.2 * len(series)), dpi=110)  # room for the legend below
+    for i, (label, xs, ys) in enumerate(series):  # past the 10 colours, the same colours dashed
+        ax.plot(xs, ys, marker="o", linestyle=("-", "--", ":")[i // 10 % 3], label=label)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     if logx:
         ax.set_xscale("log", base=2)
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small", frameon=False)  # off the curves
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -314,6 +313,8 @@ def _outer(run: dict) -> str:
 def _quality_plot(r: dict, path: Path, title: str) -> None:
     seq = r["sequential"]["curve"]
     series = [("sequential TF.js", [p[0] for p in seq], [p[1] for p in seq])]
+    series += [(f"sequential TF.js, Adam decayed to {d}", [p[0] for p in b["curve"]], [p[1] for p in b["curve"]])
+               for d, b in r.get("sequential_decayed", {}).items()]
     series += [(f"H = {x['local_steps']}, {x['volunteers']} vol., K = {x['k']}{_outer(x)}", [p[0] for p in x["curve"]],
                 [p[1] for p in x["curve"]]) for x in r["runs"] if x["final_ratio"] < 2]  # diverged runs: table only
     plot(path, title, "samples", "held-out loss (nats/char)", series)
@@ -469,9 +470,10 @@ def quality_section(r: dict, docs: Path) -> list[str]:
     return lines
 
 
-def _seq_share(r: dict, key: tuple[int, int, int]) -> float | None:
-    """Where the sequential curve reaches the best synchronous run's final loss, as a share of its samples."""
-    seq = r["sequential"]["curve"]
+def _seq_share(r: dict, key: tuple[int, int, int], seq: list | None = None) -> float | None:
+    """Where the sequential curve (the constant-rate run's unless given) reaches the best synchronous
+    run's final loss, as a share of its samples."""
+    seq = seq or r["sequential"]["curve"]
     finals = [x["curve"][-1][1] for x in r["runs"] if x.get("synchronous")
               and (x["local_steps"], x["volunteers"], x["k"]) == key]
     if not finals:
@@ -483,9 +485,9 @@ def _seq_share(r: dict, key: tuple[int, int, int]) -> float | None:
     return 1.0 if target <= seq[-1][1] else 0.0
 
 
-def _reach(r: dict, key: tuple[int, int, int]) -> str:
+def _reach(r: dict, key: tuple[int, int, int], seq: list | None = None) -> str:
     """The run's rounds, where the sequential run is as good, and the sequential steps a round is worth."""
-    share, rounds = _seq_share(r, key), r["batches"] // (key[0] * key[1])
+    share, rounds = _seq_share(r, key, seq), r["batches"] // (key[0] * key[1])
     if share is not None and share >= 1:
         return (f"{rounds} rounds end below where the sequential run ends (a round is worth at least "
                 f"{r['batches'] / rounds:.0f} sequential steps)")
@@ -503,8 +505,9 @@ def _best_h32(r: dict) -> dict[int, float]:
     return best
 
 
-def quality_warm_section(r: dict, docs: Path) -> list[str]:
-    """DiLoCo's protocol: the same comparison, from a model already trained."""
+def quality_warm_section(r: dict, docs: Path, later: bool) -> list[str]:
+    """DiLoCo's protocol: the same comparison, from a model already trained; `later`: a stage later was
+    measured too (the next subsection)."""
     _quality_plot(r, docs / "quality_warm.png", "From a trained model: held-out loss vs samples")
     w = r["warm_start"]
     lines = ["### From a trained model (DiLoCo's protocol)", "",
@@ -569,7 +572,8 @@ def quality_warm_section(r: dict, docs: Path) -> list[str]:
                "than 4 times as much, so the larger crowd falls further behind the longer the run, until the "
                "curve flattens. At equal samples a crowd that size needs a run long enough for many rounds near the "
                "end of training (DiLoCo's runs are hundreds of rounds, from a model trained 24,000 steps), "
-               "which at this machine's speed is hours per run; the next subsection starts a stage later instead."), ""]
+               "which at this machine's speed is hours per run"
+               + ("; the next subsection starts a stage later instead." if later else ".")), ""]
     return lines
 
 
@@ -685,6 +689,13 @@ def poison_section(r: dict) -> list[str]:
     return lines
 
 
+def _loss(r: dict, key: tuple[int, int, int], decay: float = 1.0) -> float | None:
+    """The final loss of the synchronous run of `key` with each volunteer's Adam kept (None if not run)."""
+    x = next((x for x in r["runs"] if (x["local_steps"], x["volunteers"], x["k"]) == key and x.get("synchronous")
+              and x.get("keep_state") and x.get("inner_lr", 0.01) == 0.01 and x.get("decay_to", 1.0) == decay), None)
+    return x["curve"][-1][1] if x else None
+
+
 def _best_sequential(r: dict) -> float:
     """The final loss of the best sequential run of any rate, schedule and batch (the target's reference)."""
     x = next(iter(r["runs"]), None)
@@ -701,6 +712,7 @@ def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs:
     runs before it (from scratch, the first stage) for the summary of the target across starting points."""
     _quality_plot(r, docs / "quality_warm2.png", "From a model trained further: held-out loss vs samples")
     w, seq = r["warm_start"], r["sequential"]["curve"]
+    rises, decayed = len(seq) > 1 and seq[1][1] > seq[0][1], r.get("sequential_decayed", {})
     sync = functools.partial(_said, r, synchronous=True)
     before = next((x for name, x in earlier if name == "quality_warm" and x), None)
     fall = f" (over the stage before it fell by {before['sequential']['curve'][0][1] - before['sequential']['curve'][-1][1]:.2f})" \
@@ -714,7 +726,7 @@ def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs:
              "across its tasks (`keep_state`), rounds are synchronous, and the held-out set is the one above. "
              "Command: `.venv/bin/python -m bench.quality --warm-start 2 --keep-state`.", "",
              *_quality_table(r), "", "![quality from a model trained further](benchmarks/quality_warm2.png)", "",
-             f"Target, from the model trained further: {_quality_target(r)}. That says little here: the starting "
+             f"Target, from the model trained further: {_quality_target(r)}. That says less here: the starting "
              f"model itself is at ratio {_untrained(r):.3f}, so a run that learned nothing would come within "
              f"{(_untrained(r) - 1) * 100:.1f} % too; what compares the runs at this stage is how much of the "
              "sequential run's fall each makes (the table below).", "",
@@ -724,18 +736,33 @@ def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs:
              + " with 16. Measured against the sequential curve, 4 volunteers' " + _reach(r, (32, 4, 4))
              + "; 16 volunteers' " + _reach(r, (32, 16, 16)) + "."
              + (f" The sequential run's fresh Adam at 0.01 first takes it up (to {seq[1][1]:.2f} after "
-                f"{seq[1][0]:,} samples), and its curve is noisy at this stage. Only that one schedule was measured "
-                "here: a lower or decaying rate may end lower, which would raise every ratio of this subsection. "
-                "Averaging the volunteers' steps also averages away the noise that a decaying rate would remove "
-                "from one process." if len(seq) > 1 and seq[1][1] > seq[0][1] else ""), ""]
+                f"{seq[1][0]:,} samples), and its curve is noisy at this stage." if rises else "")
+             + (" Only that one schedule was measured here: a lower or decaying rate may end lower, which would "
+                "raise every ratio of this subsection. Averaging the volunteers' steps also averages away the "
+                "noise that a decaying rate would remove from one process." if rises and not decayed else ""),
+             ""]
+    for d, b in decayed.items():
+        lines += [f"Decaying the sequential run's rate along a cosine to {d} of it (`--decay-to {d}`) takes it to "
+                  f"{b['curve'][-1][1]:.4f}, {seq[-1][1] - b['curve'][-1][1]:.3f} below the constant rate. Against "
+                  "that curve, 4 volunteers' " + _reach(r, (32, 4, 4), b["curve"]) + "; 16 volunteers' "
+                  + _reach(r, (32, 16, 16), b["curve"]) + "."]
+        pairs = [(n, _loss(r, (32, n, n), float(d)), _loss(r, (32, n, n))) for n in (4, 16)]
+        pairs = [(n, on, off) for n, on, off in pairs if on and off]
+        if pairs:
+            lines[-1] += (" With the volunteers' local Adam on the same cosine, each keeping its own, "
+                          + " and ".join(f"{n} volunteers end at {on:.4f}" for n, on, _ in pairs) + " nats/char, against "
+                          + " and ".join(f"{off:.4f}" for _, _, off in pairs) + " with a constant local rate"
+                          + (": the decay that helps one process does not help the rounds."
+                             if all(on >= off for _, on, off in pairs) else "."))
+        lines += [""]
     stages = [*earlier, ("quality_warm2", r)]
     labels = {"quality": "from scratch", "quality_warm": f"from the model trained {before['warm_start']['batches']:,} "
               "steps" if before else "", "quality_warm2": f"from the model trained {w['batches']:,} steps"}
 
     def cells(x: dict, crowd: int) -> str:
         """The crowd's best ratio and how much of the best sequential run's fall that is (1 at the sequential end)."""
-        best, untrained = _best_h32(x).get(crowd), _untrained(x)
-        return "not measured | " if best is None else f"{best:.3f} | {(untrained - best) / (untrained - 1) * 100:.0f} % "
+        best = _best_h32(x).get(crowd)
+        return "not measured | " if best is None else f"{best:.3f} | {_fall_made(x, crowd) * 100:.0f} % "
 
     lines += ["The H = 32 target across starting points: each crowd's best ratio to the best sequential run of the "
               "same start and samples, and the share of that run's fall it made; beside them, the ratio of a run "
@@ -744,7 +771,19 @@ def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs:
               "fall made |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {labels[name]} | {x['sequential']['curve'][0][1] - _best_sequential(x):.3f} | "
               f"{_untrained(x):.3f} | {cells(x, 4)}| {cells(x, 16)}|" for name, x in stages if x]
+    shares = [_fall_made(x, 16) for name, x in stages if x and name != "quality"]
+    if len(shares) == 2 and None not in shares and abs(shares[0] - shares[1]) < 0.1:
+        lines += ["", f"From both trained models 16 volunteers make about the same share of the best sequential "
+                  f"run's fall ({shares[0] * 100:.0f} and {shares[1] * 100:.0f} %): starting later does not make "
+                  "their 3 rounds worth more against the best sequential run; more rounds (longer "
+                  "runs) is what a crowd that size needs at equal samples."]
     return lines + [""]
+
+
+def _fall_made(r: dict, crowd: int) -> float | None:
+    """The share of the best sequential run's fall that the crowd's best H = 32 run made."""
+    best, untrained = _best_h32(r).get(crowd), _untrained(r)
+    return None if best is None else (untrained - best) / (untrained - 1)
 
 
 def describe(machine: dict) -> str:
@@ -790,7 +829,7 @@ def main() -> None:
     if parts["quality"]:
         lines += quality_section(parts["quality"], docs)
     if parts["quality_warm"]:
-        lines += quality_warm_section(parts["quality_warm"], docs)
+        lines += quality_warm_section(parts["quality_warm"], docs, later=parts["quality_warm2"] is not None)
     if parts["quality_warm2"]:
         lines += quality_warm2_section(parts["quality_warm2"], [(name, parts[name]) for name in ("quality", "quality_warm")],
                                        docs)
