@@ -36,7 +36,7 @@ frontend: $(NODE_MODULES)
 test: install system-deps frontend
 	@echo "== frontend unit tests"
 	cd frontend && npm test
-	@echo "== pytest: two test files at a time (about 27 minutes on 2 cores), then the tests marked alone (about 6)"
+	@echo "== pytest: two test files at a time (27-29 minutes on 2 cores), then the tests marked alone (about 6)"
 	@$(PY) -m pytest -n 2 --dist loadfile -m "not alone"; parallel=$$?; \
 	$(PY) -m pytest -m alone; alone=$$?; \
 	[ $$parallel -eq 0 ] && [ $$alone -eq 0 ]
