@@ -353,13 +353,18 @@ def _quality_target(r: dict) -> str:
                         for n in sorted({4, 16} | set(best))) + ")")
 
 
-def _said(r: dict, key: tuple[int, int, int], outer: str = "sgd", lr: float = 1.0, kept: bool = False,
-          inner: float = 0.01, decay: float = 1.0, synchronous: bool = False) -> str:
-    """One run's final loss and ratio, for the prose: key is (H, volunteers, K)."""
-    x = next((x for x in r["runs"] if (x["local_steps"], x["volunteers"], x["k"]) == key
-              and x.get("outer", "sgd") == outer and x.get("outer_lr", 1.0 if outer == "sgd" else 0.7) == lr
-              and x.get("keep_state", False) == kept and x.get("inner_lr", 0.01) == inner
-              and x.get("decay_to", 1.0) == decay and x.get("synchronous", False) == synchronous), None)
+def _run(r: dict, key: tuple[int, int, int], outer: str = "sgd", lr: float = 1.0, kept: bool = False,
+         inner: float = 0.01, decay: float = 1.0, synchronous: bool = False) -> dict | None:
+    """The run of `key` (H, volunteers, K) folded that way, if it was measured."""
+    return next((x for x in r["runs"] if (x["local_steps"], x["volunteers"], x["k"]) == key
+                 and x.get("outer", "sgd") == outer and x.get("outer_lr", 1.0 if outer == "sgd" else 0.7) == lr
+                 and x.get("keep_state", False) == kept and x.get("inner_lr", 0.01) == inner
+                 and x.get("decay_to", 1.0) == decay and x.get("synchronous", False) == synchronous), None)
+
+
+def _said(r: dict, key: tuple[int, int, int], *how, **named) -> str:
+    """One run's final loss and ratio, for the prose; `how` and `named` as `_run`'s."""
+    x = _run(r, key, *how, **named)
     return f"{x['curve'][-1][1]:.2f} nats/char (ratio {x['final_ratio']:.2f})" if x else "not measured"
 
 
@@ -691,8 +696,7 @@ def poison_section(r: dict) -> list[str]:
 
 def _loss(r: dict, key: tuple[int, int, int], decay: float = 1.0) -> float | None:
     """The final loss of the synchronous run of `key` with each volunteer's Adam kept (None if not run)."""
-    x = next((x for x in r["runs"] if (x["local_steps"], x["volunteers"], x["k"]) == key and x.get("synchronous")
-              and x.get("keep_state") and x.get("inner_lr", 0.01) == 0.01 and x.get("decay_to", 1.0) == decay), None)
+    x = _run(r, key, kept=True, decay=decay, synchronous=True)
     return x["curve"][-1][1] if x else None
 
 

@@ -13,10 +13,11 @@ time, as this module's `serialize_dynamodb` arranges.
 """
 from __future__ import annotations
 
-import functools
 import threading
 
 from moto.dynamodb.responses import DynamoHandler
+
+from crowdtrain.local.serialize import one_at_a_time
 
 # Re-entrant, so that a DynamoDB call made while serving one (none is known in moto 5.2) cannot deadlock.
 _ONE_AT_A_TIME = threading.RLock()
@@ -24,16 +25,7 @@ _ONE_AT_A_TIME = threading.RLock()
 
 def serialize_dynamodb() -> None:
     """Serve this process's moto DynamoDB requests one at a time (idempotent)."""
-    action = DynamoHandler.call_action
-    if getattr(action, "serialized", False):
-        return
-
-    @functools.wraps(action)
-    def call_action(self):
-        with _ONE_AT_A_TIME:
-            return action(self)
-    call_action.serialized = True
-    DynamoHandler.call_action = call_action
+    one_at_a_time(DynamoHandler, "call_action", _ONE_AT_A_TIME)
 
 
 def main() -> None:

@@ -14,10 +14,11 @@ placeholders its own; building is microseconds, so nothing waits long.
 """
 from __future__ import annotations
 
-import functools
 import threading
 
 from boto3.dynamodb.transform import TransformationInjector
+
+from crowdtrain.local.serialize import one_at_a_time
 
 _BUILDING = threading.Lock()
 
@@ -27,13 +28,4 @@ def serialize_condition_building() -> None:
 
     Call it before the clients are built: a client registers the injector's
     method when it is made, so one made earlier keeps the unguarded method."""
-    inject = TransformationInjector.inject_condition_expressions
-    if getattr(inject, "serialized", False):
-        return
-
-    @functools.wraps(inject)
-    def inject_condition_expressions(self, params, model, **kwargs):
-        with _BUILDING:
-            return inject(self, params, model, **kwargs)
-    inject_condition_expressions.serialized = True
-    TransformationInjector.inject_condition_expressions = inject_condition_expressions
+    one_at_a_time(TransformationInjector, "inject_condition_expressions", _BUILDING)
