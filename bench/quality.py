@@ -194,6 +194,10 @@ WARM_BATCHES = 1536
 # losses (8 batches) moves by several hundredths of a nat from one version to the next, as much as the 5 % target.
 WARM_HELD_OUT = 64
 WARM_GRID = [(32, 4, 4), (32, 16, 16)]
+# Stage 2 measures every row the target's comparison names from one start: per-batch gradients (4 volunteers
+# asynchronous, as from scratch; 16 in synchronous rounds, since 16 asynchronous ones diverge from scratch),
+# and rounds of H = 8 and H = 32.
+WARM2_GRID = [(1, 4, 1), (1, 16, 16), (8, 4, 4), (8, 16, 16), *WARM_GRID]
 
 
 def warm_name(stage: int) -> str:
@@ -298,14 +302,15 @@ def main() -> None:
     p.add_argument("--warm-start", type=int, nargs="?", const=1, default=0, metavar="STAGE",
                    help=f"DiLoCo's protocol: start every run from a trained model and train {WARM_BATCHES} unseen "
                         "batches; stage 1 (the default) starts from the from-scratch sequential run's weights, "
-                        "stage 2 from where stage 1's sequential run ends (results in "
+                        "stage 2 from where stage 1's sequential run ends, with per-batch gradients and H = 8 beside H = 32 "
+                        "(results in "
                         "bench/results/quality_warm.json, quality_warm2.json for stage 2)")
     args = p.parse_args()
     name = warm_name(args.warm_start) if args.warm_start else "quality"
     (batches, epochs), (units, held) = scratch_schedule(args.quick), ((16,), 2) if args.quick else ((128,), 8)
     held = WARM_HELD_OUT if args.warm_start and not args.quick else held
     # --quick: per-batch, local steps, and two rounds of a synchronous job (2 volunteers, K = 2, H = 2)
-    grid = [(1, 1, 1), (4, 1, 1), (2, 2, 2)] if args.quick else WARM_GRID if args.warm_start else GRID
+    grid = [(1, 1, 1), (4, 1, 1), (2, 2, 2)] if args.quick else {1: WARM_GRID, 2: WARM2_GRID}.get(args.warm_start, GRID)
     results: dict = {"batches": batches, "epochs": epochs, "units": list(units), "seq_len": 40, "batch_size": 32,
                      "held_out_batches": held, "runs": []}
     if args.only or args.large_batch is not None:  # keep the other runs

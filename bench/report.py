@@ -727,7 +727,8 @@ def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs:
              f"the subsection above ends with ({w['batches']:,} sequential steps in all, held-out loss "
              f"{seq[0][1]:.4f}) and trains on {r['batches']:,} batches of the same books drawn with another seed, "
              "in one epoch; the sequential run and the volunteers start a fresh Adam, each volunteer keeps its own "
-             "across its tasks (`keep_state`), rounds are synchronous, and the held-out set is the one above. "
+             "across its tasks (`keep_state`), rounds are synchronous (4 volunteers' per-batch gradients excepted: "
+             "folded as they land, K = 1, as from scratch), and the held-out set is the one above. "
              "Command: `.venv/bin/python -m bench.quality --warm-start 2 --keep-state`.", "",
              *_quality_table(r), "", "![quality from a model trained further](benchmarks/quality_warm2.png)", "",
              f"Target, from the model trained further: {_quality_target(r)}. That says less here: the starting "
@@ -745,6 +746,7 @@ def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs:
                 "raise every ratio of this subsection. Averaging the volunteers' steps also averages away the "
                 "noise that a decaying rate would remove from one process." if rises and not decayed else ""),
              ""]
+    lines += _other_rows(r)
     for d, b in decayed.items():
         lines += [f"Decaying the sequential run's rate along a cosine to {d} of it (`--decay-to {d}`) takes it to "
                   f"{b['curve'][-1][1]:.4f}, {seq[-1][1] - b['curve'][-1][1]:.3f} below the constant rate. Against "
@@ -782,6 +784,35 @@ def quality_warm2_section(r: dict, earlier: list[tuple[str, dict | None]], docs:
                   "their 3 rounds worth more against the best sequential run; more rounds (longer "
                   "runs) is what a crowd that size needs at equal samples."]
     return lines + [""]
+
+
+def _other_rows(r: dict) -> list[str]:
+    """Per-batch gradients and rounds of H = 8 from the same start as H = 32's, where measured."""
+    if not any(x["local_steps"] in (1, 8) for x in r["runs"]):
+        return []
+    said, sync = functools.partial(_said, r), functools.partial(_said, r, synchronous=True)
+    costs = [(n, _loss(r, (32, n, n)), _loss(r, (8, n, n))) for n in (4, 16)]
+    costs = [(n, h32 / h8 - 1) for n, h32, h8 in costs if h32 and h8]
+    per_batch_16 = sync((1, 16, 16))
+    return ["Per-batch gradients and rounds of H = 8 were run from the same start"
+            + (", so every row the target's comparison names has one starting model" if per_batch_16 != "not measured"
+               else "") + ". Per-batch gradients from 4 volunteers, folded as they land (K = 1, the fold's Adam "
+            "0.01), end at " + said((1, 4, 1)) + (
+                "; from 16 volunteers in synchronous rounds (the mean of a round's 16 gradients is one step of the "
+                f"fold's Adam 0.01: synchronous data parallel, {r['batches'] // 16} steps; 16 asynchronous volunteers "
+                "diverged from scratch) at " + per_batch_16 if per_batch_16 != "not measured" else
+                "; per-batch gradients from 16 volunteers were not measured from this start (in synchronous rounds, "
+                f"{r['batches']:,} tasks in {r['batches'] // 16} rounds, the run had not ended after 38 minutes here "
+                "and was stopped)") + ". Rounds of H = 8, "
+            "each volunteer's Adam kept, end at " + sync((8, 4, 4), kept=True) + " with 4 volunteers and at "
+            + sync((8, 16, 16), kept=True) + " with 16; 4 volunteers' " + _reach(r, (8, 4, 4)) + "; 16 volunteers' "
+            + _reach(r, (8, 16, 16)) + "."
+            + (" Against these, H = 32's 4 times fewer rounds cost "
+               + " and ".join(f"{c * 100:.1f} % of the final loss with {n} volunteers" for n, c in costs) + "."
+               if costs else "")
+            + (" With each volunteer's Adam kept, H = 32's rounds of 4 end below 4 volunteers' per-batch gradients."
+               if (h32 := _loss(r, (32, 4, 4))) and (per_batch := _run(r, (1, 4, 1)))
+               and h32 < per_batch["curve"][-1][1] else ""), ""]
 
 
 def _fall_made(r: dict, crowd: int) -> float | None:
