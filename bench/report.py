@@ -791,9 +791,9 @@ def _other_rows(r: dict) -> list[str]:
     if not any(x["local_steps"] in (1, 8) for x in r["runs"]):
         return []
     said, sync = functools.partial(_said, r), functools.partial(_said, r, synchronous=True)
-    costs = [(n, _loss(r, (32, n, n)), _loss(r, (8, n, n))) for n in (4, 16)]
-    costs = [(n, h32 / h8 - 1) for n, h32, h8 in costs if h32 and h8]
-    per_batch_16 = sync((1, 16, 16))
+    h32, h8 = ({n: _loss(r, (h, n, n)) for n in (4, 16)} for h in (32, 8))
+    costs = [(n, h32[n] / h8[n] - 1) for n in (4, 16) if h32[n] and h8[n]]
+    per_batch_4, per_batch_16 = _run(r, (1, 4, 1)), sync((1, 16, 16))
     return ["Per-batch gradients and rounds of H = 8 were run from the same start"
             + (", so every row the target's comparison names has one starting model" if per_batch_16 != "not measured"
                else "") + ". Per-batch gradients from 4 volunteers, folded as they land (K = 1, the fold's Adam "
@@ -811,8 +811,7 @@ def _other_rows(r: dict) -> list[str]:
                + " and ".join(f"{c * 100:.1f} % of the final loss with {n} volunteers" for n, c in costs) + "."
                if costs else "")
             + (" With each volunteer's Adam kept, H = 32's rounds of 4 end below 4 volunteers' per-batch gradients."
-               if (h32 := _loss(r, (32, 4, 4))) and (per_batch := _run(r, (1, 4, 1)))
-               and h32 < per_batch["curve"][-1][1] else ""), ""]
+               if h32[4] and per_batch_4 and h32[4] < per_batch_4["curve"][-1][1] else ""), ""]
 
 
 def _fall_made(r: dict, crowd: int) -> float | None:
