@@ -793,7 +793,9 @@ def _other_rows(r: dict) -> list[str]:
     said, sync = functools.partial(_said, r), functools.partial(_said, r, synchronous=True)
     h32, h8 = ({n: _loss(r, (h, n, n)) for n in (4, 16)} for h in (32, 8))
     costs = [(n, h32[n] / h8[n] - 1) for n in (4, 16) if h32[n] and h8[n]]
-    per_batch_4, per_batch_16 = _run(r, (1, 4, 1)), sync((1, 16, 16))
+    per_batch = {4: _run(r, (1, 4, 1)), 16: _run(r, (1, 16, 16), synchronous=True)}
+    beside = [(n, h32[n] / per_batch[n]["curve"][-1][1] - 1) for n in (4, 16) if h32[n] and per_batch[n]]
+    per_batch_16 = sync((1, 16, 16))
     return ["Per-batch gradients and rounds of H = 8 were run from the same start"
             + (", so every row the target's comparison names has one starting model" if per_batch_16 != "not measured"
                else "") + ". Per-batch gradients from 4 volunteers, folded as they land (K = 1, the fold's Adam "
@@ -801,17 +803,17 @@ def _other_rows(r: dict) -> list[str]:
                 "; from 16 volunteers in synchronous rounds (the mean of a round's 16 gradients is one step of the "
                 f"fold's Adam 0.01: synchronous data parallel, {r['batches'] // 16} steps; 16 asynchronous volunteers "
                 "diverged from scratch) at " + per_batch_16 if per_batch_16 != "not measured" else
-                "; per-batch gradients from 16 volunteers were not measured from this start (in synchronous rounds, "
-                f"{r['batches']:,} tasks in {r['batches'] // 16} rounds, the run had not ended after 38 minutes here "
-                "and was stopped)") + ". Rounds of H = 8, "
+                "; per-batch gradients from 16 volunteers were not measured from this start") + ". Rounds of H = 8, "
             "each volunteer's Adam kept, end at " + sync((8, 4, 4), kept=True) + " with 4 volunteers and at "
             + sync((8, 16, 16), kept=True) + " with 16; 4 volunteers' " + _reach(r, (8, 4, 4)) + "; 16 volunteers' "
             + _reach(r, (8, 16, 16)) + "."
             + (" Against these, H = 32's 4 times fewer rounds cost "
                + " and ".join(f"{c * 100:.1f} % of the final loss with {n} volunteers" for n, c in costs) + "."
                if costs else "")
-            + (" With each volunteer's Adam kept, H = 32's rounds of 4 end below 4 volunteers' per-batch gradients."
-               if h32[4] and per_batch_4 and h32[4] < per_batch_4["curve"][-1][1] else ""), ""]
+            + (" With each volunteer's Adam kept, H = 32's rounds (32 times fewer tasks) end "
+               + " and ".join(f"{abs(d) * 100:.1f} % {'below' if d < 0 else 'above'} {n} volunteers' per-batch "
+                              "gradients" for n, d in beside) + "."
+               if beside else ""), ""]
 
 
 def _fall_made(r: dict, crowd: int) -> float | None:
