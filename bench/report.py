@@ -795,14 +795,14 @@ def _other_rows(r: dict) -> list[str]:
     costs = [(n, h32[n] / h8[n] - 1) for n in (4, 16) if h32[n] and h8[n]]
     per_batch = {4: _run(r, (1, 4, 1)), 16: _run(r, (1, 16, 16), synchronous=True)}
     beside = [(n, h32[n] / per_batch[n]["curve"][-1][1] - 1) for n in (4, 16) if h32[n] and per_batch[n]]
-    per_batch_16 = sync((1, 16, 16))
+    every_row = all(x is not None for x in (*h32.values(), *h8.values(), *per_batch.values()))
     return ["Per-batch gradients and rounds of H = 8 were run from the same start"
-            + (", so every row the target's comparison names has one starting model" if per_batch_16 != "not measured"
-               else "") + ". Per-batch gradients from 4 volunteers, folded as they land (K = 1, the fold's Adam "
-            "0.01), end at " + said((1, 4, 1)) + (
+            + (", so every row the target's comparison names has one starting model" if every_row else "")
+            + ". Per-batch gradients from 4 volunteers, folded as they land (K = 1, the fold's Adam 0.01), end at "
+            + said((1, 4, 1)) + (
                 "; from 16 volunteers in synchronous rounds (the mean of a round's 16 gradients is one step of the "
                 f"fold's Adam 0.01: synchronous data parallel, {r['batches'] // 16} steps; 16 asynchronous volunteers "
-                "diverged from scratch) at " + per_batch_16 if per_batch_16 != "not measured" else
+                "diverged from scratch) at " + sync((1, 16, 16)) if per_batch[16] else
                 "; per-batch gradients from 16 volunteers were not measured from this start") + ". Rounds of H = 8, "
             "each volunteer's Adam kept, end at " + sync((8, 4, 4), kept=True) + " with 4 volunteers and at "
             + sync((8, 16, 16), kept=True) + " with 16; 4 volunteers' " + _reach(r, (8, 4, 4)) + "; 16 volunteers' "
