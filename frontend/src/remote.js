@@ -12,6 +12,7 @@ export class RemoteTrainer {
     this.calls = new Map(); // id -> {resolve, reject}
     this.nextId = 0;
     this.backends = new Map(); // job id -> the backend the worker's canary chose for it
+    this.cancelled = null; // why the page ended the worker: a later call is refused with it
   }
 
   /** Route a worker message: a call's result, or (returns false) something else. */
@@ -25,6 +26,8 @@ export class RemoteTrainer {
   }
 
   call(method, args, transfer = []) {
+    // an ended worker never answers: a call the loop makes after the stop (its lease came back after it) would wait forever
+    if (this.cancelled) return Promise.reject(new Error(this.cancelled));
     const id = this.nextId;
     this.nextId += 1;
     return new Promise((resolve, reject) => {
@@ -33,8 +36,9 @@ export class RemoteTrainer {
     });
   }
 
-  /** Reject every call in flight: the page is ending the worker (stop means stop). */
+  /** Reject every call in flight, and every later one: the page is ending the worker (stop means stop). */
   cancel(message) {
+    this.cancelled = message;
     for (const { reject } of this.calls.values()) reject(new Error(message));
     this.calls.clear();
   }

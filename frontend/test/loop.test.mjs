@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import { ApiError, backoffDelay } from '../src/api.js';
 import { VolunteerLoop } from '../src/loop.js';
+import { RemoteTrainer } from '../src/remote.js';
 import { parseBatch } from '../src/trainer.js';
 
 const dataset = { x: { shape: [2, 3], dtype: 'int32' }, y: { shape: [2], dtype: 'int32' } };
@@ -441,6 +442,26 @@ test('a stop that cancels the trainer hands its task back as stopped, not as a f
   assert.deepEqual(released, ['t1 stopped']);
   assert.deepEqual(reports.map((r) => r.type), ['leased', 'stopped']);
   assert.equal(loop.streaks.size, 0);
+});
+
+test('a stop while a task is being leased ends the loop: the cancelled worker trainer refuses the task at once', { timeout: 5000 }, async () => {
+  const { api, fetchImpl } = pipelineFakes(3);
+  const released = [];
+  api.release = async (jobId, token, reason) => { released.push(`${token} ${reason}`); return {}; };
+  const posted = [];
+  const trainer = new RemoteTrainer({ postMessage: (message) => posted.push(message.method) }); // a worker ended: it never answers
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), prefetch: 0 });
+  const lease = api.lease;
+  api.lease = async () => { // the volunteer presses stop while the lease request is out, as the page does
+    loop.stop();
+    trainer.cancel('stopped by the volunteer');
+    return lease();
+  };
+  await loop.run();
+  assert.deepEqual(posted, []); // nothing was asked of the ended worker
+  assert.deepEqual(released, ['t1 stopped']);
+  assert.deepEqual(reports.map((r) => r.type), ['leased', 'stopped']);
 });
 
 test('an evaluation task downloads the held-out batches, uploads nothing and completes with loss and accuracy', async () => {
