@@ -364,7 +364,11 @@ def _run(r: dict, key: tuple[int, int, int], outer: str = "sgd", lr: float = 1.0
 
 def _said(r: dict, key: tuple[int, int, int], *how, **named) -> str:
     """One run's final loss and ratio, for the prose; `how` and `named` as `_run`'s."""
-    x = _run(r, key, *how, **named)
+    return _said_of(_run(r, key, *how, **named))
+
+
+def _said_of(x: dict | None) -> str:
+    """A run's final loss and ratio, for the prose (a run already looked up, or None)."""
     return f"{x['curve'][-1][1]:.2f} nats/char (ratio {x['final_ratio']:.2f})" if x else "not measured"
 
 
@@ -790,22 +794,23 @@ def _other_rows(r: dict) -> list[str]:
     """Per-batch gradients and rounds of H = 8 from the same start as H = 32's, where measured."""
     if not any(x["local_steps"] in (1, 8) for x in r["runs"]):
         return []
-    said, sync = functools.partial(_said, r), functools.partial(_said, r, synchronous=True)
-    h32, h8 = ({n: _loss(r, (h, n, n)) for n in (4, 16)} for h in (32, 8))
-    costs = [(n, h32[n] / h8[n] - 1) for n in (4, 16) if h32[n] and h8[n]]
+    # each run looked up once: its prose and its ratios to the others come from the same record
+    h32, h8 = ({n: _run(r, (h, n, n), kept=True, synchronous=True) for n in (4, 16)} for h in (32, 8))
     per_batch = {4: _run(r, (1, 4, 1)), 16: _run(r, (1, 16, 16), synchronous=True)}
-    beside = [(n, h32[n] / per_batch[n]["curve"][-1][1] - 1) for n in (4, 16) if h32[n] and per_batch[n]]
+    costs = [(n, h32[n]["curve"][-1][1] / h8[n]["curve"][-1][1] - 1) for n in (4, 16) if h32[n] and h8[n]]
+    beside = [(n, h32[n]["curve"][-1][1] / per_batch[n]["curve"][-1][1] - 1) for n in (4, 16)
+              if h32[n] and per_batch[n]]
     every_row = all(x is not None for x in (*h32.values(), *h8.values(), *per_batch.values()))
     return ["Per-batch gradients and rounds of H = 8 were run from the same start"
             + (", so every row the target's comparison names has one starting model" if every_row else "")
             + ". Per-batch gradients from 4 volunteers, folded as they land (K = 1, the fold's Adam 0.01), end at "
-            + said((1, 4, 1)) + (
+            + _said_of(per_batch[4]) + (
                 "; from 16 volunteers in synchronous rounds (the mean of a round's 16 gradients is one step of the "
                 f"fold's Adam 0.01: synchronous data parallel, {r['batches'] // 16} steps; 16 asynchronous volunteers "
-                "diverged from scratch) at " + sync((1, 16, 16)) if per_batch[16] else
+                "diverged from scratch) at " + _said_of(per_batch[16]) if per_batch[16] else
                 "; per-batch gradients from 16 volunteers were not measured from this start") + ". Rounds of H = 8, "
-            "each volunteer's Adam kept, end at " + sync((8, 4, 4), kept=True) + " with 4 volunteers and at "
-            + sync((8, 16, 16), kept=True) + " with 16; 4 volunteers' " + _reach(r, (8, 4, 4)) + "; 16 volunteers' "
+            "each volunteer's Adam kept, end at " + _said_of(h8[4]) + " with 4 volunteers and at "
+            + _said_of(h8[16]) + " with 16; 4 volunteers' " + _reach(r, (8, 4, 4)) + "; 16 volunteers' "
             + _reach(r, (8, 16, 16)) + "."
             + (" Against these, H = 32's 4 times fewer rounds cost "
                + " and ".join(f"{c * 100:.1f} % of the final loss with {n} volunteers" for n, c in costs) + "."
