@@ -3,13 +3,13 @@ import os
 
 from chalice import Chalice, CORSConfig, IAMAuthorizer, Rate, Response
 
-from chalicelib import validate
-from chalicelib.errors import NotFound, PayloadTooLarge
-from chalicelib.jobs.schema import MAX_LOCAL_STEPS
-from chalicelib.model.keys import INDEX_KEY, status_key
+from chalicelib.domain import validate
+from chalicelib.domain.errors import NotFound, PayloadTooLarge
+from chalicelib.domain.schema import MAX_LOCAL_STEPS
+from chalicelib.domain.keys import INDEX_KEY, status_key
 from chalicelib.services import services
 from chalicelib.tasks.leases import BACKENDS, MAX_BYTES_REPORTED, RELEASE_REASONS, RETRY_AFTER_SECONDS
-from chalicelib.tasks.records import DataUsed, fold_message
+from chalicelib.domain.records import DataUsed, fold_message
 
 app = Chalice(app_name="crowdtrain")
 iam = IAMAuthorizer()

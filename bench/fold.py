@@ -16,11 +16,11 @@ import time
 import numpy as np
 
 from bench import common
-from chalicelib.fold.strategies import make_strategy
-from chalicelib.model.codecs import CODECS
-from chalicelib.model.gradients import check_gradient
-from chalicelib.jobs.schema import parse_job
-from chalicelib.model.weights import WeightSpec, encode_tensors
+from chalicelib.domain.strategies import make_strategy
+from chalicelib.domain.codecs import CODECS
+from chalicelib.domain.gradients import check_gradient
+from chalicelib.domain.schema import parse_job
+from chalicelib.domain.weights import WeightSpec, encode_tensors
 
 
 def spec_for(parameters: int, codec: str):

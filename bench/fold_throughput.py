@@ -38,7 +38,7 @@ import numpy as np
 from bench import common
 from chalicelib.services import services
 from chalicelib.fold.partials import middle_groups
-from chalicelib.tasks.records import fold_message
+from chalicelib.domain.records import fold_message
 from crowdtrain.api import post_form
 from crowdtrain.jobs.charlstm import CharLSTM
 from tests.harness import Harness

@@ -1,7 +1,7 @@
 """Poisoning: which share of hostile volunteers each aggregation rule survives.
 
-The fold's own code (chalicelib/fold/strategies.py, the Adam of
-chalicelib/fold/optimizers.py, the gradient norm bound of
+The fold's own code (chalicelib/domain/strategies.py, the Adam of
+chalicelib/domain/optimizers.py, the gradient norm bound of
 model/gradients.py) trains a softmax classifier (20 features, 10 classes of
 Gaussian clusters; clean held-out accuracy about 0.9) for EPOCHS epochs of
 TASKS tasks, K gradients per update (8 and 16). Each task's volunteer is hostile with
@@ -24,7 +24,7 @@ count varies as it would with volunteers arriving at random. Attacks:
 
 Replication (BOINC's, `replication`): each task's first copy is checked by
 a second identity, a dispute settled by a third, with the fold's rules
-(chalicelib/jobs/spec.py's Replication: check_rate, outvoted identities
+(chalicelib/domain/spec.py's Replication: check_rate, outvoted identities
 starting over, identities outvoted in more than a quarter of their judged
 copies barred). Hostile copies of one batch agree with each other (each
 flips the same honest gradient), so two hostile identities pass a check
@@ -44,10 +44,10 @@ from __future__ import annotations
 import numpy as np
 
 from bench import common
-from chalicelib.fold.optimizers import make_optimizer
-from chalicelib.fold.strategies import make_strategy
-from chalicelib.jobs.schema import DEFAULT_ROBUST_SHARE
-from chalicelib.jobs.spec import Replication
+from chalicelib.domain.optimizers import make_optimizer
+from chalicelib.domain.strategies import make_strategy
+from chalicelib.domain.schema import DEFAULT_ROBUST_SHARE
+from chalicelib.domain.spec import Replication
 from chalicelib.store.reputations import Standing
 
 FEATURES, CLASSES, BATCH = 20, 10, 32

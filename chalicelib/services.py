@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from chalicelib.auth import AdminGuard
-from chalicelib.config import Settings, settings
+from chalicelib.jobs.auth import AdminGuard
+from chalicelib.domain.config import Settings, settings
 from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.credit import CreditLedger
 from chalicelib.fold.discards import Discards
@@ -25,8 +25,8 @@ from chalicelib.fold.updates import Updates
 from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.admin import JobAdmin
 from chalicelib.jobs.credit import CreditView
-from chalicelib.jobs.status import StatusBoard
-from chalicelib.model.versions import VersionStore
+from chalicelib.publish.status import StatusBoard
+from chalicelib.store.versions import VersionStore
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.rounds import RoundSeats
@@ -43,9 +43,9 @@ from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.tasks.epochs import EpochQueue
 from chalicelib.tasks.evaluations import Evaluations
 from chalicelib.tasks.identities import Identities
-from chalicelib.tasks.keys import SecretsManagerKeys, StaticKeys
+from chalicelib.store.secrets import SecretsManagerKeys, StaticKeys
 from chalicelib.tasks.leases import LeasePolicy, LeaseService
-from chalicelib.tasks.queues import ResultQueue, TaskQueue
+from chalicelib.store.queues import ResultQueue, TaskQueue
 from chalicelib.tasks.redrive import DeadLetters, Redrive
 from chalicelib.tasks.tokens import TokenSigner
 

@@ -20,7 +20,7 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib import services as services_module
-from chalicelib.model.codecs import get_codec
+from chalicelib.domain.codecs import get_codec
 from crowdtrain.api import post_form
 
 ADMIN = {"Authorization": "Bearer test-admin-token", "Content-Type": "application/json"}

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from chalicelib.fold.strategies import make_strategy
-from chalicelib.jobs.schema import MIN_ROBUST_GRADIENTS
+from chalicelib.domain.strategies import make_strategy
+from chalicelib.domain.schema import MIN_ROBUST_GRADIENTS
 from tests.harness import Dataset
-from chalicelib.errors import BadRequest
+from chalicelib.domain.errors import BadRequest
 
 
 def honest_and_hostile(k_honest=5, hostile=None, seed=0):

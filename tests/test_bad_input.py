@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib import services
-from chalicelib.tasks.records import Lease
+from chalicelib.domain.records import Lease
 from tests.harness import ADMIN, JSON, Dataset, job_body, softmax_topology
 
 
@@ -310,8 +310,8 @@ def test_every_bad_input_is_a_named_4xx_and_changes_nothing(harness, capsys):
 
 
 def test_admin_guard_accepts_api_gateway_verified_iam_identity():
-    from chalicelib.auth import AdminGuard
-    from chalicelib.errors import Unauthorized
+    from chalicelib.jobs.auth import AdminGuard
+    from chalicelib.domain.errors import Unauthorized
     import pytest
 
     guard = AdminGuard("")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chalicelib.jobs.spec import ACCURACY_TOLERANCE, Evaluation
-from chalicelib.model.codecs import get_codec
+from chalicelib.domain.spec import ACCURACY_TOLERANCE, Evaluation
+from chalicelib.domain.codecs import get_codec
 from crowdtrain.local.process import LocalCloudProcess, alive
 from crowdtrain.paths import ROOT
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from chalicelib.model.codecs import CODECS, get_codec
-from chalicelib.errors import BadRequest
+from chalicelib.domain.codecs import CODECS, get_codec
+from chalicelib.domain.errors import BadRequest
 
 SHAPES = [(7, 5), (5,), (2, 3, 4)]
 

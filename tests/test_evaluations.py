@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from chalicelib.errors import Conflict
+from chalicelib.domain.errors import Conflict
 from chalicelib.services import services
 from chalicelib.store.evaluations import Claim
 from chalicelib.tasks.evaluations import MAX_CLAIMS, agreement
-from chalicelib.jobs.spec import Evaluation
+from chalicelib.domain.spec import Evaluation
 from tests.harness import Dataset, softmax_loss_and_grad
 
 TRAIN, HELD_OUT = 4, 2

@@ -5,7 +5,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from chalicelib.model.codecs import CODECS
+from chalicelib.domain.codecs import CODECS
 from crowdtrain.paths import ROOT
 
 ORACLE = ROOT / "frontend" / "test" / "oracle" / "codec.mjs"

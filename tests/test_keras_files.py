@@ -18,7 +18,7 @@ from crowdtrain.jobs.check import check_in_tfjs
 from crowdtrain.jobs.corpus import kjv_text
 from crowdtrain.jobs.digits import DigitsCNN
 from crowdtrain.jobs.keras_files import KerasFileError, export_keras, import_keras, keras
-from chalicelib.model.weights import WeightSpec, decode_tensors, encode_tensors, model_json
+from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 
 
 def keras_cnn(seed: int = 0):

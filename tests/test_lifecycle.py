@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.services import services
-from chalicelib.tasks.records import PartialSum, Result, fold_message
+from chalicelib.domain.records import PartialSum, Result, fold_message
 from tests.conftest import Crash
 from tests.harness import TABLE, Dataset, softmax_loss_and_grad, token_payload
 
@@ -78,7 +78,7 @@ def test_epochs_complete_and_next_epoch_is_queued_shuffled(harness):
 
 
 def test_epoch_order_is_a_seeded_permutation():
-    from chalicelib.jobs.schema import parse_job
+    from chalicelib.domain.schema import parse_job
     from chalicelib.tasks.epochs import batch_order
     from tests.harness import job_body
     spec = parse_job(job_body(Dataset.generate(batches=20, batch_size=2), seed=3), 10**6, 1000)
@@ -423,7 +423,7 @@ def test_a_volunteer_holds_a_bounded_number_of_leases(harness, monkeypatch):
 
 def test_services_override_puts_a_part_in_place_before_anything_uses_it(harness):
     from chalicelib.services import override
-    from chalicelib.tasks.keys import SecretsManagerKeys
+    from chalicelib.store.secrets import SecretsManagerKeys
     from chalicelib.tasks.tokens import TokenSigner
     keys = SecretsManagerKeys(harness.secretsmanager, "crowdtrain-test-lease")  # the test stack's lease secret
     # a signer whose clock is an hour ahead: every lease has ended by its reckoning

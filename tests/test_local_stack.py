@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import requests
 
-from chalicelib.jobs.schema import parse_model
-from chalicelib.model.weights import decode_tensors
+from chalicelib.domain.schema import parse_model
+from chalicelib.domain.weights import decode_tensors
 from chalicelib.store.objects import IMMUTABLE
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.meta import MetaStore

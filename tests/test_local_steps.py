@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from chalicelib.model.codecs import get_codec
+from chalicelib.domain.codecs import get_codec
 from tests.harness import Dataset, job_body, softmax_loss_and_grad
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from chalicelib.errors import BadRequest
-from chalicelib.fold.optimizers import make_optimizer
+from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.optimizers import make_optimizer
 from tests.tfjs import tfjs
 
 CASES = [

@@ -12,8 +12,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from chalicelib import services as services_module
-from chalicelib.errors import Conflict
-from chalicelib.tasks.records import Result
+from chalicelib.domain.errors import Conflict
+from chalicelib.domain.records import Result
 from tests.harness import Dataset
 
 THREADS = 8

@@ -13,11 +13,11 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from chalicelib.jobs.schema import MAX_GRADIENTS_PER_UPDATE, parse_job
+from chalicelib.domain.schema import MAX_GRADIENTS_PER_UPDATE, parse_job
 from chalicelib.services import services
 from chalicelib.store.meta import FoldLog, JobMeta, Pending, mark_folded, meta_item
 from chalicelib.store.table import item_size
-from chalicelib.tasks.records import Lease, PartialSum, Result
+from chalicelib.domain.records import Lease, PartialSum, Result
 from chalicelib.tasks.epochs import CHUNK, EpochQueue
 from tests.harness import BUCKET, TASK_MAX_RECEIVES, Dataset, job_body, softmax_loss_and_grad, token_payload
 

@@ -10,7 +10,7 @@ import boto3
 from moto import mock_aws
 
 from chalicelib.services import override
-from chalicelib.tasks.keys import RELOAD_SECONDS, REFRESH_SECONDS, SecretsManagerKeys
+from chalicelib.store.secrets import RELOAD_SECONDS, REFRESH_SECONDS, SecretsManagerKeys
 from chalicelib.tasks.tokens import TokenSigner
 from tests.harness import Dataset
 

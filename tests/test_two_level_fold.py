@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from chalicelib.fold.outcomes import FoldOutcome
-from chalicelib.model.keys import partial_sum_key
+from chalicelib.domain.keys import partial_sum_key
 from chalicelib.services import services
-from chalicelib.tasks.records import PartialSum, Result, fold_message
+from chalicelib.domain.records import PartialSum, Result, fold_message
 from tests.conftest import Crash
 from tests.harness import BUCKET, Dataset, softmax_loss_and_grad
 

@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from chalicelib.errors import BadRequest
-from chalicelib.jobs.schema import parse_model
-from chalicelib.model.weights import WeightSpec, decode_tensors, encode_tensors, model_json
+from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.schema import parse_model
+from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 from tests.harness import softmax_topology
 from tests.tfjs import tfjs
 

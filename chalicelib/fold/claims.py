@@ -8,7 +8,7 @@ from typing import Iterable
 
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta
-from chalicelib.tasks.records import Result
+from chalicelib.domain.records import Result
 
 
 class Claims:

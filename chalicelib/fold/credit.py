@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from chalicelib.jobs.spec import JobSpec
+from chalicelib.domain.spec import JobSpec
 from chalicelib.store.credits import Credit, Credits
 from chalicelib.store.meta import Pending
 

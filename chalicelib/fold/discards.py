@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.stats import Counters
-from chalicelib.tasks.queues import TaskQueue
+from chalicelib.store.queues import TaskQueue
 
 if TYPE_CHECKING:
     from chalicelib.fold.vetting import Screened

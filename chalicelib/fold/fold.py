@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Sequence
 
-from chalicelib.errors import NotFound
+from chalicelib.domain.errors import NotFound
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
@@ -35,16 +35,16 @@ from chalicelib.fold.replicas import Replicas
 from chalicelib.fold.shares import over_share
 from chalicelib.fold.updates import Gradients, Updates
 from chalicelib.fold.vetting import GradientVetting
-from chalicelib.jobs.spec import JobSpec
-from chalicelib.jobs.status import StatusBoard
+from chalicelib.domain.spec import JobSpec
+from chalicelib.publish.status import StatusBoard
 from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState
 from chalicelib.store.reputations import Reputations
 from chalicelib.store.stats import Counters
-from chalicelib.tasks.queues import TaskQueue
-from chalicelib.tasks.records import PartialSum, Result
+from chalicelib.store.queues import TaskQueue
+from chalicelib.domain.records import PartialSum, Result
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5

@@ -32,17 +32,17 @@ import numpy as np
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
-from chalicelib.fold.strategies import RunningSum, Weighted, sum_in_order
+from chalicelib.domain.strategies import RunningSum, Weighted, sum_in_order
 from chalicelib.fold.vetting import GradientVetting, Screened, SpoiledSum
-from chalicelib.model.gradients import digest
-from chalicelib.jobs.spec import JobSpec
-from chalicelib.model.weights import encode_tensors
+from chalicelib.domain.gradients import digest
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.weights import encode_tensors
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta
 from chalicelib.store.objects import ObjectStore
 from chalicelib.store.stats import Counters
-from chalicelib.tasks.queues import ResultQueue
-from chalicelib.tasks.records import PartialSum, Result
+from chalicelib.store.queues import ResultQueue
+from chalicelib.domain.records import PartialSum, Result
 
 FAN_IN = 10  # messages in one Lambda invocation from a FIFO queue
 

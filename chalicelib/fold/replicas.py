@@ -18,15 +18,15 @@ import logging
 import random
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.domain.errors import BadRequest, NotFound
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.shares import over_share
 from chalicelib.fold.vetting import relative_difference
-from chalicelib.jobs.spec import JobSpec
+from chalicelib.domain.spec import JobSpec
 from chalicelib.store.awaiting import Awaiting, AwaitingCopies
 from chalicelib.store.meta import JobMeta, Pending
 from chalicelib.store.reputations import Reputations
-from chalicelib.tasks.records import Result
+from chalicelib.domain.records import Result
 
 if TYPE_CHECKING:
     from chalicelib.fold.fold import Fold

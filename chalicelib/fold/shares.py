@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from chalicelib.jobs.spec import JobSpec
-from chalicelib.tasks.records import Result
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.records import Result
 
 
 def over_share(pending: Sequence[Result], arriving: Sequence[Result], spec: JobSpec,

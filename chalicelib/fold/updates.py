@@ -19,15 +19,15 @@ from typing import Iterator
 
 import numpy as np
 
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.domain.errors import BadRequest, NotFound
 from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.credit import CreditLedger
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
-from chalicelib.fold.strategies import RunningSum, Weighted, divided, sum_in_order
+from chalicelib.domain.strategies import RunningSum, Weighted, divided, sum_in_order
 from chalicelib.fold.vetting import GradientVetting, SpoiledSum
-from chalicelib.jobs.spec import JobSpec
-from chalicelib.model.versions import VersionStore
+from chalicelib.domain.spec import JobSpec
+from chalicelib.store.versions import VersionStore
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, mark_folded
 from chalicelib.tasks.epochs import EpochQueue
 

@@ -11,15 +11,15 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.domain.errors import BadRequest, NotFound
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.outcomes import FoldOutcome
-from chalicelib.jobs.spec import JobSpec
-from chalicelib.model.gradients import check_gradient, digest
-from chalicelib.model.weights import decode_tensors
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.gradients import check_gradient, digest
+from chalicelib.domain.weights import decode_tensors
 from chalicelib.store.meta import JobMeta
 from chalicelib.store.objects import ObjectStore
-from chalicelib.tasks.records import Result
+from chalicelib.domain.records import Result
 
 log = logging.getLogger(__name__)
 

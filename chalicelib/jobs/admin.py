@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.errors import BadRequest, Conflict
-from chalicelib.jobs.schema import parse_job
-from chalicelib.jobs.spec import JobSpec
-from chalicelib.model.keys import batch_key, data_prefix, initial_weights_key, job_prefixes
-from chalicelib.model.versions import VersionStore
-from chalicelib.model.weights import decode_tensors
-from chalicelib.jobs.status import StatusBoard
+from chalicelib.domain.errors import BadRequest, Conflict
+from chalicelib.domain.schema import parse_job
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.keys import batch_key, data_prefix, initial_weights_key, job_prefixes
+from chalicelib.store.versions import VersionStore
+from chalicelib.domain.weights import decode_tensors
+from chalicelib.publish.status import StatusBoard
 from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.errors import NotFound
+from chalicelib.domain.errors import NotFound
 from chalicelib.store.credits import Credits
 from chalicelib.store.jobs import JobRecords
 from chalicelib.tasks.identities import Identities

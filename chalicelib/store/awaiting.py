@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from boto3.dynamodb.conditions import Attr, Key
 
-from chalicelib.model.keys import gradient_key
+from chalicelib.domain.keys import gradient_key
 from chalicelib.store.meta import Pending
 from chalicelib.store.table import LEASE_TTL_SECONDS, Records, job_key
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from boto3.dynamodb.conditions import Key
 
-from chalicelib.errors import Conflict
+from chalicelib.domain.errors import Conflict
 from chalicelib.store.table import Records, job_key
 
 CLAIM = "claim:"  # + volunteer id: one attribute per volunteer's claim

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from boto3.dynamodb.conditions import Key
 
-from chalicelib.errors import BadRequest, Conflict, NotFound
-from chalicelib.jobs.schema import load_spec
-from chalicelib.jobs.spec import JobSpec
+from chalicelib.domain.errors import BadRequest, Conflict, NotFound
+from chalicelib.domain.schema import load_spec
+from chalicelib.domain.spec import JobSpec
 from chalicelib.store.meta import JobMeta, meta_item
 from chalicelib.store.table import Records, job_key
 

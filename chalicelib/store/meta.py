@@ -16,10 +16,10 @@ from typing import Any, Iterable
 
 from boto3.dynamodb.conditions import Attr
 
-from chalicelib.errors import NotFound
-from chalicelib.model.keys import gradient_key, partial_sum_key
+from chalicelib.domain.errors import NotFound
+from chalicelib.domain.keys import gradient_key, partial_sum_key
 from chalicelib.store.table import Records, job_key
-from chalicelib.tasks.records import PartialSum, Result
+from chalicelib.domain.records import PartialSum, Result
 
 
 class StaleState(Exception):

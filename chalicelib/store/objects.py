@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.errors import NotFound
+from chalicelib.domain.errors import NotFound
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 UPLOAD_TYPE = "application/octet-stream"  # what every form uploads: gradients, weights, batch files

@@ -18,9 +18,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from chalicelib.jobs.spec import JobSpec
+from chalicelib.domain.spec import JobSpec
 from chalicelib.store.meta import JobMeta, MetaStore
-from chalicelib.tasks.queues import TaskQueue
+from chalicelib.store.queues import TaskQueue
 
 CHUNK = 1000  # tasks per call: 100 SendMessageBatch calls, 10 at a time
 

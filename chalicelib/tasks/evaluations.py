@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import statistics
 
-from chalicelib.jobs.spec import ACCURACY_TOLERANCE, Evaluation, JobSpec
-from chalicelib.jobs.status import StatusBoard
+from chalicelib.domain.spec import ACCURACY_TOLERANCE, Evaluation, JobSpec
+from chalicelib.publish.status import StatusBoard
 from chalicelib.store.evaluations import Claim, EvaluationRecords, HeldOut
 from chalicelib.store.meta import MetaStore
-from chalicelib.tasks.queues import TaskQueue
+from chalicelib.store.queues import TaskQueue
 
 MAX_CLAIMS = 5
 # A volunteer that meets an evaluation it answered already puts it back out of its sight this long.

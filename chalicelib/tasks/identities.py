@@ -17,9 +17,9 @@ import secrets
 import time
 from typing import Any, Callable
 
-from chalicelib.errors import Forbidden, TooManyRequests
+from chalicelib.domain.errors import Forbidden, TooManyRequests
 from chalicelib.store.addresses import IssuedIdentities
-from chalicelib.tasks.records import Lease, Volunteer
+from chalicelib.domain.records import Lease, Volunteer
 from chalicelib.tasks.tokens import TokenSigner
 
 

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from chalicelib.errors import BadRequest, Conflict, NotFound, TooManyRequests
-from chalicelib.jobs.spec import DEFAULT_LEASE_SECONDS, JobSpec
-from chalicelib.model.gradients import check_gradient, digest
-from chalicelib.model.keys import batch_key, gradient_key, model_key
+from chalicelib.domain.errors import BadRequest, Conflict, NotFound, TooManyRequests
+from chalicelib.domain.spec import DEFAULT_LEASE_SECONDS, JobSpec
+from chalicelib.domain.gradients import check_gradient, digest
+from chalicelib.domain.keys import batch_key, gradient_key, model_key
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecord, LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore
@@ -28,8 +28,8 @@ from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.store.evaluations import Claim
 from chalicelib.tasks.evaluations import REQUEUE_DELAY_SECONDS, Evaluations
 from chalicelib.tasks.identities import Identities
-from chalicelib.tasks.queues import ResultQueue, TaskQueue
-from chalicelib.tasks.records import DataUsed, Lease, Result, Task
+from chalicelib.store.queues import ResultQueue, TaskQueue
+from chalicelib.domain.records import DataUsed, Lease, Result, Task
 from chalicelib.tasks.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def token_expiry(spec: JobSpec, now: float) -> float:
 
 @dataclass(frozen=True)
 class LeasePolicy:
-    """The deployment's lease settings (chalicelib/config.py)."""
+    """The deployment's lease settings (chalicelib/domain/config.py)."""
 
     wait_seconds: int  # SQS long-poll per receive
     max_leases_per_volunteer: int

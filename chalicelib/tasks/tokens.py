@@ -10,7 +10,7 @@ secret (one per job for lease tokens, one for volunteer tokens), so a token
 never verifies in another scope even if its payload were copied over. A
 token names the secret's key that signed it (`v2.<key id>.<payload>.<mac>`):
 the secret can be rotated, and a token of the previous key still verifies
-(chalicelib/tasks/keys.py); one naming any other key is a 401.
+(chalicelib/store/secrets.py); one naming any other key is a 401.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
-from chalicelib import validate
-from chalicelib.errors import BadRequest, Forbidden, Gone, Unauthorized
-from chalicelib.tasks.keys import SecretsManagerKeys, SigningKey, StaticKeys
-from chalicelib.tasks.records import Lease, Volunteer
+from chalicelib.domain import validate
+from chalicelib.domain.errors import BadRequest, Forbidden, Gone, Unauthorized
+from chalicelib.store.secrets import SecretsManagerKeys, SigningKey, StaticKeys
+from chalicelib.domain.records import Lease, Volunteer
 
 VERSION = "v2"
 MAX_TOKEN_CHARS = 4096

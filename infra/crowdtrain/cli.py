@@ -22,8 +22,8 @@ from typing import Any, Iterator
 
 import requests
 
-from chalicelib.fold.optimizers import OPTIMIZERS
-from chalicelib.model.codecs import CODECS
+from chalicelib.domain.optimizers import OPTIMIZERS
+from chalicelib.domain.codecs import CODECS
 from crowdtrain.api import Api, ApiError
 from crowdtrain.aws.deploy import DeployError
 from crowdtrain.jobs.check import check_in_tfjs

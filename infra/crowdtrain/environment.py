@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def app_environment(outputs: dict[str, str], public_base_url: str, cors_origin: str,
                     admin_token: str = "") -> dict[str, str]:
-    """What chalicelib/config.py reads, for the stack whose outputs these are."""
+    """What chalicelib/domain/config.py reads, for the stack whose outputs these are."""
     env = {
         "TABLE_NAME": outputs["TableName"], "BUCKET_NAME": outputs["BucketName"],
         "TASK_QUEUE_URL": outputs["TaskQueueUrl"], "RESULTS_QUEUE_URL": outputs["ResultsQueueUrl"],

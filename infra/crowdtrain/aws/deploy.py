@@ -328,7 +328,7 @@ class Deployer:
         """A new version of the stage's lease secret (AWSCURRENT; the old one
         becomes AWSPREVIOUS). Leases signed with the old key still complete;
         those two rotations old do not, so rotate at most once per longest
-        lease plus the Lambdas' REFRESH_SECONDS (chalicelib/tasks/keys.py)."""
+        lease plus the Lambdas' REFRESH_SECONDS (chalicelib/store/secrets.py)."""
         secret_id = self.outputs()["LeaseSecretId"]
         reply = self.session.client("secretsmanager").put_secret_value(
             SecretId=secret_id, SecretString=secrets.token_urlsafe(48))

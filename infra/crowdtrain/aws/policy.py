@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from chalicelib.model.keys import INDEX_KEY
+from chalicelib.domain.keys import INDEX_KEY
 
 # What the committed .chalice/policy-<stage>-<function>.json files are generated for: a
 # placeholder account (cfn-lint checks that an ARN's account is 12 digits) in

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.model.weights import WeightSpec, decode_tensors, encode_tensors, model_json
+from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 
 BACKENDS = ("jax", "tensorflow", "torch")
 # Keras 3's bookkeeping on serialized objects, which TF.js does not read.

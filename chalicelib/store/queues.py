@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from botocore.exceptions import ClientError
 
-from chalicelib.tasks.records import PartialSum, Result, Task
+from chalicelib.domain.records import PartialSum, Result, Task
 
 
 class TaskQueue:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.named import Named, choose
-from chalicelib.validate import FLAG, Range
+from chalicelib.domain.named import Named, choose
+from chalicelib.domain.validate import FLAG, Range
 
 F32 = np.float32
 BACKEND_EPSILON = 1e-7

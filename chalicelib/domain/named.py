@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, TypeVar
 
-from chalicelib import validate
-from chalicelib.errors import BadRequest
+from chalicelib.domain import validate
+from chalicelib.domain.errors import BadRequest
 
 R = TypeVar("R", bound="Named")
 

@@ -12,11 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.fold.optimizers import Optimizer, make_optimizer
-from chalicelib.fold.strategies import Strategy, make_strategy
-from chalicelib.model.codecs import get_codec
-from chalicelib.model.keys import SHARD_NAME
-from chalicelib.model.weights import WeightSpec
+from chalicelib.domain.optimizers import Optimizer, make_optimizer
+from chalicelib.domain.strategies import Strategy, make_strategy
+from chalicelib.domain.codecs import get_codec
+from chalicelib.domain.keys import SHARD_NAME
+from chalicelib.domain.weights import WeightSpec
 
 # bytes per value in a batch file; uint8 is for token ids below 256 (a char
 # vocabulary), a quarter of int32's bytes for the volunteers to download

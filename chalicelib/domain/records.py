@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from chalicelib.model.keys import partial_sum_key
+from chalicelib.domain.keys import partial_sum_key
 
 
 def _load(cls: type, raw: Any) -> Any:

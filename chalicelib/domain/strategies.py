@@ -18,8 +18,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from chalicelib.named import Named, choose
-from chalicelib.validate import Range
+from chalicelib.domain.named import Named, choose
+from chalicelib.domain.validate import Range
 
 Gradient = list[np.ndarray]
 

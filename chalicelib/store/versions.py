@@ -16,10 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
-from chalicelib.fold.optimizers import OptimizerState
-from chalicelib.jobs.spec import JobSpec
-from chalicelib.model.keys import SHARD_NAME, version_prefix
-from chalicelib.model.weights import WeightSpec, decode_tensors, encode_tensors, model_json
+from chalicelib.domain.optimizers import OptimizerState
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.keys import SHARD_NAME, version_prefix
+from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 from chalicelib.store.objects import ObjectStore
 
 

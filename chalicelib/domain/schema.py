@@ -1,19 +1,19 @@
 """The job document's schema: the one place a job is validated, whether it
 comes from POST /jobs or back from the stored SPEC item. Every mistake is a
-400 naming the field; the checks are chalicelib/validate.py's."""
+400 naming the field; the checks are chalicelib/domain/validate.py's."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from chalicelib import validate
-from chalicelib.errors import BadRequest
-from chalicelib.fold.optimizers import make_optimizer
-from chalicelib.fold.strategies import RunningSum, make_strategy
-from chalicelib.jobs.spec import (BATCH_DTYPES, DEFAULT_LEASE_SECONDS, Dataset, Evaluation, JobSpec, LocalSteps,
+from chalicelib.domain import validate
+from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.optimizers import make_optimizer
+from chalicelib.domain.strategies import RunningSum, make_strategy
+from chalicelib.domain.spec import (BATCH_DTYPES, DEFAULT_LEASE_SECONDS, Dataset, Evaluation, JobSpec, LocalSteps,
                                   Replication, TensorLayout)
-from chalicelib.model.codecs import get_codec
-from chalicelib.model.weights import WeightSpec
+from chalicelib.domain.codecs import get_codec
+from chalicelib.domain.weights import WeightSpec
 
 LOSSES = ("sparseCategoricalCrossentropy", "categoricalCrossentropy", "meanSquaredError")
 MAX_BATCH_BYTES = 64 * 1024 * 1024

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from chalicelib.errors import BadRequest
-from chalicelib.model.keys import SHARD_NAME
+from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.keys import SHARD_NAME
 
 DTYPES = {"float32": "<f4", "int32": "<i4"}
 

@@ -14,9 +14,9 @@ import json
 import time
 from typing import Any, Callable
 
-from chalicelib.errors import NotFound
-from chalicelib.jobs.spec import JobSpec
-from chalicelib.model.keys import INDEX_KEY, model_key, status_key
+from chalicelib.domain.errors import NotFound
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.keys import INDEX_KEY, model_key, status_key
 from chalicelib.store.credits import Credits
 from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore

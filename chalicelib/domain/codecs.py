@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from chalicelib.errors import BadRequest
+from chalicelib.domain.errors import BadRequest
 
 Shape = Sequence[int]
 

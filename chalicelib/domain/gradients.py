@@ -7,9 +7,9 @@ import hashlib
 
 import numpy as np
 
-from chalicelib.model.codecs import get_codec
-from chalicelib.errors import BadRequest
-from chalicelib.jobs.spec import JobSpec
+from chalicelib.domain.codecs import get_codec
+from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.spec import JobSpec
 
 
 def digest(data: bytes) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from chalicelib.errors import Unauthorized
+from chalicelib.domain.errors import Unauthorized
 
 
 class AdminGuard:

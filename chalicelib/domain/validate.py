@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from chalicelib.errors import BadRequest
+from chalicelib.domain.errors import BadRequest
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the whole value (fullmatch): no trailing newline
 # Deeper JSON than any document of ours is refused before it is parsed (the
