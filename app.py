@@ -5,11 +5,11 @@ from chalice import Chalice, CORSConfig, IAMAuthorizer, Rate, Response
 
 from chalicelib.domain import validate
 from chalicelib.domain.errors import NotFound, PayloadTooLarge
-from chalicelib.domain.schema import MAX_LOCAL_STEPS
 from chalicelib.domain.keys import INDEX_KEY, status_key
 from chalicelib.services import services
-from chalicelib.tasks.leases import BACKENDS, MAX_BYTES_REPORTED, RELEASE_REASONS, RETRY_AFTER_SECONDS
-from chalicelib.domain.records import DataUsed, fold_message
+from chalicelib.tasks.handout import RETRY_AFTER_SECONDS
+from chalicelib.domain.records import fold_message
+from chalicelib.domain.wire import Completion, HeldLease, LeaseRequest, Release, job_id as _job_id
 
 app = Chalice(app_name="crowdtrain")
 iam = IAMAuthorizer()
@@ -31,10 +31,6 @@ def _body(limit: int) -> dict:
 def _admin() -> None:
     request = app.current_request
     services().guard.check(request.context, request.headers)
-
-
-def _job_id(job_id: str) -> str:
-    return validate.identifier(job_id, "job id")
 
 
 def _source_address() -> str:
@@ -137,45 +133,25 @@ def volunteer_credit():
 
 @app.route("/tasks/lease", methods=["POST"], cors=cors)
 def lease_task():
-    body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"volunteer_token"})
-    task = services().lease_service.lease(body.get("volunteer_token"), _source_address())
-    if task is None:
+    answer = services().handout.lease(LeaseRequest.parse(_body(MAX_TASK_BODY)), _source_address())
+    if answer is None:
         return Response(body="", status_code=204, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    return task
+    return answer.json()
 
 
 @app.route("/tasks/heartbeat", methods=["POST"], cors=cors)
 def heartbeat_task():
-    body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token", "volunteer_token"})
-    return services().lease_service.heartbeat(_job_id(body.get("job_id")), body.get("lease_token"),
-                                              body.get("volunteer_token"))
+    return services().heartbeats.heartbeat(HeldLease.parse(_body(MAX_TASK_BODY))).json()
 
 
 @app.route("/tasks/complete", methods=["POST"], cors=cors)
 def complete_task():
-    body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token", "volunteer_token", "loss", "steps", "backend", "bytes_down",
-                              "bytes_up", "accuracy"})
-    loss = validate.number(body, "loss", None, 0.0, 1e9)
-    accuracy = validate.number(body, "accuracy", None, 0.0, 1.0) if "accuracy" in body else None
-    steps = validate.integer(body, "steps", None, 1, MAX_LOCAL_STEPS) if "steps" in body else None
-    backend = validate.choice(body, "backend", BACKENDS) if "backend" in body else ""
-    data = DataUsed(validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED),
-                    validate.integer(body, "bytes_up", 0, 0, MAX_BYTES_REPORTED)) \
-        if "bytes_down" in body or "bytes_up" in body else None
-    return services().lease_service.complete(_job_id(body.get("job_id")), body.get("lease_token"),
-                                             body.get("volunteer_token"), loss, steps, backend, data, accuracy)
+    return services().completions.complete(Completion.parse(_body(MAX_TASK_BODY))).json()
 
 
 @app.route("/tasks/release", methods=["POST"], cors=cors)
 def release_task():
-    body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"job_id", "lease_token", "volunteer_token", "reason"})
-    reason = validate.choice(body, "reason", RELEASE_REASONS)
-    return services().lease_service.release(_job_id(body.get("job_id")), body.get("lease_token"),
-                                            body.get("volunteer_token"), reason)
+    return services().releases.release(Release.parse(_body(MAX_TASK_BODY))).json()
 
 
 # -- fold (results FIFO queue) ------------------------------------------------

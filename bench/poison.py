@@ -47,7 +47,7 @@ from bench import common
 from chalicelib.domain.optimizers import make_optimizer
 from chalicelib.domain.strategies import make_strategy
 from chalicelib.domain.schema import DEFAULT_ROBUST_SHARE
-from chalicelib.domain.spec import Replication
+from chalicelib.domain.sections import Replication
 from chalicelib.store.reputations import Standing
 
 FEATURES, CLASSES, BATCH = 20, 10, 32

@@ -39,7 +39,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from bench import common
-from chalicelib.domain.spec import cosine_decay
+from chalicelib.domain.sections import cosine_decay
 from chalicelib.tasks.epochs import batch_order
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.meta import MetaStore

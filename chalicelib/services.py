@@ -21,11 +21,13 @@ from chalicelib.fold.credit import CreditLedger
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.fold import Fold
 from chalicelib.fold.partials import PartialSums
+from chalicelib.fold.replicas import Replicas
+from chalicelib.fold.stores import FoldStores
 from chalicelib.fold.updates import Updates
 from chalicelib.fold.vetting import GradientVetting
-from chalicelib.jobs.admin import JobAdmin
+from chalicelib.jobs.admin import InFlight, JobAdmin, JobLimits
 from chalicelib.jobs.credit import CreditView
-from chalicelib.publish.status import StatusBoard
+from chalicelib.publish.status import Sources, StatusBoard
 from chalicelib.store.versions import VersionStore
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.awaiting import AwaitingCopies
@@ -44,7 +46,13 @@ from chalicelib.tasks.epochs import EpochQueue
 from chalicelib.tasks.evaluations import Evaluations
 from chalicelib.tasks.identities import Identities
 from chalicelib.store.secrets import SecretsManagerKeys, StaticKeys
-from chalicelib.tasks.leases import LeasePolicy, LeaseService
+from chalicelib.tasks.answers import Answers
+from chalicelib.tasks.completion import Completions
+from chalicelib.tasks.handout import Handout
+from chalicelib.tasks.held import HeldLeases
+from chalicelib.tasks.renewal import Heartbeats, Releases
+from chalicelib.tasks.slots import LeaseSlots
+from chalicelib.tasks.source import LeasePolicy, TaskSource
 from chalicelib.store.queues import ResultQueue, TaskQueue
 from chalicelib.tasks.redrive import DeadLetters, Redrive
 from chalicelib.tasks.tokens import TokenSigner
@@ -132,14 +140,42 @@ class Services:
 
     # -- the services the routes and handlers call ----------------------------------
     @cached_property
-    def lease_service(self) -> LeaseService:
+    def lease_slots(self) -> LeaseSlots:
         c = self.config
-        return LeaseService(self.jobs, self.meta, self.leases, self.slots, self.counters, self.tasks, self.results,
-                            self.objects, self.signer,
-                            LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.max_leases_per_address,
-                                        c.lease_meta_max_age),
-                            self.evaluations, self.identities, VolunteerSlots(self._table, "ADDRESS"),
-                            RoundSeats(self._table))
+        return LeaseSlots(self.slots, VolunteerSlots(self._table, "ADDRESS"), c.max_leases_per_volunteer,
+                          c.max_leases_per_address)
+
+    @cached_property
+    def source(self) -> TaskSource:
+        c = self.config
+        policy = LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.max_leases_per_address,
+                             c.lease_meta_max_age)
+        return TaskSource(self.tasks, self.meta, self.jobs, self.evaluations, RoundSeats(self._table), policy)
+
+    @cached_property
+    def answers(self) -> Answers:
+        return Answers(self.objects, self.signer)
+
+    @cached_property
+    def held(self) -> HeldLeases:
+        return HeldLeases(self.signer, self.identities, self.leases)
+
+    @cached_property
+    def handout(self) -> Handout:
+        return Handout(self.identities, self.lease_slots, self.source, self.leases, self.answers)
+
+    @cached_property
+    def completions(self) -> Completions:
+        return Completions(self.held, self.jobs, self.results, self.source, self.objects, self.counters,
+                           self.lease_slots, self.evaluations)
+
+    @cached_property
+    def heartbeats(self) -> Heartbeats:
+        return Heartbeats(self.held, self.jobs, self.source, self.lease_slots, self.answers)
+
+    @cached_property
+    def releases(self) -> Releases:
+        return Releases(self.held, self.source, self.lease_slots, self.counters)
 
     @cached_property
     def identities(self) -> Identities:
@@ -180,8 +216,10 @@ class Services:
 
     @cached_property
     def fold(self) -> Fold:
-        return Fold(self.jobs, self.meta, self.leases, self.counters, self.tasks, self.vetting, self.discards,
-                    self.updates, self.board, self.awaiting, self.sums, Reputations(self._table),
+        stores = FoldStores(self.jobs, self.meta, self.leases, self.counters, self.tasks)
+        replicas = Replicas(stores, self.vetting, self.discards, self.updates, self.awaiting, Reputations(self._table),
+                            self.config.distinct_addresses)
+        return Fold(stores, self.vetting, self.discards, self.updates, self.sums, replicas, self.board,
                     self.config.distinct_addresses)
 
     @cached_property
@@ -194,14 +232,14 @@ class Services:
 
     @cached_property
     def board(self) -> StatusBoard:
-        return StatusBoard(self.jobs, self.meta, self.counters, self.fold_log, self.objects, self.evaluation_records,
-                           self.credits)
+        return StatusBoard(self.jobs, self.meta, self.objects,
+                           Sources(self.counters, self.fold_log, self.evaluation_records, self.credits))
 
     @cached_property
     def admin(self) -> JobAdmin:
-        return JobAdmin(self.jobs, self.meta, self.leases, self.awaiting, self.board, self.versions, self.epochs,
-                        self.objects, self.config.max_parameters, self.config.max_batches,
-                        self.config.fold_memory_mb * 2**20)
+        c = self.config
+        return JobAdmin(self.jobs, self.meta, InFlight(self.leases, self.awaiting), self.board, self.versions,
+                        self.epochs, self.objects, JobLimits(c.max_parameters, c.max_batches, c.fold_memory_mb * 2**20))
 
     @cached_property
     def guard(self) -> AdminGuard:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chalicelib.domain.spec import ACCURACY_TOLERANCE, Evaluation
+from chalicelib.domain.sections import ACCURACY_TOLERANCE, Evaluation
 from chalicelib.domain.codecs import get_codec
 from crowdtrain.local.process import LocalCloudProcess, alive
 from crowdtrain.paths import ROOT

@@ -12,7 +12,7 @@ from chalicelib.domain.errors import Conflict
 from chalicelib.services import services
 from chalicelib.store.evaluations import Claim
 from chalicelib.tasks.evaluations import MAX_CLAIMS, agreement
-from chalicelib.domain.spec import Evaluation
+from chalicelib.domain.sections import Evaluation
 from tests.harness import Dataset, softmax_loss_and_grad
 
 TRAIN, HELD_OUT = 4, 2

@@ -434,7 +434,7 @@ def test_services_override_puts_a_part_in_place_before_anything_uses_it(harness)
     assert harness.upload(task, data).status_code in (200, 204)
     reply = harness.complete(task, loss)
     assert reply.status_code == 410 and b"expired" in reply.body
-    with pytest.raises(RuntimeError, match="lease_service"):  # too late: the lease service holds the signer
+    with pytest.raises(RuntimeError, match="answers"):  # too late: the lease answers hold the signer
         override(signer=TokenSigner(keys))
 
 

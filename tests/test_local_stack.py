@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from chalicelib.domain.schema import parse_model
+from chalicelib.domain.models import parse_model
 from chalicelib.domain.weights import decode_tensors
 from chalicelib.store.objects import IMMUTABLE
 from chalicelib.store.foldlog import FoldLogStore

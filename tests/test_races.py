@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from chalicelib import services as services_module
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.records import Result
+from chalicelib.domain.wire import Accepted, Completion, HeldLease
 from tests.harness import Dataset
 
 THREADS = 8
@@ -42,10 +43,10 @@ def test_concurrent_completions_of_one_lease_send_one_result(server_harness):
         loss, data = harness.compute(task)
         assert harness.upload(task, data).status_code in (200, 204)
         leases.append((task, harness.identity(name)["volunteer_token"], loss))
-    service = services_module.services().lease_service
+    service = services_module.services().completions
     for task, volunteer_token, loss in leases:
-        outcomes = _at_once(lambda i: service.complete(job, task["lease_token"], volunteer_token, loss), THREADS)
-        kinds = Counter("ok" if isinstance(o, dict) else type(o).__name__ for o in outcomes)
+        outcomes = _at_once(lambda i: service.complete(Completion(HeldLease(job, task["lease_token"], volunteer_token), loss)), THREADS)
+        kinds = Counter("ok" if isinstance(o, Accepted) else type(o).__name__ for o in outcomes)
         assert kinds == {"ok": 1, Conflict.__name__: THREADS - 1}, outcomes
     bodies = [json.loads(m["Body"]) for m in harness.result_messages()]
     assert sorted(b["lease_id"] for b in bodies) == sorted(harness_lease_id(t) for t, _, _ in leases)

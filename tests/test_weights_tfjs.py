@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from chalicelib.domain.errors import BadRequest
-from chalicelib.domain.schema import parse_model
+from chalicelib.domain.models import parse_model
 from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 from tests.harness import softmax_topology
 from tests.tfjs import tfjs

@@ -10,10 +10,10 @@ from chalicelib.domain import validate
 from chalicelib.domain.errors import BadRequest
 from chalicelib.domain.optimizers import make_optimizer
 from chalicelib.domain.strategies import RunningSum, make_strategy
-from chalicelib.domain.spec import (BATCH_DTYPES, DEFAULT_LEASE_SECONDS, Dataset, Evaluation, JobSpec, LocalSteps,
-                                  Replication, TensorLayout)
+from chalicelib.domain.spec import DEFAULT_LEASE_SECONDS, JobSpec
+from chalicelib.domain.sections import BATCH_DTYPES, Dataset, Evaluation, LocalSteps, Replication, TensorLayout
 from chalicelib.domain.codecs import get_codec
-from chalicelib.domain.weights import WeightSpec
+from chalicelib.domain.models import parse_model
 
 LOSSES = ("sparseCategoricalCrossentropy", "categoricalCrossentropy", "meanSquaredError")
 MAX_BATCH_BYTES = 64 * 1024 * 1024
@@ -41,20 +41,6 @@ MAX_EVALUATION_COPIES = 3
 MAX_TARGET_SECONDS = 3600
 # Message groups one job's results may be spread over (each a fold running in parallel).
 MAX_FOLD_GROUPS = 64
-MODEL_CLASSES = ("Sequential", "Model", "Functional")
-# How an InputLayer's config gives its shape so that TF.js 4.22 can build it.
-INPUT_SHAPE_KEYS = {"batch_input_shape", "batchInputShape", "input_shape", "inputShape"}
-# Layers whose every weight is trained by gradients. Layers with state that is
-# not learned by gradient (BatchNormalization's moving statistics) would be
-# corrupted by the fold, which moves every weight of the manifest.
-TRAINABLE_LAYERS = {
-    "InputLayer", "Dense", "Dropout", "Activation", "Flatten", "Reshape", "Permute", "RepeatVector",
-    "Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "TimeDistributed", "Conv1D", "Conv2D",
-    "DepthwiseConv2D", "SeparableConv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
-    "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Concatenate", "Add", "Multiply",
-    "Average", "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "LeakyReLU", "ReLU", "Softmax",
-}
 # One lease, heartbeats included, must end within SQS's 12 hours of
 # visibility per receive: a lease of at most 12 hours less 10 minutes leaves
 # room for the receive and a last heartbeat's margin.
@@ -286,75 +272,3 @@ def _alphabet(raw: Any, x: TensorLayout) -> str:
 
 
 # -- the model: a TF.js layers-model document (as TF.js or the converter saves it) --
-def parse_model(document: Any, max_values: int) -> tuple[dict[str, Any], tuple[WeightSpec, ...]]:
-    """The topology and weight specs of a model.json document."""
-    if not isinstance(document, dict):
-        raise BadRequest("model must be a TF.js model.json object")
-    topology = document.get("modelTopology")
-    if isinstance(topology, dict) and "model_config" in topology:  # the converter nests the Keras config
-        topology = topology["model_config"]
-    if not isinstance(topology, dict) or not isinstance(topology.get("class_name"), str):
-        raise BadRequest("modelTopology must be a Keras model config with a class_name")
-    _check_layers(topology)
-    manifest = document.get("weightsManifest")
-    if not isinstance(manifest, list) or not manifest:
-        raise BadRequest("model.json has no weightsManifest")
-    entries = []
-    for group in manifest:
-        if not isinstance(group, dict) or not isinstance(group.get("weights"), list):
-            raise BadRequest("each weightsManifest group needs a weights list")
-        paths = group.get("paths", [])
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            raise BadRequest("weightsManifest paths must be a list of file names")
-        entries.extend(group["weights"])
-    return topology, _weight_specs(entries, max_values)
-
-
-def _check_layers(topology: dict[str, Any]) -> None:
-    """400 for a model kind or layer type crowdtrain cannot train."""
-    if topology["class_name"] not in MODEL_CLASSES:
-        raise BadRequest(f"model class {topology['class_name']!r} is not supported; use one of {sorted(MODEL_CLASSES)}")
-    config = topology.get("config")
-    layers = config.get("layers") if isinstance(config, dict) else config
-    if not isinstance(layers, list) or not layers:
-        raise BadRequest("modelTopology.config must list the model's layers")
-    for layer in layers:
-        kind = layer.get("class_name") if isinstance(layer, dict) else None
-        if kind not in TRAINABLE_LAYERS:
-            raise BadRequest(f"layer type {kind!r} is not supported: crowdtrain trains every weight by "
-                             f"gradient (supported: {', '.join(sorted(TRAINABLE_LAYERS))})")
-        settings = layer.get("config")
-        if kind == "InputLayer" and not (isinstance(settings, dict) and INPUT_SHAPE_KEYS & set(settings)):
-            raise BadRequest("an InputLayer needs batch_input_shape, which TF.js reads; Keras 3 writes batch_shape, "
-                             "which TF.js 4.22 cannot load: convert Keras files with `crowdtrain import-keras`")
-
-
-def _weight_specs(entries: list[Any], max_values: int) -> tuple[WeightSpec, ...]:
-    """A manifest's weight entries (float32 only: they are trained)."""
-    if not entries:
-        raise BadRequest("weights manifest must list at least one weight")
-    specs: list[WeightSpec] = []
-    names: set[str] = set()
-    total = 0
-    for i, entry in enumerate(entries):
-        entry = validate.body_object(entry, f"weight {i}")
-        name = entry.get("name")
-        if not isinstance(name, str) or not name or len(name) > 256:
-            raise BadRequest(f"weight {i} needs a name of 1-256 characters")
-        if name in names:
-            raise BadRequest(f"weight name {name!r} appears twice")
-        if "quantization" in entry:
-            raise BadRequest(f"weight {name!r} is quantized; save the model with float32 weights")
-        if entry.get("dtype", "float32") != "float32":
-            raise BadRequest(f"weight {name!r} has dtype {entry.get('dtype')!r}; only float32 weights can be trained")
-        shape = entry.get("shape")
-        if (not isinstance(shape, list) or len(shape) > 8
-                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)):
-            raise BadRequest(f"weight {name!r} needs a shape of up to 8 positive integers")
-        spec = WeightSpec(name, tuple(shape))
-        total += spec.size
-        if total > max_values:
-            raise BadRequest(f"model has more than the allowed {max_values} parameters")
-        names.add(name)
-        specs.append(spec)
-    return tuple(specs)

@@ -14,7 +14,7 @@ at `clip_norm`.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 

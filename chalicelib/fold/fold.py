@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import replace
 from typing import Sequence
 
 from chalicelib.domain.errors import NotFound
@@ -33,17 +32,12 @@ from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.partials import PartialSums
 from chalicelib.fold.replicas import Replicas
 from chalicelib.fold.shares import over_share
+from chalicelib.fold.stores import FoldStores
 from chalicelib.fold.updates import Gradients, Updates
 from chalicelib.fold.vetting import GradientVetting
 from chalicelib.domain.spec import JobSpec
 from chalicelib.publish.status import StatusBoard
-from chalicelib.store.awaiting import AwaitingCopies
-from chalicelib.store.jobs import JobRecords
-from chalicelib.store.leases import LeaseRecords
-from chalicelib.store.meta import JobMeta, MetaStore, Pending, StaleState
-from chalicelib.store.reputations import Reputations
-from chalicelib.store.stats import Counters
-from chalicelib.store.queues import TaskQueue
+from chalicelib.store.meta import JobMeta, Pending, StaleState
 from chalicelib.domain.records import PartialSum, Result
 
 log = logging.getLogger(__name__)
@@ -51,17 +45,15 @@ MAX_ATTEMPTS = 5
 
 
 class Fold:
-    def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, counters: Counters,
-                 tasks: TaskQueue, vetting: GradientVetting, discards: Discards, updates: Updates, board: StatusBoard,
-                 awaiting: AwaitingCopies, sums: PartialSums, reputations: Reputations, distinct_addresses: bool = True):
-        self.sums = sums
-        # source addresses tell clients apart: a replica check must come from another address than its
-        # first copy (two identities of one client agreeing prove nothing), and one address's share of an
-        # update is capped (fold/shares.py); off where every volunteer shares one (the local stack)
+    def __init__(self, stores: FoldStores, vetting: GradientVetting, discards: Discards, updates: Updates,
+                 sums: PartialSums, replicas: Replicas, board: StatusBoard, distinct_addresses: bool = True):
+        s = stores
+        self.jobs, self.meta, self.leases, self.counters, self.tasks = s.jobs, s.meta, s.leases, s.counters, s.tasks
+        self.vetting, self.discards, self.updates, self.sums = vetting, discards, updates, sums
+        self.replicas, self.board = replicas, board
+        # source addresses tell clients apart: one address's share of an update
+        # is capped (fold/shares.py); off where every volunteer shares one (the local stack)
         self.distinct_addresses = distinct_addresses
-        self.jobs, self.meta, self.leases, self.counters = jobs, meta, leases, counters
-        self.tasks, self.vetting, self.discards, self.updates, self.board = tasks, vetting, discards, updates, board
-        self.replicas = Replicas(self, awaiting, reputations)
 
     def handle(self, result: Result) -> FoldOutcome:
         """One result, as an invocation of its own."""
@@ -139,7 +131,7 @@ class Fold:
         if screened.accepted:
             accepted = tuple(Pending.of(r, digest) for _, r, digest, _ in screened.accepted)
             gradients: Gradients = {r.lease_id: tensors for _, r, _, tensors in screened.accepted if keep}
-            meta = self.take(meta, spec, accepted, gradients)
+            meta = self.updates.take(meta, spec, accepted, gradients)
             outcomes = self._folded_or_pending(meta, results, outcomes)
         self._publish(status, meta, spec)
         return outcomes
@@ -163,18 +155,10 @@ class Fold:
         accepted = [Pending.in_sum(r, s) for s, o in zip(sums, outcomes) if o is FoldOutcome.PENDING
                     for r in s.results]
         if accepted:
-            meta = self.take(meta, spec, tuple(accepted), {})
+            meta = self.updates.take(meta, spec, tuple(accepted), {})
             outcomes = self._folded_or_pending(meta, [s.results[0] for s in sums], outcomes)
         self._publish(status, meta, spec)
         return outcomes
-
-    def take(self, meta: JobMeta, spec: JobSpec, accepted: tuple[Pending, ...], gradients: Gradients) -> JobMeta:
-        """Add accepted results to pending: an update due now folds them and
-        records the rest in one META write; otherwise they are recorded as
-        pending (the write conditional on META's revision that claims them)."""
-        joined = replace(meta, pending=meta.pending + accepted)
-        meta = joined if self.updates.due(joined, spec) else self.meta.save(meta, joined)
-        return self.updates.settle(meta, spec, gradients)
 
     @staticmethod
     def _folded_or_pending(meta: JobMeta, results: Sequence[Result], outcomes: list[FoldOutcome]) -> list[FoldOutcome]:

@@ -16,39 +16,45 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 from chalicelib.domain.errors import BadRequest, NotFound
 from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.fold.discards import Discards
 from chalicelib.fold.shares import over_share
-from chalicelib.fold.vetting import relative_difference
+from chalicelib.fold.stores import FoldStores
+from chalicelib.fold.updates import Updates
+from chalicelib.fold.vetting import GradientVetting, relative_difference
 from chalicelib.domain.spec import JobSpec
 from chalicelib.store.awaiting import Awaiting, AwaitingCopies
 from chalicelib.store.meta import JobMeta, Pending
 from chalicelib.store.reputations import Reputations
 from chalicelib.domain.records import Result
 
-if TYPE_CHECKING:
-    from chalicelib.fold.fold import Fold
-
 log = logging.getLogger(__name__)
 
 
 class Replicas:
-    def __init__(self, fold: "Fold", awaiting: AwaitingCopies, reputations: Reputations,
+    def __init__(self, stores: FoldStores, vetting: GradientVetting, discards: Discards, updates: Updates,
+                 awaiting: AwaitingCopies, reputations: Reputations, distinct_addresses: bool = True,
                  draw: Callable[[], float] = random.SystemRandom().random):
-        self.fold, self.awaiting, self.reputations, self.draw = fold, awaiting, reputations, draw
+        self.stores, self.vetting, self.discards, self.updates = stores, vetting, discards, updates
+        self.awaiting, self.reputations, self.draw = awaiting, reputations, draw
+        # a check must come from another address than its first copy (two
+        # identities of one client agreeing prove nothing); off where every
+        # volunteer shares one address (the local stack)
+        self.distinct_addresses = distinct_addresses
 
     def apply(self, r: Result) -> FoldOutcome:
         """One result of a replicated job, from a fresh read of META."""
-        fold = self.fold
-        meta, spec = fold.meta.get(r.job_id), fold.jobs.spec(r.job_id)
-        meta = fold.updates.settle(meta, spec)
+        stores = self.stores
+        meta, spec = stores.meta.get(r.job_id), stores.jobs.spec(r.job_id)
+        meta = self.updates.settle(meta, spec)
         accounted = (r.epoch, r.batch) in meta.pending_pairs() or meta.is_folded(r.epoch, r.batch)
         awaiting = None if accounted else self.awaiting.get(r.job_id, r.epoch, r.batch)
         if (accounted or (awaiting is not None and awaiting.holds(r.lease_id))
-                or fold.leases.state(r.job_id, r.lease_id) == "discarded"):
-            fold.counters.add(r.job_id, duplicates=1)
+                or stores.leases.state(r.job_id, r.lease_id) == "discarded"):
+            stores.counters.add(r.job_id, duplicates=1)
             return FoldOutcome.DUPLICATE
         standing = self.reputations.get(r.job_id, r.volunteer_id)
         if spec.replication.barred(standing):  # it lost its standing: none of its copies count
@@ -59,43 +65,43 @@ class Replicas:
             return self._settle_dispute(r, awaiting, meta, spec)
         if awaiting is not None:
             return self._check(r, awaiting.first, meta, spec)
-        reason, digest, _ = fold.vetting.reject(r, meta, spec)
+        reason, digest, _ = self.vetting.reject(r, meta, spec)
         if reason:
             return self._discard_alone(r, reason)
         copy = Pending.of(r, digest)
         if self.draw() >= spec.replication.check_rate(standing.agreed):  # trusted, and not drawn for a spot check
             if self._over_share(meta, spec, copy):
                 return self._discard_alone(r, FoldOutcome.OVER_SHARE)
-            fold.counters.add(r.job_id, replicas_skipped=1)
+            stores.counters.add(r.job_id, replicas_skipped=1)
             return self._add_pending(meta, spec, copy)
         # A first copy. Queue its check first (pinned to this copy's version),
         # then record the copy as awaiting it: a crash in between queues a second
         # check, whose result is later dropped as a duplicate; none is ever missing.
-        fold.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=r.base_version)
+        stores.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=r.base_version)
         self.awaiting.put(copy)
         return FoldOutcome.AWAITING_REPLICA
 
     def _discard_alone(self, r: Result, reason: FoldOutcome) -> FoldOutcome:
         """Discard a first copy that no other copy waits beside (its batch re-queued)."""
-        self.fold.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
+        self.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
         return reason
 
     def _over_share(self, meta: JobMeta, spec: JobSpec, copy: Pending) -> bool:
         """Whether folding `copy` would take its volunteer (or address) past its share of the update."""
-        return over_share(meta.pending, [copy], spec, self.fold.distinct_addresses)[0]
+        return over_share(meta.pending, [copy], spec, self.distinct_addresses)[0]
 
     def _another_copy(self, r: Result, first: Pending, reason: FoldOutcome) -> FoldOutcome:
         """Discard `r` alone and ask for another copy in its place (pinned to
         the first copy's version, queued first: a crash in between asks twice,
         and the extra copy is a duplicate once the batch is settled); the
         copies already there keep waiting."""
-        self.fold.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
-        self.fold.discards.mark(r.job_id, [r.lease_id], reason)
+        self.stores.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
+        self.discards.mark(r.job_id, [r.lease_id], reason)
         return reason
 
     def _add_pending(self, meta: JobMeta, spec: JobSpec, pending: Pending) -> FoldOutcome:
         before = meta.version
-        meta = self.fold.take(meta, spec, (pending,), {})
+        meta = self.updates.take(meta, spec, (pending,), {})
         return FoldOutcome.FOLDED if meta.version > before else FoldOutcome.PENDING
 
     def _vet_copy(self, r: Result, others: Sequence[Pending], meta: JobMeta,
@@ -103,10 +109,10 @@ class Replicas:
         """Whether `r` may stand as a copy beside `others` (valid, by another
         volunteer, from another address where addresses count, on the same
         version); its digest and tensors if so."""
-        reason, digest, tensors = self.fold.vetting.reject(r, meta, spec)
+        reason, digest, tensors = self.vetting.reject(r, meta, spec)
         if not reason and any(r.volunteer_id == o.volunteer_id for o in others):
             reason = FoldOutcome.SAME_VOLUNTEER
-        elif not reason and self.fold.distinct_addresses and any(r.address == o.address for o in others):
+        elif not reason and self.distinct_addresses and any(r.address == o.address for o in others):
             reason = FoldOutcome.SAME_ADDRESS
         elif not reason and r.base_version != others[0].base_version:
             reason = FoldOutcome.REPLICA_VERSION
@@ -115,7 +121,7 @@ class Replicas:
     def _agrees(self, spec: JobSpec, copy: Pending, tensors: list, r: Result) -> bool:
         """Whether a stored copy (still the bytes accepted) is within the job's tolerance of `r`'s tensors."""
         try:
-            difference = relative_difference(self.fold.vetting.load(spec, copy.key, copy.digest), tensors)
+            difference = relative_difference(self.vetting.load(spec, copy.key, copy.digest), tensors)
         except (BadRequest, NotFound):
             return False
         if difference > spec.replication.tolerance:
@@ -134,7 +140,7 @@ class Replicas:
         its volunteer's share) both are discarded and the batch re-queued, the
         first copy dropped before: a crash in between leaves this result's
         message to come back, and it then starts the batch over as a first copy."""
-        fold = self.fold
+        stores = self.stores
         reason, digest, second = self._vet_copy(r, [first], meta, spec)
         if not reason and self._over_share(meta, spec, first):
             reason = FoldOutcome.OVER_SHARE
@@ -142,18 +148,18 @@ class Replicas:
             # Queue the third copy first (pinned like the check), then keep this
             # copy beside the first: a crash in between queues another third
             # copy, whose result finds the batch settled and is dropped as a duplicate.
-            fold.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
+            stores.tasks.enqueue(r.job_id, r.epoch, [r.batch], pin=first.base_version)
             self.awaiting.dispute(first, Pending.of(r, digest))
-            fold.counters.add(r.job_id, replicas_disputed=1)
+            stores.counters.add(r.job_id, replicas_disputed=1)
             return FoldOutcome.DISPUTED
         if not reason:
-            fold.counters.add(r.job_id, replicas_agreed=1)
+            stores.counters.add(r.job_id, replicas_agreed=1)
             outcome = self._add_pending(meta, spec, first)
             self.awaiting.drop(first)
             self.reputations.agreed(r.job_id, [first.volunteer_id, r.volunteer_id])
             return outcome
         self.awaiting.drop(first)
-        fold.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, r.lease_id])], reason)
+        self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, r.lease_id])], reason)
         return reason
 
     def _settle_dispute(self, r: Result, awaiting: Awaiting, meta: JobMeta, spec: JobSpec) -> FoldOutcome:
@@ -165,7 +171,7 @@ class Replicas:
         disputing volunteers (or from one's address) is discarded alone and
         another asked for; one agreeing with neither, or otherwise unusable,
         discards all three and re-queues the batch."""
-        fold = self.fold
+        stores = self.stores
         first, disputed = awaiting.first, awaiting.disputed
         reason, _, third = self._vet_copy(r, [first, disputed], meta, spec)
         if reason in (FoldOutcome.SAME_VOLUNTEER, FoldOutcome.SAME_ADDRESS):
@@ -183,13 +189,13 @@ class Replicas:
             reason = FoldOutcome.OVER_SHARE
         if reason:
             self.awaiting.drop(first)
-            fold.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, disputed.lease_id, r.lease_id])],
+            self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, disputed.lease_id, r.lease_id])],
                                   reason)
             return reason
-        fold.counters.add(r.job_id, replicas_agreed=1)
+        stores.counters.add(r.job_id, replicas_agreed=1)
         outcome = self._add_pending(meta, spec, winner)
         self.awaiting.drop(first)
-        fold.discards.mark(r.job_id, [loser.lease_id], FoldOutcome.OUTVOTED)
+        self.discards.mark(r.job_id, [loser.lease_id], FoldOutcome.OUTVOTED)
         self.reputations.agreed(r.job_id, [winner.volunteer_id, r.volunteer_id])
         self.reputations.outvoted(r.job_id, loser.volunteer_id)
         return outcome

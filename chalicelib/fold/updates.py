@@ -57,6 +57,14 @@ class Updates:
             meta = self.update(meta, spec, gradients or {})
         return self.epochs.queue(meta, spec)
 
+    def take(self, meta: JobMeta, spec: JobSpec, accepted: tuple[Pending, ...], gradients: Gradients) -> JobMeta:
+        """Add accepted results to pending: an update due now folds them and
+        records the rest in one META write; otherwise they are recorded as
+        pending (the write conditional on META's revision that claims them)."""
+        joined = replace(meta, pending=meta.pending + accepted)
+        meta = joined if self.due(joined, spec) else self.meta.save(meta, joined)
+        return self.settle(meta, spec, gradients)
+
     @staticmethod
     def due(meta: JobMeta, spec: JobSpec) -> bool:
         """Whether META's pending results make a full update."""

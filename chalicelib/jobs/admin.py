@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import zlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,17 +32,36 @@ from chalicelib.tasks.epochs import EpochQueue
 UPLOAD_SECONDS = 6 * 3600
 
 
+@dataclass(frozen=True)
+class JobLimits:
+    """The deployment's limits on what a job may ask for (chalicelib/domain/config.py)."""
+
+    max_parameters: int
+    max_batches: int
+    fold_memory_bytes: int
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A job's work under way, which its admin status counts: live leases, first copies awaiting a check."""
+
+    leases: LeaseRecords
+    awaiting: AwaitingCopies
+
+    def figures(self, job_id: str) -> dict[str, int]:
+        return {"active_leases": len(self.leases.active_volunteers(job_id)),
+                "awaiting_replica": self.awaiting.count(job_id)}
+
+
 class JobAdmin:
-    def __init__(self, jobs: JobRecords, meta: MetaStore, leases: LeaseRecords, awaiting: AwaitingCopies,
-                 board: StatusBoard,
-                 versions: VersionStore, epochs: EpochQueue, objects: ObjectStore, max_parameters: int,
-                 max_batches: int, fold_memory_bytes: int):
-        self.jobs, self.meta, self.leases, self.awaiting, self.board = jobs, meta, leases, awaiting, board
-        self.versions, self.epochs, self.objects = versions, epochs, objects
-        self.max_parameters, self.max_batches, self.fold_memory_bytes = max_parameters, max_batches, fold_memory_bytes
+    def __init__(self, jobs: JobRecords, meta: MetaStore, in_flight: InFlight, board: StatusBoard,
+                 versions: VersionStore, epochs: EpochQueue, objects: ObjectStore, limits: JobLimits):
+        self.jobs, self.meta, self.in_flight, self.board = jobs, meta, in_flight, board
+        self.versions, self.epochs, self.objects, self.limits = versions, epochs, objects, limits
 
     def create(self, body: Any) -> dict[str, Any]:
-        spec = parse_job(body, self.max_parameters, self.max_batches, self.fold_memory_bytes)
+        limits = self.limits
+        spec = parse_job(body, limits.max_parameters, limits.max_batches, limits.fold_memory_bytes)
         job_id = f"j-{secrets.token_hex(6)}"
         self.jobs.create(job_id, spec)
         weight_bytes = spec.weight_bytes
@@ -107,8 +126,7 @@ class JobAdmin:
         copies awaiting a check (which the public one leaves out: counting
         them queries the job's records)."""
         meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
-        return {**self.board.document(meta, spec), "active_leases": len(self.leases.active_volunteers(job_id)),
-                "awaiting_replica": self.awaiting.count(job_id)}
+        return {**self.board.document(meta, spec), **self.in_flight.figures(job_id)}
 
     def list(self) -> list[dict[str, Any]]:
         return [{**meta.public(), "name": self.jobs.spec(meta.job_id).name}

@@ -10,6 +10,7 @@ records.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import json
 import time
 from typing import Any, Callable
@@ -30,12 +31,22 @@ MAX_AGE_SECONDS = 5
 SHORT_CACHE = f"public, max-age={MAX_AGE_SECONDS}"
 
 
+@dataclass(frozen=True)
+class Sources:
+    """What a job's status document is made of besides its META and spec."""
+
+    counters: Counters
+    fold_log: FoldLogStore
+    evaluations: EvaluationRecords
+    credits: Credits
+
+
 class StatusBoard:
-    def __init__(self, jobs: JobRecords, meta: MetaStore, counters: Counters, fold_log: FoldLogStore,
-                 objects: ObjectStore, evaluations: EvaluationRecords, credits: Credits,
+    def __init__(self, jobs: JobRecords, meta: MetaStore, objects: ObjectStore, sources: Sources,
                  clock: Callable[[], float] = time.time, interval: float = MAX_AGE_SECONDS):
-        self.jobs, self.meta, self.counters, self.fold_log, self.objects = jobs, meta, counters, fold_log, objects
-        self.evaluations, self.credits = evaluations, credits
+        self.jobs, self.meta, self.objects = jobs, meta, objects
+        s = sources
+        self.counters, self.fold_log, self.evaluations, self.credits = s.counters, s.fold_log, s.evaluations, s.credits
         self.clock, self.interval = clock, interval
         self._published: dict[str, float] = {}
 

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import TypeDeserializer
 
+from chalicelib.domain.records import Lease
 from chalicelib.store.table import LEASE_TTL_SECONDS, Records, job_key
 
 _DESERIALIZE = TypeDeserializer()  # a failed condition's item comes back in DynamoDB's wire form
@@ -34,13 +35,14 @@ class LeaseRecord:
 
 
 class LeaseRecords(Records):
-    def put(self, job_id: str, lease_id: str, epoch: int, batch: int, expires: float, volunteer_id: str,
-            slot: int, receipt: str, pin: int | None = None, address: str = "", address_slot: int = 0) -> None:
+    def put(self, lease: Lease, record: LeaseRecord) -> None:
+        """A new lease's item (`record`'s state: leased), once."""
+        pin = {} if record.pin is None else {"pin": record.pin}
         self._table.put_item(Item={
-            **job_key(job_id, f"LEASE#{lease_id}"), "state": "leased", "epoch": epoch, "batch": batch,
-            "expires": Decimal(str(expires)), "volunteer_id": volunteer_id, "slot": slot, "receipt": receipt,
-            "address": address, "address_slot": address_slot,
-            "ttl": int(expires) + LEASE_TTL_SECONDS, **({} if pin is None else {"pin": pin}),
+            **job_key(lease.job_id, f"LEASE#{lease.lease_id}"), "state": record.state, "epoch": lease.epoch,
+            "batch": lease.batch, "expires": Decimal(str(lease.expires)), "volunteer_id": record.volunteer_id,
+            "slot": record.slot, "receipt": record.receipt, "address": record.address,
+            "address_slot": record.address_slot, "ttl": int(lease.expires) + LEASE_TTL_SECONDS, **pin,
         }, ConditionExpression="attribute_not_exists(pk)")
 
     def get(self, job_id: str, lease_id: str) -> LeaseRecord | None:

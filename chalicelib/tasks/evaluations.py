@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import statistics
 
-from chalicelib.domain.spec import ACCURACY_TOLERANCE, Evaluation, JobSpec
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.sections import ACCURACY_TOLERANCE, Evaluation
 from chalicelib.publish.status import StatusBoard
 from chalicelib.store.evaluations import Claim, EvaluationRecords, HeldOut
 from chalicelib.store.meta import MetaStore

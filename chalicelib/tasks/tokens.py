@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from chalicelib.domain import validate
 from chalicelib.domain.errors import BadRequest, Forbidden, Gone, Unauthorized
+from chalicelib.domain.spec import JobSpec
 from chalicelib.store.secrets import SecretsManagerKeys, SigningKey, StaticKeys
 from chalicelib.domain.records import Lease, Volunteer
 
@@ -43,6 +44,17 @@ def _unb64(text: str) -> bytes:
     if _b64(data) != text:
         raise ValueError("not canonical base64")
     return data
+
+
+def token_seconds(lease_seconds: float) -> float:
+    """How long a lease token is valid: a margin less than its task stays out
+    of sight, so two volunteers never hold a valid token for one delivery."""
+    return lease_seconds - min(5.0, lease_seconds / 10)
+
+
+def token_expiry(spec: JobSpec, now: float) -> float:
+    """When a lease token taken or renewed `now` stops being valid."""
+    return now + token_seconds(spec.lease_seconds)
 
 
 class TokenSigner:

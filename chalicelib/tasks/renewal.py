@@ -1,0 +1,76 @@
+"""A held lease renewed (POST /tasks/heartbeat) or handed back (POST /tasks/release)."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable
+
+from chalicelib.domain.errors import Conflict
+from chalicelib.domain.records import Task
+from chalicelib.domain.wire import HeldLease, Release, Released, Renewed
+from chalicelib.store.jobs import JobRecords
+from chalicelib.store.stats import Counters
+from chalicelib.tasks.answers import Answers
+from chalicelib.tasks.held import HeldLeases
+from chalicelib.tasks.slots import LeaseSlots, Seats
+from chalicelib.tasks.source import TaskSource
+from chalicelib.tasks.tokens import token_expiry
+
+# SQS keeps a received message out of sight at most this long in all, however
+# often its visibility is extended (moto does not enforce it; AWS does).
+MAX_VISIBILITY_SECONDS = 12 * 3600
+# A lease lasts at most this many times the job's lease_seconds from its receive,
+# heartbeats included: then its task goes to someone else (a volunteer cannot sit on it).
+MAX_LEASE_EXTENSION = 4
+
+
+class Heartbeats:
+    def __init__(self, held: HeldLeases, jobs: JobRecords, source: TaskSource, slots: LeaseSlots, answers: Answers,
+                 clock: Callable[[], float] = time.time):
+        self.held, self.jobs, self.source, self.slots, self.answers = held, jobs, source, slots, answers
+        self.clock = clock
+
+    def heartbeat(self, request: HeldLease) -> Renewed:
+        """Extend a live lease by the job's lease seconds; a fresh token and a
+        fresh upload form (valid as long as the renewed lease) come back."""
+        lease = self.held.verify(request)
+        spec = self.jobs.spec(lease.job_id)
+        now = self.clock()
+        if now + spec.lease_seconds > lease.received + MAX_VISIBILITY_SECONDS:
+            raise Conflict("this lease cannot be extended: SQS hides a task at most 12 hours after it was "
+                           "received; complete the task before the lease ends, or let it go")
+        if now + spec.lease_seconds > lease.received + MAX_LEASE_EXTENSION * spec.lease_seconds:
+            raise Conflict(f"this lease has been extended as far as it may be ({MAX_LEASE_EXTENSION} x the job's "
+                           f"lease_seconds, {MAX_LEASE_EXTENSION * spec.lease_seconds} s from when it was taken); "
+                           "complete the task before it ends, or let it go")
+        renewed = replace(lease, expires=token_expiry(spec, now))
+        record = self.held.move(lease, "leased", "leased", expires=renewed.expires)
+        try:
+            self.source.hide(record.receipt, spec.lease_seconds)
+        except self.source.tasks.errors as err:
+            raise Conflict(f"the task can no longer be extended: {err}")
+        # the slots are held as long as the renewed lease: a heartbeated lease still counts
+        self.slots.extend(Seats.of(record, lease.lease_id), renewed.expires - now)
+        return self.answers.renewed(renewed, spec)
+
+
+class Releases:
+    def __init__(self, held: HeldLeases, source: TaskSource, slots: LeaseSlots, counters: Counters):
+        self.held, self.source, self.slots, self.counters = held, source, slots, counters
+
+    def release(self, request: Release) -> Released:
+        """Hand a leased task back at once (the volunteer cannot compute it): a
+        fresh copy of its message is queued and the leased one deleted, so the
+        task is leased again now, not when the lease would have run out, and
+        a broken browser's hand-backs do not count as receives towards the
+        dead-letter queue. The reason is counted per job, and the volunteers
+        who gave it."""
+        lease = self.held.verify(request.held)
+        record = self.held.move(lease, "leased", "released", reason=request.reason)
+        self.source.put_back(Task(lease.job_id, lease.epoch, lease.batch, receipt=record.receipt, pin=record.pin,
+                                  evaluates=lease.evaluates))
+        self.slots.free(Seats.of(record, lease.lease_id))
+        job_id, reason = lease.job_id, request.reason
+        self.counters.add(job_id, **{f"released_{reason}": 1})
+        self.counters.first_time(job_id, f"released_{reason}", record.volunteer_id)
+        return Released(job_id, lease.epoch, lease.batch)

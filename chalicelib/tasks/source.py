@@ -1,0 +1,119 @@
+"""Where a lease's task comes from: the task queue, past tasks of paused,
+ended or deleted jobs, folded batches and evaluations the volunteer answered;
+a synchronous job's round seat; and the way a received task goes back."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from chalicelib.domain.errors import NotFound
+from chalicelib.domain.records import Task
+from chalicelib.domain.spec import JobSpec
+from chalicelib.store.jobs import JobRecords
+from chalicelib.store.meta import JobMeta, MetaStore
+from chalicelib.store.queues import TaskQueue
+from chalicelib.store.rounds import RoundSeats
+from chalicelib.tasks.evaluations import REQUEUE_DELAY_SECONDS, Evaluations
+
+log = logging.getLogger(__name__)
+
+# Receives tried per lease request while skipping tasks of paused or ended jobs.
+MAX_SKIPS = 5
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """The deployment's lease settings (chalicelib/domain/config.py)."""
+
+    wait_seconds: int  # SQS long-poll per receive
+    max_leases_per_volunteer: int
+    max_leases_per_address: int
+    meta_max_age: float  # how old a META read a lease may reuse (each lease would read it otherwise)
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A received task, with its job's META and spec as read to choose it."""
+
+    task: Task
+    meta: JobMeta
+    spec: JobSpec
+
+
+class TaskSource:
+    def __init__(self, tasks: TaskQueue, meta: MetaStore, jobs: JobRecords, evaluations: Evaluations,
+                 rounds: RoundSeats, policy: LeasePolicy):
+        self.tasks, self.meta, self.jobs, self.evaluations, self.rounds = tasks, meta, jobs, evaluations, rounds
+        self.policy = policy
+
+    def next(self, seconds: int, volunteer_id: str) -> Chosen | None:
+        """A task of a running job, received out of sight for `seconds`;
+        tasks of deleted, finished or paused jobs and of folded batches met on
+        the way are dropped (resuming a job queues its epoch again).
+        Evaluations are kept for a finished job (its last version's); one this
+        volunteer answered already goes back for another volunteer."""
+        for _ in range(MAX_SKIPS):
+            task = self.tasks.receive(seconds, self.policy.wait_seconds)
+            if task is None:
+                return None
+            live = ("running", "finished") if task.evaluates is not None else ("running",)
+            meta: JobMeta | None
+            try:
+                meta = self.meta.get(task.job_id, max_age=self.policy.meta_max_age)
+                if meta.status not in live:  # drop a task only on a fresh read: the job may have just resumed
+                    meta = self.meta.get(task.job_id)
+                spec = self.jobs.spec(task.job_id)
+            except NotFound:
+                meta = None
+            if meta is None or meta.status not in live or (task.evaluates is None
+                                                           and meta.is_folded(task.epoch, task.batch)):
+                self.tasks.delete(task.receipt)
+                continue
+            if task.evaluates is not None and self.evaluations.answered(task.job_id, task.evaluates, volunteer_id):
+                self.evaluate_later(task)
+                continue
+            return Chosen(task, meta, spec)
+        return None
+
+    def seat(self, chosen: Chosen) -> tuple[JobMeta, bool]:
+        """The META to lease `chosen` on, and whether it may be leased: a
+        synchronous job's training task first takes a seat in the newest
+        version's round (False: the round is full, and the task went back); a
+        check's batch holds its seat in its version's round."""
+        task, spec = chosen.task, chosen.spec
+        if not (spec.synchronous and task.evaluates is None):
+            return chosen.meta, True
+        meta = self.meta.get(task.job_id)  # the newest version: its round is the one to sit in
+        if self.rounds.claim(task.job_id, meta.version, f"{task.epoch}-{task.batch}", spec.gradients_per_update):
+            return meta, True
+        self.put_back(task)
+        return meta, False
+
+    def hide(self, receipt: str, seconds: int) -> None:
+        """Keep a received task out of sight `seconds` from now (its lease is longer, or renewed)."""
+        self.tasks.hide(receipt, seconds)
+
+    def put_back(self, task: Task) -> None:
+        """A received task goes back to the queue now, as a fresh copy (the
+        received one deleted), so that a task handed back or waiting for a
+        round is leased again at once and does not count as receives toward
+        the dead-letter queue."""
+        if task.evaluates is not None:
+            self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1)
+        else:
+            self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)
+        self.retire(task, "put back")
+
+    def evaluate_later(self, task: Task) -> None:
+        """The evaluation back on the queue, out of sight a while (for another volunteer)."""
+        self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1, delay=REQUEUE_DELAY_SECONDS)
+        self.tasks.delete(task.receipt)
+
+    def retire(self, task: Task, why: str = "done") -> None:
+        """Delete the delivery of a task that is done or queued again. If that
+        fails the task reappears and is leased again; the fold discards its
+        second result as a duplicate, so nothing is lost."""
+        try:
+            self.tasks.delete(task.receipt)
+        except self.tasks.errors as err:
+            log.warning("could not delete task %s-%s of %s (%s): %s", task.epoch, task.batch, task.job_id, why, err)
