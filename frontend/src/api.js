@@ -83,7 +83,7 @@ export class Api {
     return this.call('POST', '/volunteers/credit', { job_id: jobId, volunteer_token: this.volunteerToken });
   }
 
-  /** Hand a task back: `reason` is compute_error, download_error, no_backend or stopped (chalicelib/tasks/leases.py). */
+  /** Hand a task back: `reason` is compute_error, download_error, no_backend or stopped (chalicelib/domain/wire.py). */
   release(jobId, token, reason) {
     return this.call('POST', '/tasks/release', { job_id: jobId, lease_token: token, volunteer_token: this.volunteerToken, reason });
   }

@@ -1,4 +1,4 @@
-// Gradient wire formats, byte for byte the same as chalicelib/codecs.py.
+// Gradient wire formats, byte for byte the same as chalicelib/domain/codecs.py.
 // A gradient is a list of Float32Arrays (one per weight, manifest order),
 // encoded into one little-endian byte string whose length follows from the sizes.
 

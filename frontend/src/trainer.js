@@ -2,14 +2,14 @@
 // Used by the volunteer's Web Worker and, in tests, by TF.js under Node.
 import { fetchBytes } from './api.js';
 
-// A batch file's value types (chalicelib/spec.py BATCH_DTYPES). TF.js has no
+// A batch file's value types (chalicelib/domain/sections.py BATCH_DTYPES). TF.js has no
 // uint8 tensors: uint8 token ids become int32 tensors.
 // Losses whose predictions are class scores: a held-out evaluation reports accuracy for these.
 export const CLASSIFIER_LOSSES = ['sparseCategoricalCrossentropy', 'categoricalCrossentropy'];
 
 export const TYPED = { int32: Int32Array, float32: Float32Array, uint8: Uint8Array };
 const TENSOR_DTYPE = { int32: 'int32', float32: 'float32', uint8: 'int32' };
-// The server writes every version as model.json + this one shard (chalicelib/weights.py).
+// The server writes every version as model.json + this one shard (chalicelib/domain/weights.py).
 const SHARD = 'weights.bin';
 
 export const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
@@ -61,7 +61,7 @@ export function splitWeights(bytes, specs) {
   });
 }
 
-/** A TF.js optimizer from a spec's `{name, ...settings}` (chalicelib/fold/optimizers.py names them alike). */
+/** A TF.js optimizer from a spec's `{name, ...settings}` (chalicelib/domain/optimizers.py names them alike). */
 export function localOptimizer(tf, { name, ...s }) {
   switch (name) {
     case 'sgd': return tf.train.sgd(s.learning_rate);

@@ -4,6 +4,7 @@
 // here, its requests on this thread; the training runs in worker.js.
 import { Api } from './api.js';
 import { lineChart } from './chart.js';
+import { THANKS, dispatcher, eventHandlers } from './events.js';
 import { VolunteerLoop } from './loop.js';
 import { DataMeter } from './meter.js';
 import { BUSY_MS, holdReason, loadPreferences, pauseAfter, savePreferences } from './preferences.js';
@@ -26,7 +27,6 @@ let sampledVersion = null; // the version the shown text sample came from
 let sampledAt = -Infinity; // when it was asked for
 const SAMPLE_EVERY_MS = 20000;
 const lossChart = lineChart($('loss-chart'), 'loss', { yLabel: 'loss (nats)' });
-const THANKS = 'This job is finished: thank you for helping train it! The page waits for the next job.';
 let jobFinished = false; // the job shown has finished: the page thanks the volunteer instead of waiting
 // The last tasks' timings and the data meter, for people curious in the console, bench/overhead.py and the tests.
 window.crowdtrain = { tasks: [], evaluations: [], meter };
@@ -54,65 +54,18 @@ function render() {
   }
 }
 
-/** The canary's choice for a job: each backend's step time, and why the others were skipped. */
-function describeChoice({ jobId, ms, skipped }) {
-  const times = Object.entries(ms).map(([name, t]) => `${name} ${Math.round(t)} ms`).join(', ');
-  const why = Object.entries(skipped).map(([name, reason]) => `${name}: ${reason}`).join('; ');
-  return `job ${jobId}: one step takes ${times}${why ? `; skipped ${why}` : ''}`;
-}
-
-function onReport({ data }) {
-  switch (data.type) {
-    case 'backend':
-      $('backend-active').textContent = data.name;
-      if (data.ms) $('backend-detail').textContent = describeChoice(data);
-      if (data.wasmThreads) {
-        $('wasm-threads').textContent = `${data.wasmThreads} ${data.wasmThreads === 1 ? 'thread' : 'threads'}`
-          + (data.isolated ? '' : ' (page not cross-origin isolated)');
-      }
-      break;
-    case 'leased':
-      $('state').textContent = data.batch < 0 ? `checking version ${data.version} of job ${data.jobId} on held-out data`
-        : `working on job ${data.jobId}, batch ${data.batch}`;
-      jobId = data.jobId;
-      break;
-    case 'evaluated':
-      window.crowdtrain.evaluations = [...window.crowdtrain.evaluations.slice(-99), data];
-      break;
-    case 'task':
-      window.crowdtrain.tasks = [...window.crowdtrain.tasks.slice(-999), data];
-      stats.tasks += 1;
-      stats.samples += data.samples;
-      stats.ms += data.ms.total;
-      stats.split.download += data.ms.download;
-      stats.split.compute += data.ms.compute + data.ms.encode;
-      stats.split.upload += data.ms.upload + data.ms.complete;
-      render();
-      refreshCredit();
-      break;
-    case 'idle': $('state').textContent = jobFinished ? THANKS : (data.reason || 'no task right now; waiting'); break;
-    case 'held': $('state').textContent = data.reason; break;
-    case 'lost': $('state').textContent = 'a lease ran out; moving on'; break;
-    case 'error':
-      $('state').textContent = `problem: ${data.message}; retrying`;
-      console.error(`crowdtrain volunteer: ${data.message}`);
-      break;
-    case 'gave-up':
-      $('state').textContent = `this browser failed ${data.streak} tasks of job ${data.jobId} in a row (${data.message}); `
-        + `handed them back and waiting ${Math.round(data.waitMs / 60000)} minutes`;
-      console.error(`crowdtrain volunteer: giving up on job ${data.jobId} for now: ${data.message}`);
-      break;
-    case 'stopped':
-      $('state').textContent = 'stopped';
-      worker?.terminate();
-      worker = null;
-      loop = null;
-      showToggle(false);
-      break;
-    case 'sample': $('sample').textContent = data.text; break;
-    default: break;
-  }
-}
+// The loop's and the worker's events, each to its handler (src/events.js).
+const onReport = dispatcher(eventHandlers({
+  $, stats, crowdtrain: window.crowdtrain, render, refreshCredit,
+  setJob: (id) => { jobId = id; },
+  finished: () => jobFinished,
+  stopped: () => {
+    worker?.terminate();
+    worker = null;
+    loop = null;
+    showToggle(false);
+  },
+}));
 
 /** This identity's credit in the job shown, asked for at most every 15 s (it grows as results are folded). */
 async function refreshCredit(force = false) {
@@ -180,7 +133,7 @@ async function start() {
   trainer = new RemoteTrainer(worker);
   worker.onmessage = ({ data }) => {
     if (data.type === 'resources') meter.observe(data.entries); // what the worker fetched
-    else if (!trainer.settle(data)) onReport({ data });
+    else if (!trainer.settle(data)) onReport(data);
   };
   sampledVersion = null; // a new worker has shown no sample yet
   sampledAt = -Infinity;
@@ -192,7 +145,7 @@ async function start() {
     threads: params.has('threads') ? Number(params.get('threads')) : undefined });
   const cap = () => preferences.dailyCapMb * 1e6;
   loop = new VolunteerLoop({
-    api, trainer, fetchImpl: meter.wrap((...args) => fetch(...args)), report: (event) => onReport({ data: event }),
+    api, trainer, fetchImpl: meter.wrap((...args) => fetch(...args)), report: onReport,
     prefetch: params.has('prefetch') ? Number(params.get('prefetch')) : 1,
     pauseAfter: (computeMs) => pauseAfter(computeMs, preferences.cpuShare), hold,
     dataLeft: () => (cap() > 0 ? cap() - meter.today : Infinity), dataSince,
