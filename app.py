@@ -1,4 +1,5 @@
 """crowdtrain's API and event handlers: routes only; the work is in chalicelib."""
+
 import os
 
 from chalice import Chalice, CORSConfig, IAMAuthorizer, Rate, Response
@@ -6,10 +7,11 @@ from chalice import Chalice, CORSConfig, IAMAuthorizer, Rate, Response
 from chalicelib.domain import validate
 from chalicelib.domain.errors import NotFound, PayloadTooLarge
 from chalicelib.domain.keys import INDEX_KEY, status_key
+from chalicelib.domain.records import fold_message
+from chalicelib.domain.wire import Completion, HeldLease, LeaseRequest, Release
+from chalicelib.domain.wire import job_id as _job_id
 from chalicelib.services import services
 from chalicelib.tasks.handout import RETRY_AFTER_SECONDS
-from chalicelib.domain.records import fold_message
-from chalicelib.domain.wire import Completion, HeldLease, LeaseRequest, Release, job_id as _job_id
 
 app = Chalice(app_name="crowdtrain")
 iam = IAMAuthorizer()

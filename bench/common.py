@@ -1,6 +1,7 @@
 """Shared plumbing for the benchmarks: argument parsing, machine description,
 results written as JSON under bench/results/ (docs/benchmarks.md is made from
 them by bench/report.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,16 +28,26 @@ def parser(description: str) -> argparse.ArgumentParser:
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    chromium = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True).stdout.strip() \
-        if Path("/usr/bin/chromium").exists() else "absent"
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
-            "chromium": chromium.splitlines()[-1] if chromium else "absent",
-            "date": time.strftime("%Y-%m-%d")}
+    chromium = (
+        subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True).stdout.strip()
+        if Path("/usr/bin/chromium").exists()
+        else "absent"
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
+        "chromium": chromium.splitlines()[-1] if chromium else "absent",
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def results_path(name: str, args: argparse.Namespace) -> Path:

@@ -8,6 +8,7 @@ receive and one delete batch per fold invocation. Bytes follow from the job
 spec (what the browser downloads through CloudFront and uploads to S3), the
 batch files' at their gzip-encoded size.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -53,14 +54,21 @@ def paper_model() -> dict:
     from chalicelib.domain.spec import BATCH_DTYPES
     from crowdtrain.jobs.charlstm import CharLSTM
     from crowdtrain.jobs.corpus import kjv_text
+
     model = CharLSTM()
     dataset = model.job_spec(1)["dataset"]
     batch_bytes = sum(math.prod(dataset[half]["shape"]) * BATCH_DTYPES[dataset[half]["dtype"]] for half in "xy")
     x, y = model.batches(kjv_text(), GZIP_SAMPLE_BATCHES)
     stored = [len(gzip.compress(model.batch_file(x[b], y[b]), mtime=0)) for b in range(GZIP_SAMPLE_BATCHES)]
-    return {"parameters": sum(math.prod(w["shape"]) for w in model.weight_specs()), "batch": model.batch_size,
-            "seq": model.seq_len, "batch_bytes": batch_bytes, "token_dtype": dataset["x"]["dtype"],
-            "batch_encoding": dataset["encoding"], "batch_stored_bytes": round(float(np.mean(stored)))}
+    return {
+        "parameters": sum(math.prod(w["shape"]) for w in model.weight_specs()),
+        "batch": model.batch_size,
+        "seq": model.seq_len,
+        "batch_bytes": batch_bytes,
+        "token_dtype": dataset["x"]["dtype"],
+        "batch_encoding": dataset["encoding"],
+        "batch_stored_bytes": round(float(np.mean(stored))),
+    }
 
 
 PAPER = paper_model()
@@ -78,11 +86,17 @@ def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0, fold_g
     results through the queue, and are folded too); count the app's AWS calls."""
     from moto import mock_aws
 
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                      ADMIN_TOKEN="test-admin-token", LEASE_WAIT_SECONDS="0",
-                      # every simulated volunteer calls from one address
-                      MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
-                      DISTINCT_ADDRESSES="0")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        ADMIN_TOKEN="test-admin-token",
+        LEASE_WAIT_SECONDS="0",
+        # every simulated volunteer calls from one address
+        MAX_LEASES_PER_ADDRESS="100000",
+        VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
+        DISTINCT_ADDRESSES="0",
+    )
     os.environ.pop("AWS_ENDPOINT_URL", None)
     calls: Counter = Counter()
     timings: dict[str, list[float]] = {"lease": [], "complete": [], "fold": []}
@@ -101,9 +115,11 @@ def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0, fold_g
             def count_write_units(params, model, **_):
                 calls[("dynamodb", "write units")] += write_units(model.name, params)
                 calls[("dynamodb", "read units")] += read_units(model.name, params)
+
             boto3.DEFAULT_SESSION.events.register("before-call", count)
             boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb", count_write_units)
             from chalicelib import services
+
             services.reset()  # rebuild the app's clients on the counted session
             invocations = 0
             for first in range(0, tasks, per_fold):
@@ -131,9 +147,16 @@ def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0, fold_g
     calls[("sqs-fifo", "DeleteMessageBatch (Lambda poller)")] += invocations
     per_task = {f"{service}:{op}": n / tasks for (service, op), n in sorted(calls.items())}
     seconds = {key: sum(v) / len(v) for key, v in timings.items()}
-    return {"tasks": tasks, "k": k, "results_per_fold": per_fold, "local_steps": local_steps,
-            "fold_groups": fold_groups, "fold_invocations_per_task": invocations / tasks,
-            "calls_per_task": per_task, "handler_seconds": seconds}
+    return {
+        "tasks": tasks,
+        "k": k,
+        "results_per_fold": per_fold,
+        "local_steps": local_steps,
+        "fold_groups": fold_groups,
+        "fold_invocations_per_task": invocations / tasks,
+        "calls_per_task": per_task,
+        "handler_seconds": seconds,
+    }
 
 
 def read_units(operation: str, params: dict) -> int:
@@ -148,27 +171,42 @@ def write_units(operation: str, params: dict) -> int:
     """DynamoDB on-demand write units of one call: one per started KB of each
     item written (item size approximated by its JSON), twice that in a
     transaction; an update touches our small lease and counter items (1 unit)."""
+
     def units(item: dict) -> int:
         return max(1, math.ceil(len(json.dumps(item, default=str)) / 1024))
+
     if operation == "PutItem":
         return units(params["Item"])
     if operation == "UpdateItem":
         return 1
     if operation == "BatchWriteItem":
-        return sum(units(r["PutRequest"]["Item"]) if "PutRequest" in r else 1
-                   for requests in params["RequestItems"].values() for r in requests)
+        return sum(
+            units(r["PutRequest"]["Item"]) if "PutRequest" in r else 1
+            for requests in params["RequestItems"].values()
+            for r in requests
+        )
     if operation == "TransactWriteItems":
-        return sum(2 * (units(body["Item"]) if "Item" in body else 1)
-                   for entry in params["TransactItems"] for body in entry.values())
+        return sum(
+            2 * (units(body["Item"]) if "Item" in body else 1)
+            for entry in params["TransactItems"]
+            for body in entry.values()
+        )
     return 0
 
 
-def dollars(calls: dict[str, float], seconds: dict[str, float], batch: int, download: float, upload: int,
-            fold_invocations_per_task: float) -> dict[str, float]:
+def dollars(
+    calls: dict[str, float],
+    seconds: dict[str, float],
+    batch: int,
+    download: float,
+    upload: int,
+    fold_invocations_per_task: float,
+) -> dict[str, float]:
     """Cost of one task, by service."""
     p = PRICES
-    sqs_fifo = sum(n for key, n in calls.items() if key.startswith("sqs-fifo") or
-                   (key.startswith("sqs:") and "results" in key))
+    sqs_fifo = sum(
+        n for key, n in calls.items() if key.startswith("sqs-fifo") or (key.startswith("sqs:") and "results" in key)
+    )
     sqs = sum(n for key, n in calls.items() if key.startswith("sqs:"))
     s3_writes = sum(n for key, n in calls.items() if key.startswith("s3:") and key.split(":")[1] in S3_WRITES)
     s3_reads = sum(n for key, n in calls.items() if key.startswith("s3:")) - s3_writes
@@ -177,7 +215,8 @@ def dollars(calls: dict[str, float], seconds: dict[str, float], batch: int, down
     lambda_seconds = seconds["lease"] + seconds["complete"] + seconds["fold"] * fold_invocations_per_task
     cost = {
         "API Gateway": 2 * p["api_gateway_rest_per_request"],
-        "Lambda": (2 + fold_invocations_per_task) * p["lambda_per_request"] + lambda_seconds * LAMBDA_GB * p["lambda_per_gb_second"],
+        "Lambda": (2 + fold_invocations_per_task) * p["lambda_per_request"]
+        + lambda_seconds * LAMBDA_GB * p["lambda_per_gb_second"],
         "SQS": sqs * p["sqs_standard_per_request"] + sqs_fifo * p["sqs_fifo_per_request"],
         "S3": s3_writes * p["s3_put_post_list_per_request"] + s3_reads * p["s3_get_head_per_request"],
         "DynamoDB": ddb_writes * p["dynamodb_per_write_unit"] + ddb_reads * p["dynamodb_per_read_unit"],
@@ -201,26 +240,46 @@ def main() -> None:
     for key, n in calls.items():
         print(f"  {key:<45} {n:6.2f}")
     requests, light = total_calls(calls), total_calls(by_share[1.0]["calls_per_task"])
-    print(f"  {'total (upload and billing units aside)':<45} {requests:6.2f}   (one result per invocation: {light:.2f})")
-    print(f"  before the batched fold (commit 0c42dcd): {BEFORE_TOTAL:.2f} per task at one result per invocation, "
-          f"{BEFORE_TOTAL - 1.8:.2f} with the Lambda poller's two calls amortized over ten; "
-          f"now {requests / (BEFORE_TOTAL - 1.8):.0%} of that; target at most half: "
-          f"{'met' if requests <= (BEFORE_TOTAL - 1.8) / 2 else 'NOT met'}")
+    print(
+        f"  {'total (upload and billing units aside)':<45} {requests:6.2f}   (one result per invocation: {light:.2f})"
+    )
+    print(
+        f"  before the batched fold (commit 0c42dcd): {BEFORE_TOTAL:.2f} per task at one result per invocation, "
+        f"{BEFORE_TOTAL - 1.8:.2f} with the Lambda poller's two calls amortized over ten; "
+        f"now {requests / (BEFORE_TOTAL - 1.8):.0%} of that; target at most half: "
+        f"{'met' if requests <= (BEFORE_TOTAL - 1.8) / 2 else 'NOT met'}"
+    )
     rows = []
     weights = 4 * PAPER["parameters"]
-    for codec, gradient in (("fp32", 4 * PAPER["parameters"]), ("fp16", 2 * PAPER["parameters"]),
-                            ("int8", PAPER["parameters"] + 4 * 8)):
-        for fold_share, note in ((1.0, "one fold invocation per task (light load)"),
-                                 (0.1, "ten results per fold invocation (busy)")):
+    for codec, gradient in (
+        ("fp32", 4 * PAPER["parameters"]),
+        ("fp16", 2 * PAPER["parameters"]),
+        ("int8", PAPER["parameters"] + 4 * 8),
+    ):
+        for fold_share, note in (
+            (1.0, "one fold invocation per task (light load)"),
+            (0.1, "ten results per fold invocation (busy)"),
+        ):
             share_calls, share_seconds = by_share[fold_share]["calls_per_task"], by_share[fold_share]["handler_seconds"]
-            per_million = dollars(share_calls, share_seconds, PAPER["batch"], weights + PAPER["batch_stored_bytes"],
-                                  gradient, fold_share)
+            per_million = dollars(
+                share_calls, share_seconds, PAPER["batch"], weights + PAPER["batch_stored_bytes"], gradient, fold_share
+            )
             total = sum(per_million.values())
-            rows.append({"codec": codec, "fold_invocations_per_task": fold_share, "note": note,
-                         "download_bytes": weights + PAPER["batch_stored_bytes"], "upload_bytes": gradient,
-                         "dollars_per_million_samples": per_million, "total": total})
-            print(f"{codec}, {note}: ${total:.3f} per million samples "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in per_million.items()))
+            rows.append(
+                {
+                    "codec": codec,
+                    "fold_invocations_per_task": fold_share,
+                    "note": note,
+                    "download_bytes": weights + PAPER["batch_stored_bytes"],
+                    "upload_bytes": gradient,
+                    "dollars_per_million_samples": per_million,
+                    "total": total,
+                }
+            )
+            print(
+                f"{codec}, {note}: ${total:.3f} per million samples "
+                + ", ".join(f"{k} {v:.3f}" for k, v in per_million.items())
+            )
     best = min(r["total"] for r in rows)
     print(f"target <= $0.10 per million samples: best ${best:.3f} -> {'met' if best <= 0.10 else 'NOT met'}")
     # Requests per task do not depend on how many samples a task holds; bytes do.
@@ -228,36 +287,77 @@ def main() -> None:
     # Local steps: a task of H mini-batches of the paper's 32 sequences, measured through the handlers
     local_rows = []
     for steps in LOCAL_STEPS:
-        counted = measure(tasks=10 if args.quick else 20, k=3, per_fold=10, local_steps=steps) if steps > 1 else measured
+        counted = (
+            measure(tasks=10 if args.quick else 20, k=3, per_fold=10, local_steps=steps) if steps > 1 else measured
+        )
         samples = steps * PAPER["batch"]
         task_requests = total_calls(counted["calls_per_task"]) + 1  # and the browser's upload
         model_bytes = weights + 4 * PAPER["parameters"]  # the version down, the pseudo-gradient up
-        per_million = dollars(counted["calls_per_task"], counted["handler_seconds"], samples,
-                              weights + steps * PAPER["batch_stored_bytes"], 4 * PAPER["parameters"], 0.1)
-        local_rows.append({"local_steps": steps, "samples_per_task": samples, "requests_per_task": task_requests,
-                           "requests_per_sample": task_requests / samples, "model_bytes_per_sample": model_bytes / samples,
-                           "data_bytes_per_sample": PAPER["batch_stored_bytes"] / PAPER["batch"],
-                           "dollars_per_million_samples": per_million, "total": sum(per_million.values())})
-        print(f"local steps H = {steps:2d}: {task_requests:.1f} requests per task, {task_requests / samples:.4f} per sample, "
-              f"model and gradient {model_bytes / samples:,.0f} B per sample (+ data "
-              f"{PAPER['batch_stored_bytes'] / PAPER['batch']:.0f} B), ${local_rows[-1]['total']:.3f} per million samples")
+        per_million = dollars(
+            counted["calls_per_task"],
+            counted["handler_seconds"],
+            samples,
+            weights + steps * PAPER["batch_stored_bytes"],
+            4 * PAPER["parameters"],
+            0.1,
+        )
+        local_rows.append(
+            {
+                "local_steps": steps,
+                "samples_per_task": samples,
+                "requests_per_task": task_requests,
+                "requests_per_sample": task_requests / samples,
+                "model_bytes_per_sample": model_bytes / samples,
+                "data_bytes_per_sample": PAPER["batch_stored_bytes"] / PAPER["batch"],
+                "dollars_per_million_samples": per_million,
+                "total": sum(per_million.values()),
+            }
+        )
+        print(
+            f"local steps H = {steps:2d}: {task_requests:.1f} requests per task, "
+            f"{task_requests / samples:.4f} per sample, "
+            f"model and gradient {model_bytes / samples:,.0f} B per sample (+ data "
+            f"{PAPER['batch_stored_bytes'] / PAPER['batch']:.0f} B), ${local_rows[-1]['total']:.3f} per million samples"
+        )
     ratio = local_rows[0]["requests_per_sample"] / local_rows[-1]["requests_per_sample"]
-    print(f"target: H = 32 with at least 20x fewer requests per sample than H = 1: {ratio:.1f}x, "
-          f"{'met' if ratio >= 20 else 'NOT met'}; <= $0.10 per million samples at H = 32: "
-          f"{'met' if local_rows[-1]['total'] <= 0.10 else 'NOT met'}")
+    print(
+        f"target: H = 32 with at least 20x fewer requests per sample than H = 1: {ratio:.1f}x, "
+        f"{'met' if ratio >= 20 else 'NOT met'}; <= $0.10 per million samples at H = 32: "
+        f"{'met' if local_rows[-1]['total'] <= 0.10 else 'NOT met'}"
+    )
     sweep = []
     for samples in SAMPLES_PER_TASK:
         batch_bytes = PAPER["batch_stored_bytes"] * samples // PAPER["batch"]
         per_million = dollars(calls, seconds, samples, weights + batch_bytes, 4 * PAPER["parameters"], 0.1)
-        sweep.append({"samples_per_task": samples, "dollars_per_million_samples": per_million,
-                      "total": sum(per_million.values())})
-        print(f"fp32, busy, {samples:5d} samples per task: ${sweep[-1]['total']:.3f} per million samples "
-              f"(CloudFront {per_million['CloudFront']:.3f})")
-    common.save("cost", {"measured": measured, "measured_light": by_share[1.0], "calls_per_task_total": requests,
-                         "calls_per_task_before": BEFORE_TOTAL, "paper_model": PAPER, "prices": PRICES, "rows": rows,
-                         "samples_sweep": sweep, "local_steps": local_rows,
-                         "target": 0.10, "target_met": best <= 0.10,
-                         "tasks_per_million_samples": math.ceil(1e6 / PAPER["batch"])}, args)
+        sweep.append(
+            {
+                "samples_per_task": samples,
+                "dollars_per_million_samples": per_million,
+                "total": sum(per_million.values()),
+            }
+        )
+        print(
+            f"fp32, busy, {samples:5d} samples per task: ${sweep[-1]['total']:.3f} per million samples "
+            f"(CloudFront {per_million['CloudFront']:.3f})"
+        )
+    common.save(
+        "cost",
+        {
+            "measured": measured,
+            "measured_light": by_share[1.0],
+            "calls_per_task_total": requests,
+            "calls_per_task_before": BEFORE_TOTAL,
+            "paper_model": PAPER,
+            "prices": PRICES,
+            "rows": rows,
+            "samples_sweep": sweep,
+            "local_steps": local_rows,
+            "target": 0.10,
+            "target_met": best <= 0.10,
+            "tasks_per_million_samples": math.ceil(1e6 / PAPER["batch"]),
+        },
+        args,
+    )
 
 
 if __name__ == "__main__":

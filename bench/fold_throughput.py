@@ -24,6 +24,7 @@ ceil(G / 10) middle groups; the top level alone is serial. One job then
 folds min(G x result-group rate, middle groups x middle rate, top rate)
 results per second while the invocations are full (docs/scale.md).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -36,9 +37,9 @@ import boto3
 import numpy as np
 
 from bench import common
-from chalicelib.services import services
-from chalicelib.fold.partials import middle_groups
 from chalicelib.domain.records import fold_message
+from chalicelib.fold.partials import middle_groups
+from chalicelib.services import services
 from crowdtrain.api import post_form
 from crowdtrain.jobs.charlstm import CharLSTM
 from tests.harness import Harness
@@ -53,6 +54,7 @@ class MotoClock:
 
     def __init__(self):
         from moto.core.botocore_stubber import BotocoreStubber
+
         self.seconds, self._lock, self._active, self._since = 0.0, threading.Lock(), 0, 0.0
         real = BotocoreStubber.__call__
         clock = self
@@ -63,6 +65,7 @@ class MotoClock:
                 return real(stubber, event_name, request, **kwargs)
             finally:
                 clock._leave()
+
         BotocoreStubber.__call__ = timed
 
     def _enter(self) -> None:
@@ -83,8 +86,13 @@ MOTO: MotoClock | None = None
 
 def paper_job(harness: Harness, batches: int, k: int, fold_groups: int = 1) -> str:
     model = CharLSTM()
-    spec = model.job_spec(batches, gradients_per_update=k, staleness=1000, lease_seconds=600,
-                          optimizer={"name": "adam", "learning_rate": 0.01})
+    spec = model.job_spec(
+        batches,
+        gradients_per_update=k,
+        staleness=1000,
+        lease_seconds=600,
+        optimizer={"name": "adam", "learning_rate": 0.01},
+    )
     spec["fold_groups"] = fold_groups
     reply = harness.admin("POST", "/jobs", spec)
     assert reply.status_code == 201, reply.body
@@ -126,13 +134,20 @@ def stack():
     """The app on moto, in this process, moto's own time clocked."""
     global MOTO
     MOTO = MOTO or MotoClock()
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                      ADMIN_TOKEN="test-admin-token", LEASE_WAIT_SECONDS="0",
-                      # every simulated volunteer calls from one address
-                      MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
-                      DISTINCT_ADDRESSES="0")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        ADMIN_TOKEN="test-admin-token",
+        LEASE_WAIT_SECONDS="0",
+        # every simulated volunteer calls from one address
+        MAX_LEASES_PER_ADDRESS="100000",
+        VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
+        DISTINCT_ADDRESSES="0",
+    )
     os.environ.pop("AWS_ENDPOINT_URL", None)
     from moto import mock_aws
+
     with mock_aws():
         os.environ.update(Harness.create_resources(boto3.Session(region_name="us-east-1")))
         with Harness() as harness:
@@ -169,9 +184,17 @@ def run(results: int, k: int, per_invocation: int) -> dict:
         folded, invocations, seconds, moto = fold_invocations(harness, per_invocation)
         status = harness.status(job)
     assert status["batches_done"] == results, status
-    return {"results": results, "k": k, "results_per_invocation": per_invocation, "invocations": invocations,
-            "seconds": seconds, "moto_seconds": moto, "results_per_second": results / seconds,
-            "aws_results_per_second": results / (seconds - moto), "versions": status["version"]}
+    return {
+        "results": results,
+        "k": k,
+        "results_per_invocation": per_invocation,
+        "invocations": invocations,
+        "seconds": seconds,
+        "moto_seconds": moto,
+        "results_per_second": results / seconds,
+        "aws_results_per_second": results / (seconds - moto),
+        "versions": status["version"],
+    }
 
 
 def run_levels(results: int, k: int, groups: int) -> dict:
@@ -190,15 +213,29 @@ def run_levels(results: int, k: int, groups: int) -> dict:
         status = harness.status(job)
     assert status["batches_done"] == results, status
     names = ("result group", "middle group", "top level")
-    row = {"results": results, "k": k, "fold_groups": groups, "middle_groups": middle_groups(groups),
-           "versions": status["version"],
-           "levels": {name: {"messages": m, "invocations": n, "seconds": sec, "moto_seconds": moto,
-                             "results_per_second": results / sec, "aws_results_per_second": results / (sec - moto)}
-                      for name, (m, n, sec, moto) in zip(names, levels)}}
+    row = {
+        "results": results,
+        "k": k,
+        "fold_groups": groups,
+        "middle_groups": middle_groups(groups),
+        "versions": status["version"],
+        "levels": {
+            name: {
+                "messages": m,
+                "invocations": n,
+                "seconds": sec,
+                "moto_seconds": moto,
+                "results_per_second": results / sec,
+                "aws_results_per_second": results / (sec - moto),
+            }
+            for name, (m, n, sec, moto) in zip(names, levels)
+        },
+    }
     for suffix in ("", "aws_"):
         rates = {name: level[f"{suffix}results_per_second"] for name, level in row["levels"].items()}
         row[f"job_{suffix}results_per_second"] = min(
-            groups * rates["result group"], middle_groups(groups) * rates["middle group"], rates["top level"])
+            groups * rates["result group"], middle_groups(groups) * rates["middle group"], rates["top level"]
+        )
     return row
 
 
@@ -207,22 +244,33 @@ def main() -> None:
     results = 40 if args.quick else 400
     rows = [run(results, 10, per) for per in (10, 1)]
     for row in rows:
-        print(f"K = {row['k']}, {row['results_per_invocation']:2d} results per invocation: "
-              f"{row['results_per_second']:6.1f} results/s, {row['aws_results_per_second']:6.1f} without moto's "
-              f"own time ({row['results']} results, {row['seconds']:.1f} s, {row['versions']} versions)")
+        print(
+            f"K = {row['k']}, {row['results_per_invocation']:2d} results per invocation: "
+            f"{row['results_per_second']:6.1f} results/s, {row['aws_results_per_second']:6.1f} without moto's "
+            f"own time ({row['results']} results, {row['seconds']:.1f} s, {row['versions']} versions)"
+        )
     met = rows[0]["results_per_second"] >= 50
     print(f"target >= 50 results/s at K = 10: {'met' if met else 'NOT met'}")
     levels = run_levels(200 if args.quick else 2000, 64, 16)
-    print(f"fold_groups = {levels['fold_groups']} ({levels['middle_groups']} middle groups), K = {levels['k']}, "
-          f"{levels['results']} results, {levels['versions']} versions:")
+    print(
+        f"fold_groups = {levels['fold_groups']} ({levels['middle_groups']} middle groups), K = {levels['k']}, "
+        f"{levels['results']} results, {levels['versions']} versions:"
+    )
     for name, level in levels["levels"].items():
-        print(f"  {name:<13} {level['results_per_second']:7.1f} results/s each, {level['aws_results_per_second']:7.1f} "
-              f"without moto's own time ({level['invocations']} invocations of "
-              f"{level['messages'] / level['invocations']:.1f} messages, {level['seconds']:.1f} s)")
-    print(f"  one job: {levels['job_results_per_second']:.0f} results/s, {levels['job_aws_results_per_second']:.0f} "
-          "without moto's own time")
-    common.save("fold_throughput", {"latency_seconds": LATENCY, "rows": rows, "levels": levels, "target": 50,
-                                    "target_met": met}, args)
+        print(
+            f"  {name:<13} {level['results_per_second']:7.1f} results/s each, {level['aws_results_per_second']:7.1f} "
+            f"without moto's own time ({level['invocations']} invocations of "
+            f"{level['messages'] / level['invocations']:.1f} messages, {level['seconds']:.1f} s)"
+        )
+    print(
+        f"  one job: {levels['job_results_per_second']:.0f} results/s, {levels['job_aws_results_per_second']:.0f} "
+        "without moto's own time"
+    )
+    common.save(
+        "fold_throughput",
+        {"latency_seconds": LATENCY, "rows": rows, "levels": levels, "target": 50, "target_met": met},
+        args,
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ last's in which the worker is not computing (downloads, uploads and leases
 overlap the computing). Target: 3 % or less with the pipeline. And the
 wasm backend threaded (the page is cross-origin isolated) against one thread.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,16 +37,33 @@ from crowdtrain.local.swarm import open_context, volunteer_url
 PHASES = ["between", "lease", "download", "compute", "encode", "upload", "complete", "total"]
 
 
-def run(seq_len: int, tasks: int, k: int, accumulate: int = 1, prefetch: int = 1, units=(10, 10),
-        backend: str = "auto", query: str = "", about: dict | None = None) -> list[dict]:
+def run(
+    seq_len: int,
+    tasks: int,
+    k: int,
+    accumulate: int = 1,
+    prefetch: int = 1,
+    units=(10, 10),
+    backend: str = "auto",
+    query: str = "",
+    about: dict | None = None,
+) -> list[dict]:
     """One volunteer page's task reports; `about` gets what the page says of its
     backend (the wasm thread count, whether it is cross-origin isolated)."""
     with tempfile.TemporaryDirectory() as tmp:
         stack = LocalCloudProcess(Path(tmp))
         try:
-            stack.char_lstm_job(batches=tasks + 2, epochs=1, k=k, seq_len=seq_len, batch_size=32 * accumulate,
-                                micro_batch=32, units=units)
+            stack.char_lstm_job(
+                batches=tasks + 2,
+                epochs=1,
+                k=k,
+                seq_len=seq_len,
+                batch_size=32 * accumulate,
+                micro_batch=32,
+                units=units,
+            )
             from playwright.sync_api import sync_playwright
+
             with sync_playwright() as playwright:
                 context = open_context(playwright, str(Path(tmp) / "profile"))
                 page = context.new_page()
@@ -60,8 +78,9 @@ def run(seq_len: int, tasks: int, k: int, accumulate: int = 1, prefetch: int = 1
                     time.sleep(0.5)
                 reports = page.evaluate("window.crowdtrain.tasks")
                 if about is not None:
-                    about.update(threads=page.inner_text("#wasm-threads"),
-                                 isolated=page.evaluate("window.crossOriginIsolated"))
+                    about.update(
+                        threads=page.inner_text("#wasm-threads"), isolated=page.evaluate("window.crossOriginIsolated")
+                    )
                 context.close()
         finally:
             stack.stop()
@@ -89,8 +108,10 @@ def measure(seq_len: int, tasks: int, accumulate: int = 1) -> tuple[list[dict], 
     print(f"paper model, sequence {seq_len}, {batch}, {len(reports)} tasks after the first:")
     for phase in PHASES:
         print(f"  {phase:<9} median {summary[phase]['median']:8.1f} ms   p95 {summary[phase]['p95']:8.1f} ms")
-    print(f"  download when the version changed {summary['download_median_when_weights']} ms, "
-          f"when cached {summary['download_median_when_cached']} ms")
+    print(
+        f"  download when the version changed {summary['download_median_when_weights']} ms, "
+        f"when cached {summary['download_median_when_cached']} ms"
+    )
     print(f"overhead fraction (wall - compute) / wall = {summary['overhead_fraction']:.1%}", flush=True)
     return reports, summary
 
@@ -99,17 +120,36 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--seq-len", type=int, default=1024, help="characters per sequence (the paper's: 1024)")
     p.add_argument("--tasks", type=int, default=8, help="tasks to time after the first")
-    p.add_argument("--short-seq-len", type=int, default=128,
-                   help="then the same at this shorter sequence, to show a short step's overhead (0: skip)")
-    p.add_argument("--accumulate", type=int, default=8,
-                   help="then the short sequence with this many micro-batches of 32 per task (0: skip)")
-    p.add_argument("--pipeline-seq-len", type=int, default=128,
-                   help="then a short step with the page's pipeline on and off, at this sequence (0: skip)")
+    p.add_argument(
+        "--short-seq-len",
+        type=int,
+        default=128,
+        help="then the same at this shorter sequence, to show a short step's overhead (0: skip)",
+    )
+    p.add_argument(
+        "--accumulate",
+        type=int,
+        default=8,
+        help="then the short sequence with this many micro-batches of 32 per task (0: skip)",
+    )
+    p.add_argument(
+        "--pipeline-seq-len",
+        type=int,
+        default=128,
+        help="then a short step with the page's pipeline on and off, at this sequence (0: skip)",
+    )
     p.add_argument("--pipeline-tasks", type=int, default=30, help="tasks to time for the pipeline")
-    p.add_argument("--threads-tasks", type=int, default=12,
-                   help="then threaded against single-threaded wasm over this many tasks each (0: skip)")
-    p.add_argument("--threads-only", action="store_true",
-                   help="run only the threaded/single comparison, keeping the other figures of the last full run")
+    p.add_argument(
+        "--threads-tasks",
+        type=int,
+        default=12,
+        help="then threaded against single-threaded wasm over this many tasks each (0: skip)",
+    )
+    p.add_argument(
+        "--threads-only",
+        action="store_true",
+        help="run only the threaded/single comparison, keeping the other figures of the last full run",
+    )
     args = p.parse_args()
     if args.threads_only:
         last = common.RESULTS / "overhead.json"
@@ -121,8 +161,13 @@ def main() -> None:
     reports, summary = measure(seq_len, tasks)
     fraction = summary["overhead_fraction"]
     print(f"target <= 5 % at sequence {seq_len}: {'met' if fraction <= 0.05 else 'NOT met'}")
-    results = {"seq_len": seq_len, "summary": summary, "reports": reports, "target": 0.05,
-               "target_met": fraction <= 0.05}
+    results = {
+        "seq_len": seq_len,
+        "summary": summary,
+        "reports": reports,
+        "target": 0.05,
+        "target_met": fraction <= 0.05,
+    }
     short_seq_len, accumulate = (64, 2) if args.quick else (args.short_seq_len, args.accumulate)
     if short_seq_len and not args.quick:
         results["shorter"] = shorter(short_seq_len, tasks, 1)
@@ -146,10 +191,16 @@ def threads_ratio(tasks: int) -> dict:
     for label, query in (("default", ""), ("threaded", f"&threads={cores}"), ("single", "&threads=1")):
         about: dict = {}
         reports = run(40, tasks, k=3, units=(128,), backend="wasm", query=query, about=about)
-        out[label] = {**about, "tasks": len(reports),
-                      "compute_median": statistics.median(r["ms"]["compute"] for r in reports)}
-        print(f"wasm, {about['threads']} (cross-origin isolated: {about['isolated']}): compute median "
-              f"{out[label]['compute_median']:.0f} ms per task over {len(reports)} tasks", flush=True)
+        out[label] = {
+            **about,
+            "tasks": len(reports),
+            "compute_median": statistics.median(r["ms"]["compute"] for r in reports),
+        }
+        print(
+            f"wasm, {about['threads']} (cross-origin isolated: {about['isolated']}): compute median "
+            f"{out[label]['compute_median']:.0f} ms per task over {len(reports)} tasks",
+            flush=True,
+        )
     out["ratio"] = out["single"]["compute_median"] / out["threaded"]["compute_median"]
     print(f"threaded / single-threaded steps per second: {out['ratio']:.2f}x")
     return out
@@ -162,11 +213,18 @@ def pipelined(seq_len: int, tasks: int) -> dict:
         reports = run(seq_len, tasks, k=3, prefetch=prefetch)
         computing = sum(r["ms"]["compute"] for r in reports)
         wall = reports[-1]["at"]["computed"] - reports[0]["at"]["computing"]
-        out[f"prefetch_{prefetch}"] = {"tasks": len(reports), "compute_median": statistics.median(
-            r["ms"]["compute"] for r in reports), "wall_ms": wall, "overhead_fraction": 1 - computing / wall}
-        print(f"short step (sequence {seq_len}), prefetch {prefetch}: compute median "
-              f"{out[f'prefetch_{prefetch}']['compute_median']:.0f} ms, wall-clock overhead "
-              f"{out[f'prefetch_{prefetch}']['overhead_fraction']:.1%} over {len(reports)} tasks", flush=True)
+        out[f"prefetch_{prefetch}"] = {
+            "tasks": len(reports),
+            "compute_median": statistics.median(r["ms"]["compute"] for r in reports),
+            "wall_ms": wall,
+            "overhead_fraction": 1 - computing / wall,
+        }
+        print(
+            f"short step (sequence {seq_len}), prefetch {prefetch}: compute median "
+            f"{out[f'prefetch_{prefetch}']['compute_median']:.0f} ms, wall-clock overhead "
+            f"{out[f'prefetch_{prefetch}']['overhead_fraction']:.1%} over {len(reports)} tasks",
+            flush=True,
+        )
     met = out["prefetch_1"]["overhead_fraction"] <= 0.03
     print(f"target <= 3 % wall-clock overhead at a short step with the pipeline: {'met' if met else 'NOT met'}")
     return {"seq_len": seq_len, **out, "target": 0.03, "target_met": met}
@@ -174,8 +232,14 @@ def pipelined(seq_len: int, tasks: int) -> dict:
 
 def shorter(seq_len: int, tasks: int, accumulate: int) -> dict:
     reports, summary = measure(seq_len, tasks, accumulate)
-    return {"seq_len": seq_len, "batch": 32 * accumulate, "micro_batch": 32, "tasks": len(reports),
-            "compute_median": summary["compute"]["median"], "overhead_fraction": summary["overhead_fraction"]}
+    return {
+        "seq_len": seq_len,
+        "batch": 32 * accumulate,
+        "micro_batch": 32,
+        "tasks": len(reports),
+        "compute_median": summary["compute"]["median"],
+        "overhead_fraction": summary["overhead_fraction"],
+    }
 
 
 if __name__ == "__main__":

@@ -39,15 +39,16 @@ A run survives when its final held-out accuracy is within 0.05 of the clean
 run's. Mean is not robust; median, trimmed mean (0.2) and clipped mean (at
 the honest gradients' median norm) are. Results go to docs/security.md.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from bench import common
 from chalicelib.domain.optimizers import make_optimizer
-from chalicelib.domain.strategies import make_strategy
 from chalicelib.domain.schema import DEFAULT_ROBUST_SHARE
 from chalicelib.domain.sections import Replication
+from chalicelib.domain.strategies import make_strategy
 from chalicelib.store.reputations import Standing
 
 FEATURES, CLASSES, BATCH = 20, 10, 32
@@ -64,6 +65,7 @@ def problem(seed: int = 0):
     def draw(n):
         y = rng.integers(0, CLASSES, n)
         return (centres[y] + rng.normal(scale=1.0, size=(n, FEATURES))).astype(np.float32), y
+
     return draw(TASKS * BATCH), draw(2000)
 
 
@@ -133,7 +135,8 @@ class ReplicatedCrowd:
         first = self._draw([])
         flipped = self._attacks(first)
         if self.replication is not None and self.rng.random() < self.replication.check_rate(
-                self.standing[first].agreed):
+            self.standing[first].agreed
+        ):
             second = self._draw([first])
             if self._attacks(second) == flipped:
                 self._judged(first, True)
@@ -150,15 +153,26 @@ class ReplicatedCrowd:
         return flipped
 
 
-REPLICATION_POLICIES = {"none": None, "every result checked, no barring": Replication(copies=2, bar_ratio=0.0),
-                        "every result checked": Replication(copies=2),
-                        "adaptive (trusted after 10, spot checks 10 %)": Replication(copies=2, trust_after=10,
-                                                                                   spot_check=0.1)}
+REPLICATION_POLICIES = {
+    "none": None,
+    "every result checked, no barring": Replication(copies=2, bar_ratio=0.0),
+    "every result checked": Replication(copies=2),
+    "adaptive (trusted after 10, spot checks 10 %)": Replication(copies=2, trust_after=10, spot_check=0.1),
+}
 REPLICATION_SHARES = (0.1, 0.2, 0.3, 0.4)
 
 
-def train(rule: dict, attack: str, share: float, k: int, tasks: int = TASKS, tail: bool = False,
-          seed: int = 0, capped: int = 0, crowd: ReplicatedCrowd | None = None) -> float:
+def train(
+    rule: dict,
+    attack: str,
+    share: float,
+    k: int,
+    tasks: int = TASKS,
+    tail: bool = False,
+    seed: int = 0,
+    capped: int = 0,
+    crowd: ReplicatedCrowd | None = None,
+) -> float:
     """Final held-out accuracy of one run."""
     (x, y), (hx, hy) = problem(seed)
     rng = np.random.default_rng(seed + 1)
@@ -168,11 +182,18 @@ def train(rule: dict, attack: str, share: float, k: int, tasks: int = TASKS, tai
     for _ in range(EPOCHS):
         order = rng.permutation(tasks)
         for start in range(0, tasks, k):
-            batches = order[start:start + k]
-            honest = [loss_and_grad(weights, x[b % TASKS * BATCH:(b % TASKS + 1) * BATCH],
-                                    y[b % TASKS * BATCH:(b % TASKS + 1) * BATCH])[1] for b in batches]
-            bad = (np.array([crowd.fold_one() for _ in batches]) if crowd is not None
-                   else rng.random(len(batches)) < share)
+            batches = order[start : start + k]
+            honest = [
+                loss_and_grad(
+                    weights,
+                    x[b % TASKS * BATCH : (b % TASKS + 1) * BATCH],
+                    y[b % TASKS * BATCH : (b % TASKS + 1) * BATCH],
+                )[1]
+                for b in batches
+            ]
+            bad = (
+                np.array([crowd.fold_one() for _ in batches]) if crowd is not None else rng.random(len(batches)) < share
+            )
             bad[:capped] = True  # one client at its share of the update
             if tail and start + k >= tasks:  # the epoch's last task is the attacker's
                 bad[-1] = True
@@ -186,11 +207,20 @@ def train(rule: dict, attack: str, share: float, k: int, tasks: int = TASKS, tai
 def rules() -> dict[str, dict]:
     (x, y), _ = problem()
     w = [np.zeros((FEATURES, CLASSES), np.float32), np.zeros(CLASSES, np.float32)]
-    clip = float(np.median([norm(loss_and_grad(w, x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH])[1])
-                            for i in range(TASKS)]))
-    return {"mean": {"name": "mean"}, "median": {"name": "median"},
-            "trimmed mean 0.2": {"name": "trimmed_mean", "trim": 0.2},
-            f"clipped mean {clip:.2f}": {"name": "clipped_mean", "clip_norm": clip}}
+    clip = float(
+        np.median(
+            [
+                norm(loss_and_grad(w, x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH])[1])
+                for i in range(TASKS)
+            ]
+        )
+    )
+    return {
+        "mean": {"name": "mean"},
+        "median": {"name": "median"},
+        "trimmed mean 0.2": {"name": "trimmed_mean", "trim": 0.2},
+        f"clipped mean {clip:.2f}": {"name": "clipped_mean", "clip_norm": clip},
+    }
 
 
 def main() -> None:
@@ -199,24 +229,42 @@ def main() -> None:
     shares, ks = ((0.0, 0.2, 0.4), (8,)) if args.quick else (SHARES, KS)
     clean = train({"name": "mean"}, "flip", 0.0, ks[0])
     print(f"clean run (mean, no attacker): held-out accuracy {clean:.3f}; {TASKS} tasks x {EPOCHS} epochs")
-    results = {"ks": list(ks), "tasks": TASKS, "epochs": EPOCHS, "clean": clean, "tolerance": TOLERANCE,
-               "shares": list(shares), "attacks": {}, "tail": {},
-               "capped": {}, "max_share": DEFAULT_ROBUST_SHARE, "replication": []}
+    results = {
+        "ks": list(ks),
+        "tasks": TASKS,
+        "epochs": EPOCHS,
+        "clean": clean,
+        "tolerance": TOLERANCE,
+        "shares": list(shares),
+        "attacks": {},
+        "tail": {},
+        "capped": {},
+        "max_share": DEFAULT_ROBUST_SHARE,
+        "replication": [],
+    }
     for k in ks:
         for attack, label in (("flip", "sign flip at the norm bound"), ("noise", "noise at the norm bound")):
             table = results["attacks"].setdefault(attack, {}).setdefault(str(k), {})
             for name, rule in rules().items():
                 table[name] = [train(rule, attack, share, k) for share in shares]
                 share = survives(shares, table[name], clean)
-                print(f"K={k:<3} {label:<28} {name:<22} " + " ".join(f"{a:.2f}" for a in table[name])
-                      + f"   survives up to {100 * share:.0f} %", flush=True)
+                print(
+                    f"K={k:<3} {label:<28} {name:<22} "
+                    + " ".join(f"{a:.2f}" for a in table[name])
+                    + f"   survives up to {100 * share:.0f} %",
+                    flush=True,
+                )
         # the tail: one hostile lease held to the end of each epoch
         for name, rule in rules().items():
             results["tail"].setdefault(str(k), {})[name] = tail = {
                 "tasks % K == 1": train(rule, "flip", 0.0, k, tasks=TASKS + 1, tail=True),
-                "tasks % K == 0": train(rule, "flip", 0.0, k, tasks=TASKS, tail=True)}
-            print(f"K={k:<3} tail attack, {name:<22} {TASKS + 1} tasks: {tail['tasks % K == 1']:.3f}   "
-                  f"{TASKS} tasks: {tail['tasks % K == 0']:.3f}", flush=True)
+                "tasks % K == 0": train(rule, "flip", 0.0, k, tasks=TASKS, tail=True),
+            }
+            print(
+                f"K={k:<3} tail attack, {name:<22} {TASKS + 1} tasks: {tail['tasks % K == 1']:.3f}   "
+                f"{TASKS} tasks: {tail['tasks % K == 0']:.3f}",
+                flush=True,
+            )
         # one client filling its share of every update (max_share's default, DEFAULT_ROBUST_SHARE)
         cap = max(1, int(DEFAULT_ROBUST_SHARE * k))
         for name, rule in rules().items():
@@ -230,26 +278,37 @@ def main() -> None:
             for share in shares if not args.quick else (0.4,):
                 crowd = ReplicatedCrowd(replication, share, sleepers, np.random.default_rng(7))
                 accuracy = train({"name": "median"}, "flip", 0.0, ks[0], crowd=crowd)
-                row = {"attack": label, "policy": policy, "share": share, "accuracy": accuracy,
-                       "copies_per_result": crowd.copies / crowd.folded,
-                       "hostile_folded": crowd.hostile_folded / crowd.folded}
+                row = {
+                    "attack": label,
+                    "policy": policy,
+                    "share": share,
+                    "accuracy": accuracy,
+                    "copies_per_result": crowd.copies / crowd.folded,
+                    "hostile_folded": crowd.hostile_folded / crowd.folded,
+                }
                 results["replication"].append(row)
-                print(f"replication {policy:<46} {label:<8} {100 * share:3.0f} % hostile: "
-                      f"{row['copies_per_result']:.2f} copies per result, {100 * row['hostile_folded']:4.1f} % of "
-                      f"folded gradients hostile, median K={ks[0]} accuracy {accuracy:.3f}", flush=True)
+                print(
+                    f"replication {policy:<46} {label:<8} {100 * share:3.0f} % hostile: "
+                    f"{row['copies_per_result']:.2f} copies per result, {100 * row['hostile_folded']:4.1f} % of "
+                    f"folded gradients hostile, median K={ks[0]} accuracy {accuracy:.3f}",
+                    flush=True,
+                )
     median = max(survives(shares, results["attacks"]["flip"][str(k)]["median"], clean) for k in ks)
-    defended = {policy: survives([r["share"] for r in rows], [r["accuracy"] for r in rows], clean)
-                for policy in REPLICATION_POLICIES
-                if (rows := [r for r in results["replication"] if r["policy"] == policy and r["attack"] == "always"])}
+    defended = {
+        policy: survives([r["share"] for r in rows], [r["accuracy"] for r in rows], clean)
+        for policy in REPLICATION_POLICIES
+        if (rows := [r for r in results["replication"] if r["policy"] == policy and r["attack"] == "always"])
+    }
     best = max(defended, key=lambda p: (defended[p], -list(REPLICATION_POLICIES).index(p)))
     tail_ok = all(t["median"]["tasks % K == 0"] >= clean - TOLERANCE for t in results["tail"].values())
     met = max(median, defended[best]) >= 0.4 and tail_ok
-    print(f"target: median at K >= 8 survives 40 % sign flips at the norm bound and the tail attack: "
-          f"{'met' if met else 'NOT met'} (sign flips up to {100 * median:.0f} % alone, "
-          f"{100 * defended[best]:.0f} % behind replication ({best}); the tail "
-          f"{'survived' if tail_ok else 'not survived'} with an epoch a multiple of K)")
-    results.update(target_met=met, median_survives=median, replicated_survives=defended[best],
-                   replicated_policy=best)
+    print(
+        f"target: median at K >= 8 survives 40 % sign flips at the norm bound and the tail attack: "
+        f"{'met' if met else 'NOT met'} (sign flips up to {100 * median:.0f} % alone, "
+        f"{100 * defended[best]:.0f} % behind replication ({best}); the tail "
+        f"{'survived' if tail_ok else 'not survived'} with an epoch a multiple of K)"
+    )
+    results.update(target_met=met, median_survives=median, replicated_survives=defended[best], replicated_policy=best)
     common.save("poison", results, args)
 
 

@@ -14,9 +14,9 @@ requests the bucket would throttle, the first limit hit and the volunteer
 count where each limit is reached. docs/scale.md says how a deployment goes
 past each one.
 """
+
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -55,28 +55,52 @@ class Quota:
 
 
 QUOTAS = {
-    "api": Quota("API Gateway requests, account and region", 10_000,
-                 "API Gateway quotas: 10,000 requests/s per account per Region (burst 5,000), raisable"),
-    "lambda": Quota("Lambda concurrent executions, account and region", 1_000,
-                    "Lambda quotas: 1,000 concurrent executions per Region by default, raisable"),
-    "fifo": Quota("SQS FIFO SendMessage for the busiest message group", 300,
-                  "SQS quotas: 300 transactions/s per API action per message group (unbatched sends, "
-                  "high-throughput FIFO)"),
-    "fold": Quota("fold of one job (one invocation at a time per message group)", 0,
-                  "measured: bench/fold_throughput.py, 5 ms per DynamoDB and 25 ms per S3 call"),
-    "ddb_write": Quota("DynamoDB on-demand write request units, one table", 40_000,
-                       "DynamoDB quotas: 40,000 write request units/s per on-demand table by default"),
-    "ddb_read": Quota("DynamoDB on-demand read request units, one table", 40_000,
-                      "DynamoDB quotas: 40,000 read request units/s per on-demand table by default"),
-    "meta_item": Quota("DynamoDB write units on one item (the job's META)", 1_000,
-                       "DynamoDB: 1,000 write units/s per partition, so per item; a write of an item "
-                       "costs a unit per KB of it"),
-    "s3_put": Quota("S3 PUT/POST on one prefix (grads/<job>/)", 3_500,
-                    "S3 performance guidelines: 3,500 PUT/COPY/POST/DELETE per second per prefix"),
-    "s3_get": Quota("S3 GET on one prefix (grads/<job>/)", 5_500,
-                    "S3 performance guidelines: 5,500 GET/HEAD per second per prefix"),
-    "cloudfront": Quota("CloudFront requests, one distribution", 250_000,
-                        "CloudFront quotas: 250,000 requests/s per distribution"),
+    "api": Quota(
+        "API Gateway requests, account and region",
+        10_000,
+        "API Gateway quotas: 10,000 requests/s per account per Region (burst 5,000), raisable",
+    ),
+    "lambda": Quota(
+        "Lambda concurrent executions, account and region",
+        1_000,
+        "Lambda quotas: 1,000 concurrent executions per Region by default, raisable",
+    ),
+    "fifo": Quota(
+        "SQS FIFO SendMessage for the busiest message group",
+        300,
+        "SQS quotas: 300 transactions/s per API action per message group (unbatched sends, high-throughput FIFO)",
+    ),
+    "fold": Quota(
+        "fold of one job (one invocation at a time per message group)",
+        0,
+        "measured: bench/fold_throughput.py, 5 ms per DynamoDB and 25 ms per S3 call",
+    ),
+    "ddb_write": Quota(
+        "DynamoDB on-demand write request units, one table",
+        40_000,
+        "DynamoDB quotas: 40,000 write request units/s per on-demand table by default",
+    ),
+    "ddb_read": Quota(
+        "DynamoDB on-demand read request units, one table",
+        40_000,
+        "DynamoDB quotas: 40,000 read request units/s per on-demand table by default",
+    ),
+    "meta_item": Quota(
+        "DynamoDB write units on one item (the job's META)",
+        1_000,
+        "DynamoDB: 1,000 write units/s per partition, so per item; a write of an item costs a unit per KB of it",
+    ),
+    "s3_put": Quota(
+        "S3 PUT/POST on one prefix (grads/<job>/)",
+        3_500,
+        "S3 performance guidelines: 3,500 PUT/COPY/POST/DELETE per second per prefix",
+    ),
+    "s3_get": Quota(
+        "S3 GET on one prefix (grads/<job>/)", 5_500, "S3 performance guidelines: 5,500 GET/HEAD per second per prefix"
+    ),
+    "cloudfront": Quota(
+        "CloudFront requests, one distribution", 250_000, "CloudFront quotas: 250,000 requests/s per distribution"
+    ),
 }
 
 
@@ -110,8 +134,13 @@ def meta_write_units(groups: int) -> float:
 def per_task_demand(calls: dict[str, float], scenario: Scenario) -> dict[str, float]:
     """Requests (or units) each resource sees per completed task."""
     step, batches, groups = scenario.step, scenario.batches, scenario.fold_groups
-    api_handler_seconds = 0.030 + 0.005 * (calls.get("dynamodb:PutItem", 0) + calls.get("dynamodb:DeleteItem", 0)
-                                           + calls.get("dynamodb:UpdateItem", 0)) + 0.025 * 1 + 0.010 * 3
+    api_handler_seconds = (
+        0.030
+        + 0.005
+        * (calls.get("dynamodb:PutItem", 0) + calls.get("dynamodb:DeleteItem", 0) + calls.get("dynamodb:UpdateItem", 0))
+        + 0.025 * 1
+        + 0.010 * 3
+    )
     heartbeats = max(0, math.ceil(step / (120 / 3)) - 1)  # 120 s leases, a beat every 40 s
     return {
         "api": 2 + heartbeats,
@@ -130,8 +159,14 @@ def per_task_demand(calls: dict[str, float], scenario: Scenario) -> dict[str, fl
     }
 
 
-def simulate(volunteers: int, step: float, demand: dict[str, float], quotas: dict[str, float],
-             seconds: float = 60, tick: float = 0.1) -> dict[str, dict[str, float]]:
+def simulate(
+    volunteers: int,
+    step: float,
+    demand: dict[str, float],
+    quotas: dict[str, float],
+    seconds: float = 60,
+    tick: float = 0.1,
+) -> dict[str, dict[str, float]]:
     """Each resource's demand as a share of its quota, and the share throttled."""
     rate = volunteers / (step + OVERHEAD_SECONDS)  # tasks per second, every volunteer busy
     out = {}
@@ -153,20 +188,28 @@ def measured_inputs(quick: bool) -> tuple[dict[int, dict[str, float]], dict[int,
     """Calls per task and one job's fold rate (results/s), by fold_groups."""
     from bench.cost import measure
     from bench.fold_throughput import run, run_levels
-    calls = {groups: measure(tasks=20 if quick else 100, k=K, per_fold=10, fold_groups=groups)["calls_per_task"]
-             for groups in (1, GROUPS)}
-    fold = {1: run(40 if quick else 200, K, 10)["aws_results_per_second"],
-            GROUPS: run_levels(200 if quick else 2000, 64, GROUPS)["job_aws_results_per_second"]}
+
+    calls = {
+        groups: measure(tasks=20 if quick else 100, k=K, per_fold=10, fold_groups=groups)["calls_per_task"]
+        for groups in (1, GROUPS)
+    }
+    fold = {
+        1: run(40 if quick else 200, K, 10)["aws_results_per_second"],
+        GROUPS: run_levels(200 if quick else 2000, 64, GROUPS)["job_aws_results_per_second"],
+    }
     return calls, fold
 
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
     calls, fold_rates = measured_inputs(args.quick)
-    report = {"calls_per_task": calls, "fold_results_per_second": fold_rates, "overhead_seconds": OVERHEAD_SECONDS,
-              "quotas": {k: {"name": q.name, "per_second": q.per_second, "source": q.source}
-                         for k, q in QUOTAS.items()},
-              "scenarios": {}}
+    report = {
+        "calls_per_task": calls,
+        "fold_results_per_second": fold_rates,
+        "overhead_seconds": OVERHEAD_SECONDS,
+        "quotas": {k: {"name": q.name, "per_second": q.per_second, "source": q.source} for k, q in QUOTAS.items()},
+        "scenarios": {},
+    }
     for scenario, setup in SCENARIOS.items():
         step = setup.step
         quotas = {key: (fold_rates[setup.fold_groups] if key == "fold" else q.per_second) for key, q in QUOTAS.items()}
@@ -175,27 +218,43 @@ def main() -> None:
         limits_at = {k: quotas[k] / per_volunteer[k] for k in demand}
         runs = {n: simulate(n, step, demand, quotas) for n in VOLUNTEERS}
         first = min(limits_at, key=limits_at.get)
-        report["scenarios"][scenario] = {"step_seconds": step, "fold_groups": setup.fold_groups,
-                                         "fold_results_per_second": quotas["fold"], "demand_per_task": demand,
-                                         "volunteers_at_limit": limits_at, "first_limit": first,
-                                         "first_limit_volunteers": limits_at[first], "runs": runs}
-        print(f"\n{scenario} ({step} s compute per task + {OVERHEAD_SECONDS} s requests; one job folds "
-              f"{quotas['fold']:,.0f} results/s):")
+        report["scenarios"][scenario] = {
+            "step_seconds": step,
+            "fold_groups": setup.fold_groups,
+            "fold_results_per_second": quotas["fold"],
+            "demand_per_task": demand,
+            "volunteers_at_limit": limits_at,
+            "first_limit": first,
+            "first_limit_volunteers": limits_at[first],
+            "runs": runs,
+        }
+        print(
+            f"\n{scenario} ({step} s compute per task + {OVERHEAD_SECONDS} s requests; one job folds "
+            f"{quotas['fold']:,.0f} results/s):"
+        )
         print(f"  {'resource':<62} {'limit at':>10}  " + "  ".join(f"{n:>9,}" for n in VOLUNTEERS))
         for key in sorted(demand, key=limits_at.get):
-            cells = "  ".join(f"{runs[n][key]['utilization']:>8.0%}" + ("*" if runs[n][key]["throttled"] > 0.001
-                                                                          else " ") for n in VOLUNTEERS)
+            cells = "  ".join(
+                f"{runs[n][key]['utilization']:>8.0%}" + ("*" if runs[n][key]["throttled"] > 0.001 else " ")
+                for n in VOLUNTEERS
+            )
             print(f"  {QUOTAS[key].name:<62} {limits_at[key]:>10,.0f}  {cells}")
-        print(f"  first limit: {QUOTAS[first].name}, at {limits_at[first]:,.0f} volunteers "
-              "(* = the token bucket throttles requests)")
+        print(
+            f"  first limit: {QUOTAS[first].name}, at {limits_at[first]:,.0f} volunteers "
+            "(* = the token bucket throttles requests)"
+        )
     paper = report["scenarios"][f"paper model, fold_groups {GROUPS}"]
     short = report["scenarios"][f"short step, fold_groups {GROUPS}"]
     local = report["scenarios"]["paper model, 16 local steps"]
-    print(f"with 16 local steps per task the paper's model first meets {QUOTAS[local['first_limit']].name} at "
-          f"{local['first_limit_volunteers']:,.0f} volunteers (the target counts one gradient per task)")
+    print(
+        f"with 16 local steps per task the paper's model first meets {QUOTAS[local['first_limit']].name} at "
+        f"{local['first_limit_volunteers']:,.0f} volunteers (the target counts one gradient per task)"
+    )
     report["targets"] = {
         f"paper model, fold_groups {GROUPS}: 10,000 volunteers hit no limit": paper["first_limit_volunteers"] >= 10_000,
-        f"short step, fold_groups {GROUPS}: first limit at >= 1,000 volunteers": short["first_limit_volunteers"] >= 1_000}
+        f"short step, fold_groups {GROUPS}: first limit at >= 1,000 volunteers": short["first_limit_volunteers"]
+        >= 1_000,
+    }
     for target, met in report["targets"].items():
         print(f"target {target}: {'met' if met else 'NOT met'}")
     common.save("scale", report, args)

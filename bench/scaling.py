@@ -19,26 +19,34 @@ last: no rounding to whole tasks, even when a step is a third of the window.
 Volunteers arrive spread over one step; results the fold discards (too stale)
 do not count as trained.
 """
+
 from __future__ import annotations
 
 import json
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import requests
 
 from bench import common
-from crowdtrain.local.process import LocalCloudProcess
 from crowdtrain.api import Api, ApiError, post_form
+from crowdtrain.local.process import LocalCloudProcess
 
 
 class Volunteer(threading.Thread):
-    def __init__(self, api_url: str, name: str, step_seconds: float, arrive_seconds: float, stop: threading.Event,
-                 pipelined: bool = False):
+    def __init__(
+        self,
+        api_url: str,
+        name: str,
+        step_seconds: float,
+        arrive_seconds: float,
+        stop: threading.Event,
+        pipelined: bool = False,
+    ):
         super().__init__(daemon=True)
         self.api, self.name_, self.step, self.stop = Api(api_url), name, step_seconds, stop
         self.token: str | None = None
@@ -71,7 +79,7 @@ class Volunteer(threading.Thread):
         base = task["model_url"].rsplit("/", 1)[0]
         self.http.get(f"{base}/weights.bin", timeout=30).raise_for_status()
         task["steps"] = self.steps_for(task)
-        for url in task["batch_urls"][:task["steps"]]:  # one, or one per local step
+        for url in task["batch_urls"][: task["steps"]]:  # one, or one per local step
             self.http.get(url, timeout=30).raise_for_status()
         return task, time.monotonic() - start
 
@@ -96,9 +104,18 @@ class Volunteer(threading.Thread):
         start = time.monotonic()
         post_form(task["upload"], np.zeros(task["upload_bytes"], np.uint8).tobytes())
         try:
-            self.api.call("POST", "/tasks/complete", {"job_id": task["job_id"], "lease_token": task["lease_token"],
-                                                      "volunteer_token": self.token, "loss": 1.0,
-                                                      "steps": task["steps"]}, signed=False)
+            self.api.call(
+                "POST",
+                "/tasks/complete",
+                {
+                    "job_id": task["job_id"],
+                    "lease_token": task["lease_token"],
+                    "volunteer_token": self.token,
+                    "loss": 1.0,
+                    "steps": task["steps"],
+                },
+                signed=False,
+            )
         except ApiError as err:
             if err.status not in (409, 410):
                 raise
@@ -154,19 +171,25 @@ def measure(stack: LocalCloudProcess, n: int, step: float, seconds: float, pipel
         else:  # a volunteer slowed to under two tasks a window: count what it finished
             rate += sum(size for _, size, _ in done) / (end - start)
         request_times += [r for _, _, r in done]
-    return {"volunteers": n, "samples_per_second": rate, "lost": sum(v.lost for v in crowd),
-            "errors": sum(v.errors for v in crowd),
-            "completed": sum(len(v.done) for v in crowd),
-            "request_seconds_median": float(np.median(request_times)) if request_times else float("nan"),
-            "request_seconds_p95": common.percentile(request_times, 95)}
+    return {
+        "volunteers": n,
+        "samples_per_second": rate,
+        "lost": sum(v.lost for v in crowd),
+        "errors": sum(v.errors for v in crowd),
+        "completed": sum(len(v.done) for v in crowd),
+        "request_seconds_median": float(np.median(request_times)) if request_times else float("nan"),
+        "request_seconds_p95": common.percentile(request_times, 95),
+    }
 
 
 def discarded(stack: LocalCloudProcess, job: str) -> int:
     """Results the fold threw away so far (stale ones, mostly): accepted by the API, yet not trained on.
     Read once the fold has caught up (version and discards unchanged for a second)."""
+
     def read() -> tuple[int, int]:
         status = stack.api.call("GET", f"/jobs/{job}")
         return status["version"], sum(status["discarded"].values())
+
     previous, deadline = read(), time.monotonic() + 60
     while time.monotonic() < deadline:
         time.sleep(1)
@@ -177,8 +200,15 @@ def discarded(stack: LocalCloudProcess, job: str) -> int:
     return previous[1]
 
 
-def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_seconds: float, local_steps: int = 1,
-          pipelined: bool = False) -> dict:
+def scale(
+    case: str,
+    seq_len: int,
+    step_ms: float,
+    counts: list[int],
+    min_seconds: float,
+    local_steps: int = 1,
+    pipelined: bool = False,
+) -> dict:
     # staleness 16: with 32 volunteers and K = 3 a result lands about 32 / 3 versions after its
     # lease, so a smaller bound discards work the crowd did (section 4 shows what S costs);
     # pipelined, a task is leased a task ahead of its compute, so results land about twice as far
@@ -191,8 +221,9 @@ def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_second
         stack = LocalCloudProcess(Path(tmp))
         try:
             local = {"local_steps": {"steps": local_steps}} if local_steps > 1 else {}
-            job = stack.char_lstm_job(batches=400 * local_steps, epochs=500, k=3, seq_len=seq_len, batch_size=32,
-                                      staleness=staleness, **local)
+            job = stack.char_lstm_job(
+                batches=400 * local_steps, epochs=500, k=3, seq_len=seq_len, batch_size=32, staleness=staleness, **local
+            )
             for n in counts:
                 before = discarded(stack, job)
                 row = measure(stack, n, step_ms / 1000, seconds, pipelined)  # a task sleeps a step per batch
@@ -202,17 +233,27 @@ def scale(case: str, seq_len: int, step_ms: float, counts: list[int], min_second
                 rows.append(row)
                 base = rows[0]["trained_per_second"]
                 row["efficiency"] = row["trained_per_second"] / (n * base)
-                print(f"{case}: {n:>3} volunteers: {row['trained_per_second']:8.2f} samples/s trained "
-                      f"({row['samples_per_second']:.2f} accepted), efficiency {row['efficiency']:.0%}, "
-                      f"requests per task median {row['request_seconds_median']:.2f} s "
-                      f"(p95 {row['request_seconds_p95']:.2f} s), lost leases {row['lost']}, errors {row['errors']}, "
-                      f"discarded {row['discarded']} of {row['completed']}", flush=True)
+                print(
+                    f"{case}: {n:>3} volunteers: {row['trained_per_second']:8.2f} samples/s trained "
+                    f"({row['samples_per_second']:.2f} accepted), efficiency {row['efficiency']:.0%}, "
+                    f"requests per task median {row['request_seconds_median']:.2f} s "
+                    f"(p95 {row['request_seconds_p95']:.2f} s), lost leases {row['lost']}, errors {row['errors']}, "
+                    f"discarded {row['discarded']} of {row['completed']}",
+                    flush=True,
+                )
         finally:
             stack.stop()
-    return {"case": case, "seq_len": seq_len, "step_ms": step_ms, "local_steps": local_steps, "pipelined": pipelined,
-            "staleness": staleness,
-            "seconds_per_point": seconds, "rows": rows,
-            "target_met": rows[-1]["efficiency"] >= 0.95}
+    return {
+        "case": case,
+        "seq_len": seq_len,
+        "step_ms": step_ms,
+        "local_steps": local_steps,
+        "pipelined": pipelined,
+        "staleness": staleness,
+        "seconds_per_point": seconds,
+        "rows": rows,
+        "target_met": rows[-1]["efficiency"] >= 0.95,
+    }
 
 
 def measured_step_ms() -> float | None:
@@ -224,20 +265,31 @@ def measured_step_ms() -> float | None:
 
 
 # name: (sequence length, step: the paper model's or the short one, local steps, pipelined)
-CASES = {"paper model": (1024, "paper", 1, False), "short step": (128, "short", 1, False),
-         "short step, 8 local steps": (128, "short", 8, False),
-         "short step, 8 local steps, pipelined": (128, "short", 8, True)}
+CASES = {
+    "paper model": (1024, "paper", 1, False),
+    "short step": (128, "short", 1, False),
+    "short step, 8 local steps": (128, "short", 8, False),
+    "short step, 8 local steps, pipelined": (128, "short", 8, True),
+}
 
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--paper-step-ms", type=float, default=measured_step_ms(),
-                   help="simulated compute per task, paper model (default: bench/overhead.py's compute median "
-                        "at sequence 1,024, from bench/results/overhead.json)")
+    p.add_argument(
+        "--paper-step-ms",
+        type=float,
+        default=measured_step_ms(),
+        help="simulated compute per task, paper model (default: bench/overhead.py's compute median "
+        "at sequence 1,024, from bench/results/overhead.json)",
+    )
     # 674 ms: one step of TF.js's LSTM(128) text example, batch 32, wasm (shared/paper/facts.md).
     p.add_argument("--fast-step-ms", type=float, default=674, help="simulated compute per task, short-step case")
-    p.add_argument("--case", action="append", choices=CASES,
-                   help="run only this case (repeatable); the others are kept from bench/results/scaling.json")
+    p.add_argument(
+        "--case",
+        action="append",
+        choices=CASES,
+        help="run only this case (repeatable); the others are kept from bench/results/scaling.json",
+    )
     args = p.parse_args()
     if args.paper_step_ms is None and not args.quick:
         p.error("no bench/results/overhead.json: run bench/overhead.py first or pass --paper-step-ms")
@@ -246,15 +298,23 @@ def main() -> None:
     else:
         counts = [1, 2, 4, 8, 16, 32]
         step_ms = {"paper": args.paper_step_ms, "short": args.fast_step_ms}
-        kept = {c["case"]: c for c in json.loads((common.RESULTS / "scaling.json").read_text())["cases"]} \
-            if args.case and (common.RESULTS / "scaling.json").exists() else {}
-        cases = [kept[name] if args.case and name not in args.case and name in kept
-                 else scale(name, seq, step_ms[step], counts, 20, local_steps=steps, pipelined=pipelined)
-                 for name, (seq, step, steps, pipelined) in CASES.items()]
+        kept = (
+            {c["case"]: c for c in json.loads((common.RESULTS / "scaling.json").read_text())["cases"]}
+            if args.case and (common.RESULTS / "scaling.json").exists()
+            else {}
+        )
+        cases = [
+            kept[name]
+            if args.case and name not in args.case and name in kept
+            else scale(name, seq, step_ms[step], counts, 20, local_steps=steps, pipelined=pipelined)
+            for name, (seq, step, steps, pipelined) in CASES.items()
+        ]
     for case in cases:
         last = case["rows"][-1]
-        print(f"{case['case']}: target >= 95 % at {last['volunteers']}: {last['efficiency']:.0%} -> "
-              f"{'met' if case['target_met'] else 'NOT met'}")
+        print(
+            f"{case['case']}: target >= 95 % at {last['volunteers']}: {last['efficiency']:.0%} -> "
+            f"{'met' if case['target_met'] else 'NOT met'}"
+        )
     common.save("scaling", {"cases": cases, "target": 0.95}, args)
 
 

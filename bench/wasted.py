@@ -12,6 +12,7 @@ H = 8 local steps for everyone, and a range of 2 to 8 steps with a target
 task time (each volunteer picks its steps as the page does, so a slow device
 does about a quarter as many). Target: ≤ 5 % with the range.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -34,12 +35,28 @@ def run_case(case: str, step: float, batches: int, epochs: int, local_steps: dic
         try:
             extra = {"local_steps": local_steps} if local_steps else {}
             # leases long enough for a slow volunteer's 8 steps: these volunteers do not heartbeat
-            job = stack.char_lstm_job(batches=batches, epochs=epochs, k=K, seq_len=20, batch_size=32,
-                                      staleness=STALENESS, lease_seconds=600, **extra)
+            job = stack.char_lstm_job(
+                batches=batches,
+                epochs=epochs,
+                k=K,
+                seq_len=20,
+                batch_size=32,
+                staleness=STALENESS,
+                lease_seconds=600,
+                **extra,
+            )
             stop = threading.Event()
-            crowd = [Volunteer(stack.state["api"], f"{'slow' if i < SLOW else 'fast'}-{i}",
-                               step * (SLOWDOWN if i < SLOW else 1), step * i / VOLUNTEERS, stop, pipelined=True)
-                     for i in range(VOLUNTEERS)]
+            crowd = [
+                Volunteer(
+                    stack.state["api"],
+                    f"{'slow' if i < SLOW else 'fast'}-{i}",
+                    step * (SLOWDOWN if i < SLOW else 1),
+                    step * i / VOLUNTEERS,
+                    stop,
+                    pipelined=True,
+                )
+                for i in range(VOLUNTEERS)
+            ]
             started = time.monotonic()
             for v in crowd:
                 v.start()
@@ -53,13 +70,24 @@ def run_case(case: str, step: float, batches: int, epochs: int, local_steps: dic
     computed = sum(v.computed for v in crowd)
     slow_computed = sum(v.computed for v in crowd[:SLOW])
     folded = status["samples"]
-    row = {"case": case, "local_steps": local_steps, "computed": computed, "folded": folded,
-           "wasted_share": (computed - folded) / computed, "slow_share_of_computed": slow_computed / computed,
-           "discarded": status["discarded"], "lost_leases": sum(v.lost for v in crowd),
-           "versions": status["version"], "seconds": seconds}
-    print(f"{case}: wasted {row['wasted_share']:.1%} of {computed:,} computed samples "
-          f"({folded:,} folded; the slow quarter computed {row['slow_share_of_computed']:.0%}); "
-          f"discarded {row['discarded']}, lost leases {row['lost_leases']}, {seconds:.0f} s", flush=True)
+    row = {
+        "case": case,
+        "local_steps": local_steps,
+        "computed": computed,
+        "folded": folded,
+        "wasted_share": (computed - folded) / computed,
+        "slow_share_of_computed": slow_computed / computed,
+        "discarded": status["discarded"],
+        "lost_leases": sum(v.lost for v in crowd),
+        "versions": status["version"],
+        "seconds": seconds,
+    }
+    print(
+        f"{case}: wasted {row['wasted_share']:.1%} of {computed:,} computed samples "
+        f"({folded:,} folded; the slow quarter computed {row['slow_share_of_computed']:.0%}); "
+        f"discarded {row['discarded']}, lost leases {row['lost_leases']}, {seconds:.0f} s",
+        flush=True,
+    )
     return row
 
 
@@ -73,15 +101,29 @@ def main() -> None:
     step = args.step_ms / 1000
     scale = 0.2 if args.quick else 1.0
     ranged = {"steps": 8, "min_steps": 2, "target_seconds": max(1.0, 8 * step)}  # the API takes 1 s or more
-    cases = [("per-batch tasks (H = 1)", int(240 * scale), 1, None),
-             ("H = 8 for every volunteer", int(192 * scale), 2, {"steps": 8}),
-             ("H from 2 to 8 by step time", int(192 * scale), 4, ranged)]
+    cases = [
+        ("per-batch tasks (H = 1)", int(240 * scale), 1, None),
+        ("H = 8 for every volunteer", int(192 * scale), 2, {"steps": 8}),
+        ("H from 2 to 8 by step time", int(192 * scale), 4, ranged),
+    ]
     rows = [run_case(name, step, batches, epochs, local) for name, batches, epochs, local in cases]
     met = rows[-1]["wasted_share"] <= 0.05
     print(f"range of H: wasted {rows[-1]['wasted_share']:.1%} (target <= 5 %) -> {'met' if met else 'NOT met'}")
-    common.save("wasted", {"volunteers": VOLUNTEERS, "slow": SLOW, "slowdown": SLOWDOWN, "k": K,
-                           "staleness": STALENESS, "step_ms": args.step_ms, "rows": rows, "target": 0.05,
-                           "target_met": met}, args)
+    common.save(
+        "wasted",
+        {
+            "volunteers": VOLUNTEERS,
+            "slow": SLOW,
+            "slowdown": SLOWDOWN,
+            "k": K,
+            "staleness": STALENESS,
+            "step_ms": args.step_ms,
+            "rows": rows,
+            "target": 0.05,
+            "target_met": met,
+        },
+        args,
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ call `reset()` after changing the environment (and inside moto's mock) so the
 next request builds fresh parts, and `override()` to put a part of their own
 in place before anything that depends on it is built.
 """
+
 from __future__ import annotations
 
 from functools import cached_property
@@ -14,7 +15,6 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from chalicelib.jobs.auth import AdminGuard
 from chalicelib.domain.config import Settings, settings
 from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.credit import CreditLedger
@@ -26,35 +26,36 @@ from chalicelib.fold.stores import FoldStores
 from chalicelib.fold.updates import Updates
 from chalicelib.fold.vetting import GradientVetting
 from chalicelib.jobs.admin import InFlight, JobAdmin, JobLimits
+from chalicelib.jobs.auth import AdminGuard
 from chalicelib.jobs.credit import CreditView
 from chalicelib.publish.status import Sources, StatusBoard
-from chalicelib.store.versions import VersionStore
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.awaiting import AwaitingCopies
-from chalicelib.store.rounds import RoundSeats
 from chalicelib.store.credits import Credits
-from chalicelib.store.reputations import Reputations
 from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import MetaStore
 from chalicelib.store.objects import ObjectStore
-from chalicelib.store.stats import Counters
-from chalicelib.store.volunteers import VolunteerSlots
-from chalicelib.tasks.epochs import EpochQueue
-from chalicelib.tasks.evaluations import Evaluations
-from chalicelib.tasks.identities import Identities
+from chalicelib.store.queues import ResultQueue, TaskQueue
+from chalicelib.store.reputations import Reputations
+from chalicelib.store.rounds import RoundSeats
 from chalicelib.store.secrets import SecretsManagerKeys, StaticKeys
+from chalicelib.store.stats import Counters
+from chalicelib.store.versions import VersionStore
+from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.tasks.answers import Answers
 from chalicelib.tasks.completion import Completions
+from chalicelib.tasks.epochs import EpochQueue
+from chalicelib.tasks.evaluations import Evaluations
 from chalicelib.tasks.handout import Handout
 from chalicelib.tasks.held import HeldLeases
+from chalicelib.tasks.identities import Identities
+from chalicelib.tasks.redrive import DeadLetters, Redrive
 from chalicelib.tasks.renewal import Heartbeats, Releases
 from chalicelib.tasks.slots import LeaseSlots
 from chalicelib.tasks.source import LeasePolicy, TaskSource
-from chalicelib.store.queues import ResultQueue, TaskQueue
-from chalicelib.tasks.redrive import DeadLetters, Redrive
 from chalicelib.tasks.tokens import TokenSigner
 
 # Upload forms must be SigV4 (S3 refuses SigV2 for buckets made since June 2020)
@@ -119,8 +120,13 @@ class Services:
     @cached_property
     def redrive(self) -> Redrive:
         c = self.config
-        return Redrive(self._sqs, [DeadLetters("tasks", c.task_dlq_url, c.task_queue_url, fifo=False),
-                                   DeadLetters("results", c.results_dlq_url, c.results_queue_url, fifo=True)])
+        return Redrive(
+            self._sqs,
+            [
+                DeadLetters("tasks", c.task_dlq_url, c.task_queue_url, fifo=False),
+                DeadLetters("results", c.results_dlq_url, c.results_queue_url, fifo=True),
+            ],
+        )
 
     @cached_property
     def epochs(self) -> EpochQueue:
@@ -142,14 +148,16 @@ class Services:
     @cached_property
     def lease_slots(self) -> LeaseSlots:
         c = self.config
-        return LeaseSlots(self.slots, VolunteerSlots(self._table, "ADDRESS"), c.max_leases_per_volunteer,
-                          c.max_leases_per_address)
+        return LeaseSlots(
+            self.slots, VolunteerSlots(self._table, "ADDRESS"), c.max_leases_per_volunteer, c.max_leases_per_address
+        )
 
     @cached_property
     def source(self) -> TaskSource:
         c = self.config
-        policy = LeasePolicy(c.lease_wait_seconds, c.max_leases_per_volunteer, c.max_leases_per_address,
-                             c.lease_meta_max_age)
+        policy = LeasePolicy(
+            c.lease_wait_seconds, c.max_leases_per_volunteer, c.max_leases_per_address, c.lease_meta_max_age
+        )
         return TaskSource(self.tasks, self.meta, self.jobs, self.evaluations, RoundSeats(self._table), policy)
 
     @cached_property
@@ -166,8 +174,16 @@ class Services:
 
     @cached_property
     def completions(self) -> Completions:
-        return Completions(self.held, self.jobs, self.results, self.source, self.objects, self.counters,
-                           self.lease_slots, self.evaluations)
+        return Completions(
+            self.held,
+            self.jobs,
+            self.results,
+            self.source,
+            self.objects,
+            self.counters,
+            self.lease_slots,
+            self.evaluations,
+        )
 
     @cached_property
     def heartbeats(self) -> Heartbeats:
@@ -203,8 +219,15 @@ class Services:
 
     @cached_property
     def updates(self) -> Updates:
-        return Updates(self.meta, self.versions, self.epochs, self.vetting, self.committer, self.discards,
-                       CreditLedger(self.credits))
+        return Updates(
+            self.meta,
+            self.versions,
+            self.epochs,
+            self.vetting,
+            self.committer,
+            self.discards,
+            CreditLedger(self.credits),
+        )
 
     @cached_property
     def credits(self) -> Credits:
@@ -217,10 +240,25 @@ class Services:
     @cached_property
     def fold(self) -> Fold:
         stores = FoldStores(self.jobs, self.meta, self.leases, self.counters, self.tasks)
-        replicas = Replicas(stores, self.vetting, self.discards, self.updates, self.awaiting, Reputations(self._table),
-                            self.config.distinct_addresses)
-        return Fold(stores, self.vetting, self.discards, self.updates, self.sums, replicas, self.board,
-                    self.config.distinct_addresses)
+        replicas = Replicas(
+            stores,
+            self.vetting,
+            self.discards,
+            self.updates,
+            self.awaiting,
+            Reputations(self._table),
+            self.config.distinct_addresses,
+        )
+        return Fold(
+            stores,
+            self.vetting,
+            self.discards,
+            self.updates,
+            self.sums,
+            replicas,
+            self.board,
+            self.config.distinct_addresses,
+        )
 
     @cached_property
     def sums(self) -> PartialSums:
@@ -232,14 +270,26 @@ class Services:
 
     @cached_property
     def board(self) -> StatusBoard:
-        return StatusBoard(self.jobs, self.meta, self.objects,
-                           Sources(self.counters, self.fold_log, self.evaluation_records, self.credits))
+        return StatusBoard(
+            self.jobs,
+            self.meta,
+            self.objects,
+            Sources(self.counters, self.fold_log, self.evaluation_records, self.credits),
+        )
 
     @cached_property
     def admin(self) -> JobAdmin:
         c = self.config
-        return JobAdmin(self.jobs, self.meta, InFlight(self.leases, self.awaiting), self.board, self.versions,
-                        self.epochs, self.objects, JobLimits(c.max_parameters, c.max_batches, c.fold_memory_mb * 2**20))
+        return JobAdmin(
+            self.jobs,
+            self.meta,
+            InFlight(self.leases, self.awaiting),
+            self.board,
+            self.versions,
+            self.epochs,
+            self.objects,
+            JobLimits(c.max_parameters, c.max_batches, c.fold_memory_mb * 2**20),
+        )
 
     @cached_property
     def guard(self) -> AdminGuard:

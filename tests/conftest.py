@@ -1,4 +1,5 @@
 """Fixtures: AWS resources in moto's in-process mock, and the Chalice app's test client."""
+
 from __future__ import annotations
 
 import os
@@ -67,9 +68,13 @@ def moto_server(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = tmp_path / "moto-server.log"
-    server = subprocess.Popen([sys.executable, "-c", f"from tests.moto_gaps import serve; serve({port})"],
-                              cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE, stderr=log.open("w"),
-                              text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", f"from tests.moto_gaps import serve; serve({port})"],
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+    )
     try:
         assert server.stdout.readline().strip() == "ready", log.read_text()[-2000:]
         yield f"http://127.0.0.1:{port}"
@@ -129,6 +134,7 @@ class CrashPoints:
         def wrapper(*args, **kwargs):
             self._maybe(point, rate)
             return real(*args, **kwargs)
+
         self.monkeypatch.setattr(target, method, wrapper)
 
     def after(self, part: str, method: str, point: str, rate: float = 1.0) -> None:
@@ -139,6 +145,7 @@ class CrashPoints:
             out = real(*args, **kwargs)
             self._maybe(point, rate)
             return out
+
         self.monkeypatch.setattr(target, method, wrapper)
 
     def heal(self) -> None:

@@ -2,6 +2,7 @@
 chalice.test.Client, uploads through the presigned POST forms, and the fold
 Lambda fed from the results FIFO queue like Lambda's SQS event source
 (delete on success, redeliver on failure)."""
+
 from __future__ import annotations
 
 import base64
@@ -41,15 +42,32 @@ def softmax_topology(features: int, classes: int) -> dict[str, Any]:
     """A Keras/TF.js topology: one Dense softmax layer (multinomial logistic regression)."""
     return {
         "class_name": "Sequential",
-        "config": {"name": "softmax_regression", "layers": [{
-            "class_name": "Dense",
-            "config": {"name": "dense", "units": classes, "activation": "softmax", "use_bias": True,
-                       "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
-                       "bias_initializer": {"class_name": "Zeros", "config": {}},
-                       "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
-                       "kernel_constraint": None, "bias_constraint": None,
-                       "trainable": True, "batch_input_shape": [None, features], "dtype": "float32"}}]},
-        "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js",
+        "config": {
+            "name": "softmax_regression",
+            "layers": [
+                {
+                    "class_name": "Dense",
+                    "config": {
+                        "name": "dense",
+                        "units": classes,
+                        "activation": "softmax",
+                        "use_bias": True,
+                        "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+                        "bias_initializer": {"class_name": "Zeros", "config": {}},
+                        "kernel_regularizer": None,
+                        "bias_regularizer": None,
+                        "activity_regularizer": None,
+                        "kernel_constraint": None,
+                        "bias_constraint": None,
+                        "trainable": True,
+                        "batch_input_shape": [None, features],
+                        "dtype": "float32",
+                    },
+                }
+            ],
+        },
+        "keras_version": "tfjs-layers 4.22.0",
+        "backend": "tensor_flow.js",
     }
 
 
@@ -88,23 +106,47 @@ def job_body(ds: Dataset, **overrides: Any) -> dict[str, Any]:
     features, classes = ds.x.shape[2], int(ds.y.max()) + 1
     body = {
         "name": "softmax test",
-        "model": {"modelTopology": softmax_topology(features, classes),
-                  "weightsManifest": [{"paths": ["weights.bin"], "weights": [
-                      {"name": "dense/kernel", "shape": [features, classes], "dtype": "float32"},
-                      {"name": "dense/bias", "shape": [classes], "dtype": "float32"}]}]},
+        "model": {
+            "modelTopology": softmax_topology(features, classes),
+            "weightsManifest": [
+                {
+                    "paths": ["weights.bin"],
+                    "weights": [
+                        {"name": "dense/kernel", "shape": [features, classes], "dtype": "float32"},
+                        {"name": "dense/bias", "shape": [classes], "dtype": "float32"},
+                    ],
+                }
+            ],
+        },
         "loss": "sparseCategoricalCrossentropy",
-        "dataset": {"batches": ds.x.shape[0],
-                    "x": {"shape": [ds.x.shape[1], features], "dtype": "float32"},
-                    "y": {"shape": [ds.x.shape[1]], "dtype": "int32"}},
+        "dataset": {
+            "batches": ds.x.shape[0],
+            "x": {"shape": [ds.x.shape[1], features], "dtype": "float32"},
+            "y": {"shape": [ds.x.shape[1]], "dtype": "int32"},
+        },
         "optimizer": {"name": "sgd", "learning_rate": 0.5},
-        "gradients_per_update": 1, "staleness": 4, "epochs": 1, "lease_seconds": 60, "codec": "fp32",
+        "gradients_per_update": 1,
+        "staleness": 4,
+        "epochs": 1,
+        "lease_seconds": 60,
+        "codec": "fp32",
     }
     body.update(overrides)
     return body
 
 
-APP_SETTINGS = ("TABLE_NAME", "BUCKET_NAME", "TASK_QUEUE_URL", "RESULTS_QUEUE_URL", "TASK_DLQ_URL", "RESULTS_DLQ_URL",
-                "LEASE_SECRET_ID", "PUBLIC_BASE_URL", "ADMIN_TOKEN", "LEASE_WAIT_SECONDS")
+APP_SETTINGS = (
+    "TABLE_NAME",
+    "BUCKET_NAME",
+    "TASK_QUEUE_URL",
+    "RESULTS_QUEUE_URL",
+    "TASK_DLQ_URL",
+    "RESULTS_DLQ_URL",
+    "LEASE_SECRET_ID",
+    "PUBLIC_BASE_URL",
+    "ADMIN_TOKEN",
+    "LEASE_WAIT_SECONDS",
+)
 # Calls that must present the volunteer token of the identity that took the lease.
 HOLDER_CALLS = ("/tasks/heartbeat", "/tasks/complete", "/tasks/release")
 
@@ -150,31 +192,55 @@ class Harness:
     def create_resources(session: boto3.Session) -> dict[str, str]:
         """The stateful resources the app needs, as infra/ defines them, in moto."""
         ddb = session.client("dynamodb")
-        ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                               {"AttributeName": "sk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
+        ddb.create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        )
         session.client("s3").create_bucket(Bucket=BUCKET)
         sqs = session.client("sqs")
         arn = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[  # noqa: E731
-            "Attributes"]["QueueArn"]
+            "Attributes"
+        ]["QueueArn"]
         task_dlq = sqs.create_queue(QueueName="crowdtrain-test-tasks-dead")["QueueUrl"]
-        result_dlq = sqs.create_queue(QueueName="crowdtrain-test-results-dead.fifo",
-                                      Attributes={"FifoQueue": "true"})["QueueUrl"]
+        result_dlq = sqs.create_queue(QueueName="crowdtrain-test-results-dead.fifo", Attributes={"FifoQueue": "true"})[
+            "QueueUrl"
+        ]
         # as infra/template.yaml has them, with a low task receive limit so tests see dead ends quickly
-        tasks = sqs.create_queue(QueueName="crowdtrain-test-tasks", Attributes={
-            "VisibilityTimeout": "30", "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": arn(task_dlq), "maxReceiveCount": str(TASK_MAX_RECEIVES)})})["QueueUrl"]
-        results = sqs.create_queue(QueueName="crowdtrain-test-results.fifo", Attributes={
-            "FifoQueue": "true", "VisibilityTimeout": "60", "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": arn(result_dlq), "maxReceiveCount": "5"})})["QueueUrl"]
+        tasks = sqs.create_queue(
+            QueueName="crowdtrain-test-tasks",
+            Attributes={
+                "VisibilityTimeout": "30",
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": arn(task_dlq), "maxReceiveCount": str(TASK_MAX_RECEIVES)}
+                ),
+            },
+        )["QueueUrl"]
+        results = sqs.create_queue(
+            QueueName="crowdtrain-test-results.fifo",
+            Attributes={
+                "FifoQueue": "true",
+                "VisibilityTimeout": "60",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn(result_dlq), "maxReceiveCount": "5"}),
+            },
+        )["QueueUrl"]
         secret = session.client("secretsmanager").create_secret(
-            Name="crowdtrain-test-lease", SecretString="0123456789abcdef0123456789abcdef")["ARN"]
-        return {"TABLE_NAME": TABLE, "BUCKET_NAME": BUCKET, "TASK_QUEUE_URL": tasks,
-                "RESULTS_QUEUE_URL": results, "TASK_DLQ_URL": task_dlq, "RESULTS_DLQ_URL": result_dlq,
-                "LEASE_SECRET_ID": secret,
-                "PUBLIC_BASE_URL": PUBLIC}
+            Name="crowdtrain-test-lease", SecretString="0123456789abcdef0123456789abcdef"
+        )["ARN"]
+        return {
+            "TABLE_NAME": TABLE,
+            "BUCKET_NAME": BUCKET,
+            "TASK_QUEUE_URL": tasks,
+            "RESULTS_QUEUE_URL": results,
+            "TASK_DLQ_URL": task_dlq,
+            "RESULTS_DLQ_URL": result_dlq,
+            "LEASE_SECRET_ID": secret,
+            "PUBLIC_BASE_URL": PUBLIC,
+        }
 
     # -- API ---------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, headers: dict | None = None):
@@ -224,8 +290,15 @@ class Harness:
     def admin(self, method: str, path: str, body: Any = None):
         return self.call(method, path, body, ADMIN)
 
-    def create_job(self, ds: Dataset, initial: list[np.ndarray] | None = None, start: bool = True,
-                   encoding: str = "identity", files: list[bytes] | None = None, **overrides: Any) -> str:
+    def create_job(
+        self,
+        ds: Dataset,
+        initial: list[np.ndarray] | None = None,
+        start: bool = True,
+        encoding: str = "identity",
+        files: list[bytes] | None = None,
+        **overrides: Any,
+    ) -> str:
         """Create, upload (gzip-compressing batch files for encoding="gzip", or
         uploading `files` as they are) and start."""
         body = job_body(ds, **overrides)
@@ -237,8 +310,10 @@ class Harness:
         features, classes = ds.x.shape[2], int(ds.y.max()) + 1
         if initial is None:
             rng = np.random.default_rng(1)
-            initial = [rng.normal(scale=0.1, size=(features, classes)).astype(np.float32),
-                       np.zeros(classes, np.float32)]
+            initial = [
+                rng.normal(scale=0.1, size=(features, classes)).astype(np.float32),
+                np.zeros(classes, np.float32),
+            ]
         weights = b"".join(w.astype("<f4").tobytes() for w in initial)
         assert post_form(created["upload"]["weights"], weights, check=False).status_code in (200, 204)
         prefix = created["upload"]["batch_key_prefix"]
@@ -260,8 +335,11 @@ class Harness:
 
     def waiting(self, url: str) -> int:
         """Messages waiting in a queue (moto counts exactly)."""
-        return int(self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])[
-            "Attributes"]["ApproximateNumberOfMessages"])
+        return int(
+            self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+                "ApproximateNumberOfMessages"
+            ]
+        )
 
     def status(self, job: str) -> dict[str, Any]:
         reply = self.admin("GET", f"/jobs/{job}")
@@ -280,7 +358,7 @@ class Harness:
         """GET a public URL. Public URLs are CloudFront's in AWS, which reads the
         private bucket through origin access control; here S3 is read directly."""
         assert url.startswith(PUBLIC), url
-        obj = self.s3.get_object(Bucket=BUCKET, Key=url[len(PUBLIC):])
+        obj = self.s3.get_object(Bucket=BUCKET, Key=url[len(PUBLIC) :])
         body = obj["Body"].read()  # a browser's fetch inflates what was stored gzip-encoded
         return gzip.decompress(body) if obj.get("ContentEncoding") == "gzip" else body
 
@@ -330,13 +408,13 @@ class Harness:
 
     # -- fold ---------------------------------------------------------------------
     def result_messages(self, max_messages: int = 10, visibility: int = 60) -> list[dict[str, Any]]:
-        reply = self.sqs.receive_message(QueueUrl=self.results_url, MaxNumberOfMessages=max_messages,
-                                         VisibilityTimeout=visibility)
+        reply = self.sqs.receive_message(
+            QueueUrl=self.results_url, MaxNumberOfMessages=max_messages, VisibilityTimeout=visibility
+        )
         return reply.get("Messages", [])
 
     def invoke_fold(self, bodies: list[str]):
-        event = self.client.events.generate_sqs_event(message_bodies=bodies,
-                                                      queue_name="crowdtrain-test-results.fifo")
+        event = self.client.events.generate_sqs_event(message_bodies=bodies, queue_name="crowdtrain-test-results.fifo")
         return self.client.lambda_.invoke("fold", event)
 
     def deliver(self) -> int:

@@ -16,6 +16,7 @@ against moto's server (tests/test_deploy_moto_server.py).
 started here serves the whole template; `serve()` also makes its DynamoDB
 writes atomic, as AWS's are (crowdtrain/local/moto_server.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,6 +46,7 @@ def _api_form(value: Any) -> Any:
 class _Created:
     """A resource made in a moto backend: its Ref, its GetAtt values and how it is deleted.
     (moto finds CloudFormation types among CloudFormationModel's direct subclasses.)"""
+
     TYPE = ""
     ATTRIBUTES: tuple[str, ...] = ()
 
@@ -71,8 +73,9 @@ class _Created:
         return cls.make(resource_name, cloudformation_json["Properties"], account_id, region_name)
 
     @classmethod
-    def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json,
-                                        account_id, region_name):
+    def update_from_cloudformation_json(
+        cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name
+    ):
         return original_resource
 
     @classmethod
@@ -95,8 +98,11 @@ class Distribution(_Created, CloudFormationModel):
         config["CallerReference"] = f"{resource_name}-{uuid.uuid4()}"
         backend = cloudfront_backends[account_id]["aws"]
         dist, _, _ = backend.create_distribution(config, tags=[])
-        return cls(dist.distribution_id, {"DomainName": dist.domain_name, "Id": dist.distribution_id},
-                   lambda: backend.distributions.pop(dist.distribution_id, None))
+        return cls(
+            dist.distribution_id,
+            {"DomainName": dist.domain_name, "Id": dist.distribution_id},
+            lambda: backend.distributions.pop(dist.distribution_id, None),
+        )
 
 
 class OriginAccessControl(_Created, CloudFormationModel):
@@ -125,13 +131,23 @@ class Secret(_Created, CloudFormationModel):
     def make(cls, resource_name, props, account_id, region_name):
         backend = secretsmanager_backends[account_id][region_name]
         length = props.get("GenerateSecretString", {}).get("PasswordLength", 32)
-        made = backend.create_secret(name=props["Name"], secret_string=secrets.token_urlsafe(length)[:length],
-                                     secret_binary=None, description=props.get("Description"), tags=None,
-                                     kms_key_id=None, client_request_token=None, replica_regions=[],
-                                     force_overwrite=False)
+        made = backend.create_secret(
+            name=props["Name"],
+            secret_string=secrets.token_urlsafe(length)[:length],
+            secret_binary=None,
+            description=props.get("Description"),
+            tags=None,
+            kms_key_id=None,
+            client_request_token=None,
+            replica_regions=[],
+            force_overwrite=False,
+        )
         arn = json.loads(made)["ARN"]
-        return cls(arn, {}, lambda: backend.delete_secret(arn, recovery_window_in_days=None,
-                                                          force_delete_without_recovery=True))
+        return cls(
+            arn,
+            {},
+            lambda: backend.delete_secret(arn, recovery_window_in_days=None, force_delete_without_recovery=True),
+        )
 
 
 class BucketPolicy(_Created, CloudFormationModel):
@@ -141,9 +157,11 @@ class BucketPolicy(_Created, CloudFormationModel):
     def make(cls, resource_name, props, account_id, region_name):
         backend = s3_backends[account_id]["aws"]
         backend.put_bucket_policy(props["Bucket"], json.dumps(props["PolicyDocument"]).encode())
+
         def remove() -> None:  # CloudFormation deletes a policy before its bucket; moto in any order
             if props["Bucket"] in backend.buckets:
                 backend.delete_bucket_policy(props["Bucket"])
+
         return cls(f"{props['Bucket']}-policy", {}, remove)
 
 
@@ -154,11 +172,19 @@ class Alarm(_Created, CloudFormationModel):
     def make(cls, resource_name, p, account_id, region_name):
         backend = cloudwatch_backends[account_id][region_name]
         backend.put_metric_alarm(
-            name=p["AlarmName"], namespace=p["Namespace"], metric_name=p["MetricName"],
-            comparison_operator=p["ComparisonOperator"], evaluation_periods=int(p["EvaluationPeriods"]),
-            period=int(p["Period"]), threshold=float(p["Threshold"]), statistic=p["Statistic"],
-            description=p.get("AlarmDescription", ""), dimensions=p.get("Dimensions", []),
-            alarm_actions=p.get("AlarmActions", []), treat_missing_data=p.get("TreatMissingData"))
+            name=p["AlarmName"],
+            namespace=p["Namespace"],
+            metric_name=p["MetricName"],
+            comparison_operator=p["ComparisonOperator"],
+            evaluation_periods=int(p["EvaluationPeriods"]),
+            period=int(p["Period"]),
+            threshold=float(p["Threshold"]),
+            statistic=p["Statistic"],
+            description=p.get("AlarmDescription", ""),
+            dimensions=p.get("Dimensions", []),
+            alarm_actions=p.get("AlarmActions", []),
+            treat_missing_data=p.get("TreatMissingData"),
+        )
         return cls(p["AlarmName"], {}, lambda: backend.delete_alarms([p["AlarmName"]]))
 
 
@@ -174,13 +200,19 @@ def _openapi(doc: dict[str, Any]) -> dict[str, Any]:
 def install() -> None:
     import_rest_api, put_rest_api = APIGatewayBackend.import_rest_api, APIGatewayBackend.put_rest_api
     APIGatewayBackend.import_rest_api = lambda self, api_doc, fail_on_warnings: import_rest_api(
-        self, _openapi(api_doc), fail_on_warnings)
+        self, _openapi(api_doc), fail_on_warnings
+    )
     APIGatewayBackend.put_rest_api = lambda self, function_id, api_doc, fail_on_warnings, mode="merge": put_rest_api(
-        self, function_id, _openapi(api_doc), fail_on_warnings, mode)
+        self, function_id, _openapi(api_doc), fail_on_warnings, mode
+    )
     put_integration = APIGatewayBackend.put_integration
-    APIGatewayBackend.put_integration = lambda self, function_id, resource_id, method_type, integration_type, \
-        uri=None, integration_method=None, **kw: put_integration(self, function_id, resource_id, method_type,
-                                                                 integration_type, uri, integration_method, **kw)
+    APIGatewayBackend.put_integration = (
+        lambda self, function_id, resource_id, method_type, integration_type, uri=None, integration_method=None, **kw: (
+            put_integration(
+                self, function_id, resource_id, method_type, integration_type, uri, integration_method, **kw
+            )
+        )
+    )
     for cache in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
         cache.cache_clear()
 
@@ -188,8 +220,9 @@ def install() -> None:
 def serve(port: int) -> None:
     """moto's server with these gaps filled, until killed (the tests run it as a subprocess,
     so the patches stay out of the test process)."""
-    from crowdtrain.local.moto_server import serialize_dynamodb
     from moto.server import ThreadedMotoServer
+
+    from crowdtrain.local.moto_server import serialize_dynamodb
 
     install()
     serialize_dynamodb()
@@ -197,4 +230,3 @@ def serve(port: int) -> None:
     server.start()
     print("ready", flush=True)
     threading.Event().wait()
-

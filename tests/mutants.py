@@ -10,6 +10,7 @@ Each mutant is one exact edit of one file (the script stops if the text is
 not there, so the list cannot silently go stale). docs/security.md names the
 guards; this list names the test that catches each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,170 +43,358 @@ class Mutant:
     tests: tuple[str, ...]
 
 
-ADAPTIVE_TEST = ("tests/test_replication.py::test_adaptive_replication_checks_new_identities_then_spot_checks_"
-                 "and_an_outvoted_one_starts_over")
+ADAPTIVE_TEST = (
+    "tests/test_replication.py::test_adaptive_replication_checks_new_identities_then_spot_checks_"
+    "and_an_outvoted_one_starts_over"
+)
 MUTANTS = [
-    Mutant("lease moves only from the state it is in (conditional write: replayed completions are 409)",
-           "chalicelib/store/leases.py",
-           "ConditionExpression=f\"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})\",",
-           "ConditionExpression=f\"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))}) OR attribute_exists(pk)\",",
-           ("tests/test_lifecycle.py::test_duplicate_completion_is_refused",)),
-    Mutant("a volunteer's lease slot is taken by a conditional write", "chalicelib/store/volunteers.py",
-           'ConditionExpression=Attr("pk").not_exists() | Attr("expires").lt(Decimal(str(now))))', ")",
-           ("tests/test_lifecycle.py::test_a_volunteer_holds_a_bounded_number_of_leases",)),
-    Mutant("META advances only from the revision read (conditional write)", "chalicelib/store/meta.py",
-           'self._table.put_item(Item=meta_item(meta), ConditionExpression=Attr("rev").eq(rev))',
-           "self._table.put_item(Item=meta_item(meta))",
-           ("tests/test_lifecycle.py::test_meta_is_written_only_from_the_revision_that_was_read",)),
-    Mutant("the same, raced: threads completing one lease at once against moto's server",
-           "chalicelib/store/leases.py",
-           "ConditionExpression=f\"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})\",",
-           "ConditionExpression=f\"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))}) OR attribute_exists(pk)\",",
-           ("tests/test_races.py::test_concurrent_completions_of_one_lease_send_one_result",)),
-    Mutant("a token's MAC is checked", "chalicelib/tasks/tokens.py",
-           "if not hmac.compare_digest(mac, self._mac(key, scope, signed)):", "if False:",
-           ("tests/test_lifecycle.py::test_forged_and_other_job_tokens_are_rejected",)),
-    Mutant("an expired lease's token is refused", "chalicelib/tasks/tokens.py",
-           "if self._clock() >= lease.expires:", "if False:",
-           ("tests/test_lifecycle.py::test_expired_lease_is_reassigned_and_its_token_refused",)),
-    Mutant("a token of an unknown key is refused", "chalicelib/tasks/tokens.py",
-           "        if key is None:\n            raise Unauthorized", "        if False:\n            raise Unauthorized",
-           ("tests/test_secret_rotation.py",)),
-    Mutant("tokens decode from canonical base64 only", "chalicelib/tasks/tokens.py",
-           'if _b64(data) != text:', 'if False:', ("tests/test_bad_input.py",)),
-    Mutant("JSON is refused past the depth limit before it is parsed", "chalicelib/domain/validate.py",
-           "        if deepest > MAX_JSON_DEPTH:", "        if False:", ("tests/test_bad_input.py",)),
-    Mutant("the admin bearer token is checked", "chalicelib/jobs/auth.py",
-           'if self._token and header.startswith("Bearer ") and hmac.compare_digest(',
-           'if self._token and header.startswith("Bearer ") or hmac.compare_digest(', ("tests/test_bad_input.py",)),
-    Mutant("the fold folds only the bytes complete checked", "chalicelib/fold/vetting.py",
-           "if r.digest and digest(data) != r.digest:", "if False:",
-           ("tests/test_lifecycle.py::test_a_gradient_swapped_between_complete_and_the_fold_is_never_folded",)),
-    Mutant("results too stale are discarded", "chalicelib/fold/vetting.py",
-           "if meta.version - r.base_version > spec.staleness:", "if False:",
-           ("tests/test_lifecycle.py::test_stale_result_is_discarded_and_its_batch_requeued",)),
-    Mutant("gradients with NaN or infinities are refused", "chalicelib/domain/gradients.py",
-           "if not all(np.isfinite(sq) for sq in squares) and not all(np.isfinite(t).all() for t in tensors):",
-           "if False:", ("tests/test_lifecycle.py::test_wrong_size_and_nan_gradients_are_rejected",)),
-    Mutant("a completion's step count must be in the task's range", "chalicelib/tasks/completion.py",
-           "        if steps not in allowed:\n", "        if False:\n", ("tests/test_local_steps.py",)),
-    Mutant("a volunteer's held-out answer counts once per version (conditional write)",
-           "chalicelib/store/evaluations.py", 'ConditionExpression="attribute_not_exists(#c)",\n', "",
-           ("tests/test_evaluations.py::test_a_volunteer_answers_a_version_once_and_its_copy_goes_to_another",)),
-    Mutant("an accepted held-out figure is written once (conditional write)", "chalicelib/store/evaluations.py",
-           'ConditionExpression="attribute_not_exists(accepted)",\n', "",
-           ("tests/test_evaluations.py::test_an_accepted_evaluation_is_not_changed_by_later_answers",)),
-    Mutant("a held-out figure needs the job's number of agreeing volunteers", "chalicelib/tasks/evaluations.py",
-           "if len(best) < evaluation.copies:", "if len(best) < 1:",
-           ("tests/test_evaluations.py::test_a_forged_held_out_loss_neither_stands_nor_blocks",)),
-    Mutant("a volunteer is not handed an evaluation it answered", "chalicelib/tasks/source.py",
-           "if task.evaluates is not None and self.evaluations.answered(task.job_id, task.evaluates, volunteer_id):",
-           "if False:",
-           ("tests/test_evaluations.py::test_a_volunteer_answers_a_version_once_and_its_copy_goes_to_another",)),
-    Mutant("a robust rule's epoch is a multiple of K (no lone tail update)", "chalicelib/domain/schema.py",
-           "    if tasks % k:\n", "    if False:\n",
-           ("tests/test_aggregation.py::test_a_robust_rule_applies_to_every_update_or_the_job_is_refused",)),
-    Mutant("a robust rule needs K of at least MIN_ROBUST_GRADIENTS", "chalicelib/domain/schema.py",
-           "    if k < MIN_ROBUST_GRADIENTS:\n", "    if False:\n",
-           ("tests/test_aggregation.py::test_a_robust_rule_applies_to_every_update_or_the_job_is_refused",)),
-    Mutant("a lease is extended at most to MAX_LEASE_EXTENSION x lease_seconds", "chalicelib/tasks/renewal.py",
-           "if now + spec.lease_seconds > lease.received + MAX_LEASE_EXTENSION * spec.lease_seconds:", "if False:",
-           ("tests/test_scale_paths.py::test_heartbeats_stop_at_the_maximum_and_the_task_goes_to_someone_else",)),
-    Mutant("a heartbeat holds the volunteer's slot to the renewed lease's end", "chalicelib/tasks/renewal.py",
-           "        self.slots.extend(Seats.of(record, lease.lease_id), renewed.expires - now)\n", "",
-           ("tests/test_scale_paths.py::test_a_heartbeated_lease_keeps_holding_its_volunteers_slot",)),
-    Mutant("a lease is extended, completed or released only by the identity that took it",
-           "chalicelib/tasks/identities.py", "if lease.volunteer_id != volunteer_id:", "if False:",
-           ("tests/test_identities.py::test_a_lease_token_is_not_a_bearer_token",)),
-    Mutant("identities are issued at a limited rate per source address", "chalicelib/tasks/identities.py",
-           "if not self.issued.take(address, self.per_hour):", "if False:",
-           ("tests/test_identities.py::test_identities_per_address_are_limited",)),
-    Mutant("the volunteers behind one address share a lease cap", "chalicelib/tasks/slots.py",
-           "        if address_slot is None:\n", "        if False:\n",
-           ("tests/test_identities.py::test_the_volunteers_behind_one_address_share_a_lease_cap",)),
-    Mutant("a replica check must come from another source address", "chalicelib/fold/replicas.py",
-           "elif not reason and self.distinct_addresses and any(r.address == o.address for o in others):",
-           "elif False:",
-           ("tests/test_identities.py::test_two_identities_from_one_address_cannot_both_check_a_batch",)),
-    Mutant("one identity gives at most its share of an update", "chalicelib/fold/shares.py",
-           "full = (sum(p.volunteer_id == r.volunteer_id for p in update) >= cap\n", "full = (False\n",
-           ("tests/test_identities.py::test_one_identity_gives_at_most_its_share_of_an_update",)),
-    Mutant("one source address gives at most its share of an update", "chalicelib/fold/shares.py",
-           "or (by_address and bool(r.address) and sum(p.address == r.address for p in update) >= cap))",
-           "or False)",
-           ("tests/test_identities.py::test_one_address_gives_at_most_its_share_of_an_update",)),
-    Mutant("an agreed replica over its volunteer's share of the update is discarded", "chalicelib/fold/replicas.py",
-           "if not reason and self._over_share(meta, spec, first):",
-           "if False:",
-           ("tests/test_replication.py::test_an_agreed_copy_over_its_volunteers_share_of_the_update_is_discarded",)),
-    Mutant("two disagreeing copies wait for a third instead of both being discarded", "chalicelib/fold/replicas.py",
-           "        if not reason and not self._agrees(spec, first, second, r):\n", "        if False:\n",
-           ("tests/test_replication.py::test_a_hostile_copy_loses_to_the_majority_and_the_honest_work_folds",)),
-    Mutant("a third copy folds the copy it agrees with", "chalicelib/fold/replicas.py",
-           "            if self._agrees(spec, first, third, r):\n", "            if True:\n",
-           ("tests/test_replication.py::test_a_hostile_copy_loses_to_the_majority_and_the_honest_work_folds",)),
-    Mutant("a disputing volunteer cannot break the tie", "chalicelib/fold/replicas.py",
-           "if not reason and any(r.volunteer_id == o.volunteer_id for o in others):", "if False:",
-           ("tests/test_replication.py::test_a_hostile_copy_loses_to_the_majority_and_the_honest_work_folds",)),
-    Mutant("a disputing check's redelivered result is a duplicate", "chalicelib/store/awaiting.py",
-           "return lease_id in (self.first.lease_id, self.disputed.lease_id if self.disputed else None)",
-           "return lease_id == self.first.lease_id",
-           ("tests/test_replication.py::test_a_disputing_checks_redelivered_result_is_a_duplicate",)),
-    Mutant("adaptive replication checks an identity's every result until it has trust_after agreeing ones",
-           "chalicelib/domain/spec.py",
-           "return min(1.0, max(self.spot_check, self.trust_after / (agreed + 1)))", "return self.spot_check",
-           (ADAPTIVE_TEST,)),
-    Mutant("a trusted identity is still spot-checked", "chalicelib/fold/replicas.py",
-           "if self.draw() >= spec.replication.check_rate(standing.agreed):",
-           "if spec.replication.check_rate(standing.agreed) < 1.0:", (ADAPTIVE_TEST,)),
-    Mutant("an identity outvoted in a dispute loses its record", "chalicelib/store/reputations.py",
-           'UpdateExpression="SET agreed = :zero ADD outvoted :one, judged :one"',
-           'UpdateExpression="SET agreed = agreed + :zero ADD outvoted :one, judged :one"', (ADAPTIVE_TEST,)),
-    Mutant("an identity outvoted too often loses its standing", "chalicelib/fold/replicas.py",
-           "        if spec.replication.barred(standing):", "        if False:",
-           ("tests/test_replication.py::test_an_identity_outvoted_too_often_loses_its_standing_and_its_copies_are_"
-            "discarded",)),
-    Mutant("a job without points records no credit", "chalicelib/fold/credit.py",
-           "        if not spec.credit:\n            return\n", "",
-           ("tests/test_credit.py::test_a_job_without_points_keeps_no_credit",)),
-    Mutant("a job without points shows no credit", "chalicelib/jobs/credit.py",
-           "        if not self.jobs.spec(job_id).credit:", "        if not self.jobs.spec(job_id):",
-           ("tests/test_credit.py::test_a_job_without_points_keeps_no_credit",)),
-    Mutant("the data a page reports is range-checked", "chalicelib/domain/wire.py",
-           'validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED)', 'body.get("bytes_down", 0)',
-           ("tests/test_volunteer_reports.py",)),
-    Mutant("a synchronous round seats at most K tasks", "chalicelib/store/rounds.py",
-           "(contains(tasks, :id) OR size(tasks) < :seats)", "(contains(tasks, :id) OR size(tasks) < :seats + 1)",
-           (SYNC_TEST + "test_a_round_hands_out_k_tasks_then_waits_for_its_update",)),
-    Mutant("a task handed back keeps its seat in the round", "chalicelib/store/rounds.py",
-           "(contains(tasks, :id) OR size(tasks) < :seats)", "(size(tasks) < :seats)",
-           (SYNC_TEST + "test_a_task_handed_back_is_leased_again_in_its_round",)),
-    Mutant("only a newer version opens a new round", "chalicelib/store/rounds.py",
-           'ConditionExpression="attribute_not_exists(version) OR version < :v"',
-           'ConditionExpression="attribute_not_exists(version) OR version <= :v"',
-           (SYNC_TEST + "test_a_round_hands_out_k_tasks_then_waits_for_its_update",)),
-    Mutant("a synchronous lease sits in the newest version's round", "chalicelib/tasks/source.py",
-           "        meta = self.meta.get(task.job_id)  # the newest version", "        meta = chosen.meta  # the newest",
-           (SYNC_TEST + "test_a_round_is_the_newest_versions_even_when_the_lease_read_meta_a_while_ago",)),
-    Mutant("a held-out evaluation takes no seat in a synchronous round", "chalicelib/tasks/source.py",
-           "if not (spec.synchronous and task.evaluates is None):", "if not spec.synchronous:",
-           (SYNC_TEST + "test_a_held_out_evaluation_takes_no_seat_in_the_round",)),
-    Mutant("a task put back is a fresh copy, not a receive toward the DLQ", "chalicelib/tasks/source.py",
-           "            self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)\n"
-           "        self.retire(task, \"put back\")",
-           "            pass\n        self.tasks.hide(task.receipt, 0)",
-           (SYNC_TEST + "test_waiting_does_not_count_toward_the_dead_letter_queue",)),
-    Mutant("the local cloud's moto server applies DynamoDB writes one at a time, atomic as DynamoDB's",
-           "infra/crowdtrain/local/moto_server.py",
-           '    one_at_a_time(DynamoHandler, "call_action", _ONE_AT_A_TIME)', "    pass",
-           ("tests/test_atomic_writes.py::test_a_race_for_a_rounds_last_seat_seats_one_as_dynamodb_does",)),
-    Mutant("threads sharing the local cloud's clients build their condition expressions one at a time",
-           "infra/crowdtrain/local/shared_clients.py",
-           '    one_at_a_time(TransformationInjector, "inject_condition_expressions", _BUILDING)', "    pass",
-           ("tests/test_shared_clients.py::test_two_threads_querying_one_table_each_send_their_own_placeholders",)),
-    Mutant("the local edge server queues a crowd's connections (CloudFront drops none)", "infra/crowdtrain/local/edge.py",
-           "    request_queue_size = 128\n", "",
-           ("tests/test_local_stack.py::test_the_edge_server_queues_a_crowds_connections_instead_of_dropping_them",)),
+    Mutant(
+        "lease moves only from the state it is in (conditional write: replayed completions are 409)",
+        "chalicelib/store/leases.py",
+        "ConditionExpression=f\"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})\",",
+        "ConditionExpression=f\"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))}) OR attribute_exists(pk)\",",  # noqa: E501
+        ("tests/test_lifecycle.py::test_duplicate_completion_is_refused",),
+    ),
+    Mutant(
+        "a volunteer's lease slot is taken by a conditional write",
+        "chalicelib/store/volunteers.py",
+        'ConditionExpression=Attr("pk").not_exists() | Attr("expires").lt(Decimal(str(now))),',
+        "",
+        ("tests/test_lifecycle.py::test_a_volunteer_holds_a_bounded_number_of_leases",),
+    ),
+    Mutant(
+        "META advances only from the revision read (conditional write)",
+        "chalicelib/store/meta.py",
+        'self._table.put_item(Item=meta_item(meta), ConditionExpression=Attr("rev").eq(rev))',
+        "self._table.put_item(Item=meta_item(meta))",
+        ("tests/test_lifecycle.py::test_meta_is_written_only_from_the_revision_that_was_read",),
+    ),
+    Mutant(
+        "the same, raced: threads completing one lease at once against moto's server",
+        "chalicelib/store/leases.py",
+        "ConditionExpression=f\"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})\",",
+        "ConditionExpression=f\"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))}) OR attribute_exists(pk)\",",  # noqa: E501
+        ("tests/test_races.py::test_concurrent_completions_of_one_lease_send_one_result",),
+    ),
+    Mutant(
+        "a token's MAC is checked",
+        "chalicelib/tasks/tokens.py",
+        "if not hmac.compare_digest(mac, self._mac(key, scope, signed)):",
+        "if False:",
+        ("tests/test_lifecycle.py::test_forged_and_other_job_tokens_are_rejected",),
+    ),
+    Mutant(
+        "an expired lease's token is refused",
+        "chalicelib/tasks/tokens.py",
+        "if self._clock() >= lease.expires:",
+        "if False:",
+        ("tests/test_lifecycle.py::test_expired_lease_is_reassigned_and_its_token_refused",),
+    ),
+    Mutant(
+        "a token of an unknown key is refused",
+        "chalicelib/tasks/tokens.py",
+        "        if key is None:\n            raise Unauthorized",
+        "        if False:\n            raise Unauthorized",
+        ("tests/test_secret_rotation.py",),
+    ),
+    Mutant(
+        "tokens decode from canonical base64 only",
+        "chalicelib/tasks/tokens.py",
+        "if _b64(data) != text:",
+        "if False:",
+        ("tests/test_bad_input.py",),
+    ),
+    Mutant(
+        "JSON is refused past the depth limit before it is parsed",
+        "chalicelib/domain/validate.py",
+        "        if deepest > MAX_JSON_DEPTH:",
+        "        if False:",
+        ("tests/test_bad_input.py",),
+    ),
+    Mutant(
+        "the admin bearer token is checked",
+        "chalicelib/jobs/auth.py",
+        '            and header.startswith("Bearer ")\n            and hmac.compare_digest(',
+        '            and header.startswith("Bearer ")\n            or hmac.compare_digest(',
+        ("tests/test_bad_input.py",),
+    ),
+    Mutant(
+        "the fold folds only the bytes complete checked",
+        "chalicelib/fold/vetting.py",
+        "if r.digest and digest(data) != r.digest:",
+        "if False:",
+        ("tests/test_lifecycle.py::test_a_gradient_swapped_between_complete_and_the_fold_is_never_folded",),
+    ),
+    Mutant(
+        "results too stale are discarded",
+        "chalicelib/fold/vetting.py",
+        "if meta.version - r.base_version > spec.staleness:",
+        "if False:",
+        ("tests/test_lifecycle.py::test_stale_result_is_discarded_and_its_batch_requeued",),
+    ),
+    Mutant(
+        "gradients with NaN or infinities are refused",
+        "chalicelib/domain/gradients.py",
+        "if not all(np.isfinite(sq) for sq in squares) and not all(np.isfinite(t).all() for t in tensors):",
+        "if False:",
+        ("tests/test_lifecycle.py::test_wrong_size_and_nan_gradients_are_rejected",),
+    ),
+    Mutant(
+        "a completion's step count must be in the task's range",
+        "chalicelib/tasks/completion.py",
+        "        if steps not in allowed:\n",
+        "        if False:\n",
+        ("tests/test_local_steps.py",),
+    ),
+    Mutant(
+        "a volunteer's held-out answer counts once per version (conditional write)",
+        "chalicelib/store/evaluations.py",
+        'ConditionExpression="attribute_not_exists(#c)",\n',
+        "",
+        ("tests/test_evaluations.py::test_a_volunteer_answers_a_version_once_and_its_copy_goes_to_another",),
+    ),
+    Mutant(
+        "an accepted held-out figure is written once (conditional write)",
+        "chalicelib/store/evaluations.py",
+        'ConditionExpression="attribute_not_exists(accepted)",\n',
+        "",
+        ("tests/test_evaluations.py::test_an_accepted_evaluation_is_not_changed_by_later_answers",),
+    ),
+    Mutant(
+        "a held-out figure needs the job's number of agreeing volunteers",
+        "chalicelib/tasks/evaluations.py",
+        "if len(best) < evaluation.copies:",
+        "if len(best) < 1:",
+        ("tests/test_evaluations.py::test_a_forged_held_out_loss_neither_stands_nor_blocks",),
+    ),
+    Mutant(
+        "a volunteer is not handed an evaluation it answered",
+        "chalicelib/tasks/source.py",
+        "if task.evaluates is not None and self.evaluations.answered(task.job_id, task.evaluates, volunteer_id):",
+        "if False:",
+        ("tests/test_evaluations.py::test_a_volunteer_answers_a_version_once_and_its_copy_goes_to_another",),
+    ),
+    Mutant(
+        "a robust rule's epoch is a multiple of K (no lone tail update)",
+        "chalicelib/domain/schema.py",
+        "    if tasks % k:\n",
+        "    if False:\n",
+        ("tests/test_aggregation.py::test_a_robust_rule_applies_to_every_update_or_the_job_is_refused",),
+    ),
+    Mutant(
+        "a robust rule needs K of at least MIN_ROBUST_GRADIENTS",
+        "chalicelib/domain/schema.py",
+        "    if k < MIN_ROBUST_GRADIENTS:\n",
+        "    if False:\n",
+        ("tests/test_aggregation.py::test_a_robust_rule_applies_to_every_update_or_the_job_is_refused",),
+    ),
+    Mutant(
+        "a lease is extended at most to MAX_LEASE_EXTENSION x lease_seconds",
+        "chalicelib/tasks/renewal.py",
+        "if now + spec.lease_seconds > lease.received + MAX_LEASE_EXTENSION * spec.lease_seconds:",
+        "if False:",
+        ("tests/test_scale_paths.py::test_heartbeats_stop_at_the_maximum_and_the_task_goes_to_someone_else",),
+    ),
+    Mutant(
+        "a heartbeat holds the volunteer's slot to the renewed lease's end",
+        "chalicelib/tasks/renewal.py",
+        "        self.slots.extend(Seats.of(record, lease.lease_id), renewed.expires - now)\n",
+        "",
+        ("tests/test_scale_paths.py::test_a_heartbeated_lease_keeps_holding_its_volunteers_slot",),
+    ),
+    Mutant(
+        "a lease is extended, completed or released only by the identity that took it",
+        "chalicelib/tasks/identities.py",
+        "if lease.volunteer_id != volunteer_id:",
+        "if False:",
+        ("tests/test_identities.py::test_a_lease_token_is_not_a_bearer_token",),
+    ),
+    Mutant(
+        "identities are issued at a limited rate per source address",
+        "chalicelib/tasks/identities.py",
+        "if not self.issued.take(address, self.per_hour):",
+        "if False:",
+        ("tests/test_identities.py::test_identities_per_address_are_limited",),
+    ),
+    Mutant(
+        "the volunteers behind one address share a lease cap",
+        "chalicelib/tasks/slots.py",
+        "        if address_slot is None:\n",
+        "        if False:\n",
+        ("tests/test_identities.py::test_the_volunteers_behind_one_address_share_a_lease_cap",),
+    ),
+    Mutant(
+        "a replica check must come from another source address",
+        "chalicelib/fold/replicas.py",
+        "elif not reason and self.distinct_addresses and any(r.address == o.address for o in others):",
+        "elif False:",
+        ("tests/test_identities.py::test_two_identities_from_one_address_cannot_both_check_a_batch",),
+    ),
+    Mutant(
+        "one identity gives at most its share of an update",
+        "chalicelib/fold/shares.py",
+        "full = sum(p.volunteer_id == r.volunteer_id for p in update) >= cap or (",
+        "full = False or (",
+        ("tests/test_identities.py::test_one_identity_gives_at_most_its_share_of_an_update",),
+    ),
+    Mutant(
+        "one source address gives at most its share of an update",
+        "chalicelib/fold/shares.py",
+        "by_address and bool(r.address) and sum(p.address == r.address for p in update) >= cap\n",
+        "False\n",
+        ("tests/test_identities.py::test_one_address_gives_at_most_its_share_of_an_update",),
+    ),
+    Mutant(
+        "an agreed replica over its volunteer's share of the update is discarded",
+        "chalicelib/fold/replicas.py",
+        "if not reason and self._over_share(meta, spec, first):",
+        "if False:",
+        ("tests/test_replication.py::test_an_agreed_copy_over_its_volunteers_share_of_the_update_is_discarded",),
+    ),
+    Mutant(
+        "two disagreeing copies wait for a third instead of both being discarded",
+        "chalicelib/fold/replicas.py",
+        "        if not reason and not self._agrees(spec, first, second, r):\n",
+        "        if False:\n",
+        ("tests/test_replication.py::test_a_hostile_copy_loses_to_the_majority_and_the_honest_work_folds",),
+    ),
+    Mutant(
+        "a third copy folds the copy it agrees with",
+        "chalicelib/fold/replicas.py",
+        "            if self._agrees(spec, first, third, r):\n",
+        "            if True:\n",
+        ("tests/test_replication.py::test_a_hostile_copy_loses_to_the_majority_and_the_honest_work_folds",),
+    ),
+    Mutant(
+        "a disputing volunteer cannot break the tie",
+        "chalicelib/fold/replicas.py",
+        "if not reason and any(r.volunteer_id == o.volunteer_id for o in others):",
+        "if False:",
+        ("tests/test_replication.py::test_a_hostile_copy_loses_to_the_majority_and_the_honest_work_folds",),
+    ),
+    Mutant(
+        "a disputing check's redelivered result is a duplicate",
+        "chalicelib/store/awaiting.py",
+        "return lease_id in (self.first.lease_id, self.disputed.lease_id if self.disputed else None)",
+        "return lease_id == self.first.lease_id",
+        ("tests/test_replication.py::test_a_disputing_checks_redelivered_result_is_a_duplicate",),
+    ),
+    Mutant(
+        "adaptive replication checks an identity's every result until it has trust_after agreeing ones",
+        "chalicelib/domain/sections.py",
+        "return min(1.0, max(self.spot_check, self.trust_after / (agreed + 1)))",
+        "return self.spot_check",
+        (ADAPTIVE_TEST,),
+    ),
+    Mutant(
+        "a trusted identity is still spot-checked",
+        "chalicelib/fold/replicas.py",
+        "if self.draw() >= spec.replication.check_rate(standing.agreed):",
+        "if spec.replication.check_rate(standing.agreed) < 1.0:",
+        (ADAPTIVE_TEST,),
+    ),
+    Mutant(
+        "an identity outvoted in a dispute loses its record",
+        "chalicelib/store/reputations.py",
+        'UpdateExpression="SET agreed = :zero ADD outvoted :one, judged :one"',
+        'UpdateExpression="SET agreed = agreed + :zero ADD outvoted :one, judged :one"',
+        (ADAPTIVE_TEST,),
+    ),
+    Mutant(
+        "an identity outvoted too often loses its standing",
+        "chalicelib/fold/replicas.py",
+        "        if spec.replication.barred(standing):",
+        "        if False:",
+        (
+            "tests/test_replication.py::test_an_identity_outvoted_too_often_loses_its_standing_and_its_copies_are_"
+            "discarded",
+        ),
+    ),
+    Mutant(
+        "a job without points records no credit",
+        "chalicelib/fold/credit.py",
+        "        if not spec.credit:\n            return\n",
+        "",
+        ("tests/test_credit.py::test_a_job_without_points_keeps_no_credit",),
+    ),
+    Mutant(
+        "a job without points shows no credit",
+        "chalicelib/jobs/credit.py",
+        "        if not self.jobs.spec(job_id).credit:",
+        "        if not self.jobs.spec(job_id):",
+        ("tests/test_credit.py::test_a_job_without_points_keeps_no_credit",),
+    ),
+    Mutant(
+        "the data a page reports is range-checked",
+        "chalicelib/domain/wire.py",
+        'validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED)',
+        'body.get("bytes_down", 0)',
+        ("tests/test_volunteer_reports.py",),
+    ),
+    Mutant(
+        "a synchronous round seats at most K tasks",
+        "chalicelib/store/rounds.py",
+        "(contains(tasks, :id) OR size(tasks) < :seats)",
+        "(contains(tasks, :id) OR size(tasks) < :seats + 1)",
+        (SYNC_TEST + "test_a_round_hands_out_k_tasks_then_waits_for_its_update",),
+    ),
+    Mutant(
+        "a task handed back keeps its seat in the round",
+        "chalicelib/store/rounds.py",
+        "(contains(tasks, :id) OR size(tasks) < :seats)",
+        "(size(tasks) < :seats)",
+        (SYNC_TEST + "test_a_task_handed_back_is_leased_again_in_its_round",),
+    ),
+    Mutant(
+        "only a newer version opens a new round",
+        "chalicelib/store/rounds.py",
+        'ConditionExpression="attribute_not_exists(version) OR version < :v"',
+        'ConditionExpression="attribute_not_exists(version) OR version <= :v"',
+        (SYNC_TEST + "test_a_round_hands_out_k_tasks_then_waits_for_its_update",),
+    ),
+    Mutant(
+        "a synchronous lease sits in the newest version's round",
+        "chalicelib/tasks/source.py",
+        "        meta = self.meta.get(task.job_id)  # the newest version",
+        "        meta = chosen.meta  # the newest",
+        (SYNC_TEST + "test_a_round_is_the_newest_versions_even_when_the_lease_read_meta_a_while_ago",),
+    ),
+    Mutant(
+        "a held-out evaluation takes no seat in a synchronous round",
+        "chalicelib/tasks/source.py",
+        "if not (spec.synchronous and task.evaluates is None):",
+        "if not spec.synchronous:",
+        (SYNC_TEST + "test_a_held_out_evaluation_takes_no_seat_in_the_round",),
+    ),
+    Mutant(
+        "a task put back is a fresh copy, not a receive toward the DLQ",
+        "chalicelib/tasks/source.py",
+        "            self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)\n"
+        '        self.retire(task, "put back")',
+        "            pass\n        self.tasks.hide(task.receipt, 0)",
+        (SYNC_TEST + "test_waiting_does_not_count_toward_the_dead_letter_queue",),
+    ),
+    Mutant(
+        "the local cloud's moto server applies DynamoDB writes one at a time, atomic as DynamoDB's",
+        "infra/crowdtrain/local/moto_server.py",
+        '    one_at_a_time(DynamoHandler, "call_action", _ONE_AT_A_TIME)',
+        "    pass",
+        ("tests/test_atomic_writes.py::test_a_race_for_a_rounds_last_seat_seats_one_as_dynamodb_does",),
+    ),
+    Mutant(
+        "threads sharing the local cloud's clients build their condition expressions one at a time",
+        "infra/crowdtrain/local/shared_clients.py",
+        '    one_at_a_time(TransformationInjector, "inject_condition_expressions", _BUILDING)',
+        "    pass",
+        ("tests/test_shared_clients.py::test_two_threads_querying_one_table_each_send_their_own_placeholders",),
+    ),
+    Mutant(
+        "the local edge server queues a crowd's connections (CloudFront drops none)",
+        "infra/crowdtrain/local/edge.py",
+        "    request_queue_size = 128\n",
+        "",
+        ("tests/test_local_stack.py::test_the_edge_server_queues_a_crowds_connections_instead_of_dropping_them",),
+    ),
 ]
 
 
@@ -229,8 +418,14 @@ def killed(mutant: Mutant, tree: Path) -> tuple[bool, float]:
     started = time.monotonic()
     try:
         env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{tree / 'infra'}", "PYTHONDONTWRITEBYTECODE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
-                              cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     finally:
         target.write_text(original)
     return proc.returncode != 0, time.monotonic() - started
@@ -239,8 +434,12 @@ def killed(mutant: Mutant, tree: Path) -> tuple[bool, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-k", help="only the mutants whose name contains this")
-    p.add_argument("-j", type=int, default=min(4, os.cpu_count() or 1),
-                   help="mutants run at once, each in its own copy of the tree (default: the cores, at most 4)")
+    p.add_argument(
+        "-j",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="mutants run at once, each in its own copy of the tree (default: the cores, at most 4)",
+    )
     args = p.parse_args()
     chosen = [m for m in MUTANTS if not args.k or args.k in m.name]
     todo: queue.SimpleQueue[Mutant] = queue.SimpleQueue()
@@ -258,8 +457,10 @@ def main() -> None:
             dead, seconds = killed(mutant, tree)
             with lock:
                 done[0] += 1
-                print(f"[{done[0]}/{len(chosen)}] {'killed ' if dead else 'SURVIVED'} {seconds:5.1f} s  {mutant.name}",
-                      flush=True)
+                print(
+                    f"[{done[0]}/{len(chosen)}] {'killed ' if dead else 'SURVIVED'} {seconds:5.1f} s  {mutant.name}",
+                    flush=True,
+                )
                 if not dead:
                     survivors.append(mutant)
 
@@ -269,8 +470,9 @@ def main() -> None:
             for future in [pool.submit(worker, tree) for tree in trees]:
                 future.result()  # a stale mutant's SystemExit surfaces here
     if survivors:
-        raise SystemExit(f"{len(survivors)} guard(s) whose removal no test notices: "
-                         + "; ".join(m.name for m in survivors))
+        raise SystemExit(
+            f"{len(survivors)} guard(s) whose removal no test notices: " + "; ".join(m.name for m in survivors)
+        )
     print(f"all {len(chosen)} guards are caught by their tests")
 
 

@@ -1,11 +1,12 @@
 """Aggregation strategies: the mean and its robust siblings."""
+
 import numpy as np
 import pytest
 
-from chalicelib.domain.strategies import make_strategy
-from chalicelib.domain.schema import MIN_ROBUST_GRADIENTS
-from tests.harness import Dataset
 from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.schema import MIN_ROBUST_GRADIENTS
+from chalicelib.domain.strategies import make_strategy
+from tests.harness import Dataset
 
 
 def honest_and_hostile(k_honest=5, hostile=None, seed=0):
@@ -26,11 +27,14 @@ def test_mean_is_the_average():
     assert out.dtype == np.float32 and out.tolist() == [2.0, 4.0]
 
 
-@pytest.mark.parametrize("rule,bound", [
-    ("median", 0.2),
-    ({"name": "trimmed_mean", "trim": 0.3}, 0.2),  # trims 2 of 7 each side: both attackers go
-    ({"name": "clipped_mean", "clip_norm": 3.0}, 1.5),  # each attacker's pull is capped, not removed
-])
+@pytest.mark.parametrize(
+    "rule,bound",
+    [
+        ("median", 0.2),
+        ({"name": "trimmed_mean", "trim": 0.3}, 0.2),  # trims 2 of 7 each side: both attackers go
+        ({"name": "clipped_mean", "clip_norm": 3.0}, 1.5),  # each attacker's pull is capped, not removed
+    ],
+)
 def test_robust_rules_resist_a_sign_flipped_scaled_minority(rule, bound):
     true, grads = honest_and_hostile()
     attack = [[-20 * t for t in true], [-20 * t for t in true]]
@@ -53,35 +57,52 @@ def test_clipping_caps_each_gradient_norm():
     np.testing.assert_allclose(out, [(3 + 0.3) / 2, (4 + 0.4) / 2], rtol=1e-6)
 
 
-@pytest.mark.parametrize("raw,message", [("vote", "unknown aggregation"), ({"name": "median", "x": 1}, "unknown median"),
-                                         ({"name": "trimmed_mean", "trim": 0.5}, "'trim'"),
-                                         ({"name": "clipped_mean"}, "clip_norm"), (7, "unknown aggregation")])
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        ("vote", "unknown aggregation"),
+        ({"name": "median", "x": 1}, "unknown median"),
+        ({"name": "trimmed_mean", "trim": 0.5}, "'trim'"),
+        ({"name": "clipped_mean"}, "clip_norm"),
+        (7, "unknown aggregation"),
+    ],
+)
 def test_bad_aggregation_settings(raw, message):
     with pytest.raises(BadRequest, match=message):
         make_strategy(raw)
 
 
-@pytest.mark.parametrize("aggregation", ["median", {"name": "trimmed_mean", "trim": 0.2},
-                                         {"name": "clipped_mean", "clip_norm": 1.0}])
+@pytest.mark.parametrize(
+    "aggregation", ["median", {"name": "trimmed_mean", "trim": 0.2}, {"name": "clipped_mean", "clip_norm": 1.0}]
+)
 def test_a_robust_rule_applies_to_every_update_or_the_job_is_refused(harness, aggregation):
     """K at least MIN_ROBUST_GRADIENTS and an epoch's tasks a multiple of K: the
     epoch's last update is never a lone (hostile) gradient (bench/poison.py's tail attack)."""
     from tests.harness import job_body
 
     def reply(batches, k, **extra):
-        body = job_body(Dataset.generate(batches=batches, batch_size=4), aggregation=aggregation,
-                        gradients_per_update=k, **extra)
+        body = job_body(
+            Dataset.generate(batches=batches, batch_size=4), aggregation=aggregation, gradients_per_update=k, **extra
+        )
         return harness.admin("POST", "/jobs", body)
 
     few = reply(10, MIN_ROBUST_GRADIENTS - 1)
     assert few.status_code == 400 and b"at least 5" in few.body
     tail = reply(11, 5)
-    assert tail.status_code == 400 and b"multiple of gradients_per_update (5)" in tail.body and b"use 10 or 15" in tail.body
+    assert (
+        tail.status_code == 400
+        and b"multiple of gradients_per_update (5)" in tail.body
+        and b"use 10 or 15" in tail.body
+    )
     steps = reply(22, 5, local_steps={"steps": 2, "optimizer": {"name": "sgd", "learning_rate": 0.1}})
     assert steps.status_code == 400 and b"epoch's tasks (11 of 2 batches)" in steps.body
     assert reply(10, 5).status_code == 201
-    assert harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=11, batch_size=4),
-                                                   gradients_per_update=2)).status_code == 201  # mean: any K
+    assert (
+        harness.admin(
+            "POST", "/jobs", job_body(Dataset.generate(batches=11, batch_size=4), gradients_per_update=2)
+        ).status_code
+        == 201
+    )  # mean: any K
 
 
 def test_every_update_of_a_robust_job_folds_k_gradients(harness):

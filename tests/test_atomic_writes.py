@@ -3,6 +3,7 @@ crowdtrain/local/moto_server.py restores: two leases racing for a
 synchronous round's last seat, one paused between its condition and its
 write. On DynamoDB (and with the wrapper) the other one waits and finds the
 round full; on moto alone it takes a fifth seat."""
+
 from __future__ import annotations
 
 import threading
@@ -41,16 +42,18 @@ def paused_after_a_passing_condition(monkeypatch):
                     passed.set()
                     released.wait(2)
                 return ok
+
             condition.expr = expr
             return condition
+
         made.parse = parse_then_pause
         return made
+
     monkeypatch.setattr(dynamodb_models, "create_condition_expression_parser", parser)
     return armed, passed, released
 
 
-def test_a_race_for_a_rounds_last_seat_seats_one_as_dynamodb_does(aws, paused_after_a_passing_condition,
-                                                                  monkeypatch):
+def test_a_race_for_a_rounds_last_seat_seats_one_as_dynamodb_does(aws, paused_after_a_passing_condition, monkeypatch):
     monkeypatch.setattr(DynamoHandler, "call_action", DynamoHandler.call_action)  # moto as it was, after the test
     serialize_dynamodb()
     armed, passed, released = paused_after_a_passing_condition
@@ -64,6 +67,7 @@ def test_a_race_for_a_rounds_last_seat_seats_one_as_dynamodb_does(aws, paused_af
     def race(task: str) -> None:
         won[task] = RoundSeats(boto3.resource("dynamodb").Table(aws["TABLE_NAME"])).claim("j-race", 1, task, SEATS)
         released.set()  # the other racer may go on
+
     first = threading.Thread(target=race, args=("0-first",))
     first.start()
     assert passed.wait(5), "the first racer's condition never passed"

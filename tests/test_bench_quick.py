@@ -1,16 +1,28 @@
 """Every benchmark script runs (its --quick smoke mode) and the report builds
 from what they write. The figures themselves live in docs/benchmarks.md."""
+
 import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from crowdtrain.paths import ROOT
-SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "scaling", "wasted", "quality", "quality_warm",
-           "quality_warm2", "poison"]
+
+SCRIPTS = [
+    "fold",
+    "fold_throughput",
+    "cost",
+    "scale",
+    "overhead",
+    "scaling",
+    "wasted",
+    "quality",
+    "quality_warm",
+    "quality_warm2",
+    "poison",
+]
 # results files another script's option writes (stage 2 starts where stage 1's sequential run, cached, ends)
 ARGS = {"quality_warm": ["quality", "--warm-start"], "quality_warm2": ["quality", "--warm-start", "2"]}
 
@@ -26,8 +38,13 @@ def test_benchmark_runs_quick(results, name):
         pytest.skip("needs Debian's chromium")
     out = results / f"{name}.json"
     module, *options = ARGS.get(name, [name])
-    proc = subprocess.run([sys.executable, "-m", f"bench.{module}", *options, "--quick", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *options, "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["quick"] is True and data["machine"]["cores"] >= 1
@@ -39,12 +56,27 @@ def test_benchmark_runs_quick(results, name):
 
 def test_report_builds_from_the_results(results, tmp_path):
     out = tmp_path / "benchmarks.md"
-    proc = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(results),
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.report", "--results", str(results), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
-    for heading in ("Task overhead", "Scaling", "Wasted work", "Fold capacity", "Fold throughput", "dollars",
-                    "Learning quality", "From a trained model",
-                    "From a model trained further", "JSDoop", "Poisoning"):
+    for heading in (
+        "Task overhead",
+        "Scaling",
+        "Wasted work",
+        "Fold capacity",
+        "Fold throughput",
+        "dollars",
+        "Learning quality",
+        "From a trained model",
+        "From a model trained further",
+        "JSDoop",
+        "Poisoning",
+    ):
         assert heading in text
     assert (tmp_path / "benchmarks" / "scaling.png").stat().st_size > 1000

@@ -1,23 +1,22 @@
 """The volunteer page and the dashboard in real headless Chromium (Debian's,
 driven by Playwright) against the real local stack."""
+
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from chalicelib.domain.sections import ACCURACY_TOLERANCE, Evaluation
-from chalicelib.domain.codecs import get_codec
-from crowdtrain.local.process import LocalCloudProcess, alive
-from crowdtrain.paths import ROOT
-
 from bench.quality import node
+from chalicelib.domain.codecs import get_codec
+from chalicelib.domain.sections import ACCURACY_TOLERANCE, Evaluation
+from crowdtrain.local.process import LocalCloudProcess, alive
 from crowdtrain.local.swarm import open_context
+from crowdtrain.paths import ROOT
 from tests.pages import assert_quiet, watched
 
 ARTIFACTS = ROOT / "artifacts"
@@ -84,8 +83,11 @@ def test_volunteer_page_trains_a_char_lstm_and_stays_responsive(stack, page):
     page.wait_for_function("document.getElementById('leaderboard').textContent.includes('(you)')", timeout=30_000)
     assert page.inner_text("#leaderboard").split("\t")[1].startswith("ada (")
     if stack.api.call("GET", f"/jobs/{job}")["status"] == "finished":  # then the page shows its final credit
-        page.wait_for_function("document.getElementById('credit').textContent.includes("
-                               "document.getElementById('leaderboard').rows[0].cells[2].textContent)", timeout=20_000)
+        page.wait_for_function(
+            "document.getElementById('credit').textContent.includes("
+            "document.getElementById('leaderboard').rows[0].cells[2].textContent)",
+            timeout=20_000,
+        )
     page.screenshot(path=str(ARTIFACTS / "volunteer.png"), full_page=True)
     page.click("#toggle")
     page.wait_for_function("document.getElementById('state').textContent === 'stopped'", timeout=60_000)
@@ -119,12 +121,21 @@ def test_pages_fit_a_phone(stack, page):
 
 
 def node_gradient(stack, job: str, spec: dict, batches: int = 1) -> dict:
-    task = {"job_id": job, "base_version": 0, "spec": spec,
-            "model_url": f"{stack.web}jobs/{job}/versions/00000000/model.json"}
+    task = {
+        "job_id": job,
+        "base_version": 0,
+        "spec": spec,
+        "model_url": f"{stack.web}jobs/{job}/versions/00000000/model.json",
+    }
     urls = [f"{stack.web}jobs/{job}/data/batch-{b:06d}.bin" for b in range(batches)]
-    out = subprocess.run(["node", str(ROOT / "frontend" / "test" / "oracle" / "gradient.mjs")],
-                         input=json.dumps({"task": task, "batch_urls": urls}),
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        ["node", str(ROOT / "frontend" / "test" / "oracle" / "gradient.mjs")],
+        input=json.dumps({"task": task, "batch_urls": urls}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -142,8 +153,11 @@ def test_page_gradients_equal_tfjs_under_node(stack, page, codec):
     worst = 0.0
     for ours, theirs in zip(page_grads, reference["grads"]):
         theirs = np.asarray(theirs, np.float32).reshape(ours.shape)
-        step = {"fp32": 0.0, "fp16": float(np.abs(theirs).max()) * 2**-11,
-                "int8": float(np.abs(theirs).max()) / 127 / 2 + 1e-7}[codec]
+        step = {
+            "fp32": 0.0,
+            "fp16": float(np.abs(theirs).max()) * 2**-11,
+            "int8": float(np.abs(theirs).max()) / 127 / 2 + 1e-7,
+        }[codec]
         worst = max(worst, float(np.abs(ours - theirs).max()) - step)
     assert worst <= 1e-4, f"{codec}: page and Node differ by {worst} beyond the codec's rounding"
     assert abs(status["history"][0]["loss"] - reference["loss"]) < 1e-4
@@ -159,8 +173,10 @@ def test_a_page_task_of_local_steps_uploads_what_tfjs_under_node_computes(stack,
     shapes = [tuple(w["shape"]) for w in spec["weights"]]
     page_delta = get_codec("fp32").decode(stack.s3.get_object(Bucket=_bucket(stack), Key=key)["Body"].read(), shapes)
     reference = node_gradient(stack, job, spec, batches=3)
-    worst = max(float(np.abs(ours - np.asarray(theirs, np.float32).reshape(ours.shape)).max())
-                for ours, theirs in zip(page_delta, reference["grads"]))
+    worst = max(
+        float(np.abs(ours - np.asarray(theirs, np.float32).reshape(ours.shape)).max())
+        for ours, theirs in zip(page_delta, reference["grads"])
+    )
     assert worst <= 1e-4 and any(float(np.abs(d).max()) > 1e-3 for d in page_delta), worst
     assert status["history"][0]["samples"] == 3 * spec["dataset"]["x"]["shape"][0]
     # the job is done: the page says so and thanks the volunteer instead of waiting in silence
@@ -174,10 +190,19 @@ def test_a_pipelined_page_holds_at_most_prefetch_plus_one_leases(stack, page, pr
     page.goto(f"{stack.web}?autostart&volunteer={name}&prefetch={prefetch}")
     held, deadline = [], time.monotonic() + 120
     while (status := stack.api.call("GET", f"/jobs/{job}"))["status"] != "finished":
-        leases = stack.table.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
-                                   ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"})["Items"]
-        held.append(sum(1 for item in leases if item["volunteer_id"].startswith(f"{name}.") and item["state"] == "leased"
-                        and float(item["expires"]) > time.time()))
+        leases = stack.table.query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
+            ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"},
+        )["Items"]
+        held.append(
+            sum(
+                1
+                for item in leases
+                if item["volunteer_id"].startswith(f"{name}.")
+                and item["state"] == "leased"
+                and float(item["expires"]) > time.time()
+            )
+        )
         assert time.monotonic() < deadline, status
         time.sleep(0.05)
     assert max(held) <= prefetch + 1 and status["batches_done"] == 10
@@ -238,9 +263,13 @@ def test_a_page_that_cannot_compute_hands_its_tasks_back_and_the_job_finishes(ow
     assert max(gaps) < 2.0, gaps
     counters = own_stack.api.call("GET", f"/jobs/{job}")["counters"]
     assert counters["released_compute_error"] == 3 and counters["volunteers_released_compute_error"] == 1
-    helper = subprocess.run(["node", str(ROOT / "frontend" / "tools" / "volunteer.mjs"), own_stack.state["api"],
-                             "helper", job], env={**os.environ, "TFJS_BACKEND": "cpu"}, capture_output=True,
-                            text=True, timeout=300)
+    helper = subprocess.run(
+        ["node", str(ROOT / "frontend" / "tools" / "volunteer.mjs"), own_stack.state["api"], "helper", job],
+        env={**os.environ, "TFJS_BACKEND": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert helper.returncode == 0, helper.stderr[-2000:]
     assert own_stack.api.call("GET", f"/jobs/{job}")["status"] == "finished"
     page.close()
@@ -251,24 +280,53 @@ def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(ow
     template on another backend, and its held-out accuracy reaches 90 %."""
     from crowdtrain.jobs.digits import DigitsCNN
 
-    job = own_stack.cli("create", "--template", "digits-cnn", "--epochs", "8", "--learning-rate", "0.01",
-                        "--staleness", "4", "--held-out", "9", "--evaluate-every", "40",
-                        "--evaluation-copies", "1").stdout.strip().splitlines()[-1]
+    job = (
+        own_stack.cli(
+            "create",
+            "--template",
+            "digits-cnn",
+            "--epochs",
+            "8",
+            "--learning-rate",
+            "0.01",
+            "--staleness",
+            "4",
+            "--held-out",
+            "9",
+            "--evaluate-every",
+            "40",
+            "--evaluation-copies",
+            "1",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     model = DigitsCNN()
     _, (hx, hy) = model.split(0)
     hx, hy = model.batches(hx, hy)
-    held_out = own_stack.api.create_job(model.job_spec(len(hx)), b"".join(
-        w.astype("<f4").tobytes() for w in model.initial_weights()), (model.batch_file(hx[b], hy[b])
-                                                                      for b in range(len(hx))), start=False)
+    held_out = own_stack.api.create_job(
+        model.job_spec(len(hx)),
+        b"".join(w.astype("<f4").tobytes() for w in model.initial_weights()),
+        (model.batch_file(hx[b], hy[b]) for b in range(len(hx))),
+        start=False,
+    )
     page.goto(f"{own_stack.web}?autostart&volunteer=cnn")
-    status = own_stack.wait_for(job, lambda s: s["status"] == "finished" and s["held_out"]
-                                and s["held_out"][-1]["version"] == s["version"], timeout=600)
+    status = own_stack.wait_for(
+        job,
+        lambda s: s["status"] == "finished" and s["held_out"] and s["held_out"][-1]["version"] == s["version"],
+        timeout=600,
+    )
     chosen = page.inner_text("#backend-active")
     assert chosen in ("webgl", "cpu") and "Conv2DBackpropFilter" in page.inner_text("#backend-detail"), chosen
-    [[loss, accuracy]] = node("evaluate.mjs", payload={
-        "spec": status["spec"], "accuracy": True,
-        "model_urls": [f"{own_stack.web}jobs/{job}/versions/{status['version']:08d}/model.json"],
-        "eval_urls": [f"{own_stack.web}jobs/{held_out}/data/batch-{b:06d}.bin" for b in range(len(hx))]})
+    [[loss, accuracy]] = node(
+        "evaluate.mjs",
+        payload={
+            "spec": status["spec"],
+            "accuracy": True,
+            "model_urls": [f"{own_stack.web}jobs/{job}/versions/{status['version']:08d}/model.json"],
+            "eval_urls": [f"{own_stack.web}jobs/{held_out}/data/batch-{b:06d}.bin" for b in range(len(hx))],
+        },
+    )
     assert accuracy >= 0.90, (loss, accuracy, status["version"])
     # the page's own held-out check of the last version (an evaluation task, on the backend its canary
     # chose: webgl's sums may differ in the last bits) agrees with Node's as two volunteers must agree
@@ -291,8 +349,15 @@ def test_a_keras3_cnn_imports_trains_in_the_browser_and_exports_to_a_file_keras3
 
     k = keras()
     k.utils.set_random_seed(0)
-    cnn = k.Sequential([k.Input((8, 8, 1)), k.layers.Conv2D(16, 3, padding="same", activation="relu"),
-                        k.layers.MaxPooling2D(2), k.layers.Flatten(), k.layers.Dense(10, activation="softmax")])
+    cnn = k.Sequential(
+        [
+            k.Input((8, 8, 1)),
+            k.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            k.layers.MaxPooling2D(2),
+            k.layers.Flatten(),
+            k.layers.Dense(10, activation="softmax"),
+        ]
+    )
     for suffix in (".keras", ".h5"):
         cnn.save(tmp_path / f"cnn{suffix}")
         own_stack.cli("import-keras", str(tmp_path / f"cnn{suffix}"), str(tmp_path / suffix))
@@ -306,9 +371,25 @@ def test_a_keras3_cnn_imports_trains_in_the_browser_and_exports_to_a_file_keras3
         (data / f"batch-{b:06d}.bin").write_bytes(template.batch_file(xb[b], yb[b]))
     dataset = {key: v for key, v in template.job_spec(len(xb))["dataset"].items() if key != "batches"}
     (data / "dataset.json").write_text(json.dumps(dataset))
-    job = own_stack.cli("create", "--model", str(tmp_path / ".keras" / "model.json"), "--dataset", str(data),
-                        "--epochs", "8", "--learning-rate", "0.01", "--staleness", "4",
-                        "--name", "keras cnn").stdout.strip().splitlines()[-1]
+    job = (
+        own_stack.cli(
+            "create",
+            "--model",
+            str(tmp_path / ".keras" / "model.json"),
+            "--dataset",
+            str(data),
+            "--epochs",
+            "8",
+            "--learning-rate",
+            "0.01",
+            "--staleness",
+            "4",
+            "--name",
+            "keras cnn",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     page.goto(f"{own_stack.web}?autostart&volunteer=keras")
     status = own_stack.wait_for(job, lambda s: s["status"] == "finished", timeout=600)
     own_stack.cli("download", job, str(tmp_path / "trained"))
@@ -317,13 +398,21 @@ def test_a_keras3_cnn_imports_trains_in_the_browser_and_exports_to_a_file_keras3
     accuracy = float((np.argmax(trained.predict(hx, verbose=0), axis=1) == hy).mean())
     # the file Keras opened is the model TF.js trained: the same held-out score both ways
     hxb, hyb = template.batches(hx, hy)
-    held_out = own_stack.api.create_job(template.job_spec(len(hxb)), b"".join(
-        w.astype("<f4").tobytes() for w in template.initial_weights()), (template.batch_file(hxb[b], hyb[b])
-                                                                         for b in range(len(hxb))), start=False)
-    [[_, tfjs_accuracy]] = node("evaluate.mjs", payload={
-        "spec": status["spec"], "accuracy": True,
-        "model_urls": [f"{own_stack.web}jobs/{job}/versions/{status['version']:08d}/model.json"],
-        "eval_urls": [f"{own_stack.web}jobs/{held_out}/data/batch-{b:06d}.bin" for b in range(len(hxb))]})
+    held_out = own_stack.api.create_job(
+        template.job_spec(len(hxb)),
+        b"".join(w.astype("<f4").tobytes() for w in template.initial_weights()),
+        (template.batch_file(hxb[b], hyb[b]) for b in range(len(hxb))),
+        start=False,
+    )
+    [[_, tfjs_accuracy]] = node(
+        "evaluate.mjs",
+        payload={
+            "spec": status["spec"],
+            "accuracy": True,
+            "model_urls": [f"{own_stack.web}jobs/{job}/versions/{status['version']:08d}/model.json"],
+            "eval_urls": [f"{own_stack.web}jobs/{held_out}/data/batch-{b:06d}.bin" for b in range(len(hxb))],
+        },
+    )
     n = len(hxb) * template.batch_size
     keras_on_batches = float((np.argmax(trained.predict(hx[:n], verbose=0), axis=1) == hy[:n]).mean())
     assert keras_on_batches == pytest.approx(tfjs_accuracy, abs=1e-6)
@@ -339,13 +428,16 @@ def test_webgpu_is_tried_by_the_canary_for_the_char_lstm_and_the_cnn(own_stack, 
         page.goto(own_stack.web)
         assert page.evaluate("navigator.gpu.requestAdapter().then((a) => a !== null)")
         details = {}
-        for name, create in (("char-lstm", ("--units", "16", "--seq-len", "20", "--batches", "4")),
-                             ("digits-cnn", ("--template", "digits-cnn", "--batches", "4"))):
+        for name, create in (
+            ("char-lstm", ("--units", "16", "--seq-len", "20", "--batches", "4")),
+            ("digits-cnn", ("--template", "digits-cnn", "--batches", "4")),
+        ):
             job = own_stack.cli("create", *create, "--epochs", "1").stdout.strip().splitlines()[-1]
             page.goto(f"{own_stack.web}?autostart&volunteer=webgpu-{name}")
             own_stack.wait_for(job, lambda s: s["status"] == "finished", timeout=300)
-            page.wait_for_function("document.getElementById('backend-detail').textContent.includes('webgpu')",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "document.getElementById('backend-detail').textContent.includes('webgpu')", timeout=30_000
+            )
             details[name] = page.inner_text("#backend-detail")
         for name, detail in details.items():
             assert "webgpu: not available" not in detail, detail  # the adapter was there: webgpu was tried
@@ -382,8 +474,12 @@ def test_the_page_delivers_its_gradients_through_throttled_completions(own_stack
     def throttle(route):
         if route.request.method == "POST" and len(throttled) < 4:
             throttled.append(time.monotonic())
-            return route.fulfill(status=429, content_type="application/json",
-                                 headers={"Access-Control-Allow-Origin": "*"}, body='{"message": "Too Many Requests"}')
+            return route.fulfill(
+                status=429,
+                content_type="application/json",
+                headers={"Access-Control-Allow-Origin": "*"},
+                body='{"message": "Too Many Requests"}',
+            )
         return route.continue_()
 
     page.route("**/tasks/complete", throttle)

@@ -4,6 +4,7 @@ replayed completions, poisoned gradients, and the fold crashing at every point
 between reading its messages and deleting them. Nothing may be lost or folded
 twice, no half-written version may be served, and the model must still learn.
 The counts it prints are recorded in docs/security.md."""
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,15 @@ POISON = ["nan", "inf", "huge_norm", "wrong_length", "sign_flip"]
 def install_crashes(crashes):
     """Make the fold die, now and then, at each point between its writes."""
     for when, part, method, point in (
-            ("before", "fold", "apply_batch", "after reading the messages"),
-            ("after", "vetting", "reject_all", "after checking a batch's gradients"),
-            ("before", "versions", "write", "before writing the version"),
-            ("before", "objects", "put", "while writing a version's files in parallel"),
-            ("after", "versions", "write", "after writing the version, before advancing it"),
-            ("after", "committer", "commit", "after advancing the version"),
-            ("before", "fold_log", "write", "after advancing the version, before its log"),
-            ("after", "meta", "save", "after recording a pending result")):
+        ("before", "fold", "apply_batch", "after reading the messages"),
+        ("after", "vetting", "reject_all", "after checking a batch's gradients"),
+        ("before", "versions", "write", "before writing the version"),
+        ("before", "objects", "put", "while writing a version's files in parallel"),
+        ("after", "versions", "write", "after writing the version, before advancing it"),
+        ("after", "committer", "commit", "after advancing the version"),
+        ("before", "fold_log", "write", "after advancing the version, before its log"),
+        ("after", "meta", "save", "after recording a pending result"),
+    ):
         getattr(crashes, when)(part, method, point, CRASH_POINTS[point])
 
 
@@ -71,9 +73,16 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
     rng = random.Random(SEED)
     counts: Counter = crashes.counts
     ds = Dataset.generate(batches=BATCHES, batch_size=8, seed=3)
-    job = harness.create_job(ds, epochs=EPOCHS, gradients_per_update=K, staleness=8, lease_seconds=10,
-                             optimizer={"name": "sgd", "learning_rate": 0.5}, max_grad_norm=50,
-                             aggregation={"name": "trimmed_mean", "trim": 0.2})
+    job = harness.create_job(
+        ds,
+        epochs=EPOCHS,
+        gradients_per_update=K,
+        staleness=8,
+        lease_seconds=10,
+        optimizer={"name": "sgd", "learning_rate": 0.5},
+        max_grad_norm=50,
+        aggregation={"name": "trimmed_mean", "trim": 0.2},
+    )
     x_all, y_all = ds.x.reshape(-1, 4), ds.y.reshape(-1)
     start_loss = softmax_loss_and_grad(harness.weights(job, 0), x_all, y_all)[0]
     crashes.rng = rng
@@ -126,7 +135,7 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
             if task["base_version"] not in complete_versions:
                 base = f"jobs/{job}/versions/{task['base_version']:08d}/"
                 listing = harness.s3.list_objects_v2(Bucket=BUCKET, Prefix=base)["Contents"]
-                files = {o["Key"][len(base):] for o in listing}
+                files = {o["Key"][len(base) :] for o in listing}
                 assert files == {"model.json", "weights.bin", "optimizer.bin"}, files
                 complete_versions.add(task["base_version"])
             held[i] = task
@@ -152,8 +161,11 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
                 replay = harness.complete(task, loss)
                 # refused either way; on a loaded machine the 10-second lease may run out in between
                 assert replay.status_code in (409, 410), replay.body
-                counts["replayed completions refused" if replay.status_code == 409
-                       else "replayed completions refused (lease expired by then)"] += 1
+                counts[
+                    "replayed completions refused"
+                    if replay.status_code == 409
+                    else "replayed completions refused (lease expired by then)"
+                ] += 1
         return True
 
     # Rounds: every volunteer holding a task steps, and idle ones drawn at random
@@ -169,9 +181,12 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
             moved = services().redrive.redrive()
             counts["dead letters redriven"] += sum(moved.values())
             with capsys.disabled():
-                print(f"\n  chaos run: {now_meta.folded_total}/{EPOCHS * BATCHES} batches folded, "
-                      f"{sum(v for k, v in counts.items() if k.startswith('crash'))} crashes, "
-                      f"{shown - started:.0f} s", flush=True)
+                print(
+                    f"\n  chaos run: {now_meta.folded_total}/{EPOCHS * BATCHES} batches folded, "
+                    f"{sum(v for k, v in counts.items() if k.startswith('crash'))} crashes, "
+                    f"{shown - started:.0f} s",
+                    flush=True,
+                )
         holders = [i for i in range(VOLUNTEERS) if held[i] is not None]
         idle = [i for i in range(VOLUNTEERS) if held[i] is None]
         order = holders + rng.sample(idle, max(0, min(len(idle), ACTIVE_PER_ROUND - len(holders))))
@@ -212,10 +227,16 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
     final_loss = softmax_loss_and_grad(harness.weights(job, status["version"]), x_all, y_all)[0]
     assert final_loss < 0.3 < start_loss
 
-    report = {**dict(sorted(counts.items())), "discarded by the fold": status["discarded"],
-              "duplicates dropped by the fold": status["counters"].get("duplicates", 0),
-              "tasks folded": len(pairs), "volunteers who held leases": len(leased_by), "versions": status["version"],
-              "loss": f"{start_loss:.3f} -> {final_loss:.3f}", "seconds": round(elapsed, 1)}
+    report = {
+        **dict(sorted(counts.items())),
+        "discarded by the fold": status["discarded"],
+        "duplicates dropped by the fold": status["counters"].get("duplicates", 0),
+        "tasks folded": len(pairs),
+        "volunteers who held leases": len(leased_by),
+        "versions": status["version"],
+        "loss": f"{start_loss:.3f} -> {final_loss:.3f}",
+        "seconds": round(elapsed, 1),
+    }
     with capsys.disabled():
         print("\nchaos run: " + json.dumps(report, indent=1))
     assert sum(v for k, v in counts.items() if k.startswith("crash")) >= max(1, EPOCHS * BATCHES // 100)

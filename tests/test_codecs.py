@@ -1,4 +1,5 @@
 """Gradient codecs: round trips, exact lengths, and the 8-bit layout."""
+
 import numpy as np
 import pytest
 

@@ -2,6 +2,7 @@
 for every result of its folded into a version, and nothing else; the
 public status document ranks the top identities, a volunteer reads its own
 with its token, the operator exports every identity's (`crowdtrain credit`)."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,10 @@ def test_credit_is_earned_for_folded_results_only(harness):
     assert (a["samples"], b["samples"]) == (4, 12)
     # the public leaderboard, most first, by display name and tag
     board = public_status(harness, job)["leaderboard"]
-    assert [entry["name"] for entry in board] == [f"b ({harness.volunteer_id('b').split('.')[1][:4]})",
-                                                  f"a ({harness.volunteer_id('a').split('.')[1][:4]})"]
+    assert [entry["name"] for entry in board] == [
+        f"b ({harness.volunteer_id('b').split('.')[1][:4]})",
+        f"a ({harness.volunteer_id('a').split('.')[1][:4]})",
+    ]
     assert "volunteer_id" not in board[0]
 
 
@@ -92,14 +95,20 @@ def test_the_ledger_is_for_the_operator_only(harness):
 
 
 def test_the_cli_prints_the_ledger_as_a_table_or_csv(monkeypatch, capsys):
-    ledger_reply = {"job_id": "j-1", "unit": "samples x parameters / 1e6, over results folded into a version",
-                    "volunteers": [{"volunteer_id": "ada.0123456789ab", "name": "ada (0123)", "credit": 0.5,
-                                    "results": 10, "samples": 320},
-                                   {"volunteer_id": "v.fedcba987654", "name": "anonymous (fedc)", "credit": 0.05,
-                                    "results": 1, "samples": 32}]}
+    ledger_reply = {
+        "job_id": "j-1",
+        "unit": "samples x parameters / 1e6, over results folded into a version",
+        "volunteers": [
+            {"volunteer_id": "ada.0123456789ab", "name": "ada (0123)", "credit": 0.5, "results": 10, "samples": 320},
+            {"volunteer_id": "v.fedcba987654", "name": "anonymous (fedc)", "credit": 0.05, "results": 1, "samples": 32},
+        ],
+    }
     calls = []
-    monkeypatch.setattr(cli, "_api", lambda args: SimpleNamespace(
-        call=lambda method, path: calls.append((method, path)) or ledger_reply))
+    monkeypatch.setattr(
+        cli,
+        "_api",
+        lambda args: SimpleNamespace(call=lambda method, path: calls.append((method, path)) or ledger_reply),
+    )
     cli.credit(SimpleNamespace(job="j-1", csv=False))
     table = capsys.readouterr().out.splitlines()
     assert calls == [("GET", "/jobs/j-1/credit")]
@@ -107,6 +116,8 @@ def test_the_cli_prints_the_ledger_as_a_table_or_csv(monkeypatch, capsys):
     assert table[1].split() == ["ada", "(0123)", "ada.0123456789ab", "0.5", "10", "320"]
     assert table[-1].startswith("credit: samples x parameters")
     cli.credit(SimpleNamespace(job="j-1", csv=True))
-    assert capsys.readouterr().out.splitlines() == ["name,volunteer_id,credit,results,samples",
-                                                    "ada (0123),ada.0123456789ab,0.5,10,320",
-                                                    "anonymous (fedc),v.fedcba987654,0.05,1,32"]
+    assert capsys.readouterr().out.splitlines() == [
+        "name,volunteer_id,credit,results,samples",
+        "ada (0123),ada.0123456789ab,0.5,10,320",
+        "anonymous (fedc),v.fedcba987654,0.05,1,32",
+    ]

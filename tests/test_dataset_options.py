@@ -4,6 +4,7 @@ CloudFront (here the local edge server) serves them as they are and the
 volunteer's fetch inflates them. micro_batch: handed to volunteers, whose
 trainer computes a batch that many samples at a time
 (frontend/test/microbatch.test.mjs)."""
+
 from __future__ import annotations
 
 import gzip
@@ -40,12 +41,18 @@ def test_upload_form_names_the_encoding_and_the_inflated_size(harness):
     assert upload["batches"]["fields"]["Content-Encoding"] == "gzip"
 
 
-@pytest.mark.parametrize("files, message", [
-    (lambda ds: [ds.batch_bytes(0), gzip.compress(ds.batch_bytes(1))], "batch 0 is not gzip data"),
-    (lambda ds: [gzip.compress(ds.batch_bytes(0)[:-4]), gzip.compress(ds.batch_bytes(1))],
-     "batch 0 inflates to 156 bytes"),
-    (lambda ds: [gzip.compress(ds.batch_bytes(0))], "1 of 2 batch files are missing"),
-], ids=["uncompressed", "wrong_layout", "missing"])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (lambda ds: [ds.batch_bytes(0), gzip.compress(ds.batch_bytes(1))], "batch 0 is not gzip data"),
+        (
+            lambda ds: [gzip.compress(ds.batch_bytes(0)[:-4]), gzip.compress(ds.batch_bytes(1))],
+            "batch 0 inflates to 156 bytes",
+        ),
+        (lambda ds: [gzip.compress(ds.batch_bytes(0))], "1 of 2 batch files are missing"),
+    ],
+    ids=["uncompressed", "wrong_layout", "missing"],
+)
 def test_start_refuses_gzip_batches_that_do_not_inflate_to_the_layout(harness, files, message):
     ds = Dataset.generate(batches=2, batch_size=8)
     job = harness.create_job(ds, start=False, encoding="gzip", files=files(ds))
@@ -72,7 +79,10 @@ def test_edge_server_serves_gzip_files_as_stored_and_clients_inflate_them(harnes
 @pytest.mark.parametrize("micro_batch, public", [(None, 8), (8, 8), (2, 2)])
 def test_leases_tell_volunteers_the_micro_batch(harness, micro_batch, public):
     ds = Dataset.generate(batches=1, batch_size=8)
-    job = harness.create_job(ds) if micro_batch is None else harness.create_job(
-        ds, dataset={**job_body(ds)["dataset"], "micro_batch": micro_batch})
+    job = (
+        harness.create_job(ds)
+        if micro_batch is None
+        else harness.create_job(ds, dataset={**job_body(ds)["dataset"], "micro_batch": micro_batch})
+    )
     assert harness.lease()["spec"]["dataset"]["micro_batch"] == public
     assert harness.status(job)["spec"]["dataset"]["micro_batch"] == public

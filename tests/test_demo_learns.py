@@ -3,6 +3,7 @@ local stack takes its held-out loss below 2.0 nats/char (well below what
 letter and letter-pair statistics give, about 3.0 and 2.5) within its
 budget on this machine. Held out: the Book of Revelation, which the demo's
 default passage leaves out."""
+
 from __future__ import annotations
 
 import shutil
@@ -32,15 +33,21 @@ def test_the_demo_job_learns_within_its_budget(tmp_path):
         holder = CharLSTM(units=(1,), seq_len=seq_len, batch_size=batch_size)
         x, y = holder.batches(kjv_text(HELD_OUT), 4, seed=99)
         weights = b"".join(w.astype("<f4").tobytes() for w in holder.initial_weights())
-        held_out = stack.api.create_job(holder.job_spec(4), weights,
-                                        (holder.batch_file(x[b], y[b]) for b in range(4)), start=False)
+        held_out = stack.api.create_job(
+            holder.job_spec(4), weights, (holder.batch_file(x[b], y[b]) for b in range(4)), start=False
+        )
         started, curve = time.monotonic(), []
         while time.monotonic() - started < BUDGET_SECONDS:
             time.sleep(30)
             status = stack.api.call("GET", f"/jobs/{job}")
-            loss = node("evaluate.mjs", payload={"spec": status["spec"],
-                                                 "model_urls": urls(stack, job, "model", [status["version"]]),
-                                                 "eval_urls": urls(stack, held_out, "batch", range(4))})[0]
+            loss = node(
+                "evaluate.mjs",
+                payload={
+                    "spec": status["spec"],
+                    "model_urls": urls(stack, job, "model", [status["version"]]),
+                    "eval_urls": urls(stack, held_out, "batch", range(4)),
+                },
+            )[0]
             curve.append((round(time.monotonic() - started), status["version"], round(loss, 3)))
             print(f"demo: {curve[-1][0]} s, version {curve[-1][1]}, held-out loss {curve[-1][2]}", flush=True)
             if loss <= TARGET:

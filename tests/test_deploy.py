@@ -1,6 +1,7 @@
 """AWS deployment, proven offline: linted templates, a least-privilege policy,
 the deploy steps against moto where moto can and botocore's Stubber where
 only AWS can."""
+
 import ast
 import datetime
 import json
@@ -13,24 +14,32 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from crowdtrain.paths import ROOT
 from crowdtrain.aws.deploy import STATE_PREFIX, Deployer, DeployError, cache_control
 from crowdtrain.aws.policy import FUNCTIONS, function_policies, placeholder_outputs, policy_file
+from crowdtrain.paths import ROOT
 from crowdtrain.template import TEMPLATE, load_template, without_unsupported
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 
 # boto3 operation -> the IAM action it needs
 OPERATIONS = {
-    "put_object": "s3:PutObject", "get_object": "s3:GetObject", "head_object": "s3:GetObject",
+    "put_object": "s3:PutObject",
+    "get_object": "s3:GetObject",
+    "head_object": "s3:GetObject",
     "delete_objects": "s3:DeleteObject",
     "generate_presigned_post": "s3:PutObject",  # the form is signed with the Lambda's own credentials
-    "send_message": "sqs:SendMessage", "send_message_batch": "sqs:SendMessage",
-    "receive_message": "sqs:ReceiveMessage", "change_message_visibility": "sqs:ChangeMessageVisibility",
+    "send_message": "sqs:SendMessage",
+    "send_message_batch": "sqs:SendMessage",
+    "receive_message": "sqs:ReceiveMessage",
+    "change_message_visibility": "sqs:ChangeMessageVisibility",
     "delete_message": "sqs:DeleteMessage",
-    "get_item": "dynamodb:GetItem", "put_item": "dynamodb:PutItem", "update_item": "dynamodb:UpdateItem",
-    "query": "dynamodb:Query", "batch_writer": "dynamodb:BatchWriteItem",
-    "batch_get_item": "dynamodb:BatchGetItem", "delete_item": "dynamodb:DeleteItem",
+    "get_item": "dynamodb:GetItem",
+    "put_item": "dynamodb:PutItem",
+    "update_item": "dynamodb:UpdateItem",
+    "query": "dynamodb:Query",
+    "batch_writer": "dynamodb:BatchWriteItem",
+    "batch_get_item": "dynamodb:BatchGetItem",
+    "delete_item": "dynamodb:DeleteItem",
     "transact_write_items": "dynamodb:PutItem",  # every item of crowdtrain's transactions is a Put
     "get_secret_value": "secretsmanager:GetSecretValue",
 }
@@ -43,10 +52,15 @@ def called_actions() -> set[str]:
     actions = set()
     for path in (ROOT / "chalicelib").rglob("*.py"):
         tree = ast.parse(path.read_text())
-        batch_names = {item.optional_vars.id for node in ast.walk(tree) if isinstance(node, ast.With)
-                       for item in node.items if isinstance(item.optional_vars, ast.Name)
-                       and isinstance(item.context_expr, ast.Call)
-                       and getattr(item.context_expr.func, "attr", "") == "batch_writer"}
+        batch_names = {
+            item.optional_vars.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.With)
+            for item in node.items
+            if isinstance(item.optional_vars, ast.Name)
+            and isinstance(item.context_expr, ast.Call)
+            and getattr(item.context_expr.func, "attr", "") == "batch_writer"
+        }
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
@@ -60,20 +74,28 @@ def called_actions() -> set[str]:
     return actions
 
 
-REAL = {"Partition": "aws", "Region": "eu-west-1", "AccountId": "123456789012", "TableName": "crowdtrain-dev",
-        "BucketName": "crowdtrain-dev-data-123456789012",
-        "TaskQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-tasks",
-        "ResultsQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-results.fifo",
-        "TaskDeadLettersUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-tasks-dlq",
-        "ResultDeadLettersUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-results-dlq.fifo",
-        "LeaseSecretId": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:crowdtrain-dev-lease-secret-AbCdEf"}
+REAL = {
+    "Partition": "aws",
+    "Region": "eu-west-1",
+    "AccountId": "123456789012",
+    "TableName": "crowdtrain-dev",
+    "BucketName": "crowdtrain-dev-data-123456789012",
+    "TaskQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-tasks",
+    "ResultsQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-results.fifo",
+    "TaskDeadLettersUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-tasks-dlq",
+    "ResultDeadLettersUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-results-dlq.fifo",
+    "LeaseSecretId": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:crowdtrain-dev-lease-secret-AbCdEf",
+}
 
 
 def actions_and_resources(policy: dict) -> tuple[set[str], set[str]]:
     def listed(value):
         return [value] if isinstance(value, str) else value
-    return ({a for s in policy["Statement"] for a in listed(s["Action"])},
-            {r for s in policy["Statement"] for r in listed(s["Resource"])})
+
+    return (
+        {a for s in policy["Statement"] for a in listed(s["Action"])},
+        {r for s in policy["Statement"] for r in listed(s["Resource"])},
+    )
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
@@ -85,7 +107,8 @@ def test_stage_policies_allow_exactly_what_the_code_calls(stage):
         assert json.loads((ROOT / ".chalice" / policy_file(stage, function)).read_text()) == policy
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][stage]
     assert {f: c["iam_policy_file"] for f, c in config["lambda_functions"].items()} == {
-        f: policy_file(stage, f) for f in FUNCTIONS}
+        f: policy_file(stage, f) for f in FUNCTIONS
+    }
     allowed = set().union(*(actions_and_resources(p)[0] for p in policies.values()))
     assert not any("*" in a for a in allowed), "wildcard actions"
     allowed -= {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
@@ -98,20 +121,36 @@ def test_the_policies_are_pinned_to_the_stacks_account_region_and_names():
     """Exactly these resources: widening any (a wildcard account, region, bucket or log group) fails."""
     policies = function_policies("dev", REAL)
     at = "eu-west-1:123456789012"
-    logs = {f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev{suffix}{stream}"
-            for suffix in ("", "-fold", "-redrive_dead_letters") for stream in ("", ":log-stream:*")}
+    logs = {
+        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev{suffix}{stream}"
+        for suffix in ("", "-fold", "-redrive_dead_letters")
+        for stream in ("", ":log-stream:*")
+    }
     assert set().union(*(actions_and_resources(p)[1] for p in policies.values())) == logs | {
         f"arn:aws:dynamodb:{at}:table/crowdtrain-dev",
-        *(f"arn:aws:s3:::crowdtrain-dev-data-123456789012/{key}" for key in (
-            "jobs/*", "grads/*", "jobs/*/versions/*", "jobs/*/status.json", "jobs/index.json", "grads/*/sums/*")),
+        *(
+            f"arn:aws:s3:::crowdtrain-dev-data-123456789012/{key}"
+            for key in (
+                "jobs/*",
+                "grads/*",
+                "jobs/*/versions/*",
+                "jobs/*/status.json",
+                "jobs/index.json",
+                "grads/*/sums/*",
+            )
+        ),
         "arn:aws:s3:::crowdtrain-dev-data-123456789012",
-        f"arn:aws:sqs:{at}:crowdtrain-dev-tasks", f"arn:aws:sqs:{at}:crowdtrain-dev-results.fifo",
-        f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-dlq", f"arn:aws:sqs:{at}:crowdtrain-dev-results-dlq.fifo",
-        REAL["LeaseSecretId"]}
+        f"arn:aws:sqs:{at}:crowdtrain-dev-tasks",
+        f"arn:aws:sqs:{at}:crowdtrain-dev-results.fifo",
+        f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-dlq",
+        f"arn:aws:sqs:{at}:crowdtrain-dev-results-dlq.fifo",
+        REAL["LeaseSecretId"],
+    }
     # each function logs to its own group only
     assert actions_and_resources(policies["fold"])[1] & logs == {
         f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev-fold",
-        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev-fold:log-stream:*"}
+        f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev-fold:log-stream:*",
+    }
 
 
 def test_template_passes_cfn_lint():
@@ -136,9 +175,19 @@ def test_template_has_what_the_stage_needs():
     assert "GenerateSecretString" in resources["LeaseSecret"]["Properties"]
     origins = resources["Distribution"]["Properties"]["DistributionConfig"]["Origins"]
     assert all("OriginAccessControlId" in o for o in origins)
-    assert set(template["Outputs"]) >= {"TableName", "BucketName", "TaskQueueUrl", "ResultsQueueUrl",
-                                        "ResultsQueueName", "LeaseSecretId", "DistributionDomain", "DistributionId",
-                                        "FrontendBucketName", "TaskDeadLettersUrl", "ResultDeadLettersUrl"}
+    assert set(template["Outputs"]) >= {
+        "TableName",
+        "BucketName",
+        "TaskQueueUrl",
+        "ResultsQueueUrl",
+        "ResultsQueueName",
+        "LeaseSecretId",
+        "DistributionDomain",
+        "DistributionId",
+        "FrontendBucketName",
+        "TaskDeadLettersUrl",
+        "ResultDeadLettersUrl",
+    }
 
 
 def test_cache_headers():
@@ -159,24 +208,46 @@ def test_every_page_and_job_file_is_served_cross_origin_isolated_as_the_local_ed
 
 
 # -- the stack: Stubber (moto's CloudFormation cannot run the whole template) -----------
-OUTPUTS = {"TableName": "crowdtrain-dev", "BucketName": "crowdtrain-dev-data-1", "FrontendBucketName": "site",
-           "TaskQueueUrl": "https://sqs/1/crowdtrain-dev-tasks", "ResultsQueueUrl": "https://sqs/1/r.fifo",
-           "ResultsQueueName": "crowdtrain-dev-results.fifo", "LeaseSecretId": "arn:secret",
-           "TaskDeadLettersUrl": "https://sqs/1/crowdtrain-dev-tasks-dlq",
-           "ResultDeadLettersUrl": "https://sqs/1/crowdtrain-dev-results-dlq.fifo",
-           "DistributionId": "E123", "DistributionDomain": "d111.cloudfront.net",
-           "Region": "us-east-1", "AccountId": "111111111111", "Partition": "aws"}
+OUTPUTS = {
+    "TableName": "crowdtrain-dev",
+    "BucketName": "crowdtrain-dev-data-1",
+    "FrontendBucketName": "site",
+    "TaskQueueUrl": "https://sqs/1/crowdtrain-dev-tasks",
+    "ResultsQueueUrl": "https://sqs/1/r.fifo",
+    "ResultsQueueName": "crowdtrain-dev-results.fifo",
+    "LeaseSecretId": "arn:secret",
+    "TaskDeadLettersUrl": "https://sqs/1/crowdtrain-dev-tasks-dlq",
+    "ResultDeadLettersUrl": "https://sqs/1/crowdtrain-dev-results-dlq.fifo",
+    "DistributionId": "E123",
+    "DistributionDomain": "d111.cloudfront.net",
+    "Region": "us-east-1",
+    "AccountId": "111111111111",
+    "Partition": "aws",
+}
 
 
 def stack(status, outputs=True):
-    return {"Stacks": [{"StackName": "crowdtrain-dev", "StackStatus": status,
-                        "CreationTime": datetime.datetime(2026, 1, 1),
-                        "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in OUTPUTS.items()] if outputs else []}]}
+    return {
+        "Stacks": [
+            {
+                "StackName": "crowdtrain-dev",
+                "StackStatus": status,
+                "CreationTime": datetime.datetime(2026, 1, 1),
+                "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in OUTPUTS.items()] if outputs else [],
+            }
+        ]
+    }
 
 
 def event(n, resource, status):
-    return {"EventId": str(n), "StackName": "crowdtrain-dev", "StackId": "id", "LogicalResourceId": resource,
-            "ResourceStatus": status, "Timestamp": datetime.datetime.now(datetime.timezone.utc)}
+    return {
+        "EventId": str(n),
+        "StackName": "crowdtrain-dev",
+        "StackId": "id",
+        "LogicalResourceId": resource,
+        "ResourceStatus": status,
+        "Timestamp": datetime.datetime.now(datetime.timezone.utc),
+    }
 
 
 def stubbed_deployer(tmp_path):
@@ -189,16 +260,23 @@ def stubbed_deployer(tmp_path):
 def kept(deployer, bucket=False, table=False) -> list[Stubber]:
     """sts, s3 and DynamoDB stubbed for Deployer.kept_data: whether an earlier teardown kept the bucket, the table."""
     stubs = [Stubber(deployer.sts), Stubber(deployer.s3), Stubber(deployer.dynamodb)]
-    stubs[0].add_response("get_caller_identity", {"Account": "111111111111", "Arn": "arn:aws:iam::111111111111:user/deployer", "UserId": "AIDAEXAMPLE"})
+    stubs[0].add_response(
+        "get_caller_identity",
+        {"Account": "111111111111", "Arn": "arn:aws:iam::111111111111:user/deployer", "UserId": "AIDAEXAMPLE"},
+    )
     bucket_name = {"Bucket": "crowdtrain-dev-data-111111111111"}
     if bucket:
         stubs[1].add_response("head_bucket", {}, bucket_name)
     else:
         stubs[1].add_client_error("head_bucket", "404", http_status_code=404, expected_params=bucket_name)
     if table:
-        stubs[2].add_response("describe_table", {"Table": {"TableName": "crowdtrain-dev"}}, {"TableName": "crowdtrain-dev"})
+        stubs[2].add_response(
+            "describe_table", {"Table": {"TableName": "crowdtrain-dev"}}, {"TableName": "crowdtrain-dev"}
+        )
     else:
-        stubs[2].add_client_error("describe_table", "ResourceNotFoundException", expected_params={"TableName": "crowdtrain-dev"})
+        stubs[2].add_client_error(
+            "describe_table", "ResourceNotFoundException", expected_params={"TableName": "crowdtrain-dev"}
+        )
     for each in stubs:
         each.activate()
     return stubs
@@ -208,12 +286,21 @@ def test_first_deploy_creates_the_stack_and_prints_its_events(tmp_path):
     deployer, stub, lines = stubbed_deployer(tmp_path)
     kept(deployer)
     stub.add_client_error("describe_stacks", "ValidationError", "Stack with id crowdtrain-dev does not exist")
-    stub.add_response("create_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY,
-                                                            "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}]})
+    stub.add_response(
+        "create_stack",
+        {"StackId": "id"},
+        {
+            "StackName": "crowdtrain-dev",
+            "TemplateBody": ANY,
+            "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}],
+        },
+    )
     stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Table", "CREATE_IN_PROGRESS")]})
     stub.add_response("describe_stacks", stack("CREATE_IN_PROGRESS", outputs=False))
-    stub.add_response("describe_stack_events", {"StackEvents": [event(2, "Table", "CREATE_COMPLETE"),
-                                                                event(1, "Table", "CREATE_IN_PROGRESS")]})
+    stub.add_response(
+        "describe_stack_events",
+        {"StackEvents": [event(2, "Table", "CREATE_COMPLETE"), event(1, "Table", "CREATE_IN_PROGRESS")]},
+    )
     stub.add_response("describe_stacks", stack("CREATE_COMPLETE"))
     stub.add_response("describe_stack_events", {"StackEvents": [event(2, "Table", "CREATE_COMPLETE")]})
     stub.add_response("describe_stacks", stack("CREATE_COMPLETE"))
@@ -238,8 +325,9 @@ def test_failed_stack_is_an_error(tmp_path):
     deployer, stub, lines = stubbed_deployer(tmp_path)
     kept(deployer)
     stub.add_client_error("describe_stacks", "ValidationError", "Stack with id crowdtrain-dev does not exist")
-    stub.add_response("create_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY,
-                                                            "Parameters": ANY})
+    stub.add_response(
+        "create_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY, "Parameters": ANY}
+    )
     stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Distribution", "CREATE_FAILED")]})
     stub.add_response("describe_stacks", stack("ROLLBACK_COMPLETE", outputs=False))
     stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Distribution", "CREATE_FAILED")]})
@@ -257,23 +345,43 @@ def test_a_deploy_over_the_data_a_teardown_kept_imports_it_then_adds_the_rest(tm
     stubs = kept(deployer, bucket=bucket, table=True)
     bodies = []
     deployer.cloudformation.meta.events.register(
-        "before-parameter-build.cloudformation.CreateChangeSet", lambda params, **kw: bodies.append(params["TemplateBody"]))
+        "before-parameter-build.cloudformation.CreateChangeSet",
+        lambda params, **kw: bodies.append(params["TemplateBody"]),
+    )
     names = {"StackName": "crowdtrain-dev", "ChangeSetName": "import-kept-data"}
-    imported = [{"ResourceType": "AWS::S3::Bucket", "LogicalResourceId": "DataBucket",
-                 "ResourceIdentifier": {"BucketName": "crowdtrain-dev-data-111111111111"}}] * bucket + [
-                {"ResourceType": "AWS::DynamoDB::Table", "LogicalResourceId": "Table",
-                 "ResourceIdentifier": {"TableName": "crowdtrain-dev"}}]
+    imported = [
+        {
+            "ResourceType": "AWS::S3::Bucket",
+            "LogicalResourceId": "DataBucket",
+            "ResourceIdentifier": {"BucketName": "crowdtrain-dev-data-111111111111"},
+        }
+    ] * bucket + [
+        {
+            "ResourceType": "AWS::DynamoDB::Table",
+            "LogicalResourceId": "Table",
+            "ResourceIdentifier": {"TableName": "crowdtrain-dev"},
+        }
+    ]
     stub.add_client_error("describe_stacks", "ValidationError", "Stack with id crowdtrain-dev does not exist")
-    stub.add_response("create_change_set", {"Id": "cs", "StackId": "id"}, {
-        **names, "ChangeSetType": "IMPORT", "TemplateBody": ANY, "ResourcesToImport": imported,
-        "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}]})
+    stub.add_response(
+        "create_change_set",
+        {"Id": "cs", "StackId": "id"},
+        {
+            **names,
+            "ChangeSetType": "IMPORT",
+            "TemplateBody": ANY,
+            "ResourcesToImport": imported,
+            "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}],
+        },
+    )
     stub.add_response("describe_change_set", {**names, "Status": "CREATE_COMPLETE", "ExecutionStatus": "AVAILABLE"})
     stub.add_response("execute_change_set", {}, names)
     stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Table", "IMPORT_COMPLETE")]})
     stub.add_response("describe_stacks", stack("IMPORT_COMPLETE", outputs=False))
     stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Table", "IMPORT_COMPLETE")]})
-    stub.add_response("update_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY,
-                                                            "Parameters": ANY})
+    stub.add_response(
+        "update_stack", {"StackId": "id"}, {"StackName": "crowdtrain-dev", "TemplateBody": ANY, "Parameters": ANY}
+    )
     stub.add_response("describe_stack_events", {"StackEvents": [event(2, "Distribution", "CREATE_COMPLETE")]})
     stub.add_response("describe_stacks", stack("UPDATE_COMPLETE"))
     stub.add_response("describe_stack_events", {"StackEvents": []})
@@ -285,7 +393,9 @@ def test_a_deploy_over_the_data_a_teardown_kept_imports_it_then_adds_the_rest(tm
     assert "found the data an earlier teardown kept" in lines[0] and "crowdtrain-dev" in lines[0]
     template, full = json.loads(bodies[0]), load_template()
     # an import holds only what it imports, as the stack template has it (imports may not add outputs)
-    assert template["Resources"] == {i["LogicalResourceId"]: full["Resources"][i["LogicalResourceId"]] for i in imported}
+    assert template["Resources"] == {
+        i["LogicalResourceId"]: full["Resources"][i["LogicalResourceId"]] for i in imported
+    }
     assert "Outputs" not in template and template["Parameters"] == full["Parameters"]
     assert all(r["DeletionPolicy"] == "Retain" for r in template["Resources"].values())
 
@@ -293,18 +403,33 @@ def test_a_deploy_over_the_data_a_teardown_kept_imports_it_then_adds_the_rest(tm
 def test_throttling_is_applied_to_the_deployed_api(tmp_path):
     deployer, _, lines = stubbed_deployer(tmp_path)
     (tmp_path / ".chalice" / "deployed").mkdir(parents=True)
-    (tmp_path / ".chalice" / "deployed" / "dev.json").write_text(json.dumps(
-        {"resources": [{"name": "api_handler", "resource_type": "lambda_function"},
-                       {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123"}]}))
+    (tmp_path / ".chalice" / "deployed" / "dev.json").write_text(
+        json.dumps(
+            {
+                "resources": [
+                    {"name": "api_handler", "resource_type": "lambda_function"},
+                    {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123"},
+                ]
+            }
+        )
+    )
     client = deployer.session.client("apigateway")
     deployer.session = type("S", (), {"client": lambda self, name: client})()
     with Stubber(client) as stub:
-        stub.add_response("update_stage", {}, {"restApiId": "abc123", "stageName": "api", "patchOperations": [
-            {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": "50"},
-            {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": "80"}]})
+        stub.add_response(
+            "update_stage",
+            {},
+            {
+                "restApiId": "abc123",
+                "stageName": "api",
+                "patchOperations": [
+                    {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": "50"},
+                    {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": "80"},
+                ],
+            },
+        )
         deployer.throttle_api(50, 80)
         stub.assert_no_pending_responses()
-
 
 
 def test_api_gateways_own_errors_carry_the_routes_cors_headers(tmp_path):
@@ -313,17 +438,26 @@ def test_api_gateways_own_errors_carry_the_routes_cors_headers(tmp_path):
 
     deployer, _, lines = stubbed_deployer(tmp_path)
     (tmp_path / ".chalice" / "deployed").mkdir(parents=True)
-    (tmp_path / ".chalice" / "deployed" / "dev.json").write_text(json.dumps(
-        {"resources": [{"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123"}]}))
+    (tmp_path / ".chalice" / "deployed" / "dev.json").write_text(
+        json.dumps({"resources": [{"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123"}]})
+    )
     client = deployer.session.client("apigateway")
     deployer.session = type("S", (), {"client": lambda self, name: client})()
     origin = "https://d111.cloudfront.net"
     headers = CORSConfig(allow_origin=origin).get_access_control_headers()  # what app.py's routes send
     with Stubber(client) as stub:
         for kind in ("DEFAULT_4XX", "DEFAULT_5XX", "THROTTLED"):
-            stub.add_response("put_gateway_response", {}, {"restApiId": "abc123", "responseType": kind,
-                                                           "responseParameters": {
-                f"gatewayresponse.header.{name}": f"'{value}'" for name, value in headers.items()}})
+            stub.add_response(
+                "put_gateway_response",
+                {},
+                {
+                    "restApiId": "abc123",
+                    "responseType": kind,
+                    "responseParameters": {
+                        f"gatewayresponse.header.{name}": f"'{value}'" for name, value in headers.items()
+                    },
+                },
+            )
         stub.add_response("create_deployment", {}, {"restApiId": "abc123", "stageName": "api", "description": ANY})
         deployer.readable_errors(origin)
         stub.assert_no_pending_responses()
@@ -348,25 +482,48 @@ def test_chalice_deploy_step_reads_the_api_url(tmp_path):
 
     def run(cmd, **kwargs):
         calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0, "Creating deployment package.\nResources deployed:\n"
-                                                     "  - Rest API URL: https://abc.execute-api.us-east-1.amazonaws.com/api/\n", "")
+        return subprocess.CompletedProcess(
+            cmd,
+            0,
+            "Creating deployment package.\nResources deployed:\n"
+            "  - Rest API URL: https://abc.execute-api.us-east-1.amazonaws.com/api/\n",
+            "",
+        )
+
     deployer = Deployer(boto3.Session(region_name="us-east-1"), "dev", root=tmp_path, run=run, say=lambda l: None)
     assert deployer.deploy_app() == "https://abc.execute-api.us-east-1.amazonaws.com/api"
     assert calls[0][1:] == ["deploy", "--stage", "dev"]
-    failing = Deployer(boto3.Session(region_name="us-east-1"), "dev", root=tmp_path, say=lambda l: None,
-                       run=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 2, "", "AccessDenied"))
+    failing = Deployer(
+        boto3.Session(region_name="us-east-1"),
+        "dev",
+        root=tmp_path,
+        say=lambda l: None,
+        run=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 2, "", "AccessDenied"),
+    )
     with pytest.raises(DeployError, match="AccessDenied"):
         failing.deploy_app()
 
 
 def test_frontend_is_published_with_types_headers_and_an_invalidation(moto_session):
     moto_session.client("s3").create_bucket(Bucket="site")
-    distribution = moto_session.client("cloudfront").create_distribution(DistributionConfig={
-        "CallerReference": "t", "Comment": "", "Enabled": True,
-        "Origins": {"Quantity": 1, "Items": [{"Id": "o", "DomainName": "site.s3.amazonaws.com",
-                                              "S3OriginConfig": {"OriginAccessIdentity": ""}}]},
-        "DefaultCacheBehavior": {"TargetOriginId": "o", "ViewerProtocolPolicy": "allow-all",
-                                 "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6"}})["Distribution"]
+    distribution = moto_session.client("cloudfront").create_distribution(
+        DistributionConfig={
+            "CallerReference": "t",
+            "Comment": "",
+            "Enabled": True,
+            "Origins": {
+                "Quantity": 1,
+                "Items": [
+                    {"Id": "o", "DomainName": "site.s3.amazonaws.com", "S3OriginConfig": {"OriginAccessIdentity": ""}}
+                ],
+            },
+            "DefaultCacheBehavior": {
+                "TargetOriginId": "o",
+                "ViewerProtocolPolicy": "allow-all",
+                "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6",
+            },
+        }
+    )["Distribution"]
     outputs = {**OUTPUTS, "FrontendBucketName": "site", "DistributionId": distribution["Id"]}
     lines = []
     deployer = Deployer(moto_session, "dev", root=ROOT, say=lines.append)  # builds the real frontend
@@ -390,8 +547,10 @@ def moto_stack(moto_session) -> dict[str, str]:
     local, _ = without_unsupported(load_template())
     cloudformation = moto_session.client("cloudformation")
     cloudformation.create_stack(StackName="crowdtrain-dev", TemplateBody=json.dumps(local))
-    names = {o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(
-        StackName="crowdtrain-dev")["Stacks"][0]["Outputs"]}
+    names = {
+        o["OutputKey"]: o["OutputValue"]
+        for o in cloudformation.describe_stacks(StackName="crowdtrain-dev")["Stacks"][0]["Outputs"]
+    }
     s3 = moto_session.client("s3")
     s3.put_object(Bucket=names["BucketName"], Key="jobs/j-1/init/weights.bin", Body=b"x")
     s3.put_object(Bucket=names["FrontendBucketName"], Key="index.html", Body=b"x")
@@ -400,9 +559,13 @@ def moto_stack(moto_session) -> dict[str, str]:
 
 def teardown(moto_session, tmp_path, delete_data=False, chalice_status=0) -> tuple[list, list[str]]:
     runs, lines = [], []
-    deployer = Deployer(moto_session, "dev", root=tmp_path, say=lines.append,
-                        run=lambda cmd, **kw: runs.append(cmd) or subprocess.CompletedProcess(cmd, chalice_status, "",
-                                                                                              "boom"))
+    deployer = Deployer(
+        moto_session,
+        "dev",
+        root=tmp_path,
+        say=lines.append,
+        run=lambda cmd, **kw: runs.append(cmd) or subprocess.CompletedProcess(cmd, chalice_status, "", "boom"),
+    )
     deployer.teardown(delete_data=delete_data)
     return runs, lines
 
@@ -421,7 +584,7 @@ def test_teardown_deletes_the_app_the_site_and_the_stack_and_keeps_the_data(moto
 
 
 def test_teardown_with_delete_data_removes_the_bucket_and_the_table(moto_session, tmp_path):
-    names = moto_stack(moto_session)
+    moto_stack(moto_session)
     teardown(moto_session, tmp_path, delete_data=True)
     assert moto_session.client("s3").list_buckets()["Buckets"] == []
     assert moto_session.client("dynamodb").list_tables()["TableNames"] == []
@@ -449,6 +612,7 @@ def test_a_deploy_from_a_fresh_checkout_finds_what_the_last_deploy_made(moto_ses
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(state))  # what chalice deploy writes
             return subprocess.CompletedProcess(cmd, 0, "  - Rest API URL: https://abc123.example/api/\n", "")
+
         return run
 
     for clone in ("first", "second"):
@@ -491,7 +655,10 @@ def test_region_is_accepted_before_or_after_the_subcommand_and_reaches_chalice(t
 
     def run(cmd, **kwargs):
         calls.append((cmd, kwargs["env"]))
-        return subprocess.CompletedProcess(cmd, 0, "  - Rest API URL: https://abc.execute-api.eu-west-1.amazonaws.com/api/\n", "")
+        return subprocess.CompletedProcess(
+            cmd, 0, "  - Rest API URL: https://abc.execute-api.eu-west-1.amazonaws.com/api/\n", ""
+        )
+
     deployer = Deployer(boto3.Session(region_name="eu-west-1"), "dev", root=tmp_path, run=run, say=lambda l: None)
     deployer.deploy_app()
     cmd, env = calls[0]
@@ -511,9 +678,16 @@ def test_a_deploy_without_a_region_says_how_to_give_one(monkeypatch, tmp_path):
 def test_deploy_restores_chalices_state_before_chalice_deploy_and_saves_it_after(tmp_path):
     deployer, _, _ = stubbed_deployer(tmp_path)
     order = []
-    steps = {"deploy_stack": OUTPUTS, "write_chalice_config": {"CORS_ORIGIN": "https://d111.cloudfront.net"},
-             "restore_app_state": True, "deploy_app": "https://abc.example/api", "save_app_state": None,
-             "readable_errors": None, "throttle_api": None, "publish_frontend": "https://d111.cloudfront.net/"}
+    steps = {
+        "deploy_stack": OUTPUTS,
+        "write_chalice_config": {"CORS_ORIGIN": "https://d111.cloudfront.net"},
+        "restore_app_state": True,
+        "deploy_app": "https://abc.example/api",
+        "save_app_state": None,
+        "readable_errors": None,
+        "throttle_api": None,
+        "publish_frontend": "https://d111.cloudfront.net/",
+    }
     for name, value in steps.items():
         setattr(deployer, name, lambda *args, name=name, value=value: order.append(name) or value)
     assert deployer.deploy(100, 200) == "https://d111.cloudfront.net/"

@@ -3,11 +3,11 @@ server: the real CLI and the real `chalice deploy`/`delete`, each run from a
 fresh copy of the repository, in a region that is not the default. moto's
 server fills the gaps listed in tests/moto_gaps.py (CloudFront and the other
 types its CloudFormation lacks, Swagger imports)."""
+
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +30,9 @@ def endpoint(moto_server):
 def fresh_clone(dest: Path) -> Path:
     """What a `git clone` of this working tree holds (tracked and new files, nothing ignored:
     no .chalice/deployed, no .crowdtrain), with the installed frontend packages."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split("\0")
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
@@ -45,10 +46,15 @@ def fresh_clone(dest: Path) -> Path:
 def crowdtrain(clone: Path, endpoint: str, *args: str) -> subprocess.CompletedProcess:
     """The clone's own CLI, with only the endpoint pointing at moto (no region in the environment)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint, AWS_CONFIG_FILE=str(clone / "no-aws-config"),
-               PYTHONPATH=f"{clone / 'infra'}{os.pathsep}{clone}")
-    return subprocess.run([sys.executable, "-m", "crowdtrain.cli", *args], cwd=clone, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env.update(
+        CREDENTIALS,
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_CONFIG_FILE=str(clone / "no-aws-config"),
+        PYTHONPATH=f"{clone / 'infra'}{os.pathsep}{clone}",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "crowdtrain.cli", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def deploy(clone: Path, endpoint: str) -> str:
@@ -58,16 +64,23 @@ def deploy(clone: Path, endpoint: str) -> str:
 
 
 def client(endpoint: str, service: str, region: str = REGION):
-    return boto3.client(service, region_name=region, endpoint_url=endpoint, **{
-        "aws_access_key_id": "testing", "aws_secret_access_key": "testing"})
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint,
+        **{"aws_access_key_id": "testing", "aws_secret_access_key": "testing"},
+    )
 
 
 def app_resources(endpoint: str, region: str) -> dict[str, list[str]]:
     """What Chalice and the stack made in one region, by kind."""
     lam = client(endpoint, "lambda", region)
     return {
-        "stacks": [s["StackName"] for s in client(endpoint, "cloudformation", region).list_stacks()["StackSummaries"]
-                   if s["StackStatus"] != "DELETE_COMPLETE"],
+        "stacks": [
+            s["StackName"]
+            for s in client(endpoint, "cloudformation", region).list_stacks()["StackSummaries"]
+            if s["StackStatus"] != "DELETE_COMPLETE"
+        ],
         "functions": sorted(f["FunctionName"] for f in lam.list_functions()["Functions"]),
         "event_sources": [m["EventSourceArn"] for m in lam.list_event_source_mappings()["EventSourceMappings"]],
         "rest_apis": [a["id"] for a in client(endpoint, "apigateway", region).get_rest_apis()["items"]],
@@ -87,20 +100,24 @@ def test_deploy_with_a_region_puts_every_resource_in_it(endpoint, tmp_path):
     assert here["functions"] == ["crowdtrain-dev", "crowdtrain-dev-fold", "crowdtrain-dev-redrive_dead_letters"]
     assert len(here["rest_apis"]) == 1 and len(here["event_sources"]) == 1
     sqs = client(endpoint, "sqs")
-    assert len(here["queues"]) == 4 and all(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"].startswith(f"arn:aws:sqs:{REGION}:") for url in here["queues"])
+    assert len(here["queues"]) == 4 and all(
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"].startswith(
+            f"arn:aws:sqs:{REGION}:"
+        )
+        for url in here["queues"]
+    )
     assert here["tables"] == ["crowdtrain-dev"] and here["secrets"] == ["crowdtrain-dev-lease-secret"]
     assert len(here["alarms"]) == 3 and here["rules"] == ["crowdtrain-dev-redrive_dead_letters-event"]
     assert {k: v for k, v in elsewhere.items() if k != "roles"} == {k: [] for k in elsewhere if k != "roles"}
     s3 = client(endpoint, "s3")
     buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]]
-    assert len(buckets) == 2 and all(s3.get_bucket_location(Bucket=b)["LocationConstraint"] == REGION
-                                     for b in buckets)
+    assert len(buckets) == 2 and all(s3.get_bucket_location(Bucket=b)["LocationConstraint"] == REGION for b in buckets)
     # the Lambdas are told the region's queues, the API's URL is the region's, the policies name it
     lam = client(endpoint, "lambda")
     env = lam.get_function_configuration(FunctionName="crowdtrain-dev")["Environment"]["Variables"]
-    assert all(env[name].startswith(f"https://sqs.{REGION}.amazonaws.com/") for name in (
-        "TASK_QUEUE_URL", "RESULTS_QUEUE_URL"))
+    assert all(
+        env[name].startswith(f"https://sqs.{REGION}.amazonaws.com/") for name in ("TASK_QUEUE_URL", "RESULTS_QUEUE_URL")
+    )
     assert f".execute-api.{REGION}.amazonaws.com/api" in printed
     assert lam.get_function_concurrency(FunctionName="crowdtrain-dev-fold")["ReservedConcurrentExecutions"] > 0
     iam = client(endpoint, "iam")
@@ -129,8 +146,9 @@ def test_teardown_from_a_fresh_clone_deletes_what_another_clone_deployed_and_kee
     assert left["tables"] == ["crowdtrain-dev"]  # DeletionPolicy Retain
     assert [b["Name"] for b in client(endpoint, "s3").list_buckets()["Buckets"]] == ["crowdtrain-dev-data-123456789012"]
     # a later deploy starts afresh, not from Chalice's state of what was deleted
-    assert "Contents" not in client(endpoint, "s3").list_objects_v2(Bucket="crowdtrain-dev-data-123456789012",
-                                                                    Prefix=STATE_PREFIX)
+    assert "Contents" not in client(endpoint, "s3").list_objects_v2(
+        Bucket="crowdtrain-dev-data-123456789012", Prefix=STATE_PREFIX
+    )
 
 
 def test_teardown_after_a_failed_step_runs_the_rest_and_exits_non_zero(endpoint, tmp_path):

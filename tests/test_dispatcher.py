@@ -1,4 +1,5 @@
 """The local stand-in for Lambda's SQS event source mapping."""
+
 import json
 import time
 
@@ -15,9 +16,13 @@ def sqs(moto_session):
 def queue_with_dlq(sqs, max_receives=2):
     dlq = sqs.create_queue(QueueName="dead")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName="work", Attributes={
-        "VisibilityTimeout": "1",
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receives)})})["QueueUrl"]
+    url = sqs.create_queue(
+        QueueName="work",
+        Attributes={
+            "VisibilityTimeout": "1",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receives)}),
+        },
+    )["QueueUrl"]
     return url, dlq
 
 
@@ -62,8 +67,11 @@ def test_failures_are_redelivered_then_dead_lettered(sqs):
 
 def test_finds_the_apps_sqs_handlers(sqs):
     import app
-    sqs.create_queue(QueueName=app.app.event_sources[0].queue,
-                     Attributes={"FifoQueue": "true"} if app.app.event_sources[0].queue.endswith(".fifo") else {})
+
+    sqs.create_queue(
+        QueueName=app.app.event_sources[0].queue,
+        Attributes={"FifoQueue": "true"} if app.app.event_sources[0].queue.endswith(".fifo") else {},
+    )
     [dispatcher] = sqs_dispatchers(app, sqs)
     assert dispatcher.function_name == "fold" and dispatcher.batch_size == 10
     assert dispatcher.handler is app.fold
@@ -72,6 +80,7 @@ def test_finds_the_apps_sqs_handlers(sqs):
 def test_runs_the_apps_schedules_as_eventbridge_would():
     import app
     from crowdtrain.local.dispatcher import schedule_runners
+
     [runner] = schedule_runners(app)
     assert runner.handler is app.redrive_dead_letters and runner.seconds == 300
     seen = []

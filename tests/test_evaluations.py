@@ -1,6 +1,7 @@
 """Held-out evaluations (tasks/evaluations.py): evaluation tasks leased like
 training tasks, answered by several volunteers, accepted when enough agree,
 published as the job's `held_out`; a forged answer neither stands nor blocks."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 from chalicelib.domain.errors import Conflict
+from chalicelib.domain.sections import Evaluation
 from chalicelib.services import services
 from chalicelib.store.evaluations import Claim
 from chalicelib.tasks.evaluations import MAX_CLAIMS, agreement
-from chalicelib.domain.sections import Evaluation
 from tests.harness import Dataset, softmax_loss_and_grad
 
 TRAIN, HELD_OUT = 4, 2
@@ -37,8 +38,11 @@ def held_out_truth(harness, job, ds, version):
 
 
 def answer(harness, task, loss, accuracy):
-    return harness.call("POST", "/tasks/complete", {"job_id": task["job_id"], "lease_token": task["lease_token"],
-                                                    "loss": loss, "accuracy": accuracy})
+    return harness.call(
+        "POST",
+        "/tasks/complete",
+        {"job_id": task["job_id"], "lease_token": task["lease_token"], "loss": loss, "accuracy": accuracy},
+    )
 
 
 def run(harness, job, ds, volunteers=("a", "b"), liar=None):
@@ -78,7 +82,9 @@ def test_held_out_loss_is_published_once_two_volunteers_agree(harness):
     # each evaluation task names the held-out batches and the version, and has nothing to upload
     for _, task in evaluations:
         assert "upload" not in task and task["task_id"] == f"evaluate-{task['base_version']}"
-        assert [u.rsplit("-", 1)[-1] for u in task["batch_urls"]] == [f"{b:06d}.bin" for b in range(TRAIN, TRAIN + HELD_OUT)]
+        assert [u.rsplit("-", 1)[-1] for u in task["batch_urls"]] == [
+            f"{b:06d}.bin" for b in range(TRAIN, TRAIN + HELD_OUT)
+        ]
     # two different volunteers answered each version
     for version in (0, 2, 4):
         assert sorted(v for v, t in evaluations if t["base_version"] == version) == ["a", "b"]
@@ -124,11 +130,17 @@ def test_claims_agree_within_the_tolerance_and_the_majority_settles():
     assert MAX_CLAIMS > 3
 
 
-@pytest.mark.parametrize("evaluation, message", [
-    ({"batches": 0}, "evaluation.batches"), ({"batches": 2, "copies": 4}, "evaluation.copies"),
-    ({"batches": 2, "every": 0}, "evaluation.every"), ({"batches": 2, "extra": 1}, "extra"),
-    ({"batches": 2, "tolerance": 2}, "evaluation.tolerance"), ([], "evaluation"),
-])
+@pytest.mark.parametrize(
+    "evaluation, message",
+    [
+        ({"batches": 0}, "evaluation.batches"),
+        ({"batches": 2, "copies": 4}, "evaluation.copies"),
+        ({"batches": 2, "every": 0}, "evaluation.every"),
+        ({"batches": 2, "extra": 1}, "extra"),
+        ({"batches": 2, "tolerance": 2}, "evaluation.tolerance"),
+        ([], "evaluation"),
+    ],
+)
 def test_bad_evaluation_settings_are_400(harness, evaluation, message):
     from tests.harness import job_body
 
@@ -170,8 +182,9 @@ def test_a_released_evaluation_is_leased_again_as_an_evaluation(harness):
     job, ds = create(harness, copies=1)
     task = harness.lease("a")
     assert task["kind"] == "evaluate"
-    reply = harness.call("POST", "/tasks/release", {"job_id": job, "lease_token": task["lease_token"],
-                                                    "reason": "compute_error"})
+    reply = harness.call(
+        "POST", "/tasks/release", {"job_id": job, "lease_token": task["lease_token"], "reason": "compute_error"}
+    )
     assert reply.status_code == 200
     leased = [harness.lease(f"b{i}") for i in range(TRAIN + 1)]
     again = [t for t in leased if t and t["kind"] == "evaluate"]

@@ -5,6 +5,7 @@ completed, released, folded in one and in two levels, replicated, stale,
 paused, redriven, deleted) must be allowed by that function's own policy,
 resource by resource; and a policy may hold no action its function was not
 seen to use (but the event source's reads of the fold's queue)."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,14 @@ REGION, ACCOUNT = "us-east-1", "123456789012"  # moto's
 # Actions a function needs that no call of its code makes: Lambda's event source mapping reads the
 # fold's queue with the fold's role.
 NOT_CALLED = {"fold": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}}
-BATCHED = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
-           "ChangeMessageVisibilityBatch": "ChangeMessageVisibility", "HeadObject": "GetObject",
-           "ListObjectsV2": "ListBucket", "DeleteObjects": "DeleteObject"}
+BATCHED = {
+    "SendMessageBatch": "SendMessage",
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+    "HeadObject": "GetObject",
+    "ListObjectsV2": "ListBucket",
+    "DeleteObjects": "DeleteObject",
+}
 
 
 def _value(attribute):
@@ -40,8 +46,11 @@ def leading_keys(operation: str, params: dict) -> frozenset[str] | None:
     if operation in ("UpdateItem", "DeleteItem", "GetItem"):
         return frozenset({_value(params["Key"]["pk"])})
     if operation == "BatchWriteItem":
-        return frozenset(_value(request.get("PutRequest", {}).get("Item", request.get("DeleteRequest", {}).get("Key"))[
-            "pk"]) for requests in params["RequestItems"].values() for request in requests)
+        return frozenset(
+            _value(request.get("PutRequest", {}).get("Item", request.get("DeleteRequest", {}).get("Key"))["pk"])
+            for requests in params["RequestItems"].values()
+            for request in requests
+        )
     return None
 
 
@@ -49,8 +58,11 @@ def requests_of(service: str, operation: str, params: dict) -> list[tuple[str, s
     """(IAM action, resource ARN, the partition keys it names) for one boto3 request."""
     requests = _actions_of(service, operation, params)
     if service == "dynamodb" and operation == "TransactWriteItems":
-        return [(action, resource, frozenset({_value((body.get("Item") or body["Key"])["pk"])}))
-                for (action, resource), item in zip(requests, params["TransactItems"]) for body in item.values()]
+        return [
+            (action, resource, frozenset({_value((body.get("Item") or body["Key"])["pk"])}))
+            for (action, resource), item in zip(requests, params["TransactItems"])
+            for body in item.values()
+        ]
     keys = leading_keys(operation, params) if service == "dynamodb" else None
     return [(action, resource, keys) for action, resource in requests]
 
@@ -60,12 +72,17 @@ def _actions_of(service: str, operation: str, params: dict) -> list[tuple[str, s
         name = urlparse(params["QueueUrl"]).path.rsplit("/", 1)[-1]
         return [(f"sqs:{BATCHED.get(operation, operation)}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
     if service == "dynamodb":
+
         def table(name: str) -> str:
             return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+
         if operation == "TransactWriteItems":
             kinds = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "GetItem"}
-            return [(f"dynamodb:{kinds[kind]}", table(body["TableName"])) for item in params["TransactItems"]
-                    for kind, body in item.items()]
+            return [
+                (f"dynamodb:{kinds[kind]}", table(body["TableName"]))
+                for item in params["TransactItems"]
+                for kind, body in item.items()
+            ]
         if operation in ("BatchGetItem", "BatchWriteItem"):
             return [(f"dynamodb:{operation}", table(name)) for name in params["RequestItems"]]
         return [(f"dynamodb:{operation}", table(params["TableName"]))]
@@ -90,14 +107,18 @@ def allows(policy: dict, action: str, resource: str, keys: frozenset[str] | None
     def holds(condition: dict) -> bool:
         """The one condition the policies use; any other fails the test rather than pass unread."""
         assert set(condition) == {"ForAllValues:StringLike"}, condition
-        (key, patterns), = condition["ForAllValues:StringLike"].items()
+        ((key, patterns),) = condition["ForAllValues:StringLike"].items()
         assert key == "dynamodb:LeadingKeys", key
         return keys is not None and all(any(fnmatchcase(k, p) for p in listed(patterns)) for k in keys)
 
-    return any(action in listed(s["Action"]) and any(fnmatchcase(resource, r) for r in listed(s["Resource"]))
-               and holds(s["Condition"]) if "Condition" in s else
-               action in listed(s["Action"]) and any(fnmatchcase(resource, r) for r in listed(s["Resource"]))
-               for s in policy["Statement"])
+    return any(
+        action in listed(s["Action"])
+        and any(fnmatchcase(resource, r) for r in listed(s["Resource"]))
+        and holds(s["Condition"])
+        if "Condition" in s
+        else action in listed(s["Action"]) and any(fnmatchcase(resource, r) for r in listed(s["Resource"]))
+        for s in policy["Statement"]
+    )
 
 
 class Recorder:
@@ -151,8 +172,12 @@ def scenario(h: Harness, run) -> None:
             api(h.work, task)
         fold()
     fold()
-    assert api(h.call, "POST", "/volunteers/credit",
-               {"job_id": job, "volunteer_token": h.identity("d")["volunteer_token"]}).status_code == 200
+    assert (
+        api(
+            h.call, "POST", "/volunteers/credit", {"job_id": job, "volunteer_token": h.identity("d")["volunteer_token"]}
+        ).status_code
+        == 200
+    )
     assert api(h.admin, "GET", f"/jobs/{job}/credit").status_code == 200
     api(h.call, "GET", f"/progress/{grouped}")
     api(h.call, "GET", "/progress")
@@ -163,10 +188,15 @@ def scenario(h: Harness, run) -> None:
         h.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
     api(h.admin, "POST", f"/jobs/{copied}/redrive")
     h.sqs.send_message(QueueUrl=h.task_dlq_url, MessageBody=json.dumps({"job_id": copied, "epoch": 0, "batch": 0}))
-    h.sqs.send_message(QueueUrl=h.result_dlq_url, MessageBody=json.dumps({"job_id": copied}), MessageGroupId=copied,
-                       MessageDeduplicationId="x")
-    schedule = h.client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
-                                                 resources=[])
+    h.sqs.send_message(
+        QueueUrl=h.result_dlq_url,
+        MessageBody=json.dumps({"job_id": copied}),
+        MessageGroupId=copied,
+        MessageDeduplicationId="x",
+    )
+    schedule = h.client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
     run("redrive_dead_letters", h.client.lambda_.invoke, "redrive_dead_letters", schedule)
     for j in (job, grouped, copied):
         api(h.admin, "DELETE", f"/jobs/{j}")
@@ -184,10 +214,18 @@ def test_each_function_calls_only_what_its_own_policy_allows_and_its_policy_hold
 
     scenario(harness, run)
     assert recorder.unread == [], recorder.unread
-    outputs = {"Partition": "aws", "Region": REGION, "AccountId": ACCOUNT, "TableName": os.environ["TABLE_NAME"],
-               "BucketName": os.environ["BUCKET_NAME"], "TaskQueueUrl": harness.tasks_url,
-               "ResultsQueueUrl": harness.results_url, "TaskDeadLettersUrl": harness.task_dlq_url,
-               "ResultDeadLettersUrl": harness.result_dlq_url, "LeaseSecretId": os.environ["LEASE_SECRET_ID"]}
+    outputs = {
+        "Partition": "aws",
+        "Region": REGION,
+        "AccountId": ACCOUNT,
+        "TableName": os.environ["TABLE_NAME"],
+        "BucketName": os.environ["BUCKET_NAME"],
+        "TaskQueueUrl": harness.tasks_url,
+        "ResultsQueueUrl": harness.results_url,
+        "TaskDeadLettersUrl": harness.task_dlq_url,
+        "ResultDeadLettersUrl": harness.result_dlq_url,
+        "LeaseSecretId": os.environ["LEASE_SECRET_ID"],
+    }
     policies = function_policies("test", outputs)
     denied = sorted(seen for seen in recorder.seen if not allows(policies[seen[0]], *seen[1:]))
     assert denied == [], f"calls a function's policy would deny: {denied}"

@@ -1,6 +1,7 @@
 """Volunteer identities (tasks/identities.py): issued by the API at a limited
 rate per source address, presented with every task call, bound to the leases
 they take; the volunteers behind one address share a lease cap."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,10 @@ from tests.harness import Dataset, token_payload
 @pytest.fixture
 def from_address(monkeypatch):
     """Calls as if from another source address (API Gateway's request context)."""
+
     def use(address: str) -> None:
         monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", address)
+
     return use
 
 
@@ -31,7 +34,9 @@ def test_an_identity_is_issued_and_every_task_call_presents_it(harness):
     reply = harness.call("POST", "/volunteers", {"name": "Ada Lovelace"})
     assert reply.status_code == 201
     issued = json.loads(reply.body)
-    assert issued["volunteer_id"].startswith("ada-lovelace.") and len(issued["volunteer_id"]) == len("ada-lovelace.") + 12
+    assert (
+        issued["volunteer_id"].startswith("ada-lovelace.") and len(issued["volunteer_id"]) == len("ada-lovelace.") + 12
+    )
     assert harness.call("POST", "/tasks/lease", {}).status_code == 401
     task = json.loads(harness.call("POST", "/tasks/lease", {"volunteer_token": issued["volunteer_token"]}).body)
     body = {"job_id": task["job_id"], "lease_token": task["lease_token"]}
@@ -49,8 +54,11 @@ def test_a_lease_token_is_not_a_bearer_token(harness):
     assert harness.upload(task, data).status_code in (200, 204)
     thief = harness.identity("thief")["volunteer_token"]
     base = {"job_id": job, "lease_token": task["lease_token"], "volunteer_token": thief}
-    for path, extra in (("/tasks/heartbeat", {}), ("/tasks/complete", {"loss": loss}),
-                        ("/tasks/release", {"reason": "stopped"})):
+    for path, extra in (
+        ("/tasks/heartbeat", {}),
+        ("/tasks/complete", {"loss": loss}),
+        ("/tasks/release", {"reason": "stopped"}),
+    ):
         reply = harness.call("POST", path, {**base, **extra})
         assert reply.status_code == 403 and b"another volunteer" in reply.body, (path, reply.body)
     assert harness.complete(task, loss).status_code == 200  # the owner's completion still stands
@@ -105,6 +113,7 @@ def test_two_identities_from_one_address_cannot_both_check_a_batch(harness, monk
 def _updates_by_lease(harness, job: str) -> list[list[str]]:
     """The lease ids behind each folded version, oldest first (the fold log, and META's last fold)."""
     from boto3.dynamodb.conditions import Key
+
     parts = services_module.services()
     items = parts._table.query(KeyConditionExpression=Key("pk").eq(f"JOB#{job}") & Key("sk").begins_with("VER#"))
     logged = {int(i["version"]): [lease for _, _, lease in json.loads(i["batches"])] for i in items["Items"]}
@@ -119,8 +128,13 @@ def _flood(harness, client, honest_address=None) -> set[str]:
     from one client) worked by `client(turn)`, which leases and completes all
     it can each turn, beside one honest volunteer a turn, until the job
     finishes. The leases the client's results came from."""
-    job = harness.create_job(Dataset.generate(batches=10, batch_size=4), aggregation="median",
-                             gradients_per_update=5, max_share=0.4, staleness=10)
+    job = harness.create_job(
+        Dataset.generate(batches=10, batch_size=4),
+        aggregation="median",
+        gradients_per_update=5,
+        max_share=0.4,
+        staleness=10,
+    )
     client_leases: set[str] = set()
     for turn in range(40):
         for task in client():
@@ -155,6 +169,11 @@ def test_one_address_gives_at_most_its_share_of_an_update(harness, monkeypatch, 
 
     def sybils():
         from_address("203.0.113.7")
-        return [t for name in ("sybil-a", "sybil-b", "sybil-c") for t in (harness.lease(name) for _ in range(4))
-                if t is not None]
+        return [
+            t
+            for name in ("sybil-a", "sybil-b", "sybil-c")
+            for t in (harness.lease(name) for _ in range(4))
+            if t is not None
+        ]
+
     _flood(harness, sybils, lambda turn: from_address(f"198.51.100.{turn + 1}"))

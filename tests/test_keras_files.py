@@ -2,30 +2,37 @@
 and `.h5` models become TF.js files that TF.js loads and trains with the loss
 Keras computes; TF.js files become a Keras 3 file with the same weights and
 predictions."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from crowdtrain.jobs.charlstm import CharLSTM, VOCAB
+from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
+from crowdtrain.jobs.charlstm import VOCAB, CharLSTM
 from crowdtrain.jobs.check import check_in_tfjs
 from crowdtrain.jobs.corpus import kjv_text
 from crowdtrain.jobs.digits import DigitsCNN
 from crowdtrain.jobs.keras_files import KerasFileError, export_keras, import_keras, keras
-from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 
 
 def keras_cnn(seed: int = 0):
     k = keras()
     k.utils.set_random_seed(seed)
-    return k.Sequential([k.Input((8, 8, 1)), k.layers.Conv2D(8, 3, padding="same", activation="relu"),
-                         k.layers.MaxPooling2D(2), k.layers.Flatten(), k.layers.Dense(10, activation="softmax")])
+    return k.Sequential(
+        [
+            k.Input((8, 8, 1)),
+            k.layers.Conv2D(8, 3, padding="same", activation="relu"),
+            k.layers.MaxPooling2D(2),
+            k.layers.Flatten(),
+            k.layers.Dense(10, activation="softmax"),
+        ]
+    )
 
 
 def keras_text_model():
@@ -125,6 +132,10 @@ def test_wrong_files_are_clear_errors(tmp_path):
         export_keras(tmp_path / "model.json", tmp_path / "out.pt")
     cli = [sys.executable, "-m", "crowdtrain.cli"]
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
-    proc = subprocess.run([*cli, "import-keras", str(tmp_path / "junk.keras"), str(tmp_path / "out")],
-                          capture_output=True, text=True, env={**os.environ})
+    proc = subprocess.run(
+        [*cli, "import-keras", str(tmp_path / "junk.keras"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
     assert proc.returncode != 0 and "cannot import" in proc.stderr and "Traceback" not in proc.stderr

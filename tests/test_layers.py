@@ -1,18 +1,29 @@
 """chalicelib's folders are its layers (pyproject.toml's import-linter contract): the check passes
 on the tree, and fails on a copy given one upward import, so it cannot pass by checking nothing."""
+
 import shutil
 import subprocess
 import sys
 
 from crowdtrain.paths import ROOT
 
-LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
-        "sys.exit(lint_imports_command())", "--no-cache"]
+LINT = [
+    sys.executable,
+    "-c",
+    "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
+    "--no-cache",
+]
 
 
 def lint(root):
-    return subprocess.run(LINT, cwd=root, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+    return subprocess.run(
+        LINT,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)},
+    )
 
 
 def test_the_folders_of_chalicelib_import_only_the_layers_below_them():

@@ -1,5 +1,6 @@
 """A job's life through the real handlers: lease, upload, complete, fold, epochs,
 and every way a task can go wrong on the way."""
+
 import json
 import time
 from dataclasses import replace
@@ -7,17 +8,20 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from chalicelib.domain.records import PartialSum, Result, fold_message
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.services import services
-from chalicelib.domain.records import PartialSum, Result, fold_message
 from tests.conftest import Crash
 from tests.harness import TABLE, Dataset, softmax_loss_and_grad, token_payload
 
 
 def queued(harness) -> int:
     """Task messages waiting in the queue (moto counts exactly)."""
-    return int(harness.sqs.get_queue_attributes(QueueUrl=harness.tasks_url, AttributeNames=["All"])[
-        "Attributes"]["ApproximateNumberOfMessages"])
+    return int(
+        harness.sqs.get_queue_attributes(QueueUrl=harness.tasks_url, AttributeNames=["All"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+    )
 
 
 def drain(harness, job=None):
@@ -37,8 +41,9 @@ def test_lease_upload_complete_fold_advances_version(harness):
     assert task["job_id"] == job and task["base_version"] == 0
     assert task["upload_bytes"] == 4 * (4 * 3 + 3)
     # the SQS receipt handle stays in the lease's record: not in the reply, not inside the token
-    record = harness.session.client("dynamodb").get_item(TableName=TABLE, Key={
-        "pk": {"S": f"JOB#{job}"}, "sk": {"S": f"LEASE#{token_payload(task)['lease_id']}"}})["Item"]
+    record = harness.session.client("dynamodb").get_item(
+        TableName=TABLE, Key={"pk": {"S": f"JOB#{job}"}, "sk": {"S": f"LEASE#{token_payload(task)['lease_id']}"}}
+    )["Item"]
     receipt = record["receipt"]["S"]
     assert len(receipt) > 20 and receipt not in json.dumps(task) and receipt not in json.dumps(token_payload(task))
     before = harness.weights(job, 0)
@@ -81,6 +86,7 @@ def test_epoch_order_is_a_seeded_permutation():
     from chalicelib.domain.schema import parse_job
     from chalicelib.tasks.epochs import batch_order
     from tests.harness import job_body
+
     spec = parse_job(job_body(Dataset.generate(batches=20, batch_size=2), seed=3), 10**6, 1000)
     orders = [batch_order(spec, e) for e in range(3)]
     assert all(sorted(o) == list(range(20)) for o in orders)
@@ -208,9 +214,11 @@ def test_fold_crash_then_retry_applies_gradient_exactly_once(harness, crashes, c
     assert harness.work(task).status_code == 200
     [message] = harness.result_messages()
 
-    when, part, method = {"before_commit": ("before", "committer", "commit"),  # S3 written, DynamoDB not
-                          "after_weights": ("after", "versions", "write"),
-                          "after_commit": ("after", "committer", "commit")}[crash_at]
+    when, part, method = {
+        "before_commit": ("before", "committer", "commit"),  # S3 written, DynamoDB not
+        "after_weights": ("after", "versions", "write"),
+        "after_commit": ("after", "committer", "commit"),
+    }[crash_at]
     getattr(crashes, when)(part, method, crash_at)
     with pytest.raises(Crash):
         harness.invoke_fold([message["Body"]])
@@ -240,9 +248,13 @@ def test_fold_log_cut_short_by_a_crash_is_served_from_meta_and_rewritten_by_the_
     with pytest.raises(Crash):
         harness.invoke_fold([message["Body"]])
     crashes.heal()
-    logged = lambda: sorted(i["sk"] for i in table.query(  # noqa: E731
-        KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"JOB#{job}"})["Items"]
-        if i["sk"].startswith("VER#"))
+    logged = lambda: sorted(  # noqa: E731
+        i["sk"]
+        for i in table.query(  # noqa: E731
+            KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"JOB#{job}"}
+        )["Items"]
+        if i["sk"].startswith("VER#")
+    )
     assert logged() == []  # nothing of version 1's log reached the table...
     status = harness.status(job)  # ...yet readers see it, from META
     assert status["version"] == 1 and [h["version"] for h in status["history"]] == [1]
@@ -393,8 +405,12 @@ def test_deleted_job_disappears_with_its_tasks(harness):
     assert reply.status_code == 200 and json.loads(reply.body)["files"] >= 4
     assert harness.admin("GET", f"/jobs/{job}").status_code == 404
     assert harness.lease() is None  # its queued tasks were dropped on sight
-    assert harness.sqs.get_queue_attributes(QueueUrl=harness.tasks_url, AttributeNames=["All"])[
-        "Attributes"]["ApproximateNumberOfMessages"] == "0"
+    assert (
+        harness.sqs.get_queue_attributes(QueueUrl=harness.tasks_url, AttributeNames=["All"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+        == "0"
+    )
     assert json.loads(harness.admin("GET", "/jobs").body)["jobs"] == []
 
 
@@ -411,7 +427,7 @@ def test_a_volunteer_holds_a_bounded_number_of_leases(harness, monkeypatch):
     monkeypatch.setenv("MAX_LEASES_PER_VOLUNTEER", "2")
     ds = Dataset.generate(batches=4, batch_size=4)
     job = harness.create_job(ds)
-    first, second = harness.lease("greedy"), harness.lease("greedy")
+    first, _ = harness.lease("greedy"), harness.lease("greedy")
     refused = harness.lease_reply("greedy")
     assert refused.status_code == 429 and b"already holds 2 leases" in refused.body
     assert queued(harness) == 2  # a refused lease took no task out of the queue
@@ -425,6 +441,7 @@ def test_services_override_puts_a_part_in_place_before_anything_uses_it(harness)
     from chalicelib.services import override
     from chalicelib.store.secrets import SecretsManagerKeys
     from chalicelib.tasks.tokens import TokenSigner
+
     keys = SecretsManagerKeys(harness.secretsmanager, "crowdtrain-test-lease")  # the test stack's lease secret
     # a signer whose clock is an hour ahead: every lease has ended by its reckoning
     override(signer=TokenSigner(keys, clock=lambda: time.time() + 3600))
@@ -443,10 +460,14 @@ def test_a_fold_message_must_name_exactly_a_records_fields():
     summed = PartialSum("j-1", 0, 1, "ab" * 32, (good, replace(good, batch=4, lease_id="m")))
     assert fold_message(good.message()) == good
     assert fold_message(summed.message()) == summed
-    for bad in ('{"job_id": "j-1"}', json.dumps({**json.loads(good.message()), "extra": 1}), "[]",
-                json.dumps({**json.loads(summed.message()), "extra": 1}),
-                json.dumps({**json.loads(summed.message()), "results": [{"job_id": "j-1"}]}),
-                json.dumps({**json.loads(summed.message()), "level": 3})):
+    for bad in (
+        '{"job_id": "j-1"}',
+        json.dumps({**json.loads(good.message()), "extra": 1}),
+        "[]",
+        json.dumps({**json.loads(summed.message()), "extra": 1}),
+        json.dumps({**json.loads(summed.message()), "results": [{"job_id": "j-1"}]}),
+        json.dumps({**json.loads(summed.message()), "level": 3}),
+    ):
         with pytest.raises(TypeError):
             fold_message(bad)
 

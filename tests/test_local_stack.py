@@ -1,5 +1,6 @@
 """The local stack as a newcomer uses it: `crowdtrain local` with headless
 Chromium volunteers, and the operator CLI against it."""
+
 import io
 import json
 import os
@@ -16,14 +17,14 @@ import requests
 
 from chalicelib.domain.models import parse_model
 from chalicelib.domain.weights import decode_tensors
-from chalicelib.store.objects import IMMUTABLE
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.meta import MetaStore
-from tests.harness import Dataset, softmax_topology
+from chalicelib.store.objects import IMMUTABLE
 from crowdtrain.api import ApiError
 from crowdtrain.cli import StatusLine, job_table
 from crowdtrain.local.edge import EdgeServer
 from crowdtrain.local.process import CLI, LocalCloudProcess, alive
+from tests.harness import Dataset, softmax_topology
 
 needs_chromium = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
 
@@ -42,8 +43,25 @@ def processes_mentioning(text: str) -> list[int]:
 
 @needs_chromium
 def test_two_browser_volunteers_train_the_demo_job_then_everything_stops(tmp_path):
-    stack = LocalCloudProcess(tmp_path, "--volunteers", "2", "--seq-len", "20", "--batch-size", "16", "--batches", "6",
-                         "--epochs", "4", "--gradients-per-update", "2", "--passage", "gen1:1-gen3:24", "--learning-rate", "0.02")
+    stack = LocalCloudProcess(
+        tmp_path,
+        "--volunteers",
+        "2",
+        "--seq-len",
+        "20",
+        "--batch-size",
+        "16",
+        "--batches",
+        "6",
+        "--epochs",
+        "4",
+        "--gradients-per-update",
+        "2",
+        "--passage",
+        "gen1:1-gen3:24",
+        "--learning-rate",
+        "0.02",
+    )
     try:
         job = stack.state["demo_job"]
         status = stack.wait_for(job, lambda s: s["status"] == "finished", timeout=240)
@@ -68,8 +86,13 @@ def test_a_taken_port_is_named_with_the_option_that_moves_it(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run([str(CLI), "local", "--no-demo", "--api-port", str(port), "--web-port", "0"],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [str(CLI), "local", "--no-demo", "--api-port", str(port), "--web-port", "0"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert f"port {port} for the API is taken" in proc.stderr and "--api-port" in proc.stderr, proc.stderr
     assert not (tmp_path / ".crowdtrain" / "local.json").exists()
@@ -77,8 +100,10 @@ def test_a_taken_port_is_named_with_the_option_that_moves_it(tmp_path):
 
 def swarm_seen(stack, job):
     """Volunteer ids (issued: the page's name, a dot, random hex) that held leases of the job."""
-    items = stack.table.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
-                              ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"})["Items"]
+    items = stack.table.query(
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
+        ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"},
+    )["Items"]
     folds = FoldLogStore(stack.table).folds(MetaStore(stack.table).get(job))
     pairs = [(e, b) for e, b, _ in folds]
     assert len(pairs) == len(set(pairs)) == 24, "a batch was folded twice or not at all"
@@ -120,8 +145,23 @@ def test_the_edge_server_queues_a_crowds_connections_instead_of_dropping_them(tm
 
 
 def test_cli_creates_watches_pauses_downloads_and_deletes(stack, tmp_path):
-    created = stack.cli("create", "--units", "10", "10", "--seq-len", "12", "--batch-size", "4", "--batches", "3",
-                        "--epochs", "1", "--passage", "gen1:1-gen1:31", "--no-start")
+    created = stack.cli(
+        "create",
+        "--units",
+        "10",
+        "10",
+        "--seq-len",
+        "12",
+        "--batch-size",
+        "4",
+        "--batches",
+        "3",
+        "--epochs",
+        "1",
+        "--passage",
+        "gen1:1-gen1:31",
+        "--no-start",
+    )
     job = created.stdout.strip().splitlines()[-1]
     assert job.startswith("j-") and "uploading batches [" in created.stderr and "3/3" in created.stderr
     jobs = [json.loads(line) for line in stack.cli("jobs", "--json").stdout.splitlines()]
@@ -154,19 +194,44 @@ def test_cli_creates_a_job_from_a_tfjs_model_json(stack, tmp_path):
     ds = Dataset.generate(batches=2, batch_size=4)
     folder = tmp_path / "softmax"
     folder.mkdir()
-    specs = [{"name": "dense/kernel", "shape": [4, 3], "dtype": "float32"},
-             {"name": "dense/bias", "shape": [3], "dtype": "float32"}]
-    (folder / "model.json").write_text(json.dumps({"format": "layers-model", "modelTopology": softmax_topology(4, 3),
-                                                   "weightsManifest": [{"paths": ["w.bin"], "weights": specs}]}))
+    specs = [
+        {"name": "dense/kernel", "shape": [4, 3], "dtype": "float32"},
+        {"name": "dense/bias", "shape": [3], "dtype": "float32"},
+    ]
+    (folder / "model.json").write_text(
+        json.dumps(
+            {
+                "format": "layers-model",
+                "modelTopology": softmax_topology(4, 3),
+                "weightsManifest": [{"paths": ["w.bin"], "weights": specs}],
+            }
+        )
+    )
     (folder / "w.bin").write_bytes(np.zeros(15, "<f4").tobytes())
     data = tmp_path / "data"
     data.mkdir()
-    (data / "dataset.json").write_text(json.dumps({"x": {"shape": [4, 4], "dtype": "float32"},
-                                                   "y": {"shape": [4], "dtype": "int32"}}))
+    (data / "dataset.json").write_text(
+        json.dumps({"x": {"shape": [4, 4], "dtype": "float32"}, "y": {"shape": [4], "dtype": "int32"}})
+    )
     for b in range(2):
         (data / f"batch-{b:06d}.bin").write_bytes(ds.batch_bytes(b))
-    job = stack.cli("create", "--model", str(folder / "model.json"), "--dataset", str(data), "--name", "softmax",
-                    "--optimizer", "sgd", "--learning-rate", "0.1").stdout.strip().splitlines()[-1]
+    job = (
+        stack.cli(
+            "create",
+            "--model",
+            str(folder / "model.json"),
+            "--dataset",
+            str(data),
+            "--name",
+            "softmax",
+            "--optimizer",
+            "sgd",
+            "--learning-rate",
+            "0.1",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     status = stack.api.call("GET", f"/jobs/{job}")
     assert status["status"] == "running" and status["spec"]["dataset"]["batches"] == 2
     assert status["spec"]["optimizer"] == {"name": "sgd", "learning_rate": 0.1}
@@ -177,14 +242,24 @@ def model_folders(tmp_path, topology: dict, features: int):
     folder, data = tmp_path / "model", tmp_path / "data"
     folder.mkdir()
     data.mkdir()
-    specs = [{"name": "dense/kernel", "shape": [4, 3], "dtype": "float32"},
-             {"name": "dense/bias", "shape": [3], "dtype": "float32"}]
-    (folder / "model.json").write_text(json.dumps({"format": "layers-model", "modelTopology": topology,
-                                                   "weightsManifest": [{"paths": ["w.bin"], "weights": specs}]}))
+    specs = [
+        {"name": "dense/kernel", "shape": [4, 3], "dtype": "float32"},
+        {"name": "dense/bias", "shape": [3], "dtype": "float32"},
+    ]
+    (folder / "model.json").write_text(
+        json.dumps(
+            {
+                "format": "layers-model",
+                "modelTopology": topology,
+                "weightsManifest": [{"paths": ["w.bin"], "weights": specs}],
+            }
+        )
+    )
     (folder / "w.bin").write_bytes(np.zeros(15, "<f4").tobytes())
     ds = Dataset.generate(batches=2, batch_size=4, features=features)
-    (data / "dataset.json").write_text(json.dumps({"x": {"shape": [4, features], "dtype": "float32"},
-                                                   "y": {"shape": [4], "dtype": "int32"}}))
+    (data / "dataset.json").write_text(
+        json.dumps({"x": {"shape": [4, features], "dtype": "float32"}, "y": {"shape": [4], "dtype": "int32"}})
+    )
     for b in range(2):
         (data / f"batch-{b:06d}.bin").write_bytes(ds.batch_bytes(b))
     return folder / "model.json", data
@@ -195,16 +270,23 @@ def keras3_topology(features: int) -> dict:
     topology = softmax_topology(features, 3)
     dense = topology["config"]["layers"][0]
     del dense["config"]["batch_input_shape"]
-    topology["config"]["layers"] = [{"class_name": "InputLayer", "config": {
-        "name": "input", "batch_shape": [None, features], "dtype": "float32"}}, dense]
+    topology["config"]["layers"] = [
+        {"class_name": "InputLayer", "config": {"name": "input", "batch_shape": [None, features], "dtype": "float32"}},
+        dense,
+    ]
     return topology
 
 
-@pytest.mark.parametrize("case, topology, features, error", [
-    ("the data has 5 features, the model takes 4", softmax_topology(4, 3), 5, "TF.js cannot train this model"),
-    ("a Keras 3 InputLayer", keras3_topology(4), 4, "batchInputShape")])
-def test_cli_refuses_a_model_tfjs_cannot_train_before_uploading_anything(stack, tmp_path, case, topology, features,
-                                                                       error):
+@pytest.mark.parametrize(
+    "case, topology, features, error",
+    [
+        ("the data has 5 features, the model takes 4", softmax_topology(4, 3), 5, "TF.js cannot train this model"),
+        ("a Keras 3 InputLayer", keras3_topology(4), 4, "batchInputShape"),
+    ],
+)
+def test_cli_refuses_a_model_tfjs_cannot_train_before_uploading_anything(
+    stack, tmp_path, case, topology, features, error
+):
     before = stack.cli("jobs", "--json").stdout
     model, data = model_folders(tmp_path, topology, features)
     refused = stack.cli("create", "--model", str(model), "--dataset", str(data), check=False)
@@ -214,23 +296,43 @@ def test_cli_refuses_a_model_tfjs_cannot_train_before_uploading_anything(stack, 
 
 def test_the_api_refuses_a_keras_3_input_layer(stack, tmp_path):
     model, data = model_folders(tmp_path, keras3_topology(4), 4)
-    spec = {"name": "keras3", "model": json.loads(model.read_text()), "dataset": {
-        "batches": 2, **json.loads((data / "dataset.json").read_text())}}
+    spec = {
+        "name": "keras3",
+        "model": json.loads(model.read_text()),
+        "dataset": {"batches": 2, **json.loads((data / "dataset.json").read_text())},
+    }
     with pytest.raises(ApiError) as refused:
         stack.api.create_job(spec, np.zeros(15, "<f4").tobytes(), [])
     assert refused.value.status == 400 and "batch_shape" in str(refused.value)
 
 
 def test_the_jsdoop_preset_sets_up_the_papers_experiment(stack):
-    job = stack.cli("create", "--preset", "jsdoop", "--batches", "4", "--passage", "gen1:1-gen1:31",
-                    "--no-start").stdout.strip().splitlines()[-1]
+    job = (
+        stack.cli("create", "--preset", "jsdoop", "--batches", "4", "--passage", "gen1:1-gen1:31", "--no-start")
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     spec = stack.api.call("GET", f"/jobs/{job}")["spec"]
     assert [w["shape"] for w in spec["weights"]][:2] == [[128, 200], [50, 200]]  # LSTM(50): 4 gates x 50
     assert spec["dataset"]["x"]["shape"] == [8, 40] and spec["gradients_per_update"] == 16
     assert spec["staleness"] == 0 and spec["synchronous"] is True and spec["optimizer"]["name"] == "rmsprop"
     assert spec["optimizer"]["learning_rate"] == 0.001
-    explicit = stack.cli("create", "--preset", "jsdoop", "--staleness", "3", "--batches", "2", "--passage",
-                         "gen1:1-gen1:31", "--no-start").stdout.strip().splitlines()[-1]
+    explicit = (
+        stack.cli(
+            "create",
+            "--preset",
+            "jsdoop",
+            "--staleness",
+            "3",
+            "--batches",
+            "2",
+            "--passage",
+            "gen1:1-gen1:31",
+            "--no-start",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert stack.api.call("GET", f"/jobs/{explicit}")["spec"]["staleness"] == 3  # an explicit option wins
 
 
@@ -249,6 +351,7 @@ def test_the_status_line_stays_in_place_on_a_terminal_and_is_one_line_each_elsew
     class Terminal(io.StringIO):
         def isatty(self):
             return True
+
     terminal, pipe = Terminal(), io.StringIO()
     for out in (terminal, pipe):
         line = StatusLine(out)
@@ -260,10 +363,28 @@ def test_the_status_line_stays_in_place_on_a_terminal_and_is_one_line_each_elsew
 
 
 def test_jobs_are_listed_newest_first_in_aligned_columns():
-    jobs = [{"job_id": "j-1", "name": "old", "status": "finished", "version": 12, "epoch": 3, "batches_done": 180,
-             "pending_gradients": 0, "created": 1.0},
-            {"job_id": "j-22", "name": "char-lstm 10x10", "status": "running", "version": 3, "epoch": 0,
-             "batches_done": 9, "pending_gradients": 2, "created": 2.0}]
+    jobs = [
+        {
+            "job_id": "j-1",
+            "name": "old",
+            "status": "finished",
+            "version": 12,
+            "epoch": 3,
+            "batches_done": 180,
+            "pending_gradients": 0,
+            "created": 1.0,
+        },
+        {
+            "job_id": "j-22",
+            "name": "char-lstm 10x10",
+            "status": "running",
+            "version": 3,
+            "epoch": 0,
+            "batches_done": 9,
+            "pending_gradients": 2,
+            "created": 2.0,
+        },
+    ]
     header, first, second = job_table(jobs).splitlines()
     assert first.startswith("j-22  char-lstm 10x10  running") and second.startswith("j-1   old")
     assert header.index("STATUS") == first.index("running") == second.index("finished")

@@ -1,6 +1,7 @@
 """Local steps: a task covers H consecutive batches; the volunteer runs H
 steps of its own optimizer from the version it leased and uploads the
 pseudo-gradient θ_leased − θ_after; the fold applies the outer optimizer."""
+
 import json
 
 import numpy as np
@@ -29,12 +30,22 @@ def local_steps(harness, task, learning_rate: float, steps: int | None = None):
 
 def test_a_task_of_local_steps_moves_the_model_to_where_the_volunteer_got(harness):
     ds = Dataset.generate(batches=7, batch_size=4)
-    job = harness.create_job(ds, local_steps={"steps": 3, "optimizer": {"name": "sgd", "learning_rate": 0.5}},
-                             optimizer={"name": "sgd", "learning_rate": 1.0}, staleness=0)
+    job = harness.create_job(
+        ds,
+        local_steps={"steps": 3, "optimizer": {"name": "sgd", "learning_rate": 0.5}},
+        optimizer={"name": "sgd", "learning_rate": 1.0},
+        staleness=0,
+    )
     sizes, samples = [], []
     while (task := harness.lease()) is not None:
-        assert task["spec"]["local_steps"] == {"steps": 3, "min_steps": 3, "target_seconds": 20.0, "keep_state": False,
-                                               "decay_to": 1.0, "optimizer": {"name": "sgd", "learning_rate": 0.5}}
+        assert task["spec"]["local_steps"] == {
+            "steps": 3,
+            "min_steps": 3,
+            "target_seconds": 20.0,
+            "keep_state": False,
+            "decay_to": 1.0,
+            "optimizer": {"name": "sgd", "learning_rate": 0.5},
+        }
         assert task["local_learning_rate"] == 0.5  # no decay: the optimizer's own, whatever the version
         first = task["batch"] * 3
         assert task["batch_urls"][0] == task["batch_url"] and task["batch_urls"][0].endswith(f"{first:06d}.bin")
@@ -54,8 +65,15 @@ def test_a_task_of_local_steps_moves_the_model_to_where_the_volunteer_got(harnes
     assert status["samples"] == 28  # every batch's 4 samples, not one batch's per task
 
 
-@pytest.mark.parametrize("local, field", [({"steps": 0}, "local_steps.steps"), ({"steps": 2, "pace": 1}, "pace"),
-                                          ({"steps": 2, "optimizer": {"name": "lamb"}}, "lamb"), ([], "local_steps")])
+@pytest.mark.parametrize(
+    "local, field",
+    [
+        ({"steps": 0}, "local_steps.steps"),
+        ({"steps": 2, "pace": 1}, "pace"),
+        ({"steps": 2, "optimizer": {"name": "lamb"}}, "lamb"),
+        ([], "local_steps"),
+    ],
+)
 def test_bad_local_steps_are_refused(harness, local, field):
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=2, batch_size=4), local_steps=local))
     assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body
@@ -77,8 +95,14 @@ def test_volunteers_choose_their_steps_and_the_fold_weights_each_result_by_them(
     version is w0 − Σ steps × Δ / Σ steps (outer SGD, learning rate 1),
     whether one fold sums them or a fold in parts."""
     ds = Dataset.generate(batches=48, batch_size=4)
-    job = harness.create_job(ds, local_steps=RANGE, optimizer={"name": "sgd", "learning_rate": 1.0},
-                             gradients_per_update=12, staleness=0, fold_groups=fold_groups)
+    job = harness.create_job(
+        ds,
+        local_steps=RANGE,
+        optimizer={"name": "sgd", "learning_rate": 1.0},
+        gradients_per_update=12,
+        staleness=0,
+        fold_groups=fold_groups,
+    )
     w0 = harness.weights(job, 0)
     tasks = [harness.lease(f"v{i}") for i in range(12)]
     weighted, steps_total = [np.zeros_like(w) for w in w0], 0
@@ -122,16 +146,20 @@ def test_steps_must_be_the_whole_task_unless_the_job_gives_a_range(harness):
         assert harness.complete(task, loss, steps=right).status_code == 200
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"local_steps": {"steps": 2, "min_steps": 3}}, "local_steps.min_steps"),
-    ({"local_steps": {"steps": 2, "min_steps": 0}}, "local_steps.min_steps"),
-    ({"local_steps": {"steps": 2, "min_steps": 1, "target_seconds": 0}}, "local_steps.target_seconds"),
-    ({"local_steps": {"steps": 2, "min_steps": 1}, "aggregation": "median"}, "min_steps"),
-    ({"local_steps": {"steps": 2, "min_steps": 1}, "replication": {"copies": 2}}, "replication"),
-    ({"local_steps": {"steps": 2, "keep_state": "yes"}}, "local_steps.keep_state"),
-    ({"local_steps": {"steps": 2, "decay_to": -0.1}}, "local_steps.decay_to"),
-    ({"local_steps": {"steps": 2, "decay_to": 1.5}}, "local_steps.decay_to"),
-    ({"local_steps": {"steps": 2, "decay_to": "half"}}, "local_steps.decay_to")])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"local_steps": {"steps": 2, "min_steps": 3}}, "local_steps.min_steps"),
+        ({"local_steps": {"steps": 2, "min_steps": 0}}, "local_steps.min_steps"),
+        ({"local_steps": {"steps": 2, "min_steps": 1, "target_seconds": 0}}, "local_steps.target_seconds"),
+        ({"local_steps": {"steps": 2, "min_steps": 1}, "aggregation": "median"}, "min_steps"),
+        ({"local_steps": {"steps": 2, "min_steps": 1}, "replication": {"copies": 2}}, "replication"),
+        ({"local_steps": {"steps": 2, "keep_state": "yes"}}, "local_steps.keep_state"),
+        ({"local_steps": {"steps": 2, "decay_to": -0.1}}, "local_steps.decay_to"),
+        ({"local_steps": {"steps": 2, "decay_to": 1.5}}, "local_steps.decay_to"),
+        ({"local_steps": {"steps": 2, "decay_to": "half"}}, "local_steps.decay_to"),
+    ],
+)
 def test_bad_ranges_of_steps_are_refused(harness, overrides, field):
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=2, batch_size=4), **overrides))
     assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body
@@ -142,9 +170,12 @@ def test_the_inner_learning_rate_falls_along_a_cosine_over_the_jobs_versions(har
     2 steps a task, K = 1) trains at lr × (0.1 + 0.9 × (1 + cos(π v / 4)) / 2),
     and the volunteer's own steps at that rate are what the fold applies."""
     ds = Dataset.generate(batches=8, batch_size=4)
-    job = harness.create_job(ds, local_steps={"steps": 2, "decay_to": 0.1,
-                                              "optimizer": {"name": "sgd", "learning_rate": 0.4}},
-                             optimizer={"name": "sgd", "learning_rate": 1.0}, staleness=0)
+    job = harness.create_job(
+        ds,
+        local_steps={"steps": 2, "decay_to": 0.1, "optimizer": {"name": "sgd", "learning_rate": 0.4}},
+        optimizer={"name": "sgd", "learning_rate": 1.0},
+        staleness=0,
+    )
     rates = {}
     while (task := harness.lease()) is not None:
         rates[task["base_version"]] = task["local_learning_rate"]
@@ -166,11 +197,27 @@ def test_the_cli_flags_make_the_local_steps_the_api_validates(harness):
     """`crowdtrain create --local-steps ...` writes what jobs/schema.py reads back."""
     from crowdtrain.cli import _hyper, parser
 
-    args = parser().parse_args(["create", "--local-steps", "8", "--local-learning-rate", "0.02",
-                                "--local-decay-to", "0.1", "--keep-local-state"])
+    args = parser().parse_args(
+        [
+            "create",
+            "--local-steps",
+            "8",
+            "--local-learning-rate",
+            "0.02",
+            "--local-decay-to",
+            "0.1",
+            "--keep-local-state",
+        ]
+    )
     local = _hyper(args)["local_steps"]
-    assert local == {"steps": 8, "min_steps": 8, "target_seconds": args.target_seconds, "keep_state": True,
-                     "decay_to": 0.1, "optimizer": {"name": "adam", "learning_rate": 0.02}}
+    assert local == {
+        "steps": 8,
+        "min_steps": 8,
+        "target_seconds": args.target_seconds,
+        "keep_state": True,
+        "decay_to": 0.1,
+        "optimizer": {"name": "adam", "learning_rate": 0.02},
+    }
     job = harness.create_job(Dataset.generate(batches=16, batch_size=4), local_steps=local)
     assert harness.status(job)["spec"]["local_steps"]["decay_to"] == 0.1
     assert harness.lease()["local_learning_rate"] == 0.02  # version 0: the top of the cosine

@@ -1,4 +1,5 @@
 """Runs tests/mutants.py: each listed guard removed in turn must fail its tests."""
+
 import subprocess
 import sys
 
@@ -6,7 +7,8 @@ from crowdtrain.paths import ROOT
 
 
 def test_every_listed_guard_has_a_test_that_fails_without_it():
-    proc = subprocess.run([sys.executable, "-m", "tests.mutants"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.mutants"], cwd=ROOT, capture_output=True, text=True, timeout=1800
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "guards are caught by their tests" in proc.stdout

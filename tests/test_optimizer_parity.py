@@ -1,4 +1,5 @@
 """The numpy optimizers follow TF.js's tf.train.* step for step."""
+
 import numpy as np
 import pytest
 
@@ -33,11 +34,16 @@ def test_twenty_steps_match_tfjs(name, settings):
     assert state.step == 20
 
     resolved = optimizer.settings()
-    reference = tfjs("optimize", payload={
-        "optimizer": name, "settings": resolved, "shapes": [list(s) for s in shapes],
-        "weights": [w.ravel().tolist() for w in weights],
-        "grads": [[g.ravel().tolist() for g in step] for step in grads],
-    })["steps"]
+    reference = tfjs(
+        "optimize",
+        payload={
+            "optimizer": name,
+            "settings": resolved,
+            "shapes": [list(s) for s in shapes],
+            "weights": [w.ravel().tolist() for w in weights],
+            "grads": [[g.ravel().tolist() for g in step] for step in grads],
+        },
+    )["steps"]
 
     worst = 0.0
     for mine, theirs in zip(ours, reference):
@@ -56,16 +62,19 @@ def test_inputs_are_not_modified():
     assert np.all(weights[0] == 1) and np.all(state.slots["m"][0] == 0)
 
 
-@pytest.mark.parametrize("name,settings,message", [
-    ("adagrad", {}, "unknown optimizer"),
-    ("sgd", {}, "'learning_rate' is required"),
-    ("sgd", {"learning_rate": -1}, "must be in"),
-    ("sgd", {"learning_rate": float("nan")}, "finite"),
-    ("sgd", {"learning_rate": True}, "finite number"),
-    ("momentum", {"learning_rate": 0.1}, "'momentum' is required"),
-    ("adam", {"beta3": 0.5}, "unknown adam settings"),
-    ("rmsprop", {"learning_rate": 0.1, "centered": "yes"}, "true or false"),
-])
+@pytest.mark.parametrize(
+    "name,settings,message",
+    [
+        ("adagrad", {}, "unknown optimizer"),
+        ("sgd", {}, "'learning_rate' is required"),
+        ("sgd", {"learning_rate": -1}, "must be in"),
+        ("sgd", {"learning_rate": float("nan")}, "finite"),
+        ("sgd", {"learning_rate": True}, "finite number"),
+        ("momentum", {"learning_rate": 0.1}, "'momentum' is required"),
+        ("adam", {"beta3": 0.5}, "unknown adam settings"),
+        ("rmsprop", {"learning_rate": 0.1, "centered": "yes"}, "true or false"),
+    ],
+)
 def test_bad_settings_are_rejected(name, settings, message):
     with pytest.raises(BadRequest, match=message):
         make_optimizer({"name": name, **settings})

@@ -5,6 +5,7 @@ daily data cap (the page's meter checked against the edge server's access
 log), a CPU share (the measured duty cycle), and preferences that survive a
 reload. Each test has its own stack, so the edge's log and the jobs are its
 page's alone."""
+
 import shutil
 import time
 from collections import Counter
@@ -32,7 +33,8 @@ BATTERY = """
   const battery = new EventTarget();
   Object.assign(battery, { charging: true, level: 0.5, chargingTime: 0, dischargingTime: Infinity });
   window.__plug = (charging) => { battery.charging = charging; battery.dispatchEvent(new Event('chargingchange')); };
-  Object.defineProperty(Navigator.prototype, 'getBattery', { value: () => Promise.resolve(battery), configurable: true });
+  Object.defineProperty(Navigator.prototype, 'getBattery',
+                        { value: () => Promise.resolve(battery), configurable: true });
 })();
 """
 
@@ -72,16 +74,27 @@ def tasks_done(page) -> int:
 
 
 def held_leases(stack, job: str, volunteer: str) -> int:
-    items = stack.table.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
-                              ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"})["Items"]
-    return sum(1 for i in items if i["volunteer_id"].startswith(f"{volunteer}.") and i["state"] == "leased"
-               and float(i["expires"]) > time.time())
+    items = stack.table.query(
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
+        ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"},
+    )["Items"]
+    return sum(
+        1
+        for i in items
+        if i["volunteer_id"].startswith(f"{volunteer}.")
+        and i["state"] == "leased"
+        and float(i["expires"]) > time.time()
+    )
 
 
 def set_value(page, selector: str, value) -> None:
     """As a person sets a control: its value, then the input and change events the page listens to."""
-    page.eval_on_selector(selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', { bubbles: true }));"
-                                    " el.dispatchEvent(new Event('change', { bubbles: true })); }", str(value))
+    page.eval_on_selector(
+        selector,
+        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', { bubbles: true }));"
+        " el.dispatchEvent(new Event('change', { bubbles: true })); }",
+        str(value),
+    )
 
 
 def test_unplugging_stops_leasing_within_one_task_and_plugging_in_resumes(stack, phone):
@@ -143,7 +156,9 @@ def test_a_data_cap_stops_leasing_at_the_cap_counting_what_the_edge_served(stack
     for line in edge_log(stack):
         if line["path"].startswith("/jobs/") and line["status"] == "200":
             served[line["path"]] += line["sent"]
-    counted = phone.evaluate("Object.fromEntries([...window.crowdtrain.meter.edge].filter(([p]) => p.startsWith('/jobs/')))")
+    counted = phone.evaluate(
+        "Object.fromEntries([...window.crowdtrain.meter.edge].filter(([p]) => p.startsWith('/jobs/')))"
+    )
     assert counted == dict(served)
     assert any(p.endswith("weights.bin") for p in counted) and any("/data/batch-" in p for p in counted)
     assert "MB of" in phone.inner_text("#data-today")
@@ -154,14 +169,18 @@ def test_a_data_cap_stops_leasing_at_the_cap_counting_what_the_edge_served(stack
     phone.wait_for_function("document.getElementById('job').textContent.includes('data cap')", timeout=10_000)
     assert phone.evaluate("window.crowdtrain.meter.today") >= today
     # at the cap the page does not poll the job's status either
-    assert [line["path"] for line in edge_log(stack) if line["time"] > reloaded and line["path"].startswith("/jobs/")] == []
+    assert [
+        line["path"] for line in edge_log(stack) if line["time"] > reloaded and line["path"].startswith("/jobs/")
+    ] == []
 
 
 def edge_log(stack) -> list[dict]:
     """The local edge server's access log: one line per response, with the body bytes it sent."""
     names = ("time", "method", "path", "status", "sent")
-    lines = [dict(zip(names, line.split("\t"))) for line in
-             (stack.workdir / ".crowdtrain" / "edge-access.log").read_text().splitlines()]
+    lines = [
+        dict(zip(names, line.split("\t")))
+        for line in (stack.workdir / ".crowdtrain" / "edge-access.log").read_text().splitlines()
+    ]
     return [{**line, "time": float(line["time"]), "sent": int(line["sent"])} for line in lines]
 
 
@@ -195,8 +214,9 @@ def test_every_control_is_labelled_and_state_changes_are_announced(stack, phone)
     phone.check("#pause-busy")
     phone.tap("#toggle")
     phone.keyboard.type("hello")
-    phone.wait_for_function("document.getElementById('state').textContent.includes('while you use this page')",
-                            timeout=2_000)
+    phone.wait_for_function(
+        "document.getElementById('state').textContent.includes('while you use this page')", timeout=2_000
+    )
     phone.wait_for_function("!document.getElementById('state').textContent.includes('while you use')", timeout=30_000)
     phone.reload()
     assert phone.is_checked("#pause-busy")

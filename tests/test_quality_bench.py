@@ -1,5 +1,6 @@
 """bench/quality.py's own guard: a run's volunteers lease from whatever job is
 running, so a run must not start beside another running job."""
+
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,10 +21,17 @@ class Api:
 def test_a_run_refuses_to_start_its_volunteers_beside_another_running_job(tmp_path: Path, monkeypatch):
     started = []
     monkeypatch.setattr(quality.subprocess, "Popen", lambda *a, **k: started.append(a))
-    stack = SimpleNamespace(workdir=tmp_path, state={"api": "http://127.0.0.1:1"},
-                            api=Api([{"job_id": "j-run", "status": "running"},
-                                     {"job_id": "j-serves-batches", "status": "running"},
-                                     {"job_id": "j-old", "status": "finished"}]))
+    stack = SimpleNamespace(
+        workdir=tmp_path,
+        state={"api": "http://127.0.0.1:1"},
+        api=Api(
+            [
+                {"job_id": "j-run", "status": "running"},
+                {"job_id": "j-serves-batches", "status": "running"},
+                {"job_id": "j-old", "status": "finished"},
+            ]
+        ),
+    )
     with pytest.raises(RuntimeError, match=r"j-serves-batches.*beside j-run"):
         quality.run_job(stack, "j-run", 4)
     assert started == []  # no volunteer was started
@@ -31,8 +39,11 @@ def test_a_run_refuses_to_start_its_volunteers_beside_another_running_job(tmp_pa
 
 def test_a_job_that_only_serves_a_sequential_run_is_paused(monkeypatch):
     calls = []
-    stack = SimpleNamespace(api=SimpleNamespace(create_job=lambda spec, weights, batches: "j-1",
-                                                call=lambda method, path: calls.append((method, path))))
+    stack = SimpleNamespace(
+        api=SimpleNamespace(
+            create_job=lambda spec, weights, batches: "j-1", call=lambda method, path: calls.append((method, path))
+        )
+    )
     model = SimpleNamespace(job_spec=lambda batches, **kw: {}, batch_file=lambda x, y: b"")
     assert quality.job_of(stack, model, [0], [0], b"", 1, 1, 1, 1, paused=True) == "j-1"
     assert calls == [("POST", "/jobs/j-1/pause")]

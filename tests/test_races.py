@@ -4,6 +4,7 @@ that timed out while its messages came back to another would). moto's
 in-process mock runs every call in the caller's thread; its server, like
 AWS, serves requests concurrently, so only the conditional writes keep
 these exactly-once."""
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,7 @@ def _at_once(work, count: int) -> list:
             return work(i)
         except Exception as err:  # noqa: BLE001 - the outcome under test
             return err
+
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(run, range(count)))
 
@@ -45,7 +47,9 @@ def test_concurrent_completions_of_one_lease_send_one_result(server_harness):
         leases.append((task, harness.identity(name)["volunteer_token"], loss))
     service = services_module.services().completions
     for task, volunteer_token, loss in leases:
-        outcomes = _at_once(lambda i: service.complete(Completion(HeldLease(job, task["lease_token"], volunteer_token), loss)), THREADS)
+        outcomes = _at_once(
+            lambda i: service.complete(Completion(HeldLease(job, task["lease_token"], volunteer_token), loss)), THREADS
+        )
         kinds = Counter("ok" if isinstance(o, Accepted) else type(o).__name__ for o in outcomes)
         assert kinds == {"ok": 1, Conflict.__name__: THREADS - 1}, outcomes
     bodies = [json.loads(m["Body"]) for m in harness.result_messages()]
@@ -54,6 +58,7 @@ def test_concurrent_completions_of_one_lease_send_one_result(server_harness):
 
 def harness_lease_id(task: dict) -> str:
     from tests.harness import token_payload
+
     return token_payload(task)["lease_id"]
 
 
@@ -74,8 +79,8 @@ def test_concurrent_folds_of_one_job_fold_each_batch_once(server_harness):
     fold = services_module.services().fold
 
     def fold_all(i):
-        order = results[i % len(results):] + results[:i % len(results)]
-        return [redelivered(order[j:j + 4]) for j in range(0, len(order), 4)]
+        order = results[i % len(results) :] + results[: i % len(results)]
+        return [redelivered(order[j : j + 4]) for j in range(0, len(order), 4)]
 
     def redelivered(batch):
         """A fold that keeps losing the race to META raises, and SQS delivers its messages again."""
@@ -85,6 +90,7 @@ def test_concurrent_folds_of_one_job_fold_each_batch_once(server_harness):
             except RuntimeError as err:
                 assert "META kept changing" in str(err)
         raise AssertionError("a fold lost the race 20 times in a row")
+
     outcomes = _at_once(fold_all, THREADS)
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
     status = harness.status(job)

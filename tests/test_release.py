@@ -3,6 +3,7 @@ its task gives it back at once instead of hoarding it for the lease's time;
 the task is leased again now, its receives start over (a broken browser does
 not push it towards the dead-letter queue), and the job counts the reasons
 and the volunteers who gave them."""
+
 import json
 
 import pytest
@@ -11,14 +12,21 @@ from tests.harness import Dataset
 
 
 def release(harness, task, reason="compute_error", token=None):
-    return harness.call("POST", "/tasks/release", {"job_id": task["job_id"], "reason": reason,
-                                                   "lease_token": token or task["lease_token"]})
+    return harness.call(
+        "POST",
+        "/tasks/release",
+        {"job_id": task["job_id"], "reason": reason, "lease_token": token or task["lease_token"]},
+    )
 
 
 def receive_count(harness) -> list[int]:
     """Each visible task message's receive count so far, looked at without leasing (hidden a moment)."""
-    reply = harness.sqs.receive_message(QueueUrl=harness.tasks_url, MaxNumberOfMessages=10, VisibilityTimeout=0,
-                                        AttributeNames=["ApproximateReceiveCount"])
+    reply = harness.sqs.receive_message(
+        QueueUrl=harness.tasks_url,
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=0,
+        AttributeNames=["ApproximateReceiveCount"],
+    )
     return [int(m["Attributes"]["ApproximateReceiveCount"]) for m in reply.get("Messages", [])]
 
 
@@ -99,13 +107,18 @@ def test_a_pinned_task_goes_back_pinned(harness):
     assert again["batch"] == checks[1]["batch"] and again["base_version"] == 0
 
 
-@pytest.mark.parametrize("body, status", [
-    ({"job_id": "j-1", "lease_token": "x", "reason": "bored"}, 400),
-    ({"job_id": "j-1", "lease_token": "x", "reason": ["compute_error"]}, 400),
-    ({"job_id": "j-1", "lease_token": "x"}, 400),
-    ({"job_id": "j-1", "lease_token": "x", "reason": "compute_error", "extra": 1}, 400),
-    ({"job_id": "j-1", "lease_token": "forged", "reason": "compute_error"}, 401),
-    ("not json", 400), ([], 400)])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"job_id": "j-1", "lease_token": "x", "reason": "bored"}, 400),
+        ({"job_id": "j-1", "lease_token": "x", "reason": ["compute_error"]}, 400),
+        ({"job_id": "j-1", "lease_token": "x"}, 400),
+        ({"job_id": "j-1", "lease_token": "x", "reason": "compute_error", "extra": 1}, 400),
+        ({"job_id": "j-1", "lease_token": "forged", "reason": "compute_error"}, 401),
+        ("not json", 400),
+        ([], 400),
+    ],
+)
 def test_bad_releases_are_4xx(harness, body, status):
     harness.create_job(Dataset.generate(batches=1, batch_size=4))
     reply = harness.call("POST", "/tasks/release", body)
@@ -116,7 +129,8 @@ def test_a_token_of_another_job_does_not_release(harness):
     jobs = {harness.create_job(Dataset.generate(batches=1, batch_size=4)) for _ in range(2)}
     task = harness.lease("v")
     other = next(j for j in jobs if j != task["job_id"])
-    reply = harness.call("POST", "/tasks/release", {"job_id": other, "lease_token": task["lease_token"],
-                                                    "reason": "compute_error"})
+    reply = harness.call(
+        "POST", "/tasks/release", {"job_id": other, "lease_token": task["lease_token"], "reason": "compute_error"}
+    )
     assert reply.status_code == 403
     assert release(harness, task).status_code == 200  # its own job's release still works

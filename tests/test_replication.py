@@ -1,6 +1,7 @@
 """BOINC-style replication: with `replication.copies = 2` an accepted gradient
 is folded only after a second volunteer, computing the same batch on the same
 version, agrees with it."""
+
 import json
 
 import numpy as np
@@ -140,18 +141,31 @@ def test_crash_between_queueing_a_third_copy_and_keeping_the_dispute_loses_nothi
     assert status["discarded"] == {"outvoted": 1}
 
 
-@pytest.mark.parametrize("replication, field", [({"copies": 3}, "copies"), ({"tolerance": 0}, "tolerance"),
-                                                 ({"copies": 2, "quorum": 2}, "quorum"), ("two", "replication")])
+@pytest.mark.parametrize(
+    "replication, field",
+    [
+        ({"copies": 3}, "copies"),
+        ({"tolerance": 0}, "tolerance"),
+        ({"copies": 2, "quorum": 2}, "quorum"),
+        ("two", "replication"),
+    ],
+)
 def test_bad_replication_settings_are_refused(harness, replication, field):
     from tests.harness import job_body
+
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=1, batch_size=4), replication=replication))
     assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body
 
 
 def test_an_agreed_copy_over_its_volunteers_share_of_the_update_is_discarded(harness):
     """max_share applies to replicated jobs too: the first copy is what joins the update."""
-    job = harness.create_job(Dataset.generate(batches=5, batch_size=4), aggregation="median",
-                             gradients_per_update=5, replication={"copies": 2, "tolerance": 1e-3}, staleness=8)
+    job = harness.create_job(
+        Dataset.generate(batches=5, batch_size=4),
+        aggregation="median",
+        gradients_per_update=5,
+        replication={"copies": 2, "tolerance": 1e-3},
+        staleness=8,
+    )
     firsts = [step(harness, v) for v in ("a", "a", "x", "y", "z")]  # a: the first two tasks
     assert step(harness, "b")["batch"] == firsts[0]["batch"]  # agrees: a's first gradient of the update
     assert harness.status(job)["discarded"] == {}
@@ -174,8 +188,12 @@ def test_a_disputing_checks_redelivered_result_is_a_duplicate(harness):
     assert status["counters"]["replicas_disputed"] == 1 and status["counters"]["duplicates"] >= 1
 
 
-ADAPTIVE = {"replication": {"copies": 2, "tolerance": 1e-3, "trust_after": 2, "spot_check": 0.25},
-            "gradients_per_update": 1, "staleness": 8, "epochs": 8}
+ADAPTIVE = {
+    "replication": {"copies": 2, "tolerance": 1e-3, "trust_after": 2, "spot_check": 0.25},
+    "gradients_per_update": 1,
+    "staleness": 8,
+    "epochs": 8,
+}
 
 
 def draws(value: float) -> None:
@@ -212,13 +230,19 @@ def test_adaptive_replication_checks_new_identities_then_spot_checks_and_an_outv
     assert harness.status(job)["awaiting_replica"] == 1  # checked again whatever the draw
 
 
-@pytest.mark.parametrize("replication, field", [({"copies": 1, "trust_after": 3}, "needs copies 2"),
-                                                 ({"copies": 2, "trust_after": -1}, "trust_after"),
-                                                 ({"copies": 2, "spot_check": 0}, "spot_check"),
-                                                 ({"copies": 2, "bar_ratio": 1.5}, "bar_ratio"),
-                                                 ({"copies": 2, "bar_after": 0}, "bar_after")])
+@pytest.mark.parametrize(
+    "replication, field",
+    [
+        ({"copies": 1, "trust_after": 3}, "needs copies 2"),
+        ({"copies": 2, "trust_after": -1}, "trust_after"),
+        ({"copies": 2, "spot_check": 0}, "spot_check"),
+        ({"copies": 2, "bar_ratio": 1.5}, "bar_ratio"),
+        ({"copies": 2, "bar_after": 0}, "bar_after"),
+    ],
+)
 def test_bad_adaptive_replication_settings_are_refused(harness, replication, field):
     from tests.harness import job_body
+
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=1, batch_size=4), replication=replication))
     assert reply.status_code == 400 and field in json.loads(reply.body)["Message"], reply.body
 
@@ -227,9 +251,10 @@ def test_an_identity_outvoted_too_often_loses_its_standing_and_its_copies_are_di
     """bar_after 2, bar_ratio 0.25: h, outvoted in both of its two judged
     copies, is barred; its next first copy is discarded and the batch
     re-queued, its next check is discarded and another check asked for."""
-    job = harness.create_job(Dataset.generate(batches=1, batch_size=4),
-                             **{**ADAPTIVE, "replication": {"copies": 2, "tolerance": 1e-3, "bar_ratio": 0.25,
-                                                            "bar_after": 2}})
+    job = harness.create_job(
+        Dataset.generate(batches=1, batch_size=4),
+        **{**ADAPTIVE, "replication": {"copies": 2, "tolerance": 1e-3, "bar_ratio": 0.25, "bar_after": 2}},
+    )
     for _ in range(2):
         step(harness, "h", sign_flipped)
         step(harness, "b")  # disagrees

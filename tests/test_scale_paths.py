@@ -1,6 +1,7 @@
 """The per-job paths that must stay cheap with thousands of volunteers: what
 the pages poll, a volunteer at its lease limit, a paused job, a huge epoch,
 and the size of the items that grow with a job."""
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,11 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from chalicelib.domain.records import Lease, PartialSum, Result
 from chalicelib.domain.schema import MAX_GRADIENTS_PER_UPDATE, parse_job
 from chalicelib.services import services
 from chalicelib.store.meta import FoldLog, JobMeta, Pending, mark_folded, meta_item
 from chalicelib.store.table import item_size
-from chalicelib.domain.records import Lease, PartialSum, Result
 from chalicelib.tasks.epochs import CHUNK, EpochQueue
 from tests.harness import BUCKET, TASK_MAX_RECEIVES, Dataset, job_body, softmax_loss_and_grad, token_payload
 
@@ -80,8 +81,9 @@ def test_a_volunteer_at_its_limit_takes_nothing_out_of_the_queue(harness, monkey
         reply = harness.lease_reply("hammer")
         assert reply.status_code == 429
     assert harness.waiting(harness.tasks_url) == 2 and harness.waiting(harness.task_dlq_url) == 0
-    reply = harness.sqs.receive_message(QueueUrl=harness.tasks_url, MaxNumberOfMessages=10,
-                                        AttributeNames=["ApproximateReceiveCount"])
+    reply = harness.sqs.receive_message(
+        QueueUrl=harness.tasks_url, MaxNumberOfMessages=10, AttributeNames=["ApproximateReceiveCount"]
+    )
     assert [m["Attributes"]["ApproximateReceiveCount"] for m in reply["Messages"]] == ["1", "1"]
 
 
@@ -105,9 +107,18 @@ def test_a_paused_job_polled_for_hours_loses_nothing(harness):
 
 def huge_job(harness, batches: int) -> tuple[JobMeta, object]:
     """A running job of `batches` batches, its records made directly (no uploads)."""
-    spec = parse_job(job_body(Dataset.generate(batches=1, batch_size=4), dataset={
-        "batches": batches, "x": {"shape": [4, 4], "dtype": "float32"}, "y": {"shape": [4], "dtype": "int32"}}),
-        10**6, 10**6)
+    spec = parse_job(
+        job_body(
+            Dataset.generate(batches=1, batch_size=4),
+            dataset={
+                "batches": batches,
+                "x": {"shape": [4, 4], "dtype": "float32"},
+                "y": {"shape": [4], "dtype": "int32"},
+            },
+        ),
+        10**6,
+        10**6,
+    )
     parts = services()
     meta = parts.jobs.create("j-huge", spec)
     return parts.meta.save(meta, replace(meta, status="running")), spec
@@ -133,18 +144,40 @@ def test_chunked_queueing_queues_each_batch_of_the_epoch_once(harness):
     seen = Counter()
     while batch := harness.sqs.receive_message(QueueUrl=harness.tasks_url, MaxNumberOfMessages=10).get("Messages"):
         seen.update(json.loads(m["Body"])["batch"] for m in batch)
-        harness.sqs.delete_message_batch(QueueUrl=harness.tasks_url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+        harness.sqs.delete_message_batch(
+            QueueUrl=harness.tasks_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+        )
     assert sorted(seen) == list(range(250)) and set(seen.values()) == {1}
 
 
 def test_meta_stays_small_at_100000_batches():
     rng = random.Random(0)
     half = [b for b in range(100_000) if rng.random() < 0.5]  # the least compressible bitmap
-    pending = tuple(Pending(f"j-{'0' * 12}", 0, b, "f" * 32, 7, f"grads/j-{'0' * 12}/000000/{b:06d}/{'f' * 32}.bin",
-                            2.345678901234, 32, "volunteer-" + "x" * 54, "a" * 64) for b in range(MAX_GRADIENTS_PER_UPDATE))
-    meta = JobMeta(f"j-{'0' * 12}", "running", version=5000, epoch=3, folded=mark_folded(b"", half),
-                   folded_total=300_000, pending=pending)
+    pending = tuple(
+        Pending(
+            f"j-{'0' * 12}",
+            0,
+            b,
+            "f" * 32,
+            7,
+            f"grads/j-{'0' * 12}/000000/{b:06d}/{'f' * 32}.bin",
+            2.345678901234,
+            32,
+            "volunteer-" + "x" * 54,
+            "a" * 64,
+        )
+        for b in range(MAX_GRADIENTS_PER_UPDATE)
+    )
+    meta = JobMeta(
+        f"j-{'0' * 12}",
+        "running",
+        version=5000,
+        epoch=3,
+        folded=mark_folded(b"", half),
+        folded_total=300_000,
+        pending=pending,
+    )
     assert item_size(meta_item(meta)) < 40_000, item_size(meta_item(meta))
 
 
@@ -153,13 +186,23 @@ def test_meta_of_a_job_folded_in_parts_stays_well_under_the_item_limit():
     rng = random.Random(0)
     half = [b for b in range(100_000) if rng.random() < 0.5]
     job = f"j-{'0' * 12}"
-    results = tuple(Result(job, 0, b, "f" * 32, 7, "", 2.345678901234, 32, "volunteer-" + "x" * 54)
-                    for b in range(MAX_GRADIENTS_PER_UPDATE - 1))
+    results = tuple(
+        Result(job, 0, b, "f" * 32, 7, "", 2.345678901234, 32, "volunteer-" + "x" * 54)
+        for b in range(MAX_GRADIENTS_PER_UPDATE - 1)
+    )
     pending = tuple(Pending.in_sum(r, PartialSum(job, 0, 2, "a" * 64, results)) for r in results)
     update = MAX_GRADIENTS_PER_UPDATE - 1 + 1000
     last = FoldLog(5000, 2.3456789, 32 * update, 1.8e9, tuple((0, 99_000 - b, "f" * 32) for b in range(update)))
-    meta = JobMeta(job, "running", version=5000, epoch=3, folded=mark_folded(b"", half), folded_total=300_000,
-                   pending=pending, last_fold=last)
+    meta = JobMeta(
+        job,
+        "running",
+        version=5000,
+        epoch=3,
+        folded=mark_folded(b"", half),
+        folded_total=300_000,
+        pending=pending,
+        last_fold=last,
+    )
     assert item_size(meta_item(meta)) < 100_000, item_size(meta_item(meta))
 
 
@@ -171,20 +214,45 @@ def test_a_spec_over_the_item_limit_is_refused(harness):
 
 
 def big_dense(units_in: int, units_out: int) -> dict:
-    return {"modelTopology": {"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {
-        "units": units_out, "batch_input_shape": [None, units_in]}}]}},
-        "weightsManifest": [{"paths": ["weights.bin"], "weights": [
-            {"name": "dense/kernel", "shape": [units_in, units_out], "dtype": "float32"},
-            {"name": "dense/bias", "shape": [units_out], "dtype": "float32"}]}]}
+    return {
+        "modelTopology": {
+            "class_name": "Sequential",
+            "config": {
+                "layers": [
+                    {"class_name": "Dense", "config": {"units": units_out, "batch_input_shape": [None, units_in]}}
+                ]
+            },
+        },
+        "weightsManifest": [
+            {
+                "paths": ["weights.bin"],
+                "weights": [
+                    {"name": "dense/kernel", "shape": [units_in, units_out], "dtype": "float32"},
+                    {"name": "dense/bias", "shape": [units_out], "dtype": "float32"},
+                ],
+            }
+        ],
+    }
 
 
-@pytest.mark.parametrize("aggregation, k, status", [
-    ("median", 64, 400), ({"name": "trimmed_mean", "trim": 0.2}, 64, 400), ("median", 8, 201),
-    ("mean", 64, 201), ({"name": "clipped_mean", "clip_norm": 1}, 64, 201)])
+@pytest.mark.parametrize(
+    "aggregation, k, status",
+    [
+        ("median", 64, 400),
+        ({"name": "trimmed_mean", "trim": 0.2}, 64, 400),
+        ("median", 8, 201),
+        ("mean", 64, 201),
+        ({"name": "clipped_mean", "clip_norm": 1}, 64, 201),
+    ],
+)
 def test_a_job_whose_fold_would_not_fit_in_memory_is_refused(harness, aggregation, k, status):
-    body = job_body(Dataset.generate(batches=1, batch_size=4), model=big_dense(5000, 1000), aggregation=aggregation,
-                    gradients_per_update=k, dataset={"batches": k, "x": {"shape": [4, 5000], "dtype": "float32"},
-                                                     "y": {"shape": [4], "dtype": "int32"}})
+    body = job_body(
+        Dataset.generate(batches=1, batch_size=4),
+        model=big_dense(5000, 1000),
+        aggregation=aggregation,
+        gradients_per_update=k,
+        dataset={"batches": k, "x": {"shape": [4, 5000], "dtype": "float32"}, "y": {"shape": [4], "dtype": "int32"}},
+    )
     reply = harness.admin("POST", "/jobs", body)  # 5,001,000 parameters, 20 MB a gradient, Adam
     assert reply.status_code == status, reply.body
     if status == 400:
@@ -227,8 +295,11 @@ def test_a_heartbeated_lease_keeps_holding_its_volunteers_slot(harness):
     key = f"VOLUNTEER#{harness.volunteer_id('beating')}"
     [slot] = [i for i in table.scan()["Items"] if i["pk"] == key]
     # as if the lease were 50 s old: its slot's first term nearly over
-    table.update_item(Key={"pk": slot["pk"], "sk": slot["sk"]}, UpdateExpression="SET expires = :e",
-                      ExpressionAttributeValues={":e": Decimal(str(time.time() + 5))})
+    table.update_item(
+        Key={"pk": slot["pk"], "sk": slot["sk"]},
+        UpdateExpression="SET expires = :e",
+        ExpressionAttributeValues={":e": Decimal(str(time.time() + 5))},
+    )
     reply = harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": task["lease_token"]})
     renewed = json.loads(reply.body)["lease_expires"]
     [slot] = [i for i in table.scan()["Items"] if i["pk"] == key]
@@ -263,8 +334,9 @@ def test_redrive_returns_one_jobs_dead_tasks_on_request_and_everything_on_schedu
         harness.sqs.send_message(QueueUrl=harness.task_dlq_url, MessageBody=json.dumps(body))
     assert json.loads(harness.admin("POST", f"/jobs/{job}/redrive").body)["redriven"] == {"tasks": 1, "results": 0}
     assert harness.waiting(harness.tasks_url) == 2  # the job's task is back; the other job's stays dead
-    harness.sqs.send_message(QueueUrl=harness.task_dlq_url, MessageBody=json.dumps(
-        {"job_id": "j-third", "epoch": 0, "batch": 0}))
+    harness.sqs.send_message(
+        QueueUrl=harness.task_dlq_url, MessageBody=json.dumps({"job_id": "j-third", "epoch": 0, "batch": 0})
+    )
     event = harness.client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [])
     harness.client.lambda_.invoke("redrive_dead_letters", event)  # the scheduled Lambda takes whatever is there
     assert harness.waiting(harness.tasks_url) == 3
@@ -309,8 +381,11 @@ def test_a_slot_is_freed_only_by_the_lease_that_holds_it(harness):
 def test_a_fold_short_of_memory_reads_gradients_again_instead_of_holding_them(harness, monkeypatch):
     monkeypatch.setenv("FOLD_MEMORY_MB", "3")  # room for one 400 KB gradient in flight, not three
     ds = Dataset.generate(batches=3, batch_size=4, features=500)
-    body = dict(model=big_dense(500, 200), gradients_per_update=3,
-                dataset={"batches": 3, "x": {"shape": [4, 500], "dtype": "float32"}, "y": {"shape": [4], "dtype": "int32"}})
+    body = dict(
+        model=big_dense(500, 200),
+        gradients_per_update=3,
+        dataset={"batches": 3, "x": {"shape": [4, 500], "dtype": "float32"}, "y": {"shape": [4], "dtype": "int32"}},
+    )
     rng = np.random.default_rng(2)
     w0 = [rng.normal(scale=0.01, size=(500, 200)).astype(np.float32), np.zeros(200, np.float32)]
     job = harness.create_job(ds, initial=w0, **body)

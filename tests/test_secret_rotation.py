@@ -4,13 +4,14 @@ taken before a rotation completes after it, new leases are signed with the new
 key, a warm Lambda that read the keys before the rotation learns of it from
 the first token that names the new key, and a token of a key rotated out (two
 rotations ago) or of a key never issued is a 401."""
+
 import secrets
 
 import boto3
 from moto import mock_aws
 
 from chalicelib.services import override
-from chalicelib.store.secrets import RELOAD_SECONDS, REFRESH_SECONDS, SecretsManagerKeys
+from chalicelib.store.secrets import REFRESH_SECONDS, RELOAD_SECONDS, SecretsManagerKeys
 from chalicelib.tasks.tokens import TokenSigner
 from tests.harness import Dataset
 

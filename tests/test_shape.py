@@ -1,5 +1,6 @@
 """The shape chalicelib keeps (issue 35): no module over 300 lines, no
 constructor over 8 parameters (what travels together is grouped)."""
+
 import ast
 
 from crowdtrain.paths import ROOT

@@ -4,6 +4,7 @@ and schedules do, each send their own condition expressions
 with one counter per client that each request resets; the conditions below
 pause at the two points between which another request's reset breaks a query,
 so without the lock the race is certain, not a matter of luck."""
+
 from __future__ import annotations
 
 import threading
@@ -52,10 +53,14 @@ def test_two_threads_querying_one_table_each_send_their_own_placeholders(moto_se
     serialize_condition_building()  # before the client is made: it registers the injector's method then
     dynamodb = moto_session.resource("dynamodb")
     table = dynamodb.create_table(
-        TableName="t", BillingMode="PAY_PER_REQUEST",
+        TableName="t",
+        BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}])
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+    )
     for job in ("a", "b"):
         table.put_item(Item={"pk": f"JOB#{job}", "sk": "EVAL#1", "job": job})
         table.put_item(Item={"pk": f"JOB#{job}", "sk": "OTHER#1", "job": job})
@@ -73,8 +78,9 @@ def test_two_threads_querying_one_table_each_send_their_own_placeholders(moto_se
 
     # a: pk's placeholder is #n0, then it pauses until b has reset the counters to 0, so that
     # unguarded, sk would be #n0 too and a's query would lose its hash key
-    a = threading.Thread(target=query, args=(
-        "a", Key("pk").eq("JOB#a") & PausingBeginsWith(Key("sk"), "EVAL#", a_paused, b_reset)))
+    a = threading.Thread(
+        target=query, args=("a", Key("pk").eq("JOB#a") & PausingBeginsWith(Key("sk"), "EVAL#", a_paused, b_reset))
+    )
     b = threading.Thread(target=query, args=("b", SignallingEquals(Key("pk"), "JOB#b", b_reset, a_done)))
     a.start()
     assert a_paused.wait(10), found

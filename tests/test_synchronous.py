@@ -1,6 +1,7 @@
 """Synchronous rounds (`synchronous: true`): at most K tasks are leased on a
 version; the next lease waits for the update, so every result is computed
 on the version it updates, with nothing computed only to be discarded."""
+
 import json
 import time
 
@@ -9,8 +10,12 @@ import pytest
 from chalicelib.services import services
 from tests.harness import TASK_MAX_RECEIVES, Dataset, job_body
 
-SYNCHRONOUS = {"synchronous": True, "gradients_per_update": 2, "staleness": 0,
-               "optimizer": {"name": "sgd", "learning_rate": 0.1}}
+SYNCHRONOUS = {
+    "synchronous": True,
+    "gradients_per_update": 2,
+    "staleness": 0,
+    "optimizer": {"name": "sgd", "learning_rate": 0.1},
+}
 
 
 def finish(harness, task):
@@ -47,7 +52,7 @@ def test_a_round_hands_out_k_tasks_then_waits_for_its_update(harness):
 def test_waiting_does_not_count_toward_the_dead_letter_queue(harness):
     """A full round's tasks go back as fresh copies: a volunteer asking again
     every second for a long round must not push them into the DLQ."""
-    job = harness.create_job(Dataset.generate(batches=3, batch_size=4), **SYNCHRONOUS)
+    harness.create_job(Dataset.generate(batches=3, batch_size=4), **SYNCHRONOUS)
     held = [harness.lease("a"), harness.lease("b")]
     for _ in range(TASK_MAX_RECEIVES + 2):
         assert harness.lease("c")["kind"] == "wait"
@@ -64,8 +69,9 @@ def test_a_task_handed_back_is_leased_again_in_its_round(harness):
     """The round holds task ids: the released task takes its old seat, not a new one."""
     job = harness.create_job(Dataset.generate(batches=2, batch_size=4), epochs=2, **SYNCHRONOUS)
     first, second = harness.lease("a"), harness.lease("b")
-    reply = harness.call("POST", "/tasks/release", {"job_id": job, "lease_token": first["lease_token"],
-                                                     "reason": "stopped"})
+    reply = harness.call(
+        "POST", "/tasks/release", {"job_id": job, "lease_token": first["lease_token"], "reason": "stopped"}
+    )
     assert reply.status_code == 200
     again = harness.lease("c")
     assert (again["kind"], again["batch"], again["base_version"]) == ("train", first["batch"], 0)
@@ -96,8 +102,10 @@ def test_a_replica_check_is_leased_while_the_round_is_full(harness):
     whose round holds the batch's seat: waiting behind the round would stall
     it for good. (A lease that meets a new task of the full round answers a
     wait and puts the task back: the next lease meets the next task.)"""
-    job = harness.create_job(Dataset.generate(batches=4, batch_size=4), **{
-        **SYNCHRONOUS, "staleness": 2, "replication": {"copies": 2, "tolerance": 1e-3}})
+    job = harness.create_job(
+        Dataset.generate(batches=4, batch_size=4),
+        **{**SYNCHRONOUS, "staleness": 2, "replication": {"copies": 2, "tolerance": 1e-3}},
+    )
     firsts = [harness.lease("a"), harness.lease("b")]
     for task in firsts:
         finish(harness, task)
@@ -118,8 +126,11 @@ def test_a_held_out_evaluation_takes_no_seat_in_the_round(harness):
     """Version 0's evaluation is queued with the first round's tasks: had it
     taken a seat, the round would be one short of K for good."""
     ds = Dataset.generate(batches=5, batch_size=4)  # 4 to train on, 1 held out
-    harness.create_job(Dataset(ds.x[:4], ds.y[:4]), files=[ds.batch_bytes(b) for b in range(5)], **{
-        **SYNCHRONOUS, "evaluation": {"batches": 1, "every": 1, "copies": 1}})
+    harness.create_job(
+        Dataset(ds.x[:4], ds.y[:4]),
+        files=[ds.batch_bytes(b) for b in range(5)],
+        **{**SYNCHRONOUS, "evaluation": {"batches": 1, "every": 1, "copies": 1}},
+    )
     leases = [harness.lease(v) for v in "abc"]
     assert sorted((t["kind"], t["base_version"]) for t in leases) == [("evaluate", 0), ("train", 0), ("train", 0)]
 

@@ -3,6 +3,7 @@ group's fold sums its results, middle folds add those sums up, the job's
 top-level fold applies whole sums. The same exactly-once guarantees as the
 one-level fold, through crashes at every step of every level, and the same
 model."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.domain.keys import partial_sum_key
+from chalicelib.domain.records import PartialSum, fold_message
+from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.services import services
-from chalicelib.domain.records import PartialSum, Result, fold_message
 from tests.conftest import Crash
 from tests.harness import BUCKET, Dataset, softmax_loss_and_grad
 
@@ -64,8 +65,9 @@ def test_results_are_spread_over_the_jobs_groups_by_batch(harness):
     ds = Dataset.generate(batches=12, batch_size=4)
     job = harness.create_job(ds, fold_groups=GROUPS, gradients_per_update=12)
     work_all(harness, 12)
-    reply = harness.sqs.receive_message(QueueUrl=harness.results_url, MaxNumberOfMessages=10,
-                                        AttributeNames=["MessageGroupId"])
+    reply = harness.sqs.receive_message(
+        QueueUrl=harness.results_url, MaxNumberOfMessages=10, AttributeNames=["MessageGroupId"]
+    )
     groups = {json.loads(m["Body"])["batch"]: m["Attributes"]["MessageGroupId"] for m in reply["Messages"]}
     assert groups and all(group == f"{job}#{batch % GROUPS}" for batch, group in groups.items())
 
@@ -75,8 +77,13 @@ def test_two_levels_fold_the_same_model_as_one(harness):
     ds = Dataset.generate(batches=24, batch_size=8)
     finals = {}
     for groups in (1, GROUPS):
-        job = harness.create_job(ds, fold_groups=groups, gradients_per_update=24, staleness=0,
-                                 aggregation={"name": "clipped_mean", "clip_norm": 0.5})
+        job = harness.create_job(
+            ds,
+            fold_groups=groups,
+            gradients_per_update=24,
+            staleness=0,
+            aggregation={"name": "clipped_mean", "clip_norm": 0.5},
+        )
         work_all(harness, 24)
         harness.deliver()
         assert harness.status(job)["version"] == 1
@@ -114,6 +121,7 @@ def test_a_sum_is_stored_under_its_digest_and_folded_only_as_stored(harness):
     def spoil(key: str) -> None:
         stored = harness.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         harness.s3.put_object(Bucket=BUCKET, Key=key, Body=bytes(len(stored)))
+
     # a level-1 sum overwritten after its fold stored it: the middle fold
     # leaves it out and its batches go back on the queue
     spoil(sums[0].key)
@@ -201,8 +209,12 @@ def test_a_crash_at_either_level_folds_every_batch_once(harness, crashes, when, 
     crashes.heal()
     assert crashes.counts[f"crash: {point}"] == 1
     # Lambda's event source: what was not deleted comes back
-    harness.sqs.change_message_visibility_batch(QueueUrl=harness.results_url, Entries=[
-        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(messages)])
+    harness.sqs.change_message_visibility_batch(
+        QueueUrl=harness.results_url,
+        Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(messages)
+        ],
+    )
     harness.deliver()
     while task := harness.lease("again"):  # batches a fold discarded on the way
         harness.work(task)
@@ -217,8 +229,14 @@ def test_a_crash_at_either_level_folds_every_batch_once(harness, crashes, when, 
 def test_many_volunteers_with_random_crashes_fold_each_batch_once_and_learn(harness, crashes):
     rng = random.Random(7)
     ds = Dataset.generate(batches=60, batch_size=8, seed=3)
-    job = harness.create_job(ds, fold_groups=GROUPS, epochs=3, gradients_per_update=6, staleness=6,
-                             optimizer={"name": "sgd", "learning_rate": 0.5})
+    job = harness.create_job(
+        ds,
+        fold_groups=GROUPS,
+        epochs=3,
+        gradients_per_update=6,
+        staleness=6,
+        optimizer={"name": "sgd", "learning_rate": 0.5},
+    )
     x_all, y_all = ds.x.reshape(-1, 4), ds.y.reshape(-1)
     start = softmax_loss_and_grad(harness.weights(job, 0), x_all, y_all)[0]
     crashes.rng = rng
@@ -249,17 +267,21 @@ def test_many_volunteers_with_random_crashes_fold_each_batch_once_and_learn(harn
     assert end < 0.6 * start, (start, end)
 
 
-@pytest.mark.parametrize("body,message", [
-    ({"fold_groups": 2, "aggregation": "median"}, "median cannot be"),
-    ({"fold_groups": 2, "aggregation": {"name": "trimmed_mean", "trim": 0.1}}, "trimmed_mean cannot be"),
-    ({"fold_groups": 2, "replication": {"copies": 2}}, "does not combine with replication"),
-    ({"fold_groups": 65}, "fold_groups"),
-    ({"fold_groups": 0}, "fold_groups"),
-    ({"fold_groups": 2, "max_share": 0.5}, "max_share below 1 needs fold_groups 1"),
-    ({"max_share": 0}, "'max_share' must be between"),
-    ({"max_share": 1.5}, "'max_share' must be between"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ({"fold_groups": 2, "aggregation": "median"}, "median cannot be"),
+        ({"fold_groups": 2, "aggregation": {"name": "trimmed_mean", "trim": 0.1}}, "trimmed_mean cannot be"),
+        ({"fold_groups": 2, "replication": {"copies": 2}}, "does not combine with replication"),
+        ({"fold_groups": 65}, "fold_groups"),
+        ({"fold_groups": 0}, "fold_groups"),
+        ({"fold_groups": 2, "max_share": 0.5}, "max_share below 1 needs fold_groups 1"),
+        ({"max_share": 0}, "'max_share' must be between"),
+        ({"max_share": 1.5}, "'max_share' must be between"),
+    ],
+)
 def test_a_two_level_fold_needs_a_rule_it_can_sum(harness, body, message):
     from tests.harness import job_body
+
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=2, batch_size=4), **body))
     assert reply.status_code == 400 and message in json.loads(reply.body)["Message"], reply.body

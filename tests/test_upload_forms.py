@@ -4,6 +4,7 @@ checked (bucket, key, exact length, Content-Type, Content-Encoding and
 Cache-Control), as is the signature: SigV4 (S3 refuses SigV2 for buckets
 made since June 2020) for the bucket's region. A heartbeat hands out a fresh
 form that lives as long as the renewed lease."""
+
 import base64
 import json
 import time
@@ -91,4 +92,5 @@ def test_the_batch_form_is_bound_to_the_jobs_prefix_size_encoding_and_an_immutab
     assert_sigv4(weights)
     exact, other = conditions(weights)
     assert exact["key"].startswith(f"jobs/{created['job_id']}/") and other == [
-        ["content-length-range", created["upload"]["weights_bytes"], created["upload"]["weights_bytes"]]]
+        ["content-length-range", created["upload"]["weights_bytes"], created["upload"]["weights_bytes"]]
+    ]

@@ -1,11 +1,11 @@
 """Simulated volunteers train a real model through the real handlers while
 vanishing, completing twice and having fold messages redelivered; every
 (epoch, batch) is folded exactly once and the loss reaches its threshold."""
+
 import random
 import time
 from collections import Counter
 
-import numpy as np
 import pytest
 
 from tests.harness import Dataset, softmax_loss_and_grad
@@ -23,8 +23,14 @@ def test_flaky_volunteers_train_to_threshold_folding_each_batch_once(harness):
     rng = random.Random(2024)
     ds = Dataset.generate(batches=12, batch_size=16, seed=5)
     epochs, k = 4, 2
-    job = harness.create_job(ds, epochs=epochs, gradients_per_update=k, staleness=3, lease_seconds=10,
-                             optimizer={"name": "momentum", "learning_rate": 0.3, "momentum": 0.5})
+    job = harness.create_job(
+        ds,
+        epochs=epochs,
+        gradients_per_update=k,
+        staleness=3,
+        lease_seconds=10,
+        optimizer={"name": "momentum", "learning_rate": 0.3, "momentum": 0.5},
+    )
     start_loss = full_loss(harness.weights(job, 0), ds)
     held: dict[str, dict | None] = {f"volunteer-{i}": None for i in range(5)}
     counts: Counter = Counter()

@@ -1,5 +1,6 @@
 """The TF.js layers format written by numpy loads in TF.js, and TF.js's saved
 models read back in numpy, with identical values (TF.js runs under Node)."""
+
 import functools
 import http.server
 import json
@@ -17,12 +18,28 @@ from tests.tfjs import tfjs
 
 def lstm_topology(vocab: int, units: int, seq: int) -> dict:
     """A small char-LSTM, the kind of model crowdtrain's demo trains."""
-    return {"class_name": "Sequential", "config": {"name": "char_lstm", "layers": [
-        {"class_name": "LSTM", "config": {"name": "lstm", "units": units, "return_sequences": False,
-                                          "recurrent_initializer": {"class_name": "GlorotUniform", "config": {}},
-                                          "batch_input_shape": [None, seq, vocab], "dtype": "float32"}},
-        {"class_name": "Dense", "config": {"name": "out", "units": vocab, "activation": "softmax"}}]},
-        "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"}
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "char_lstm",
+            "layers": [
+                {
+                    "class_name": "LSTM",
+                    "config": {
+                        "name": "lstm",
+                        "units": units,
+                        "return_sequences": False,
+                        "recurrent_initializer": {"class_name": "GlorotUniform", "config": {}},
+                        "batch_input_shape": [None, seq, vocab],
+                        "dtype": "float32",
+                    },
+                },
+                {"class_name": "Dense", "config": {"name": "out", "units": vocab, "activation": "softmax"}},
+            ],
+        },
+        "keras_version": "tfjs-layers 4.22.0",
+        "backend": "tensor_flow.js",
+    }
 
 
 @pytest.fixture
@@ -36,12 +53,23 @@ def served(tmp_path):
     server.shutdown()
 
 
-@pytest.mark.parametrize("topology,specs", [
-    (softmax_topology(6, 4), [WeightSpec("dense/kernel", (6, 4)), WeightSpec("dense/bias", (4,))]),
-    (lstm_topology(12, 8, 5), [WeightSpec("lstm/kernel", (12, 32)), WeightSpec("lstm/recurrent_kernel", (8, 32)),
-                               WeightSpec("lstm/bias", (32,)), WeightSpec("out/kernel", (8, 12)),
-                               WeightSpec("out/bias", (12,))]),
-], ids=["dense", "lstm"])
+@pytest.mark.parametrize(
+    "topology,specs",
+    [
+        (softmax_topology(6, 4), [WeightSpec("dense/kernel", (6, 4)), WeightSpec("dense/bias", (4,))]),
+        (
+            lstm_topology(12, 8, 5),
+            [
+                WeightSpec("lstm/kernel", (12, 32)),
+                WeightSpec("lstm/recurrent_kernel", (8, 32)),
+                WeightSpec("lstm/bias", (32,)),
+                WeightSpec("out/kernel", (8, 12)),
+                WeightSpec("out/bias", (12,)),
+            ],
+        ),
+    ],
+    ids=["dense", "lstm"],
+)
 def test_numpy_written_weights_load_in_tfjs(served, topology, specs):
     folder, url = served
     rng = np.random.default_rng(3)
@@ -73,5 +101,10 @@ def test_decode_checks_length_and_encode_checks_shapes():
     with pytest.raises(ValueError, match="shape"):
         encode_tensors(specs, [np.zeros((4,), np.float32)])
     with pytest.raises(BadRequest, match="more than the allowed 3 parameters"):
-        parse_model({"modelTopology": softmax_topology(2, 2),
-                     "weightsManifest": [{"paths": [], "weights": [s.to_json() for s in specs]}]}, 3)
+        parse_model(
+            {
+                "modelTopology": softmax_topology(2, 2),
+                "weightsManifest": [{"paths": [], "weights": [s.to_json() for s in specs]}],
+            },
+            3,
+        )

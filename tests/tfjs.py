@@ -1,10 +1,10 @@
 """Run TF.js under Node (tests/js/tfjs_oracle.cjs) as a reference implementation."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 from crowdtrain.paths import ROOT
@@ -21,7 +21,10 @@ def tfjs(command: str, *args: str, payload: Any = None, timeout: float = 120) ->
     proc = subprocess.run(
         ["node", str(ORACLE), command, *args],
         input=json.dumps(payload) if payload is not None else "",
-        capture_output=True, text=True, env=env, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"tfjs_oracle {command} failed:\n{proc.stderr}")

@@ -6,6 +6,7 @@ exact length follows from the shapes, so a decoder rejects any other length
 instead of guessing. The browser encoder (frontend/src/codecs.js) produces the
 same bytes for the same float32 values.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -24,7 +25,7 @@ def _sizes(shapes: Sequence[Shape]) -> list[int]:
 def _split(flat: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
     out, start = [], 0
     for shape, size in zip(shapes, _sizes(shapes)):
-        out.append(flat[start:start + size].reshape(shape))
+        out.append(flat[start : start + size].reshape(shape))
         start += size
     return out
 
@@ -54,9 +55,7 @@ class Codec:
         """Decode to float32 tensors; the length must match exactly."""
         expected = self.size(shapes)
         if len(data) != expected:
-            raise BadRequest(
-                f"{self.name} gradient must be exactly {expected} bytes, got {len(data)}"
-            )
+            raise BadRequest(f"{self.name} gradient must be exactly {expected} bytes, got {len(data)}")
         return self._decode(data, shapes)
 
 
@@ -128,8 +127,8 @@ class Int8Codec(Codec):
 
     def _decode(self, data: bytes, shapes: Sequence[Shape]) -> list[np.ndarray]:
         count = len(shapes)
-        scales = np.frombuffer(data[:4 * count], "<f4")
-        values = np.frombuffer(data[4 * count:], np.int8).astype(np.float32)
+        scales = np.frombuffer(data[: 4 * count], "<f4")
+        values = np.frombuffer(data[4 * count :], np.int8).astype(np.float32)
         tensors = _split(values, shapes)
         return [t * np.float32(s) for t, s in zip(tensors, scales)]
 

@@ -1,5 +1,6 @@
 """Settings read from the environment, which .chalice/config.json (AWS) or the
 local stack sets. Read once per process, when first needed."""
+
 from __future__ import annotations
 
 import os

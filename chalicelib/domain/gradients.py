@@ -1,6 +1,7 @@
 """What makes an uploaded gradient acceptable. One check, used both when a
 volunteer completes a task (to answer 400 at once) and again by the fold
 (which never trusts what it did not check itself)."""
+
 from __future__ import annotations
 
 import hashlib

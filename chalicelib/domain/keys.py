@@ -13,6 +13,7 @@
   same rule expires them. Volunteers' upload forms name one exact gradient
   key, so no volunteer can write here.
 """
+
 from __future__ import annotations
 
 SHARD_NAME = "weights.bin"  # the one weights shard a version's model.json names

@@ -1,5 +1,6 @@
 """A job's model document (TF.js layers format: topology and weights
 manifest): which layers the fold can train, and the weights it moves."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,12 +16,45 @@ INPUT_SHAPE_KEYS = {"batch_input_shape", "batchInputShape", "input_shape", "inpu
 # not learned by gradient (BatchNormalization's moving statistics) would be
 # corrupted by the fold, which moves every weight of the manifest.
 TRAINABLE_LAYERS = {
-    "InputLayer", "Dense", "Dropout", "Activation", "Flatten", "Reshape", "Permute", "RepeatVector",
-    "Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "TimeDistributed", "Conv1D", "Conv2D",
-    "DepthwiseConv2D", "SeparableConv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
-    "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Concatenate", "Add", "Multiply",
-    "Average", "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "LeakyReLU", "ReLU", "Softmax",
+    "InputLayer",
+    "Dense",
+    "Dropout",
+    "Activation",
+    "Flatten",
+    "Reshape",
+    "Permute",
+    "RepeatVector",
+    "Embedding",
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "Bidirectional",
+    "TimeDistributed",
+    "Conv1D",
+    "Conv2D",
+    "DepthwiseConv2D",
+    "SeparableConv2D",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "ZeroPadding2D",
+    "Cropping2D",
+    "UpSampling2D",
+    "Concatenate",
+    "Add",
+    "Multiply",
+    "Average",
+    "LayerNormalization",
+    "SpatialDropout1D",
+    "GaussianNoise",
+    "LeakyReLU",
+    "ReLU",
+    "Softmax",
 }
 
 
@@ -59,12 +93,16 @@ def _check_layers(topology: dict[str, Any]) -> None:
     for layer in layers:
         kind = layer.get("class_name") if isinstance(layer, dict) else None
         if kind not in TRAINABLE_LAYERS:
-            raise BadRequest(f"layer type {kind!r} is not supported: crowdtrain trains every weight by "
-                             f"gradient (supported: {', '.join(sorted(TRAINABLE_LAYERS))})")
+            raise BadRequest(
+                f"layer type {kind!r} is not supported: crowdtrain trains every weight by "
+                f"gradient (supported: {', '.join(sorted(TRAINABLE_LAYERS))})"
+            )
         settings = layer.get("config")
         if kind == "InputLayer" and not (isinstance(settings, dict) and INPUT_SHAPE_KEYS & set(settings)):
-            raise BadRequest("an InputLayer needs batch_input_shape, which TF.js reads; Keras 3 writes batch_shape, "
-                             "which TF.js 4.22 cannot load: convert Keras files with `crowdtrain import-keras`")
+            raise BadRequest(
+                "an InputLayer needs batch_input_shape, which TF.js reads; Keras 3 writes batch_shape, "
+                "which TF.js 4.22 cannot load: convert Keras files with `crowdtrain import-keras`"
+            )
 
 
 def _weight_specs(entries: list[Any], max_values: int) -> tuple[WeightSpec, ...]:
@@ -86,8 +124,11 @@ def _weight_specs(entries: list[Any], max_values: int) -> tuple[WeightSpec, ...]
         if entry.get("dtype", "float32") != "float32":
             raise BadRequest(f"weight {name!r} has dtype {entry.get('dtype')!r}; only float32 weights can be trained")
         shape = entry.get("shape")
-        if (not isinstance(shape, list) or len(shape) > 8
-                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)):
+        if (
+            not isinstance(shape, list)
+            or len(shape) > 8
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)
+        ):
             raise BadRequest(f"weight {name!r} needs a shape of up to 8 positive integers")
         spec = WeightSpec(name, tuple(shape))
         total += spec.size

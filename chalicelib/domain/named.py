@@ -1,6 +1,7 @@
 """Rules chosen by name with a few typed settings (optimizers, aggregation
 strategies), in the style of Flower's strategies: a sibling class per rule,
 typed keyword arguments, and a registry to pick one by name."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping, TypeVar
@@ -25,8 +26,11 @@ class Named:
 
 def choose(registry: Mapping[str, type[R]], raw: Any, what: str) -> R:
     """The rule a JSON value names: "name" or {"name": ..., settings}."""
-    name, settings = (raw, {}) if isinstance(raw, str) else (
-        (raw.get("name"), {k: v for k, v in raw.items() if k != "name"}) if isinstance(raw, dict) else (raw, {}))
+    name, settings = (
+        (raw, {})
+        if isinstance(raw, str)
+        else ((raw.get("name"), {k: v for k, v in raw.items() if k != "name"}) if isinstance(raw, dict) else (raw, {}))
+    )
     if not isinstance(name, str) or name not in registry:
         raise BadRequest(f"unknown {what} {name!r}; choose one of {sorted(registry)}")
     rule = registry[name]

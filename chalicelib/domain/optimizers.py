@@ -10,6 +10,7 @@ and is retried computes the same version again.
 TF.js defaults epsilon to the backend's float32 epsilon (1e-7); the server has
 no backend, so that value is the default here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,8 +46,9 @@ class Optimizer(Named):
     def initial_state(self, weights: list[np.ndarray]) -> OptimizerState:
         return OptimizerState()
 
-    def apply(self, weights: list[np.ndarray], grads: list[np.ndarray],
-              state: OptimizerState) -> tuple[list[np.ndarray], OptimizerState]:
+    def apply(
+        self, weights: list[np.ndarray], grads: list[np.ndarray], state: OptimizerState
+    ) -> tuple[list[np.ndarray], OptimizerState]:
         raise NotImplementedError
 
 
@@ -102,8 +104,9 @@ class Adam(Optimizer):
     name = "adam"
     limits = {"learning_rate": LEARNING_RATE, "beta1": UNIT, "beta2": UNIT, "epsilon": UNIT}
 
-    def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
-                 epsilon: float = BACKEND_EPSILON):
+    def __init__(
+        self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = BACKEND_EPSILON
+    ):
         self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, epsilon
 
     def initial_state(self, weights):
@@ -139,8 +142,14 @@ class RMSProp(Optimizer):
     name = "rmsprop"
     limits = {"learning_rate": LEARNING_RATE, "decay": UNIT, "momentum": UNIT, "epsilon": UNIT, "centered": FLAG}
 
-    def __init__(self, learning_rate: float, decay: float = 0.9, momentum: float = 0.0,
-                 epsilon: float = BACKEND_EPSILON, centered: bool = False):
+    def __init__(
+        self,
+        learning_rate: float,
+        decay: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = BACKEND_EPSILON,
+        centered: bool = False,
+    ):
         self.learning_rate, self.decay, self.momentum = learning_rate, decay, momentum
         self.epsilon, self.centered = epsilon, centered
 

@@ -4,6 +4,7 @@ result (SQS results queue, then the fold) and, for a job folded in several
 message groups, a partial sum of results (the results queue again, to the
 job's top-level fold). Each field means the same in the
 JSON it travels as."""
+
 from __future__ import annotations
 
 import json
@@ -129,10 +130,33 @@ class Result:
     address: str = ""
 
     @classmethod
-    def of(cls, lease: Lease, key: str, loss: float, samples: int, volunteer_id: str, backend: str,
-           digest: str, data: DataUsed | None = None, address: str = "") -> "Result":
-        return cls(lease.job_id, lease.epoch, lease.batch, lease.lease_id, lease.base_version, key, loss, samples,
-                   volunteer_id, backend, digest, data, address)
+    def of(
+        cls,
+        lease: Lease,
+        key: str,
+        loss: float,
+        samples: int,
+        volunteer_id: str,
+        backend: str,
+        digest: str,
+        data: DataUsed | None = None,
+        address: str = "",
+    ) -> "Result":
+        return cls(
+            lease.job_id,
+            lease.epoch,
+            lease.batch,
+            lease.lease_id,
+            lease.base_version,
+            key,
+            loss,
+            samples,
+            volunteer_id,
+            backend,
+            digest,
+            data,
+            address,
+        )
 
     def message(self) -> str:
         return json.dumps(asdict(self))
@@ -164,15 +188,27 @@ class PartialSum:
         return partial_sum_key(self.job_id, self.epoch, self.digest)
 
     def message(self) -> str:
-        return json.dumps({"job_id": self.job_id, "epoch": self.epoch, "level": self.level, "digest": self.digest,
-                           "results": [asdict(r) for r in self.results]})
+        return json.dumps(
+            {
+                "job_id": self.job_id,
+                "epoch": self.epoch,
+                "level": self.level,
+                "digest": self.digest,
+                "results": [asdict(r) for r in self.results],
+            }
+        )
 
     @classmethod
     def from_json(cls, raw: Any) -> "PartialSum":
         if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(cls)} or raw["level"] not in (1, 2):
             raise TypeError("not a PartialSum record")
-        return cls(raw["job_id"], int(raw["epoch"]), raw["level"], raw["digest"],
-                   tuple(Result.from_json(r) for r in raw["results"]))
+        return cls(
+            raw["job_id"],
+            int(raw["epoch"]),
+            raw["level"],
+            raw["digest"],
+            tuple(Result.from_json(r) for r in raw["results"]),
+        )
 
 
 def fold_message(body: str) -> Result | PartialSum:

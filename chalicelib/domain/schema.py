@@ -1,19 +1,20 @@
 """The job document's schema: the one place a job is validated, whether it
 comes from POST /jobs or back from the stored SPEC item. Every mistake is a
 400 naming the field; the checks are chalicelib/domain/validate.py's."""
+
 from __future__ import annotations
 
 import json
 from typing import Any
 
 from chalicelib.domain import validate
-from chalicelib.domain.errors import BadRequest
-from chalicelib.domain.optimizers import make_optimizer
-from chalicelib.domain.strategies import RunningSum, make_strategy
-from chalicelib.domain.spec import DEFAULT_LEASE_SECONDS, JobSpec
-from chalicelib.domain.sections import BATCH_DTYPES, Dataset, Evaluation, LocalSteps, Replication, TensorLayout
 from chalicelib.domain.codecs import get_codec
+from chalicelib.domain.errors import BadRequest
 from chalicelib.domain.models import parse_model
+from chalicelib.domain.optimizers import make_optimizer
+from chalicelib.domain.sections import BATCH_DTYPES, Dataset, Evaluation, LocalSteps, Replication, TensorLayout
+from chalicelib.domain.spec import DEFAULT_LEASE_SECONDS, JobSpec
+from chalicelib.domain.strategies import RunningSum, make_strategy
 
 LOSSES = ("sparseCategoricalCrossentropy", "categoricalCrossentropy", "meanSquaredError")
 MAX_BATCH_BYTES = 64 * 1024 * 1024
@@ -24,9 +25,29 @@ BATCH_ENCODINGS = ("identity", "gzip")
 # A fold holds this many gradients in the Lambda's memory, and META lists them
 # while they are pending (a DynamoDB item holds 400 KB at most).
 MAX_GRADIENTS_PER_UPDATE = 64
-JOB_FIELDS = ("name", "model", "loss", "dataset", "optimizer", "gradients_per_update", "staleness", "epochs",
-              "lease_seconds", "codec", "max_grad_norm", "aggregation", "seed", "text", "replication", "local_steps",
-              "fold_groups", "evaluation", "max_share", "credit", "synchronous")
+JOB_FIELDS = (
+    "name",
+    "model",
+    "loss",
+    "dataset",
+    "optimizer",
+    "gradients_per_update",
+    "staleness",
+    "epochs",
+    "lease_seconds",
+    "codec",
+    "max_grad_norm",
+    "aggregation",
+    "seed",
+    "text",
+    "replication",
+    "local_steps",
+    "fold_groups",
+    "evaluation",
+    "max_share",
+    "credit",
+    "synchronous",
+)
 MAX_LOCAL_STEPS = 1024
 # The fewest gradients an update under a robust rule may take (a median of 5 outvotes 2).
 MIN_ROBUST_GRADIENTS = 5
@@ -73,7 +94,10 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
         _check_fold_memory(sum(s.size for s in weight_specs), k, strategy, optimizer, fold_memory_bytes)
     spec = JobSpec(
         name=validate.text(body, "name", "job"),
-        topology=topology, weight_specs=weight_specs, loss=loss, dataset=dataset,
+        topology=topology,
+        weight_specs=weight_specs,
+        loss=loss,
+        dataset=dataset,
         optimizer={"name": optimizer.name, **optimizer.settings()},
         aggregation={"name": strategy.name, **strategy.settings()},
         gradients_per_update=k,
@@ -105,13 +129,17 @@ def _check_robust(spec: JobSpec, strategy: Any) -> None:
         return
     k, tasks = spec.gradients_per_update, spec.tasks_per_epoch
     if k < MIN_ROBUST_GRADIENTS:
-        raise BadRequest(f"aggregation {strategy.name} needs gradients_per_update of at least "
-                         f"{MIN_ROBUST_GRADIENTS}, so that each update outvotes a few hostile gradients")
+        raise BadRequest(
+            f"aggregation {strategy.name} needs gradients_per_update of at least "
+            f"{MIN_ROBUST_GRADIENTS}, so that each update outvotes a few hostile gradients"
+        )
     if tasks % k:
         per_task = f" of {spec.steps} batches" if spec.steps > 1 else ""
-        raise BadRequest(f"aggregation {strategy.name} needs an epoch's tasks ({tasks}{per_task}) to be a multiple "
-                         f"of gradients_per_update ({k}), so that its last update has {k} gradients too: use "
-                         f"{tasks - tasks % k} or {tasks + k - tasks % k} tasks")
+        raise BadRequest(
+            f"aggregation {strategy.name} needs an epoch's tasks ({tasks}{per_task}) to be a multiple "
+            f"of gradients_per_update ({k}), so that its last update has {k} gradients too: use "
+            f"{tasks - tasks % k} or {tasks + k - tasks % k} tasks"
+        )
 
 
 def _max_share(body: dict[str, Any], strategy: Any, fold_groups: int) -> float:
@@ -120,8 +148,10 @@ def _max_share(body: dict[str, Any], strategy: Any, fold_groups: int) -> float:
     default = DEFAULT_ROBUST_SHARE if strategy.robust and fold_groups == 1 else 1.0
     share = validate.number(body, "max_share", default, 0.01, 1.0)
     if share < 1 and fold_groups > 1:
-        raise BadRequest("max_share below 1 needs fold_groups 1: a partial sum is folded whole, so the fold "
-                         "cannot leave one volunteer's share of it out")
+        raise BadRequest(
+            "max_share below 1 needs fold_groups 1: a partial sum is folded whole, so the fold "
+            "cannot leave one volunteer's share of it out"
+        )
     return share
 
 
@@ -131,8 +161,10 @@ def _fold_groups(body: dict[str, Any], strategy: Any, replication: Replication) 
     one place."""
     groups = validate.integer(body, "fold_groups", 1, 1, MAX_FOLD_GROUPS)
     if groups > 1 and not isinstance(strategy, RunningSum):
-        raise BadRequest(f"fold_groups above 1 sums each update in parts, which {strategy.name} cannot be: "
-                         f"use mean or clipped_mean, or fold_groups 1")
+        raise BadRequest(
+            f"fold_groups above 1 sums each update in parts, which {strategy.name} cannot be: "
+            f"use mean or clipped_mean, or fold_groups 1"
+        )
     if groups > 1 and replication.copies > 1:
         raise BadRequest("fold_groups above 1 does not combine with replication: use one or the other")
     return groups
@@ -145,11 +177,13 @@ def _check_fold_memory(parameters: int, k: int, strategy: Any, optimizer: Any, m
     arrays = strategy.gradients_held(k) + 2 + 2 * optimizer.slot_count()
     need, room = 4 * parameters * arrays, int(FOLD_TENSOR_SHARE * memory)
     if need > room:
-        raise BadRequest(f"the fold would need about {need / 2**20:,.0f} MB for {strategy.name} with "
-                         f"gradients_per_update {k} on {parameters:,} parameters ({arrays} arrays of "
-                         f"{4 * parameters / 2**20:,.1f} MB), but has {room / 2**20:,.0f} MB for tensors "
-                         f"({FOLD_TENSOR_SHARE:.0%} of {memory / 2**20:,.0f} MB): use mean or clipped_mean, "
-                         f"which keep a running sum, a smaller gradients_per_update, or a smaller model")
+        raise BadRequest(
+            f"the fold would need about {need / 2**20:,.0f} MB for {strategy.name} with "
+            f"gradients_per_update {k} on {parameters:,} parameters ({arrays} arrays of "
+            f"{4 * parameters / 2**20:,.1f} MB), but has {room / 2**20:,.0f} MB for tensors "
+            f"({FOLD_TENSOR_SHARE:.0%} of {memory / 2**20:,.0f} MB): use mean or clipped_mean, "
+            f"which keep a running sum, a smaller gradients_per_update, or a smaller model"
+        )
 
 
 def load_spec(text: str) -> JobSpec:
@@ -162,8 +196,11 @@ def _layout(raw: Any, what: str) -> TensorLayout:
         raise BadRequest(f"dataset.{what} must be an object with shape and dtype")
     validate.only_keys(raw, ("shape", "dtype", "one_hot"), f"dataset.{what}")
     shape = raw.get("shape")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= 4
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1_000_000 for d in shape)):
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 4
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1_000_000 for d in shape)
+    ):
         raise BadRequest(f"dataset.{what}.shape must be 1-4 positive integers, batch size first")
     dtype = raw.get("dtype")
     if dtype not in BATCH_DTYPES:
@@ -204,9 +241,12 @@ def _evaluation(raw: Any, dataset: Dataset, max_batches: int) -> Evaluation | No
     batches = validate.integer(raw, "batches", None, 1, MAX_HELD_OUT_BATCHES, "evaluation.")
     if dataset.batches + batches > max_batches:
         raise BadRequest(f"dataset.batches plus evaluation.batches may be at most {max_batches}")
-    return Evaluation(batches, validate.integer(raw, "every", Evaluation.every, 1, 10**6, "evaluation."),
-                      validate.integer(raw, "copies", Evaluation.copies, 1, MAX_EVALUATION_COPIES, "evaluation."),
-                      validate.number(raw, "tolerance", Evaluation.tolerance, 1e-9, 1.0, "evaluation."))
+    return Evaluation(
+        batches,
+        validate.integer(raw, "every", Evaluation.every, 1, 10**6, "evaluation."),
+        validate.integer(raw, "copies", Evaluation.copies, 1, MAX_EVALUATION_COPIES, "evaluation."),
+        validate.number(raw, "tolerance", Evaluation.tolerance, 1e-9, 1.0, "evaluation."),
+    )
 
 
 def _replication(raw: Any) -> Replication:
@@ -218,15 +258,17 @@ def _replication(raw: Any) -> Replication:
         return Replication()
     if not isinstance(raw, dict):
         raise BadRequest("replication must be an object with copies (1 or 2) and an optional tolerance")
-    validate.only_keys(raw, ("copies", "tolerance", "trust_after", "spot_check", "bar_ratio", "bar_after"),
-                       "replication")
+    validate.only_keys(
+        raw, ("copies", "tolerance", "trust_after", "spot_check", "bar_ratio", "bar_after"), "replication"
+    )
     replication = Replication(
         validate.integer(raw, "copies", 1, 1, 2, "replication."),
         validate.number(raw, "tolerance", Replication.tolerance, 1e-9, 1.0, "replication."),
         validate.integer(raw, "trust_after", 0, 0, 100_000, "replication."),
         validate.number(raw, "spot_check", Replication.spot_check, 0.01, 1.0, "replication."),
         validate.number(raw, "bar_ratio", Replication.bar_ratio, 0.0, 1.0, "replication."),
-        validate.integer(raw, "bar_after", Replication.bar_after, 1, 100_000, "replication."))
+        validate.integer(raw, "bar_after", Replication.bar_after, 1, 100_000, "replication."),
+    )
     if replication.trust_after and replication.copies < 2:
         raise BadRequest("replication.trust_after needs copies 2: it decides which results get their second copy")
     return replication
@@ -242,8 +284,9 @@ def _local_steps(raw: Any, dataset: Dataset, strategy: Any, replication: Replica
     if raw is None:
         return None
     raw = validate.body_object(raw, "local_steps")
-    validate.only_keys(raw, ("steps", "min_steps", "target_seconds", "optimizer", "keep_state", "decay_to"),
-                        "local_steps")
+    validate.only_keys(
+        raw, ("steps", "min_steps", "target_seconds", "optimizer", "keep_state", "decay_to"), "local_steps"
+    )
     steps = validate.integer(raw, "steps", None, 1, MAX_LOCAL_STEPS, "local_steps.")
     least = validate.integer(raw, "min_steps", steps, 1, steps, "local_steps.")
     target = validate.number(raw, "target_seconds", LocalSteps.target_seconds, 1, MAX_TARGET_SECONDS, "local_steps.")
@@ -251,11 +294,15 @@ def _local_steps(raw: Any, dataset: Dataset, strategy: Any, replication: Replica
     if dataset.micro_batch != dataset.batch_size:
         raise BadRequest("local_steps takes one optimizer step per batch: leave dataset.micro_batch unset")
     if least < steps and not isinstance(strategy, RunningSum):
-        raise BadRequest(f"local_steps.min_steps below steps weights each result by its steps, which {strategy.name} "
-                         f"cannot: use mean or clipped_mean, or one number of steps")
+        raise BadRequest(
+            f"local_steps.min_steps below steps weights each result by its steps, which {strategy.name} "
+            f"cannot: use mean or clipped_mean, or one number of steps"
+        )
     if least < steps and replication.copies > 1:
-        raise BadRequest("local_steps.min_steps below steps does not combine with replication: two copies of a task "
-                         "may train on different numbers of its batches")
+        raise BadRequest(
+            "local_steps.min_steps below steps does not combine with replication: two copies of a task "
+            "may train on different numbers of its batches"
+        )
     keep = validate.flag(raw, "keep_state", False, "local_steps.")
     decay_to = validate.number(raw, "decay_to", LocalSteps.decay_to, 0, 1, "local_steps.")
     return LocalSteps(steps, {"name": inner.name, **inner.settings()}, least, target, keep, decay_to)

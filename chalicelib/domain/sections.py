@@ -1,6 +1,7 @@
 """The parts of a job's spec, as typed records: the dataset's layout,
 replication, held-out evaluation and local steps (domain/spec.py puts them
 together; domain/schema.py builds them)."""
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,13 @@ class Dataset:
         return self.batch_bytes, self.batch_bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {"batches": self.batches, "encoding": self.encoding, "micro_batch": self.micro_batch,
-                "x": self.x.to_json(), "y": self.y.to_json()}
+        return {
+            "batches": self.batches,
+            "encoding": self.encoding,
+            "micro_batch": self.micro_batch,
+            "x": self.x.to_json(),
+            "y": self.y.to_json(),
+        }
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,11 @@ class Replication:
 
     def barred(self, standing: Any) -> bool:
         """Whether an identity's record (store/reputations.py's Standing) has lost it its standing."""
-        return (self.bar_ratio > 0 and standing.judged >= self.bar_after
-                and standing.outvoted > self.bar_ratio * standing.judged)
+        return (
+            self.bar_ratio > 0
+            and standing.judged >= self.bar_after
+            and standing.outvoted > self.bar_ratio * standing.judged
+        )
 
     def check_rate(self, agreed: int) -> float:
         """The probability that a result of an identity with `agreed` agreeing results is checked."""

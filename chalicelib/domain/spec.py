@@ -6,16 +6,17 @@ Field names are the JSON document's: `dataset.encoding`, `replication.copies`,
 `text.alphabet` mean the same in the request, the stored item, the lease
 response (`spec`) and the volunteer page.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.domain.optimizers import Optimizer, make_optimizer
-from chalicelib.domain.strategies import Strategy, make_strategy
 from chalicelib.domain.codecs import get_codec
 from chalicelib.domain.keys import SHARD_NAME
+from chalicelib.domain.optimizers import Optimizer, make_optimizer
 from chalicelib.domain.sections import Dataset, Evaluation, LocalSteps, Replication
+from chalicelib.domain.strategies import Strategy, make_strategy
 from chalicelib.domain.weights import WeightSpec
 
 DEFAULT_LEASE_SECONDS = 120
@@ -146,32 +147,60 @@ class JobSpec:
         topology, with the weights manifest (no secrets in a spec)."""
         document = self.to_json()
         document.pop("model")
-        return {**document, "weights": [s.to_json() for s in self.weight_specs], "tasks_per_epoch": self.tasks_per_epoch}
+        return {
+            **document,
+            "weights": [s.to_json() for s in self.weight_specs],
+            "tasks_per_epoch": self.tasks_per_epoch,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The job document, every default filled in (jobs/schema.py reads it back)."""
         document = {
-            "name": self.name, "loss": self.loss, "codec": self.codec,
-            "model": {"modelTopology": self.topology,
-                      "weightsManifest": [{"paths": [SHARD_NAME], "weights": [s.to_json() for s in self.weight_specs]}]},
-            "dataset": self.dataset.to_json(), "optimizer": self.optimizer, "aggregation": self.aggregation,
-            "gradients_per_update": self.gradients_per_update, "staleness": self.staleness, "epochs": self.epochs,
-            "lease_seconds": self.lease_seconds, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
-            "replication": {"copies": self.replication.copies, "tolerance": self.replication.tolerance,
-                            "trust_after": self.replication.trust_after, "spot_check": self.replication.spot_check,
-                            "bar_ratio": self.replication.bar_ratio, "bar_after": self.replication.bar_after},
-            "fold_groups": self.fold_groups, "max_share": self.max_share, "credit": self.credit,
+            "name": self.name,
+            "loss": self.loss,
+            "codec": self.codec,
+            "model": {
+                "modelTopology": self.topology,
+                "weightsManifest": [{"paths": [SHARD_NAME], "weights": [s.to_json() for s in self.weight_specs]}],
+            },
+            "dataset": self.dataset.to_json(),
+            "optimizer": self.optimizer,
+            "aggregation": self.aggregation,
+            "gradients_per_update": self.gradients_per_update,
+            "staleness": self.staleness,
+            "epochs": self.epochs,
+            "lease_seconds": self.lease_seconds,
+            "max_grad_norm": self.max_grad_norm,
+            "seed": self.seed,
+            "replication": {
+                "copies": self.replication.copies,
+                "tolerance": self.replication.tolerance,
+                "trust_after": self.replication.trust_after,
+                "spot_check": self.replication.spot_check,
+                "bar_ratio": self.replication.bar_ratio,
+                "bar_after": self.replication.bar_after,
+            },
+            "fold_groups": self.fold_groups,
+            "max_share": self.max_share,
+            "credit": self.credit,
             "synchronous": self.synchronous,
         }
         if self.alphabet:
             document["text"] = {"alphabet": self.alphabet}
         if self.evaluation:
-            document["evaluation"] = {"batches": self.evaluation.batches, "every": self.evaluation.every,
-                                      "copies": self.evaluation.copies, "tolerance": self.evaluation.tolerance}
+            document["evaluation"] = {
+                "batches": self.evaluation.batches,
+                "every": self.evaluation.every,
+                "copies": self.evaluation.copies,
+                "tolerance": self.evaluation.tolerance,
+            }
         if self.local_steps:
-            document["local_steps"] = {"steps": self.local_steps.steps, "min_steps": self.local_steps.min_steps,
-                                       "target_seconds": self.local_steps.target_seconds,
-                                       "optimizer": self.local_steps.optimizer,
-                                       "keep_state": self.local_steps.keep_state,
-                                       "decay_to": self.local_steps.decay_to}
+            document["local_steps"] = {
+                "steps": self.local_steps.steps,
+                "min_steps": self.local_steps.min_steps,
+                "target_seconds": self.local_steps.target_seconds,
+                "optimizer": self.local_steps.optimizer,
+                "keep_state": self.local_steps.keep_state,
+                "decay_to": self.local_steps.decay_to,
+            }
         return document

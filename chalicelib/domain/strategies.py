@@ -11,6 +11,7 @@ volunteers can do to an update: a sign-flipped or scaled gradient moves a
 median or trimmed mean little, and a clipped mean caps each volunteer's pull
 at `clip_norm`.
 """
+
 from __future__ import annotations
 
 import math
@@ -141,7 +142,7 @@ class TrimmedMean(Strategy):
         out = []
         for t in _stacked(gradients):
             ordered = np.sort(t, axis=0)
-            out.append(np.mean(ordered[cut:k - cut], axis=0, dtype=np.float32))
+            out.append(np.mean(ordered[cut : k - cut], axis=0, dtype=np.float32))
         return out
 
     def gradients_held(self, k):

@@ -5,6 +5,7 @@ into the typed keyword arguments of a rule (an optimizer or a strategy).
 No schema library: these few checks cover every field, keep the Lambda zip
 small, and let each message say what was wrong in the caller's terms.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -72,14 +73,25 @@ def integer(body: Mapping[str, Any], key: str, default: int | None, low: int, hi
     return value
 
 
-def number(body: Mapping[str, Any], key: str, default: float | None, low: float, high: float, what: str = "",
-           low_open: bool = False, high_open: bool = False) -> float:
+def number(
+    body: Mapping[str, Any],
+    key: str,
+    default: float | None,
+    low: float,
+    high: float,
+    what: str = "",
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     name = _label(what, key)
     value = body.get(key, default)
     if value is None:
         raise BadRequest(f"{name} is required")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            isinstance(value, float) and not math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise BadRequest(f"{name} must be a finite number")
     # an integer is compared as it is: a 400-digit one does not fit a float
     if value < low or value > high or (low_open and value == low) or (high_open and value == high):
@@ -148,6 +160,7 @@ def settings(raw: Any, rule: type, what: str) -> dict[str, Any]:
         if limit.boolean:
             out[key] = flag(raw, key, bool(default), f"{what} setting ")
         else:
-            out[key] = number(raw, key, default, limit.low, limit.high, f"{what} setting ",
-                              limit.low_open, limit.high_open)
+            out[key] = number(
+                raw, key, default, limit.low, limit.high, f"{what} setting ", limit.low_open, limit.high_open
+            )
     return out

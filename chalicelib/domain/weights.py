@@ -7,6 +7,7 @@ what lets a browser call `tf.loadLayersModel(url)` on a version's files with
 no conversion step; reading it lets an operator start a job from a model that
 TF.js (or tensorflowjs_converter) saved (jobs/schema.py validates it).
 """
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 JSON body once into a request record here (a clear 400 for anything else),
 and each answer is a record serialized in one place (`json()`), so the
 lease path works on fields, never on dicts checked key by key."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,15 +71,32 @@ class Completion:
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "Completion":
-        validate.only_keys(body, {"job_id", "lease_token", "volunteer_token", "loss", "steps", "backend",
-                                  "bytes_down", "bytes_up", "accuracy"})
+        validate.only_keys(
+            body,
+            {
+                "job_id",
+                "lease_token",
+                "volunteer_token",
+                "loss",
+                "steps",
+                "backend",
+                "bytes_down",
+                "bytes_up",
+                "accuracy",
+            },
+        )
         loss = validate.number(body, "loss", None, 0.0, 1e9)
         accuracy = validate.number(body, "accuracy", None, 0.0, 1.0) if "accuracy" in body else None
         steps = validate.integer(body, "steps", None, 1, MAX_LOCAL_STEPS) if "steps" in body else None
         backend = validate.choice(body, "backend", BACKENDS) if "backend" in body else ""
-        data = DataUsed(validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED),
-                        validate.integer(body, "bytes_up", 0, 0, MAX_BYTES_REPORTED)) \
-            if "bytes_down" in body or "bytes_up" in body else None
+        data = (
+            DataUsed(
+                validate.integer(body, "bytes_down", 0, 0, MAX_BYTES_REPORTED),
+                validate.integer(body, "bytes_up", 0, 0, MAX_BYTES_REPORTED),
+            )
+            if "bytes_down" in body or "bytes_up" in body
+            else None
+        )
         return cls(HeldLease.of(body), loss, steps, backend, data, accuracy)
 
 
@@ -117,13 +135,28 @@ class TaskAnswer:
     local_learning_rate: float | None = None
 
     def json(self) -> dict[str, Any]:
-        head = {"kind": self.kind, "job_id": self.job_id, "task_id": self.task_id, "epoch": self.epoch,
-                "batch": self.batch, "base_version": self.base_version, "model_url": self.model_url,
-                "batch_url": self.batch_urls[0], "batch_urls": self.batch_urls}
+        head = {
+            "kind": self.kind,
+            "job_id": self.job_id,
+            "task_id": self.task_id,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "base_version": self.base_version,
+            "model_url": self.model_url,
+            "batch_url": self.batch_urls[0],
+            "batch_urls": self.batch_urls,
+        }
         upload = {} if self.upload is None else {"upload": self.upload, "upload_bytes": self.upload_bytes}
         local = {} if self.local_learning_rate is None else {"local_learning_rate": self.local_learning_rate}
-        return {**head, **upload, "lease_token": self.lease_token, "lease_expires": self.lease_expires,
-                "heartbeat_seconds": self.heartbeat_seconds, "spec": self.spec, **local}
+        return {
+            **head,
+            **upload,
+            "lease_token": self.lease_token,
+            "lease_expires": self.lease_expires,
+            "heartbeat_seconds": self.heartbeat_seconds,
+            "spec": self.spec,
+            **local,
+        }
 
 
 @dataclass(frozen=True)
@@ -135,9 +168,13 @@ class WaitAnswer:
     retry_after: int
 
     def json(self) -> dict[str, Any]:
-        return {"kind": "wait", "job_id": self.job_id, "base_version": self.base_version,
-                "retry_after": self.retry_after,
-                "reason": f"waiting for version {self.base_version + 1}: this round's tasks are all handed out"}
+        return {
+            "kind": "wait",
+            "job_id": self.job_id,
+            "base_version": self.base_version,
+            "retry_after": self.retry_after,
+            "reason": f"waiting for version {self.base_version + 1}: this round's tasks are all handed out",
+        }
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 shares. A result is taken if its (epoch, batch) is already folded or pending
 in META, its lease was discarded, or an earlier result of the same
 invocation took its batch."""
+
 from __future__ import annotations
 
 from typing import Iterable
 
+from chalicelib.domain.records import Result
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta
-from chalicelib.domain.records import Result
 
 
 class Claims:
@@ -23,8 +24,9 @@ class Claims:
         return cls(meta, {lease_id for lease_id, state in states.items() if state == "discarded"})
 
     def taken(self, r: Result) -> bool:
-        return ((r.epoch, r.batch) in self.claimed or self.meta.is_folded(r.epoch, r.batch)
-                or r.lease_id in self.discarded)
+        return (
+            (r.epoch, r.batch) in self.claimed or self.meta.is_folded(r.epoch, r.batch) or r.lease_id in self.discarded
+        )
 
     def take(self, r: Result) -> None:
         self.claimed.add((r.epoch, r.batch))

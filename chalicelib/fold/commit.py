@@ -6,6 +6,7 @@ log is written after it; the previous version's entry is made whole first,
 so only the latest entry can ever be missing from the table, and META holds
 that one.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,12 +28,20 @@ class VersionCommit:
         """Advance META from `before` to `after`, which folded `folded` (the first of `before.pending`)."""
         now = self.clock()
         loss = float(np.mean([p.loss for p in folded]))
-        entry = FoldLog(after.version, loss, sum(p.samples for p in folded), now,
-                        tuple((p.epoch, p.batch, p.lease_id) for p in folded))
+        entry = FoldLog(
+            after.version,
+            loss,
+            sum(p.samples for p in folded),
+            now,
+            tuple((p.epoch, p.batch, p.lease_id) for p in folded),
+        )
         after = replace(after, rev=before.rev + 1, updated=now, last_fold=entry)
         last = before.last_fold
-        if last and self._logged.get(before.job_id) != last.version and not self.fold_log.is_logged(
-                before.job_id, last.version):
+        if (
+            last
+            and self._logged.get(before.job_id) != last.version
+            and not self.fold_log.is_logged(before.job_id, last.version)
+        ):
             self.fold_log.write(before.job_id, last)
         self.meta.put(before.rev, after)
         self.fold_log.write(after.job_id, entry)

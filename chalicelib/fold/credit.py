@@ -4,6 +4,7 @@ folded into a version, the result's samples times the model's parameters
 discarded or stale result, not a replica's check. Granted after the
 version is committed, so a crash in between loses that update's credit
 (never counts it twice: a retried fold finds the batches folded)."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,6 +26,7 @@ class CreditLedger:
         earned: dict[str, Credit] = {}
         for p in folded:
             c = earned.get(p.volunteer_id, Credit(p.volunteer_id))
-            earned[p.volunteer_id] = Credit(p.volunteer_id, c.credit + p.samples * per_sample, c.results + 1,
-                                            c.samples + p.samples)
+            earned[p.volunteer_id] = Credit(
+                p.volunteer_id, c.credit + p.samples * per_sample, c.results + 1, c.samples + p.samples
+            )
         self.credits.rank(job_id, self.credits.add(job_id, earned))

@@ -2,14 +2,15 @@
 queue first, then the leases are marked discarded with the reason (in this
 order: a crash in between re-queues twice, never zero times; the extra copy
 is dropped as a duplicate, docs/architecture.md#exactly-once)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.store.leases import LeaseRecords
-from chalicelib.store.stats import Counters
 from chalicelib.store.queues import TaskQueue
+from chalicelib.store.stats import Counters
 
 if TYPE_CHECKING:
     from chalicelib.fold.vetting import Screened
@@ -38,7 +39,9 @@ class Discards:
     def mark(self, job_id: str, lease_ids: list[str], reason: FoldOutcome) -> None:
         """Mark leases discarded with the reason, their batches not re-queued
         (another copy of the batch was taken), and count them."""
-        moved = sum(self.leases.move(job_id, lease_id, ("leased", "completed"), "discarded", reason=reason.value)
-                    for lease_id in lease_ids)
+        moved = sum(
+            self.leases.move(job_id, lease_id, ("leased", "completed"), "discarded", reason=reason.value)
+            for lease_id in lease_ids
+        )
         if moved:
             self.counters.add(job_id, **{f"discarded_{reason.value}": moved})

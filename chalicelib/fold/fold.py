@@ -19,6 +19,7 @@ Replicated jobs put a check before pending (fold/replicas.py).
 Why every batch is folded exactly once, or discarded and re-queued, whatever
 crashes where: docs/architecture.md#exactly-once (the one place it is argued).
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,6 +27,8 @@ from collections import Counter
 from typing import Sequence
 
 from chalicelib.domain.errors import NotFound
+from chalicelib.domain.records import PartialSum, Result
+from chalicelib.domain.spec import JobSpec
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
@@ -35,18 +38,25 @@ from chalicelib.fold.shares import over_share
 from chalicelib.fold.stores import FoldStores
 from chalicelib.fold.updates import Gradients, Updates
 from chalicelib.fold.vetting import GradientVetting
-from chalicelib.domain.spec import JobSpec
 from chalicelib.publish.status import StatusBoard
 from chalicelib.store.meta import JobMeta, Pending, StaleState
-from chalicelib.domain.records import PartialSum, Result
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 
 
 class Fold:
-    def __init__(self, stores: FoldStores, vetting: GradientVetting, discards: Discards, updates: Updates,
-                 sums: PartialSums, replicas: Replicas, board: StatusBoard, distinct_addresses: bool = True):
+    def __init__(
+        self,
+        stores: FoldStores,
+        vetting: GradientVetting,
+        discards: Discards,
+        updates: Updates,
+        sums: PartialSums,
+        replicas: Replicas,
+        board: StatusBoard,
+        distinct_addresses: bool = True,
+    ):
         s = stores
         self.jobs, self.meta, self.leases, self.counters, self.tasks = s.jobs, s.meta, s.leases, s.counters, s.tasks
         self.vetting, self.discards, self.updates, self.sums = vetting, discards, updates, sums
@@ -124,8 +134,10 @@ class Fold:
         claims = Claims.read(meta, self.leases, results)
         keep = len(results) <= self.vetting.parallelism(spec)  # decoded gradients fit the memory share
         screened = self.vetting.screen(results, meta, spec, claims, keep)
-        screened.turn_away(over_share(meta.pending, [r for _, r, _, _ in screened.accepted], spec,
-                                      self.distinct_addresses), FoldOutcome.OVER_SHARE)
+        screened.turn_away(
+            over_share(meta.pending, [r for _, r, _, _ in screened.accepted], spec, self.distinct_addresses),
+            FoldOutcome.OVER_SHARE,
+        )
         self.discards.drop(job_id, screened)
         outcomes = screened.outcomes
         if screened.accepted:
@@ -152,8 +164,7 @@ class Fold:
         meta = self.updates.settle(meta, spec)
         claims = Claims.read(meta, self.leases, [r for s in sums for r in s.results])
         outcomes = self.sums.screen(meta, spec, sums, claims)
-        accepted = [Pending.in_sum(r, s) for s, o in zip(sums, outcomes) if o is FoldOutcome.PENDING
-                    for r in s.results]
+        accepted = [Pending.in_sum(r, s) for s, o in zip(sums, outcomes) if o is FoldOutcome.PENDING for r in s.results]
         if accepted:
             meta = self.updates.take(meta, spec, tuple(accepted), {})
             outcomes = self._folded_or_pending(meta, [s.results[0] for s in sums], outcomes)
@@ -162,8 +173,10 @@ class Fold:
 
     @staticmethod
     def _folded_or_pending(meta: JobMeta, results: Sequence[Result], outcomes: list[FoldOutcome]) -> list[FoldOutcome]:
-        return [FoldOutcome.FOLDED if o is FoldOutcome.PENDING and meta.is_folded(r.epoch, r.batch) else o
-                for o, r in zip(outcomes, results)]
+        return [
+            FoldOutcome.FOLDED if o is FoldOutcome.PENDING and meta.is_folded(r.epoch, r.batch) else o
+            for o, r in zip(outcomes, results)
+        ]
 
     def _publish(self, status_before: str, meta: JobMeta, spec: JobSpec) -> None:
         """The job's public status document (at once, and the job list, when its status changed)."""

@@ -22,6 +22,7 @@ result now too stale is not taken, and its other batches are discarded, so
 re-queued. A batch is still claimed only by the top level's write
 conditional on META's revision (docs/architecture.md#exactly-once).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,20 +30,20 @@ from typing import Iterator
 
 import numpy as np
 
+from chalicelib.domain.gradients import digest
+from chalicelib.domain.records import PartialSum, Result
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.strategies import RunningSum, Weighted, sum_in_order
+from chalicelib.domain.weights import encode_tensors
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
-from chalicelib.domain.strategies import RunningSum, Weighted, sum_in_order
 from chalicelib.fold.vetting import GradientVetting, Screened, SpoiledSum
-from chalicelib.domain.gradients import digest
-from chalicelib.domain.spec import JobSpec
-from chalicelib.domain.weights import encode_tensors
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta
 from chalicelib.store.objects import ObjectStore
-from chalicelib.store.stats import Counters
 from chalicelib.store.queues import ResultQueue
-from chalicelib.domain.records import PartialSum, Result
+from chalicelib.store.stats import Counters
 
 FAN_IN = 10  # messages in one Lambda invocation from a FIFO queue
 
@@ -52,8 +53,15 @@ def middle_groups(fold_groups: int) -> int:
 
 
 class PartialSums:
-    def __init__(self, leases: LeaseRecords, vetting: GradientVetting, discards: Discards, objects: ObjectStore,
-                 results: ResultQueue, counters: Counters):
+    def __init__(
+        self,
+        leases: LeaseRecords,
+        vetting: GradientVetting,
+        discards: Discards,
+        objects: ObjectStore,
+        results: ResultQueue,
+        counters: Counters,
+    ):
         self.leases, self.vetting, self.discards, self.objects = leases, vetting, discards, objects
         self.results, self.counters = results, counters
 
@@ -70,12 +78,13 @@ class PartialSums:
         def gradients() -> Iterator[Weighted]:
             step = self.vetting.parallelism(spec)
             for start in range(0, len(results), step):
-                screened: Screened = self.vetting.screen(results[start:start + step], meta, spec, claims)
+                screened: Screened = self.vetting.screen(results[start : start + step], meta, spec, claims)
                 self.discards.drop(meta.job_id, screened)
                 outcomes.extend(screened.outcomes)
                 for _, r, _, tensors in screened.accepted:
                     accepted.append(r)
                     yield tensors, spec.weight(r.samples)
+
         total, weight = strategy.sum(gradients())
         if weight:
             middle = accepted[0].batch % spec.fold_groups % middle_groups(spec.fold_groups)
@@ -89,20 +98,29 @@ class PartialSums:
         outcomes = self.screen(meta, spec, sums, claims)
         while taken := [s for s, o in zip(sums, outcomes) if o is FoldOutcome.PENDING]:
             try:
-                total, _ = sum_in_order((t, 1) for t in self.vetting.load_sums(spec, [(s.key, s.digest)
-                                                                                      for s in taken]))
+                total, _ = sum_in_order(
+                    (t, 1) for t in self.vetting.load_sums(spec, [(s.key, s.digest) for s in taken])
+                )
             except SpoiledSum as err:  # not the bytes its fold stored: its batches go back, the rest go on
                 i = next(i for i, s in enumerate(sums) if s.key == err.key and outcomes[i] is FoldOutcome.PENDING)
-                self.discards.discard(meta.job_id, [(r.epoch, r.batch, [r.lease_id]) for r in sums[i].results],
-                                      FoldOutcome.INVALID)
+                self.discards.discard(
+                    meta.job_id, [(r.epoch, r.batch, [r.lease_id]) for r in sums[i].results], FoldOutcome.INVALID
+                )
                 outcomes[i] = FoldOutcome.INVALID
                 continue
             self._send(meta, spec, 2, total, [r for s in taken for r in s.results], None)
             break
         return [FoldOutcome.SUMMED if o is FoldOutcome.PENDING else o for o in outcomes]
 
-    def _send(self, meta: JobMeta, spec: JobSpec, level: int, total: list[np.ndarray], results: list[Result],
-              middle: int | None) -> None:
+    def _send(
+        self,
+        meta: JobMeta,
+        spec: JobSpec,
+        level: int,
+        total: list[np.ndarray],
+        results: list[Result],
+        middle: int | None,
+    ) -> None:
         # Stored first, then sent: a crash in between leaves the messages to
         # come back, and the same sum is stored again under the same key.
         data = encode_tensors(spec.weight_specs, total)
@@ -126,8 +144,9 @@ class PartialSums:
                     claims.take(r)
                 outcomes.append(FoldOutcome.PENDING)
                 continue
-            outcomes.append(FoldOutcome.SPLIT_SUM if taken and rest else FoldOutcome.DUPLICATE if taken
-                            else FoldOutcome.STALE)
+            outcomes.append(
+                FoldOutcome.SPLIT_SUM if taken and rest else FoldOutcome.DUPLICATE if taken else FoldOutcome.STALE
+            )
             if rest:
                 self.discards.discard(meta.job_id, [(r.epoch, r.batch, [r.lease_id]) for r in rest], outcomes[-1])
                 claims.drop(rest)

@@ -12,6 +12,7 @@ and one outvoted in a dispute starts over, checked on every result. One
 outvoted too often (Replication.barred) loses its standing in the job: its
 copies are discarded, and another copy asked for where one was awaited.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,25 +20,33 @@ import random
 from typing import Callable, Sequence
 
 from chalicelib.domain.errors import BadRequest, NotFound
-from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.domain.records import Result
+from chalicelib.domain.spec import JobSpec
 from chalicelib.fold.discards import Discards
+from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.shares import over_share
 from chalicelib.fold.stores import FoldStores
 from chalicelib.fold.updates import Updates
 from chalicelib.fold.vetting import GradientVetting, relative_difference
-from chalicelib.domain.spec import JobSpec
 from chalicelib.store.awaiting import Awaiting, AwaitingCopies
 from chalicelib.store.meta import JobMeta, Pending
 from chalicelib.store.reputations import Reputations
-from chalicelib.domain.records import Result
 
 log = logging.getLogger(__name__)
 
 
 class Replicas:
-    def __init__(self, stores: FoldStores, vetting: GradientVetting, discards: Discards, updates: Updates,
-                 awaiting: AwaitingCopies, reputations: Reputations, distinct_addresses: bool = True,
-                 draw: Callable[[], float] = random.SystemRandom().random):
+    def __init__(
+        self,
+        stores: FoldStores,
+        vetting: GradientVetting,
+        discards: Discards,
+        updates: Updates,
+        awaiting: AwaitingCopies,
+        reputations: Reputations,
+        distinct_addresses: bool = True,
+        draw: Callable[[], float] = random.SystemRandom().random,
+    ):
         self.stores, self.vetting, self.discards, self.updates = stores, vetting, discards, updates
         self.awaiting, self.reputations, self.draw = awaiting, reputations, draw
         # a check must come from another address than its first copy (two
@@ -52,8 +61,11 @@ class Replicas:
         meta = self.updates.settle(meta, spec)
         accounted = (r.epoch, r.batch) in meta.pending_pairs() or meta.is_folded(r.epoch, r.batch)
         awaiting = None if accounted else self.awaiting.get(r.job_id, r.epoch, r.batch)
-        if (accounted or (awaiting is not None and awaiting.holds(r.lease_id))
-                or stores.leases.state(r.job_id, r.lease_id) == "discarded"):
+        if (
+            accounted
+            or (awaiting is not None and awaiting.holds(r.lease_id))
+            or stores.leases.state(r.job_id, r.lease_id) == "discarded"
+        ):
             stores.counters.add(r.job_id, duplicates=1)
             return FoldOutcome.DUPLICATE
         standing = self.reputations.get(r.job_id, r.volunteer_id)
@@ -104,8 +116,9 @@ class Replicas:
         meta = self.updates.take(meta, spec, (pending,), {})
         return FoldOutcome.FOLDED if meta.version > before else FoldOutcome.PENDING
 
-    def _vet_copy(self, r: Result, others: Sequence[Pending], meta: JobMeta,
-                  spec: JobSpec) -> tuple[FoldOutcome | None, str, list]:
+    def _vet_copy(
+        self, r: Result, others: Sequence[Pending], meta: JobMeta, spec: JobSpec
+    ) -> tuple[FoldOutcome | None, str, list]:
         """Whether `r` may stand as a copy beside `others` (valid, by another
         volunteer, from another address where addresses count, on the same
         version); its digest and tensors if so."""
@@ -125,8 +138,15 @@ class Replicas:
         except (BadRequest, NotFound):
             return False
         if difference > spec.replication.tolerance:
-            log.warning("job %s: %s-%s: volunteers %r and %r disagree (relative difference %.3g)",
-                        r.job_id, r.epoch, r.batch, copy.volunteer_id, r.volunteer_id, difference)
+            log.warning(
+                "job %s: %s-%s: volunteers %r and %r disagree (relative difference %.3g)",
+                r.job_id,
+                r.epoch,
+                r.batch,
+                copy.volunteer_id,
+                r.volunteer_id,
+                difference,
+            )
             return False
         return True
 
@@ -189,8 +209,9 @@ class Replicas:
             reason = FoldOutcome.OVER_SHARE
         if reason:
             self.awaiting.drop(first)
-            self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, disputed.lease_id, r.lease_id])],
-                                  reason)
+            self.discards.discard(
+                r.job_id, [(r.epoch, r.batch, [first.lease_id, disputed.lease_id, r.lease_id])], reason
+            )
             return reason
         stores.counters.add(r.job_id, replicas_agreed=1)
         outcome = self._add_pending(meta, spec, winner)

@@ -7,16 +7,16 @@ the cap, one client sending results fast enough could fill an update alone.
 Updates take pending results K at a time from the front, so the update a
 new result would join is known when it arrives: a result over its client's
 share is discarded and its batch re-queued for someone else."""
+
 from __future__ import annotations
 
 from typing import Sequence
 
-from chalicelib.domain.spec import JobSpec
 from chalicelib.domain.records import Result
+from chalicelib.domain.spec import JobSpec
 
 
-def over_share(pending: Sequence[Result], arriving: Sequence[Result], spec: JobSpec,
-               by_address: bool) -> list[bool]:
+def over_share(pending: Sequence[Result], arriving: Sequence[Result], spec: JobSpec, by_address: bool) -> list[bool]:
     """For each arriving result, in order: whether taking it after `pending`
     (and after the arriving ones before it that were taken) would give its
     volunteer, or its source address, more than its share of the update it joins."""
@@ -26,9 +26,10 @@ def over_share(pending: Sequence[Result], arriving: Sequence[Result], spec: JobS
     taken = list(pending)
     over = []
     for r in arriving:
-        update = taken[len(taken) // k * k:]  # the update r would join, so far
-        full = (sum(p.volunteer_id == r.volunteer_id for p in update) >= cap
-                or (by_address and bool(r.address) and sum(p.address == r.address for p in update) >= cap))
+        update = taken[len(taken) // k * k :]  # the update r would join, so far
+        full = sum(p.volunteer_id == r.volunteer_id for p in update) >= cap or (
+            by_address and bool(r.address) and sum(p.address == r.address for p in update) >= cap
+        )
         over.append(full)
         if not full:
             taken.append(r)

@@ -1,5 +1,6 @@
 """The records every step of the fold reads or moves, handed as one to the
 steps that need them (the fold, its replica checks)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,6 +11,7 @@ takes every pending sum once there are K results or more, and its gradient
 is their total over their total weight (the count, or with a range of
 local steps the steps behind them).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,15 +21,15 @@ from typing import Iterator
 import numpy as np
 
 from chalicelib.domain.errors import BadRequest, NotFound
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.strategies import RunningSum, Weighted, divided, sum_in_order
 from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.credit import CreditLedger
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
-from chalicelib.domain.strategies import RunningSum, Weighted, divided, sum_in_order
 from chalicelib.fold.vetting import GradientVetting, SpoiledSum
-from chalicelib.domain.spec import JobSpec
-from chalicelib.store.versions import VersionStore
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, mark_folded
+from chalicelib.store.versions import VersionStore
 from chalicelib.tasks.epochs import EpochQueue
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,16 @@ class Spoiled(Exception):
 
 
 class Updates:
-    def __init__(self, meta: MetaStore, versions: VersionStore, epochs: EpochQueue, vetting: GradientVetting,
-                 committer: VersionCommit, discards: Discards, ledger: CreditLedger):
+    def __init__(
+        self,
+        meta: MetaStore,
+        versions: VersionStore,
+        epochs: EpochQueue,
+        vetting: GradientVetting,
+        committer: VersionCommit,
+        discards: Discards,
+        ledger: CreditLedger,
+    ):
         self.meta, self.versions, self.epochs, self.vetting = meta, versions, epochs, vetting
         self.committer, self.discards, self.ledger = committer, discards, ledger
 
@@ -68,8 +77,10 @@ class Updates:
     @staticmethod
     def due(meta: JobMeta, spec: JobSpec) -> bool:
         """Whether META's pending results make a full update."""
-        return bool(meta.pending) and (len(meta.pending) >= spec.gradients_per_update
-                                       or meta.folded_in_epoch + len(meta.pending) >= spec.tasks_per_epoch)
+        return bool(meta.pending) and (
+            len(meta.pending) >= spec.gradients_per_update
+            or meta.folded_in_epoch + len(meta.pending) >= spec.tasks_per_epoch
+        )
 
     def update(self, meta: JobMeta, spec: JobSpec, gradients: Gradients) -> JobMeta:
         """Apply META's first K pending gradients to version N and commit N+1.
@@ -77,8 +88,9 @@ class Updates:
         the others are read again and must still have the bytes accepted."""
         group = self._next_group(meta.pending, spec.gradients_per_update)
         if any(p.epoch != meta.epoch or meta.is_folded(p.epoch, p.batch) for p in group):
-            raise RuntimeError(f"job {meta.job_id}: pending holds a batch that is not of epoch {meta.epoch} "
-                               f"or already folded: {group}")
+            raise RuntimeError(
+                f"job {meta.job_id}: pending holds a batch that is not of epoch {meta.epoch} or already folded: {group}"
+            )
 
         def read() -> Iterator[list[np.ndarray]]:
             for p in group:
@@ -94,8 +106,9 @@ class Updates:
             for p in group:
                 members.setdefault(p.key, []).append(p)
             try:
-                for tensors in self.vetting.load_sums(spec, [(key, summed[0].digest)
-                                                             for key, summed in members.items()]):
+                for tensors in self.vetting.load_sums(
+                    spec, [(key, summed[0].digest) for key, summed in members.items()]
+                ):
                     yield tensors, 1
             except SpoiledSum as err:
                 log.warning("job %s: %s", meta.job_id, err)
@@ -116,14 +129,23 @@ class Updates:
         new_weights, new_state = spec.build_optimizer().apply(weights, combined, state)
         self.versions.write(meta.job_id, meta.version + 1, spec, new_weights, new_state)
 
-        after = replace(meta, version=meta.version + 1, pending=meta.pending[len(group):],
-                        folded_total=meta.folded_total + len(group),
-                        folded_samples=meta.folded_samples + sum(p.samples for p in group),
-                        folded=mark_folded(meta.folded, (p.batch for p in group)))
+        after = replace(
+            meta,
+            version=meta.version + 1,
+            pending=meta.pending[len(group) :],
+            folded_total=meta.folded_total + len(group),
+            folded_samples=meta.folded_samples + sum(p.samples for p in group),
+            folded=mark_folded(meta.folded, (p.batch for p in group)),
+        )
         if after.folded_in_epoch >= spec.tasks_per_epoch:
             epoch = meta.epoch + 1
-            after = replace(after, folded=b"", epoch=epoch, queue_cursor=0,
-                            status="finished" if epoch >= spec.epochs else meta.status)
+            after = replace(
+                after,
+                folded=b"",
+                epoch=epoch,
+                queue_cursor=0,
+                status="finished" if epoch >= spec.epochs else meta.status,
+            )
         committed = self.committer.commit(meta, after, group)
         self.ledger.grant(meta.job_id, spec, group)  # after the commit: never twice (fold/credit.py)
         if spec.evaluates(committed.version, committed.status == "finished"):

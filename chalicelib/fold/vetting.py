@@ -2,6 +2,7 @@
 did not check itself, and folds only the bytes it checked (by SHA-256): the
 upload form stays valid until the lease ends, so a volunteer could otherwise
 swap in another well-formed gradient after completing."""
+
 from __future__ import annotations
 
 import logging
@@ -12,14 +13,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from chalicelib.domain.errors import BadRequest, NotFound
+from chalicelib.domain.gradients import check_gradient, digest
+from chalicelib.domain.records import Result
+from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.weights import decode_tensors
 from chalicelib.fold.claims import Claims
 from chalicelib.fold.outcomes import FoldOutcome
-from chalicelib.domain.spec import JobSpec
-from chalicelib.domain.gradients import check_gradient, digest
-from chalicelib.domain.weights import decode_tensors
 from chalicelib.store.meta import JobMeta
 from chalicelib.store.objects import ObjectStore
-from chalicelib.domain.records import Result
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,15 @@ class GradientVetting:
         per_gradient = 4 * sum(s.size for s in spec.weight_specs)
         return max(1, min(self.threads, self.memory_bytes // 4 // max(1, per_gradient)))
 
-    def screen(self, results: list[Result], meta: JobMeta, spec: JobSpec, claims: Claims,
-               keep: bool = True) -> Screened:
+    def screen(
+        self, results: list[Result], meta: JobMeta, spec: JobSpec, claims: Claims, keep: bool = True
+    ) -> Screened:
         """Check the results not already taken (their reads in parallel) and
         claim the batches of those accepted; without `keep`, the accepted
         tensors are let go as they are checked."""
         out = Screened([FoldOutcome.DUPLICATE] * len(results))
         fresh = [i for i, r in enumerate(results) if not claims.taken(r)]
-        for i, (reason, digest, tensors) in zip(fresh, self.reject_all([results[i] for i in fresh], meta, spec, keep)):
+        for i, (reason, checked, tensors) in zip(fresh, self.reject_all([results[i] for i in fresh], meta, spec, keep)):
             r = results[i]
             if claims.taken(r):
                 continue  # a second result for a batch of this invocation: a duplicate
@@ -89,24 +91,29 @@ class GradientVetting:
                 out.outcomes[i] = reason
                 continue
             claims.take(r)
-            out.accepted.append((i, r, digest, tensors))
+            out.accepted.append((i, r, checked, tensors))
             out.outcomes[i] = FoldOutcome.PENDING
         return out
 
-    def reject_all(self, results: list[Result], meta: JobMeta, spec: JobSpec,
-                   keep: bool = True) -> list[tuple[FoldOutcome | None, str, list[np.ndarray]]]:
+    def reject_all(
+        self, results: list[Result], meta: JobMeta, spec: JobSpec, keep: bool = True
+    ) -> list[tuple[FoldOutcome | None, str, list[np.ndarray]]]:
         """`reject` for each result, their S3 reads in parallel (as many at once
         as the job's gradient size allows), in the results' order; without
         `keep`, the decoded tensors are let go as each chunk is checked."""
-        return [(reason, digest, tensors if keep else []) for reason, digest, tensors in
-                self._in_parallel(spec, lambda r: self.reject(r, meta, spec), results)]
+        return [
+            (reason, digest, tensors if keep else [])
+            for reason, digest, tensors in self._in_parallel(spec, lambda r: self.reject(r, meta, spec), results)
+        ]
 
     def _in_parallel(self, spec: JobSpec, work: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
         """`work` on each item, in order, as many at once as the job's
         gradient size allows; each chunk is done before the next starts."""
         step = self.parallelism(spec)
         for start in range(0, len(items), step):
-            yield from [done.result() for done in [self._pool.submit(work, item) for item in items[start:start + step]]]
+            yield from [
+                done.result() for done in [self._pool.submit(work, item) for item in items[start : start + step]]
+            ]
 
     def reject(self, r: Result, meta: JobMeta, spec: JobSpec) -> tuple[FoldOutcome | None, str, list[np.ndarray]]:
         """Why the result cannot be used (None if it can); if it can, the
@@ -127,6 +134,7 @@ class GradientVetting:
         """Partial sums of gradients (key, digest), in order, read in parallel
         (as many at once as fit), each only if its bytes are those its fold
         stored (SpoiledSum otherwise)."""
+
         def load(item: tuple[str, str]) -> list[np.ndarray]:
             key, accepted = item
             try:
@@ -136,6 +144,7 @@ class GradientVetting:
             if digest(data) != accepted:
                 raise SpoiledSum(key, "is not the one accepted")
             return decode_tensors(spec.weight_specs, data)
+
         return self._in_parallel(spec, load, sums)
 
     def load(self, spec: JobSpec, key: str, accepted: str) -> list[np.ndarray]:

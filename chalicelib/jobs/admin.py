@@ -6,6 +6,7 @@ answers with presigned upload forms for the initial weights and the batch
 files; POST /jobs/<id>/start checks every upload, writes version 0 and
 queues the first epoch.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -16,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from chalicelib.domain.errors import BadRequest, Conflict
+from chalicelib.domain.keys import batch_key, data_prefix, initial_weights_key, job_prefixes
 from chalicelib.domain.schema import parse_job
 from chalicelib.domain.spec import JobSpec
-from chalicelib.domain.keys import batch_key, data_prefix, initial_weights_key, job_prefixes
-from chalicelib.store.versions import VersionStore
 from chalicelib.domain.weights import decode_tensors
 from chalicelib.publish.status import StatusBoard
 from chalicelib.store.awaiting import AwaitingCopies
@@ -27,6 +27,7 @@ from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore
 from chalicelib.store.objects import IMMUTABLE, ObjectStore
+from chalicelib.store.versions import VersionStore
 from chalicelib.tasks.epochs import EpochQueue
 
 UPLOAD_SECONDS = 6 * 3600
@@ -49,13 +50,24 @@ class InFlight:
     awaiting: AwaitingCopies
 
     def figures(self, job_id: str) -> dict[str, int]:
-        return {"active_leases": len(self.leases.active_volunteers(job_id)),
-                "awaiting_replica": self.awaiting.count(job_id)}
+        return {
+            "active_leases": len(self.leases.active_volunteers(job_id)),
+            "awaiting_replica": self.awaiting.count(job_id),
+        }
 
 
 class JobAdmin:
-    def __init__(self, jobs: JobRecords, meta: MetaStore, in_flight: InFlight, board: StatusBoard,
-                 versions: VersionStore, epochs: EpochQueue, objects: ObjectStore, limits: JobLimits):
+    def __init__(
+        self,
+        jobs: JobRecords,
+        meta: MetaStore,
+        in_flight: InFlight,
+        board: StatusBoard,
+        versions: VersionStore,
+        epochs: EpochQueue,
+        objects: ObjectStore,
+        limits: JobLimits,
+    ):
         self.jobs, self.meta, self.in_flight, self.board = jobs, meta, in_flight, board
         self.versions, self.epochs, self.objects, self.limits = versions, epochs, objects, limits
 
@@ -67,16 +79,23 @@ class JobAdmin:
         weight_bytes = spec.weight_bytes
         dataset = spec.dataset
         return {
-            "job_id": job_id, "status": "uploading",
+            "job_id": job_id,
+            "status": "uploading",
             "upload": {
                 "weights": self.objects.presigned_post(initial_weights_key(job_id), weight_bytes, UPLOAD_SECONDS),
                 "weights_bytes": weight_bytes,
                 # One form for every batch: POST each file with key = prefix + "batch-NNNNNN.bin",
                 # gzip-compressed where batch_encoding says so (batch_bytes is the inflated size).
-                "batches": self.objects.presigned_post(data_prefix(job_id), dataset.upload_bytes,
-                                                       UPLOAD_SECONDS, prefix=True,
-                                                       content_encoding=dataset.encoding, cache_control=IMMUTABLE),
-                "batch_key_prefix": data_prefix(job_id), "batch_bytes": dataset.batch_bytes,
+                "batches": self.objects.presigned_post(
+                    data_prefix(job_id),
+                    dataset.upload_bytes,
+                    UPLOAD_SECONDS,
+                    prefix=True,
+                    content_encoding=dataset.encoding,
+                    cache_control=IMMUTABLE,
+                ),
+                "batch_key_prefix": data_prefix(job_id),
+                "batch_bytes": dataset.batch_bytes,
                 "batch_encoding": dataset.encoding,
                 "batches_expected": spec.stored_batches,  # the held-out ones after the training ones
             },
@@ -110,16 +129,23 @@ class JobAdmin:
         sizes = self.objects.sizes(data_prefix(job_id))
         wrong = [b for b in range(spec.stored_batches) if not least <= sizes.get(batch_key(job_id, b), -1) <= most]
         if wrong:
-            wanted = (f"exactly {dataset.batch_bytes} bytes" if least == most
-                      else f"{least}-{most} bytes of {dataset.encoding}")
-            raise BadRequest(f"{len(wrong)} of {spec.stored_batches} batch files are missing or not {wanted} "
-                             f"(first: batch {wrong[0]})")
+            wanted = (
+                f"exactly {dataset.batch_bytes} bytes"
+                if least == most
+                else f"{least}-{most} bytes of {dataset.encoding}"
+            )
+            raise BadRequest(
+                f"{len(wrong)} of {spec.stored_batches} batch files are missing or not {wanted} "
+                f"(first: batch {wrong[0]})"
+            )
         if dataset.encoding == "gzip":
             inflated = inflate(self.objects.get(batch_key(job_id, 0)), dataset.batch_bytes + 1)
             if inflated is None or len(inflated) != dataset.batch_bytes:
                 found = "is not gzip data" if inflated is None else f"inflates to {len(inflated)} bytes"
-                raise BadRequest(f"batch 0 {found}; dataset.encoding gzip needs each file to inflate to "
-                                 f"exactly {dataset.batch_bytes} bytes")
+                raise BadRequest(
+                    f"batch 0 {found}; dataset.encoding gzip needs each file to inflate to "
+                    f"exactly {dataset.batch_bytes} bytes"
+                )
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The public document, read fresh, with the live leases and the first
@@ -129,8 +155,10 @@ class JobAdmin:
         return {**self.board.document(meta, spec), **self.in_flight.figures(job_id)}
 
     def list(self) -> list[dict[str, Any]]:
-        return [{**meta.public(), "name": self.jobs.spec(meta.job_id).name}
-                for meta in (self.meta.get(job_id) for job_id in self.jobs.ids())]
+        return [
+            {**meta.public(), "name": self.jobs.spec(meta.job_id).name}
+            for meta in (self.meta.get(job_id) for job_id in self.jobs.ids())
+        ]
 
     def set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
         """Pause: leases drop the job's tasks as they meet them. Resume: the
@@ -138,8 +166,9 @@ class JobAdmin:
         meta = self.meta.get(job_id)
         source, target = ("running", "paused") if paused else ("paused", "running")
         if meta.status != source:
-            raise Conflict(f"job {job_id} is {meta.status}; only a {source} job can be "
-                           f"{'paused' if paused else 'resumed'}")
+            raise Conflict(
+                f"job {job_id} is {meta.status}; only a {source} job can be {'paused' if paused else 'resumed'}"
+            )
         spec = self.jobs.spec(job_id)
         if paused:
             return self._published(self.meta.save(meta, replace(meta, status=target)), spec)

@@ -6,6 +6,7 @@ Chalice's local server admits IAM routes without any check, so the app checks
 again: a verified IAM identity, or, where the deployment sets one (the local
 stack), a bearer admin token. Anything else is a 401.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -24,8 +25,13 @@ class AdminGuard:
         if identity.get("userArn"):
             return identity["userArn"]
         header = (headers or {}).get("authorization", "") or ""
-        if self._token and header.startswith("Bearer ") and hmac.compare_digest(
-                header[len("Bearer "):].encode(), self._token.encode()):
+        if (
+            self._token
+            and header.startswith("Bearer ")
+            and hmac.compare_digest(header[len("Bearer ") :].encode(), self._token.encode())
+        ):
             return "admin-token"
-        raise Unauthorized("admin routes need AWS IAM (SigV4) credentials"
-                           + (" or the deployment's admin bearer token" if self._token else ""))
+        raise Unauthorized(
+            "admin routes need AWS IAM (SigV4) credentials"
+            + (" or the deployment's admin bearer token" if self._token else "")
+        )

@@ -1,5 +1,6 @@
 """Reading credit (earned in the fold, fold/credit.py): a volunteer's own,
 with its identity token, and a job's whole ledger for its operator."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,11 +25,18 @@ class CreditView:
         """The credit of the identity presenting its token, in one job."""
         volunteer_id = self.identities.verify(volunteer_token)
         self._points(job_id)
-        return {"job_id": job_id, "volunteer_id": volunteer_id, "unit": UNIT,
-                **self.credits.of(job_id, volunteer_id).public()}
+        return {
+            "job_id": job_id,
+            "volunteer_id": volunteer_id,
+            "unit": UNIT,
+            **self.credits.of(job_id, volunteer_id).public(),
+        }
 
     def ledger(self, job_id: str) -> dict[str, Any]:
         """Every identity's credit in a job, most first (admin: `crowdtrain credit JOB`)."""
         self._points(job_id)
-        return {"job_id": job_id, "unit": UNIT,
-                "volunteers": [{"volunteer_id": c.volunteer_id, **c.public()} for c in self.credits.all(job_id)]}
+        return {
+            "job_id": job_id,
+            "unit": UNIT,
+            "volunteers": [{"volunteer_id": c.volunteer_id, **c.public()} for c in self.credits.all(job_id)],
+        }

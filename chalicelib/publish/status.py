@@ -8,16 +8,17 @@ when the job's status changes); admin actions publish at once. Activity is
 counted from the fold's own records (store/stats.py), never from lease
 records.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from chalicelib.domain.errors import NotFound
-from chalicelib.domain.spec import JobSpec
 from chalicelib.domain.keys import INDEX_KEY, model_key, status_key
+from chalicelib.domain.spec import JobSpec
 from chalicelib.store.credits import Credits
 from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore
@@ -42,8 +43,15 @@ class Sources:
 
 
 class StatusBoard:
-    def __init__(self, jobs: JobRecords, meta: MetaStore, objects: ObjectStore, sources: Sources,
-                 clock: Callable[[], float] = time.time, interval: float = MAX_AGE_SECONDS):
+    def __init__(
+        self,
+        jobs: JobRecords,
+        meta: MetaStore,
+        objects: ObjectStore,
+        sources: Sources,
+        clock: Callable[[], float] = time.time,
+        interval: float = MAX_AGE_SECONDS,
+    ):
         self.jobs, self.meta, self.objects = jobs, meta, objects
         s = sources
         self.counters, self.fold_log, self.evaluations, self.credits = s.counters, s.fold_log, s.evaluations, s.credits
@@ -58,11 +66,12 @@ class StatusBoard:
             **meta.public(),
             "spec": spec.public(),
             "model_url": self.objects.public_url(model_key(meta.job_id, meta.version))
-            if meta.status != "uploading" else None,
+            if meta.status != "uploading"
+            else None,
             "samples": meta.folded_samples,
             "active_volunteers": len(volunteers),  # whose results the fold took in, last 5 minutes
             "results_per_minute": per_minute,
-            "discarded": {k[len("discarded_"):]: v for k, v in counters.items() if k.startswith("discarded_")},
+            "discarded": {k[len("discarded_") :]: v for k, v in counters.items() if k.startswith("discarded_")},
             "counters": counters,
             # the training loss volunteers report about their own tasks
             "history": self.fold_log.history(meta, HISTORY_POINTS),
@@ -82,8 +91,9 @@ class StatusBoard:
         if not force and now - self._published.get(meta.job_id, float("-inf")) < self.interval:
             return
         self._published[meta.job_id] = now
-        self.objects.put(status_key(meta.job_id), json.dumps(self.document(meta, spec)).encode(),
-                         "application/json", SHORT_CACHE)
+        self.objects.put(
+            status_key(meta.job_id), json.dumps(self.document(meta, spec)).encode(), "application/json", SHORT_CACHE
+        )
 
     def publish_index(self) -> None:
         """The started jobs, for the pages' job list."""

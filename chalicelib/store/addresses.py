@@ -2,6 +2,7 @@
 identities one source address was issued in an hour, counted by an atomic
 ADD conditional on the count being under the limit (so concurrent requests
 cannot pass it together); kept two days."""
+
 from __future__ import annotations
 
 from chalicelib.store.table import Records
@@ -19,7 +20,8 @@ class IssuedIdentities(Records):
                 UpdateExpression="ADD issued :one SET #t = :t",
                 ConditionExpression="attribute_not_exists(issued) OR issued < :limit",
                 ExpressionAttributeNames={"#t": "ttl"},
-                ExpressionAttributeValues={":one": 1, ":limit": limit, ":t": int(now) + KEEP_SECONDS})
+                ExpressionAttributeValues={":one": 1, ":limit": limit, ":t": int(now) + KEEP_SECONDS},
+            )
             return True
         except self._condition_failed:
             return False

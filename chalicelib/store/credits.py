@@ -2,6 +2,7 @@
 identity's credit for its folded work (store: atomic ADDs by the job's fold),
 and the job's top identities, which the public status document shows
 without a query over every volunteer."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,12 @@ class Credit:
     samples: int = 0
 
     def public(self) -> dict:
-        return {"name": display_name(self.volunteer_id), "credit": round(self.credit, 6), "results": self.results,
-                "samples": self.samples}
+        return {
+            "name": display_name(self.volunteer_id),
+            "credit": round(self.credit, 6),
+            "results": self.results,
+            "samples": self.samples,
+        }
 
 
 def _credit(volunteer_id: str, item: dict) -> Credit:
@@ -47,9 +52,9 @@ class Credits(Records):
             reply = self._table.update_item(
                 Key=job_key(job_id, f"CREDIT#{volunteer_id}"),
                 UpdateExpression="ADD credit :c, results :r, samples :s",
-                ExpressionAttributeValues={":c": Decimal(repr(round(c.credit, 9))), ":r": c.results,
-                                           ":s": c.samples},
-                ReturnValues="ALL_NEW")
+                ExpressionAttributeValues={":c": Decimal(repr(round(c.credit, 9))), ":r": c.results, ":s": c.samples},
+                ReturnValues="ALL_NEW",
+            )
             totals.append(_credit(volunteer_id, reply["Attributes"]))
         return totals
 
@@ -60,7 +65,7 @@ class Credits(Records):
     def all(self, job_id: str) -> list[Credit]:
         """Every identity's credit, most first (a query: for the admin export)."""
         items = self._query(Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("CREDIT#"))
-        return sorted((_credit(i["sk"][len("CREDIT#"):], i) for i in items), key=lambda c: (-c.credit, c.volunteer_id))
+        return sorted((_credit(i["sk"][len("CREDIT#") :], i) for i in items), key=lambda c: (-c.credit, c.volunteer_id))
 
     def leaders(self, job_id: str) -> list[Credit]:
         item = self._table.get_item(Key=job_key(job_id, "LEADERS")).get("Item")
@@ -72,5 +77,6 @@ class Credits(Records):
         merged = {c.volunteer_id: c for c in self.leaders(job_id)}
         merged.update({c.volunteer_id: c for c in totals})
         top = sorted(merged.values(), key=lambda c: (-c.credit, c.volunteer_id))[:LEADERS]
-        self._table.put_item(Item={**job_key(job_id, "LEADERS"),
-                                   "leaders": json.dumps([asdict(c) for c in top], separators=(",", ":"))})
+        self._table.put_item(
+            Item={**job_key(job_id, "LEADERS"), "leaders": json.dumps([asdict(c) for c in top], separators=(",", ":"))}
+        )

@@ -5,6 +5,7 @@ Written after META advances, so a crash can cut the latest entry short: META
 keeps that entry (`last_fold`), readers merge it in, and the next fold
 rewrites it before committing its own (see fold/commit.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,17 @@ class FoldLogStore(Records):
     def write(self, job_id: str, entry: FoldLog) -> None:
         """Write one fold's log entry, in one item (K is at most 64, so a few
         KB). Rewriting it is harmless."""
-        self._table.put_item(Item={**job_key(job_id, _version_sort_key(entry.version)), "version": entry.version,
-                                   "loss": Decimal(repr(entry.loss)), "samples": entry.samples,
-                                   "gradients": len(entry.batches), "time": Decimal(str(entry.time)),
-                                   "batches": json.dumps(entry.batches, separators=(",", ":"))})
+        self._table.put_item(
+            Item={
+                **job_key(job_id, _version_sort_key(entry.version)),
+                "version": entry.version,
+                "loss": Decimal(repr(entry.loss)),
+                "samples": entry.samples,
+                "gradients": len(entry.batches),
+                "time": Decimal(str(entry.time)),
+                "batches": json.dumps(entry.batches, separators=(",", ":")),
+            }
+        )
 
     def folds(self, meta: JobMeta) -> list[tuple[int, int, int]]:
         """(epoch, batch, version) of every folded batch of META's job."""
@@ -46,9 +54,19 @@ class FoldLogStore(Records):
         Takes the META its caller already read, whose last fold may not be logged yet."""
         reply = self._table.query(
             KeyConditionExpression=Key("pk").eq(f"JOB#{meta.job_id}") & Key("sk").begins_with("VER#"),
-            ScanIndexForward=False, Limit=limit)
-        points = [{"version": int(i["version"]), "loss": float(i["loss"]), "samples": int(i["samples"]),
-                   "gradients": int(i["gradients"]), "time": float(i["time"])} for i in reversed(reply["Items"])]
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        points = [
+            {
+                "version": int(i["version"]),
+                "loss": float(i["loss"]),
+                "samples": int(i["samples"]),
+                "gradients": int(i["gradients"]),
+                "time": float(i["time"]),
+            }
+            for i in reversed(reply["Items"])
+        ]
         last = meta.last_fold
         if last and (not points or points[-1]["version"] < last.version):
             points = (points + [last.point()])[-limit:]

@@ -1,5 +1,6 @@
 """`SPEC` (the immutable job document) and the `JOBS` index (one item per
 job, so jobs are listed without a scan); creating and deleting a job."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,20 @@ class JobRecords(Records):
         a job is created once; nothing else needs more than one item)."""
         document = json.dumps(spec.to_json(), separators=(",", ":"))
         if len(document.encode()) > MAX_SPEC_BYTES:
-            raise BadRequest(f"the job's spec is {len(document.encode()) // 1000} KB stored; at most "
-                             f"{MAX_SPEC_BYTES // 1000} KB fit in one DynamoDB item (400 KB less room): "
-                             "shorten the model's topology (layer names, configs)")
+            raise BadRequest(
+                f"the job's spec is {len(document.encode()) // 1000} KB stored; at most "
+                f"{MAX_SPEC_BYTES // 1000} KB fit in one DynamoDB item (400 KB less room): "
+                "shorten the model's topology (layer names, configs)"
+            )
         now = self._clock()
         meta = JobMeta(job_id=job_id, status="uploading", created=now, updated=now)
         items = [
-            {"Put": {"Item": {**job_key(job_id, "SPEC"), "spec": document},
-                     "ConditionExpression": "attribute_not_exists(pk)"}},
+            {
+                "Put": {
+                    "Item": {**job_key(job_id, "SPEC"), "spec": document},
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
             {"Put": {"Item": meta_item(meta), "ConditionExpression": "attribute_not_exists(pk)"}},
             {"Put": {"Item": {"pk": "JOBS", "sk": job_id, "name": spec.name, "created": Decimal(str(now))}}},
         ]

@@ -2,6 +2,7 @@
 and completed -> discarded where the fold drops the result, or leased ->
 released where the volunteer hands the task back, each by a conditional
 write, so a replayed completion or release finds the lease no longer leased."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,20 +31,38 @@ class LeaseRecord:
     @classmethod
     def of(cls, item: dict[str, Any]) -> "LeaseRecord":
         pin = item.get("pin")
-        return cls(item["state"], item["volunteer_id"], int(item.get("slot", 0)), None if pin is None else int(pin),
-                   item.get("receipt", ""), item.get("address", ""), int(item.get("address_slot", 0)))
+        return cls(
+            item["state"],
+            item["volunteer_id"],
+            int(item.get("slot", 0)),
+            None if pin is None else int(pin),
+            item.get("receipt", ""),
+            item.get("address", ""),
+            int(item.get("address_slot", 0)),
+        )
 
 
 class LeaseRecords(Records):
     def put(self, lease: Lease, record: LeaseRecord) -> None:
         """A new lease's item (`record`'s state: leased), once."""
         pin = {} if record.pin is None else {"pin": record.pin}
-        self._table.put_item(Item={
-            **job_key(lease.job_id, f"LEASE#{lease.lease_id}"), "state": record.state, "epoch": lease.epoch,
-            "batch": lease.batch, "expires": Decimal(str(lease.expires)), "volunteer_id": record.volunteer_id,
-            "slot": record.slot, "receipt": record.receipt, "address": record.address,
-            "address_slot": record.address_slot, "ttl": int(lease.expires) + LEASE_TTL_SECONDS, **pin,
-        }, ConditionExpression="attribute_not_exists(pk)")
+        self._table.put_item(
+            Item={
+                **job_key(lease.job_id, f"LEASE#{lease.lease_id}"),
+                "state": record.state,
+                "epoch": lease.epoch,
+                "batch": lease.batch,
+                "expires": Decimal(str(lease.expires)),
+                "volunteer_id": record.volunteer_id,
+                "slot": record.slot,
+                "receipt": record.receipt,
+                "address": record.address,
+                "address_slot": record.address_slot,
+                "ttl": int(lease.expires) + LEASE_TTL_SECONDS,
+                **pin,
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
 
     def get(self, job_id: str, lease_id: str) -> LeaseRecord | None:
         item = self._table.get_item(Key=job_key(job_id, f"LEASE#{lease_id}"), ConsistentRead=True).get("Item")
@@ -56,15 +75,15 @@ class LeaseRecords(Records):
     def states(self, job_id: str, lease_ids: Iterable[str]) -> dict[str, str]:
         """The state of each of a job's leases that exists (BatchGetItem, 100 a call)."""
         keys = [job_key(job_id, f"LEASE#{lease_id}") for lease_id in dict.fromkeys(lease_ids)]
-        return {item["sk"][len("LEASE#"):]: item["state"]
-                for item in self._batch_get(keys, "sk, #s", {"#s": "state"})}
+        return {item["sk"][len("LEASE#") :]: item["state"] for item in self._batch_get(keys, "sk, #s", {"#s": "state"})}
 
     def move(self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str, **fields: Any) -> bool:
         """Move a lease from state `source` (or one of them) to `target`; False if it was elsewhere."""
         return self.transition(job_id, lease_id, source, target, **fields)[0]
 
-    def transition(self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str,
-                   **fields: Any) -> tuple[bool, LeaseRecord | None]:
+    def transition(
+        self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str, **fields: Any
+    ) -> tuple[bool, LeaseRecord | None]:
         """`move`, with the record as it was before (None: no such lease) in
         the same call, whether the move happened or not."""
         sources = (source,) if isinstance(source, str) else source
@@ -77,10 +96,14 @@ class LeaseRecords(Records):
             sets.append(f"#f{i} = :v{i}")
         try:
             reply = self._table.update_item(
-                Key=job_key(job_id, f"LEASE#{lease_id}"), UpdateExpression="SET " + ", ".join(sets),
+                Key=job_key(job_id, f"LEASE#{lease_id}"),
+                UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression=f"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})",
-                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                ReturnValues="ALL_OLD", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
         except self._condition_failed as err:
             item = err.response.get("Item")
             return False, LeaseRecord.of({k: _DESERIALIZE.deserialize(v) for k, v in item.items()}) if item else None
@@ -89,6 +112,8 @@ class LeaseRecords(Records):
     def active_volunteers(self, job_id: str) -> list[str]:
         """The volunteer id of every lease still running."""
         now = Decimal(str(self._clock()))
-        items = self._query(Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("LEASE#"),
-                            Attr("state").eq("leased") & Attr("expires").gt(now))
+        items = self._query(
+            Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("LEASE#"),
+            Attr("state").eq("leased") & Attr("expires").gt(now),
+        )
         return [item["volunteer_id"] for item in items]

@@ -6,6 +6,7 @@ conditional on its revision `rev`, so two writers can never both succeed from
 the same state. Why that makes folding exactly-once is argued in one place:
 chalicelib/fold/fold.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ from boto3.dynamodb.conditions import Attr
 
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.keys import gradient_key, partial_sum_key
-from chalicelib.store.table import Records, job_key
 from chalicelib.domain.records import PartialSum, Result
+from chalicelib.store.table import Records, job_key
 
 
 class StaleState(Exception):
@@ -55,8 +56,13 @@ class FoldLog:
     batches: tuple[tuple[int, int, str], ...]  # (epoch, batch, lease id)
 
     def point(self) -> dict[str, float]:
-        return {"version": self.version, "loss": self.loss, "samples": self.samples,
-                "gradients": len(self.batches), "time": self.time}
+        return {
+            "version": self.version,
+            "loss": self.loss,
+            "samples": self.samples,
+            "gradients": len(self.batches),
+            "time": self.time,
+        }
 
 
 def mark_folded(bitmap: bytes, batches: Iterable[int]) -> bytes:
@@ -101,10 +107,15 @@ class JobMeta:
 
     def public(self) -> dict[str, Any]:
         return {
-            "job_id": self.job_id, "status": self.status, "version": self.version, "epoch": self.epoch,
-            "batches_done_in_epoch": self.folded_in_epoch, "batches_done": self.folded_total,
+            "job_id": self.job_id,
+            "status": self.status,
+            "version": self.version,
+            "epoch": self.epoch,
+            "batches_done_in_epoch": self.folded_in_epoch,
+            "batches_done": self.folded_total,
             "pending_gradients": len(self.pending),
-            "created": self.created, "updated": self.updated,
+            "created": self.created,
+            "updated": self.updated,
         }
 
 
@@ -113,16 +124,34 @@ def _compact(results: tuple[Pending, ...]) -> str:
     job and the lease (or, for a result in a partial sum, from the sum's digest);
     the source address (which caps one client's share of an update) and the
     partial-sum flag trail, left off when there is none."""
-    return json.dumps([[p.epoch, p.batch, p.lease_id, p.base_version, p.loss, p.samples, p.volunteer_id, p.digest]
-                       + ([int(p.summed), p.address] if p.address else [1] if p.summed else [])
-                       for p in results], separators=(",", ":"))
+    return json.dumps(
+        [
+            [p.epoch, p.batch, p.lease_id, p.base_version, p.loss, p.samples, p.volunteer_id, p.digest]
+            + ([int(p.summed), p.address] if p.address else [1] if p.summed else [])
+            for p in results
+        ],
+        separators=(",", ":"),
+    )
 
 
 def _expand(job_id: str, text: str) -> tuple[Pending, ...]:
     def pending(e, b, lease_id, base, loss, samples, volunteer, digest, summed=0, address="") -> Pending:
         key = partial_sum_key(job_id, e, digest) if summed else gradient_key(job_id, e, b, lease_id)
-        return Pending(job_id, e, b, lease_id, base, key, loss, samples, volunteer, digest=digest,
-                       address=address, summed=bool(summed))
+        return Pending(
+            job_id,
+            e,
+            b,
+            lease_id,
+            base,
+            key,
+            loss,
+            samples,
+            volunteer,
+            digest=digest,
+            address=address,
+            summed=bool(summed),
+        )
+
     return tuple(pending(*entry) for entry in json.loads(text))
 
 
@@ -131,12 +160,20 @@ def meta_item(meta: JobMeta) -> dict[str, Any]:
     # is compressed and stored as binary (zeros early in an epoch and runs later
     # shrink well), pending results as short lists.
     return {
-        **job_key(meta.job_id, "META"), "status": meta.status, "version": meta.version, "epoch": meta.epoch,
-        "folded": zlib.compress(meta.folded), "folded_total": meta.folded_total,
-        "folded_samples": meta.folded_samples, "queued_epoch": meta.queued_epoch, "queue_cursor": meta.queue_cursor, "rev": meta.rev,
+        **job_key(meta.job_id, "META"),
+        "status": meta.status,
+        "version": meta.version,
+        "epoch": meta.epoch,
+        "folded": zlib.compress(meta.folded),
+        "folded_total": meta.folded_total,
+        "folded_samples": meta.folded_samples,
+        "queued_epoch": meta.queued_epoch,
+        "queue_cursor": meta.queue_cursor,
+        "rev": meta.rev,
         "pending": _compact(meta.pending),
         "last_fold": json.dumps(asdict(meta.last_fold) if meta.last_fold else None),
-        "created": Decimal(str(meta.created)), "updated": Decimal(str(meta.updated)),
+        "created": Decimal(str(meta.created)),
+        "updated": Decimal(str(meta.updated)),
     }
 
 
@@ -145,12 +182,20 @@ def _meta_from(item: dict[str, Any]) -> JobMeta:
     if last_fold:
         last_fold = FoldLog(**{**last_fold, "batches": tuple(tuple(b) for b in last_fold["batches"])})
     return JobMeta(
-        job_id=item["pk"][4:], status=item["status"], version=int(item["version"]), epoch=int(item["epoch"]),
-        folded=zlib.decompress(bytes(item["folded"])), folded_total=int(item["folded_total"]),
-        folded_samples=int(item.get("folded_samples", 0)), queued_epoch=int(item["queued_epoch"]), queue_cursor=int(item.get("queue_cursor", 0)),
+        job_id=item["pk"][4:],
+        status=item["status"],
+        version=int(item["version"]),
+        epoch=int(item["epoch"]),
+        folded=zlib.decompress(bytes(item["folded"])),
+        folded_total=int(item["folded_total"]),
+        folded_samples=int(item.get("folded_samples", 0)),
+        queued_epoch=int(item["queued_epoch"]),
+        queue_cursor=int(item.get("queue_cursor", 0)),
         pending=_expand(item["pk"][4:], item["pending"]),
-        last_fold=last_fold, rev=int(item["rev"]),
-        created=float(item["created"]), updated=float(item["updated"]),
+        last_fold=last_fold,
+        rev=int(item["rev"]),
+        created=float(item["created"]),
+        updated=float(item["updated"]),
     )
 
 
@@ -196,4 +241,3 @@ class MetaStore(Records):
             self._seen.pop(meta.job_id, None)
             raise StaleState(meta.job_id)
         self._remember(meta)
-

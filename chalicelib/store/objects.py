@@ -1,4 +1,5 @@
 """S3 behind one small class, handed its client (tests hand it a moto one)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,10 +16,12 @@ class ObjectStore:
         self.bucket = bucket
         self.public_base_url = public_base_url
 
-    def put(self, key: str, body: bytes, content_type: str = "application/octet-stream",
-            cache_control: str = IMMUTABLE) -> None:
-        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body,
-                            ContentType=content_type, CacheControl=cache_control)
+    def put(
+        self, key: str, body: bytes, content_type: str = "application/octet-stream", cache_control: str = IMMUTABLE
+    ) -> None:
+        self._s3.put_object(
+            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, CacheControl=cache_control
+        )
 
     def get(self, key: str) -> bytes:
         """The object's bytes; NotFound where there is no such object."""
@@ -47,12 +50,19 @@ class ObjectStore:
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self.sizes(prefix))
         for start in range(0, len(keys), 1000):
-            chunk = [{"Key": k} for k in keys[start:start + 1000]]
+            chunk = [{"Key": k} for k in keys[start : start + 1000]]
             self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
         return len(keys)
 
-    def presigned_post(self, key: str, size: int | tuple[int, int], expires: int, prefix: bool = False,
-                       content_encoding: str = "identity", cache_control: str | None = None) -> dict[str, Any]:
+    def presigned_post(
+        self,
+        key: str,
+        size: int | tuple[int, int],
+        expires: int,
+        prefix: bool = False,
+        content_encoding: str = "identity",
+        cache_control: str | None = None,
+    ) -> dict[str, Any]:
         """A browser-usable POST form for exactly `size` bytes (or a (least,
         most) range) at `key`, or with prefix=True at any key under `key`,
         signed with SigV4 (the client's config). S3 itself enforces every
@@ -69,8 +79,9 @@ class ObjectStore:
         if prefix:
             conditions.append(["starts-with", "$key", key])
             key = key + "${filename}"
-        post = self._s3.generate_presigned_post(Bucket=self.bucket, Key=key, Fields=fields,
-                                                Conditions=conditions, ExpiresIn=expires)
+        post = self._s3.generate_presigned_post(
+            Bucket=self.bucket, Key=key, Fields=fields, Conditions=conditions, ExpiresIn=expires
+        )
         return {"url": post["url"], "fields": post["fields"]}
 
     def public_url(self, key: str) -> str:

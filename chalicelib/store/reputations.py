@@ -4,6 +4,7 @@ agreed with another volunteer's since it was last outvoted, how many of
 its copies were judged (compared with another's) and how often it was
 outvoted. Counted by atomic updates; a fold retried after a crash may
 count a judgement twice, which only moves a rate a little."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,11 +31,16 @@ class Reputations(Records):
     def agreed(self, job_id: str, volunteer_ids: list[str]) -> None:
         """Each of these identities' copies agreed with another's."""
         for volunteer_id in volunteer_ids:
-            self._table.update_item(Key=_key(job_id, volunteer_id), UpdateExpression="ADD agreed :one, judged :one",
-                                    ExpressionAttributeValues={":one": 1})
+            self._table.update_item(
+                Key=_key(job_id, volunteer_id),
+                UpdateExpression="ADD agreed :one, judged :one",
+                ExpressionAttributeValues={":one": 1},
+            )
 
     def outvoted(self, job_id: str, volunteer_id: str) -> None:
         """The identity's copy lost a dispute: its record starts over."""
-        self._table.update_item(Key=_key(job_id, volunteer_id),
-                                UpdateExpression="SET agreed = :zero ADD outvoted :one, judged :one",
-                                ExpressionAttributeValues={":zero": 0, ":one": 1})
+        self._table.update_item(
+            Key=_key(job_id, volunteer_id),
+            UpdateExpression="SET agreed = :zero ADD outvoted :one, judged :one",
+            ExpressionAttributeValues={":zero": 0, ":one": 1},
+        )

@@ -9,6 +9,7 @@ REFRESH_SECONDS, and at once (at most every RELOAD_SECONDS) when a token names
 a key it does not know, which is how a warm Lambda learns of a rotation that a
 fresh one already signs with.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -10,6 +10,7 @@
   invocation at a time, so a few writes a second at most) and kept an hour.
 Nothing here is written per lease or per completion.
 """
+
 from __future__ import annotations
 
 import random
@@ -25,9 +26,12 @@ class Counters(Records):
     def add(self, job_id: str, **increments: int) -> None:
         names = {f"#c{i}": name for i, name in enumerate(increments)}
         values = {f":c{i}": value for i, value in enumerate(increments.values())}
-        self._table.update_item(Key=job_key(job_id, f"STATS#{random.randrange(SHARDS)}"),
-                                UpdateExpression="ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(increments))),
-                                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        self._table.update_item(
+            Key=job_key(job_id, f"STATS#{random.randrange(SHARDS)}"),
+            UpdateExpression="ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(increments))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     def read(self, job_id: str) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -40,8 +44,9 @@ class Counters(Records):
     def first_time(self, job_id: str, counter: str, volunteer_id: str) -> None:
         """Count `volunteer_id` in `volunteers_<counter>` unless it is there already."""
         try:
-            self._table.put_item(Item=job_key(job_id, f"FIRST#{counter}#{volunteer_id}"),
-                                 ConditionExpression="attribute_not_exists(pk)")
+            self._table.put_item(
+                Item=job_key(job_id, f"FIRST#{counter}#{volunteer_id}"), ConditionExpression="attribute_not_exists(pk)"
+            )
         except self._condition_failed:
             return
         self.add(job_id, **{f"volunteers_{counter}": 1})
@@ -54,8 +59,12 @@ class Counters(Records):
             Key=job_key(job_id, f"ACTIVITY#{minute}"),
             UpdateExpression="ADD results :n" + (", volunteers :v" if ids else "") + " SET #t = :t",
             ExpressionAttributeNames={"#t": "ttl"},
-            ExpressionAttributeValues={":n": results, ":t": int(self._clock()) + ACTIVITY_TTL_SECONDS,
-                                       **({":v": ids} if ids else {})})
+            ExpressionAttributeValues={
+                ":n": results,
+                ":t": int(self._clock()) + ACTIVITY_TTL_SECONDS,
+                **({":v": ids} if ids else {}),
+            },
+        )
 
     def activity(self, job_id: str, minutes: int = 5) -> tuple[set[str], list[int]]:
         """The volunteers seen in the last `minutes`, and results per minute, oldest first."""

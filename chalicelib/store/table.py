@@ -4,6 +4,7 @@ Items are grouped under `pk = JOB#<id>`, one sort key per record kind (each
 kind has its own small class in this package); `pk = JOBS` lists the jobs and
 `pk = VOLUNTEER#<id>` holds a volunteer's lease slots.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,6 +18,7 @@ def item_size(item: dict[str, Any]) -> int:
     """An item's size as DynamoDB counts it against its 400 KB limit: names
     plus values (UTF-8 text, raw binary, about one byte per two digits of a
     number, nested values alike)."""
+
     def size(value: Any) -> int:
         if isinstance(value, (bytes, bytearray)):
             return len(value)
@@ -31,6 +33,7 @@ def item_size(item: dict[str, Any]) -> int:
         if isinstance(value, dict):
             return 3 + sum(len(k.encode()) + 1 + size(v) for k, v in value.items())
         return 3 + sum(1 + size(v) for v in value)  # list or set
+
     return sum(len(name.encode()) + size(value) for name, value in item.items())
 
 
@@ -63,15 +66,20 @@ class Records:
                 return items
             args["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
 
-    def _batch_get(self, keys: list[dict[str, str]], projection: str | None = None,
-                   names: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    def _batch_get(
+        self, keys: list[dict[str, str]], projection: str | None = None, names: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """The items of `keys` that exist, read consistently, 100 keys a call."""
         items: list[dict[str, Any]] = []
         for start in range(0, len(keys), 100):
-            request: dict[str, Any] | None = {self._table.name: {
-                "Keys": keys[start:start + 100], "ConsistentRead": True,
-                **({"ProjectionExpression": projection} if projection else {}),
-                **({"ExpressionAttributeNames": names} if names else {})}}
+            request: dict[str, Any] | None = {
+                self._table.name: {
+                    "Keys": keys[start : start + 100],
+                    "ConsistentRead": True,
+                    **({"ProjectionExpression": projection} if projection else {}),
+                    **({"ExpressionAttributeNames": names} if names else {}),
+                }
+            }
             while request:
                 reply = self._client.batch_get_item(RequestItems=request)
                 items.extend(reply["Responses"].get(self._table.name, []))

@@ -7,6 +7,7 @@ with tf.loadLayersModel) and the optimizer state beside it
 the slots' tensors). A version's files are written before
 DynamoDB points at it and never change after, so they are cached forever.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
+from chalicelib.domain.keys import SHARD_NAME, version_prefix
 from chalicelib.domain.optimizers import OptimizerState
 from chalicelib.domain.spec import JobSpec
-from chalicelib.domain.keys import SHARD_NAME, version_prefix
 from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 from chalicelib.store.objects import ObjectStore
 
@@ -35,8 +36,9 @@ class VersionStore:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="version-io")
         self._cache: OrderedDict[tuple[str, int], tuple[list[np.ndarray], OptimizerState]] = OrderedDict()
 
-    def write(self, job_id: str, version: int, spec: JobSpec, weights: Sequence[np.ndarray],
-              state: OptimizerState) -> None:
+    def write(
+        self, job_id: str, version: int, spec: JobSpec, weights: Sequence[np.ndarray], state: OptimizerState
+    ) -> None:
         """Write every file of a version, in parallel: no browser reads a
         version before META names it, which happens only after this returns.
 
@@ -48,12 +50,15 @@ class VersionStore:
         slot_names = sorted(state.slots)
         slot_specs = [WeightSpec(f"{slot}/{s.name}", s.shape) for slot in slot_names for s in specs]
         slot_tensors = [t for slot in slot_names for t in state.slots[slot]]
-        header = json.dumps({"optimizer": spec.optimizer["name"], "step": state.step, "scalars": state.scalars,
-                             "slots": slot_names}).encode()
+        header = json.dumps(
+            {"optimizer": spec.optimizer["name"], "step": state.step, "scalars": state.scalars, "slots": slot_names}
+        ).encode()
         optimizer = len(header).to_bytes(4, "little") + header + encode_tensors(slot_specs, slot_tensors)
-        puts = [(prefix + SHARD_NAME, encode_tensors(specs, weights), "application/octet-stream"),
-                (prefix + "optimizer.bin", optimizer, "application/octet-stream"),
-                (prefix + "model.json", model_json(spec.topology, specs), "application/json")]
+        puts = [
+            (prefix + SHARD_NAME, encode_tensors(specs, weights), "application/octet-stream"),
+            (prefix + "optimizer.bin", optimizer, "application/octet-stream"),
+            (prefix + "model.json", model_json(spec.topology, specs), "application/json"),
+        ]
         for done in [self._pool.submit(self.objects.put, *put) for put in puts]:
             done.result()
         self._remember(job_id, version, list(weights), state)
@@ -64,16 +69,18 @@ class VersionStore:
         if cached is not None:
             return cached
         prefix = version_prefix(job_id, version)
-        shard, optimizer = (self._pool.submit(self.objects.get, prefix + name) for name in (SHARD_NAME, "optimizer.bin"))
+        shard, optimizer = (
+            self._pool.submit(self.objects.get, prefix + name) for name in (SHARD_NAME, "optimizer.bin")
+        )
         weights = decode_tensors(spec.weight_specs, shard.result())
         data = optimizer.result()
         length = int.from_bytes(data[:4], "little")
-        meta = json.loads(data[4:4 + length])
+        meta = json.loads(data[4 : 4 + length])
         specs = list(spec.weight_specs)
         slot_specs = [WeightSpec(f"{slot}/{s.name}", s.shape) for slot in meta["slots"] for s in specs]
-        tensors = decode_tensors(slot_specs, data[4 + length:]) if slot_specs else []
+        tensors = decode_tensors(slot_specs, data[4 + length :]) if slot_specs else []
         n = len(specs)
-        slots = {slot: tensors[i * n:(i + 1) * n] for i, slot in enumerate(meta["slots"])}
+        slots = {slot: tensors[i * n : (i + 1) * n] for i, slot in enumerate(meta["slots"])}
         state = OptimizerState(step=meta["step"], scalars=meta["scalars"], slots=slots)
         self._remember(job_id, version, weights, state)
         return weights, state

@@ -10,6 +10,7 @@ at its limit never takes a task out of the queue (a receive that counted
 against the task's redrive limit). A slot is taken for as long as its lease
 runs, so one left by a volunteer that vanished frees itself when the lease ends.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -36,9 +37,15 @@ class VolunteerSlots(Records):
             slot = (start + n) % limit
             try:
                 self._table.put_item(
-                    Item={"pk": f"{self.kind}#{volunteer_id}", "sk": f"SLOT#{slot}", "holder": holder,
-                          "expires": Decimal(str(now + seconds)), "ttl": int(now + seconds) + LEASE_TTL_SECONDS},
-                    ConditionExpression=Attr("pk").not_exists() | Attr("expires").lt(Decimal(str(now))))
+                    Item={
+                        "pk": f"{self.kind}#{volunteer_id}",
+                        "sk": f"SLOT#{slot}",
+                        "holder": holder,
+                        "expires": Decimal(str(now + seconds)),
+                        "ttl": int(now + seconds) + LEASE_TTL_SECONDS,
+                    },
+                    ConditionExpression=Attr("pk").not_exists() | Attr("expires").lt(Decimal(str(now))),
+                )
                 return slot
             except self._condition_failed:
                 continue
@@ -48,12 +55,16 @@ class VolunteerSlots(Records):
         """Hold the slot `seconds` from now (its lease turned out longer or shorter)."""
         now = self._clock()
         try:
-            self._table.update_item(Key={"pk": f"{self.kind}#{volunteer_id}", "sk": f"SLOT#{slot}"},
-                                    UpdateExpression="SET expires = :e, #t = :t",
-                                    ConditionExpression=Attr("holder").eq(holder),
-                                    ExpressionAttributeNames={"#t": "ttl"},
-                                    ExpressionAttributeValues={":e": Decimal(str(now + seconds)),
-                                                               ":t": int(now + seconds) + LEASE_TTL_SECONDS})
+            self._table.update_item(
+                Key={"pk": f"{self.kind}#{volunteer_id}", "sk": f"SLOT#{slot}"},
+                UpdateExpression="SET expires = :e, #t = :t",
+                ConditionExpression=Attr("holder").eq(holder),
+                ExpressionAttributeNames={"#t": "ttl"},
+                ExpressionAttributeValues={
+                    ":e": Decimal(str(now + seconds)),
+                    ":t": int(now + seconds) + LEASE_TTL_SECONDS,
+                },
+            )
         except self._condition_failed:
             pass
 
@@ -61,7 +72,9 @@ class VolunteerSlots(Records):
         """Free a slot if `holder` still holds it (best effort: an unreleased
         slot frees itself when it expires)."""
         try:
-            self._table.delete_item(Key={"pk": f"{self.kind}#{volunteer_id}", "sk": f"SLOT#{slot}"},
-                                    ConditionExpression=Attr("holder").eq(holder))
+            self._table.delete_item(
+                Key={"pk": f"{self.kind}#{volunteer_id}", "sk": f"SLOT#{slot}"},
+                ConditionExpression=Attr("holder").eq(holder),
+            )
         except self._condition_failed:
             pass

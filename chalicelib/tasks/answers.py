@@ -1,6 +1,7 @@
 """What a lease and a heartbeat answer: a task's URLs, its signed token and
 upload form, built from the lease and the job's spec (domain/wire.py says
 how each answer is serialized)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,15 +25,22 @@ class Answers:
         batches = spec.held_out if evaluates else spec.task_batches(lease.batch)
         local = spec.local_learning_rate(lease.base_version) if spec.local_steps and not evaluates else None
         return TaskAnswer(
-            kind="evaluate" if evaluates else "train", job_id=lease.job_id,
+            kind="evaluate" if evaluates else "train",
+            job_id=lease.job_id,
             task_id=f"evaluate-{lease.evaluates}" if evaluates else f"{lease.epoch}-{lease.batch}",
-            epoch=lease.epoch, batch=lease.batch, base_version=lease.base_version,
+            epoch=lease.epoch,
+            batch=lease.batch,
+            base_version=lease.base_version,
             model_url=self.objects.public_url(model_key(lease.job_id, lease.base_version)),
             batch_urls=[self.objects.public_url(batch_key(lease.job_id, b)) for b in batches],
-            lease_token=self.signer.sign(lease), lease_expires=lease.expires,
-            heartbeat_seconds=max(1, spec.lease_seconds // 3), spec=spec.public(),
+            lease_token=self.signer.sign(lease),
+            lease_expires=lease.expires,
+            heartbeat_seconds=max(1, spec.lease_seconds // 3),
+            spec=spec.public(),
             upload=None if evaluates else self.upload_form(lease, spec),
-            upload_bytes=None if evaluates else spec.gradient_bytes, local_learning_rate=local)
+            upload_bytes=None if evaluates else spec.gradient_bytes,
+            local_learning_rate=local,
+        )
 
     def renewed(self, lease: Lease, spec: JobSpec) -> Renewed:
         """A renewed lease's token, and a training task's fresh upload form

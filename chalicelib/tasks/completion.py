@@ -5,6 +5,7 @@ replayed or concurrent completion is refused (409). If sending fails, the
 lease is moved back so the volunteer may retry; the task message is deleted
 only after the result is safely in the fold queue.
 """
+
 from __future__ import annotations
 
 from chalicelib.domain.errors import BadRequest, Conflict, NotFound
@@ -25,8 +26,17 @@ from chalicelib.tasks.source import TaskSource
 
 
 class Completions:
-    def __init__(self, held: HeldLeases, jobs: JobRecords, results: ResultQueue, source: TaskSource,
-                 objects: ObjectStore, counters: Counters, slots: LeaseSlots, evaluations: Evaluations):
+    def __init__(
+        self,
+        held: HeldLeases,
+        jobs: JobRecords,
+        results: ResultQueue,
+        source: TaskSource,
+        objects: ObjectStore,
+        counters: Counters,
+        slots: LeaseSlots,
+        evaluations: Evaluations,
+    ):
         self.held, self.jobs, self.results, self.source = held, jobs, results, source
         self.objects, self.counters, self.slots, self.evaluations = objects, counters, slots, evaluations
 
@@ -50,9 +60,10 @@ class Completions:
         try:
             checked = self._check_upload(lease.job_id, spec, key)
             samples = steps * spec.dataset.batch_size
-            self.results.send(Result.of(lease, key, c.loss, samples, record.volunteer_id, c.backend, checked, c.data,
-                                        record.address),
-                              spec.fold_groups)
+            self.results.send(
+                Result.of(lease, key, c.loss, samples, record.volunteer_id, c.backend, checked, c.data, record.address),
+                spec.fold_groups,
+            )
         except Exception:
             # back to leased: the volunteer may upload again, or retry the completion
             self.held.leases.move(lease.job_id, lease.lease_id, "completed", "leased")
@@ -70,8 +81,9 @@ class Completions:
         record = self.held.move(lease, "leased", "completed", loss=c.loss)
         task = Task(lease.job_id, lease.epoch, lease.batch, record.receipt, evaluates=lease.evaluates)
         try:
-            outcome = self.evaluations.settle(lease.job_id, spec, Claim(record.volunteer_id, c.loss, c.accuracy),
-                                              lease.evaluates)
+            outcome = self.evaluations.settle(
+                lease.job_id, spec, Claim(record.volunteer_id, c.loss, c.accuracy), lease.evaluates
+            )
         except Conflict:  # this volunteer answered that version already: the task is someone else's
             self.source.evaluate_later(task)
             self.slots.free(Seats.of(record, lease.lease_id))
@@ -89,8 +101,10 @@ class Completions:
             raise BadRequest("no gradient was uploaded for this lease; POST it to the upload form first")
         try:
             if len(data) != spec.gradient_bytes:
-                raise BadRequest(f"uploaded gradient is {len(data)} bytes; the job's {spec.codec} gradients "
-                                 f"are exactly {spec.gradient_bytes} bytes")
+                raise BadRequest(
+                    f"uploaded gradient is {len(data)} bytes; the job's {spec.codec} gradients "
+                    f"are exactly {spec.gradient_bytes} bytes"
+                )
             check_gradient(spec, data)
         except BadRequest:
             self.counters.add(job_id, rejected=1)

@@ -11,6 +11,7 @@ queues some tasks twice and never zero times; a duplicate task is harmless
 because its batch is folded at most once (docs/architecture.md#exactly-once).
 A paused job queues nothing; resuming re-queues the epoch from META.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -43,14 +44,18 @@ class EpochQueue:
         order = self._order(meta.job_id, spec, meta.epoch)
         end = min(len(order), meta.queue_cursor + self.chunk)
         taken = meta.pending_pairs()
-        batches = [b for b in order[meta.queue_cursor:end]
-                   if not meta.is_folded(meta.epoch, b) and (meta.epoch, b) not in taken]
-        groups = [batches[i:i + 100] for i in range(0, len(batches), 100)]
+        batches = [
+            b
+            for b in order[meta.queue_cursor : end]
+            if not meta.is_folded(meta.epoch, b) and (meta.epoch, b) not in taken
+        ]
+        groups = [batches[i : i + 100] for i in range(0, len(batches), 100)]
         for sent in [self._pool.submit(self.tasks.enqueue, meta.job_id, meta.epoch, group) for group in groups]:
             sent.result()
         done = end >= len(order)
-        return self.meta.save(meta, replace(meta, queue_cursor=0 if done else end,
-                                            queued_epoch=meta.epoch if done else meta.queued_epoch))
+        return self.meta.save(
+            meta, replace(meta, queue_cursor=0 if done else end, queued_epoch=meta.epoch if done else meta.queued_epoch)
+        )
 
     def requeue(self, meta: JobMeta) -> JobMeta:
         """META set to queue the current epoch again from its start (on resume:

@@ -13,12 +13,13 @@ the training losses volunteers report about themselves. Claims that do
 not agree ask for one more copy, up to MAX_CLAIMS: the majority settles it,
 so one hostile answer neither forges the figure nor blocks it.
 """
+
 from __future__ import annotations
 
 import statistics
 
-from chalicelib.domain.spec import JobSpec
 from chalicelib.domain.sections import ACCURACY_TOLERANCE, Evaluation
+from chalicelib.domain.spec import JobSpec
 from chalicelib.publish.status import StatusBoard
 from chalicelib.store.evaluations import Claim, EvaluationRecords, HeldOut
 from chalicelib.store.meta import MetaStore
@@ -48,8 +49,12 @@ def agreement(version: int, claims: list[Claim], evaluation: Evaluation) -> Held
     if len(best) < evaluation.copies:
         return None
     accuracies = [c.accuracy for c in best if c.accuracy is not None]
-    return HeldOut(version, statistics.median(c.loss for c in best),
-                   statistics.median(accuracies) if accuracies else None, len(best))
+    return HeldOut(
+        version,
+        statistics.median(c.loss for c in best),
+        statistics.median(accuracies) if accuracies else None,
+        len(best),
+    )
 
 
 class Evaluations:

@@ -6,6 +6,7 @@ goes to someone else. The volunteer holds a signed token, never the bare SQS
 receipt handle. Tokens expire a margin before the message reappears, so two
 volunteers never hold a valid token for the same delivery.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -30,8 +31,15 @@ ROUND_RETRY_SECONDS = 1
 
 
 class Handout:
-    def __init__(self, identities: Identities, slots: LeaseSlots, source: TaskSource, leases: LeaseRecords,
-                 answers: Answers, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        identities: Identities,
+        slots: LeaseSlots,
+        source: TaskSource,
+        leases: LeaseRecords,
+        answers: Answers,
+        clock: Callable[[], float] = time.time,
+    ):
         self.identities, self.slots, self.source, self.leases = identities, slots, source, leases
         self.answers, self.clock = answers, clock
         # The lease time of the job this Lambda last leased from: tasks are
@@ -59,15 +67,23 @@ class Handout:
             self.slots.free(seats)
             return WaitAnswer(task.job_id, meta.version, ROUND_RETRY_SECONDS)
         now = self.clock()
-        lease = Lease(job_id=task.job_id, epoch=task.epoch, batch=task.batch,
-                      base_version=meta.version if task.pin is None else task.pin, lease_id=lease_id, received=now,
-                      expires=token_expiry(spec, now), volunteer_id=volunteer_id)
+        lease = Lease(
+            job_id=task.job_id,
+            epoch=task.epoch,
+            batch=task.batch,
+            base_version=meta.version if task.pin is None else task.pin,
+            lease_id=lease_id,
+            received=now,
+            expires=token_expiry(spec, now),
+            volunteer_id=volunteer_id,
+        )
         if spec.lease_seconds != seconds:
             self.source.hide(task.receipt, spec.lease_seconds)
             self.slots.extend(seats, token_seconds(spec.lease_seconds))
             self.expected_seconds = spec.lease_seconds
-        self.leases.put(lease, LeaseRecord("leased", volunteer_id, seats.slot, task.pin, task.receipt, address,
-                                           seats.address_slot))
+        self.leases.put(
+            lease, LeaseRecord("leased", volunteer_id, seats.slot, task.pin, task.receipt, address, seats.address_slot)
+        )
         if task.evaluates is not None:
             lease = replace(lease, base_version=task.evaluates, evaluates=task.evaluates)
         return self.answers.task(lease, spec)

@@ -2,6 +2,7 @@
 first: its token verified, its caller proved the identity that took it, and
 its record moved on by one conditional write (404 if gone, 409 if no longer
 where the move starts)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ most `volunteers_per_address_per_hour` identities, and its volunteers hold
 at most `max_leases_per_address` leases together (tasks/leases.py), so
 minting identities from one client buys little.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,8 @@ import time
 from typing import Any, Callable
 
 from chalicelib.domain.errors import Forbidden, TooManyRequests
-from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.domain.records import Lease, Volunteer
+from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.tasks.tokens import TokenSigner
 
 
@@ -28,17 +29,23 @@ def _slug(name: str) -> str:
 
 
 class Identities:
-    def __init__(self, signer: TokenSigner, issued: IssuedIdentities, per_hour: int,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self, signer: TokenSigner, issued: IssuedIdentities, per_hour: int, clock: Callable[[], float] = time.time
+    ):
         self.signer, self.issued, self.per_hour, self.clock = signer, issued, per_hour, clock
 
     def issue(self, address: str, name: str = "") -> dict[str, Any]:
         if not self.issued.take(address, self.per_hour):
-            raise TooManyRequests(f"this address has been issued {self.per_hour} volunteer identities in the "
-                                  "last hour; keep the one you have (the page stores it)")
+            raise TooManyRequests(
+                f"this address has been issued {self.per_hour} volunteer identities in the "
+                "last hour; keep the one you have (the page stores it)"
+            )
         volunteer = Volunteer(f"{_slug(name) or 'v'}.{secrets.token_hex(6)}", self.clock())
-        return {"volunteer_id": volunteer.volunteer_id, "volunteer_token": self.signer.sign_volunteer(volunteer),
-                "name": name}
+        return {
+            "volunteer_id": volunteer.volunteer_id,
+            "volunteer_token": self.signer.sign_volunteer(volunteer),
+            "name": name,
+        }
 
     def verify(self, token: Any) -> str:
         """The volunteer id a token stands for (401 if there is none or it is forged)."""

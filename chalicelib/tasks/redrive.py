@@ -8,6 +8,7 @@ twice; the copy is a duplicate the lease or the fold drops,
 docs/architecture.md#exactly-once). A scheduled Lambda redrives everything
 every few minutes; `crowdtrain redrive JOB` does one job's at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,13 @@ class Redrive:
         moved = {q.name: 0 for q in self.queues}
         for queue in self.queues:
             while moved[queue.name] < limit:
-                reply = self._sqs.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=self.batch,
-                                                  VisibilityTimeout=30, WaitTimeSeconds=0,
-                                                  AttributeNames=["MessageGroupId"])
+                reply = self._sqs.receive_message(
+                    QueueUrl=queue.url,
+                    MaxNumberOfMessages=self.batch,
+                    VisibilityTimeout=30,
+                    WaitTimeSeconds=0,
+                    AttributeNames=["MessageGroupId"],
+                )
                 messages = reply.get("Messages", [])
                 if not messages:
                     break
@@ -56,5 +61,9 @@ class Redrive:
         # A new deduplication id: the original one (the lease id) may still be
         # in SQS's 5-minute window, which would swallow the redriven copy.
         group = message.get("Attributes", {}).get("MessageGroupId") or json.loads(body)["job_id"]
-        self._sqs.send_message(QueueUrl=queue.source_url, MessageBody=body, MessageGroupId=group,
-                               MessageDeduplicationId=f"redrive-{message['MessageId']}")
+        self._sqs.send_message(
+            QueueUrl=queue.source_url,
+            MessageBody=body,
+            MessageGroupId=group,
+            MessageDeduplicationId=f"redrive-{message['MessageId']}",
+        )

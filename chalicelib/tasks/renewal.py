@@ -1,4 +1,5 @@
 """A held lease renewed (POST /tasks/heartbeat) or handed back (POST /tasks/release)."""
+
 from __future__ import annotations
 
 import time
@@ -25,8 +26,15 @@ MAX_LEASE_EXTENSION = 4
 
 
 class Heartbeats:
-    def __init__(self, held: HeldLeases, jobs: JobRecords, source: TaskSource, slots: LeaseSlots, answers: Answers,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        held: HeldLeases,
+        jobs: JobRecords,
+        source: TaskSource,
+        slots: LeaseSlots,
+        answers: Answers,
+        clock: Callable[[], float] = time.time,
+    ):
         self.held, self.jobs, self.source, self.slots, self.answers = held, jobs, source, slots, answers
         self.clock = clock
 
@@ -37,12 +45,16 @@ class Heartbeats:
         spec = self.jobs.spec(lease.job_id)
         now = self.clock()
         if now + spec.lease_seconds > lease.received + MAX_VISIBILITY_SECONDS:
-            raise Conflict("this lease cannot be extended: SQS hides a task at most 12 hours after it was "
-                           "received; complete the task before the lease ends, or let it go")
+            raise Conflict(
+                "this lease cannot be extended: SQS hides a task at most 12 hours after it was "
+                "received; complete the task before the lease ends, or let it go"
+            )
         if now + spec.lease_seconds > lease.received + MAX_LEASE_EXTENSION * spec.lease_seconds:
-            raise Conflict(f"this lease has been extended as far as it may be ({MAX_LEASE_EXTENSION} x the job's "
-                           f"lease_seconds, {MAX_LEASE_EXTENSION * spec.lease_seconds} s from when it was taken); "
-                           "complete the task before it ends, or let it go")
+            raise Conflict(
+                f"this lease has been extended as far as it may be ({MAX_LEASE_EXTENSION} x the job's "
+                f"lease_seconds, {MAX_LEASE_EXTENSION * spec.lease_seconds} s from when it was taken); "
+                "complete the task before it ends, or let it go"
+            )
         renewed = replace(lease, expires=token_expiry(spec, now))
         record = self.held.move(lease, "leased", "leased", expires=renewed.expires)
         try:
@@ -67,8 +79,16 @@ class Releases:
         who gave it."""
         lease = self.held.verify(request.held)
         record = self.held.move(lease, "leased", "released", reason=request.reason)
-        self.source.put_back(Task(lease.job_id, lease.epoch, lease.batch, receipt=record.receipt, pin=record.pin,
-                                  evaluates=lease.evaluates))
+        self.source.put_back(
+            Task(
+                lease.job_id,
+                lease.epoch,
+                lease.batch,
+                receipt=record.receipt,
+                pin=record.pin,
+                evaluates=lease.evaluates,
+            )
+        )
         self.slots.free(Seats.of(record, lease.lease_id))
         job_id, reason = lease.job_id, request.reason
         self.counters.add(job_id, **{f"released_{reason}": 1})

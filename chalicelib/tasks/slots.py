@@ -2,6 +2,7 @@
 than the deployment's limit of leases at once) and its source address's (so
 the identities behind one address share a limit), claimed, extended and
 freed together (store/volunteers.py holds each)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,13 +36,17 @@ class LeaseSlots:
         """Both slots for `seconds`, the identity's first; 429 when either is at its limit (nothing then held)."""
         slot = self.volunteers.claim(volunteer_id, lease_id, seconds, self.per_volunteer)
         if slot is None:
-            raise TooManyRequests(f"volunteer {volunteer_id!r} already holds {self.per_volunteer} "
-                                  "leases; complete or let them expire first")
+            raise TooManyRequests(
+                f"volunteer {volunteer_id!r} already holds {self.per_volunteer} "
+                "leases; complete or let them expire first"
+            )
         address_slot = self.addresses.claim(address, lease_id, seconds, self.per_address)
         if address_slot is None:
             self.volunteers.release(volunteer_id, slot, lease_id)
-            raise TooManyRequests(f"the volunteers at this address already hold {self.per_address} leases "
-                                  "together; complete or let them expire first")
+            raise TooManyRequests(
+                f"the volunteers at this address already hold {self.per_address} leases "
+                "together; complete or let them expire first"
+            )
         return Seats(volunteer_id, address, lease_id, slot, address_slot)
 
     def extend(self, seats: Seats, seconds: float) -> None:

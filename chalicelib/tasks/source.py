@@ -1,6 +1,7 @@
 """Where a lease's task comes from: the task queue, past tasks of paused,
 ended or deleted jobs, folded batches and evaluations the volunteer answered;
 a synchronous job's round seat; and the way a received task goes back."""
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,15 @@ class Chosen:
 
 
 class TaskSource:
-    def __init__(self, tasks: TaskQueue, meta: MetaStore, jobs: JobRecords, evaluations: Evaluations,
-                 rounds: RoundSeats, policy: LeasePolicy):
+    def __init__(
+        self,
+        tasks: TaskQueue,
+        meta: MetaStore,
+        jobs: JobRecords,
+        evaluations: Evaluations,
+        rounds: RoundSeats,
+        policy: LeasePolicy,
+    ):
         self.tasks, self.meta, self.jobs, self.evaluations, self.rounds = tasks, meta, jobs, evaluations, rounds
         self.policy = policy
 
@@ -65,8 +73,11 @@ class TaskSource:
                 spec = self.jobs.spec(task.job_id)
             except NotFound:
                 meta = None
-            if meta is None or meta.status not in live or (task.evaluates is None
-                                                           and meta.is_folded(task.epoch, task.batch)):
+            if (
+                meta is None
+                or meta.status not in live
+                or (task.evaluates is None and meta.is_folded(task.epoch, task.batch))
+            ):
                 self.tasks.delete(task.receipt)
                 continue
             if task.evaluates is not None and self.evaluations.answered(task.job_id, task.evaluates, volunteer_id):

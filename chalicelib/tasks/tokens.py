@@ -12,6 +12,7 @@ token names the secret's key that signed it (`v2.<key id>.<payload>.<mac>`):
 the secret can be rotated, and a token of the previous key still verifies
 (chalicelib/store/secrets.py); one naming any other key is a 401.
 """
+
 from __future__ import annotations
 
 import base64
@@ -24,9 +25,9 @@ from typing import Any, Callable
 
 from chalicelib.domain import validate
 from chalicelib.domain.errors import BadRequest, Forbidden, Gone, Unauthorized
+from chalicelib.domain.records import Lease, Volunteer
 from chalicelib.domain.spec import JobSpec
 from chalicelib.store.secrets import SecretsManagerKeys, SigningKey, StaticKeys
-from chalicelib.domain.records import Lease, Volunteer
 
 VERSION = "v2"
 MAX_TOKEN_CHARS = 4096
@@ -72,7 +73,9 @@ class TokenSigner:
 
     def _sign(self, record: object, scope: str) -> str:
         key = self._keys.current()
-        signed = f"{VERSION}.{key.key_id}.{_b64(json.dumps(asdict(record), separators=(',', ':'), sort_keys=True).encode())}"
+        signed = (
+            f"{VERSION}.{key.key_id}.{_b64(json.dumps(asdict(record), separators=(',', ':'), sort_keys=True).encode())}"
+        )
         return f"{signed}.{_b64(self._mac(key, scope, signed))}"
 
     def sign(self, lease: Lease) -> str:
@@ -86,9 +89,14 @@ class TokenSigner:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise Unauthorized("volunteer_token is required: POST /volunteers gives one")
         volunteer, key_id, mac, signed = self._open(token, "volunteer", Volunteer.from_json)
-        self._check("volunteer", key_id, mac, VOLUNTEER_SCOPE, signed,
-                    "volunteer token's key is unknown (the secret was rotated twice since): POST /volunteers "
-                    "for a new one")
+        self._check(
+            "volunteer",
+            key_id,
+            mac,
+            VOLUNTEER_SCOPE,
+            signed,
+            "volunteer token's key is unknown (the secret was rotated twice since): POST /volunteers for a new one",
+        )
         return volunteer
 
     def verify(self, token: object, job_id: str) -> Lease:
@@ -98,8 +106,14 @@ class TokenSigner:
         lease, key_id, mac, signed = self._open(token, "lease", Lease.from_json)
         if lease.job_id != job_id:
             raise Forbidden("lease token belongs to another job")
-        self._check("lease", key_id, mac, f"crowdtrain-lease:{job_id}", signed,
-                    "lease token's key is unknown (the lease secret was rotated since)")
+        self._check(
+            "lease",
+            key_id,
+            mac,
+            f"crowdtrain-lease:{job_id}",
+            signed,
+            "lease token's key is unknown (the lease secret was rotated since)",
+        )
         if self._clock() >= lease.expires:
             raise Gone("lease has expired; its task may be handed to another volunteer")
         return lease

@@ -2,6 +2,7 @@
 with the local stack's bearer token, or with SigV4 (the caller's AWS
 credentials) against API Gateway's IAM authorizer; uploads through the
 presigned forms the API hands out."""
+
 from __future__ import annotations
 
 import gzip
@@ -51,8 +52,9 @@ class Api:
         """One API call; `signed=False` for the public volunteer routes."""
         url = self.base_url.rstrip("/") + path
         data = json.dumps(body).encode() if body is not None else b""
-        reply = requests.request(method, url, data=data or None, headers=self._headers(method, url, data, signed),
-                                 timeout=self.timeout)
+        reply = requests.request(
+            method, url, data=data or None, headers=self._headers(method, url, data, signed), timeout=self.timeout
+        )
         if reply.status_code == 204:
             return None
         try:
@@ -64,8 +66,14 @@ class Api:
         return payload
 
     # -- jobs ------------------------------------------------------------------
-    def create_job(self, spec: dict[str, Any], weights: bytes, batches: Iterable[bytes],
-                   progress: Callable[[int, int], None] = lambda done, total: None, start: bool = True) -> str:
+    def create_job(
+        self,
+        spec: dict[str, Any],
+        weights: bytes,
+        batches: Iterable[bytes],
+        progress: Callable[[int, int], None] = lambda done, total: None,
+        start: bool = True,
+    ) -> str:
         created = self.call("POST", "/jobs", spec)
         upload = created["upload"]
         if len(weights) != upload["weights_bytes"]:
@@ -74,7 +82,9 @@ class Api:
         total = upload["batches_expected"]
         for index, data in enumerate(batches):
             if len(data) != upload["batch_bytes"]:
-                raise ApiError(400, f"batch {index} is {len(data)} bytes; the job's layout needs {upload['batch_bytes']}")
+                raise ApiError(
+                    400, f"batch {index} is {len(data)} bytes; the job's layout needs {upload['batch_bytes']}"
+                )
             if upload["batch_encoding"] == "gzip":
                 data = gzip.compress(data, mtime=0)
             post_form(upload["batches"], data, key=f"{upload['batch_key_prefix']}batch-{index:06d}.bin")

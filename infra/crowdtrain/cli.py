@@ -5,6 +5,7 @@ API URL and the credentials differ (`--api`, `--admin-token`, or AWS
 credentials for SigV4). `crowdtrain local` saves its URL and token in
 .crowdtrain/local.json, which the other commands read by default.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ from typing import Any, Iterator
 
 import requests
 
-from chalicelib.domain.optimizers import OPTIMIZERS
 from chalicelib.domain.codecs import CODECS
+from chalicelib.domain.optimizers import OPTIMIZERS
 from crowdtrain.api import Api, ApiError
 from crowdtrain.aws.deploy import DeployError
 from crowdtrain.jobs.check import check_in_tfjs
@@ -39,12 +40,15 @@ def _progress(label: str):
         if done == total:
             sys.stderr.write("\n")
         sys.stderr.flush()
+
     return show
 
 
 def _api(args: argparse.Namespace) -> Api:
-    url, token = args.api or os.environ.get("CROWDTRAIN_API"), args.admin_token or os.environ.get(
-        "CROWDTRAIN_ADMIN_TOKEN", "")
+    url, token = (
+        args.api or os.environ.get("CROWDTRAIN_API"),
+        args.admin_token or os.environ.get("CROWDTRAIN_ADMIN_TOKEN", ""),
+    )
     if not url and STATE.exists():
         saved = json.loads(STATE.read_text())
         url, token = saved["api"], token or saved["admin_token"]
@@ -58,8 +62,9 @@ def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iter
     from crowdtrain.jobs.charlstm import CharLSTM
     from crowdtrain.jobs.corpus import kjv_text
 
-    model = CharLSTM(units=tuple(args.units), seq_len=args.seq_len, batch_size=args.batch_size,
-                     embedding=args.embedding)
+    model = CharLSTM(
+        units=tuple(args.units), seq_len=args.seq_len, batch_size=args.batch_size, embedding=args.embedding
+    )
     x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
     spec = model.job_spec(args.batches, args.micro_batch, **_hyper(args))
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
@@ -67,8 +72,11 @@ def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iter
     if args.held_out:
         hx, hy = model.batches(kjv_text(args.held_out_passage), args.held_out, seed=args.seed + 1)
         held = [model.batch_file(hx[b], hy[b]) for b in range(len(hx))]
-    return spec, weights, itertools.chain((model.batch_file(x[b], y[b]) for b in range(args.batches)),
-                                          _held_out(args, spec, held))
+    return (
+        spec,
+        weights,
+        itertools.chain((model.batch_file(x[b], y[b]) for b in range(args.batches)), _held_out(args, spec, held)),
+    )
 
 
 def digits_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
@@ -84,8 +92,11 @@ def digits_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterato
     if args.held_out:
         hxb, hyb = model.batches(hx, hy, args.held_out)
         held = [model.batch_file(hxb[b], hyb[b]) for b in range(len(hxb))]
-    return spec, weights, itertools.chain((model.batch_file(xb[b], yb[b]) for b in range(len(xb))),
-                                          _held_out(args, spec, held))
+    return (
+        spec,
+        weights,
+        itertools.chain((model.batch_file(xb[b], yb[b]) for b in range(len(xb))), _held_out(args, spec, held)),
+    )
 
 
 def model_json_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
@@ -98,8 +109,13 @@ def model_json_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Ite
     if not files:
         raise SystemExit(f"no batch-*.bin files in {args.dataset}")
     dataset = json.loads((Path(args.dataset) / "dataset.json").read_text())
-    spec = {"name": args.name or path.parent.name, "model": document, "loss": args.loss,
-            "dataset": {"batches": len(files), **dataset}, **_hyper(args)}
+    spec = {
+        "name": args.name or path.parent.name,
+        "model": document,
+        "loss": args.loss,
+        "dataset": {"batches": len(files), **dataset},
+        **_hyper(args),
+    }
     held = [f.read_bytes() for f in sorted(Path(args.dataset).glob("held-out-*.bin"))]
     return spec, weights, itertools.chain((f.read_bytes() for f in files), _held_out(args, spec, held))
 
@@ -117,14 +133,27 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
         optimizer["learning_rate"] = args.learning_rate
     if args.optimizer == "momentum":
         optimizer.update(momentum=args.momentum, use_nesterov=args.nesterov)
-    hyper = {"optimizer": optimizer, "gradients_per_update": args.gradients_per_update, "staleness": args.staleness,
-             "epochs": args.epochs, "lease_seconds": args.lease_seconds, "codec": args.codec, "seed": args.seed,
-             "fold_groups": args.fold_groups, "credit": not args.no_credit, "synchronous": args.synchronous}
+    hyper = {
+        "optimizer": optimizer,
+        "gradients_per_update": args.gradients_per_update,
+        "staleness": args.staleness,
+        "epochs": args.epochs,
+        "lease_seconds": args.lease_seconds,
+        "codec": args.codec,
+        "seed": args.seed,
+        "fold_groups": args.fold_groups,
+        "credit": not args.no_credit,
+        "synchronous": args.synchronous,
+    }
     if args.local_steps:
-        hyper["local_steps"] = {"steps": args.local_steps, "min_steps": args.min_steps or args.local_steps,
-                                "target_seconds": args.target_seconds, "keep_state": args.keep_local_state,
-                                "decay_to": args.local_decay_to,
-                                "optimizer": {"name": args.local_optimizer, "learning_rate": args.local_learning_rate}}
+        hyper["local_steps"] = {
+            "steps": args.local_steps,
+            "min_steps": args.min_steps or args.local_steps,
+            "target_seconds": args.target_seconds,
+            "keep_state": args.keep_local_state,
+            "decay_to": args.local_decay_to,
+            "optimizer": {"name": args.local_optimizer, "learning_rate": args.local_learning_rate},
+        }
     return hyper
 
 
@@ -158,10 +187,12 @@ def describe(status: dict[str, Any]) -> str:
         span = history[-1]["time"] - history[0]["time"]
         per_batch = span / max(1, status["batches_done"] - 1)
         eta = f"{per_batch * (total - status['batches_done']):.0f}s"
-    return (f"{status['job_id']} {status['status']:<9} version {status['version']:>5}  epoch "
-            f"{status['epoch']}/{spec['epochs']}  batches {status['batches_done']}/{total}  training loss "
-            f"(reported) {loss}{held_out(status)}  volunteers {status['active_volunteers']}  "
-            f"discarded {sum(status['discarded'].values())}  eta {eta}")
+    return (
+        f"{status['job_id']} {status['status']:<9} version {status['version']:>5}  epoch "
+        f"{status['epoch']}/{spec['epochs']}  batches {status['batches_done']}/{total}  training loss "
+        f"(reported) {loss}{held_out(status)}  volunteers {status['active_volunteers']}  "
+        f"discarded {sum(status['discarded'].values())}  eta {eta}"
+    )
 
 
 def held_out(status: dict[str, Any]) -> str:
@@ -173,12 +204,24 @@ def held_out(status: dict[str, Any]) -> str:
     return f"  held-out loss (checked, v{last['version']}) {last['loss']:.4f}{accuracy}"
 
 
-JOB_COLUMNS = (("job_id", "JOB"), ("name", "NAME"), ("status", "STATUS"), ("version", "VERSION"),
-               ("epoch", "EPOCH"), ("batches_done", "BATCHES"), ("pending_gradients", "PENDING"))
+JOB_COLUMNS = (
+    ("job_id", "JOB"),
+    ("name", "NAME"),
+    ("status", "STATUS"),
+    ("version", "VERSION"),
+    ("epoch", "EPOCH"),
+    ("batches_done", "BATCHES"),
+    ("pending_gradients", "PENDING"),
+)
 
 
-CREDIT_COLUMNS = (("name", "NAME"), ("volunteer_id", "VOLUNTEER"), ("credit", "CREDIT"), ("results", "RESULTS"),
-                  ("samples", "SAMPLES"))
+CREDIT_COLUMNS = (
+    ("name", "NAME"),
+    ("volunteer_id", "VOLUNTEER"),
+    ("credit", "CREDIT"),
+    ("results", "RESULTS"),
+    ("samples", "SAMPLES"),
+)
 
 
 def table(rows: list[list[str]]) -> str:
@@ -201,8 +244,11 @@ def credit(args: argparse.Namespace) -> None:
     if not volunteers:
         print(f"no credit yet in {args.job}: credit is earned when a volunteer's result is folded")
         return
-    print(table([[label for _, label in CREDIT_COLUMNS]]
-                + [[str(v[key]) for key, _ in CREDIT_COLUMNS] for v in volunteers]))
+    print(
+        table(
+            [[label for _, label in CREDIT_COLUMNS]] + [[str(v[key]) for key, _ in CREDIT_COLUMNS] for v in volunteers]
+        )
+    )
     print(f"credit: {ledger['unit']}")
 
 
@@ -210,8 +256,10 @@ def job_table(jobs: list[dict[str, Any]]) -> str:
     """`crowdtrain jobs`: one aligned row per job, newest first."""
     if not jobs:
         return "no jobs yet: `crowdtrain create` makes one"
-    return table([[label for _, label in JOB_COLUMNS]] + [
-        [str(job[key]) for key, _ in JOB_COLUMNS] for job in sorted(jobs, key=lambda j: -j["created"])])
+    return table(
+        [[label for _, label in JOB_COLUMNS]]
+        + [[str(job[key]) for key, _ in JOB_COLUMNS] for job in sorted(jobs, key=lambda j: -j["created"])]
+    )
 
 
 def watch(args: argparse.Namespace) -> None:
@@ -246,7 +294,8 @@ def download(args: argparse.Namespace) -> None:
 
 def import_keras(args: argparse.Namespace) -> None:
     """A Keras file (.keras, or .h5 of Keras 3 or 2) -> TF.js layers files a job can start from."""
-    from crowdtrain.jobs.keras_files import KerasFileError, import_keras as convert
+    from crowdtrain.jobs.keras_files import KerasFileError
+    from crowdtrain.jobs.keras_files import import_keras as convert
 
     try:
         print(convert(Path(args.keras_model), Path(args.out)))
@@ -256,7 +305,8 @@ def import_keras(args: argparse.Namespace) -> None:
 
 def export_keras(args: argparse.Namespace) -> None:
     """TF.js layers files (e.g. from `crowdtrain download`) -> a Keras 3 file."""
-    from crowdtrain.jobs.keras_files import KerasFileError, export_keras as convert
+    from crowdtrain.jobs.keras_files import KerasFileError
+    from crowdtrain.jobs.keras_files import export_keras as convert
 
     try:
         print(convert(Path(args.model), Path(args.out)))
@@ -272,8 +322,9 @@ def local(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     STATE.parent.mkdir(exist_ok=True)
-    stack = LocalCloud(api_port=args.api_port, web_port=args.web_port, verbose=args.verbose,
-                       edge_log=STATE.parent / "edge-access.log")
+    stack = LocalCloud(
+        api_port=args.api_port, web_port=args.web_port, verbose=args.verbose, edge_log=STATE.parent / "edge-access.log"
+    )
     print("starting moto server, resources, API, dispatcher and web server ...", flush=True)
     swarm = None
     try:
@@ -282,9 +333,18 @@ def local(args: argparse.Namespace) -> None:
         raise SystemExit(f"crowdtrain local: {err}")
     try:
         STATE.parent.mkdir(exist_ok=True)
-        STATE.write_text(json.dumps({"api": stack.api_url, "web": stack.web_url, "admin_token": stack.admin_token,
-                                     "aws_endpoint": stack.endpoint, "pid": os.getpid(),
-                                     "moto_pid": stack.moto.pid}))
+        STATE.write_text(
+            json.dumps(
+                {
+                    "api": stack.api_url,
+                    "web": stack.web_url,
+                    "admin_token": stack.admin_token,
+                    "aws_endpoint": stack.endpoint,
+                    "pid": os.getpid(),
+                    "moto_pid": stack.moto.pid,
+                }
+            )
+        )
         print(f"API:            {stack.api_url}\nadmin token:    {stack.admin_token} (saved in {STATE})")
         job = None
         if not args.no_demo:
@@ -295,10 +355,10 @@ def local(args: argparse.Namespace) -> None:
         print(f"dashboard:      {stack.web_url}dashboard.html" + (f"?job={job}" if job else ""), flush=True)
         if args.volunteers:
             from crowdtrain.local.swarm import Swarm
+
             swarm = Swarm(stack.web_url, args.volunteers).start()
             print(f"{args.volunteers} headless Chromium volunteers started", flush=True)
-        print("Ctrl-C stops everything." + ("" if args.verbose else " (--verbose shows every API request)"),
-              flush=True)
+        print("Ctrl-C stops everything." + ("" if args.verbose else " (--verbose shows every API request)"), flush=True)
         status = StatusLine(sys.stdout)
         try:
             while not stopping.wait(args.status_every or 3600):
@@ -335,6 +395,7 @@ class StatusLine:
 # -- AWS --------------------------------------------------------------------------------
 def deploy(args: argparse.Namespace) -> None:
     import boto3
+
     from crowdtrain.aws.deploy import Deployer
 
     session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
@@ -344,6 +405,7 @@ def deploy(args: argparse.Namespace) -> None:
 
 def rotate_secret(args: argparse.Namespace) -> None:
     import boto3
+
     from crowdtrain.aws.deploy import Deployer
 
     session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
@@ -352,6 +414,7 @@ def rotate_secret(args: argparse.Namespace) -> None:
 
 def teardown(args: argparse.Namespace) -> None:
     import boto3
+
     from crowdtrain.aws.deploy import Deployer
 
     session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
@@ -365,90 +428,170 @@ PRESETS = {
     # 40, map tasks of 8 sequences, 16 gradients per update, RMSprop 0.001,
     # fully synchronous (a round's 16 tasks are leased on its version, the
     # next wait for the update; a result on an older version is discarded).
-    "jsdoop": {"units": [50, 50], "seq_len": 40, "batch_size": 8, "gradients_per_update": 16, "staleness": 0,
-               "synchronous": True, "optimizer": "rmsprop", "learning_rate": 0.001},
+    "jsdoop": {
+        "units": [50, 50],
+        "seq_len": 40,
+        "batch_size": 8,
+        "gradients_per_update": 16,
+        "staleness": 0,
+        "synchronous": True,
+        "optimizer": "rmsprop",
+        "learning_rate": 0.001,
+    },
 }
 
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS),
-                        help="a named setup (jsdoop: the paper's experiment, docs/jsdoop.md); other options override it")
-    parser.add_argument("--template", default="char-lstm", choices=("char-lstm", "digits-cnn"),
-                        help="char-lstm: next character of KJV text; digits-cnn: Conv2D on scikit-learn's 8x8 digits "
-                             "(pip install '.[digits]'; --batches caps its 46 batches of 32)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named setup (jsdoop: the paper's experiment, docs/jsdoop.md); other options override it",
+    )
+    parser.add_argument(
+        "--template",
+        default="char-lstm",
+        choices=("char-lstm", "digits-cnn"),
+        help="char-lstm: next character of KJV text; digits-cnn: Conv2D on scikit-learn's 8x8 digits "
+        "(pip install '.[digits]'; --batches caps its 46 batches of 32)",
+    )
     parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of a template")
     parser.add_argument("--dataset", help="with --model: folder of batch-NNNNNN.bin files and dataset.json")
     parser.add_argument("--loss", default="sparseCategoricalCrossentropy")
     parser.add_argument("--name")
-    parser.add_argument("--units", type=int, nargs="+", default=[128],
-                        help="LSTM layer sizes (default: one LSTM(128), which learns word-like text in minutes; "
-                             "the paper's stand-alone example: 10 10)")
+    parser.add_argument(
+        "--units",
+        type=int,
+        nargs="+",
+        default=[128],
+        help="LSTM layer sizes (default: one LSTM(128), which learns word-like text in minutes; "
+        "the paper's stand-alone example: 10 10)",
+    )
     parser.add_argument("--seq-len", type=int, default=40, help="characters per sequence (paper: 1024)")
-    parser.add_argument("--embedding", type=int, default=0,
-                        help="E > 0: read characters through a learned Embedding of E dimensions instead of one-hot "
-                             "(no text sample on the page; wasm cannot train it, so the page's canary picks another "
-                             "backend)")
+    parser.add_argument(
+        "--embedding",
+        type=int,
+        default=0,
+        help="E > 0: read characters through a learned Embedding of E dimensions instead of one-hot "
+        "(no text sample on the page; wasm cannot train it, so the page's canary picks another "
+        "backend)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=400)
-    parser.add_argument("--micro-batch", type=int,
-                        help="volunteers compute each batch this many sequences at a time (local accumulation)")
-    parser.add_argument("--passage", default="gen1:1-jude1:25",
-                        help="KJV passage for the corpus (default: all but Revelation, left for held-out checks)")
-    parser.add_argument("--held-out", type=int, default=0,
-                        help="N > 0: N held-out batches (char-lstm: of --held-out-passage; digits-cnn: of the images "
-                             "never trained on; --model: the dataset folder's held-out-NNNNNN.bin files) whose loss "
-                             "volunteers check every --evaluate-every versions")
+    parser.add_argument(
+        "--micro-batch",
+        type=int,
+        help="volunteers compute each batch this many sequences at a time (local accumulation)",
+    )
+    parser.add_argument(
+        "--passage",
+        default="gen1:1-jude1:25",
+        help="KJV passage for the corpus (default: all but Revelation, left for held-out checks)",
+    )
+    parser.add_argument(
+        "--held-out",
+        type=int,
+        default=0,
+        help="N > 0: N held-out batches (char-lstm: of --held-out-passage; digits-cnn: of the images "
+        "never trained on; --model: the dataset folder's held-out-NNNNNN.bin files) whose loss "
+        "volunteers check every --evaluate-every versions",
+    )
     parser.add_argument("--held-out-passage", default="rev1:1-rev22:21", help="KJV passage of the held-out batches")
     parser.add_argument("--evaluate-every", type=int, default=10, help="versions between held-out checks")
-    parser.add_argument("--evaluation-copies", type=int, default=2,
-                        help="volunteers who must agree on a held-out figure before it is shown (1 trusts one)")
+    parser.add_argument(
+        "--evaluation-copies",
+        type=int,
+        default=2,
+        help="volunteers who must agree on a held-out figure before it is shown (1 trusts one)",
+    )
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("-k", "--gradients-per-update", type=int, default=1,
-                        help="gradients folded into each update, K (paper's stand-alone example: 3)")
+    parser.add_argument(
+        "-k",
+        "--gradients-per-update",
+        type=int,
+        default=1,
+        help="gradients folded into each update, K (paper's stand-alone example: 3)",
+    )
     parser.add_argument("--staleness", type=int, default=4)
-    parser.add_argument("--synchronous", action="store_true",
-                        help="fold in rounds: K tasks are leased on a version and the next wait for its update, so "
-                             "every result is computed on the version it updates (JSDoop 1.0's mode; with "
-                             "--local-steps, FedAvg's and DiLoCo's rounds when K is the crowd's size)")
+    parser.add_argument(
+        "--synchronous",
+        action="store_true",
+        help="fold in rounds: K tasks are leased on a version and the next wait for its update, so "
+        "every result is computed on the version it updates (JSDoop 1.0's mode; with "
+        "--local-steps, FedAvg's and DiLoCo's rounds when K is the crowd's size)",
+    )
     parser.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--nesterov", action="store_true", help="with --optimizer momentum: Nesterov's (DiLoCo's outer)")
-    parser.add_argument("--local-steps", type=int, default=0,
-                        help="H: each task runs H optimizer steps on H batches in the browser and uploads the change "
-                             "(the fold's --optimizer becomes the outer one); 0: one gradient per task")
-    parser.add_argument("--local-optimizer", default="adam", choices=sorted(OPTIMIZERS),
-                        help="the volunteers' own optimizer for local steps (TF.js's)")
+    parser.add_argument(
+        "--nesterov", action="store_true", help="with --optimizer momentum: Nesterov's (DiLoCo's outer)"
+    )
+    parser.add_argument(
+        "--local-steps",
+        type=int,
+        default=0,
+        help="H: each task runs H optimizer steps on H batches in the browser and uploads the change "
+        "(the fold's --optimizer becomes the outer one); 0: one gradient per task",
+    )
+    parser.add_argument(
+        "--local-optimizer",
+        default="adam",
+        choices=sorted(OPTIMIZERS),
+        help="the volunteers' own optimizer for local steps (TF.js's)",
+    )
     parser.add_argument("--local-learning-rate", type=float, default=0.01)
-    parser.add_argument("--min-steps", type=int, default=0,
-                        help="with --local-steps H: each volunteer trains on between this many and H of a task's "
-                             "batches, as many as fit --target-seconds on its device; results weigh by their steps "
-                             "(0: always H)")
-    parser.add_argument("--target-seconds", type=float, default=20.0,
-                        help="with --min-steps: about how long a volunteer's task should take")
-    parser.add_argument("--local-decay-to", type=float, default=1.0, metavar="FRACTION",
-                        help="with --local-steps: the local learning rate falls along a cosine over the job to this "
-                             "fraction of it (default 1: constant)")
-    parser.add_argument("--keep-local-state", action="store_true",
-                        help="with --local-steps: each volunteer keeps its local optimizer's state across its tasks "
-                             "(DiLoCo's inner state) instead of starting it fresh each task")
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=0,
+        help="with --local-steps H: each volunteer trains on between this many and H of a task's "
+        "batches, as many as fit --target-seconds on its device; results weigh by their steps "
+        "(0: always H)",
+    )
+    parser.add_argument(
+        "--target-seconds",
+        type=float,
+        default=20.0,
+        help="with --min-steps: about how long a volunteer's task should take",
+    )
+    parser.add_argument(
+        "--local-decay-to",
+        type=float,
+        default=1.0,
+        metavar="FRACTION",
+        help="with --local-steps: the local learning rate falls along a cosine over the job to this "
+        "fraction of it (default 1: constant)",
+    )
+    parser.add_argument(
+        "--keep-local-state",
+        action="store_true",
+        help="with --local-steps: each volunteer keeps its local optimizer's state across its tasks "
+        "(DiLoCo's inner state) instead of starting it fresh each task",
+    )
     parser.add_argument("--lease-seconds", type=int, default=120)
-    parser.add_argument("--fold-groups", type=int, default=1,
-                        help="G > 1 folds the job's results in G message groups at once, then sums their sums "
-                             "(a job of thousands of volunteers; mean or clipped_mean only: docs/scale.md)")
+    parser.add_argument(
+        "--fold-groups",
+        type=int,
+        default=1,
+        help="G > 1 folds the job's results in G message groups at once, then sums their sums "
+        "(a job of thousands of volunteers; mean or clipped_mean only: docs/scale.md)",
+    )
     parser.add_argument("--codec", default="fp32", choices=sorted(CODECS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-start", action="store_true", help="upload but do not start the job")
-    parser.add_argument("--no-credit", action="store_true",
-                        help="a job without points: no credit for volunteers and no leaderboard")
+    parser.add_argument(
+        "--no-credit", action="store_true", help="a job without points: no credit for volunteers and no leaderboard"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="crowdtrain", description=__doc__.splitlines()[0])
     top.add_argument("--api", help="API URL (default: $CROWDTRAIN_API or the running local stack)")
     top.add_argument("--admin-token", help="bearer token (local stack); without it, AWS SigV4 is used")
-    top.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's); "
-                                      "also accepted after the subcommand")
+    top.add_argument(
+        "--region",
+        help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's); "
+        "also accepted after the subcommand",
+    )
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("local", help="run everything locally on moto server, with a demo job")

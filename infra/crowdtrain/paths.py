@@ -1,4 +1,5 @@
 """Where the checkout's parts are: the one home of ROOT."""
+
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
 """Reading infra/template.yaml (CloudFormation's short-form tags included)."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,13 @@ from crowdtrain.paths import TEMPLATE
 # Resource types moto's CloudFormation cannot create. On the local cloud the
 # edge server plays CloudFront, the lease secret is made by hand, and there
 # are no CloudWatch alarms.
-LOCAL_UNSUPPORTED = {"AWS::CloudFront::Distribution", "AWS::CloudFront::OriginAccessControl", "AWS::CloudWatch::Alarm",
-                     "AWS::S3::BucketPolicy", "AWS::SecretsManager::Secret"}
+LOCAL_UNSUPPORTED = {
+    "AWS::CloudFront::Distribution",
+    "AWS::CloudFront::OriginAccessControl",
+    "AWS::CloudWatch::Alarm",
+    "AWS::S3::BucketPolicy",
+    "AWS::SecretsManager::Secret",
+}
 
 
 class _Loader(yaml.SafeLoader):
@@ -31,11 +37,27 @@ def _tag(name: str):
         else:
             value = loader.construct_mapping(node, deep=True)
         return {"Ref": value} if name == "Ref" else {f"Fn::{name}": value}
+
     return construct
 
 
-for _name in ("Ref", "Sub", "GetAtt", "Join", "Select", "Split", "If", "Equals", "Not", "And", "Or",
-              "FindInMap", "Base64", "ImportValue", "GetAZs"):
+for _name in (
+    "Ref",
+    "Sub",
+    "GetAtt",
+    "Join",
+    "Select",
+    "Split",
+    "If",
+    "Equals",
+    "Not",
+    "And",
+    "Or",
+    "FindInMap",
+    "Base64",
+    "ImportValue",
+    "GetAZs",
+):
     _Loader.add_constructor(f"!{_name}", _tag(_name))
 
 
@@ -45,8 +67,10 @@ def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
 
 def _mentions(value: Any, names: set[str]) -> bool:
     text = json.dumps(value)
-    return any(f'"Ref": "{n}"' in text or f'"Fn::GetAtt": ["{n}"' in text or f"${{{n}." in text
-               or f"${{{n}}}" in text for n in names)
+    return any(
+        f'"Ref": "{n}"' in text or f'"Fn::GetAtt": ["{n}"' in text or f"${{{n}." in text or f"${{{n}}}" in text
+        for n in names
+    )
 
 
 def without_unsupported(template: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -8,6 +8,7 @@ config.json; upload it with content types and cache headers; invalidate
 CloudFront; print the URL. After the first deploy, plain `chalice deploy
 --stage STAGE` works on its own, since the config already holds the names.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,6 +28,7 @@ from crowdtrain.aws.policy import function_policies, policy_file
 from crowdtrain.environment import app_environment
 from crowdtrain.paths import ROOT, TEMPLATE
 from crowdtrain.template import load_template
+
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("application/json", ".map")
@@ -58,12 +60,19 @@ class DeployError(RuntimeError):
 
 
 class Deployer:
-    def __init__(self, session: Any, stage: str, root: Path = ROOT,
-                 run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-                 say: Callable[[str], None] = lambda line: print(line, flush=True), poll_seconds: float = 5):
+    def __init__(
+        self,
+        session: Any,
+        stage: str,
+        root: Path = ROOT,
+        run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+        say: Callable[[str], None] = lambda line: print(line, flush=True),
+        poll_seconds: float = 5,
+    ):
         if not session.region_name:
-            raise DeployError("no AWS region: pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a "
-                              "profile's region")
+            raise DeployError(
+                "no AWS region: pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a profile's region"
+            )
         self.session, self.stage, self.root, self.run, self.say = session, stage, root, run, say
         self.poll_seconds = poll_seconds
         self.stack_name = f"crowdtrain-{stage}"
@@ -75,9 +84,13 @@ class Deployer:
         own boto3 session reads it from the environment), so the Lambdas and the
         API land beside the stack."""
         region = self.session.region_name
-        return self.run([str(Path(sys.executable).parent / "chalice"), verb, "--stage", self.stage], cwd=self.root,
-                        capture_output=True, text=True,
-                        env={**os.environ, "AWS_REGION": region, "AWS_DEFAULT_REGION": region})
+        return self.run(
+            [str(Path(sys.executable).parent / "chalice"), verb, "--stage", self.stage],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "AWS_REGION": region, "AWS_DEFAULT_REGION": region},
+        )
 
     # -- 1. the stack ----------------------------------------------------------------
     def deploy_stack(self) -> dict[str, str]:
@@ -126,16 +139,24 @@ class Deployer:
             key = IMPORT_IDENTIFIERS[resource["Type"]]
             name = self._resolve(resource["Properties"][key], account)
             if self._exists(resource["Type"], name):
-                kept.append({"ResourceType": resource["Type"], "LogicalResourceId": logical_id,
-                             "ResourceIdentifier": {key: name}})
+                kept.append(
+                    {
+                        "ResourceType": resource["Type"],
+                        "LogicalResourceId": logical_id,
+                        "ResourceIdentifier": {key: name},
+                    }
+                )
         return kept
 
     def _resolve(self, name: Any, account: str) -> str:
         text = name.get("Fn::Sub") if isinstance(name, dict) else name
         if not isinstance(text, str):
             raise DeployError(f"cannot tell the name of a retained resource from the template: {name!r}")
-        for variable, value in (("Stage", self.stage), ("AWS::AccountId", account),
-                                ("AWS::Region", self.session.region_name)):
+        for variable, value in (
+            ("Stage", self.stage),
+            ("AWS::AccountId", account),
+            ("AWS::Region", self.session.region_name),
+        ):
             text = text.replace(f"${{{variable}}}", value)
         if "${" in text:
             raise DeployError(f"cannot tell the name of a retained resource from the template: {name!r}")
@@ -160,16 +181,24 @@ class Deployer:
         template = load_template()
         names = ", ".join(next(iter(k["ResourceIdentifier"].values())) for k in kept)
         self.say(f"found the data an earlier teardown kept ({names}); importing it into stack {self.stack_name}")
-        body = {"AWSTemplateFormatVersion": template["AWSTemplateFormatVersion"],
-                "Parameters": template["Parameters"],
-                "Resources": {k["LogicalResourceId"]: template["Resources"][k["LogicalResourceId"]] for k in kept}}
+        body = {
+            "AWSTemplateFormatVersion": template["AWSTemplateFormatVersion"],
+            "Parameters": template["Parameters"],
+            "Resources": {k["LogicalResourceId"]: template["Resources"][k["LogicalResourceId"]] for k in kept},
+        }
         started = time.time()
         change_set = {"StackName": self.stack_name, "ChangeSetName": "import-kept-data"}
-        self.cloudformation.create_change_set(**change_set, ChangeSetType="IMPORT", TemplateBody=json.dumps(body),
-                                              Parameters=self._parameters, ResourcesToImport=kept)
+        self.cloudformation.create_change_set(
+            **change_set,
+            ChangeSetType="IMPORT",
+            TemplateBody=json.dumps(body),
+            Parameters=self._parameters,
+            ResourcesToImport=kept,
+        )
         try:
             self.cloudformation.get_waiter("change_set_create_complete").wait(
-                **change_set, WaiterConfig={"Delay": self.poll_seconds})
+                **change_set, WaiterConfig={"Delay": self.poll_seconds}
+            )
         except WaiterError as err:
             raise DeployError(f"CloudFormation refused to import {names}: {err}")
         self.cloudformation.execute_change_set(**change_set)
@@ -219,8 +248,10 @@ class Deployer:
             functions.setdefault(function, {})["iam_policy_file"] = policy_file(self.stage, function)
             (path.parent / policy_file(self.stage, function)).write_text(json.dumps(policy, indent=2) + "\n")
         path.write_text(json.dumps(config, indent=2) + "\n")
-        self.say(f"wrote stage {self.stage} of {path.relative_to(self.root)} and its functions' IAM policies, "
-                 f"pinned to account {outputs['AccountId']} in {outputs['Region']}")
+        self.say(
+            f"wrote stage {self.stage} of {path.relative_to(self.root)} and its functions' IAM policies, "
+            f"pinned to account {outputs['AccountId']} in {outputs['Region']}"
+        )
         return env
 
     # -- 3. the app -------------------------------------------------------------------
@@ -245,12 +276,18 @@ class Deployer:
         files["config.json"] = json.dumps({"api": api_url, "stage": self.stage}).encode()
         for i, (key, body) in enumerate(files.items(), 1):
             kind = mimetypes.guess_type(key)[0] or "application/octet-stream"
-            self.s3.put_object(Bucket=outputs["FrontendBucketName"], Key=key, Body=body, ContentType=kind,
-                          CacheControl=cache_control(key))
+            self.s3.put_object(
+                Bucket=outputs["FrontendBucketName"],
+                Key=key,
+                Body=body,
+                ContentType=kind,
+                CacheControl=cache_control(key),
+            )
             self.say(f"  uploaded {i}/{len(files)} {key}")
         self.session.client("cloudfront").create_invalidation(
             DistributionId=outputs["DistributionId"],
-            InvalidationBatch={"Paths": {"Quantity": 1, "Items": ["/*"]}, "CallerReference": str(time.time())})
+            InvalidationBatch={"Paths": {"Quantity": 1, "Items": ["/*"]}, "CallerReference": str(time.time())},
+        )
         url = f"https://{outputs['DistributionDomain']}/"
         self.say(f"invalidated CloudFront; volunteers visit {url}")
         return url
@@ -267,9 +304,14 @@ class Deployer:
         take effect in a new deployment of the stage."""
         api_id, client = self._rest_api_id(), self.session.client("apigateway")
         for kind in CORS_GATEWAY_RESPONSES:
-            client.put_gateway_response(restApiId=api_id, responseType=kind, responseParameters={
-                "gatewayresponse.header.Access-Control-Allow-Origin": f"'{origin}'",
-                "gatewayresponse.header.Access-Control-Allow-Headers": f"'{CORS_HEADERS}'"})
+            client.put_gateway_response(
+                restApiId=api_id,
+                responseType=kind,
+                responseParameters={
+                    "gatewayresponse.header.Access-Control-Allow-Origin": f"'{origin}'",
+                    "gatewayresponse.header.Access-Control-Allow-Headers": f"'{CORS_HEADERS}'",
+                },
+            )
         client.create_deployment(restApiId=api_id, stageName="api", description="gateway responses with CORS")
         self.say(f"API Gateway's own errors ({', '.join(CORS_GATEWAY_RESPONSES)}) allow {origin}")
 
@@ -277,9 +319,13 @@ class Deployer:
         """Stage-wide API Gateway throttling (Chalice has no setting for it):
         volunteers' routes are public, so a flood is cut off before Lambda."""
         self.session.client("apigateway").update_stage(
-            restApiId=self._rest_api_id(), stageName="api", patchOperations=[
+            restApiId=self._rest_api_id(),
+            stageName="api",
+            patchOperations=[
                 {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(rate)},
-                {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(burst)}])
+                {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(burst)},
+            ],
+        )
         self.say(f"API throttled to {rate} requests/s, bursts of {burst}")
 
     # -- Chalice's deployed state, kept with the stack ---------------------------------
@@ -304,8 +350,12 @@ class Deployer:
         return True
 
     def save_app_state(self, outputs: dict[str, str]) -> None:
-        self.s3.put_object(Bucket=outputs["BucketName"], Key=self._state_key,
-                           Body=self._state_path.read_bytes(), ContentType="application/json")
+        self.s3.put_object(
+            Bucket=outputs["BucketName"],
+            Key=self._state_key,
+            Body=self._state_path.read_bytes(),
+            ContentType="application/json",
+        )
         self.say(f"saved Chalice's deployed state to s3://{outputs['BucketName']}/{self._state_key}")
 
     @property
@@ -331,7 +381,8 @@ class Deployer:
         lease plus the Lambdas' REFRESH_SECONDS (chalicelib/store/secrets.py)."""
         secret_id = self.outputs()["LeaseSecretId"]
         reply = self.session.client("secretsmanager").put_secret_value(
-            SecretId=secret_id, SecretString=secrets.token_urlsafe(48))
+            SecretId=secret_id, SecretString=secrets.token_urlsafe(48)
+        )
         self.say(f"rotated the lease secret of {self.stack_name}: new version {reply['VersionId']}")
         return reply["VersionId"]
 
@@ -362,16 +413,26 @@ class Deployer:
         outputs = self.outputs()
         step("chalice delete", chalice_delete)
         s3 = self.session.resource("s3")
-        step(f"empty {outputs['FrontendBucketName']}", lambda: s3.Bucket(outputs["FrontendBucketName"]).objects.all().delete())
+        step(
+            f"empty {outputs['FrontendBucketName']}",
+            lambda: s3.Bucket(outputs["FrontendBucketName"]).objects.all().delete(),
+        )
         step(f"delete stack {self.stack_name}", self._delete_stack)
         if delete_data:
             bucket = s3.Bucket(outputs["BucketName"])
-            step(f"delete {outputs['BucketName']} and its objects", lambda: (bucket.objects.all().delete(), bucket.delete()))
-            step(f"delete table {outputs['TableName']}",
-                 lambda: self.dynamodb.delete_table(TableName=outputs["TableName"]))
+            step(
+                f"delete {outputs['BucketName']} and its objects",
+                lambda: (bucket.objects.all().delete(), bucket.delete()),
+            )
+            step(
+                f"delete table {outputs['TableName']}",
+                lambda: self.dynamodb.delete_table(TableName=outputs["TableName"]),
+            )
         else:
-            self.say(f"kept the data: bucket {outputs['BucketName']}, table {outputs['TableName']} "
-                     "(teardown --delete-data removes them)")
+            self.say(
+                f"kept the data: bucket {outputs['BucketName']}, table {outputs['TableName']} "
+                "(teardown --delete-data removes them)"
+            )
         if failed:
             raise DeployError(f"teardown of {self.stack_name} incomplete; failed: {', '.join(failed)}")
 

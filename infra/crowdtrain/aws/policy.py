@@ -6,6 +6,7 @@ before `chalice deploy`; the committed files are the same documents for a
 placeholder account (tests/test_deploy.py keeps them equal and checks the
 actions against the boto3 calls chalicelib makes; tests/test_iam_roles.py
 checks each function's calls against its own policy)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,7 +41,8 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
     may hand out, complete, release and redrive tasks, but cannot read the
     results queue; the fold reads the results queue, writes versions and
     queues tasks, but cannot create a job (list it, or write its data), read
-    the lease secret or the dead letters, or list the bucket; the redrive only moves dead letters back to their queues."""
+    the lease secret or the dead letters, or list the bucket; the redrive only moves dead letters back to
+    their queues."""
     part, region, account = outputs["Partition"], outputs["Region"], outputs["AccountId"]
 
     def arn(service: str, resource: str) -> str:
@@ -54,8 +56,10 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
 
     def logs(function: str) -> list[dict[str, Any]]:
         group = arn("logs", f"log-group:{log_group(stage, function)}")
-        return [statement("LogGroup", ["logs:CreateLogGroup"], group),
-                statement("LogStreams", ["logs:CreateLogStream", "logs:PutLogEvents"], f"{group}:log-stream:*")]
+        return [
+            statement("LogGroup", ["logs:CreateLogGroup"], group),
+            statement("LogStreams", ["logs:CreateLogStream", "logs:PutLogEvents"], f"{group}:log-stream:*"),
+        ]
 
     table = arn("dynamodb", f"table/{outputs['TableName']}")
     bucket = f"arn:{part}:s3:::{outputs['BucketName']}"
@@ -67,8 +71,11 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
             statement("Table", TABLE_READS + TABLE_WRITES, table),
             statement("Objects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], objects),
             statement("ListJobFiles", ["s3:ListBucket"], bucket),
-            statement("Tasks", ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility",
-                                "sqs:DeleteMessage"], sqs("TaskQueueUrl")),
+            statement(
+                "Tasks",
+                ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage"],
+                sqs("TaskQueueUrl"),
+            ),
             statement("Results", ["sqs:SendMessage"], sqs("ResultsQueueUrl")),
             statement("DeadLetters", ["sqs:ReceiveMessage", "sqs:DeleteMessage"], dead_letters),
             statement("LeaseSecret", ["secretsmanager:GetSecretValue"], outputs["LeaseSecretId"]),
@@ -78,17 +85,30 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
             # a job's own items only: the fold cannot list a job in the JOBS index (pk JOBS) or touch a
             # volunteer's slots (VOLUNTEER#...). Every write names its partition key, so the
             # ForAllValues test never meets an empty set (which it would pass).
-            {**statement("JobItems", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"], table),
-             "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["JOB#*"]}}},
+            {
+                **statement("JobItems", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"], table),
+                "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["JOB#*"]}},
+            },
             statement("Objects", ["s3:GetObject"], objects),
             # what a fold writes: versions, the status documents, partial sums; never a job's
             # initial weights or data, so it cannot make a job volunteers could train
-            statement("Writes", ["s3:PutObject"], [f"{bucket}/jobs/*/versions/*", f"{bucket}/jobs/*/status.json",
-                                                   f"{bucket}/{INDEX_KEY}", f"{bucket}/grads/*/sums/*"]),
+            statement(
+                "Writes",
+                ["s3:PutObject"],
+                [
+                    f"{bucket}/jobs/*/versions/*",
+                    f"{bucket}/jobs/*/status.json",
+                    f"{bucket}/{INDEX_KEY}",
+                    f"{bucket}/grads/*/sums/*",
+                ],
+            ),
             statement("Tasks", ["sqs:SendMessage"], sqs("TaskQueueUrl")),
             # its own queue: read by Lambda's event source mapping with this role, and partial sums sent on
-            statement("Results", ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
-                                  "sqs:GetQueueAttributes"], sqs("ResultsQueueUrl")),
+            statement(
+                "Results",
+                ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                sqs("ResultsQueueUrl"),
+            ),
         ],
         "redrive_dead_letters": [
             statement("DeadLetters", ["sqs:ReceiveMessage", "sqs:DeleteMessage"], dead_letters),
@@ -106,7 +126,13 @@ def placeholder_outputs(stage: str) -> dict[str, str]:
     """The outputs a stage's stack would have, with PLACEHOLDER's account and region."""
     region, account = PLACEHOLDER["Region"], PLACEHOLDER["AccountId"]
     queue = f"https://sqs.{region}.amazonaws.com/{account}/crowdtrain-{stage}"
-    return {**PLACEHOLDER, "TableName": f"crowdtrain-{stage}", "BucketName": f"crowdtrain-{stage}-data-{account}",
-            "TaskQueueUrl": f"{queue}-tasks", "ResultsQueueUrl": f"{queue}-results.fifo",
-            "TaskDeadLettersUrl": f"{queue}-tasks-dlq", "ResultDeadLettersUrl": f"{queue}-results-dlq.fifo",
-            "LeaseSecretId": f"arn:aws:secretsmanager:{region}:{account}:secret:crowdtrain-{stage}-lease-secret-*"}
+    return {
+        **PLACEHOLDER,
+        "TableName": f"crowdtrain-{stage}",
+        "BucketName": f"crowdtrain-{stage}-data-{account}",
+        "TaskQueueUrl": f"{queue}-tasks",
+        "ResultsQueueUrl": f"{queue}-results.fifo",
+        "TaskDeadLettersUrl": f"{queue}-tasks-dlq",
+        "ResultDeadLettersUrl": f"{queue}-results-dlq.fifo",
+        "LeaseSecretId": f"arn:aws:secretsmanager:{region}:{account}:secret:crowdtrain-{stage}-lease-secret-*",
+    }

@@ -11,6 +11,7 @@ With `embedding` E > 0 the model reads token ids through an Embedding layer
 gradient needs a kernel TF.js's wasm backend lacks (the page's canary then
 trains it on another backend).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,17 +35,36 @@ class CharLSTM:
     def topology(self) -> dict[str, Any]:
         layers: list[dict[str, Any]] = []
         if self.embedding:
-            layers.append({"class_name": "Embedding", "config": {
-                "name": "embedding", "input_dim": self.vocab, "output_dim": self.embedding,
-                "batch_input_shape": [None, self.seq_len], "input_length": self.seq_len, "mask_zero": False,
-                "embeddings_initializer": {"class_name": "RandomUniform",
-                                           "config": {"minval": -0.05, "maxval": 0.05, "seed": None}},
-                "dtype": "float32", "trainable": True}})
+            layers.append(
+                {
+                    "class_name": "Embedding",
+                    "config": {
+                        "name": "embedding",
+                        "input_dim": self.vocab,
+                        "output_dim": self.embedding,
+                        "batch_input_shape": [None, self.seq_len],
+                        "input_length": self.seq_len,
+                        "mask_zero": False,
+                        "embeddings_initializer": {
+                            "class_name": "RandomUniform",
+                            "config": {"minval": -0.05, "maxval": 0.05, "seed": None},
+                        },
+                        "dtype": "float32",
+                        "trainable": True,
+                    },
+                }
+            )
         for i, units in enumerate(self.units):
             config: dict[str, Any] = {
-                "name": f"lstm_{i + 1}", "units": units, "return_sequences": i < len(self.units) - 1,
-                "activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
-                "unit_forget_bias": True, "dtype": "float32", "trainable": True,
+                "name": f"lstm_{i + 1}",
+                "units": units,
+                "return_sequences": i < len(self.units) - 1,
+                "activation": "tanh",
+                "recurrent_activation": "sigmoid",
+                "use_bias": True,
+                "unit_forget_bias": True,
+                "dtype": "float32",
+                "trainable": True,
                 # glorotUniform, not the default orthogonal: TF.js builds the
                 # latter slowly in browsers (see docs/architecture.md).
                 "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
@@ -54,12 +74,27 @@ class CharLSTM:
             if i == 0 and not self.embedding:
                 config["batch_input_shape"] = [None, self.seq_len, self.vocab]
             layers.append({"class_name": "LSTM", "config": config})
-        layers.append({"class_name": "Dense", "config": {
-            "name": "next_char", "units": self.vocab, "activation": "softmax", "use_bias": True,
-            "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
-            "bias_initializer": {"class_name": "Zeros", "config": {}}, "dtype": "float32", "trainable": True}})
-        return {"class_name": "Sequential", "config": {"name": "char_lstm", "layers": layers},
-                "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"}
+        layers.append(
+            {
+                "class_name": "Dense",
+                "config": {
+                    "name": "next_char",
+                    "units": self.vocab,
+                    "activation": "softmax",
+                    "use_bias": True,
+                    "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+                    "bias_initializer": {"class_name": "Zeros", "config": {}},
+                    "dtype": "float32",
+                    "trainable": True,
+                },
+            }
+        )
+        return {
+            "class_name": "Sequential",
+            "config": {"name": "char_lstm", "layers": layers},
+            "keras_version": "tfjs-layers 4.22.0",
+            "backend": "tensor_flow.js",
+        }
 
     def weight_specs(self) -> list[dict[str, Any]]:
         specs, inputs = [], self.vocab
@@ -68,12 +103,16 @@ class CharLSTM:
             inputs = self.embedding
         for i, units in enumerate(self.units):
             name = f"lstm_{i + 1}"
-            specs += [{"name": f"{name}/kernel", "shape": [inputs, 4 * units], "dtype": "float32"},
-                      {"name": f"{name}/recurrent_kernel", "shape": [units, 4 * units], "dtype": "float32"},
-                      {"name": f"{name}/bias", "shape": [4 * units], "dtype": "float32"}]
+            specs += [
+                {"name": f"{name}/kernel", "shape": [inputs, 4 * units], "dtype": "float32"},
+                {"name": f"{name}/recurrent_kernel", "shape": [units, 4 * units], "dtype": "float32"},
+                {"name": f"{name}/bias", "shape": [4 * units], "dtype": "float32"},
+            ]
             inputs = units
-        specs += [{"name": "next_char/kernel", "shape": [inputs, self.vocab], "dtype": "float32"},
-                  {"name": "next_char/bias", "shape": [self.vocab], "dtype": "float32"}]
+        specs += [
+            {"name": "next_char/kernel", "shape": [inputs, self.vocab], "dtype": "float32"},
+            {"name": "next_char/bias", "shape": [self.vocab], "dtype": "float32"},
+        ]
         return specs
 
     def initial_weights(self, seed: int = 0) -> list[np.ndarray]:
@@ -92,7 +131,7 @@ class CharLSTM:
                 bias = np.zeros(shape, np.float32)
                 if spec["name"].startswith("lstm_"):
                     units = shape[0] // 4
-                    bias[units:2 * units] = 1.0
+                    bias[units : 2 * units] = 1.0
                 out.append(bias)
         return out
 
@@ -117,13 +156,18 @@ class CharLSTM:
         x = {"shape": [self.batch_size, self.seq_len], "dtype": TOKEN_DTYPE}
         spec = {
             "name": f"char-lstm {'x'.join(map(str, self.units))} seq {self.seq_len}"
-                    + (f" embedding {self.embedding}" if self.embedding else ""),
-            "model": {"modelTopology": self.topology(),
-                      "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}]},
+            + (f" embedding {self.embedding}" if self.embedding else ""),
+            "model": {
+                "modelTopology": self.topology(),
+                "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}],
+            },
             "loss": "sparseCategoricalCrossentropy",
-            "dataset": {"batches": batches, "encoding": "gzip",  # English text: about 2.7x smaller
-                        "x": x if self.embedding else {**x, "one_hot": self.vocab},
-                        "y": {"shape": [self.batch_size], "dtype": TOKEN_DTYPE}},
+            "dataset": {
+                "batches": batches,
+                "encoding": "gzip",  # English text: about 2.7x smaller
+                "x": x if self.embedding else {**x, "one_hot": self.vocab},
+                "y": {"shape": [self.batch_size], "dtype": TOKEN_DTYPE},
+            },
         }
         if not self.embedding:  # the page's text sample feeds one-hot characters
             spec["text"] = {"alphabet": ALPHABET}

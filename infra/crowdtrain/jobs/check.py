@@ -3,6 +3,7 @@ Trainer loads it (Node, the frontend's packages, the cpu backend) and takes
 one gradient on the job's first batch. A model TF.js cannot load or train
 (a Keras 3 InputLayer, a shape that does not fit the data, a non-finite loss)
 stops `crowdtrain create` with TF.js's error, before volunteers see it."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ def check_in_tfjs(spec: dict[str, Any], weights: bytes, batch: bytes) -> float |
         (Path(tmp) / "weights.bin").write_bytes(weights)
         (Path(tmp) / "batch.bin").write_bytes(batch)
         request = {"spec": spec, "weights": str(Path(tmp) / "weights.bin"), "batch": str(Path(tmp) / "batch.bin")}
-        proc = subprocess.run(["node", str(TOOL)], input=json.dumps(request), capture_output=True, text=True,
-                              timeout=TIMEOUT_SECONDS)
+        proc = subprocess.run(
+            ["node", str(TOOL)], input=json.dumps(request), capture_output=True, text=True, timeout=TIMEOUT_SECONDS
+        )
     try:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):

@@ -1,6 +1,7 @@
 """The demo's training text: the King James Version of the Bible, public
 domain (outside the UK's Crown patent), shipped by Debian's `bible-kjv`
 package and read offline with its `bible` program. Nothing is downloaded."""
+
 from __future__ import annotations
 
 import re

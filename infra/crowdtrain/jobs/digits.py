@@ -7,6 +7,7 @@ the page's canary trains it on webgl or cpu.
 The images are split once by a seeded permutation: the last HELD_OUT are
 never trained on and serve as the held-out set.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,28 +38,66 @@ class DigitsCNN:
         glorot = {"class_name": "GlorotUniform", "config": {"seed": None}}
         zeros = {"class_name": "Zeros", "config": {}}
         layers = [
-            {"class_name": "Conv2D", "config": {
-                "name": "conv", "filters": self.filters, "kernel_size": [3, 3], "strides": [1, 1],
-                "padding": "same", "data_format": "channels_last", "dilation_rate": [1, 1], "activation": "relu",
-                "use_bias": True, "kernel_initializer": glorot, "bias_initializer": zeros,
-                "batch_input_shape": [None, 8, 8, 1], "dtype": "float32", "trainable": True}},
-            {"class_name": "MaxPooling2D", "config": {
-                "name": "pool", "pool_size": [2, 2], "strides": [2, 2], "padding": "valid",
-                "data_format": "channels_last", "trainable": True}},
+            {
+                "class_name": "Conv2D",
+                "config": {
+                    "name": "conv",
+                    "filters": self.filters,
+                    "kernel_size": [3, 3],
+                    "strides": [1, 1],
+                    "padding": "same",
+                    "data_format": "channels_last",
+                    "dilation_rate": [1, 1],
+                    "activation": "relu",
+                    "use_bias": True,
+                    "kernel_initializer": glorot,
+                    "bias_initializer": zeros,
+                    "batch_input_shape": [None, 8, 8, 1],
+                    "dtype": "float32",
+                    "trainable": True,
+                },
+            },
+            {
+                "class_name": "MaxPooling2D",
+                "config": {
+                    "name": "pool",
+                    "pool_size": [2, 2],
+                    "strides": [2, 2],
+                    "padding": "valid",
+                    "data_format": "channels_last",
+                    "trainable": True,
+                },
+            },
             {"class_name": "Flatten", "config": {"name": "flatten", "trainable": True}},
-            {"class_name": "Dense", "config": {
-                "name": "digit", "units": CLASSES, "activation": "softmax", "use_bias": True,
-                "kernel_initializer": glorot, "bias_initializer": zeros, "dtype": "float32", "trainable": True}},
+            {
+                "class_name": "Dense",
+                "config": {
+                    "name": "digit",
+                    "units": CLASSES,
+                    "activation": "softmax",
+                    "use_bias": True,
+                    "kernel_initializer": glorot,
+                    "bias_initializer": zeros,
+                    "dtype": "float32",
+                    "trainable": True,
+                },
+            },
         ]
-        return {"class_name": "Sequential", "config": {"name": "digits_cnn", "layers": layers},
-                "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"}
+        return {
+            "class_name": "Sequential",
+            "config": {"name": "digits_cnn", "layers": layers},
+            "keras_version": "tfjs-layers 4.22.0",
+            "backend": "tensor_flow.js",
+        }
 
     def weight_specs(self) -> list[dict[str, Any]]:
         f = self.filters
-        return [{"name": "conv/kernel", "shape": [3, 3, 1, f], "dtype": "float32"},
-                {"name": "conv/bias", "shape": [f], "dtype": "float32"},
-                {"name": "digit/kernel", "shape": [4 * 4 * f, CLASSES], "dtype": "float32"},
-                {"name": "digit/bias", "shape": [CLASSES], "dtype": "float32"}]
+        return [
+            {"name": "conv/kernel", "shape": [3, 3, 1, f], "dtype": "float32"},
+            {"name": "conv/bias", "shape": [f], "dtype": "float32"},
+            {"name": "digit/kernel", "shape": [4 * 4 * f, CLASSES], "dtype": "float32"},
+            {"name": "digit/bias", "shape": [CLASSES], "dtype": "float32"},
+        ]
 
     def initial_weights(self, seed: int = 0) -> list[np.ndarray]:
         """Glorot-uniform kernels (a convolution's fans count its window), zero biases."""
@@ -96,12 +135,16 @@ class DigitsCNN:
     def job_spec(self, batches: int, **hyper: Any) -> dict[str, Any]:
         spec = {
             "name": f"digits-cnn {self.filters} filters",
-            "model": {"modelTopology": self.topology(),
-                      "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}]},
+            "model": {
+                "modelTopology": self.topology(),
+                "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}],
+            },
             "loss": "sparseCategoricalCrossentropy",
-            "dataset": {"batches": batches,
-                        "x": {"shape": [self.batch_size, 8, 8, 1], "dtype": "float32"},
-                        "y": {"shape": [self.batch_size], "dtype": "uint8"}},
+            "dataset": {
+                "batches": batches,
+                "x": {"shape": [self.batch_size, 8, 8, 1], "dtype": "float32"},
+                "y": {"shape": [self.batch_size], "dtype": "uint8"},
+            },
         }
         spec.update(hyper)
         return spec

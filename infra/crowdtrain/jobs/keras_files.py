@@ -15,6 +15,7 @@ it, and saves what Keras 3 loaded: a `.keras` file (or `.h5`) Keras 3 opens.
 Keras needs a backend: KERAS_BACKEND if set, else the first of jax,
 tensorflow and torch that imports (the `keras` extra installs jax's CPU build).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -100,8 +101,12 @@ def _convert(value: Any) -> Any:
 def tfjs_topology(model: Any) -> dict[str, Any]:
     """The model's config as TF.js's layers format reads it (Keras 2's)."""
     topology = _convert(json.loads(model.to_json()))
-    return {"class_name": topology["class_name"], "config": topology["config"],
-            "keras_version": f"keras {keras().__version__} via crowdtrain", "backend": "tensor_flow.js"}
+    return {
+        "class_name": topology["class_name"],
+        "config": topology["config"],
+        "keras_version": f"keras {keras().__version__} via crowdtrain",
+        "backend": "tensor_flow.js",
+    }
 
 
 def tfjs_weights(model: Any) -> tuple[list[WeightSpec], list[np.ndarray]]:
@@ -111,8 +116,9 @@ def tfjs_weights(model: Any) -> tuple[list[WeightSpec], list[np.ndarray]]:
         for variable in layer.weights:
             value = np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
             if value.dtype not in (np.float32, np.int32):
-                raise KerasFileError(f"weight {layer.name}/{variable.name} is {value.dtype}; TF.js files hold "
-                                     "float32 and int32")
+                raise KerasFileError(
+                    f"weight {layer.name}/{variable.name} is {value.dtype}; TF.js files hold float32 and int32"
+                )
             specs.append(WeightSpec(f"{layer.name}/{variable.name}", tuple(value.shape), str(value.dtype)))
             values.append(value)
     return specs, values
@@ -136,10 +142,14 @@ def import_keras(source: Path, out: Path) -> Path:
 
 def _read_tfjs(model_path: Path) -> tuple[dict[str, Any], list[WeightSpec], list[np.ndarray]]:
     document = json.loads(model_path.read_text())
-    specs = [WeightSpec(w["name"], tuple(w["shape"]), w.get("dtype", "float32"))
-             for group in document["weightsManifest"] for w in group["weights"]]
-    data = b"".join((model_path.parent / shard).read_bytes()
-                    for group in document["weightsManifest"] for shard in group["paths"])
+    specs = [
+        WeightSpec(w["name"], tuple(w["shape"]), w.get("dtype", "float32"))
+        for group in document["weightsManifest"]
+        for w in group["weights"]
+    ]
+    data = b"".join(
+        (model_path.parent / shard).read_bytes() for group in document["weightsManifest"] for shard in group["paths"]
+    )
     return document["modelTopology"], specs, decode_tensors(specs, data)
 
 
@@ -155,13 +165,19 @@ def _with_input_layer(topology: dict[str, Any]) -> dict[str, Any]:
     if shape is None:
         return topology
     dtype = first["config"].get("dtype", "float32")
-    given = {"class_name": "InputLayer", "config": {"batch_input_shape": shape, "dtype": dtype, "sparse": False,
-                                                    "name": f"{first['config']['name']}_input"}}
+    given = {
+        "class_name": "InputLayer",
+        "config": {
+            "batch_input_shape": shape,
+            "dtype": dtype,
+            "sparse": False,
+            "name": f"{first['config']['name']}_input",
+        },
+    }
     return {**topology, "config": {**topology["config"], "layers": [given, first, *layers[1:]]}}
 
 
-def _write_keras2_h5(path: Path, topology: dict[str, Any], specs: list[WeightSpec],
-                     values: list[np.ndarray]) -> None:
+def _write_keras2_h5(path: Path, topology: dict[str, Any], specs: list[WeightSpec], values: list[np.ndarray]) -> None:
     """The Keras 2 HDF5 layout: model_config, then model_weights/<layer>/<weight> in layer order."""
     import h5py
 
@@ -203,6 +219,8 @@ def export_keras(model_path: Path, out: Path) -> Path:
             raise KerasFileError(f"Keras 3 cannot build this model from its TF.js topology: {err}")
     loaded = {f"{layer.name}/{v.name}" for layer in model.layers for v in layer.weights}
     if loaded != {s.name for s in specs}:
-        raise KerasFileError(f"Keras built other weights than the files hold: {sorted(loaded ^ {s.name for s in specs})}")
+        raise KerasFileError(
+            f"Keras built other weights than the files hold: {sorted(loaded ^ {s.name for s in specs})}"
+        )
     model.save(out)
     return out

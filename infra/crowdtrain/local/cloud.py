@@ -10,6 +10,7 @@ the Chalice app served by Chalice's local dev server; the SQS dispatcher in
 place of Lambda's event source mappings; and the edge server in place of
 CloudFront. `stop()` ends all of it, the child process included.
 """
+
 from __future__ import annotations
 
 import errno
@@ -87,9 +88,12 @@ class LocalCloud:
     def _start_moto(self) -> None:
         port = free_port()
         log = open(self.log_dir / "moto.log", "wb") if self.log_dir else subprocess.DEVNULL
-        self.moto = subprocess.Popen([sys.executable, "-m", "crowdtrain.local.moto_server", "-H", "127.0.0.1",
-                                      "-p", str(port)],
-                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.moto = subprocess.Popen(
+            [sys.executable, "-m", "crowdtrain.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         self.endpoint = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -102,8 +106,12 @@ class LocalCloud:
                 time.sleep(0.1)
         else:
             raise RuntimeError("moto_server did not start within 30 s")
-        os.environ.update(AWS_ENDPOINT_URL=self.endpoint, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local",
-                          AWS_DEFAULT_REGION=REGION)
+        os.environ.update(
+            AWS_ENDPOINT_URL=self.endpoint,
+            AWS_ACCESS_KEY_ID="local",
+            AWS_SECRET_ACCESS_KEY="local",
+            AWS_DEFAULT_REGION=REGION,
+        )
         self.session = boto3.Session(region_name=REGION)
 
     # -- resources from infra/template.yaml -----------------------------------------
@@ -112,8 +120,11 @@ class LocalCloud:
         local, _ = without_unsupported(template)
         cloudformation = self.session.client("cloudformation")
         name = f"crowdtrain-{self.stage}"
-        cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(local),
-                                    Parameters=[{"ParameterKey": "Stage", "ParameterValue": self.stage}])
+        cloudformation.create_stack(
+            StackName=name,
+            TemplateBody=json.dumps(local),
+            Parameters=[{"ParameterKey": "Stage", "ParameterValue": self.stage}],
+        )
         stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
         if stack["StackStatus"] != "CREATE_COMPLETE":
             raise RuntimeError(f"stack {name}: {stack['StackStatus']} {stack.get('StackStatusReason', '')}")
@@ -123,7 +134,8 @@ class LocalCloud:
         secret_name = secret["Name"]["Fn::Sub"].replace("${Stage}", self.stage)
         length = int(secret["GenerateSecretString"]["PasswordLength"])
         arn = self.session.client("secretsmanager").create_secret(
-            Name=secret_name, Description=secret["Description"], SecretString=secrets.token_hex(length // 2))["ARN"]
+            Name=secret_name, Description=secret["Description"], SecretString=secrets.token_hex(length // 2)
+        )["ARN"]
         self.outputs["LeaseSecretId"] = arn
 
     # -- the app -------------------------------------------------------------------
@@ -135,8 +147,7 @@ class LocalCloud:
         self.web_port = self.web_port or free_port()
         env = app_environment(self.outputs, self.web_url, "*", self.admin_token)
         # every local volunteer is 127.0.0.1 (as `chalice local` reports it): no per-address limits here
-        env.update(MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
-                   DISTINCT_ADDRESSES="0")
+        env.update(MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000", DISTINCT_ADDRESSES="0")
         os.environ.update(env)
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))  # app.py lives at the checkout's top, as `chalice` expects
@@ -147,18 +158,39 @@ class LocalCloud:
 
         serialize_condition_building()  # the API, the fold and the schedules share the clients on threads
         services.reset()
-        config = Config(chalice_stage=self.stage, config_from_disk={
-            "version": "2.0", "app_name": "crowdtrain", "stages": {self.stage: {"environment_variables": env}}})
-        self.api = _bind("API", "--api-port", self.api_port,
-                         lambda: create_local_server(module.app, config, "127.0.0.1", self.api_port))
+        config = Config(
+            chalice_stage=self.stage,
+            config_from_disk={
+                "version": "2.0",
+                "app_name": "crowdtrain",
+                "stages": {self.stage: {"environment_variables": env}},
+            },
+        )
+        self.api = _bind(
+            "API",
+            "--api-port",
+            self.api_port,
+            lambda: create_local_server(module.app, config, "127.0.0.1", self.api_port),
+        )
         if not self.verbose:  # one line per request buries what matters; --verbose shows them
             self.api.server.RequestHandlerClass = functools.partial(
-                _quiet(ChaliceRequestHandler), app_object=module.app, config=config)
+                _quiet(ChaliceRequestHandler), app_object=module.app, config=config
+            )
         self._api_thread = threading.Thread(target=self.api.server.serve_forever, name="api", daemon=True)
         self._api_thread.start()
-        self.edge = _bind("web server", "--web-port", self.web_port, lambda: EdgeServer(
-            self.site, self.session.client("s3"), self.outputs["BucketName"],
-            {"api": self.api_url, "stage": self.stage}, port=self.web_port, access_log=self.edge_log)).start()
+        self.edge = _bind(
+            "web server",
+            "--web-port",
+            self.web_port,
+            lambda: EdgeServer(
+                self.site,
+                self.session.client("s3"),
+                self.outputs["BucketName"],
+                {"api": self.api_url, "stage": self.stage},
+                port=self.web_port,
+                access_log=self.edge_log,
+            ),
+        ).start()
         self.dispatchers = [*sqs_dispatchers(module, self.session.client("sqs")), *schedule_runners(module)]
         for dispatcher in self.dispatchers:
             dispatcher.start()
@@ -195,8 +227,10 @@ def _bind(what: str, option: str, port: int, make: Any) -> Any:
     except OSError as err:
         if err.errno != errno.EADDRINUSE:
             raise
-        raise PortInUse(f"port {port} for the {what} is taken: stop what uses it, or pass {option} with "
-                        f"another port ({option} 0 picks a free one)") from None
+        raise PortInUse(
+            f"port {port} for the {what} is taken: stop what uses it, or pass {option} with "
+            f"another port ({option} 0 picks a free one)"
+        ) from None
 
 
 def _quiet(handler: type) -> type:

@@ -6,6 +6,7 @@ headers policy, so pages are `crossOriginIsolated` and TF.js's threaded wasm
 binary runs. Like CloudFront's standard logs, it can keep an access log:
 one line per response, with the body bytes it sent (volunteer pages check
 their data meters against it)."""
+
 from __future__ import annotations
 
 import http.server
@@ -21,8 +22,11 @@ mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")
 # The same headers as infra/template.yaml's CrossOriginIsolation policy.
-ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
-                     "Cross-Origin-Resource-Policy": "same-origin"}
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 
 class CrowdServer(http.server.ThreadingHTTPServer):
@@ -31,13 +35,22 @@ class CrowdServer(http.server.ThreadingHTTPServer):
     volunteers fetching the new version overflowed it: the kernel dropped
     their connections, retried them seconds later, and a fetch that gave up
     left its task's lease held until it ran out."""
+
     request_queue_size = 128
     daemon_threads = True
 
 
 class EdgeServer:
-    def __init__(self, site: Path, s3: Any, bucket: str, config: dict[str, Any], host: str = "127.0.0.1",
-                 port: int = 0, access_log: Path | None = None):
+    def __init__(
+        self,
+        site: Path,
+        s3: Any,
+        bucket: str,
+        config: dict[str, Any],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_log: Path | None = None,
+    ):
         self.site, self.s3, self.bucket = site, s3, bucket
         self.access_log = open(access_log, "w", buffering=1) if access_log else None  # line-buffered
         self._log_lock = threading.Lock()
@@ -75,8 +88,9 @@ class EdgeServer:
             def log_message(self, *args: Any) -> None:  # quiet: the supervisor prints what matters
                 pass
 
-            def _send(self, status: int, body: bytes, content_type: str, cache: str = "no-cache",
-                      encoding: str | None = None) -> None:
+            def _send(
+                self, status: int, body: bytes, content_type: str, cache: str = "no-cache", encoding: str | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 if encoding:  # stored compressed (gzip batch files): served as stored, as CloudFront does
@@ -107,8 +121,13 @@ class EdgeServer:
                     obj = edge.s3.get_object(Bucket=edge.bucket, Key=key)
                 except edge.s3.exceptions.NoSuchKey:
                     return self._send(404, b"not found", "text/plain")
-                self._send(200, obj["Body"].read(), obj.get("ContentType", "application/octet-stream"),
-                           obj.get("CacheControl", "no-cache"), obj.get("ContentEncoding"))
+                self._send(
+                    200,
+                    obj["Body"].read(),
+                    obj.get("ContentType", "application/octet-stream"),
+                    obj.get("CacheControl", "no-cache"),
+                    obj.get("ContentEncoding"),
+                )
 
             def _file(self, path: str) -> None:
                 relative = path.lstrip("/") or "index.html"

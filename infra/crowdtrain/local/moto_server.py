@@ -11,6 +11,7 @@ tested against weaker rules than AWS keeps, so the local cloud and the tests
 that race threads against moto's server run their DynamoDB requests one at a
 time, as this module's `serialize_dynamodb` arranges.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,5 +1,6 @@
 """`crowdtrain local` as a child process, for tests and benchmarks that need
 real HTTP, a real moto server and real browsers."""
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,13 @@ class LocalCloudProcess:
         options = options or ("--no-demo",)
         ready_key = "web" if "--no-demo" in options else "demo_job"
         self.log = open(workdir / "local.log", "w")
-        self.proc = subprocess.Popen([str(CLI), "local", "--api-port", "0", "--web-port", "0", "--status-every", "0",
-                                      *options], cwd=workdir, stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [str(CLI), "local", "--api-port", "0", "--web-port", "0", "--status-every", "0", *options],
+            cwd=workdir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         state = workdir / ".crowdtrain" / "local.json"
         deadline = time.monotonic() + 120
         while not state.exists() or ready_key not in json.loads(state.read_text() or "{}"):
@@ -52,29 +57,59 @@ class LocalCloudProcess:
         self.state: dict[str, Any] = json.loads(state.read_text())
         self.api = Api(self.state["api"], self.state["admin_token"])
         self.web = self.state["web"]
-        aws = dict(endpoint_url=self.state["aws_endpoint"], region_name="us-east-1",
-                   aws_access_key_id="local", aws_secret_access_key="local")
+        aws = dict(
+            endpoint_url=self.state["aws_endpoint"],
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
         self.s3 = boto3.client("s3", **aws)
         self.table = boto3.resource("dynamodb", **aws).Table("crowdtrain-local")
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run a `crowdtrain` command against this stack."""
         # `--option=value`: a value that starts with "-" (a token may) is not read as an option
-        proc = subprocess.run([str(CLI), f"--api={self.state['api']}", f"--admin-token={self.state['admin_token']}",
-                               *args], cwd=self.workdir, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [str(CLI), f"--api={self.state['api']}", f"--admin-token={self.state['admin_token']}", *args],
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"crowdtrain {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def char_lstm_job(self, batches: int, epochs: int, k: int = 1, codec: str = "fp32", seq_len: int = 20,
-                      batch_size: int = 16, units=(10, 10), learning_rate: float = 0.01, seed: int = 0,
-                      staleness: int = 8, micro_batch: int | None = None, lease_seconds: int = 60,
-                      embedding: int = 0, **extra: Any) -> str:
+    def char_lstm_job(
+        self,
+        batches: int,
+        epochs: int,
+        k: int = 1,
+        codec: str = "fp32",
+        seq_len: int = 20,
+        batch_size: int = 16,
+        units=(10, 10),
+        learning_rate: float = 0.01,
+        seed: int = 0,
+        staleness: int = 8,
+        micro_batch: int | None = None,
+        lease_seconds: int = 60,
+        embedding: int = 0,
+        **extra: Any,
+    ) -> str:
         model = CharLSTM(units=tuple(units), seq_len=seq_len, batch_size=batch_size, embedding=embedding)
         x, y = model.batches(kjv_text("gen1:1-gen3:24"), batches, seed=seed)
-        spec = model.job_spec(batches, micro_batch, optimizer={"name": "adam", "learning_rate": learning_rate},
-                              gradients_per_update=k, epochs=epochs, codec=codec, lease_seconds=lease_seconds,
-                              staleness=staleness, **extra)
+        spec = model.job_spec(
+            batches,
+            micro_batch,
+            optimizer={"name": "adam", "learning_rate": learning_rate},
+            gradients_per_update=k,
+            epochs=epochs,
+            codec=codec,
+            lease_seconds=lease_seconds,
+            staleness=staleness,
+            **extra,
+        )
         weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(seed))
         return self.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
 

@@ -1,6 +1,7 @@
 """Run a library's method under a lock: how the local cloud makes moto's
 server and boto3's shared clients keep rules that AWS and Lambda keep for
 them (moto_server.py, shared_clients.py)."""
+
 from __future__ import annotations
 
 import functools
@@ -18,5 +19,6 @@ def one_at_a_time(owner: type, name: str, lock: threading.Lock | threading.RLock
     def serialized(*args: Any, **kwargs: Any) -> Any:
         with lock:
             return method(*args, **kwargs)
+
     serialized.serialized = True
     setattr(owner, name, serialized)

@@ -12,6 +12,7 @@ schema element", or, worse, a condition checks the wrong attribute). A lock
 around building and injecting each request's expressions makes each request's
 placeholders its own; building is microseconds, so nothing waits long.
 """
+
 from __future__ import annotations
 
 import threading

@@ -5,6 +5,7 @@ Chromium is Debian's (/usr/bin/chromium), driven by Playwright without its
 own browser download, with flags that keep it off the network beyond the
 page it is given, and a fresh profile each time.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -13,8 +14,16 @@ import threading
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def open_context(playwright: Any, profile: str, webgpu: bool = False, device: str | None = None) -> Any:
@@ -29,8 +38,12 @@ def open_context(playwright: Any, profile: str, webgpu: bool = False, device: st
     if device:
         screen = {k: v for k, v in playwright.devices[device].items() if k != "default_browser_type"}
     return playwright.chromium.launch_persistent_context(
-        profile, executable_path=CHROMIUM, headless=True, args=FLAGS + (["--enable-unsafe-webgpu"] if webgpu else []),
-        **screen)
+        profile,
+        executable_path=CHROMIUM,
+        headless=True,
+        args=FLAGS + (["--enable-unsafe-webgpu"] if webgpu else []),
+        **screen,
+    )
 
 
 def volunteer_url(web_url: str, name: str, backend: str = "auto") -> str:
