@@ -12,10 +12,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-from chalicelib.domain.config import Settings, settings
+from chalicelib.domain.config import settings
 from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.credit import CreditLedger
 from chalicelib.fold.discards import Discards
@@ -30,20 +27,9 @@ from chalicelib.jobs.auth import AdminGuard
 from chalicelib.jobs.credit import CreditView
 from chalicelib.publish.status import Sources, StatusBoard
 from chalicelib.store.addresses import IssuedIdentities
-from chalicelib.store.awaiting import AwaitingCopies
-from chalicelib.store.credits import Credits
-from chalicelib.store.evaluations import EvaluationRecords
-from chalicelib.store.foldlog import FoldLogStore
-from chalicelib.store.jobs import JobRecords
-from chalicelib.store.leases import LeaseRecords
-from chalicelib.store.meta import MetaStore
-from chalicelib.store.objects import ObjectStore
-from chalicelib.store.queues import ResultQueue, TaskQueue
 from chalicelib.store.reputations import Reputations
 from chalicelib.store.rounds import RoundSeats
-from chalicelib.store.secrets import SecretsManagerKeys, StaticKeys
-from chalicelib.store.stats import Counters
-from chalicelib.store.versions import VersionStore
+from chalicelib.store.stores import Stores
 from chalicelib.store.volunteers import VolunteerSlots
 from chalicelib.tasks.answers import Answers
 from chalicelib.tasks.completion import Completions
@@ -58,64 +44,9 @@ from chalicelib.tasks.slots import LeaseSlots
 from chalicelib.tasks.source import LeasePolicy, TaskSource
 from chalicelib.tasks.tokens import TokenSigner
 
-# Upload forms must be SigV4 (S3 refuses SigV2 for buckets made since June 2020)
-# and name the bucket's own region: boto3 signs presigned POSTs with SigV2 and
-# the global endpoint unless told otherwise.
-S3_CONFIG = Config(signature_version="s3v4", s3={"us_east_1_regional_endpoint": "regional"})
 
-
-class Services:
-    def __init__(self, config: Settings):
-        self.config = config
-
-    # -- AWS clients and stores ---------------------------------------------------
-    @cached_property
-    def _sqs(self) -> Any:
-        return boto3.client("sqs")
-
-    @cached_property
-    def _table(self) -> Any:
-        return boto3.resource("dynamodb").Table(self.config.table_name)
-
-    @cached_property
-    def jobs(self) -> JobRecords:
-        return JobRecords(self._table)
-
-    @cached_property
-    def meta(self) -> MetaStore:
-        return MetaStore(self._table)
-
-    @cached_property
-    def leases(self) -> LeaseRecords:
-        return LeaseRecords(self._table)
-
-    @cached_property
-    def slots(self) -> VolunteerSlots:
-        return VolunteerSlots(self._table)
-
-    @cached_property
-    def counters(self) -> Counters:
-        return Counters(self._table)
-
-    @cached_property
-    def fold_log(self) -> FoldLogStore:
-        return FoldLogStore(self._table)
-
-    @cached_property
-    def objects(self) -> ObjectStore:
-        return ObjectStore(boto3.client("s3", config=S3_CONFIG), self.config.bucket_name, self.config.public_base_url)
-
-    @cached_property
-    def versions(self) -> VersionStore:
-        return VersionStore(self.objects)
-
-    @cached_property
-    def tasks(self) -> TaskQueue:
-        return TaskQueue(self._sqs, self.config.task_queue_url)
-
-    @cached_property
-    def results(self) -> ResultQueue:
-        return ResultQueue(self._sqs, self.config.results_queue_url)
+class Services(Stores):
+    """The stores (store/stores.py), and the services the routes and handlers call."""
 
     @cached_property
     def redrive(self) -> Redrive:
@@ -133,18 +64,9 @@ class Services:
         return EpochQueue(self.meta, self.tasks)
 
     @cached_property
-    def _lease_keys(self) -> SecretsManagerKeys | StaticKeys:
-        if self.config.lease_secret_id:
-            return SecretsManagerKeys(boto3.client("secretsmanager"), self.config.lease_secret_id)
-        if self.config.lease_secret:
-            return StaticKeys(self.config.lease_secret.encode())
-        raise RuntimeError("no lease secret: set LEASE_SECRET_ID (Secrets Manager) or LEASE_SECRET")
-
-    @cached_property
     def signer(self) -> TokenSigner:
         return TokenSigner(self._lease_keys)
 
-    # -- the services the routes and handlers call ----------------------------------
     @cached_property
     def lease_slots(self) -> LeaseSlots:
         c = self.config
@@ -198,10 +120,6 @@ class Services:
         return Identities(self.signer, IssuedIdentities(self._table), self.config.volunteers_per_address_per_hour)
 
     @cached_property
-    def evaluation_records(self) -> EvaluationRecords:
-        return EvaluationRecords(self._table)
-
-    @cached_property
     def evaluations(self) -> Evaluations:
         return Evaluations(self.evaluation_records, self.tasks, self.meta, self.board)
 
@@ -228,10 +146,6 @@ class Services:
             self.discards,
             CreditLedger(self.credits),
         )
-
-    @cached_property
-    def credits(self) -> Credits:
-        return Credits(self._table)
 
     @cached_property
     def credit(self) -> CreditView:
@@ -265,10 +179,6 @@ class Services:
         return PartialSums(self.leases, self.vetting, self.discards, self.objects, self.results, self.counters)
 
     @cached_property
-    def awaiting(self) -> AwaitingCopies:
-        return AwaitingCopies(self._table)
-
-    @cached_property
     def board(self) -> StatusBoard:
         return StatusBoard(
             self.jobs,
@@ -298,7 +208,8 @@ class Services:
     def override(self, **parts: Any) -> "Services":
         """Put parts in place of those this class would build (a test's clock,
         a store that fails on cue). Only before a part that uses them is built."""
-        built = [name for name in type(self).__dict__ if name in self.__dict__ and name not in parts]
+        parts_built = {name for cls in type(self).__mro__ for name in vars(cls)}
+        built = [name for name in parts_built if name in self.__dict__ and name not in parts and name != "config"]
         if built:
             raise RuntimeError(f"override() must come before these parts are built: {built}")
         self.__dict__.update(parts)

@@ -10,7 +10,7 @@ from typing import Any
 
 from chalicelib.domain import validate
 from chalicelib.domain.records import DataUsed
-from chalicelib.domain.schema import MAX_LOCAL_STEPS
+from chalicelib.domain.section_schema import MAX_LOCAL_STEPS
 
 # Why a volunteer hands a task back (POST /tasks/release): its compute failed,
 # its batches or model did not download, no TF.js backend of its browser can
