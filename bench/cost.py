@@ -51,7 +51,7 @@ def paper_model() -> dict:
     """The paper's model as the char-lstm template builds it: LSTM(10) -> LSTM(10)
     -> Dense(128), one-hot over 128, sequences of 1024, batch 32, uint8 token ids,
     batch files gzip-encoded (their compressed size measured on KJV batches)."""
-    from chalicelib.domain.spec import BATCH_DTYPES
+    from chalicelib.domain.sections import BATCH_DTYPES
     from crowdtrain.jobs.charlstm import CharLSTM
     from crowdtrain.jobs.corpus import kjv_text
 
