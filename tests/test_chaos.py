@@ -1,27 +1,42 @@
-"""A seeded chaos run through the real handlers on moto: 200 simulated
-volunteers and 2,000 tasks, with volunteers vanishing mid-task, duplicate and
-replayed completions, poisoned gradients, and the fold crashing at every point
-between reading its messages and deleting them. Nothing may be lost or folded
-twice, no half-written version may be served, and the model must still learn.
-The counts it prints are recorded in docs/security.md."""
+"""A seeded chaos run through the real handlers on moto: simulated volunteers
+vanishing mid-task, duplicate and replayed completions, poisoned gradients,
+and the fold crashing at every point between reading its messages and
+deleting them. Nothing may be lost or folded twice, no half-written version
+may be served, and the model must still learn. `make test` runs it on 200
+tasks, every crash point forced within its first few passes; `make soak` on
+2,000 tasks and 200 volunteers (docs/security.md records those counts)."""
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from chalicelib.services import services
 from tests.conftest import Crash
 from tests.harness import BUCKET, Dataset, softmax_loss_and_grad
 
 SEED = 20261124
-VOLUNTEERS = 200
-BATCHES, EPOCHS, K = int(os.environ.get("CHAOS_BATCHES", 400)), int(os.environ.get("CHAOS_EPOCHS", 5)), 20
+
+
+@dataclass(frozen=True)
+class Size:
+    volunteers: int
+    batches: int
+    epochs: int
+    k: int
+    active: int  # volunteers stepping in one round: those holding a task, then idle ones
+    sure_by: int  # a crash point passed this often without crashing crashes then (CrashPoints.SURE_BY)
+
+
+# make test: 40 versions, every per-version crash point forced by its 10th pass
+SMALL = Size(volunteers=60, batches=100, epochs=2, k=5, active=20, sure_by=10)
+FULL = Size(volunteers=200, batches=400, epochs=5, k=20, active=50, sure_by=40)
 # How often the fold dies at each point: the per-invocation points are passed
 # more often than the per-version ones, so they crash less often per pass.
 CRASH_POINTS = {
@@ -35,7 +50,6 @@ CRASH_POINTS = {
     "after advancing the version": 0.05,
     "before deleting the messages": 0.03,
 }
-ACTIVE_PER_ROUND = 50  # volunteers stepping in one round: those holding a task, then idle ones
 POISON = ["nan", "inf", "huge_norm", "wrong_length", "sign_flip"]
 
 
@@ -70,13 +84,24 @@ def poisoned(kind: str, good: bytes) -> bytes:
 
 
 def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
+    run(SMALL, harness, crashes, capsys)
+
+
+@pytest.mark.soak
+def test_chaos_run_of_2000_tasks_loses_nothing_and_still_converges(harness, crashes, capsys):
+    run(FULL, harness, crashes, capsys)
+
+
+def run(size: Size, harness, crashes, capsys) -> None:
+    volunteers, batches, epochs, k = size.volunteers, size.batches, size.epochs, size.k
+    crashes.SURE_BY = size.sure_by
     rng = random.Random(SEED)
     counts: Counter = crashes.counts
-    ds = Dataset.generate(batches=BATCHES, batch_size=8, seed=3)
+    ds = Dataset.generate(batches=batches, batch_size=8, seed=3)
     job = harness.create_job(
         ds,
-        epochs=EPOCHS,
-        gradients_per_update=K,
+        epochs=epochs,
+        gradients_per_update=k,
         staleness=8,
         lease_seconds=10,
         optimizer={"name": "sgd", "learning_rate": 0.5},
@@ -88,7 +113,7 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
     crashes.rng = rng
     install_crashes(crashes)
     meta = services().meta
-    held: list[dict | None] = [None] * VOLUNTEERS
+    held: list[dict | None] = [None] * volunteers
     leased_by: set[int] = set()
     complete_versions: set[int] = set()
     deadline = time.monotonic() + 1800
@@ -169,7 +194,7 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
         return True
 
     # Rounds: every volunteer holding a task steps, and idle ones drawn at random
-    # from all 200 fill the round up to ACTIVE_PER_ROUND, in a shuffled order;
+    # from all of them fill the round up to size.active, in a shuffled order;
     # idle volunteers stop asking once the queue is empty.
     shown = started
     while (now_meta := meta.get(job)).status != "finished":
@@ -182,14 +207,14 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
             counts["dead letters redriven"] += sum(moved.values())
             with capsys.disabled():
                 print(
-                    f"\n  chaos run: {now_meta.folded_total}/{EPOCHS * BATCHES} batches folded, "
+                    f"\n  chaos run: {now_meta.folded_total}/{epochs * batches} batches folded, "
                     f"{sum(v for k, v in counts.items() if k.startswith('crash'))} crashes, "
                     f"{shown - started:.0f} s",
                     flush=True,
                 )
-        holders = [i for i in range(VOLUNTEERS) if held[i] is not None]
-        idle = [i for i in range(VOLUNTEERS) if held[i] is None]
-        order = holders + rng.sample(idle, max(0, min(len(idle), ACTIVE_PER_ROUND - len(holders))))
+        holders = [i for i in range(volunteers) if held[i] is not None]
+        idle = [i for i in range(volunteers) if held[i] is None]
+        order = holders + rng.sample(idle, max(0, min(len(idle), size.active - len(holders))))
         rng.shuffle(order)
         queue_empty = False
         for n, i in enumerate(order):
@@ -211,14 +236,14 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
     status = harness.status(job)
     folds = harness.folds(job)
     pairs = [(e, b) for e, b, _ in folds]
-    updates_per_epoch = -(-BATCHES // K)
+    updates_per_epoch = -(-batches // k)
     history = services().fold_log.history(meta.get(job), limit=10_000)
     # every (epoch, batch) folded, and the versions folded one gradient per batch in all: exactly once
-    assert set(pairs) == {(e, b) for e in range(EPOCHS) for b in range(BATCHES)}
-    assert sum(h["gradients"] for h in history) == status["batches_done"] == EPOCHS * BATCHES
+    assert set(pairs) == {(e, b) for e in range(epochs) for b in range(batches)}
+    assert sum(h["gradients"] for h in history) == status["batches_done"] == epochs * batches
     # the version advanced by exactly one per fold, and every version's files exist
-    assert [h["version"] for h in history] == list(range(1, EPOCHS * updates_per_epoch + 1))
-    assert status["version"] == EPOCHS * updates_per_epoch
+    assert [h["version"] for h in history] == list(range(1, epochs * updates_per_epoch + 1))
+    assert status["version"] == epochs * updates_per_epoch
     assert sorted({v for _, _, v in folds}) == list(range(1, status["version"] + 1))
     versions = harness.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"jobs/{job}/versions/")
     model_files = [o["Key"] for page in versions for o in page.get("Contents", []) if o["Key"].endswith("model.json")]
@@ -239,8 +264,7 @@ def test_chaos_run_loses_nothing_and_still_converges(harness, crashes, capsys):
     }
     with capsys.disabled():
         print("\nchaos run: " + json.dumps(report, indent=1))
-    assert sum(v for k, v in counts.items() if k.startswith("crash")) >= max(1, EPOCHS * BATCHES // 100)
-    if EPOCHS * BATCHES >= 2000:  # a shrunk local run has too few tasks to reach everyone and every point
-        assert all(counts[f"crash: {point}"] for point in CRASH_POINTS), "some crash point was never hit"
-        assert len(leased_by) >= 0.95 * VOLUNTEERS, f"only {len(leased_by)} volunteers ever held a lease"
+    assert sum(v for k, v in counts.items() if k.startswith("crash")) >= max(1, epochs * batches // 100)
+    assert all(counts[f"crash: {point}"] for point in CRASH_POINTS), "some crash point was never hit"
+    assert len(leased_by) >= 0.95 * volunteers, f"only {len(leased_by)} volunteers ever held a lease"
     assert counts["vanished mid-task"] > 0.15 * counts["leases"]

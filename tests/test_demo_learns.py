@@ -1,8 +1,11 @@
 """`make demo`'s default job learns: one headless Chromium volunteer on the
-local stack takes its held-out loss below 2.0 nats/char (well below what
-letter and letter-pair statistics give, about 3.0 and 2.5) within its
-budget on this machine. Held out: the Book of Revelation, which the demo's
-default passage leaves out."""
+local stack takes its held-out loss (on the Book of Revelation, which the
+demo's default passage leaves out) from ln 60 ≈ 4.1 nats/char, a model
+that knows nothing, below 2.0 within ten minutes (`make soak`: well below
+what letter and letter-pair statistics give, about 3.0 and 2.5), and to
+SMALL_TARGET, what letter counts alone give, within two minutes (`make
+test`: about a minute of training on a quiet 2-core machine; a job that
+does not learn stays above 4)."""
 
 from __future__ import annotations
 
@@ -16,14 +19,24 @@ from crowdtrain.jobs.charlstm import CharLSTM
 from crowdtrain.jobs.corpus import kjv_text
 from crowdtrain.local.process import LocalCloudProcess
 
-BUDGET_SECONDS = 600
-TARGET = 2.0
 HELD_OUT = "rev1:1-rev22:21"
+SMALL_TARGET = 3.0
+needs_chromium = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
 
 
 @pytest.mark.alone  # its budget is wall-clock seconds
-@pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
+@needs_chromium
+def test_the_demo_job_learns_letter_statistics_within_two_minutes(tmp_path):
+    learns(tmp_path, budget_seconds=120, target=SMALL_TARGET, every=10)
+
+
+@pytest.mark.soak
+@needs_chromium
 def test_the_demo_job_learns_within_its_budget(tmp_path):
+    learns(tmp_path, budget_seconds=600, target=2.0, every=30)
+
+
+def learns(tmp_path, budget_seconds: float, target: float, every: float) -> None:
     stack = LocalCloudProcess(tmp_path, "--volunteers", "1")  # the demo job, every option at its default
     try:
         job = stack.state["demo_job"]
@@ -37,8 +50,8 @@ def test_the_demo_job_learns_within_its_budget(tmp_path):
             holder.job_spec(4), weights, (holder.batch_file(x[b], y[b]) for b in range(4)), start=False
         )
         started, curve = time.monotonic(), []
-        while time.monotonic() - started < BUDGET_SECONDS:
-            time.sleep(30)
+        while time.monotonic() - started < budget_seconds:
+            time.sleep(every)
             status = stack.api.call("GET", f"/jobs/{job}")
             loss = node(
                 "evaluate.mjs",
@@ -50,8 +63,8 @@ def test_the_demo_job_learns_within_its_budget(tmp_path):
             )[0]
             curve.append((round(time.monotonic() - started), status["version"], round(loss, 3)))
             print(f"demo: {curve[-1][0]} s, version {curve[-1][1]}, held-out loss {curve[-1][2]}", flush=True)
-            if loss <= TARGET:
+            if loss <= target:
                 break
     finally:
         stack.stop()
-    assert curve and curve[-1][2] <= TARGET, f"held-out loss over time (s, version, nats/char): {curve}"
+    assert curve and curve[-1][2] <= target, f"held-out loss over time (s, version, nats/char): {curve}"

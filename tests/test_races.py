@@ -68,7 +68,7 @@ def test_concurrent_folds_of_one_job_fold_each_batch_once(server_harness):
     it taken and re-read. The versions are consecutive, each complete, and
     every batch is in exactly one."""
     harness = server_harness
-    batches, k = 12, 3
+    batches, k = 8, 2
     job = harness.create_job(Dataset.generate(batches=batches, batch_size=4), gradients_per_update=k, staleness=100)
     for i in range(batches):
         assert harness.work(harness.lease(f"v{i % 4}")).status_code == 200
