@@ -3,6 +3,7 @@
 import os
 
 from chalice import Chalice, CORSConfig, IAMAuthorizer, Rate, Response
+from chalice.app import Request
 
 from chalicelib.domain import validate
 from chalicelib.domain.errors import NotFound, PayloadTooLarge
@@ -22,22 +23,29 @@ MAX_ADMIN_BODY = 1024 * 1024
 MAX_TASK_BODY = 16 * 1024
 
 
+def _request() -> Request:
+    """The request being handled: chalice sets it before it calls a route."""
+    request = app.current_request
+    assert request is not None, "no request is being handled"  # only routes call this
+    return request
+
+
 def _body(limit: int) -> dict:
     """The request's JSON object; 413 past `limit` bytes, 400 if not an object."""
-    request = app.current_request
+    request = _request()
     if len(request.raw_body or b"") > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     return validate.body_object(validate.json_document(request.raw_body or b""))
 
 
 def _admin() -> None:
-    request = app.current_request
+    request = _request()
     services().guard.check(request.context, request.headers)
 
 
 def _source_address() -> str:
     """The caller's address as API Gateway saw it (the local stack: as its server saw it)."""
-    identity = (app.current_request.context or {}).get("identity") or {}
+    identity = (_request().context or {}).get("identity") or {}
     return str(identity.get("sourceIp") or "unknown")
 
 

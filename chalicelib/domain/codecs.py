@@ -110,7 +110,7 @@ class Int8Codec(Codec):
 
     def encode(self, tensors: Sequence[np.ndarray]) -> bytes:
         scales = np.zeros(len(tensors), "<f4")
-        quantized = []
+        quantized: list[np.ndarray] = []
         for i, tensor in enumerate(tensors):
             values = np.asarray(tensor, np.float32).ravel().astype(np.float64)
             peak = float(np.max(np.abs(values))) if values.size else 0.0

@@ -103,6 +103,7 @@ class JobSpec:
 
     def local_learning_rate(self, version: int) -> float:
         """The inner learning rate of a local-steps task leased at `version`."""
+        assert self.local_steps is not None, "only a job with local steps has one"  # answers.py asks only those
         return self.local_steps.learning_rate(version / self.planned_versions)
 
     def task_batches(self, task: int) -> range:

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from chalicelib.domain.errors import BadRequest
 
@@ -146,7 +146,13 @@ class Range:
 FLAG = Range(boolean=True)
 
 
-def settings(raw: Any, rule: type, what: str) -> dict[str, Any]:
+class Rule(Protocol):
+    """What `settings` reads of a rule's class (domain/named.py's Named)."""
+
+    limits: Mapping[str, Range]
+
+
+def settings(raw: Any, rule: type[Rule], what: str) -> dict[str, Any]:
     """Keyword arguments for `rule` from a JSON object: each key of
     `rule.limits` checked against its Range, absent ones taken from the
     defaults of `rule.__init__` (a parameter without one is required)."""

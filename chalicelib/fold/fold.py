@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.records import PartialSum, Result
@@ -43,6 +43,8 @@ from chalicelib.store.meta import JobMeta, Pending, StaleState
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
+# One attempt at a job's messages of one level: results at level 0, partial sums above (handle_batch groups them).
+_Apply = Callable[[str, list[Any]], list[FoldOutcome]]
 
 
 class Fold:
@@ -79,7 +81,7 @@ class Fold:
         for i, m in enumerate(messages):
             by_job.setdefault((m.job_id, m.level if isinstance(m, PartialSum) else 0), []).append(i)
         for (job_id, level), indexes in by_job.items():
-            apply = (self.apply_batch, self.combine_sums, self.apply_sums)[level]
+            apply: _Apply = (self.apply_batch, self.combine_sums, self.apply_sums)[level]
             for _ in range(MAX_ATTEMPTS):
                 try:
                     done = apply(job_id, [messages[i] for i in indexes])

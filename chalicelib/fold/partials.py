@@ -135,7 +135,8 @@ class PartialSums:
         outcomes: list[FoldOutcome] = []
         for s in sums:
             pairs: set[tuple[int, int]] = set()
-            taken, rest = [], []
+            taken: list[Result] = []
+            rest: list[Result] = []
             for r in s.results:  # a batch named twice is taken by its first mention
                 (taken if claims.taken(r) or (r.epoch, r.batch) in pairs else rest).append(r)
                 pairs.add((r.epoch, r.batch))

@@ -28,7 +28,7 @@ from chalicelib.fold.shares import over_share
 from chalicelib.fold.stores import FoldStores
 from chalicelib.fold.updates import Updates
 from chalicelib.fold.vetting import GradientVetting, relative_difference
-from chalicelib.store.awaiting import Awaiting, AwaitingCopies
+from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.meta import JobMeta, Pending
 from chalicelib.store.reputations import Reputations
 
@@ -74,7 +74,7 @@ class Replicas:
                 return self._discard_alone(r, FoldOutcome.BARRED)
             return self._another_copy(r, awaiting.first, FoldOutcome.BARRED)
         if awaiting is not None and awaiting.disputed is not None:
-            return self._settle_dispute(r, awaiting, meta, spec)
+            return self._settle_dispute(r, awaiting.first, awaiting.disputed, meta, spec)
         if awaiting is not None:
             return self._check(r, awaiting.first, meta, spec)
         reason, digest, _ = self.vetting.reject(r, meta, spec)
@@ -182,7 +182,9 @@ class Replicas:
         self.discards.discard(r.job_id, [(r.epoch, r.batch, [first.lease_id, r.lease_id])], reason)
         return reason
 
-    def _settle_dispute(self, r: Result, awaiting: Awaiting, meta: JobMeta, spec: JobSpec) -> FoldOutcome:
+    def _settle_dispute(
+        self, r: Result, first: Pending, disputed: Pending, meta: JobMeta, spec: JobSpec
+    ) -> FoldOutcome:
         """A third copy of a batch whose first two disagreed: the copy it
         agrees with goes on to pending (a hostile check loses to the majority,
         and the honest work folds), and the other copy's lease is marked
@@ -192,7 +194,6 @@ class Replicas:
         another asked for; one agreeing with neither, or otherwise unusable,
         discards all three and re-queues the batch."""
         stores = self.stores
-        first, disputed = awaiting.first, awaiting.disputed
         reason, _, third = self._vet_copy(r, [first, disputed], meta, spec)
         if reason in (FoldOutcome.SAME_VOLUNTEER, FoldOutcome.SAME_ADDRESS):
             # one of the disputing volunteers cannot be the tie-breaker
@@ -205,7 +206,7 @@ class Replicas:
                 winner, loser = disputed, first
             else:
                 reason = FoldOutcome.DISAGREEMENT
-        if not reason and self._over_share(meta, spec, winner):
+        if not reason and winner is not None and self._over_share(meta, spec, winner):
             reason = FoldOutcome.OVER_SHARE
         if reason:
             self.awaiting.drop(first)
@@ -213,6 +214,7 @@ class Replicas:
                 r.job_id, [(r.epoch, r.batch, [first.lease_id, disputed.lease_id, r.lease_id])], reason
             )
             return reason
+        assert winner is not None and loser is not None  # no reason: the third copy agreed with one of the two
         stores.counters.add(r.job_id, replicas_agreed=1)
         outcome = self._add_pending(meta, spec, winner)
         self.awaiting.drop(first)

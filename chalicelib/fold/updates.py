@@ -115,12 +115,12 @@ class Updates:
                 raise Spoiled(*members[err.key])
 
         strategy = spec.build_strategy()
-        weights = [spec.weight(p.samples) for p in group]
+        sample_weights = [spec.weight(p.samples) for p in group]
         try:
             if any(p.summed for p in group):  # the total over the weight of every result behind the sums
-                combined = divided(sum_in_order(read_sums())[0], sum(weights))
+                combined = divided(sum_in_order(read_sums())[0], sum(sample_weights))
             elif isinstance(strategy, RunningSum):
-                combined = strategy.mean(zip(read(), weights))
+                combined = strategy.mean(zip(read(), sample_weights))
             else:
                 combined = strategy.aggregate(read())
         except Spoiled as err:
@@ -148,10 +148,11 @@ class Updates:
             )
         committed = self.committer.commit(meta, after, group)
         self.ledger.grant(meta.job_id, spec, group)  # after the commit: never twice (fold/credit.py)
-        if spec.evaluates(committed.version, committed.status == "finished"):
+        evaluation = spec.evaluation
+        if evaluation is not None and spec.evaluates(committed.version, committed.status == "finished"):
             # after the commit: a fold retried after it finds its batches folded and queues nothing
             # again, so an evaluation is queued at most once (and lost if this send fails)
-            self.epochs.tasks.enqueue_evaluation(meta.job_id, committed.version, spec.evaluation.copies)
+            self.epochs.tasks.enqueue_evaluation(meta.job_id, committed.version, evaluation.copies)
         return committed
 
     @staticmethod

@@ -115,8 +115,10 @@ class JobAdmin:
         optimizer = spec.build_optimizer()
         self.versions.write(job_id, 0, spec, weights, optimizer.initial_state(weights))
         meta = self.meta.save(meta, replace(meta, status="running"))
-        if spec.evaluates(0, finished=False):  # where training starts from, for the held-out curve
-            self.epochs.tasks.enqueue_evaluation(job_id, 0, spec.evaluation.copies)
+        evaluation = spec.evaluation
+        # where training starts from, for the held-out curve
+        if evaluation is not None and spec.evaluates(0, finished=False):
+            self.epochs.tasks.enqueue_evaluation(job_id, 0, evaluation.copies)
         return self._published(self.epochs.queue(meta, spec), spec)
 
     def _check_batches(self, job_id: str, spec: JobSpec) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 from boto3.dynamodb.conditions import Key
 
@@ -34,7 +35,7 @@ class JobRecords(Records):
             )
         now = self._clock()
         meta = JobMeta(job_id=job_id, status="uploading", created=now, updated=now)
-        items = [
+        items: list[dict[str, dict[str, Any]]] = [
             {
                 "Put": {
                     "Item": {**job_key(job_id, "SPEC"), "spec": document},

@@ -57,7 +57,8 @@ class SecretsManagerKeys:
             return None  # no previous version before the first rotation
         return SigningKey(reply["VersionId"].replace("-", ""), reply["SecretString"].encode())
 
-    def _load(self) -> None:
+    def _load(self) -> SigningKey:
+        """Both keys read again; the current one."""
         current = self._version("AWSCURRENT")
         if current is None:
             raise RuntimeError(f"lease secret {self._secret_id} has no current version")
@@ -65,11 +66,13 @@ class SecretsManagerKeys:
         self._current = current
         self._keys = {k.key_id: k for k in (current, previous) if k is not None}
         self._loaded_at = self._clock()
+        return current
 
     def current(self) -> SigningKey:
-        if self._current is None or self._clock() - self._loaded_at >= REFRESH_SECONDS:
-            self._load()
-        return self._current
+        current = self._current
+        if current is None or self._clock() - self._loaded_at >= REFRESH_SECONDS:
+            current = self._load()
+        return current
 
     def find(self, key_id: str) -> SigningKey | None:
         self.current()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 LEASE_TTL_SECONDS = 7 * 24 * 3600
 
@@ -50,7 +53,7 @@ class Records:
         self._clock = clock
 
     @property
-    def _condition_failed(self) -> type[Exception]:
+    def _condition_failed(self) -> type[ClientError]:
         return self._client.exceptions.ConditionalCheckFailedException
 
     def _query(self, condition: Any, filter_expression: Any = None) -> list[dict[str, Any]]:

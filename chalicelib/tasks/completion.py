@@ -48,7 +48,7 @@ class Completions:
         lease = self.held.verify(c.held)
         spec = self.jobs.spec(lease.job_id)
         if lease.evaluates is not None:
-            return self._evaluation(lease, spec, c)
+            return self._evaluation(lease, spec, c, lease.evaluates)
         if c.accuracy is not None:
             raise BadRequest("accuracy is an evaluation task's answer; this lease is a training task")
         allowed = spec.steps_allowed(lease.batch)
@@ -74,7 +74,7 @@ class Completions:
             self.counters.first_time(lease.job_id, "data", record.volunteer_id)
         return Accepted(lease.job_id, lease.epoch, lease.batch)
 
-    def _evaluation(self, lease: Lease, spec: JobSpec, c: Completion) -> Accepted:
+    def _evaluation(self, lease: Lease, spec: JobSpec, c: Completion, version: int) -> Accepted:
         """A volunteer's held-out loss (and accuracy) of the version: its claim (tasks/evaluations.py)."""
         if c.accuracy is not None and not spec.classifies:
             raise BadRequest(f"accuracy is reported only for a classifier's loss, not {spec.loss}")
@@ -82,7 +82,7 @@ class Completions:
         task = Task(lease.job_id, lease.epoch, lease.batch, record.receipt, evaluates=lease.evaluates)
         try:
             outcome = self.evaluations.settle(
-                lease.job_id, spec, Claim(record.volunteer_id, c.loss, c.accuracy), lease.evaluates
+                lease.job_id, spec, Claim(record.volunteer_id, c.loss, c.accuracy), version
             )
         except Conflict:  # this volunteer answered that version already: the task is someone else's
             self.source.evaluate_later(task)

@@ -35,7 +35,7 @@ def agree(a: Claim, b: Claim, tolerance: float) -> bool:
         return False
     if (a.accuracy is None) != (b.accuracy is None):
         return False
-    return a.accuracy is None or abs(a.accuracy - b.accuracy) <= ACCURACY_TOLERANCE
+    return a.accuracy is None or b.accuracy is None or abs(a.accuracy - b.accuracy) <= ACCURACY_TOLERANCE
 
 
 def agreement(version: int, claims: list[Claim], evaluation: Evaluation) -> HeldOut | None:
@@ -65,12 +65,15 @@ class Evaluations:
         """Record a volunteer's claim on `version`: accepted (and published)
         once enough agree, a further copy queued where they do not."""
         claims = self.records.claim(job_id, version, claim)
-        held = agreement(version, claims, spec.evaluation)
+        evaluation = spec.evaluation
+        # evaluation tasks are queued only for a job with an evaluation (jobs/admin.py, fold/updates.py)
+        assert evaluation is not None, "only a job with held-out batches has evaluation tasks"
+        held = agreement(version, claims, evaluation)
         if held is not None:
             if self.records.accept(job_id, version, held):
                 self.board.publish(self.meta.get(job_id), spec, force=True)
             return "accepted"
-        if len(claims) >= spec.evaluation.copies:
+        if len(claims) >= evaluation.copies:
             if len(claims) < MAX_CLAIMS:
                 self.tasks.enqueue_evaluation(job_id, version, 1)
                 return "disputed"

@@ -117,6 +117,7 @@ class TaskSource:
 
     def evaluate_later(self, task: Task) -> None:
         """The evaluation back on the queue, out of sight a while (for another volunteer)."""
+        assert task.evaluates is not None, "only an evaluation task is evaluated later"  # both callers check
         self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1, delay=REQUEUE_DELAY_SECONDS)
         self.tasks.delete(task.receipt)
 

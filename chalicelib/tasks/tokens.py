@@ -71,7 +71,7 @@ class TokenSigner:
         scoped = hmac.new(key.secret, scope.encode(), hashlib.sha256).digest()
         return hmac.new(scoped, signed.encode(), hashlib.sha256).digest()
 
-    def _sign(self, record: object, scope: str) -> str:
+    def _sign(self, record: Lease | Volunteer, scope: str) -> str:
         key = self._keys.current()
         signed = (
             f"{VERSION}.{key.key_id}.{_b64(json.dumps(asdict(record), separators=(',', ':'), sort_keys=True).encode())}"

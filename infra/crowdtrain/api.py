@@ -43,7 +43,7 @@ class Api:
         credentials = session.get_credentials()
         if credentials is None:
             raise ApiError(401, "no AWS credentials found for signing admin calls (or pass --admin-token)")
-        region = self.region or session.region_name or urlparse(url).hostname.split(".")[2]
+        region = self.region or session.region_name or (urlparse(url).hostname or "").split(".")[2]
         request = AWSRequest(method=method, url=url, data=body, headers=headers)
         SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
         return dict(request.headers.items())

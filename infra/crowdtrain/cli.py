@@ -333,6 +333,7 @@ def local(args: argparse.Namespace) -> None:
         raise SystemExit(f"crowdtrain local: {err}")
     try:
         STATE.parent.mkdir(exist_ok=True)
+        assert stack.moto is not None  # start() started moto_server, or raised
         STATE.write_text(
             json.dumps(
                 {
@@ -583,8 +584,16 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="crowdtrain", description=__doc__.splitlines()[0])
+class TopParser(argparse.ArgumentParser):
+    """crowdtrain's parser, with its subcommands' parsers by name: every one
+    (`commands`), and those that take a job's options and so a --preset (`job_commands`)."""
+
+    commands: dict[str, argparse.ArgumentParser]
+    job_commands: dict[str, argparse.ArgumentParser]
+
+
+def parser() -> TopParser:
+    top = TopParser(prog="crowdtrain", description=__doc__.splitlines()[0])
     top.add_argument("--api", help="API URL (default: $CROWDTRAIN_API or the running local stack)")
     top.add_argument("--admin-token", help="bearer token (local stack); without it, AWS SigV4 is used")
     top.add_argument(
@@ -592,7 +601,7 @@ def parser() -> argparse.ArgumentParser:
         help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's); "
         "also accepted after the subcommand",
     )
-    sub = top.add_subparsers(dest="command", required=True)
+    sub = top.add_subparsers(dest="command", required=True, parser_class=argparse.ArgumentParser)  # plain ones
 
     p = sub.add_parser("local", help="run everything locally on moto server, with a demo job")
     _job_options(p)

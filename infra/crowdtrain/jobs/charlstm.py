@@ -154,7 +154,7 @@ class CharLSTM:
         """The job: `hyper` are the spec's top-level settings; `micro_batch`
         has volunteers compute each batch that many sequences at a time."""
         x = {"shape": [self.batch_size, self.seq_len], "dtype": TOKEN_DTYPE}
-        spec = {
+        spec: dict[str, Any] = {
             "name": f"char-lstm {'x'.join(map(str, self.units))} seq {self.seq_len}"
             + (f" embedding {self.embedding}" if self.embedding else ""),
             "model": {

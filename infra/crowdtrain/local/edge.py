@@ -15,7 +15,7 @@ import mimetypes
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 mimetypes.add_type("application/wasm", ".wasm")
@@ -60,7 +60,8 @@ class EdgeServer:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
+        # the bound socket's own address (getsockname): an AF_INET host is a str
+        host, port = cast(tuple[str, int], self.server.server_address[:2])
         return f"http://{host}:{port}/"
 
     def start(self) -> "EdgeServer":

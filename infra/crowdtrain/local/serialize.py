@@ -20,5 +20,5 @@ def one_at_a_time(owner: type, name: str, lock: threading.Lock | threading.RLock
         with lock:
             return method(*args, **kwargs)
 
-    serialized.serialized = True
+    setattr(serialized, "serialized", True)  # the mark a second call looks for (functools' wrapper declares none)
     setattr(owner, name, serialized)
