@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from chalicelib.domain.keys import SHARD_NAME
+
 VOCAB = 128
 TOKEN_DTYPE = "uint8"  # how batch files store token ids (see above)
 ALPHABET = "".join(chr(i) if 32 <= i < 127 or chr(i) == "\n" else "\x00" for i in range(VOCAB))
@@ -159,7 +161,7 @@ class CharLSTM:
             + (f" embedding {self.embedding}" if self.embedding else ""),
             "model": {
                 "modelTopology": self.topology(),
-                "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}],
+                "weightsManifest": [{"paths": [SHARD_NAME], "weights": self.weight_specs()}],
             },
             "loss": "sparseCategoricalCrossentropy",
             "dataset": {

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from chalicelib.domain.keys import SHARD_NAME
 from crowdtrain.paths import ROOT
 
 TOOL = ROOT / "frontend" / "tools" / "check_model.mjs"
@@ -28,9 +29,9 @@ def check_in_tfjs(spec: dict[str, Any], weights: bytes, batch: bytes) -> float |
         print("warning: the model was not tried in TF.js (needs node and `make frontend`)", file=sys.stderr)
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "weights.bin").write_bytes(weights)
+        (Path(tmp) / SHARD_NAME).write_bytes(weights)
         (Path(tmp) / "batch.bin").write_bytes(batch)
-        request = {"spec": spec, "weights": str(Path(tmp) / "weights.bin"), "batch": str(Path(tmp) / "batch.bin")}
+        request = {"spec": spec, "weights": str(Path(tmp) / SHARD_NAME), "batch": str(Path(tmp) / "batch.bin")}
         proc = subprocess.run(
             ["node", str(TOOL)], input=json.dumps(request), capture_output=True, text=True, timeout=TIMEOUT_SECONDS
         )

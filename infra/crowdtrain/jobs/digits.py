@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from chalicelib.domain.keys import SHARD_NAME
+
 HELD_OUT = 297  # of 1,797 images; 1,500 left to train on
 CLASSES = 10
 
@@ -137,7 +139,7 @@ class DigitsCNN:
             "name": f"digits-cnn {self.filters} filters",
             "model": {
                 "modelTopology": self.topology(),
-                "weightsManifest": [{"paths": ["weights.bin"], "weights": self.weight_specs()}],
+                "weightsManifest": [{"paths": [SHARD_NAME], "weights": self.weight_specs()}],
             },
             "loss": "sparseCategoricalCrossentropy",
             "dataset": {

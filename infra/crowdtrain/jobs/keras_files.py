@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from chalicelib.domain.keys import SHARD_NAME
 from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -136,7 +137,7 @@ def import_keras(source: Path, out: Path) -> Path:
     specs, values = tfjs_weights(model)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").write_bytes(model_json(tfjs_topology(model), specs))
-    (out / "weights.bin").write_bytes(encode_tensors(specs, values))
+    (out / SHARD_NAME).write_bytes(encode_tensors(specs, values))
     return out / "model.json"
 
 
