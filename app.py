@@ -9,7 +9,7 @@ from chalicelib.domain import validate
 from chalicelib.domain.errors import NotFound, PayloadTooLarge
 from chalicelib.domain.keys import INDEX_KEY, status_key
 from chalicelib.domain.records import fold_message
-from chalicelib.domain.wire import Completion, HeldLease, LeaseRequest, Release
+from chalicelib.domain.wire import Completion, CreditRequest, HeldLease, LeaseRequest, Registration, Release
 from chalicelib.domain.wire import job_id as _job_id
 from chalicelib.services import services
 from chalicelib.tasks.handout import RETRY_AFTER_SECONDS
@@ -127,18 +127,15 @@ def job_progress(job_id):
 @app.route("/volunteers", methods=["POST"], cors=cors)
 def register_volunteer():
     """A volunteer identity (its token goes with every task call), a limited number per address and hour."""
-    body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"name"})
-    name = validate.text(body, "name", "", max_len=64) if "name" in body else ""
-    return Response(body=services().identities.issue(_source_address(), name), status_code=201)
+    registration = Registration.parse(_body(MAX_TASK_BODY))
+    return Response(body=services().identities.issue(_source_address(), registration.name).json(), status_code=201)
 
 
 @app.route("/volunteers/credit", methods=["POST"], cors=cors)
 def volunteer_credit():
     """The credit this volunteer's identity earned in a job (its token proves which identity it is)."""
-    body = _body(MAX_TASK_BODY)
-    validate.only_keys(body, {"volunteer_token", "job_id"})
-    return services().credit.volunteer(_job_id(body.get("job_id")), body.get("volunteer_token"))
+    request = CreditRequest.parse(_body(MAX_TASK_BODY))
+    return services().credit.volunteer(request.job_id, request.volunteer_token)
 
 
 @app.route("/tasks/lease", methods=["POST"], cors=cors)

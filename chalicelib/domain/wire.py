@@ -27,6 +27,43 @@ def job_id(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class Registration:
+    """POST /volunteers: the name an identity is issued under, if any."""
+
+    name: str = ""
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> "Registration":
+        validate.only_keys(body, {"name"})
+        return cls(validate.text(body, "name", "", max_len=64) if "name" in body else "")
+
+
+@dataclass(frozen=True)
+class Issued:
+    """POST /volunteers' answer: the identity and the token that proves it."""
+
+    volunteer_id: str
+    volunteer_token: str
+    name: str
+
+    def json(self) -> dict[str, Any]:
+        return {"volunteer_id": self.volunteer_id, "volunteer_token": self.volunteer_token, "name": self.name}
+
+
+@dataclass(frozen=True)
+class CreditRequest:
+    """POST /volunteers/credit."""
+
+    job_id: str
+    volunteer_token: Any
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> "CreditRequest":
+        validate.only_keys(body, {"volunteer_token", "job_id"})
+        return cls(job_id(body.get("job_id")), body.get("volunteer_token"))
+
+
+@dataclass(frozen=True)
 class LeaseRequest:
     """POST /tasks/lease."""
 

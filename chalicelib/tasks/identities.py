@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from chalicelib.domain.errors import Forbidden, TooManyRequests
 from chalicelib.domain.records import Lease, Volunteer
+from chalicelib.domain.wire import Issued
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.tasks.tokens import TokenSigner
 
@@ -34,18 +35,14 @@ class Identities:
     ):
         self.signer, self.issued, self.per_hour, self.clock = signer, issued, per_hour, clock
 
-    def issue(self, address: str, name: str = "") -> dict[str, Any]:
+    def issue(self, address: str, name: str = "") -> Issued:
         if not self.issued.take(address, self.per_hour):
             raise TooManyRequests(
                 f"this address has been issued {self.per_hour} volunteer identities in the "
                 "last hour; keep the one you have (the page stores it)"
             )
         volunteer = Volunteer(f"{_slug(name) or 'v'}.{secrets.token_hex(6)}", self.clock())
-        return {
-            "volunteer_id": volunteer.volunteer_id,
-            "volunteer_token": self.signer.sign_volunteer(volunteer),
-            "name": name,
-        }
+        return Issued(volunteer.volunteer_id, self.signer.sign_volunteer(volunteer), name)
 
     def verify(self, token: Any) -> str:
         """The volunteer id a token stands for (401 if there is none or it is forged)."""
