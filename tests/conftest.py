@@ -120,11 +120,17 @@ class CrashPoints:
         self.monkeypatch, self.rng, self.counts = pytest.MonkeyPatch(), random.Random(0), Counter()
         self.passes = Counter()
 
-    def _maybe(self, point: str, rate: float) -> None:
+    def draw(self, point: str, rate: float) -> bool:
+        """Whether to crash at `point` now (counted), for a point no part's method stands for."""
         self.passes[point] += 1
         never = self.counts[f"crash: {point}"] == 0 and self.passes[point] >= self.SURE_BY
         if rate >= 1 or self.rng.random() < rate or never:
             self.counts[f"crash: {point}"] += 1
+            return True
+        return False
+
+    def _maybe(self, point: str, rate: float) -> None:
+        if self.draw(point, rate):
             raise Crash(point)
 
     def before(self, part: str, method: str, point: str, rate: float = 1.0) -> None:

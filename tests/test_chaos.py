@@ -130,8 +130,7 @@ def run(size: Size, harness, crashes, capsys) -> None:
         except Crash:
             counts["fold invocations crashed"] += 1
             return
-        if rng.random() < CRASH_POINTS["before deleting the messages"]:
-            counts["crash: before deleting the messages"] += 1
+        if crashes.draw("before deleting the messages", CRASH_POINTS["before deleting the messages"]):
             return
         counts["fold invocations"] += 1
         for m in messages:
