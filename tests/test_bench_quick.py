@@ -10,19 +10,8 @@ import pytest
 
 from crowdtrain.paths import ROOT
 
-SCRIPTS = [
-    "fold",
-    "fold_throughput",
-    "cost",
-    "scale",
-    "overhead",
-    "scaling",
-    "wasted",
-    "quality",
-    "quality_warm",
-    "quality_warm2",
-    "poison",
-]
+# two files, so that make test's two workers share them: these, and the crowds' in test_bench_quick_crowds.py
+SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "poison"]
 # results files another script's option writes (stage 2 starts where stage 1's sequential run, cached, ends)
 ARGS = {"quality_warm": ["quality", "--warm-start"], "quality_warm2": ["quality", "--warm-start", "2"]}
 
@@ -34,6 +23,11 @@ def results(tmp_path_factory):
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_benchmark_runs_quick(results, name):
+    run_quick(results, name)
+
+
+def run_quick(results, name: str) -> None:
+    """bench.NAME --quick runs, writes its results and states its target."""
     if name in ("overhead",) and not shutil.which("/usr/bin/chromium"):
         pytest.skip("needs Debian's chromium")
     out = results / f"{name}.json"

@@ -3,9 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from crowdtrain.paths import ROOT
 
 
+@pytest.mark.soak  # every guard's own tests run in make test; this removes each guard in turn (minutes)
 def test_every_listed_guard_has_a_test_that_fails_without_it():
     proc = subprocess.run(
         [sys.executable, "-m", "tests.mutants"], cwd=ROOT, capture_output=True, text=True, timeout=1800
