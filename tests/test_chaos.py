@@ -2,7 +2,7 @@
 vanishing mid-task, duplicate and replayed completions, poisoned gradients,
 and the fold crashing at every point between reading its messages and
 deleting them. Nothing may be lost or folded twice, no half-written version
-may be served, and the model must still learn. `make test` runs it on 200
+may be served, and the model must still learn. `make test` runs it on 120
 tasks, every crash point forced within its first few passes; `make soak` on
 2,000 tasks and 200 volunteers (docs/security.md records those counts)."""
 
@@ -34,8 +34,8 @@ class Size:
     sure_by: int  # a crash point passed this often without crashing crashes then (CrashPoints.SURE_BY)
 
 
-# make test: 40 versions, every per-version crash point forced by its 10th pass
-SMALL = Size(volunteers=60, batches=100, epochs=2, k=5, active=20, sure_by=10)
+# make test: 24 versions, every crash point forced by its 5th pass
+SMALL = Size(volunteers=50, batches=120, epochs=1, k=5, active=20, sure_by=5)
 FULL = Size(volunteers=200, batches=400, epochs=5, k=20, active=50, sure_by=40)
 # How often the fold dies at each point: the per-invocation points are passed
 # more often than the per-version ones, so they crash less often per pass.
