@@ -395,6 +395,20 @@ MUTANTS = [
         "",
         ("tests/test_local_stack.py::test_the_edge_server_queues_a_crowds_connections_instead_of_dropping_them",),
     ),
+    Mutant(
+        "a version's disagreeing evaluation answers ask for more copies only up to MAX_CLAIMS",
+        "chalicelib/tasks/evaluations.py",
+        "            if len(claims) < MAX_CLAIMS:\n",
+        "            if True:\n",
+        ("tests/test_evaluations.py::test_disagreeing_answers_ask_for_more_copies_only_up_to_the_cap",),
+    ),
+    Mutant(
+        "a replica check is weighed only against a copy computed on the same version",
+        "chalicelib/fold/replicas.py",
+        "elif not reason and r.base_version != others[0].base_version:",
+        "elif False:",
+        ("tests/test_replication.py::test_a_check_computed_on_another_version_than_its_first_copy_is_not_compared",),
+    ),
 ]
 
 

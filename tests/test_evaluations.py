@@ -178,6 +178,16 @@ def test_an_accepted_evaluation_is_not_changed_by_later_answers(harness):
     assert (held.version, held.loss, held.volunteers) == (7, pytest.approx(1.0001), 2)
 
 
+def test_disagreeing_answers_ask_for_more_copies_only_up_to_the_cap(harness):
+    """A crowd that never agrees does not re-queue a version's evaluation without end."""
+    job, ds = create(harness, copies=2)
+    spec = services().jobs.spec(job)
+    outcomes = [
+        services().evaluations.settle(job, spec, Claim(f"v{i}", float(i + 1)), 9) for i in range(MAX_CLAIMS + 2)
+    ]
+    assert outcomes == ["waiting"] + ["disputed"] * (MAX_CLAIMS - 2) + ["unsettled"] * 3
+
+
 def test_a_released_evaluation_is_leased_again_as_an_evaluation(harness):
     job, ds = create(harness, copies=1)
     task = harness.lease("a")

@@ -270,3 +270,28 @@ def test_an_identity_outvoted_too_often_loses_its_standing_and_its_copies_are_di
     assert status["discarded"] == {"outvoted": 2, "barred": 2} and status["awaiting_replica"] == 1
     step(harness, "c")
     assert harness.status(job)["version"] == 3
+
+
+def test_a_check_computed_on_another_version_than_its_first_copy_is_not_compared(harness):
+    """Checks are pinned to their first copy's version, so this takes a result
+    whose version was changed on its way to the fold: the fold must not weigh
+    two copies of different versions against each other (agreeing or not,
+    they say nothing of each other), and discards both."""
+    from dataclasses import replace
+
+    from chalicelib.domain.records import Result
+    from chalicelib.fold.outcomes import FoldOutcome
+
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4), **REPLICATED)
+    step(harness, "a"), step(harness, "b")
+    step(harness, "c")  # one batch's check agrees: version 1
+    assert harness.status(job)["version"] == 1
+    task = harness.lease("d")  # the other batch's check, pinned to version 0
+    assert task["base_version"] == 0
+    loss, data = harness.compute(task)
+    assert harness.upload(task, data).status_code in (200, 204)
+    assert harness.complete(task, loss).status_code == 200
+    [message] = harness.result_messages()
+    moved = replace(Result.from_json(json.loads(message["Body"])), base_version=1)
+    assert services_module.services().fold.handle_batch([moved]) == [FoldOutcome.REPLICA_VERSION]
+    assert harness.status(job)["version"] == 1
