@@ -6,6 +6,7 @@ from chalice import Chalice, CORSConfig, IAMAuthorizer, Rate, Response
 from chalice.app import Request
 
 from chalicelib.domain import validate
+from chalicelib.domain.addresses import network
 from chalicelib.domain.errors import NotFound, PayloadTooLarge
 from chalicelib.domain.keys import INDEX_KEY, status_key
 from chalicelib.domain.records import fold_message
@@ -44,9 +45,10 @@ def _admin() -> None:
 
 
 def _source_address() -> str:
-    """The caller's address as API Gateway saw it (the local stack: as its server saw it)."""
+    """The caller's network as API Gateway saw it (the local stack: as its server saw it): an IPv6
+    client's /64, which per-address limits and checks count as one address (domain/addresses.py)."""
     identity = (_request().context or {}).get("identity") or {}
-    return str(identity.get("sourceIp") or "unknown")
+    return network(str(identity.get("sourceIp") or "unknown"))
 
 
 # -- admin (IAM in AWS) -------------------------------------------------------

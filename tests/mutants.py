@@ -409,6 +409,13 @@ MUTANTS = [
         "elif False:",
         ("tests/test_replication.py::test_a_check_computed_on_another_version_than_its_first_copy_is_not_compared",),
     ),
+    Mutant(
+        "per-address limits and checks count an IPv6 client's /64 as one address",
+        "app.py",
+        '    return network(str(identity.get("sourceIp") or "unknown"))',
+        '    return str(identity.get("sourceIp") or "unknown")',
+        ("tests/test_identities.py::test_the_addresses_of_one_ipv6_64_are_one_address_to_every_limit",),
+    ),
 ]
 
 

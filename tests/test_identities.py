@@ -74,6 +74,35 @@ def test_identities_per_address_are_limited(harness, monkeypatch, from_address):
     assert harness.call("POST", "/volunteers", {}).status_code == 201
 
 
+def test_the_addresses_of_one_ipv6_64_are_one_address_to_every_limit(harness, monkeypatch, from_address):
+    """A client owns its whole /64: four of its addresses get no more identities or leases than one."""
+    limits(monkeypatch, VOLUNTEERS_PER_ADDRESS_PER_HOUR="3", MAX_LEASES_PER_ADDRESS="2")
+    issued = []
+    for address in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3", "2001:db8:1:2:ffff::9"):
+        from_address(address)
+        issued.append(harness.call("POST", "/volunteers", {}).status_code)
+    assert issued == [201, 201, 201, 429]
+    from_address("2001:db8:1:3::1")  # the next /64 is another client
+    assert harness.call("POST", "/volunteers", {}).status_code == 201
+    harness.create_job(Dataset.generate(batches=6, batch_size=4))
+    from_address("2001:db8:5:6::1")
+    assert harness.lease("a") is not None
+    from_address("2001:db8:5:6::2")
+    assert harness.lease("b") is not None
+    from_address("2001:db8:5:6::3")
+    refused = harness.lease_reply("c")
+    assert refused.status_code == 429 and b"at this address" in refused.body
+
+
+def test_a_per_address_key_is_the_ipv4_address_or_the_ipv6_64():
+    from chalicelib.domain.addresses import network
+
+    assert network("198.51.100.7") == "198.51.100.7"
+    assert network("::ffff:198.51.100.7") == "198.51.100.7"
+    assert network("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == network("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert network("unknown") == "unknown"
+
+
 def test_the_volunteers_behind_one_address_share_a_lease_cap(harness, monkeypatch, from_address):
     limits(monkeypatch, MAX_LEASES_PER_ADDRESS="5")
     harness.create_job(Dataset.generate(batches=12, batch_size=4))
