@@ -121,7 +121,7 @@ class Services(Stores):
 
     @cached_property
     def evaluations(self) -> Evaluations:
-        return Evaluations(self.evaluation_records, self.tasks, self.meta, self.board)
+        return Evaluations(self.evaluation_records, self.tasks, self.meta, self.board, self.config.distinct_addresses)
 
     @cached_property
     def vetting(self) -> GradientVetting:

@@ -416,6 +416,13 @@ MUTANTS = [
         '    return str(identity.get("sourceIp") or "unknown")',
         ("tests/test_identities.py::test_the_addresses_of_one_ipv6_64_are_one_address_to_every_limit",),
     ),
+    Mutant(
+        "agreeing held-out answers count once per address",
+        "chalicelib/tasks/evaluations.py",
+        "return len({c.address or c.volunteer_id for c in group}) if distinct_addresses else len(group)",
+        "return len(group)",
+        ("tests/test_identities.py::test_two_identities_at_one_address_cannot_publish_a_held_out_figure",),
+    ),
 ]
 
 

@@ -103,6 +103,19 @@ def test_a_per_address_key_is_the_ipv4_address_or_the_ipv6_64():
     assert network("unknown") == "unknown"
 
 
+def test_two_identities_at_one_address_cannot_publish_a_held_out_figure(harness, monkeypatch, from_address):
+    """Evaluation answers are votes: agreeing claims count once per address, like replica checks."""
+    from tests.test_evaluations import answer, create
+
+    limits(monkeypatch, DISTINCT_ADDRESSES="1")
+    job, _ = create(harness, copies=2)
+    from_address("192.0.2.50")
+    forged = [harness.lease("x1"), harness.lease("x2")]
+    assert [t["kind"] for t in forged] == ["evaluate", "evaluate"]
+    assert [answer(harness, t, 0.0, 1.0).status_code for t in forged] == [200, 200]
+    assert harness.status(job)["held_out"] == []
+
+
 def test_the_volunteers_behind_one_address_share_a_lease_cap(harness, monkeypatch, from_address):
     limits(monkeypatch, MAX_LEASES_PER_ADDRESS="5")
     harness.create_job(Dataset.generate(batches=12, batch_size=4))

@@ -24,6 +24,7 @@ class Claim:
     volunteer_id: str
     loss: float
     accuracy: float | None = None
+    address: str = ""  # the network it answered from (domain/addresses.py): votes count one per address
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class EvaluationRecords(Records):
         value = {
             "loss": _number(claim.loss),
             **({} if claim.accuracy is None else {"accuracy": _number(claim.accuracy)}),
+            **({"address": claim.address} if claim.address else {}),
         }
         try:
             item = self._table.update_item(
@@ -69,7 +71,12 @@ class EvaluationRecords(Records):
                 f"volunteer {claim.volunteer_id!r} has evaluated version {version} already; another volunteer must"
             )
         return [
-            Claim(name[len(CLAIM) :], float(v["loss"]), float(v["accuracy"]) if "accuracy" in v else None)
+            Claim(
+                name[len(CLAIM) :],
+                float(v["loss"]),
+                float(v["accuracy"]) if "accuracy" in v else None,
+                str(v.get("address", "")),
+            )
             for name, v in item.items()
             if name.startswith(CLAIM)
         ]

@@ -82,7 +82,7 @@ class Completions:
         task = Task(lease.job_id, lease.epoch, lease.batch, record.receipt, evaluates=lease.evaluates)
         try:
             outcome = self.evaluations.settle(
-                lease.job_id, spec, Claim(record.volunteer_id, c.loss, c.accuracy), version
+                lease.job_id, spec, Claim(record.volunteer_id, c.loss, c.accuracy, record.address), version
             )
         except Conflict:  # this volunteer answered that version already: the task is someone else's
             self.source.evaluate_later(task)

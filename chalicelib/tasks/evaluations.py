@@ -9,7 +9,9 @@ claim on the version (store/evaluations.py, one per volunteer). Once
 `copies` different volunteers' claims agree (losses within the job's
 relative tolerance, accuracies within ACCURACY_TOLERANCE), their median is
 accepted and published in the job's status document as `held_out`, beside
-the training losses volunteers report about themselves. Claims that do
+the training losses volunteers report about themselves. Where source
+addresses tell clients apart, agreeing claims count once per address, so
+that one client's identities cannot outvote anyone. Claims that do
 not agree ask for one more copy, up to MAX_CLAIMS: the majority settles it,
 so one hostile answer neither forges the figure nor blocks it.
 """
@@ -38,15 +40,22 @@ def agree(a: Claim, b: Claim, tolerance: float) -> bool:
     return a.accuracy is None or b.accuracy is None or abs(a.accuracy - b.accuracy) <= ACCURACY_TOLERANCE
 
 
-def agreement(version: int, claims: list[Claim], evaluation: Evaluation) -> HeldOut | None:
-    """The accepted value: the median of the largest group of claims that all
-    agree with one claim, once it has `copies` members; None before."""
+def support(group: list[Claim], distinct_addresses: bool) -> int:
+    """How many votes a group of agreeing claims is: one per address where addresses count."""
+    return len({c.address or c.volunteer_id for c in group}) if distinct_addresses else len(group)
+
+
+def agreement(
+    version: int, claims: list[Claim], evaluation: Evaluation, distinct_addresses: bool = False
+) -> HeldOut | None:
+    """The accepted value: the median of the best-supported group of claims
+    that all agree with one claim, once its support is `copies`; None before."""
     best: list[Claim] = []
     for claim in claims:
         group = [other for other in claims if agree(claim, other, evaluation.tolerance)]
-        if len(group) > len(best):
+        if support(group, distinct_addresses) > support(best, distinct_addresses):
             best = group
-    if len(best) < evaluation.copies:
+    if support(best, distinct_addresses) < evaluation.copies:
         return None
     accuracies = [c.accuracy for c in best if c.accuracy is not None]
     return HeldOut(
@@ -58,8 +67,16 @@ def agreement(version: int, claims: list[Claim], evaluation: Evaluation) -> Held
 
 
 class Evaluations:
-    def __init__(self, records: EvaluationRecords, tasks: TaskQueue, meta: MetaStore, board: StatusBoard):
+    def __init__(
+        self,
+        records: EvaluationRecords,
+        tasks: TaskQueue,
+        meta: MetaStore,
+        board: StatusBoard,
+        distinct_addresses: bool = True,
+    ):
         self.records, self.tasks, self.meta, self.board = records, tasks, meta, board
+        self.distinct_addresses = distinct_addresses  # off where every volunteer shares one address (local stack)
 
     def settle(self, job_id: str, spec: JobSpec, claim: Claim, version: int) -> str:
         """Record a volunteer's claim on `version`: accepted (and published)
@@ -68,7 +85,7 @@ class Evaluations:
         evaluation = spec.evaluation
         # evaluation tasks are queued only for a job with an evaluation (jobs/admin.py, fold/updates.py)
         assert evaluation is not None, "only a job with held-out batches has evaluation tasks"
-        held = agreement(version, claims, evaluation)
+        held = agreement(version, claims, evaluation, self.distinct_addresses)
         if held is not None:
             if self.records.accept(job_id, version, held):
                 self.board.publish(self.meta.get(job_id), spec, force=True)
