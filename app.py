@@ -160,7 +160,7 @@ def complete_task():
 
 @app.route("/tasks/release", methods=["POST"], cors=cors)
 def release_task():
-    return services().releases.release(Release.parse(_body(MAX_TASK_BODY))).json()
+    return services().releases.release(Release.parse(_body(MAX_TASK_BODY)), _source_address()).json()
 
 
 # -- fold (results FIFO queue) ------------------------------------------------

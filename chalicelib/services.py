@@ -27,6 +27,7 @@ from chalicelib.jobs.auth import AdminGuard
 from chalicelib.jobs.credit import CreditView
 from chalicelib.publish.status import Sources, StatusBoard
 from chalicelib.store.addresses import IssuedIdentities
+from chalicelib.store.budgets import ReleaseBudgets
 from chalicelib.store.reputations import Reputations
 from chalicelib.store.rounds import RoundSeats
 from chalicelib.store.stores import Stores
@@ -39,7 +40,7 @@ from chalicelib.tasks.handout import Handout
 from chalicelib.tasks.held import HeldLeases
 from chalicelib.tasks.identities import Identities
 from chalicelib.tasks.redrive import DeadLetters, Redrive
-from chalicelib.tasks.renewal import Heartbeats, Releases
+from chalicelib.tasks.renewal import Heartbeats, ReleaseLimits, Releases
 from chalicelib.tasks.slots import LeaseSlots
 from chalicelib.tasks.source import LeasePolicy, TaskSource
 from chalicelib.tasks.tokens import TokenSigner
@@ -113,7 +114,15 @@ class Services(Stores):
 
     @cached_property
     def releases(self) -> Releases:
-        return Releases(self.held, self.source, self.lease_slots, self.counters)
+        c = self.config
+        limits = ReleaseLimits(
+            ReleaseBudgets(self._table),
+            ReleaseBudgets(self._table, "ADDRESS"),
+            c.releases_per_volunteer,
+            c.releases_per_address,
+            c.release_window_seconds,
+        )
+        return Releases(self.held, self.source, self.lease_slots, self.counters, limits)
 
     @cached_property
     def identities(self) -> Identities:

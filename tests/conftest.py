@@ -55,6 +55,7 @@ def _app_environment(monkeypatch, names: dict[str, str]) -> dict[str, str]:
     monkeypatch.setenv("LEASE_WAIT_SECONDS", "0")
     # every test volunteer calls from the same address: its limits are tested on their own
     monkeypatch.setenv("MAX_LEASES_PER_ADDRESS", "1000")
+    monkeypatch.setenv("RELEASES_PER_ADDRESS", "100000")
     monkeypatch.setenv("VOLUNTEERS_PER_ADDRESS_PER_HOUR", "100000")
     monkeypatch.setenv("DISTINCT_ADDRESSES", "0")
     return names

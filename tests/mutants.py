@@ -423,6 +423,27 @@ MUTANTS = [
         "return len(group)",
         ("tests/test_identities.py::test_two_identities_at_one_address_cannot_publish_a_held_out_figure",),
     ),
+    Mutant(
+        "an identity hands back at most RELEASES_PER_VOLUNTEER tasks a window",
+        "chalicelib/tasks/renewal.py",
+        "        if not self.volunteers.spend(volunteer_id, self.per_volunteer, self.window_seconds):",
+        "        if False:",
+        ("tests/test_release.py::test_an_identity_cycling_lease_and_release_is_refused_once_its_budget_is_spent",),
+    ),
+    Mutant(
+        "the identities behind one address share a release budget",
+        "chalicelib/tasks/renewal.py",
+        "        if not self.addresses.spend(address, self.per_address, self.window_seconds):",
+        "        if False:",
+        ("tests/test_release.py::test_the_identities_behind_one_address_share_a_release_budget",),
+    ),
+    Mutant(
+        "a release is counted by a write conditional on its budget (nothing counted past it)",
+        "chalicelib/store/budgets.py",
+        'ConditionExpression="attribute_not_exists(n) OR n < :limit",',
+        'ConditionExpression="attribute_not_exists(n) OR n >= :one",',
+        ("tests/test_release.py::test_an_identity_cycling_lease_and_release_is_refused_once_its_budget_is_spent",),
+    ),
 ]
 
 

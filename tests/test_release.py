@@ -134,3 +134,26 @@ def test_a_token_of_another_job_does_not_release(harness):
     )
     assert reply.status_code == 403
     assert release(harness, task).status_code == 200  # its own job's release still works
+
+
+def test_an_identity_cycling_lease_and_release_is_refused_once_its_budget_is_spent(harness):
+    """Leasing and handing back at once is how a client would pick the task it wants: an identity
+    hands back at most RELEASES_PER_VOLUNTEER (30) tasks in ten minutes, then finishes them or
+    lets their leases run out."""
+    job = harness.create_job(Dataset.generate(batches=4, batch_size=4), lease_seconds=600)
+    replies = [release(harness, harness.lease("cycler")).status_code for _ in range(31)]
+    assert replies == [200] * 30 + [429]
+    refused = release(harness, harness.lease("cycler"))
+    assert refused.status_code == 429 and b"handed back 30 tasks" in refused.body
+    assert harness.status(job)["counters"]["released_compute_error"] == 30
+    assert release(harness, harness.lease("another")).status_code == 200  # its own budget
+
+
+def test_the_identities_behind_one_address_share_a_release_budget(harness, monkeypatch):
+    from chalicelib import services as services_module
+
+    monkeypatch.setenv("RELEASES_PER_ADDRESS", "3")
+    services_module.reset()
+    harness.create_job(Dataset.generate(batches=2, batch_size=4), lease_seconds=600)
+    replies = [release(harness, harness.lease(name)).status_code for name in ("a", "b", "c", "d")]
+    assert replies == [200, 200, 200, 429]

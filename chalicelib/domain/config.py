@@ -41,6 +41,13 @@ class Settings:
     # of an update is capped like one identity's (off where every volunteer
     # shares one address: the local stack).
     distinct_addresses: bool
+    # Tasks one identity, and all identities behind one address, may hand
+    # back (POST /tasks/release) per RELEASE_WINDOW_SECONDS: a page releases
+    # only when it cannot compute or is stopped, while a client cycling lease
+    # -> release could pick the task it wants.
+    releases_per_volunteer: int
+    releases_per_address: int
+    release_window_seconds: int
     # How old a META read one Lambda may reuse for a lease (the version it
     # hands out, whether the job runs): leases then read META once a second
     # per job and Lambda instead of once each.
@@ -76,6 +83,9 @@ def settings() -> Settings:
         max_leases_per_address=_int("MAX_LEASES_PER_ADDRESS", 16),
         volunteers_per_address_per_hour=_int("VOLUNTEERS_PER_ADDRESS_PER_HOUR", 20),
         distinct_addresses=_int("DISTINCT_ADDRESSES", 1) != 0,
+        releases_per_volunteer=_int("RELEASES_PER_VOLUNTEER", 30),
+        releases_per_address=_int("RELEASES_PER_ADDRESS", 120),
+        release_window_seconds=_int("RELEASE_WINDOW_SECONDS", 600),
         lease_meta_max_age=float(env.get("LEASE_META_MAX_AGE", 1.0)),
         max_parameters=_int("MAX_PARAMETERS", 20_000_000),
         max_batches=_int("MAX_BATCHES", 100_000),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from chalicelib.domain.errors import Conflict
+from chalicelib.domain.errors import Conflict, TooManyRequests
 from chalicelib.domain.records import Task
 from chalicelib.domain.wire import HeldLease, Release, Released, Renewed
+from chalicelib.store.budgets import ReleaseBudgets
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.stats import Counters
 from chalicelib.tasks.answers import Answers
@@ -66,11 +67,37 @@ class Heartbeats:
         return self.answers.renewed(renewed, spec)
 
 
-class Releases:
-    def __init__(self, held: HeldLeases, source: TaskSource, slots: LeaseSlots, counters: Counters):
-        self.held, self.source, self.slots, self.counters = held, source, slots, counters
+@dataclass(frozen=True)
+class ReleaseLimits:
+    """How many tasks an identity, and an address, may hand back per window (chalicelib/domain/config.py)."""
 
-    def release(self, request: Release) -> Released:
+    volunteers: ReleaseBudgets
+    addresses: ReleaseBudgets
+    per_volunteer: int
+    per_address: int
+    window_seconds: int
+
+    def spend(self, volunteer_id: str, address: str) -> None:
+        """Count one release of each; 429 when either has handed back its share of this window."""
+        if not self.volunteers.spend(volunteer_id, self.per_volunteer, self.window_seconds):
+            raise TooManyRequests(
+                f"volunteer {volunteer_id!r} has handed back {self.per_volunteer} tasks in the last "
+                f"{self.window_seconds // 60} minutes; finish the task, or let its lease run out"
+            )
+        if not self.addresses.spend(address, self.per_address, self.window_seconds):
+            raise TooManyRequests(
+                f"the volunteers at this address have handed back {self.per_address} tasks in the last "
+                f"{self.window_seconds // 60} minutes; finish the task, or let its lease run out"
+            )
+
+
+class Releases:
+    def __init__(
+        self, held: HeldLeases, source: TaskSource, slots: LeaseSlots, counters: Counters, limits: ReleaseLimits
+    ):
+        self.held, self.source, self.slots, self.counters, self.limits = held, source, slots, counters, limits
+
+    def release(self, request: Release, address: str) -> Released:
         """Hand a leased task back at once (the volunteer cannot compute it): a
         fresh copy of its message is queued and the leased one deleted, so the
         task is leased again now, not when the lease would have run out, and
@@ -78,6 +105,7 @@ class Releases:
         dead-letter queue. The reason is counted per job, and the volunteers
         who gave it."""
         lease = self.held.verify(request.held)
+        self.limits.spend(lease.volunteer_id, address)
         record = self.held.move(lease, "leased", "released", reason=request.reason)
         self.source.put_back(
             Task(

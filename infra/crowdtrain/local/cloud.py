@@ -147,7 +147,12 @@ class LocalCloud:
         self.web_port = self.web_port or free_port()
         env = app_environment(self.outputs, self.web_url, "*", self.admin_token)
         # every local volunteer is 127.0.0.1 (as `chalice local` reports it): no per-address limits here
-        env.update(MAX_LEASES_PER_ADDRESS="100000", VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000", DISTINCT_ADDRESSES="0")
+        env.update(
+            MAX_LEASES_PER_ADDRESS="100000",
+            VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
+            RELEASES_PER_ADDRESS="1000000",
+            DISTINCT_ADDRESSES="0",
+        )
         os.environ.update(env)
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))  # app.py lives at the checkout's top, as `chalice` expects
