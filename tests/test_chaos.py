@@ -3,7 +3,7 @@ vanishing mid-task, duplicate and replayed completions, poisoned gradients,
 and the fold crashing at every point between reading its messages and
 deleting them. Nothing may be lost or folded twice, no half-written version
 may be served, and the model must still learn. `make test` runs it on 120
-tasks, every crash point forced within its first few passes; `make soak` on
+tasks, every crash point forced by its third pass; `make soak` on
 2,000 tasks and 200 volunteers (docs/security.md records those counts)."""
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ class Size:
     k: int
     active: int  # volunteers stepping in one round: those holding a task, then idle ones
     sure_by: int  # a crash point passed this often without crashing crashes then (CrashPoints.SURE_BY)
+    deliver_every: int  # volunteer steps between two fold invocations (fewer: more of them, more pending writes)
 
 
-# make test: 24 versions, every crash point forced by its 5th pass
-SMALL = Size(volunteers=50, batches=120, epochs=1, k=5, active=20, sure_by=5)
-FULL = Size(volunteers=200, batches=400, epochs=5, k=20, active=50, sure_by=40)
+# make test: 24 versions, every crash point forced by its 3rd pass
+SMALL = Size(volunteers=50, batches=120, epochs=1, k=5, active=20, sure_by=3, deliver_every=4)
+FULL = Size(volunteers=200, batches=400, epochs=5, k=20, active=50, sure_by=40, deliver_every=10)
 # How often the fold dies at each point: the per-invocation points are passed
 # more often than the per-version ones, so they crash less often per pass.
 CRASH_POINTS = {
@@ -221,7 +222,7 @@ def run(size: Size, harness, crashes, capsys) -> None:
                 continue
             if not step(i):
                 queue_empty = True
-            if n % 10 == 0:
+            if n % size.deliver_every == 0:
                 deliver()
         deliver()
         if queue_empty and not any(held):
@@ -260,10 +261,12 @@ def run(size: Size, harness, crashes, capsys) -> None:
         "versions": status["version"],
         "loss": f"{start_loss:.3f} -> {final_loss:.3f}",
         "seconds": round(elapsed, 1),
+        "passes of each crash point": dict(sorted(crashes.passes.items())),
     }
     with capsys.disabled():
         print("\nchaos run: " + json.dumps(report, indent=1))
     assert sum(v for k, v in counts.items() if k.startswith("crash")) >= max(1, epochs * batches // 100)
-    assert all(counts[f"crash: {point}"] for point in CRASH_POINTS), "some crash point was never hit"
+    missed = [point for point in CRASH_POINTS if not counts[f"crash: {point}"]]
+    assert not missed, f"crash points never hit: {missed}; passes {dict(crashes.passes)}"
     assert len(leased_by) >= 0.95 * volunteers, f"only {len(leased_by)} volunteers ever held a lease"
     assert counts["vanished mid-task"] > 0.15 * counts["leases"]
