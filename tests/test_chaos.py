@@ -268,5 +268,6 @@ def run(size: Size, harness, crashes, capsys) -> None:
     assert sum(v for k, v in counts.items() if k.startswith("crash")) >= max(1, epochs * batches // 100)
     missed = [point for point in CRASH_POINTS if not counts[f"crash: {point}"]]
     assert not missed, f"crash points never hit: {missed}; passes {dict(crashes.passes)}"
-    assert len(leased_by) >= 0.95 * volunteers, f"only {len(leased_by)} volunteers ever held a lease"
+    if size is FULL:  # 120 tasks among 50 volunteers drawn 20 a round need not reach everyone
+        assert len(leased_by) >= 0.95 * volunteers, f"only {len(leased_by)} volunteers ever held a lease"
     assert counts["vanished mid-task"] > 0.15 * counts["leases"]
