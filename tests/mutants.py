@@ -163,8 +163,8 @@ MUTANTS = [
     Mutant(
         "a held-out figure needs the job's number of agreeing volunteers",
         "chalicelib/tasks/evaluations.py",
-        "if len(best) < evaluation.copies:",
-        "if len(best) < 1:",
+        "if support(best, distinct_addresses) < evaluation.copies:",
+        "if support(best, distinct_addresses) < 1:",
         ("tests/test_evaluations.py::test_a_forged_held_out_loss_neither_stands_nor_blocks",),
     ),
     Mutant(
