@@ -65,8 +65,7 @@ class Completions:
                 spec.fold_groups,
             )
         except Exception:
-            # back to leased: the volunteer may upload again, or retry the completion
-            self.held.leases.move(lease.job_id, lease.lease_id, "completed", "leased")
+            self.held.reopen(lease)
             raise
         self.source.retire(Task(lease.job_id, lease.epoch, lease.batch, record.receipt))
         self.slots.free(Seats.of(record, lease.lease_id))

@@ -32,3 +32,7 @@ class HeldLeases:
         if not moved:
             raise Conflict(f"lease is already {record.state}; each lease is completed or released once")
         return record
+
+    def reopen(self, lease: Lease) -> None:
+        """A completion that could not be handed on goes back to leased: the volunteer may upload or complete again."""
+        self.leases.move(lease.job_id, lease.lease_id, "completed", "leased")

@@ -60,7 +60,7 @@ class Heartbeats:
         record = self.held.move(lease, "leased", "leased", expires=renewed.expires)
         try:
             self.source.hide(record.receipt, spec.lease_seconds)
-        except self.source.tasks.errors as err:
+        except self.source.errors as err:
             raise Conflict(f"the task can no longer be extended: {err}")
         # the slots are held as long as the renewed lease: a heartbeated lease still counts
         self.slots.extend(Seats.of(record, lease.lease_id), renewed.expires - now)

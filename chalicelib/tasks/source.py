@@ -42,6 +42,8 @@ class Chosen:
 
 
 class TaskSource:
+    errors = TaskQueue.errors  # what the queue raises for a delivery it no longer knows
+
     def __init__(
         self,
         tasks: TaskQueue,
