@@ -166,6 +166,7 @@ def run(size: Size, harness, crashes, capsys) -> None:
             held[i] = task
             return True
         held[i] = None
+        counts["leases acted on"] += 1
         roll = rng.random()
         if roll < 0.20:
             counts["vanished mid-task"] += 1
@@ -270,4 +271,6 @@ def run(size: Size, harness, crashes, capsys) -> None:
     assert not missed, f"crash points never hit: {missed}; passes {dict(crashes.passes)}"
     if size is FULL:  # 120 tasks among 50 volunteers drawn 20 a round need not reach everyone
         assert len(leased_by) >= 0.95 * volunteers, f"only {len(leased_by)} volunteers ever held a lease"
-    assert counts["vanished mid-task"] > 0.15 * counts["leases"]
+    # a fifth of the leases acted on vanish: at least a tenth, so this is no 2-sigma coin toss at the small size
+    # (leases still held when the job finished are never acted on, so they are not counted)
+    assert counts["vanished mid-task"] >= 0.10 * counts["leases acted on"]
