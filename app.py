@@ -9,7 +9,7 @@ from chalicelib.domain import validate
 from chalicelib.domain.addresses import network
 from chalicelib.domain.errors import NotFound, PayloadTooLarge
 from chalicelib.domain.keys import INDEX_KEY, status_key
-from chalicelib.domain.records import fold_message
+from chalicelib.domain.records import CreditDue, fold_message
 from chalicelib.domain.wire import Completion, CreditRequest, HeldLease, LeaseRequest, Registration, Release
 from chalicelib.domain.wire import job_id as _job_id
 from chalicelib.services import services
@@ -166,8 +166,11 @@ def release_task():
 # -- fold (results FIFO queue) ------------------------------------------------
 @app.on_sqs_message(queue=os.environ.get("RESULTS_QUEUE_NAME", "crowdtrain-dev-results.fifo"), batch_size=10)
 def fold(event):
-    """Fold completed tasks, the whole batch at once; an exception makes SQS redeliver the batch."""
-    services().fold.handle_batch([fold_message(record.body) for record in event])
+    """Fold completed tasks, the whole batch at once, and tally credit where a
+    job asked (its own message group); an exception makes SQS redeliver the batch."""
+    messages = [fold_message(record.body) for record in event]
+    services().credit_tally.handle([m for m in messages if isinstance(m, CreditDue)])
+    services().fold.handle_batch([m for m in messages if not isinstance(m, CreditDue)])
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))

@@ -14,7 +14,7 @@ from typing import Any
 
 from chalicelib.domain.config import settings
 from chalicelib.fold.commit import VersionCommit
-from chalicelib.fold.credit import CreditLedger
+from chalicelib.fold.credit import CreditNotices, CreditTally
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.fold import Fold
 from chalicelib.fold.partials import PartialSums
@@ -28,6 +28,7 @@ from chalicelib.jobs.credit import CreditView
 from chalicelib.publish.status import Sources, StatusBoard
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.budgets import ReleaseBudgets
+from chalicelib.store.credits import CreditTallies
 from chalicelib.store.reputations import Reputations
 from chalicelib.store.rounds import RoundSeats
 from chalicelib.store.stores import Stores
@@ -153,8 +154,12 @@ class Services(Stores):
             self.vetting,
             self.committer,
             self.discards,
-            CreditLedger(self.credits),
+            CreditNotices(self.results, self.config.credit_tally_seconds),
         )
+
+    @cached_property
+    def credit_tally(self) -> CreditTally:
+        return CreditTally(self.meta, self.jobs, self.fold_log, self.credits, CreditTallies(self._table), self.board)
 
     @cached_property
     def credit(self) -> CreditView:

@@ -52,6 +52,10 @@ class Settings:
     # hands out, whether the job runs): leases then read META once a second
     # per job and Lambda instead of once each.
     lease_meta_max_age: float
+    # How often a job's credit is tallied (fold/credit.py): one identity's
+    # credit item is written at most once per tally, however many of its
+    # results were folded meanwhile. 0: after every version (tests).
+    credit_tally_seconds: int
     max_parameters: int
     max_batches: int
     # The fold Lambda's memory (lambda_memory_size in .chalice/config.json):
@@ -87,6 +91,7 @@ def settings() -> Settings:
         releases_per_address=_int("RELEASES_PER_ADDRESS", 120),
         release_window_seconds=_int("RELEASE_WINDOW_SECONDS", 600),
         lease_meta_max_age=float(env.get("LEASE_META_MAX_AGE", 1.0)),
+        credit_tally_seconds=_int("CREDIT_TALLY_SECONDS", 60),
         max_parameters=_int("MAX_PARAMETERS", 20_000_000),
         max_batches=_int("MAX_BATCHES", 100_000),
         fold_memory_mb=_int("FOLD_MEMORY_MB", 1024),

@@ -211,7 +211,21 @@ class PartialSum:
         )
 
 
-def fold_message(body: str) -> Result | PartialSum:
-    """A results queue message: a result, or a partial sum (it names `results`)."""
+@dataclass(frozen=True)
+class CreditDue:
+    """A job's credit is due a tally (fold/credit.py): sent by its fold after
+    a commit, in a message group of its own so that tallies run one at a time
+    per job beside the fold, never in its way."""
+
+    job_id: str
+
+    def message(self) -> str:
+        return json.dumps({"credit_due": self.job_id})
+
+
+def fold_message(body: str) -> Result | PartialSum | CreditDue:
+    """A results queue message: a result, a partial sum (it names `results`) or a credit tally's turn."""
     raw = json.loads(body)
+    if isinstance(raw, dict) and set(raw) == {"credit_due"} and isinstance(raw["credit_due"], str):
+        return CreditDue(raw["credit_due"])
     return PartialSum.from_json(raw) if isinstance(raw, dict) and "results" in raw else Result.from_json(raw)

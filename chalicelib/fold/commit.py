@@ -1,5 +1,8 @@
 """Committing a folded version: META N -> N+1, then the fold log.
 
+The log entry rides in META's write (`last_fold`), credit earned included, so
+a committed version's credit is never lost and costs the fold no write of its own.
+
 One write conditional on META's revision advances the version (the step the
 exactly-once argument rests on, docs/architecture.md#exactly-once). The fold
 log is written after it; the previous version's entry is made whole first,
@@ -24,8 +27,11 @@ class VersionCommit:
         self.meta, self.fold_log, self.clock = meta, fold_log, clock
         self._logged: dict[str, int] = {}  # per job, the latest version whose log this process wrote whole
 
-    def commit(self, before: JobMeta, after: JobMeta, folded: tuple[Pending, ...]) -> JobMeta:
-        """Advance META from `before` to `after`, which folded `folded` (the first of `before.pending`)."""
+    def commit(
+        self, before: JobMeta, after: JobMeta, folded: tuple[Pending, ...], earned: tuple[tuple[str, int, int], ...]
+    ) -> JobMeta:
+        """Advance META from `before` to `after`, which folded `folded` (the first
+        of `before.pending`) and earned its identities `earned` (fold/credit.py)."""
         now = self.clock()
         loss = float(np.mean([p.loss for p in folded]))
         entry = FoldLog(
@@ -34,6 +40,7 @@ class VersionCommit:
             sum(p.samples for p in folded),
             now,
             tuple((p.epoch, p.batch, p.lease_id) for p in folded),
+            earned,
         )
         after = replace(after, rev=before.rev + 1, updated=now, last_fold=entry)
         last = before.last_fold

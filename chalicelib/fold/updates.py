@@ -24,7 +24,7 @@ from chalicelib.domain.errors import BadRequest, NotFound
 from chalicelib.domain.spec import JobSpec
 from chalicelib.domain.strategies import RunningSum, Weighted, divided, sum_in_order
 from chalicelib.fold.commit import VersionCommit
-from chalicelib.fold.credit import CreditLedger
+from chalicelib.fold.credit import CreditNotices, earned
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.fold.vetting import GradientVetting, SpoiledSum
@@ -54,10 +54,10 @@ class Updates:
         vetting: GradientVetting,
         committer: VersionCommit,
         discards: Discards,
-        ledger: CreditLedger,
+        notices: CreditNotices,
     ):
         self.meta, self.versions, self.epochs, self.vetting = meta, versions, epochs, vetting
-        self.committer, self.discards, self.ledger = committer, discards, ledger
+        self.committer, self.discards, self.notices = committer, discards, notices
 
     def settle(self, meta: JobMeta, spec: JobSpec, gradients: Gradients | None = None) -> JobMeta:
         """Fold every full update META holds (K pending, or the rest of the
@@ -146,8 +146,8 @@ class Updates:
                 queue_cursor=0,
                 status="finished" if epoch >= spec.epochs else meta.status,
             )
-        committed = self.committer.commit(meta, after, group)
-        self.ledger.grant(meta.job_id, spec, group)  # after the commit: never twice (fold/credit.py)
+        committed = self.committer.commit(meta, after, group, earned(group) if spec.credit else ())
+        self.notices.committed(committed, spec)  # a tally of the credit the commit recorded (fold/credit.py)
         evaluation = spec.evaluation
         if evaluation is not None and spec.evaluates(committed.version, committed.status == "finished"):
             # after the commit: a fold retried after it finds its batches folded and queues nothing

@@ -1,7 +1,7 @@
-"""`CREDIT#<volunteer id>` and `LEADERS` in a job's partition: each
-identity's credit for its folded work (store: atomic ADDs by the job's fold),
-and the job's top identities, which the public status document shows
-without a query over every volunteer."""
+"""`CREDIT#<volunteer id>`, `LEADERS` and `TALLY` in a job's partition: each
+identity's credit for its folded work (atomic ADDs by the job's credit tally,
+fold/credit.py), the job's top identities, which the public status document
+shows without a query over every volunteer, and how far the tally got."""
 
 from __future__ import annotations
 
@@ -45,17 +45,28 @@ def _credit(volunteer_id: str, item: dict) -> Credit:
 
 
 class Credits(Records):
-    def add(self, job_id: str, earned: dict[str, Credit]) -> list[Credit]:
-        """Add each identity's newly earned credit; its new totals."""
+    def add(self, job_id: str, earned: dict[str, Credit], through: int) -> list[Credit]:
+        """Add each identity's credit earned up to version `through`; their new
+        totals. An identity whose item already counts `through` (a retried
+        tally of the same range) keeps what it has."""
         totals = []
         for volunteer_id, c in earned.items():
-            reply = self._table.update_item(
-                Key=job_key(job_id, f"CREDIT#{volunteer_id}"),
-                UpdateExpression="ADD credit :c, results :r, samples :s",
-                ExpressionAttributeValues={":c": Decimal(repr(round(c.credit, 9))), ":r": c.results, ":s": c.samples},
-                ReturnValues="ALL_NEW",
-            )
-            totals.append(_credit(volunteer_id, reply["Attributes"]))
+            try:
+                reply = self._table.update_item(
+                    Key=job_key(job_id, f"CREDIT#{volunteer_id}"),
+                    UpdateExpression="ADD credit :c, results :r, samples :s SET tallied = :t",
+                    ConditionExpression="attribute_not_exists(tallied) OR tallied < :t",
+                    ExpressionAttributeValues={
+                        ":c": Decimal(repr(round(c.credit, 9))),
+                        ":r": c.results,
+                        ":s": c.samples,
+                        ":t": through,
+                    },
+                    ReturnValues="ALL_NEW",
+                )
+                totals.append(_credit(volunteer_id, reply["Attributes"]))
+            except self._condition_failed:
+                totals.append(self.of(job_id, volunteer_id))
         return totals
 
     def of(self, job_id: str, volunteer_id: str) -> Credit:
@@ -72,11 +83,62 @@ class Credits(Records):
         return [Credit(**c) for c in json.loads(item["leaders"])] if item else []
 
     def rank(self, job_id: str, totals: list[Credit]) -> None:
-        """Merge new totals into the job's top LEADERS. Only the job's fold,
-        which runs one invocation at a time, writes it."""
+        """Merge new totals into the job's top LEADERS. Only the job's credit
+        tally, which runs one pass at a time (its own message group), writes it."""
         merged = {c.volunteer_id: c for c in self.leaders(job_id)}
         merged.update({c.volunteer_id: c for c in totals})
         top = sorted(merged.values(), key=lambda c: (-c.credit, c.volunteer_id))[:LEADERS]
         self._table.put_item(
             Item={**job_key(job_id, "LEADERS"), "leaders": json.dumps([asdict(c) for c in top], separators=(",", ":"))}
         )
+
+
+@dataclass(frozen=True)
+class TallyState:
+    through: int  # the last version whose credit is tallied
+    open_end: int | None  # the last version of the range a pass under way took
+
+
+class CreditTallies(Records):
+    """`TALLY` in a job's partition: how far the credit tally got, and the
+    range a pass under way took, which a retried pass takes again rather
+    than a longer one (fold/credit.py)."""
+
+    def read(self, job_id: str) -> TallyState:
+        item = self._table.get_item(Key=job_key(job_id, "TALLY"), ConsistentRead=True).get("Item") or {}
+        return TallyState(int(item.get("through", 0)), int(item["open_end"]) if "open_end" in item else None)
+
+    def begin(self, job_id: str, state: TallyState, latest: int, most: int) -> tuple[int, int]:
+        """(through, end) from `state` as read: tally versions through+1 to end
+        (end == through: nothing to do). A range already taken is taken again."""
+        for _ in range(3):
+            if state.open_end is not None:
+                return state.through, state.open_end
+            end = min(latest, state.through + most)
+            if end <= state.through:
+                return state.through, state.through
+            try:
+                self._table.update_item(
+                    Key=job_key(job_id, "TALLY"),
+                    UpdateExpression="SET open_end = :e",
+                    ConditionExpression=(
+                        "attribute_not_exists(open_end) AND (attribute_not_exists(through) OR through = :t)"
+                    ),
+                    ExpressionAttributeValues={":e": end, ":t": state.through},
+                )
+                return state.through, end
+            except self._condition_failed:  # another pass began since `state` was read: take its range
+                state = self.read(job_id)
+        raise RuntimeError(f"job {job_id}: the credit tally's range kept changing")
+
+    def finish(self, job_id: str, end: int) -> None:
+        """Record the range up to `end` as tallied, unless another pass already did."""
+        try:
+            self._table.update_item(
+                Key=job_key(job_id, "TALLY"),
+                UpdateExpression="SET through = :e REMOVE open_end",
+                ConditionExpression="open_end = :e",
+                ExpressionAttributeValues={":e": end},
+            )
+        except self._condition_failed:
+            pass

@@ -1,5 +1,6 @@
 """The fold log: one `VER#<version>` item per version, with its loss, samples,
-time and the (epoch, batch, lease id) of every gradient folded into it.
+time, the (epoch, batch, lease id) of every gradient folded into it and, in a
+job with points, what each identity behind them earned.
 
 Written after META advances, so a crash can cut the latest entry short: META
 keeps that entry (`last_fold`), readers merge it in, and the next fold
@@ -38,8 +39,30 @@ class FoldLogStore(Records):
                 "gradients": len(entry.batches),
                 "time": Decimal(str(entry.time)),
                 "batches": json.dumps(entry.batches, separators=(",", ":")),
+                **({"earned": json.dumps(entry.earned, separators=(",", ":"))} if entry.earned else {}),
             }
         )
+
+    def entries(self, meta: JobMeta, first: int, last: int) -> list[FoldLog]:
+        """The entries of versions `first` to `last` (at most META's), oldest
+        first. Takes the META its caller read: the latest entry may be there only."""
+        items = self._query(
+            Key("pk").eq(f"JOB#{meta.job_id}") & Key("sk").between(_version_sort_key(first), _version_sort_key(last))
+        )
+        logged = {
+            int(i["version"]): FoldLog(
+                int(i["version"]),
+                float(i["loss"]),
+                int(i["samples"]),
+                float(i["time"]),
+                tuple(tuple(b) for b in json.loads(i["batches"])),
+                tuple(tuple(e) for e in json.loads(i.get("earned", "[]"))),
+            )
+            for i in items
+        }
+        if meta.last_fold and first <= meta.last_fold.version <= last:
+            logged[meta.last_fold.version] = meta.last_fold
+        return [logged[v] for v in sorted(logged)]
 
     def folds(self, meta: JobMeta) -> list[tuple[int, int, int]]:
         """(epoch, batch, version) of every folded batch of META's job."""

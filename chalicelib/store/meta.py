@@ -55,6 +55,9 @@ class FoldLog:
     samples: int
     time: float
     batches: tuple[tuple[int, int, str], ...]  # (epoch, batch, lease id)
+    # (volunteer id, results, samples) per identity behind them, in a job with
+    # points: what the credit tally (fold/credit.py) sums, so the fold writes no credit
+    earned: tuple[tuple[str, int, int], ...] = ()
 
     def point(self) -> dict[str, float]:
         return {
@@ -64,6 +67,17 @@ class FoldLog:
             "gradients": len(self.batches),
             "time": self.time,
         }
+
+
+def fold_log_entry(raw: dict[str, Any]) -> FoldLog:
+    """A FoldLog from its JSON form (lists where the record has tuples)."""
+    return FoldLog(
+        **{
+            **raw,
+            "batches": tuple(tuple(b) for b in raw["batches"]),
+            "earned": tuple(tuple(e) for e in raw.get("earned", ())),
+        }
+    )
 
 
 def mark_folded(bitmap: bytes, batches: Iterable[int]) -> bytes:
@@ -181,7 +195,7 @@ def meta_item(meta: JobMeta) -> dict[str, Any]:
 def _meta_from(item: dict[str, Any]) -> JobMeta:
     last_fold = json.loads(item["last_fold"])
     if last_fold:
-        last_fold = FoldLog(**{**last_fold, "batches": tuple(tuple(b) for b in last_fold["batches"])})
+        last_fold = fold_log_entry(last_fold)
     return JobMeta(
         job_id=item["pk"][4:],
         status=item["status"],

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from botocore.exceptions import ClientError
 
-from chalicelib.domain.records import PartialSum, Result, Task
+from chalicelib.domain.records import CreditDue, PartialSum, Result, Task
 
 
 class TaskQueue:
@@ -75,6 +75,17 @@ class ResultQueue:
             MessageBody=result.message(),
             MessageGroupId=group,
             MessageDeduplicationId=result.lease_id,
+        )
+
+    def send_credit_due(self, due: CreditDue, window: str) -> None:
+        """Ask for a tally of the job's credit, in its own group. `window` is
+        part of the deduplication id: SQS sends one per window however many
+        folds ask within 5 minutes."""
+        self._sqs.send_message(
+            QueueUrl=self.url,
+            MessageBody=due.message(),
+            MessageGroupId=f"{due.job_id}#credit",
+            MessageDeduplicationId=f"credit-{window}",
         )
 
     def send_sum(self, partial: PartialSum, middle: int | None = None) -> None:

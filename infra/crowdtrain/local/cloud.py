@@ -152,6 +152,7 @@ class LocalCloud:
             VOLUNTEERS_PER_ADDRESS_PER_HOUR="1000000",
             RELEASES_PER_ADDRESS="1000000",
             DISTINCT_ADDRESSES="0",
+            CREDIT_TALLY_SECONDS="2",  # a page shows its credit within seconds, not a minute
         )
         os.environ.update(env)
         if str(ROOT) not in sys.path:
