@@ -220,12 +220,12 @@ class CreditDue:
     job_id: str
 
     def message(self) -> str:
-        return json.dumps({"credit_due": self.job_id})
+        return json.dumps({"job_id": self.job_id, "credit_due": True})
 
 
 def fold_message(body: str) -> Result | PartialSum | CreditDue:
     """A results queue message: a result, a partial sum (it names `results`) or a credit tally's turn."""
     raw = json.loads(body)
-    if isinstance(raw, dict) and set(raw) == {"credit_due"} and isinstance(raw["credit_due"], str):
-        return CreditDue(raw["credit_due"])
+    if isinstance(raw, dict) and raw.get("credit_due") is True and isinstance(raw.get("job_id"), str):
+        return CreditDue(raw["job_id"])
     return PartialSum.from_json(raw) if isinstance(raw, dict) and "results" in raw else Result.from_json(raw)
