@@ -90,9 +90,24 @@ def resume_job(job_id):
 
 @app.route("/jobs/{job_id}/redrive", methods=["POST"], authorizer=iam)
 def redrive_job(job_id):
-    """The job's dead letters back to their queues, now."""
+    """The job's dead letters back to their queues, now (or quarantined, when redriven too often)."""
     _admin()
-    return {"job_id": _job_id(job_id), "redriven": services().redrive.redrive(job_id)}
+    done = services().redrive.redrive(_job_id(job_id))
+    return {"job_id": job_id, "redriven": done.moved, "quarantined": done.quarantined}
+
+
+@app.route("/jobs/{job_id}/quarantine", methods=["GET"], authorizer=iam)
+def quarantined(job_id):
+    """The job's messages the redrive gave up on, and why."""
+    _admin()
+    return {"job_id": _job_id(job_id), "quarantined": [q.public() for q in services().quarantine.all(job_id)]}
+
+
+@app.route("/jobs/{job_id}/quarantine", methods=["POST"], authorizer=iam)
+def retry_quarantined(job_id):
+    """Every quarantined message of the job back to its queue, its redrives counted afresh."""
+    _admin()
+    return {"job_id": _job_id(job_id), "retried": [q.public() for q in services().redrive.retry_quarantined(job_id)]}
 
 
 @app.route("/jobs/{job_id}", methods=["DELETE"], authorizer=iam)

@@ -59,6 +59,7 @@ class Services(Stores):
                 DeadLetters("tasks", c.task_dlq_url, c.task_queue_url, fifo=False),
                 DeadLetters("results", c.results_dlq_url, c.results_queue_url, fifo=True),
             ],
+            self.quarantine,
         )
 
     @cached_property

@@ -325,6 +325,13 @@ MUTANTS = [
         ("tests/test_credit.py::test_an_update_of_ten_identities_writes_no_credit_in_the_fold",),
     ),
     Mutant(
+        "a dead letter redriven too often is quarantined, not sent round again",
+        "chalicelib/tasks/redrive.py",
+        "                    if redrives >= MAX_REDRIVES:",
+        "                    if False:",
+        ("tests/test_quarantine.py::test_a_poison_result_is_quarantined_after_its_redrives_listed_and_sent_back",),
+    ),
+    Mutant(
         "a credit tally adds to an identity once per range (conditional ADD)",
         "chalicelib/store/credits.py",
         'ConditionExpression="attribute_not_exists(tallied) OR tallied < :t",',

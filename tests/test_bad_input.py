@@ -708,6 +708,8 @@ ROUTES = st.sampled_from(
         ("POST", "/jobs/{id}/start", ADMIN),
         ("POST", "/volunteers/credit", JSON),
         ("GET", "/jobs/{id}/credit", ADMIN),
+        ("GET", "/jobs/{id}/quarantine", ADMIN),
+        ("POST", "/jobs/{id}/quarantine", ADMIN),
     ]
 )
 IDS = st.text(min_size=1, max_size=30).map(lambda s: "".join(c for c in s if c not in "/?#%")).filter(bool)

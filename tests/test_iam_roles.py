@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import boto3
 import pytest
 
+from chalicelib.tasks.redrive import MAX_REDRIVES
 from crowdtrain.aws.policy import FUNCTIONS, function_policies
 from tests.harness import Dataset, Harness
 
@@ -194,10 +195,20 @@ def scenario(h: Harness, run) -> None:
         MessageGroupId=copied,
         MessageDeduplicationId="x",
     )
+    # and one redriven too often already: quarantined by the schedule, listed and sent back by the operator
+    h.sqs.send_message(
+        QueueUrl=h.result_dlq_url,
+        MessageBody=json.dumps({"job_id": copied, "poison": True}),
+        MessageGroupId=copied,
+        MessageDeduplicationId="y",
+        MessageAttributes={"redrives": {"DataType": "Number", "StringValue": str(MAX_REDRIVES)}},
+    )
     schedule = h.client.events.generate_cw_event(
         source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
     )
     run("redrive_dead_letters", h.client.lambda_.invoke, "redrive_dead_letters", schedule)
+    assert len(json.loads(api(h.admin, "GET", f"/jobs/{copied}/quarantine").body)["quarantined"]) == 1
+    assert len(json.loads(api(h.admin, "POST", f"/jobs/{copied}/quarantine").body)["retried"]) == 1
     for j in (job, grouped, copied):
         api(h.admin, "DELETE", f"/jobs/{j}")
 

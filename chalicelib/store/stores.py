@@ -20,6 +20,7 @@ from chalicelib.store.jobs import JobRecords
 from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import MetaStore
 from chalicelib.store.objects import ObjectStore
+from chalicelib.store.quarantine import QuarantineRecords
 from chalicelib.store.queues import ResultQueue, TaskQueue
 from chalicelib.store.secrets import SecretsManagerKeys, StaticKeys
 from chalicelib.store.stats import Counters
@@ -95,6 +96,10 @@ class Stores:
     @cached_property
     def credits(self) -> Credits:
         return Credits(self._table)
+
+    @cached_property
+    def quarantine(self) -> QuarantineRecords:
+        return QuarantineRecords(self._table)
 
     @cached_property
     def awaiting(self) -> AwaitingCopies:

@@ -252,6 +252,22 @@ def credit(args: argparse.Namespace) -> None:
     print(f"credit: {ledger['unit']}")
 
 
+def redrive(args: argparse.Namespace) -> None:
+    """`crowdtrain redrive JOB [--quarantined]`: dead letters back to their queues; with
+    --quarantined, those the redrive gave up on (listed with why) back too, counted afresh."""
+    api = _api(args)
+    if not args.quarantined:
+        done = api.call("POST", f"/jobs/{args.job}/redrive")
+        print(json.dumps(done["redriven"]))
+        if any(done["quarantined"].values()):
+            print(f"quarantined (redriven too often): {json.dumps(done['quarantined'])}; see --quarantined")
+        return
+    retried = api.call("POST", f"/jobs/{args.job}/quarantine")["retried"]
+    for q in retried:
+        print(f"{q['queue']} {q['message_id']}: {q['reason']}\n  {json.dumps(q['message'])}")
+    print(f"sent back {len(retried)} quarantined message{'s' * (len(retried) != 1)} of {args.job}")
+
+
 def job_table(jobs: list[dict[str, Any]]) -> str:
     """`crowdtrain jobs`: one aligned row per job, newest first."""
     if not jobs:
@@ -642,7 +658,10 @@ def parser() -> TopParser:
 
     p = sub.add_parser("redrive", help="send a job's dead-lettered tasks and results back to their queues")
     p.add_argument("job")
-    p.set_defaults(func=lambda a: print(json.dumps(_api(a).call("POST", f"/jobs/{a.job}/redrive")["redriven"])))
+    p.add_argument(
+        "--quarantined", action="store_true", help="list the messages redriven too often, and send them back"
+    )
+    p.set_defaults(func=redrive)
 
     p = sub.add_parser("delete", help="delete a job and its files")
     p.add_argument("job")

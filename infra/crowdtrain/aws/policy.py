@@ -42,7 +42,7 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
     results queue; the fold reads the results queue, writes versions and
     queues tasks, but cannot create a job (list it, or write its data), read
     the lease secret or the dead letters, or list the bucket; the redrive only moves dead letters back to
-    their queues."""
+    their queues, or quarantines them in their job's items."""
     part, region, account = outputs["Partition"], outputs["Region"], outputs["AccountId"]
 
     def arn(service: str, resource: str) -> str:
@@ -113,6 +113,11 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
         "redrive_dead_letters": [
             statement("DeadLetters", ["sqs:ReceiveMessage", "sqs:DeleteMessage"], dead_letters),
             send_back,
+            # a message redriven too often is quarantined in its job's partition (tasks/redrive.py)
+            {
+                **statement("Quarantine", ["dynamodb:PutItem"], table),
+                "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["JOB#*"]}},
+            },
         ],
     }
     return {f: {"Version": "2012-10-17", "Statement": logs(f) + statements[f]} for f in FUNCTIONS}
