@@ -47,6 +47,9 @@ PAGINATORS = {"list_objects_v2": "s3:ListBucket"}
 # Lambda's SQS event source mapping polls the results queue with the fold's role.
 EVENT_SOURCE = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
 
+# a first deploy without --alarm-email: no e-mail subscription
+STAGE_DEV = [{"ParameterKey": "Stage", "ParameterValue": "dev"}, {"ParameterKey": "AlarmEmail", "ParameterValue": ""}]
+
 
 def called_actions() -> set[str]:
     actions = set()
@@ -292,7 +295,7 @@ def test_first_deploy_creates_the_stack_and_prints_its_events(tmp_path):
         {
             "StackName": "crowdtrain-dev",
             "TemplateBody": ANY,
-            "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}],
+            "Parameters": STAGE_DEV,
         },
     )
     stub.add_response("describe_stack_events", {"StackEvents": [event(1, "Table", "CREATE_IN_PROGRESS")]})
@@ -371,7 +374,7 @@ def test_a_deploy_over_the_data_a_teardown_kept_imports_it_then_adds_the_rest(tm
             "ChangeSetType": "IMPORT",
             "TemplateBody": ANY,
             "ResourcesToImport": imported,
-            "Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}],
+            "Parameters": STAGE_DEV,
         },
     )
     stub.add_response("describe_change_set", {**names, "Status": "CREATE_COMPLETE", "ExecutionStatus": "AVAILABLE"})
@@ -692,3 +695,33 @@ def test_deploy_restores_chalices_state_before_chalice_deploy_and_saves_it_after
         setattr(deployer, name, lambda *args, name=name, value=value: order.append(name) or value)
     assert deployer.deploy(100, 200) == "https://d111.cloudfront.net/"
     assert order == list(steps)
+
+
+def test_deploy_offers_an_alarm_email_and_refuses_what_is_not_one(capsys):
+    from crowdtrain import cli
+
+    args = cli.parser().parse_args(["deploy", "--alarm-email", "ops@example.com"])
+    assert args.alarm_email == "ops@example.com"
+    assert cli.parser().parse_args(["deploy", "--alarm-email", ""]).alarm_email == ""  # none
+    assert cli.parser().parse_args(["deploy"]).alarm_email is None  # the stack's own, kept
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parser().parse_args(["deploy", "--alarm-email", "not an address"])
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "--alarm-email: not an e-mail address: 'not an address'" in line
+
+
+def test_a_later_deploy_keeps_the_alarm_email_unless_given_another():
+    import boto3
+
+    from crowdtrain.aws.deploy import Deployer
+
+    stack = {"Parameters": [{"ParameterKey": "Stage", "ParameterValue": "dev"}, *STAGE_DEV[1:]]}
+    stack["Parameters"][1] = {"ParameterKey": "AlarmEmail", "ParameterValue": "ops@example.com"}
+    session = boto3.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    emails = {
+        given: Deployer(session, "dev", alarm_email=given)._parameters(stack)[1]["ParameterValue"]
+        for given in (None, "new@example.com", "")
+    }
+    assert emails == {None: "ops@example.com", "new@example.com": "new@example.com", "": ""}
+    assert Deployer(session, "dev")._parameters({})[1]["ParameterValue"] == ""  # a first deploy: none

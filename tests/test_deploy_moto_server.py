@@ -57,8 +57,8 @@ def crowdtrain(clone: Path, endpoint: str, *args: str) -> subprocess.CompletedPr
     )
 
 
-def deploy(clone: Path, endpoint: str) -> str:
-    proc = crowdtrain(clone, endpoint, "deploy", "--stage", "dev", "--region", REGION)
+def deploy(clone: Path, endpoint: str, *options: str) -> str:
+    proc = crowdtrain(clone, endpoint, "deploy", "--stage", "dev", "--region", REGION, *options)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -94,7 +94,7 @@ def app_resources(endpoint: str, region: str) -> dict[str, list[str]]:
 
 
 def test_deploy_with_a_region_puts_every_resource_in_it(endpoint, tmp_path):
-    printed = deploy(fresh_clone(tmp_path / "clone"), endpoint)
+    printed = deploy(fresh_clone(tmp_path / "clone"), endpoint, "--alarm-email", "ops@example.com")
     here, elsewhere = app_resources(endpoint, REGION), app_resources(endpoint, OTHER)
     assert here["stacks"] == ["crowdtrain-dev"]
     assert here["functions"] == ["crowdtrain-dev", "crowdtrain-dev-fold", "crowdtrain-dev-redrive_dead_letters"]
@@ -108,6 +108,12 @@ def test_deploy_with_a_region_puts_every_resource_in_it(endpoint, tmp_path):
     )
     assert here["tables"] == ["crowdtrain-dev"] and here["secrets"] == ["crowdtrain-dev-lease-secret"]
     assert len(here["alarms"]) == 3 and here["rules"] == ["crowdtrain-dev-redrive_dead_letters-event"]
+    # every alarm publishes to the stage's topic, which e-mails the address given
+    [topic] = [t["TopicArn"] for t in client(endpoint, "sns").list_topics()["Topics"]]
+    alarms = client(endpoint, "cloudwatch").describe_alarms()["MetricAlarms"]
+    assert topic.endswith(":crowdtrain-dev-alarms") and all(a["AlarmActions"] == [topic] for a in alarms)
+    [subscription] = client(endpoint, "sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert (subscription["Protocol"], subscription["Endpoint"]) == ("email", "ops@example.com")
     assert {k: v for k, v in elsewhere.items() if k != "roles"} == {k: [] for k in elsewhere if k != "roles"}
     s3 = client(endpoint, "s3")
     buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]]

@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -416,8 +417,15 @@ def deploy(args: argparse.Namespace) -> None:
     from crowdtrain.aws.deploy import Deployer
 
     session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
-    url = Deployer(session, args.stage).deploy(args.rate_limit, args.burst_limit)
+    url = Deployer(session, args.stage, alarm_email=args.alarm_email).deploy(args.rate_limit, args.burst_limit)
     print(f"\nvolunteers visit {url}")
+
+
+def email_address(text: str) -> str:
+    """An --alarm-email value: an address, or "" (none)."""
+    if text and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        raise argparse.ArgumentTypeError(f"not an e-mail address: {text!r}")
+    return text
 
 
 def rotate_secret(args: argparse.Namespace) -> None:
@@ -677,6 +685,12 @@ def parser() -> TopParser:
     p.add_argument("--stage", default="dev")
     p.add_argument("--rate-limit", type=float, default=100, help="API requests per second, stage-wide")
     p.add_argument("--burst-limit", type=int, default=200)
+    p.add_argument(
+        "--alarm-email",
+        type=email_address,
+        help="e-mail the stack's alarms (dead letters staying, the fold failing) to this address; "
+        "AWS asks it to confirm. Kept by later deploys; --alarm-email '' removes it",
+    )
     p.set_defaults(func=deploy)
 
     p = sub.add_parser("rotate-secret", help="rotate a stage's lease secret (leases signed before still complete)")

@@ -68,13 +68,14 @@ class Deployer:
         run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
         say: Callable[[str], None] = lambda line: print(line, flush=True),
         poll_seconds: float = 5,
+        alarm_email: str | None = None,
     ):
         if not session.region_name:
             raise DeployError(
                 "no AWS region: pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a profile's region"
             )
         self.session, self.stage, self.root, self.run, self.say = session, stage, root, run, say
-        self.poll_seconds = poll_seconds
+        self.poll_seconds, self.alarm_email = poll_seconds, alarm_email
         self.stack_name = f"crowdtrain-{stage}"
         self.cloudformation = session.client("cloudformation")
         self.s3, self.dynamodb, self.sts = session.client("s3"), session.client("dynamodb"), session.client("sts")
@@ -96,16 +97,16 @@ class Deployer:
     def deploy_stack(self) -> dict[str, str]:
         body = TEMPLATE.read_text()
         try:
-            self.cloudformation.describe_stacks(StackName=self.stack_name)
+            [stack] = self.cloudformation.describe_stacks(StackName=self.stack_name)["Stacks"]
             exists = True
         except ClientError as err:
             if "does not exist" not in str(err):
                 raise
-            exists = False
+            stack, exists = {}, False
         if not exists and (kept := self.kept_data()):
             self.import_kept_data(kept)
             exists = True
-        parameters = self._parameters
+        parameters = self._parameters(stack)
         started = time.time()
         try:
             if exists:
@@ -122,9 +123,15 @@ class Deployer:
         self._follow("stack_update_complete" if exists else "stack_create_complete", started)
         return self.outputs()
 
-    @property
-    def _parameters(self) -> list[dict[str, str]]:
-        return [{"ParameterKey": "Stage", "ParameterValue": self.stage}]
+    def _parameters(self, stack: dict[str, Any]) -> list[dict[str, str]]:
+        """The stage, and where the alarms' topic e-mails: the address given, or
+        what the stack (as described; {} for none) has so far."""
+        kept = next((p["ParameterValue"] for p in stack.get("Parameters", []) if p["ParameterKey"] == "AlarmEmail"), "")
+        email = self.alarm_email if self.alarm_email is not None else kept
+        return [
+            {"ParameterKey": "Stage", "ParameterValue": self.stage},
+            {"ParameterKey": "AlarmEmail", "ParameterValue": email},
+        ]
 
     def kept_data(self) -> list[dict[str, Any]]:
         """What an earlier `teardown` kept (the template's DeletionPolicy Retain
@@ -192,7 +199,7 @@ class Deployer:
             **change_set,
             ChangeSetType="IMPORT",
             TemplateBody=json.dumps(body),
-            Parameters=self._parameters,
+            Parameters=self._parameters({}),
             ResourcesToImport=kept,
         )
         try:
