@@ -208,7 +208,7 @@ class Services(Stores):
         return JobAdmin(
             self.jobs,
             self.meta,
-            InFlight(self.leases, self.awaiting),
+            InFlight(self.tasks, self.awaiting),
             self.board,
             self.versions,
             self.epochs,

@@ -599,7 +599,7 @@ def snapshot(harness, job):
     status = harness.status(job)
     versions = harness.s3.list_objects_v2(Bucket="crowdtrain-test-data", Prefix=f"jobs/{job}/versions/")
     return {
-        key: status[key] for key in ("status", "version", "epoch", "batches_done", "pending_gradients", "active_leases")
+        key: status[key] for key in ("status", "version", "epoch", "batches_done", "pending_gradients", "tasks")
     } | {"history": len(status["history"]), "files": versions.get("KeyCount", 0)}
 
 

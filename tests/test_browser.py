@@ -94,7 +94,7 @@ def test_volunteer_page_trains_a_char_lstm_and_stays_responsive(stack, page):
     done = int(page.inner_text("#tasks"))
     time.sleep(2)
     assert int(page.inner_text("#tasks")) == done, "tasks went on after stop"
-    stack.wait_for(job, lambda s: s["status"] == "finished" or s["active_leases"] == 0, timeout=30)
+    stack.wait_for(job, lambda s: s["status"] == "finished" or s["tasks"]["in_flight"] == 0, timeout=30)
 
 
 def test_dashboard_plots_the_job(stack, page):

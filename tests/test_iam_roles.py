@@ -180,6 +180,7 @@ def scenario(h: Harness, run) -> None:
         == 200
     )
     assert api(h.admin, "GET", f"/jobs/{job}/credit").status_code == 200
+    assert json.loads(api(h.admin, "GET", f"/jobs/{job}").body)["tasks"]["in_flight"] >= 0  # the queue's counts
     api(h.call, "GET", f"/progress/{grouped}")
     api(h.call, "GET", "/progress")
     api(h.admin, "POST", f"/jobs/{copied}/pause")

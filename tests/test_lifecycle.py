@@ -298,7 +298,7 @@ def test_heartbeat_extends_the_lease(harness):
     renewed = json.loads(reply.body)
     assert renewed["lease_expires"] >= task["lease_expires"]
     status = harness.status(job)
-    assert status["active_leases"] == 1 and status["active_volunteers"] == 0  # none has delivered yet
+    assert status["tasks"] == {"waiting": 0, "in_flight": 1} and status["active_volunteers"] == 0  # none delivered
     task["lease_token"] = renewed["lease_token"]
     assert harness.work(task).status_code == 200
     harness.deliver()
@@ -434,7 +434,7 @@ def test_a_volunteer_holds_a_bounded_number_of_leases(harness, monkeypatch):
     assert harness.lease("someone-else") is not None
     assert harness.work(first).status_code == 200  # completing frees a slot
     assert harness.lease("greedy") is not None
-    assert harness.status(job)["active_leases"] == 3
+    assert harness.status(job)["tasks"] == {"waiting": 0, "in_flight": 3}
 
 
 def test_services_override_puts_a_part_in_place_before_anything_uses_it(harness):

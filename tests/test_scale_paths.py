@@ -400,3 +400,28 @@ def test_a_fold_short_of_memory_reads_gradients_again_instead_of_holding_them(ha
     expected = [w - np.float32(0.5) * np.mean([g[i] for g in grads], axis=0) for i, w in enumerate(w0)]
     for ours, theirs in zip(harness.weights(job, 1), expected):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_a_jobs_admin_status_reads_no_lease_record_however_many_are_out(harness):
+    """GET /jobs/{id} (and `crowdtrain watch`, which polls it) counts the tasks
+    in flight from the task queue: its DynamoDB reads stay the same whether
+    no lease or many are out, and none names a lease record."""
+    job = harness.create_job(Dataset.generate(batches=12, batch_size=4))
+    client = services()._table.meta.client
+    asked: list[str] = []
+    client.meta.events.register(
+        "before-call.dynamodb", lambda model, params, **_: asked.append(f"{model.name} {json.dumps(params, default=str)}")
+    )
+
+    def reads() -> list[str]:
+        asked.clear()
+        reply = harness.admin("GET", f"/jobs/{job}")
+        assert reply.status_code == 200, reply.body
+        return [call.split(" ", 1)[0] for call in asked]
+
+    idle = reads()
+    for i in range(10):
+        assert harness.lease(f"v{i}") is not None
+    busy = reads()
+    assert json.loads(harness.admin("GET", f"/jobs/{job}").body)["tasks"] == {"waiting": 2, "in_flight": 10}
+    assert busy == idle and not any("LEASE#" in call for call in asked)

@@ -24,9 +24,9 @@ from chalicelib.domain.weights import decode_tensors
 from chalicelib.publish.status import StatusBoard
 from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.jobs import JobRecords
-from chalicelib.store.leases import LeaseRecords
 from chalicelib.store.meta import JobMeta, MetaStore
 from chalicelib.store.objects import IMMUTABLE, ObjectStore
+from chalicelib.store.queues import TaskQueue
 from chalicelib.store.versions import VersionStore
 from chalicelib.tasks.epochs import EpochQueue
 
@@ -44,16 +44,15 @@ class JobLimits:
 
 @dataclass(frozen=True)
 class InFlight:
-    """A job's work under way, which its admin status counts: live leases, first copies awaiting a check."""
+    """Work under way, which a job's admin status adds: the stage's tasks
+    waiting and in flight (the task queue's own counts: no lease record is
+    read, however many leases are out), and the job's first copies awaiting a check."""
 
-    leases: LeaseRecords
+    tasks: TaskQueue
     awaiting: AwaitingCopies
 
-    def figures(self, job_id: str) -> dict[str, int]:
-        return {
-            "active_leases": len(self.leases.active_volunteers(job_id)),
-            "awaiting_replica": self.awaiting.count(job_id),
-        }
+    def figures(self, job_id: str) -> dict[str, Any]:
+        return {"tasks": self.tasks.depth(), "awaiting_replica": self.awaiting.count(job_id)}
 
 
 class JobAdmin:
@@ -150,9 +149,9 @@ class JobAdmin:
                 )
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """The public document, read fresh, with the live leases and the first
-        copies awaiting a check (which the public one leaves out: counting
-        them queries the job's records)."""
+        """The public document, read fresh, with the stage's tasks waiting and
+        in flight and the first copies awaiting a check (which the public one
+        leaves out: counting them queries the job's records)."""
         meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
         return {**self.board.document(meta, spec), **self.in_flight.figures(job_id)}
 

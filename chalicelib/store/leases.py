@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Iterable
 
-from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import TypeDeserializer
 
 from chalicelib.domain.records import Lease
@@ -108,12 +107,3 @@ class LeaseRecords(Records):
             item = err.response.get("Item")
             return False, LeaseRecord.of({k: _DESERIALIZE.deserialize(v) for k, v in item.items()}) if item else None
         return True, LeaseRecord.of(reply["Attributes"])
-
-    def active_volunteers(self, job_id: str) -> list[str]:
-        """The volunteer id of every lease still running."""
-        now = Decimal(str(self._clock()))
-        items = self._query(
-            Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("LEASE#"),
-            Attr("state").eq("leased") & Attr("expires").gt(now),
-        )
-        return [item["volunteer_id"] for item in items]

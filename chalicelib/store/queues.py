@@ -59,6 +59,18 @@ class TaskQueue:
     def delete(self, receipt: str) -> None:
         self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
 
+    def depth(self) -> dict[str, int]:
+        """The stage's tasks waiting and in flight (leased, or held back for a
+        round), as SQS counts them (approximately): one call, however many leases."""
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return {
+            "waiting": int(attributes["ApproximateNumberOfMessages"]),
+            "in_flight": int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        }
+
 
 class ResultQueue:
     def __init__(self, sqs: Any, url: str):

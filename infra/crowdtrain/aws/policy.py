@@ -73,7 +73,13 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
             statement("ListJobFiles", ["s3:ListBucket"], bucket),
             statement(
                 "Tasks",
-                ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage"],
+                [
+                    "sqs:SendMessage",
+                    "sqs:ReceiveMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",  # a job's admin status: the tasks waiting and in flight
+                ],
                 sqs("TaskQueueUrl"),
             ),
             statement("Results", ["sqs:SendMessage"], sqs("ResultsQueueUrl")),
