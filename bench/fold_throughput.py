@@ -2,8 +2,10 @@
 
 The real handlers on moto (in-process), with a botocore hook that makes every
 call of the app's clients wait as long as a call to AWS from Lambda takes:
-5 ms per DynamoDB call and 25 ms per S3 call (typical same-region figures;
-SQS polling is Lambda's and not timed). Tasks are leased, given a gradient and
+5 ms per DynamoDB call, 25 ms per S3 call and 10 ms per SQS call the fold
+makes (partial sums sent on, credit tallies asked for, tasks queued; typical
+same-region figures; SQS polling is Lambda's and not timed). Credit is on,
+and the volunteers are 400 identities. Tasks are leased, given a gradient and
 completed first; then the fold's invocations are timed over the results
 queue (the function's own time: receiving and deleting the batch is Lambda's
 poller's), ten results per invocation (Lambda's SQS batch) and, for
@@ -19,10 +21,13 @@ Dense(128), 7,808 parameters), K = 10, Adam. Target: 50 results/s at K = 10.
 Then a multi-level fold (`fold_groups` G = 16, K = 64): the result groups'
 invocations (ten results each, summed), the middle groups' (ten level-1
 sums each) and the top level's (ten level-2 sums, up to a thousand results,
-each) are timed apart. On AWS the G result groups run at once, and so do the
+each) are timed apart, and so are the job's credit tallies (their own
+group: fold/credit.py). On AWS the G result groups run at once, and so do the
 ceil(G / 10) middle groups; the top level alone is serial. One job then
 folds min(G x result-group rate, middle groups x middle rate, top rate)
-results per second while the invocations are full (docs/scale.md).
+results per second while the invocations are full (docs/scale.md). The
+tally, serial too but beside the fold, writes one credit item per identity
+per pass: its rate is in identities per second.
 """
 
 from __future__ import annotations
@@ -37,14 +42,16 @@ import boto3
 import numpy as np
 
 from bench import common
-from chalicelib.domain.records import fold_message
+from chalicelib.domain.records import CreditDue, fold_message
 from chalicelib.fold.partials import middle_groups
 from chalicelib.services import services
 from crowdtrain.api import post_form
 from crowdtrain.jobs.charlstm import CharLSTM
 from tests.harness import Harness
 
-LATENCY = {"dynamodb": 0.005, "s3": 0.025}
+LATENCY = {"dynamodb": 0.005, "s3": 0.025, "sqs": 0.010}
+IDENTITIES = 400  # the volunteers results come from
+CREDIT = 3  # the level fold_invocations gives credit tallies
 
 
 class MotoClock:
@@ -112,7 +119,7 @@ def paper_job(harness: Harness, batches: int, k: int, fold_groups: int = 1) -> s
 def complete_tasks(harness: Harness, n: int) -> None:
     rng = np.random.default_rng(0)
     for i in range(n):
-        task = harness.lease(f"volunteer-{i % 100}")
+        task = harness.lease(f"volunteer-{i % IDENTITIES}")
         size = task["upload_bytes"] // 4
         harness.upload(task, (rng.normal(size=size) * 1e-3).astype("<f4").tobytes())
         assert harness.complete(task, 2.0).status_code == 200
@@ -123,9 +130,9 @@ def _wait(model, **_):
 
 
 def add_latency(on: bool = True) -> None:
-    """Every call of the app's S3 and DynamoDB clients waits as long as AWS would take (or, off, not)."""
+    """Every call of the app's S3, DynamoDB and SQS clients waits as long as AWS would take (or, off, not)."""
     parts = services()
-    for client in (parts._table.meta.client, parts.objects._s3):
+    for client in (parts._table.meta.client, parts.objects._s3, parts._sqs):
         (client.meta.events.register if on else client.meta.events.unregister)("before-call", _wait)
 
 
@@ -157,13 +164,13 @@ def stack():
 def fold_invocations(harness: Harness, per_invocation: int, level: int | None = None) -> tuple[int, int, float, float]:
     """Run the fold over the results queue, `per_invocation` messages at a
     time, until it is empty (or, with `level`, holds no message of that
-    level: 0 a result, 1 or 2 a partial sum): (messages, invocations,
-    seconds of the function's own time, of which moto's own)."""
+    level: 0 a result, 1 or 2 a partial sum, CREDIT a credit tally):
+    (messages, invocations, seconds of the function's own time, of which moto's own)."""
     done, invocations, seconds, moto = 0, 0, 0.0, 0.0
     while True:
         messages = harness.result_messages(max_messages=per_invocation, visibility=0 if level is not None else 60)
         if level is not None:
-            messages = [m for m in messages if getattr(fold_message(m["Body"]), "level", 0) == level]
+            messages = [m for m in messages if level_of(m["Body"]) == level]
         if not messages:
             return done, invocations, seconds, moto
         start, moto_start = time.perf_counter(), MOTO.seconds  # the function's own time; polling is Lambda's
@@ -174,6 +181,11 @@ def fold_invocations(harness: Harness, per_invocation: int, level: int | None = 
             harness.sqs.delete_message(QueueUrl=harness.results_url, ReceiptHandle=m["ReceiptHandle"])
         done += len(messages)
         invocations += 1
+
+
+def level_of(body: str) -> int:
+    message = fold_message(body)
+    return CREDIT if isinstance(message, CreditDue) else getattr(message, "level", 0)
 
 
 def run(results: int, k: int, per_invocation: int) -> dict:
@@ -197,11 +209,30 @@ def run(results: int, k: int, per_invocation: int) -> dict:
     }
 
 
+@contextmanager
+def identities_credited():
+    """How many identity credit items the tallies write meanwhile: [count]."""
+    from chalicelib.store.credits import Credits
+
+    real, counted = Credits.add, [0]
+
+    def add(self, job_id, earned, through):
+        counted[0] += len(earned)
+        return real(self, job_id, earned, through)
+
+    Credits.add = add  # type: ignore[method-assign]
+    try:
+        yield counted
+    finally:
+        Credits.add = real  # type: ignore[method-assign]
+
+
 def run_levels(results: int, k: int, groups: int) -> dict:
-    """Each level of a multi-level fold over everything the level below sent, timed apart."""
-    with stack() as harness:
+    """Each level of a multi-level fold over everything the level below sent,
+    and the job's credit tallies, timed apart."""
+    with stack() as harness, identities_credited() as identities:
         job = paper_job(harness, results, k, groups)
-        totals = [[0, 0, 0.0, 0.0] for _ in range(3)]
+        totals = [[0, 0, 0.0, 0.0] for _ in range(CREDIT + 1)]
         for start in range(0, results, 1000):  # the top level queues the epoch's next 1,000 tasks
             add_latency(False)
             complete_tasks(harness, min(1000, results - start))
@@ -209,7 +240,7 @@ def run_levels(results: int, k: int, groups: int) -> dict:
             for level, total in enumerate(totals):
                 for i, value in enumerate(fold_invocations(harness, 10, level)):
                     total[i] += value
-        levels = totals
+        *levels, (_, passes, tally_seconds, tally_moto) = totals
         status = harness.status(job)
     assert status["batches_done"] == results, status
     names = ("result group", "middle group", "top level")
@@ -229,6 +260,16 @@ def run_levels(results: int, k: int, groups: int) -> dict:
                 "aws_results_per_second": results / (sec - moto),
             }
             for name, (m, n, sec, moto) in zip(names, levels)
+        },
+        # credit: one write per identity per pass, however many results (fold/credit.py)
+        "tally": {
+            "passes": passes,
+            "identities": identities[0],
+            "seconds": tally_seconds,
+            "moto_seconds": tally_moto,
+            "identities_per_second": identities[0] / tally_seconds,
+            "aws_identities_per_second": identities[0] / (tally_seconds - tally_moto),
+            "identities_a_minute": 60 * identities[0] / (tally_seconds - tally_moto),  # what a pass a minute takes
         },
     }
     for suffix in ("", "aws_"):
@@ -262,6 +303,13 @@ def main() -> None:
             f"without moto's own time ({level['invocations']} invocations of "
             f"{level['messages'] / level['invocations']:.1f} messages, {level['seconds']:.1f} s)"
         )
+    tally = levels["tally"]
+    print(
+        f"  credit tally  {tally['identities_per_second']:7.1f} identities/s, "
+        f"{tally['aws_identities_per_second']:7.1f} without moto's own time ({tally['identities']} identity "
+        f"writes in {tally['passes']} passes, {tally['seconds']:.1f} s): a pass a minute keeps up with "
+        f"{tally['identities_a_minute']:,.0f} identities"
+    )
     print(
         f"  one job: {levels['job_results_per_second']:.0f} results/s, {levels['job_aws_results_per_second']:.0f} "
         "without moto's own time"

@@ -232,6 +232,7 @@ TABLES = {  # a marker's name: what makes its table from its results (tables.jso
     "scaling": lambda r: table("scaling", [{**x, "case": c["case"]} for c in r["cases"] for x in c["rows"]]),
     "wasted": lambda r: table("wasted", [x | {"rate": x["folded"] / x["seconds"], "why": why(x)} for x in r["rows"]]),
     "fold-levels": fold_levels,
+    "fold-tally": lambda r: table("fold-tally", [r["levels"]["tally"]]),
     "requests": requests,
     "dollars": dollars,
     **{name: (lambda r, name=name, t=t: table(name, r[t["rows"]])) for name, t in T["tables"].items() if "rows" in t},

@@ -409,9 +409,8 @@ def test_a_jobs_admin_status_reads_no_lease_record_however_many_are_out(harness)
     job = harness.create_job(Dataset.generate(batches=12, batch_size=4))
     client = services()._table.meta.client
     asked: list[str] = []
-    client.meta.events.register(
-        "before-call.dynamodb", lambda model, params, **_: asked.append(f"{model.name} {json.dumps(params, default=str)}")
-    )
+    record = lambda model, params, **_: asked.append(f"{model.name} {json.dumps(params, default=str)}")  # noqa: E731
+    client.meta.events.register("before-call.dynamodb", record)
 
     def reads() -> list[str]:
         asked.clear()
