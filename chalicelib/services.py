@@ -213,7 +213,7 @@ class Services(Stores):
             self.versions,
             self.epochs,
             self.objects,
-            JobLimits(c.max_parameters, c.max_batches, c.fold_memory_mb * 2**20),
+            JobLimits(c.max_parameters, c.max_batches, c.fold_memory_mb * 2**20, c.default_fold_groups),
         )
 
     @cached_property

@@ -325,6 +325,26 @@ MUTANTS = [
         ("tests/test_credit.py::test_an_update_of_ten_identities_writes_no_credit_in_the_fold",),
     ),
     Mutant(
+        "a deploy for more volunteers than the account's quotas allow creates nothing",
+        "infra/crowdtrain/aws/deploy.py",
+        "            if shortfalls:",
+        "            if False:",
+        (
+            "tests/test_deploy_moto_server.py::test_a_deploy_for_more_volunteers_than_the_quotas_allow_creates_"
+            "nothing_and_names_the_quota",
+        ),
+    ),
+    Mutant(
+        "a crowd of none (or a negative or non-numeric one) is refused",
+        "infra/crowdtrain/cli.py",
+        '        if not value > 0 or value != value or value == float("inf"):',
+        "        if False:",
+        (
+            "tests/test_deploy_moto_server.py::test_a_deploy_for_more_volunteers_than_the_quotas_allow_creates_"
+            "nothing_and_names_the_quota",
+        ),
+    ),
+    Mutant(
         "a dead letter redriven too often is quarantined, not sent round again",
         "chalicelib/tasks/redrive.py",
         "                    if redrives >= MAX_REDRIVES:",

@@ -15,7 +15,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from crowdtrain.aws.deploy import STATE_PREFIX
+from crowdtrain.aws.deploy import STATE_PREFIX, Deployer, DeployError
+from crowdtrain.aws.sizing import AccountQuotas, Sizing
 from crowdtrain.paths import ROOT
 
 REGION, OTHER = "eu-west-1", "us-east-1"
@@ -166,3 +167,43 @@ def test_teardown_after_a_failed_step_runs_the_rest_and_exits_non_zero(endpoint,
     assert "chalice delete: FAILED" in proc.stdout and "failed: chalice delete" in proc.stderr
     assert "delete stack crowdtrain-dev: done" in proc.stdout
     assert app_resources(endpoint, REGION)["stacks"] == []
+
+
+class StubbedQuotas(AccountQuotas):
+    """An account's quotas as given (moto's server implements neither Lambda's GetAccountSettings nor
+    API Gateway's account throttle settings as an account has them)."""
+
+    def __init__(self, concurrency: int, rate: float = 10_000, burst: int = 5_000):
+        self.concurrency, self.rate, self.burst = concurrency, rate, burst
+
+    def lambda_concurrency(self) -> int:
+        return self.concurrency
+
+    def api_throttle(self) -> tuple[float, int]:
+        return self.rate, self.burst
+
+
+def test_a_deploy_for_more_volunteers_than_the_quotas_allow_creates_nothing_and_names_the_quota(
+    endpoint, tmp_path, monkeypatch
+):
+    """A new account's Lambda concurrency (10) and API throttle against a
+    crowd of 10,000: the deploy stops before the stack, in one line naming
+    each quota, what is needed and the Service Quotas request."""
+    clone = fresh_clone(tmp_path / "clone")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    said: list[str] = []
+    deployer = Deployer(boto3.Session(region_name=REGION), "dev", root=clone, say=said.append)
+    sizing = Sizing.for_crowd(10_000, 15)
+    with pytest.raises(DeployError) as refused:
+        deployer.deploy(None, None, sizing, StubbedQuotas(concurrency=10, rate=1_000))
+    [line] = str(refused.value).splitlines()
+    assert "Lambda concurrent executions" in line and "L-B99A9384" in line and "this account has 10" in line
+    assert "API Gateway's account throttle" in line and "L-8A5B8E43" in line and f"of {sizing.rate:,}" in line
+    assert app_resources(endpoint, REGION)["stacks"] == [] and said == []
+    assert client(endpoint, "s3").list_buckets()["Buckets"] == []
+    # the CLI offers it, and refuses a crowd of none in one line
+    assert "--volunteers" in crowdtrain(clone, endpoint, "deploy", "--help").stdout
+    refused_cli = crowdtrain(clone, endpoint, "deploy", "--volunteers", "0", "--region", REGION)
+    assert refused_cli.returncode == 2 and "--volunteers: must be above 0: '0'" in refused_cli.stderr.strip()

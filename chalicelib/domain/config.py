@@ -56,6 +56,9 @@ class Settings:
     # credit item is written at most once per tally, however many of its
     # results were folded meanwhile. 0: after every version (tests).
     credit_tally_seconds: int
+    # fold_groups for a job that names none and can be folded in parts: what
+    # `crowdtrain deploy --volunteers N` sized the stage for (infra/crowdtrain/aws/sizing.py).
+    default_fold_groups: int
     max_parameters: int
     max_batches: int
     # The fold Lambda's memory (lambda_memory_size in .chalice/config.json):
@@ -92,6 +95,7 @@ def settings() -> Settings:
         release_window_seconds=_int("RELEASE_WINDOW_SECONDS", 600),
         lease_meta_max_age=float(env.get("LEASE_META_MAX_AGE", 1.0)),
         credit_tally_seconds=_int("CREDIT_TALLY_SECONDS", 60),
+        default_fold_groups=_int("DEFAULT_FOLD_GROUPS", 1),
         max_parameters=_int("MAX_PARAMETERS", 20_000_000),
         max_batches=_int("MAX_BATCHES", 100_000),
         fold_memory_mb=_int("FOLD_MEMORY_MB", 1024),

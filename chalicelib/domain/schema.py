@@ -46,9 +46,13 @@ UNLIMITED = 2**62
 FOLD_TENSOR_SHARE = 0.8
 
 
-def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_bytes: int | None = None) -> JobSpec:
+def parse_job(
+    body: Any, max_parameters: int, max_batches: int, fold_memory_bytes: int | None = None, default_fold_groups: int = 1
+) -> JobSpec:
     """Validate a job document (POST /jobs); every mistake is a 400 naming the
-    field. With `fold_memory_bytes`, a job whose fold would not fit is a 400."""
+    field. With `fold_memory_bytes`, a job whose fold would not fit is a 400.
+    `default_fold_groups` (the deploy's, sized for its crowd) applies to a job
+    that names none and can be folded in parts."""
     body = validate.body_object(body)
     validate.only_keys(body, JOB_FIELDS, "job")
     topology, weight_specs = parse_model(body.get("model"), max_parameters)
@@ -60,7 +64,7 @@ def parse_job(body: Any, max_parameters: int, max_batches: int, fold_memory_byte
     strategy = make_strategy(body.get("aggregation", "mean"))
     k = validate.integer(body, "gradients_per_update", 1, 1, MAX_GRADIENTS_PER_UPDATE)
     replication = sections.replication(body.get("replication"))
-    fold_groups = _fold_groups(body, strategy, replication)
+    fold_groups = _fold_groups(body, strategy, replication, default_fold_groups)
     if fold_memory_bytes is not None:
         _check_fold_memory(sum(s.size for s in weight_specs), k, strategy, optimizer, fold_memory_bytes)
     spec = JobSpec(
@@ -126,10 +130,12 @@ def _max_share(body: dict[str, Any], strategy: Any, fold_groups: int) -> float:
     return share
 
 
-def _fold_groups(body: dict[str, Any], strategy: Any, replication: Replication) -> int:
+def _fold_groups(body: dict[str, Any], strategy: Any, replication: Replication, default: int = 1) -> int:
     """A fold in parts sums results in several places: only a running-sum
     rule can be summed so, and a replicated batch's two copies must meet in
-    one place."""
+    one place (so the deploy's default applies only where both hold)."""
+    if "fold_groups" not in body:
+        return min(default, MAX_FOLD_GROUPS) if isinstance(strategy, RunningSum) and replication.copies == 1 else 1
     groups = validate.integer(body, "fold_groups", 1, 1, MAX_FOLD_GROUPS)
     if groups > 1 and not isinstance(strategy, RunningSum):
         raise BadRequest(

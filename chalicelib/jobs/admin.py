@@ -40,6 +40,7 @@ class JobLimits:
     max_parameters: int
     max_batches: int
     fold_memory_bytes: int
+    default_fold_groups: int = 1  # a job naming none, where it can be folded in parts (deploy --volunteers)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,9 @@ class JobAdmin:
 
     def create(self, body: Any) -> dict[str, Any]:
         limits = self.limits
-        spec = parse_job(body, limits.max_parameters, limits.max_batches, limits.fold_memory_bytes)
+        spec = parse_job(
+            body, limits.max_parameters, limits.max_batches, limits.fold_memory_bytes, limits.default_fold_groups
+        )
         job_id = f"j-{secrets.token_hex(6)}"
         self.jobs.create(job_id, spec)
         weight_bytes = spec.weight_bytes

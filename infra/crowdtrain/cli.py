@@ -417,8 +417,39 @@ def deploy(args: argparse.Namespace) -> None:
     from crowdtrain.aws.deploy import Deployer
 
     session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
-    url = Deployer(session, args.stage, alarm_email=args.alarm_email).deploy(args.rate_limit, args.burst_limit)
+    from crowdtrain.aws.sizing import Sizing
+
+    sizing = Sizing.for_crowd(args.volunteers, args.task_seconds) if args.volunteers is not None else None
+    deployer = Deployer(session, args.stage, alarm_email=args.alarm_email)
+    url = deployer.deploy(args.rate_limit, args.burst_limit, sizing)
     print(f"\nvolunteers visit {url}")
+
+
+def plan(args: argparse.Namespace) -> None:
+    """`crowdtrain plan --volunteers N`: what a deploy for N volunteers sets, and the quotas it needs."""
+    from crowdtrain.aws.sizing import Sizing
+
+    s = Sizing.for_crowd(args.volunteers, args.task_seconds)
+    print(s.summary())
+    rows = [["QUOTA", "NEEDS", "AWS DEFAULT", ""]]
+    for name, need, default in s.needs():
+        rows.append([name, f"{need:,}", f"{default:,}", "raise it first" * (need > default)])
+    print(table(rows))
+
+
+def positive(kind: type) -> Any:
+    """An argparse type: a number of `kind` above zero, or a one-line error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+        return value
+
+    return parse
 
 
 def email_address(text: str) -> str:
@@ -683,8 +714,22 @@ def parser() -> TopParser:
 
     p = sub.add_parser("deploy", help="deploy a stage to AWS: stack, app, frontend, CloudFront")
     p.add_argument("--stage", default="dev")
-    p.add_argument("--rate-limit", type=float, default=100, help="API requests per second, stage-wide")
-    p.add_argument("--burst-limit", type=int, default=200)
+    p.add_argument(
+        "--volunteers",
+        type=positive(int),
+        help="size the stage for this many volunteers at once: the API's throttle and burst, the fold's reserved "
+        "concurrency and the default fold groups, checked against the account's quotas before anything is made",
+    )
+    p.add_argument(
+        "--task-seconds",
+        type=positive(float),
+        default=15.0,
+        help="how long a volunteer's task takes, for --volunteers (the paper's model: about 15 s)",
+    )
+    p.add_argument(
+        "--rate-limit", type=positive(float), help="API requests per second, stage-wide (100; --volunteers sizes it)"
+    )
+    p.add_argument("--burst-limit", type=positive(int), help="API burst (200; --volunteers sizes it)")
     p.add_argument(
         "--alarm-email",
         type=email_address,
@@ -692,6 +737,11 @@ def parser() -> TopParser:
         "AWS asks it to confirm. Kept by later deploys; --alarm-email '' removes it",
     )
     p.set_defaults(func=deploy)
+
+    p = sub.add_parser("plan", help="what `deploy --volunteers N` would set, and the account quotas it needs")
+    p.add_argument("--volunteers", type=positive(int), required=True)
+    p.add_argument("--task-seconds", type=positive(float), default=15.0, help="a volunteer's task (15 s: the paper's)")
+    p.set_defaults(func=plan)
 
     p = sub.add_parser("rotate-secret", help="rotate a stage's lease secret (leases signed before still complete)")
     p.add_argument("--stage", default="dev")

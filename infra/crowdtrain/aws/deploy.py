@@ -25,6 +25,7 @@ from typing import Any, Callable
 from botocore.exceptions import ClientError, WaiterError
 
 from crowdtrain.aws.policy import function_policies, policy_file
+from crowdtrain.aws.sizing import AccountQuotas, Sizing
 from crowdtrain.environment import app_environment
 from crowdtrain.paths import ROOT, TEMPLATE
 from crowdtrain.template import load_template
@@ -53,6 +54,9 @@ def cache_control(name: str) -> str:
     if name.endswith(".wasm"):
         return "public, max-age=86400"
     return "public, max-age=300"
+
+
+DEFAULT_RATE, DEFAULT_BURST = 100, 200  # the API stage's throttle without --volunteers
 
 
 class DeployError(RuntimeError):
@@ -240,17 +244,21 @@ class Deployer:
         return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
     # -- 2. chalice config ------------------------------------------------------------
-    def write_chalice_config(self, outputs: dict[str, str]) -> dict[str, str]:
+    def write_chalice_config(self, outputs: dict[str, str], sizing: Sizing | None = None) -> dict[str, str]:
         path = self.root / ".chalice" / "config.json"
         config = json.loads(path.read_text())
         stage = config.setdefault("stages", {}).setdefault(self.stage, {})
         domain = outputs["DistributionDomain"]
         env = app_environment(outputs, f"https://{domain}/", f"https://{domain}")
+        if sizing is not None:
+            env["DEFAULT_FOLD_GROUPS"] = str(sizing.fold_groups)
         stage.setdefault("environment_variables", {}).update(env)
         stage.setdefault("api_gateway_stage", "api")
         stage["autogen_policy"] = False
         stage.pop("iam_policy_file", None)  # each function has its own (below)
         functions = stage.setdefault("lambda_functions", {})
+        if sizing is not None:
+            functions.setdefault("fold", {})["reserved_concurrency"] = sizing.fold_concurrency
         for function, policy in function_policies(self.stage, outputs).items():
             functions.setdefault(function, {})["iam_policy_file"] = policy_file(self.stage, function)
             (path.parent / policy_file(self.stage, function)).write_text(json.dumps(policy, indent=2) + "\n")
@@ -369,9 +377,22 @@ class Deployer:
     def _state_key(self) -> str:
         return f"{STATE_PREFIX}{self.stage}.json"
 
-    def deploy(self, rate: float, burst: int) -> str:
+    def deploy(
+        self, rate: float | None, burst: int | None, sizing: Sizing | None = None, quotas: AccountQuotas | None = None
+    ) -> str:
+        """Stack, app, throttle, frontend. With `sizing` (--volunteers), the
+        account's quotas are read first and a shortfall stops the deploy before
+        anything is made; the throttle, the fold's reserved concurrency and the
+        default fold groups come from the sizing unless given."""
+        if sizing is not None:
+            shortfalls = (quotas or AccountQuotas(self.session)).shortfalls(sizing)
+            if shortfalls:
+                raise DeployError("; ".join(s.line(sizing.volunteers) for s in shortfalls))
+            self.say(sizing.summary())
+        rate = rate if rate is not None else (sizing.rate if sizing else DEFAULT_RATE)
+        burst = burst if burst is not None else (sizing.burst if sizing else DEFAULT_BURST)
         outputs = self.deploy_stack()
-        env = self.write_chalice_config(outputs)
+        env = self.write_chalice_config(outputs, sizing)
         self.restore_app_state(outputs)
         api_url = self.deploy_app()
         self.save_app_state(outputs)
