@@ -115,6 +115,8 @@ def measure(tasks: int, k: int, per_fold: int = 10, local_steps: int = 0, fold_g
             def count_write_units(params, model, **_):
                 calls[("dynamodb", "write units")] += write_units(model.name, params)
                 calls[("dynamodb", "read units")] += read_units(model.name, params)
+                for partition, units in partition_write_units(model.name, params).items():
+                    calls[("dynamodb-partition", f"{partition} write units")] += units
 
             boto3.DEFAULT_SESSION.events.register("before-call", count)
             boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb", count_write_units)
@@ -167,6 +169,33 @@ def read_units(operation: str, params: dict) -> int:
     return 1 if operation in ("GetItem", "Query") else 0
 
 
+def partition_of(pk: str) -> str:
+    """A partition key's kind: the job's own (`JOB#<id>`), one of its shards
+    (`JOB#<id>#<shard>`), a volunteer's or an address's (one per client), the job list."""
+    if pk.startswith("JOB#"):
+        return "job" if "#" not in pk[4:] else "job shard " + pk[4:].split("#", 1)[1].rstrip("0123456789")
+    return pk.split("#", 1)[0].lower()
+
+
+def partition_write_units(operation: str, params: dict) -> dict[str, int]:
+    """Write units of one call by the kind of partition key they land on."""
+    if operation in ("PutItem", "UpdateItem", "DeleteItem"):
+        key = params.get("Item") or params["Key"]
+        return {partition_of(_text(key["pk"])): write_units(operation, params)}
+    out: dict[str, int] = {}
+    if operation == "BatchWriteItem":
+        for requests in params["RequestItems"].values():
+            for r in requests:
+                body = r.get("PutRequest", {}).get("Item") or r["DeleteRequest"]["Key"]
+                kind = partition_of(_text(body["pk"]))
+                out[kind] = out.get(kind, 0) + (max(1, math.ceil(len(json.dumps(body, default=str)) / 1024)))
+    return out
+
+
+def _text(value: object) -> str:
+    return value["S"] if isinstance(value, dict) else str(value)  # a client's typed value, or a resource's
+
+
 def write_units(operation: str, params: dict) -> int:
     """DynamoDB on-demand write units of one call: one per started KB of each
     item written (item size approximated by its JSON), twice that in a
@@ -177,7 +206,7 @@ def write_units(operation: str, params: dict) -> int:
 
     if operation == "PutItem":
         return units(params["Item"])
-    if operation == "UpdateItem":
+    if operation in ("UpdateItem", "DeleteItem"):  # small items here: a lease, a counter, a slot
         return 1
     if operation == "BatchWriteItem":
         return sum(

@@ -23,6 +23,7 @@ import app as app_module
 from chalicelib import services as services_module
 from chalicelib.domain.codecs import get_codec
 from chalicelib.domain.records import CreditDue, fold_message
+from chalicelib.store.table import job_partitions
 from crowdtrain.api import post_form
 
 ADMIN = {"Authorization": "Bearer test-admin-token", "Content-Type": "application/json"}
@@ -431,3 +432,12 @@ class Harness:
             for m in messages:
                 self.sqs.delete_message(QueueUrl=self.results_url, ReceiptHandle=m["ReceiptHandle"])
             done += sum(not isinstance(fold_message(m["Body"]), CreditDue) for m in messages)
+
+
+def lease_items(table: Any, job: str) -> list[dict[str, Any]]:
+    """Every lease record of a job, from each of its lease shards (a boto3 Table)."""
+    return [
+        item
+        for pk in job_partitions(job, "L")
+        for item in table.query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": pk})["Items"]
+    ]

@@ -17,6 +17,7 @@ from chalicelib.domain.sections import ACCURACY_TOLERANCE, Evaluation
 from crowdtrain.local.process import LocalCloudProcess, alive
 from crowdtrain.local.swarm import open_context
 from crowdtrain.paths import ROOT
+from tests.harness import lease_items
 from tests.pages import assert_quiet, watched
 
 ARTIFACTS = ROOT / "artifacts"
@@ -190,10 +191,7 @@ def test_a_pipelined_page_holds_at_most_prefetch_plus_one_leases(stack, page, pr
     page.goto(f"{stack.web}?autostart&volunteer={name}&prefetch={prefetch}")
     held, deadline = [], time.monotonic() + 120
     while (status := stack.api.call("GET", f"/jobs/{job}"))["status"] != "finished":
-        leases = stack.table.query(
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
-            ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"},
-        )["Items"]
+        leases = lease_items(stack.table, job)
         held.append(
             sum(
                 1

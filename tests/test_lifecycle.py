@@ -11,6 +11,7 @@ import pytest
 from chalicelib.domain.records import PartialSum, Result, fold_message
 from chalicelib.fold.outcomes import FoldOutcome
 from chalicelib.services import services
+from chalicelib.store.leases import lease_key
 from tests.conftest import Crash
 from tests.harness import TABLE, Dataset, softmax_loss_and_grad, token_payload
 
@@ -41,8 +42,9 @@ def test_lease_upload_complete_fold_advances_version(harness):
     assert task["job_id"] == job and task["base_version"] == 0
     assert task["upload_bytes"] == 4 * (4 * 3 + 3)
     # the SQS receipt handle stays in the lease's record: not in the reply, not inside the token
+    key = lease_key(job, token_payload(task)["lease_id"])
     record = harness.session.client("dynamodb").get_item(
-        TableName=TABLE, Key={"pk": {"S": f"JOB#{job}"}, "sk": {"S": f"LEASE#{token_payload(task)['lease_id']}"}}
+        TableName=TABLE, Key={"pk": {"S": key["pk"]}, "sk": {"S": key["sk"]}}
     )["Item"]
     receipt = record["receipt"]["S"]
     assert len(receipt) > 20 and receipt not in json.dumps(task) and receipt not in json.dumps(token_payload(task))

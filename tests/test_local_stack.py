@@ -24,7 +24,7 @@ from crowdtrain.api import ApiError
 from crowdtrain.cli import StatusLine, job_table
 from crowdtrain.local.edge import EdgeServer
 from crowdtrain.local.process import CLI, LocalCloudProcess, alive
-from tests.harness import Dataset, softmax_topology
+from tests.harness import Dataset, lease_items, softmax_topology
 
 needs_chromium = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
 
@@ -100,10 +100,7 @@ def test_a_taken_port_is_named_with_the_option_that_moves_it(tmp_path):
 
 def swarm_seen(stack, job):
     """Volunteer ids (issued: the page's name, a dot, random hex) that held leases of the job."""
-    items = stack.table.query(
-        KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
-        ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"},
-    )["Items"]
+    items = lease_items(stack.table, job)
     folds = FoldLogStore(stack.table).folds(MetaStore(stack.table).get(job))
     pairs = [(e, b) for e, b, _ in folds]
     assert len(pairs) == len(set(pairs)) == 24, "a batch was folded twice or not at all"

@@ -15,6 +15,7 @@ import pytest
 from crowdtrain.local.process import LocalCloudProcess
 from crowdtrain.local.swarm import open_context
 from crowdtrain.paths import ROOT
+from tests.harness import lease_items
 from tests.pages import assert_quiet, watched
 
 pytestmark = pytest.mark.skipif(not shutil.which("/usr/bin/chromium"), reason="needs Debian's chromium")
@@ -74,10 +75,7 @@ def tasks_done(page) -> int:
 
 
 def held_leases(stack, job: str, volunteer: str) -> int:
-    items = stack.table.query(
-        KeyConditionExpression="pk = :pk AND begins_with(sk, :lease)",
-        ExpressionAttributeValues={":pk": f"JOB#{job}", ":lease": "LEASE#"},
-    )["Items"]
+    items = lease_items(stack.table, job)
     return sum(
         1
         for i in items

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from boto3.dynamodb.types import TypeDeserializer
 
 from chalicelib.domain.records import Lease, PartialSum, Result
 from chalicelib.domain.schema import MAX_GRADIENTS_PER_UPDATE, parse_job
@@ -424,3 +425,42 @@ def test_a_jobs_admin_status_reads_no_lease_record_however_many_are_out(harness)
     busy = reads()
     assert json.loads(harness.admin("GET", f"/jobs/{job}").body)["tasks"] == {"waiting": 2, "in_flight": 10}
     assert busy == idle and not any("LEASE#" in call for call in asked)
+
+
+def test_no_partition_key_takes_more_than_1000_write_units_a_second_at_10000_volunteers(harness):
+    """Every DynamoDB write of 40 tasks (leased, completed, folded at K = 10,
+    credit tallied) counted by partition key, a write unit per KB begun of the
+    item written: the job's own partition and each of its shards, at the rate
+    10,000 volunteers on the paper's model (15 s tasks) bring, stay under
+    DynamoDB's 1,000 write units a second per partition key. A volunteer's or
+    an address's partition carries only that client's own tasks."""
+    tasks, volunteers, task_seconds = 40, 10_000, 15
+    job = harness.create_job(Dataset.generate(batches=tasks, batch_size=4), gradients_per_update=10)
+    table = services()._table
+    client, typed = table.meta.client, TypeDeserializer()
+    units: Counter = Counter()
+
+    def plain(values: dict) -> dict:  # a request's item or key, typed ({"S": ...}) by now or not
+        return {k: typed.deserialize(v) if isinstance(v, dict) and len(v) == 1 else v for k, v in values.items()}
+
+    def count(params, model, **_):
+        if model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+            key = plain(params.get("Item") or params["Key"])
+            # an update's or a delete's item: the one stored (a put's: the one sent)
+            if "Item" not in params:
+                key = table.get_item(Key={"pk": key["pk"], "sk": key["sk"]}).get("Item", key)
+            stored = key
+            units[key["pk"]] += max(1, -(-item_size(stored) // 1024))
+
+    client.meta.events.register("before-parameter-build.dynamodb", count)
+    for n in range(tasks):
+        assert harness.work(harness.lease(f"v{n % 20}")).status_code == 200
+        if n % 10 == 9:
+            harness.deliver()
+    client.meta.events.unregister("before-parameter-build.dynamodb", count)
+    assert harness.status(job)["status"] == "finished"
+    rate = volunteers / task_seconds  # tasks a second
+    per_key = {pk: n / tasks * rate for pk, n in units.items() if pk.startswith(f"JOB#{job}")}
+    assert max(per_key.values()) < 1_000, sorted(per_key.items(), key=lambda kv: -kv[1])[:3]
+    # the shards carry what would otherwise be the job's own: more than 1,000 a second in all
+    assert sum(per_key.values()) > 1_000 > per_key[f"JOB#{job}"]

@@ -1,5 +1,6 @@
-"""`CREDIT#<volunteer id>`, `LEADERS` and `TALLY` in a job's partition: each
-identity's credit for its folded work (atomic ADDs by the job's credit tally,
+"""`CREDIT#<volunteer id>` in one of the job's credit shards (`JOB#<id>#C<n>`,
+store/table.py), `LEADERS` and `TALLY` in its partition: each identity's
+credit for its folded work (atomic ADDs by the job's credit tally,
 fold/credit.py), the job's top identities, which the public status document
 shows without a query over every volunteer, and how far the tally got."""
 
@@ -12,7 +13,7 @@ from decimal import Decimal
 
 from boto3.dynamodb.conditions import Key
 
-from chalicelib.store.table import Records, job_key
+from chalicelib.store.table import Records, job_key, job_partitions, shard_key
 
 LEADERS = 20
 ADD_THREADS = 16
@@ -46,6 +47,11 @@ def _credit(volunteer_id: str, item: dict) -> Credit:
     return Credit(volunteer_id, float(item.get("credit", 0)), int(item.get("results", 0)), int(item.get("samples", 0)))
 
 
+def credit_key(job_id: str, volunteer_id: str) -> dict[str, str]:
+    """An identity's credit item, in one of the job's credit shards (store/table.py)."""
+    return shard_key(job_id, "C", volunteer_id, f"CREDIT#{volunteer_id}")
+
+
 class Credits(Records):
     def add(self, job_id: str, earned: dict[str, Credit], through: int) -> list[Credit]:
         """Add each identity's credit earned up to version `through`; their new
@@ -55,7 +61,7 @@ class Credits(Records):
         def add_one(volunteer_id: str, c: Credit) -> Credit:
             try:
                 reply = self._table.update_item(
-                    Key=job_key(job_id, f"CREDIT#{volunteer_id}"),
+                    Key=credit_key(job_id, volunteer_id),
                     UpdateExpression="ADD credit :c, results :r, samples :s SET tallied = :t",
                     ConditionExpression="attribute_not_exists(tallied) OR tallied < :t",
                     ExpressionAttributeValues={
@@ -77,12 +83,12 @@ class Credits(Records):
             return list(pool.map(lambda item: add_one(*item), earned.items()))
 
     def of(self, job_id: str, volunteer_id: str) -> Credit:
-        item = self._table.get_item(Key=job_key(job_id, f"CREDIT#{volunteer_id}")).get("Item") or {}
+        item = self._table.get_item(Key=credit_key(job_id, volunteer_id)).get("Item") or {}
         return _credit(volunteer_id, item)
 
     def all(self, job_id: str) -> list[Credit]:
         """Every identity's credit, most first (a query: for the admin export)."""
-        items = self._query(Key("pk").eq(f"JOB#{job_id}") & Key("sk").begins_with("CREDIT#"))
+        items = [i for pk in job_partitions(job_id, "C") for i in self._query(Key("pk").eq(pk))]
         return sorted((_credit(i["sk"][len("CREDIT#") :], i) for i in items), key=lambda c: (-c.credit, c.volunteer_id))
 
     def leaders(self, job_id: str) -> list[Credit]:

@@ -13,7 +13,7 @@ from chalicelib.domain.errors import BadRequest, Conflict, NotFound
 from chalicelib.domain.schema import load_spec
 from chalicelib.domain.spec import JobSpec
 from chalicelib.store.meta import JobMeta, meta_item
-from chalicelib.store.table import Records, job_key
+from chalicelib.store.table import Records, job_key, job_partitions
 
 MAX_SPEC_BYTES = 350_000  # DynamoDB's item limit is 400 KB
 
@@ -67,7 +67,7 @@ class JobRecords(Records):
 
     def delete(self, job_id: str) -> int:
         """Remove every item of the job; returns how many."""
-        keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._query(Key("pk").eq(f"JOB#{job_id}"))]
+        keys = [{"pk": i["pk"], "sk": i["sk"]} for pk in job_partitions(job_id) for i in self._query(Key("pk").eq(pk))]
         keys.append({"pk": "JOBS", "sk": job_id})
         with self._table.batch_writer() as batch:
             for key in keys:

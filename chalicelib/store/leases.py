@@ -1,4 +1,5 @@
-"""`LEASE#<lease id>`: one item per lease. Its state moves leased -> completed,
+"""`LEASE#<lease id>` in one of the job's lease shards (`JOB#<id>#L<n>`,
+store/table.py): one item per lease. Its state moves leased -> completed,
 and completed -> discarded where the fold drops the result, or leased ->
 released where the volunteer hands the task back, each by a conditional
 write, so a replayed completion or release finds the lease no longer leased."""
@@ -12,9 +13,14 @@ from typing import Any, Iterable
 from boto3.dynamodb.types import TypeDeserializer
 
 from chalicelib.domain.records import Lease
-from chalicelib.store.table import LEASE_TTL_SECONDS, Records, job_key
+from chalicelib.store.table import LEASE_TTL_SECONDS, Records, shard_key
 
 _DESERIALIZE = TypeDeserializer()  # a failed condition's item comes back in DynamoDB's wire form
+
+
+def lease_key(job_id: str, lease_id: str) -> dict[str, str]:
+    """A lease's record, in one of the job's lease shards (store/table.py)."""
+    return shard_key(job_id, "L", lease_id, f"LEASE#{lease_id}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class LeaseRecords(Records):
         pin = {} if record.pin is None else {"pin": record.pin}
         self._table.put_item(
             Item={
-                **job_key(lease.job_id, f"LEASE#{lease.lease_id}"),
+                **lease_key(lease.job_id, lease.lease_id),
                 "state": record.state,
                 "epoch": lease.epoch,
                 "batch": lease.batch,
@@ -64,7 +70,7 @@ class LeaseRecords(Records):
         )
 
     def get(self, job_id: str, lease_id: str) -> LeaseRecord | None:
-        item = self._table.get_item(Key=job_key(job_id, f"LEASE#{lease_id}"), ConsistentRead=True).get("Item")
+        item = self._table.get_item(Key=lease_key(job_id, lease_id), ConsistentRead=True).get("Item")
         return LeaseRecord.of(item) if item else None
 
     def state(self, job_id: str, lease_id: str) -> str | None:
@@ -73,7 +79,7 @@ class LeaseRecords(Records):
 
     def states(self, job_id: str, lease_ids: Iterable[str]) -> dict[str, str]:
         """The state of each of a job's leases that exists (BatchGetItem, 100 a call)."""
-        keys = [job_key(job_id, f"LEASE#{lease_id}") for lease_id in dict.fromkeys(lease_ids)]
+        keys = [lease_key(job_id, lease_id) for lease_id in dict.fromkeys(lease_ids)]
         return {item["sk"][len("LEASE#") :]: item["state"] for item in self._batch_get(keys, "sk, #s", {"#s": "state"})}
 
     def move(self, job_id: str, lease_id: str, source: str | tuple[str, ...], target: str, **fields: Any) -> bool:
@@ -95,7 +101,7 @@ class LeaseRecords(Records):
             sets.append(f"#f{i} = :v{i}")
         try:
             reply = self._table.update_item(
-                Key=job_key(job_id, f"LEASE#{lease_id}"),
+                Key=lease_key(job_id, lease_id),
                 UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression=f"#s IN ({', '.join(f':from{i}' for i in range(len(sources)))})",
                 ExpressionAttributeNames=names,

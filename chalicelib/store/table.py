@@ -2,12 +2,18 @@
 
 Items are grouped under `pk = JOB#<id>`, one sort key per record kind (each
 kind has its own small class in this package); `pk = JOBS` lists the jobs and
-`pk = VOLUNTEER#<id>` holds a volunteer's lease slots.
+`pk = VOLUNTEER#<id>` holds a volunteer's lease slots. The kinds written once
+or more per task are spread over shard partitions of the job, `JOB#<id>#L<n>`
+(leases) and `JOB#<id>#C<n>` (credit), by a hash of the lease or volunteer
+id, as DynamoDB's write-sharding guidance describes: a partition key takes
+at most 1,000 write units a second, and 10,000 volunteers write about twice
+that in leases alone (tests/test_scale_paths.py counts it).
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -42,6 +48,21 @@ def item_size(item: dict[str, Any]) -> int:
 
 def job_key(job_id: str, sort: str) -> dict[str, str]:
     return {"pk": f"JOB#{job_id}", "sk": sort}
+
+
+# The job's sharded record kinds: partition key suffix, and shards.
+SHARDS = {"L": 32, "C": 16}
+
+
+def shard_key(job_id: str, kind: str, id_: str, sort: str) -> dict[str, str]:
+    """The key of a sharded record (`kind` "L" or "C"), in the shard its id hashes to."""
+    return {"pk": f"JOB#{job_id}#{kind}{zlib.crc32(id_.encode()) % SHARDS[kind]}", "sk": sort}
+
+
+def job_partitions(job_id: str, kind: str | None = None) -> list[str]:
+    """The partition keys of a job's records: all of them, or one sharded kind's."""
+    shards = [f"JOB#{job_id}#{k}{n}" for k, count in SHARDS.items() if kind in (None, k) for n in range(count)]
+    return shards if kind else [f"JOB#{job_id}", *shards]
 
 
 class Records:
