@@ -112,8 +112,10 @@ def retry_quarantined(job_id):
 
 @app.route("/jobs/{job_id}", methods=["DELETE"], authorizer=iam)
 def delete_job(job_id):
+    """One bounded step of deleting a job: 200 when it is gone, 202 (and its progress) when more is left."""
     _admin()
-    return services().admin.delete(_job_id(job_id))
+    step = services().admin.delete(_job_id(job_id))
+    return Response(step, status_code=200 if step["deleted"] else 202)
 
 
 @app.route("/jobs/{job_id}/credit", methods=["GET"], authorizer=iam)

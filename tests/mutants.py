@@ -345,6 +345,13 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "a job being deleted folds nothing",
+        "chalicelib/fold/fold.py",
+        'return (meta, self.jobs.spec(job_id)) if meta.status != "deleting" else None',
+        "return (meta, self.jobs.spec(job_id))",
+        ("tests/test_lifecycle.py::test_a_large_job_is_deleted_in_bounded_steps_with_its_progress_shown",),
+    ),
+    Mutant(
         "a dead letter redriven too often is quarantined, not sent round again",
         "chalicelib/tasks/redrive.py",
         "                    if redrives >= MAX_REDRIVES:",

@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib.domain.records import PartialSum, Result, fold_message
 from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.jobs import admin as admin_module
 from chalicelib.services import services
 from chalicelib.store.leases import lease_key
 from tests.conftest import Crash
@@ -414,6 +415,36 @@ def test_deleted_job_disappears_with_its_tasks(harness):
         == "0"
     )
     assert json.loads(harness.admin("GET", "/jobs").body)["jobs"] == []
+
+
+def test_a_large_job_is_deleted_in_bounded_steps_with_its_progress_shown(harness, monkeypatch):
+    """DELETE /jobs/{id} deletes a page a step (here 3 records, one page a
+    call) and answers 202 with its progress until the job is gone; meanwhile
+    the job shows as deleting, its tasks are dropped and its results are not
+    folded, and the lease shards go with it."""
+    monkeypatch.setattr(admin_module, "DELETE_SECONDS", 0.0)
+    monkeypatch.setattr(admin_module, "DELETE_PAGE", 3)
+    job = harness.create_job(Dataset.generate(batches=6, batch_size=4))
+    held = [harness.lease(f"v{i}") for i in range(4)]
+    assert harness.work(held[0]).status_code == 200
+    harness.deliver()  # a version, a fold log entry, credit
+    steps, records, files = [], 0, 0
+    while True:
+        reply = harness.admin("DELETE", f"/jobs/{job}")
+        step = json.loads(reply.body)
+        steps.append(reply.status_code)
+        records, files = records + step["records"], files + step["files"]
+        if step["deleted"]:
+            break
+        assert step["status"] == "deleting" and harness.status(job)["status"] == "deleting"
+        if len(steps) == 1:  # while it goes: a result of the job is not folded, no task of it is leased
+            assert harness.work(held[1]).status_code == 200 and harness.deliver() == 1
+            assert harness.status(job)["version"] == 1 and harness.lease() is None
+    assert steps[-1] == 200 and set(steps[:-1]) == {202} and len(steps) > 3
+    assert harness.admin("GET", f"/jobs/{job}").status_code == 404
+    assert not [i for i in harness.session.resource("dynamodb").Table(TABLE).scan()["Items"] if job in i["pk"]]
+    assert harness.s3.list_objects_v2(Bucket="crowdtrain-test-data", Prefix=f"jobs/{job}/").get("KeyCount") == 0
+    assert records > 10 and files > 6
 
 
 def test_start_checks_every_upload(harness):

@@ -85,6 +85,8 @@ class CreditTally:
             meta, spec = self.meta.get(job_id), self.jobs.spec(job_id)
         except NotFound:
             return 0  # deleted meanwhile
+        if meta.status == "deleting":
+            return 0
         # (a job without points asks for no tally: CreditNotices)
         through, end = self.tallies.begin(job_id, self.tallies.read(job_id), meta.version, MAX_VERSIONS)
         if end <= through:

@@ -113,9 +113,10 @@ class Fold:
                 self.counters.add(job_id, **job)
 
     def _read(self, job_id: str) -> tuple[JobMeta, JobSpec] | None:
-        """A fresh read of the job's META, and its spec; None if the job is gone."""
+        """A fresh read of the job's META, and its spec; None if the job is gone or being deleted."""
         try:
-            return self.meta.get(job_id), self.jobs.spec(job_id)
+            meta = self.meta.get(job_id)
+            return (meta, self.jobs.spec(job_id)) if meta.status != "deleting" else None
         except NotFound:
             return None
 

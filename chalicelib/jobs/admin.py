@@ -10,6 +10,7 @@ queues the first epoch.
 from __future__ import annotations
 
 import secrets
+import time
 import zlib
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +32,8 @@ from chalicelib.store.versions import VersionStore
 from chalicelib.tasks.epochs import EpochQueue
 
 UPLOAD_SECONDS = 6 * 3600
+# A DELETE deletes for about this long, a page of DELETE_PAGE records at a time (far below API Gateway's 29 s).
+DELETE_SECONDS, DELETE_PAGE = 10.0, 1000
 
 
 @dataclass(frozen=True)
@@ -186,14 +189,33 @@ class JobAdmin:
         return meta.public()
 
     def delete(self, job_id: str) -> dict[str, Any]:
-        """Remove the job's records, then its files. Its queued tasks are
-        dropped as volunteers meet them (the lease finds no job)."""
-        self.meta.get(job_id)  # 404 for an unknown job
-        items = self.jobs.delete(job_id)
-        self.meta.forget(job_id)
-        files = sum(self.objects.delete_prefix(prefix) for prefix in job_prefixes(job_id))
-        self.board.publish_index()
-        return {"job_id": job_id, "deleted": True, "records": items, "files": files}
+        """One bounded step of deleting a job: marked `deleting` first (leases
+        drop its tasks, the fold its results), then its records and files a
+        page at a time for about DELETE_SECONDS, and last its SPEC, META and
+        index entry. `deleted` false: call again (the CLI does) to go on."""
+        meta = self.meta.get(job_id)  # 404 for an unknown job
+        if meta.status != "deleting":
+            meta = self.meta.save(meta, replace(meta, status="deleting"))
+            self.board.publish_index()
+        until = time.time() + DELETE_SECONDS
+        records, done = self.jobs.delete_page(job_id, until, DELETE_PAGE)
+        files = 0
+        for prefix in job_prefixes(job_id):
+            if done:
+                deleted, done = self.objects.delete_page(prefix, until, time.time)
+                files += deleted
+        if done:
+            records += 3  # its SPEC, its META and its entry in the index
+            self.jobs.forget(job_id)
+            self.meta.forget(job_id)
+            self.board.publish_index()
+        return {
+            "job_id": job_id,
+            "deleted": done,
+            "status": "deleted" if done else "deleting",
+            "records": records,
+            "files": files,
+        }
 
 
 def inflate(data: bytes, limit: int) -> bytes | None:

@@ -103,7 +103,7 @@ class StatusBoard:
                 meta = self.meta.get(job_id)
             except NotFound:
                 continue  # deleted meanwhile
-            if meta.status != "uploading":
+            if meta.status not in ("uploading", "deleting"):
                 jobs.append({**meta.public(), "name": self.jobs.spec(job_id).name})
         self.objects.put(INDEX_KEY, json.dumps({"jobs": jobs}).encode(), "application/json", SHORT_CACHE)
 

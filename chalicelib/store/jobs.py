@@ -65,12 +65,33 @@ class JobRecords(Records):
     def ids(self) -> list[str]:
         return [item["sk"] for item in self._query(Key("pk").eq("JOBS"))]
 
-    def delete(self, job_id: str) -> int:
-        """Remove every item of the job; returns how many."""
-        keys = [{"pk": i["pk"], "sk": i["sk"]} for pk in job_partitions(job_id) for i in self._query(Key("pk").eq(pk))]
-        keys.append({"pk": "JOBS", "sk": job_id})
+    def delete_page(self, job_id: str, until: float, page: int) -> tuple[int, bool]:
+        """Delete the job's items, all but its SPEC and META, `page` at a time
+        until the clock passes `until` (one page at least): (how many, whether
+        none is left). A job of any size is so deleted in calls that each end in seconds."""
+        done = 0
+        for pk in job_partitions(job_id):
+            start: dict[str, Any] | None = None
+            while True:
+                if done and self._clock() >= until:  # a call ends having deleted something, so calls progress
+                    return done, False
+                args: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(pk), "Limit": page}
+                if start:
+                    args["ExclusiveStartKey"] = start
+                reply = self._table.query(ProjectionExpression="pk, sk", ConsistentRead=True, **args)
+                keys = [{"pk": i["pk"], "sk": i["sk"]} for i in reply["Items"] if i["sk"] not in ("SPEC", "META")]
+                with self._table.batch_writer() as batch:
+                    for key in keys:
+                        batch.delete_item(Key=key)
+                done += len(keys)
+                start = reply.get("LastEvaluatedKey")
+                if not start:
+                    break
+        return done, True
+
+    def forget(self, job_id: str) -> None:
+        """The job's last items: its SPEC, its META and its entry in the index."""
         with self._table.batch_writer() as batch:
-            for key in keys:
+            for key in (job_key(job_id, "SPEC"), job_key(job_id, "META"), {"pk": "JOBS", "sk": job_id}):
                 batch.delete_item(Key=key)
         self._specs.pop(job_id, None)
-        return len(keys)

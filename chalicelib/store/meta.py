@@ -93,7 +93,7 @@ def mark_folded(bitmap: bytes, batches: Iterable[int]) -> bytes:
 @dataclass(frozen=True)
 class JobMeta:
     job_id: str
-    status: str  # uploading | running | paused | finished
+    status: str  # uploading | running | paused | finished | deleting
     version: int = 0
     epoch: int = 0
     folded: bytes = b""  # bitmap of the batches of `epoch` already folded

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from chalicelib.domain.errors import NotFound
 
@@ -47,12 +47,20 @@ class ObjectStore:
                 found[item["Key"]] = int(item["Size"])
         return found
 
-    def delete_prefix(self, prefix: str) -> int:
-        keys = list(self.sizes(prefix))
-        for start in range(0, len(keys), 1000):
-            chunk = [{"Key": k} for k in keys[start : start + 1000]]
-            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
-        return len(keys)
+    def delete_page(self, prefix: str, until: float, clock: Callable[[], float], page: int = 1000) -> tuple[int, bool]:
+        """Delete the objects under a prefix, `page` at a time (S3's most per
+        call) until `clock` passes `until` (one page at least): (how many, whether none is left)."""
+        done = 0
+        while True:
+            listed = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=page).get("Contents", [])
+            if listed:
+                chunk = [{"Key": item["Key"]} for item in listed]
+                self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+                done += len(chunk)
+            if len(listed) < page:
+                return done, True
+            if clock() >= until:
+                return done, False
 
     def presigned_post(
         self,

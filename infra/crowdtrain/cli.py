@@ -253,6 +253,20 @@ def credit(args: argparse.Namespace) -> None:
     print(f"credit: {ledger['unit']}")
 
 
+def delete(args: argparse.Namespace) -> None:
+    """`crowdtrain delete JOB`: the API deletes a bounded page a call; this
+    calls until the job is gone, saying how far it got (run it again to go on
+    after an interruption)."""
+    api, records, files = _api(args), 0, 0
+    while True:
+        step = api.call("DELETE", f"/jobs/{args.job}")
+        records, files = records + step["records"], files + step["files"]
+        if step["deleted"]:
+            print(json.dumps({**step, "records": records, "files": files}))
+            return
+        print(f"deleting {args.job}: {records:,} records and {files:,} files so far", file=sys.stderr, flush=True)
+
+
 def redrive(args: argparse.Namespace) -> None:
     """`crowdtrain redrive JOB [--quarantined]`: dead letters back to their queues; with
     --quarantined, those the redrive gave up on (listed with why) back too, counted afresh."""
@@ -704,7 +718,7 @@ def parser() -> TopParser:
 
     p = sub.add_parser("delete", help="delete a job and its files")
     p.add_argument("job")
-    p.set_defaults(func=lambda a: print(json.dumps(_api(a).call("DELETE", f"/jobs/{a.job}"))))
+    p.set_defaults(func=delete)
 
     p = sub.add_parser("download", help="download a job's model as TF.js files")
     p.add_argument("job")
