@@ -86,7 +86,10 @@ def held_leases(stack, job: str, volunteer: str) -> int:
 
 
 def set_value(page, selector: str, value) -> None:
-    """As a person sets a control: its value, then the input and change events the page listens to."""
+    """As a person sets a control, once the page shows the saved preferences
+    (before that, the page would put them back): its value, then the input
+    and change events the page listens to."""
+    page.wait_for_function("window.crowdtrain && window.crowdtrain.ready === true", timeout=30_000)
     page.eval_on_selector(
         selector,
         "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', { bubbles: true }));"

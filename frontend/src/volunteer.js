@@ -250,6 +250,7 @@ async function main() {
     .observe({ type: 'resource', buffered: true });
   $('toggle').addEventListener('click', () => { if (loop) stop(); else start(); });
   bindPreferences();
+  window.crowdtrain.ready = true; // the controls show the saved preferences and follow changes
   await watchBattery();
   render();
   poll(readJob, showJob, (err) => { $('job').textContent = `cannot read the job's status: ${err.message}`; });
