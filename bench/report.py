@@ -10,16 +10,14 @@ import re
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from bench import common
+from bench.plots import draw
 
 T = json.loads((Path(__file__).parent / "tables.json").read_text())  # headers, formats, wording: no figures
 NAMES, QUALITY, LABEL = T["names"], T["quality"], T["labels"]
 DOC = common.ROOT / "docs" / "benchmarks.md"
+SCALE_DOC = common.ROOT / "docs" / "scale.md"  # its tables too: one per scenario of bench/scale.py
+PAGES = lambda out: ((out, DOC), (out.with_name(SCALE_DOC.name), SCALE_DOC))  # noqa: E731 (written, read when new)
 RUN = T["run"]
 CMD = {n: f"`{RUN}{T['commands'].get(n, n)}`" for n in NAMES}
 MET = {None: "—", True: "met", False: "**not met**"}
@@ -189,6 +187,14 @@ def fold_levels(r: dict) -> str:
     return cols(rows, t["columns"], 1, [[f.format_map(levels) for f in t["job"]]])
 
 
+def scale(r: dict, scenario: str) -> str:
+    """One scale scenario: each resource's limit (volunteers), then its demand as a share of its quota."""
+    s, cell = r["scenarios"][scenario], lambda x: f"{x['utilization']:.0%}" + "*" * (x["throttled"] > 1e-3)
+    limits = sorted(s["volunteers_at_limit"].items(), key=lambda kv: kv[1])
+    rows = [[r["quotas"][k]["name"], f"{v:,.0f}", *(cell(s["runs"][n][k]) for n in T["crowds"])] for k, v in limits]
+    return md(T["tables"]["scale"]["header"], rows)
+
+
 def requests(r: dict) -> str:
     light = r["measured_light"]["calls_per_task"]
     rows = [(k, f"{n:.2f}", f"{light.get(k, 0):.2f}") for k, n in r["measured"]["calls_per_task"].items()]
@@ -232,6 +238,7 @@ TABLES = {  # a marker's name: what makes its table from its results (tables.jso
     "scaling": lambda r: table("scaling", [{**x, "case": c["case"]} for c in r["cases"] for x in c["rows"]]),
     "wasted": lambda r: table("wasted", [x | {"rate": x["folded"] / x["seconds"], "why": why(x)} for x in r["rows"]]),
     "fold-levels": fold_levels,
+    **{f"scale-{n}": (lambda r, s=s: scale(r, s)) for n, s in T["tables"]["scale"]["scenarios"].items()},
     "fold-tally": lambda r: table("fold-tally", [r["levels"]["tally"]]),
     "requests": requests,
     "dollars": dollars,
@@ -246,29 +253,6 @@ TABLES = {  # a marker's name: what makes its table from its results (tables.jso
 }
 
 
-def draw(R: dict, docs: Path) -> None:
-    cases, F = (R["scaling"] or {}).get("cases", []), T["figures"]
-    series = [(c["case"], [(x["volunteers"], 100 * x["efficiency"]) for x in c["rows"]]) for c in cases]
-    title = F["scaling"][0] + ": not measured" * (not cases)
-    figures = [("scaling", title, *F["scaling"][1:], series + [(LABEL["scaling_target"], [(1, 95), (32, 95)])])]
-    for name in QUALITY:
-        curves = {LABEL["plot_sequential"]: (r := R[name] or {}).get("sequential", {}).get("curve")}
-        curves |= {LABEL["plot_decayed"].format(d): b["curve"] for d, b in r.get("sequential_decayed", {}).items()}
-        runs = [*curves.items(), *((how(x), x["curve"]) for x in r["runs"] if x["final_ratio"] < 2)] if r else []
-        figures += [(name, *F[name], runs)] if r else []
-    docs.mkdir(parents=True, exist_ok=True)
-    for name, title, xlabel, ylabel, series in figures:  # diverged quality runs (ratio 2 or more): table only
-        fig, ax = plt.subplots(figsize=(6.4, 3.6 + 0.2 * len(series)), dpi=110)  # room for the legend below
-        for i, (label, points) in enumerate(series):  # past the 10 colours, the same colours dashed
-            ax.plot(*zip(*points, strict=True), marker="o", linestyle=("-", "--", ":")[i // 10 % 3], label=label)
-        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-        ax.set_xscale("log", base=2) if name == "scaling" else None
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small", frameon=False)  # off the curves
-        fig.savefig(docs / f"{name}.png", bbox_inches="tight", metadata={"Software": None})
-        plt.close(fig)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=common.RESULTS)
@@ -277,7 +261,7 @@ def main() -> None:
     R = {n: json.loads(f.read_text()) if (f := args.results / f"{n}.json").exists() else None for n in NAMES}
 
     def fill(name: str) -> str:
-        needs = [n] if (n := T["tables"][name].get("needs")) else []
+        needs = [n] if (n := T["tables"].get(name, T["tables"]["scale"]).get("needs")) else []
         missing = [n for n in needs if not R[n]]
         try:
             if not missing:
@@ -287,12 +271,13 @@ def main() -> None:
             missing = list(needs or QUALITY)
         return LABEL["not_measured"].format(", ".join(CMD[n] for n in missing))
 
-    draw(R, args.out.parent / "benchmarks")
-    text = (args.out if args.out.exists() else DOC).read_text()  # the hand-written page whose tables are filled in
-    for name in sorted({m[2] for m in MARKER.finditer(text)} ^ set(TABLES)):
+    draw(R, args.out.parent / "benchmarks", T, how)
+    pages = {out: (out if out.exists() else doc).read_text() for out, doc in PAGES(args.out)}
+    for name in sorted({m[2] for text in pages.values() for m in MARKER.finditer(text)} ^ set(TABLES)):
         print(f"table {name}: a marker without a table, or a table without a marker", file=sys.stderr)
-    args.out.write_text(MARKER.sub(lambda m: m[1] + fill(m[2]) + "\n" + m[3] if m[2] in TABLES else m[0], text))
-    print(f"wrote {args.out}")
+    for out, text in pages.items():  # the hand-written pages whose tables are filled in
+        out.write_text(MARKER.sub(lambda m: m[1] + fill(m[2]) + "\n" + m[3] if m[2] in TABLES else m[0], text))
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

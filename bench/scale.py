@@ -1,7 +1,8 @@
 """Scale model: which AWS limit one job meets first, and at how many volunteers.
 
 The per-task AWS calls are counted through the real handlers on moto (as
-bench/cost.py does: ten results per fold invocation, K = 10), and the fold's
+bench/cost.py does: ten results per fold invocation, K = 10), DynamoDB's
+write units by partition key (a unit per KB of each item written), and the fold's
 throughput for one job is measured with AWS-like latency injected (as
 bench/fold_throughput.py does), both for a job folded in its one message
 group and for one with `fold_groups` = 16 (a multi-level fold,
@@ -21,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 from bench import common
+from crowdtrain.aws import sizing
 
 VOLUNTEERS = (100, 1_000, 10_000, 100_000)
 GROUPS = 16  # fold_groups of the multi-level rows
@@ -85,10 +87,10 @@ QUOTAS = {
         40_000,
         "DynamoDB quotas: 40,000 read request units/s per on-demand table by default",
     ),
-    "meta_item": Quota(
-        "DynamoDB write units on one item (the job's META)",
+    "ddb_partition": Quota(
+        "DynamoDB write units on one partition key (the job's own, or one of its shards)",
         1_000,
-        "DynamoDB: 1,000 write units/s per partition, so per item; a write of an item costs a unit per KB of it",
+        "DynamoDB: 1,000 write units/s per partition key value; a write costs a unit per KB of its item",
     ),
     "s3_put": Quota(
         "S3 PUT/POST on one prefix (grads/<job>/)",
@@ -118,17 +120,16 @@ class TokenBucket:
         return granted
 
 
-def meta_write_units(groups: int) -> float:
-    """META write units per result: at most two writes per invocation of the
-    job's serial fold, each costing a unit per KB of META: its bitmap at
-    100,000 batches (13 KB, the least compressible), up to 64 pending results
-    (10 KB) and the last update's batches (45 bytes each). One group: ten
-    results an invocation, updates of K = 10. Folded in parts: the top level
-    takes up to 1,000 results an invocation and folds them as one update;
-    counted here half full (500)."""
-    per_invocation = 10 if groups == 1 else 500
-    update = K if groups == 1 else per_invocation
-    return 2 * math.ceil(13 + 10 + 0.045 * update) / per_invocation
+def hottest_partition(calls: dict[str, float]) -> float:
+    """Write units per task on the busiest partition key, as counted by kind
+    (bench/cost.py): the job's own, or one shard of a sharded kind (its
+    kind's units over its shards: the shard is a hash of a lease or volunteer id)."""
+    from chalicelib.store.table import SHARDS
+
+    per_key = [calls.get("dynamodb-partition:job write units", 0.0)]
+    for kind, shards in SHARDS.items():
+        per_key.append(calls.get(f"dynamodb-partition:job shard {kind} write units", 0.0) / shards)
+    return max(per_key)
 
 
 def per_task_demand(calls: dict[str, float], scenario: Scenario) -> dict[str, float]:
@@ -143,7 +144,8 @@ def per_task_demand(calls: dict[str, float], scenario: Scenario) -> dict[str, fl
     )
     heartbeats = max(0, math.ceil(step / (120 / 3)) - 1)  # 120 s leases, a beat every 40 s
     return {
-        "api": 2 + heartbeats,
+        # lease and complete, heartbeats, and the page's credit polls meanwhile (frontend/src/volunteer.js)
+        "api": sizing.API_REQUESTS_PER_TASK + heartbeats + (step + OVERHEAD_SECONDS) / sizing.CREDIT_POLL_SECONDS,
         "lambda": api_handler_seconds,  # busy Lambda seconds per task: concurrency = rate x this
         # the busiest group: the job's own with one group; with G, a result
         # group (1/G of the results), a middle one (one sum per ten results
@@ -152,7 +154,7 @@ def per_task_demand(calls: dict[str, float], scenario: Scenario) -> dict[str, fl
         "fold": 1,
         "ddb_write": calls.get("dynamodb:write units", 0),
         "ddb_read": calls.get("dynamodb:read units", 0),
-        "meta_item": meta_write_units(groups),
+        "ddb_partition": hottest_partition(calls),
         "s3_put": calls.get("s3:PostObject", 1),
         "s3_get": calls.get("s3:GetObject", 0),
         "cloudfront": 1 + batches + (step + OVERHEAD_SECONDS) / PAGE_POLL_SECONDS,  # weights, batches, status polls
