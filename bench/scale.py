@@ -188,8 +188,12 @@ def simulate(
 
 def measured_inputs(quick: bool) -> tuple[dict[int, dict[str, float]], dict[int, float]]:
     """Calls per task and one job's fold rate (results/s), by fold_groups."""
+    from bench import fold_throughput
     from bench.cost import measure
     from bench.fold_throughput import run, run_levels
+
+    if quick:
+        fold_throughput.IDENTITIES = fold_throughput.QUICK_IDENTITIES
 
     calls = {
         groups: measure(tasks=20 if quick else 100, k=K, per_fold=10, fold_groups=groups)["calls_per_task"]
@@ -197,7 +201,7 @@ def measured_inputs(quick: bool) -> tuple[dict[int, dict[str, float]], dict[int,
     }
     fold = {
         1: run(40 if quick else 200, K, 10)["aws_results_per_second"],
-        GROUPS: run_levels(200 if quick else 2000, 64, GROUPS)["job_aws_results_per_second"],
+        GROUPS: run_levels(128 if quick else 2000, 64, GROUPS)["job_aws_results_per_second"],
     }
     return calls, fold
 

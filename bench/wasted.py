@@ -99,7 +99,7 @@ def main() -> None:
     args = p.parse_args()
     args.step_ms = args.step_ms or (100 if args.quick else 2000)
     step = args.step_ms / 1000
-    scale = 0.2 if args.quick else 1.0
+    scale = 0.1 if args.quick else 1.0
     ranged = {"steps": 8, "min_steps": 2, "target_seconds": max(1.0, 8 * step)}  # the API takes 1 s or more
     cases = [
         ("per-batch tasks (H = 1)", int(240 * scale), 1, None),
