@@ -10,7 +10,7 @@ from chalicelib.domain.addresses import network
 from chalicelib.domain.errors import NotFound, PayloadTooLarge
 from chalicelib.domain.keys import INDEX_KEY, status_key
 from chalicelib.domain.records import CreditDue, fold_message
-from chalicelib.domain.wire import Completion, CreditRequest, HeldLease, LeaseRequest, Registration, Release
+from chalicelib.domain.wire import Completion, CreditRequest, HeldLease, Registration, Release, TokenRequest
 from chalicelib.domain.wire import job_id as _job_id
 from chalicelib.services import services
 from chalicelib.tasks.handout import RETRY_AFTER_SECONDS
@@ -150,6 +150,12 @@ def register_volunteer():
     return Response(body=services().identities.issue(_source_address(), registration.name).json(), status_code=201)
 
 
+@app.route("/volunteers/renew", methods=["POST"], cors=cors)
+def renew_volunteer():
+    """A fresh token for this identity (same id, same credit), valid 30 days from now."""
+    return services().identities.renew(TokenRequest.parse(_body(MAX_TASK_BODY)).volunteer_token).json()
+
+
 @app.route("/volunteers/credit", methods=["POST"], cors=cors)
 def volunteer_credit():
     """The credit this volunteer's identity earned in a job (its token proves which identity it is)."""
@@ -159,7 +165,7 @@ def volunteer_credit():
 
 @app.route("/tasks/lease", methods=["POST"], cors=cors)
 def lease_task():
-    answer = services().handout.lease(LeaseRequest.parse(_body(MAX_TASK_BODY)), _source_address())
+    answer = services().handout.lease(TokenRequest.parse(_body(MAX_TASK_BODY)), _source_address())
     if answer is None:
         return Response(body="", status_code=204, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return answer.json()

@@ -352,6 +352,26 @@ MUTANTS = [
         ("tests/test_lifecycle.py::test_a_large_job_is_deleted_in_bounded_steps_with_its_progress_shown",),
     ),
     Mutant(
+        "a volunteer token ends 30 days after it was issued or renewed",
+        "chalicelib/tasks/tokens.py",
+        "        if self._clock() >= volunteer.issued + VOLUNTEER_TOKEN_SECONDS:",
+        "        if False:",
+        (
+            "tests/test_identities.py::test_a_volunteer_token_ends_30_days_after_its_issue_and_a_renewal_keeps_the_"
+            "identity",
+        ),
+    ),
+    Mutant(
+        "the previous key verifies only as long as a lease lasts after a rotation",
+        "chalicelib/store/secrets.py",
+        "key_id != self._current.key_id and self._wall() > self._previous_until:",
+        "key_id != self._current.key_id and False:",
+        (
+            "tests/test_secret_rotation.py::test_the_previous_key_verifies_only_as_long_as_a_lease_lasts_after_the_"
+            "rotation",
+        ),
+    ),
+    Mutant(
         "a dead letter redriven too often is quarantined, not sent round again",
         "chalicelib/tasks/redrive.py",
         "                    if redrives >= MAX_REDRIVES:",

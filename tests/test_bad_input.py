@@ -250,6 +250,15 @@ CASES = [
         message="j-000000000000",
     ),
     Case("the credit ledger without admin rights", "GET", "/jobs/{job}/credit", status=401, message="admin"),
+    Case("a renewal without a volunteer token", "POST", "/volunteers/renew", {}, status=401, message="volunteer_token"),
+    Case(
+        "a renewal of a forged volunteer token",
+        "POST",
+        "/volunteers/renew",
+        {"volunteer_token": "v2.k.e30.bWFj"},
+        status=401,
+        message="volunteer",
+    ),
     # -- ids
     Case("unicode in a job id", "GET", "/jobs/j-\u00fcn\u00ef", headers=ADMIN, message="job id"),
     Case("path traversal in a job id (path)", "GET", "/jobs/..%2F..%2Fetc", headers=ADMIN, message="job id"),
@@ -707,6 +716,7 @@ ROUTES = st.sampled_from(
         ("DELETE", "/jobs/{id}", ADMIN),
         ("POST", "/jobs/{id}/start", ADMIN),
         ("POST", "/volunteers/credit", JSON),
+        ("POST", "/volunteers/renew", JSON),
         ("GET", "/jobs/{id}/credit", ADMIN),
         ("GET", "/jobs/{id}/quarantine", ADMIN),
         ("POST", "/jobs/{id}/quarantine", ADMIN),

@@ -10,6 +10,8 @@ import pytest
 from chalice.local import LambdaEventConverter
 
 from chalicelib import services as services_module
+from chalicelib.store.secrets import SecretsManagerKeys
+from chalicelib.tasks.tokens import VOLUNTEER_TOKEN_SECONDS, TokenSigner
 from tests.harness import Dataset, token_payload
 
 
@@ -45,6 +47,33 @@ def test_an_identity_is_issued_and_every_task_call_presents_it(harness):
     assert beat.status_code == 200
     # an anonymous registration gets an id of its own too
     assert json.loads(harness.call("POST", "/volunteers", {}).body)["volunteer_id"].startswith("v.")
+
+
+def test_a_volunteer_token_ends_30_days_after_its_issue_and_a_renewal_keeps_the_identity(harness):
+    """A leaked volunteer token stops working: 30 days after it was issued or
+    renewed it is a 401; POST /volunteers/renew gives the same identity (its
+    credit with it) a fresh token, and cannot revive an ended one."""
+    now = [1_000_000.0]
+    keys = SecretsManagerKeys(harness.secretsmanager, "crowdtrain-test-lease")  # the test stack's lease secret
+    services_module.override(signer=TokenSigner(keys, clock=lambda: now[0]))
+    identities = services_module.services().identities
+    identities.clock = lambda: now[0]
+    job = harness.create_job(Dataset.generate(batches=4, batch_size=4))
+    issued = json.loads(harness.call("POST", "/volunteers", {"name": "ada"}).body)
+    now[0] += VOLUNTEER_TOKEN_SECONDS - 60
+    renewed = harness.call("POST", "/volunteers/renew", {"volunteer_token": issued["volunteer_token"]})
+    assert renewed.status_code == 200, renewed.body
+    fresh = json.loads(renewed.body)
+    assert (fresh["volunteer_id"], fresh["name"]) == (issued["volunteer_id"], "ada")
+    assert fresh["volunteer_token"] != issued["volunteer_token"]
+    now[0] += 120  # the first token is now 30 days old
+    for path in ("/tasks/lease", "/volunteers/renew"):
+        reply = harness.call("POST", path, {"volunteer_token": issued["volunteer_token"]})
+        assert reply.status_code == 401 and b"expired 30 days after" in reply.body, (path, reply.body)
+    task = json.loads(harness.call("POST", "/tasks/lease", {"volunteer_token": fresh["volunteer_token"]}).body)
+    assert task["job_id"] == job and token_payload(task)["volunteer_id"] == issued["volunteer_id"]
+    credit = harness.call("POST", "/volunteers/credit", {"job_id": job, "volunteer_token": fresh["volunteer_token"]})
+    assert json.loads(credit.body)["volunteer_id"] == issued["volunteer_id"]  # the same identity, the same credit
 
 
 def test_a_lease_token_is_not_a_bearer_token(harness):

@@ -11,7 +11,7 @@ import boto3
 from moto import mock_aws
 
 from chalicelib.services import override
-from chalicelib.store.secrets import REFRESH_SECONDS, RELOAD_SECONDS, SecretsManagerKeys
+from chalicelib.store.secrets import PREVIOUS_KEY_SECONDS, REFRESH_SECONDS, RELOAD_SECONDS, SecretsManagerKeys
 from chalicelib.tasks.tokens import TokenSigner
 from tests.harness import Dataset
 
@@ -79,4 +79,24 @@ def test_a_token_of_a_key_rotated_out_or_never_issued_is_401(harness):
     loss, data = harness.compute(task)
     assert harness.upload(task, data).status_code in (200, 204)
     reply = harness.complete(task, loss)
+    assert reply.status_code == 401 and b"key is unknown" in reply.body
+
+
+def test_the_previous_key_verifies_only_as_long_as_a_lease_lasts_after_the_rotation(harness):
+    """A leaked key stops working one rotation later: past PREVIOUS_KEY_SECONDS
+    (the longest lease) since the rotation, a token of the previous key is a 401."""
+    clock, wall = [0.0], [0.0]  # the Lambda's time since it read the keys, and the time of day
+    keys = SecretsManagerKeys(harness.secretsmanager, SECRET, clock=lambda: clock[0], wall=lambda: wall[0])
+    override(signer=TokenSigner(keys))
+    harness.create_job(Dataset.generate(batches=2, batch_size=4), lease_seconds=600)
+    first, second = harness.lease("a"), harness.lease("b")
+    rotate(harness)
+    rotated = harness.secretsmanager.get_secret_value(SecretId=SECRET)["CreatedDate"].timestamp()
+    clock[0] += REFRESH_SECONDS  # the keys read again
+    wall[0] = rotated + PREVIOUS_KEY_SECONDS - 60
+    assert harness.work(first).status_code == 200  # within the window: still verifies
+    wall[0] = rotated + PREVIOUS_KEY_SECONDS + 1
+    loss, data = harness.compute(second)
+    assert harness.upload(second, data).status_code in (200, 204)
+    reply = harness.complete(second, loss)
     assert reply.status_code == 401 and b"key is unknown" in reply.body

@@ -64,13 +64,13 @@ class CreditRequest:
 
 
 @dataclass(frozen=True)
-class LeaseRequest:
-    """POST /tasks/lease."""
+class TokenRequest:
+    """A body that is a volunteer token only: POST /tasks/lease and POST /volunteers/renew."""
 
     volunteer_token: Any
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> "LeaseRequest":
+    def parse(cls, body: dict[str, Any]) -> "TokenRequest":
         validate.only_keys(body, {"volunteer_token"})
         return cls(body.get("volunteer_token"))
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 from chalicelib.domain.records import Lease
 from chalicelib.domain.spec import DEFAULT_LEASE_SECONDS
-from chalicelib.domain.wire import LeaseRequest, TaskAnswer, WaitAnswer
+from chalicelib.domain.wire import TaskAnswer, TokenRequest, WaitAnswer
 from chalicelib.store.leases import LeaseRecord, LeaseRecords
 from chalicelib.tasks.answers import Answers
 from chalicelib.tasks.identities import Identities
@@ -47,7 +47,7 @@ class Handout:
         # common case) no lease needs a second call to set its time.
         self.expected_seconds = DEFAULT_LEASE_SECONDS
 
-    def lease(self, request: LeaseRequest, address: str) -> TaskAnswer | WaitAnswer | None:
+    def lease(self, request: TokenRequest, address: str) -> TaskAnswer | WaitAnswer | None:
         """The next task of a running job for the identity of the request's
         volunteer token (leasing from `address`), None when there is none now,
         or a wait when a synchronous job's round is all handed out. The

@@ -8,7 +8,9 @@ a lease token names the identity that took it, so no other identity can use
 it (403). One source address (API Gateway's request context) is issued at
 most `volunteers_per_address_per_hour` identities, and its volunteers hold
 at most `max_leases_per_address` leases together (tasks/leases.py), so
-minting identities from one client buys little.
+minting identities from one client buys little. A token is valid for 30 days
+from its issue; `POST /volunteers/renew` gives the same identity a fresh one
+(the page renews daily), so a leaked token ends.
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ class Identities:
             )
         volunteer = Volunteer(f"{_slug(name) or 'v'}.{secrets.token_hex(6)}", self.clock())
         return Issued(volunteer.volunteer_id, self.signer.sign_volunteer(volunteer), name)
+
+    def renew(self, token: Any) -> Issued:
+        """A new token for the identity a valid token stands for, signed with the
+        current key and valid VOLUNTEER_TOKEN_SECONDS from now: same id, so same credit."""
+        volunteer_id = self.verify(token)
+        name = volunteer_id.rpartition(".")[0]
+        renewed = Volunteer(volunteer_id, self.clock())
+        return Issued(volunteer_id, self.signer.sign_volunteer(renewed), "" if name == "v" else name)
 
     def verify(self, token: Any) -> str:
         """The volunteer id a token stands for (401 if there is none or it is forged)."""

@@ -10,7 +10,9 @@ secret (one per job for lease tokens, one for volunteer tokens), so a token
 never verifies in another scope even if its payload were copied over. A
 token names the secret's key that signed it (`v2.<key id>.<payload>.<mac>`):
 the secret can be rotated, and a token of the previous key still verifies
-(chalicelib/store/secrets.py); one naming any other key is a 401.
+(chalicelib/store/secrets.py) for as long as a lease lasts; one naming any
+other key is a 401. A volunteer token ends VOLUNTEER_TOKEN_SECONDS after it
+was issued or renewed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from chalicelib.store.secrets import SecretsManagerKeys, SigningKey, StaticKeys
 VERSION = "v2"
 MAX_TOKEN_CHARS = 4096
 VOLUNTEER_SCOPE = "crowdtrain-volunteer"
+# A volunteer token is valid this long after it was issued or renewed (POST
+# /volunteers/renew, which a page calls daily): a leaked one stops working.
+VOLUNTEER_TOKEN_SECONDS = 30 * 86400
 
 
 def _b64(data: bytes) -> str:
@@ -95,8 +100,13 @@ class TokenSigner:
             mac,
             VOLUNTEER_SCOPE,
             signed,
-            "volunteer token's key is unknown (the secret was rotated twice since): POST /volunteers for a new one",
+            "volunteer token's key is unknown (the secret was rotated since): POST /volunteers for a new one",
         )
+        if self._clock() >= volunteer.issued + VOLUNTEER_TOKEN_SECONDS:
+            raise Unauthorized(
+                "volunteer token expired 30 days after it was issued or renewed: POST /volunteers for a new one "
+                "(a page renews its token every day)"
+            )
         return volunteer
 
     def verify(self, token: object, job_id: str) -> Lease:

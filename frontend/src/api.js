@@ -12,6 +12,20 @@ export function backoffDelay(attempt, baseMs = 1000, capMs = 30000, random = Mat
   return random() * Math.min(capMs, baseMs * 2 ** Math.min(attempt, 20));
 }
 
+// A volunteer token is renewed once it is a day old: the API ends one 30 days after it was issued or
+// renewed, and stops knowing its key two days after a rotation of the lease secret.
+export const RENEW_AFTER_S = 86400;
+
+/** When a volunteer token was issued or renewed (epoch seconds), read from its payload; null if unreadable. */
+export function tokenIssued(token) {
+  try {
+    const issued = JSON.parse(atob(token.split('.')[2].replace(/-/g, '+').replace(/_/g, '/'))).issued;
+    return typeof issued === 'number' ? issued : null;
+  } catch {
+    return null;
+  }
+}
+
 export class Api {
   constructor(baseUrl, fetchImpl = (...args) => fetch(...args)) {
     this.base = baseUrl.replace(/\/$/, '');
@@ -36,6 +50,19 @@ export class Api {
 
   get volunteerToken() { return this.identity?.volunteer_token; }
 
+  /** The same identity (and so its credit) with a fresh token, once the one held is a day old. */
+  async renewIfDue(now = Date.now() / 1000) {
+    const issued = tokenIssued(this.volunteerToken);
+    if (issued === null || now - issued < RENEW_AFTER_S) return;
+    try {
+      const renewed = await this.call('POST', '/volunteers/renew', { volunteer_token: this.volunteerToken });
+      this.identity = { ...this.identity, volunteer_token: renewed.volunteer_token };
+      this.storage?.setItem(`crowdtrain-identity:${this.identityName}`, JSON.stringify(this.identity));
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err; // a token too old to renew: the lease's 401 gets a new identity
+    }
+  }
+
   async call(method, path, body) {
     const reply = await this.fetch(`${this.base}${path}`, {
       method,
@@ -55,6 +82,7 @@ export class Api {
    * {retryAfter} when there is none now. An identity the API no longer knows is replaced once.
    */
   async lease() {
+    await this.renewIfDue();
     try {
       return await this.call('POST', '/tasks/lease', { volunteer_token: this.volunteerToken });
     } catch (err) {

@@ -518,6 +518,30 @@ test('the API client keeps its identity, sends it with every task call, and repl
     ['/tasks/heartbeat', 'token-2'], ['/tasks/complete', 'token-2'], ['/tasks/release', 'token-2']]);
 });
 
+test('the API client renews a day-old volunteer token before a lease, keeping its identity', async () => {
+  const { Api, tokenIssued } = await import('../src/api.js');
+  const now = Date.now() / 1000;
+  const token = (issued) => `v2.k.${Buffer.from(JSON.stringify({ issued, volunteer_id: 'ada.1' })).toString('base64url')}.mac`;
+  const sent = [];
+  const fetchImpl = async (url, init) => {
+    const body = JSON.parse(init.body);
+    sent.push([url.replace('http://api', ''), body.volunteer_token]);
+    const payload = url.endsWith('/volunteers/renew') ? { volunteer_id: 'ada.1', volunteer_token: token(now), name: 'ada' } : { lease_token: 'lt' };
+    return { ok: true, status: 200, headers: { get: () => null }, text: async () => JSON.stringify(payload) };
+  };
+  const store = new Map([['crowdtrain-identity:ada', JSON.stringify({ volunteer_id: 'ada.1', volunteer_token: token(now - 2 * 86400) })]]);
+  const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v) };
+  const api = new Api('http://api', fetchImpl);
+  await api.identify('ada', storage);
+  assert.equal(tokenIssued(api.volunteerToken), now - 2 * 86400);
+  await api.lease(); // two days old: renewed first, then the lease with the new token
+  await api.lease(); // fresh: no renewal
+  assert.deepEqual(sent, [['/volunteers/renew', token(now - 2 * 86400)], ['/tasks/lease', token(now)], ['/tasks/lease', token(now)]]);
+  assert.equal(JSON.parse(store.get('crowdtrain-identity:ada')).volunteer_token, token(now)); // kept for the next visit
+  assert.equal(api.identity.volunteer_id, 'ada.1');
+  assert.equal(tokenIssued('token-1'), null); // not a token it can read: left alone
+});
+
 test("a lease whose batches do not download is handed back, so its task (and its round's seat) is not held until it ends", { timeout: 5000 }, async () => {
   const released = [];
   const reports = [];
