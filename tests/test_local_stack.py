@@ -393,3 +393,25 @@ def test_the_cli_helper_passes_an_admin_token_that_starts_with_a_dash(stack, mon
     monkeypatch.setitem(stack.state, "admin_token", "-" + stack.state["admin_token"])
     proc = stack.cli("jobs", check=False)
     assert "expected one argument" not in proc.stderr and "401" in proc.stderr + proc.stdout
+
+
+def test_one_identity_cycling_lease_and_release_over_http_is_refused_within_150_cycles(stack):
+    """Lease churn is not free (issue 39): over HTTP, one identity that leases
+    and hands back task after task (how a client would pick the task it wants)
+    gets a 429 from its release budget well within 150 cycles."""
+    job = stack.char_lstm_job(batches=4, epochs=1, lease_seconds=60)
+    api = stack.state["api"]
+    token = requests.post(f"{api}/volunteers", json={"name": "churn"}, timeout=10).json()["volunteer_token"]
+    for cycle in range(1, 151):
+        leased = requests.post(f"{api}/tasks/lease", json={"volunteer_token": token}, timeout=30)
+        assert leased.status_code == 200, leased.text
+        task = leased.json()
+        released = requests.post(
+            f"{api}/tasks/release",
+            json={"job_id": job, "lease_token": task["lease_token"], "volunteer_token": token, "reason": "stopped"},
+            timeout=10,
+        )
+        if released.status_code == 429:
+            break
+        assert released.status_code == 200, released.text
+    assert released.status_code == 429 and cycle <= 150 and "handed back" in released.text, (cycle, released.text)
