@@ -372,6 +372,13 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "a task handed back is not offered to the identity that handed it back",
+        "chalicelib/tasks/source.py",
+        "task.not_for == volunteer_id and time.time() < task.not_for_until:",
+        "False:",
+        ("tests/test_release.py::test_a_task_handed_back_is_not_offered_to_the_identity_that_handed_it_back",),
+    ),
+    Mutant(
         "a dead letter redriven too often is quarantined, not sent round again",
         "chalicelib/tasks/redrive.py",
         "                    if redrives >= MAX_REDRIVES:",
@@ -458,7 +465,7 @@ MUTANTS = [
     Mutant(
         "a task put back is a fresh copy, not a receive toward the DLQ",
         "chalicelib/tasks/source.py",
-        "            self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)\n"
+        "            self.tasks.enqueue_tasks([task])  # as it is: pinned, or not for its releaser\n"
         '        self.retire(task, "put back")',
         "            pass\n        self.tasks.hide(task.receipt, 0)",
         (SYNC_TEST + "test_waiting_does_not_count_toward_the_dead_letter_queue",),

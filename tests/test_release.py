@@ -5,9 +5,12 @@ not push it towards the dead-letter queue), and the job counts the reasons
 and the volunteers who gave them."""
 
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 
+from chalicelib.tasks import source as source_module
 from tests.harness import Dataset
 
 
@@ -47,16 +50,16 @@ def test_a_released_task_is_leased_again_at_once_and_the_job_finishes(harness):
 
 
 def test_a_released_task_starts_its_receives_over(harness):
-    """Queued again as a fresh message: released 5 times, it has been received once."""
+    """Queued again as a fresh message: released 5 times (by 5 volunteers), it has been received once."""
     harness.create_job(Dataset.generate(batches=1, batch_size=4))
-    for _ in range(5):
-        assert release(harness, harness.lease("broken")).status_code == 200
+    for n in range(5):
+        assert release(harness, harness.lease(f"broken-{n}")).status_code == 200
     assert receive_count(harness) == [1]
 
 
 @pytest.mark.parametrize("reason", ["no_backend", "download_error"])
 def test_the_reasons_count_each_volunteer_once(harness, reason):
-    job = harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4))
     for volunteer in ("a", "a", "b"):
         assert release(harness, harness.lease(volunteer), reason).status_code == 200
     counters = harness.status(job)["counters"]
@@ -140,13 +143,33 @@ def test_an_identity_cycling_lease_and_release_is_refused_once_its_budget_is_spe
     """Leasing and handing back at once is how a client would pick the task it wants: an identity
     hands back at most RELEASES_PER_VOLUNTEER (30) tasks in ten minutes, then finishes them or
     lets their leases run out."""
-    job = harness.create_job(Dataset.generate(batches=4, batch_size=4), lease_seconds=600)
+    job = harness.create_job(Dataset.generate(batches=40, batch_size=4), lease_seconds=600)
     replies = [release(harness, harness.lease("cycler")).status_code for _ in range(31)]
     assert replies == [200] * 30 + [429]
     refused = release(harness, harness.lease("cycler"))
     assert refused.status_code == 429 and b"handed back 30 tasks" in refused.body
     assert harness.status(job)["counters"]["released_compute_error"] == 30
     assert release(harness, harness.lease("another")).status_code == 200  # its own budget
+
+
+def test_a_task_handed_back_is_not_offered_to_the_identity_that_handed_it_back(harness, monkeypatch):
+    """A client cannot cycle lease -> release to pick the task it wants: what
+    it hands back goes to someone else (the last identity to hand it back is
+    remembered with it; the release budget bounds the rest) until its lease
+    would have ended, so handing back gains nothing over letting it run out."""
+    harness.create_job(Dataset.generate(batches=1, batch_size=4), lease_seconds=600)
+    task = harness.lease("picky")
+    assert release(harness, task).status_code == 200
+    assert harness.lease("picky") is None  # the only task is not for it
+    other = harness.lease("other")
+    assert other is not None and (other["epoch"], other["batch"]) == (task["epoch"], task["batch"])
+    assert release(harness, other).status_code == 200
+    assert harness.lease("other") is None  # nor for the next to hand it back
+    # once its lease would have ended, a lone volunteer that stopped and started again gets it back
+    later = time.time() + 601
+    monkeypatch.setattr(source_module, "time", SimpleNamespace(time=lambda: later))
+    again = harness.lease("other")
+    assert again is not None and (again["epoch"], again["batch"]) == (task["epoch"], task["batch"])
 
 
 def test_the_identities_behind_one_address_share_a_release_budget(harness, monkeypatch):

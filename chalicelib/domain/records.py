@@ -37,6 +37,11 @@ class Task:
     receipt: str = ""
     pin: int | None = None  # a replica check: compute on this version, not the newest
     evaluates: int | None = None  # the version whose held-out loss is asked for
+    # the identity that handed this task back, and until when it is not offered
+    # to it again (when its lease would have ended): cycling lease -> release
+    # to pick a task gains a client nothing over letting the lease run out
+    not_for: str = ""
+    not_for_until: float = 0.0
 
     @classmethod
     def evaluation(cls, job_id: str, version: int) -> "Task":
@@ -48,6 +53,8 @@ class Task:
         body: dict[str, Any] = {"job_id": self.job_id, "epoch": self.epoch, "batch": self.batch}
         if self.pin is not None:
             body["pin"] = self.pin
+        if self.not_for:
+            body["not_for"], body["not_for_until"] = self.not_for, self.not_for_until
         return json.dumps(body)
 
     @classmethod
@@ -55,8 +62,9 @@ class Task:
         data = json.loads(body)
         if "evaluates" in data:
             return replace(cls.evaluation(data["job_id"], int(data["evaluates"])), receipt=receipt)
-        pin = data.get("pin")
-        return cls(data["job_id"], int(data["epoch"]), int(data["batch"]), receipt, None if pin is None else int(pin))
+        pin, not_for, until = data.get("pin"), str(data.get("not_for", "")), float(data.get("not_for_until", 0))
+        pinned = None if pin is None else int(pin)
+        return cls(data["job_id"], int(data["epoch"]), int(data["batch"]), receipt, pinned, None, not_for, until)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,11 @@ class TaskQueue:
 
     def enqueue(self, job_id: str, epoch: int, batches: Iterable[int], pin: int | None = None) -> int:
         """Queue one message per (epoch, batch), in the order given."""
-        entries = [
-            {"Id": str(i), "MessageBody": Task(job_id, epoch, b, pin=pin).message()} for i, b in enumerate(batches)
-        ]
+        return self.enqueue_tasks([Task(job_id, epoch, b, pin=pin) for b in batches])
+
+    def enqueue_tasks(self, tasks: list[Task]) -> int:
+        """Queue these tasks as they are, in the order given."""
+        entries = [{"Id": str(i), "MessageBody": task.message()} for i, task in enumerate(tasks)]
         for start in range(0, len(entries), 10):
             chunk = entries[start : start + 10]
             failed = self._sqs.send_message_batch(QueueUrl=self.url, Entries=chunk).get("Failed", [])

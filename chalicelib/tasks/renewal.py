@@ -115,6 +115,8 @@ class Releases:
                 receipt=record.receipt,
                 pin=record.pin,
                 evaluates=lease.evaluates,
+                not_for=lease.volunteer_id,  # not back to it before its lease would have ended
+                not_for_until=lease.expires,
             )
         )
         self.slots.free(Seats.of(record, lease.lease_id))

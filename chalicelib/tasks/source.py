@@ -5,6 +5,7 @@ a synchronous job's round seat; and the way a received task goes back."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from chalicelib.domain.errors import NotFound
@@ -61,7 +62,7 @@ class TaskSource:
         tasks of deleted, finished or paused jobs and of folded batches met on
         the way are dropped (resuming a job queues its epoch again).
         Evaluations are kept for a finished job (its last version's); one this
-        volunteer answered already goes back for another volunteer."""
+        volunteer answered already, or a task it handed back, goes back for another volunteer."""
         for _ in range(MAX_SKIPS):
             task = self.tasks.receive(seconds, self.policy.wait_seconds)
             if task is None:
@@ -84,6 +85,9 @@ class TaskSource:
                 continue
             if task.evaluates is not None and self.evaluations.answered(task.job_id, task.evaluates, volunteer_id):
                 self.evaluate_later(task)
+                continue
+            if task.not_for == volunteer_id and time.time() < task.not_for_until:  # it handed it back: another's
+                self.put_back(task)
                 continue
             return Chosen(task, meta, spec)
         return None
@@ -114,7 +118,7 @@ class TaskSource:
         if task.evaluates is not None:
             self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1)
         else:
-            self.tasks.enqueue(task.job_id, task.epoch, [task.batch], pin=task.pin)
+            self.tasks.enqueue_tasks([task])  # as it is: pinned, or not for its releaser
         self.retire(task, "put back")
 
     def evaluate_later(self, task: Task) -> None:
