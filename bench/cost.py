@@ -188,7 +188,7 @@ def partition_write_units(operation: str, params: dict) -> dict[str, int]:
             for r in requests:
                 body = r.get("PutRequest", {}).get("Item") or r["DeleteRequest"]["Key"]
                 kind = partition_of(_text(body["pk"]))
-                out[kind] = out.get(kind, 0) + (max(1, math.ceil(len(json.dumps(body, default=str)) / 1024)))
+                out[kind] = out.get(kind, 0) + write_units("BatchWriteItem", {"RequestItems": {"": [r]}})
     return out
 
 

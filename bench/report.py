@@ -17,7 +17,13 @@ T = json.loads((Path(__file__).parent / "tables.json").read_text())  # headers, 
 NAMES, QUALITY, LABEL = T["names"], T["quality"], T["labels"]
 DOC = common.ROOT / "docs" / "benchmarks.md"
 SCALE_DOC = common.ROOT / "docs" / "scale.md"  # its tables too: one per scenario of bench/scale.py
-PAGES = lambda out: ((out, DOC), (out.with_name(SCALE_DOC.name), SCALE_DOC))  # noqa: E731 (written, read when new)
+
+
+def pages_beside(out: Path) -> tuple[tuple[Path, Path], ...]:
+    """The pages written (beside `out`), each with the page read where it is not there yet."""
+    return (out, DOC), (out.with_name(SCALE_DOC.name), SCALE_DOC)
+
+
 RUN = T["run"]
 CMD = {n: f"`{RUN}{T['commands'].get(n, n)}`" for n in NAMES}
 MET = {None: "—", True: "met", False: "**not met**"}
@@ -272,7 +278,7 @@ def main() -> None:
         return LABEL["not_measured"].format(", ".join(CMD[n] for n in missing))
 
     draw(R, args.out.parent / "benchmarks", T, how)
-    pages = {out: (out if out.exists() else doc).read_text() for out, doc in PAGES(args.out)}
+    pages = {out: (out if out.exists() else doc).read_text() for out, doc in pages_beside(args.out)}
     for name in sorted({m[2] for text in pages.values() for m in MARKER.finditer(text)} ^ set(TABLES)):
         print(f"table {name}: a marker without a table, or a table without a marker", file=sys.stderr)
     for out, text in pages.items():  # the hand-written pages whose tables are filled in

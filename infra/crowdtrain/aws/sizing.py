@@ -60,10 +60,15 @@ class Sizing:
             math.ceil(tasks * API_LAMBDA_SECONDS_PER_TASK * HEADROOM),
         )
 
+    @property
+    def executions(self) -> int:
+        """The account's Lambda concurrency it needs: the fold's, the API's, and what Lambda keeps unreserved."""
+        return self.fold_concurrency + self.api_concurrency + UNRESERVED_MINIMUM
+
     def needs(self) -> list[tuple[str, int, int]]:
         """(quota, what this crowd needs, AWS's default) for each quota it is checked against."""
         return [
-            ("Lambda concurrent executions", self.fold_concurrency + self.api_concurrency + UNRESERVED_MINIMUM, 1_000),
+            ("Lambda concurrent executions", self.executions, 1_000),
             ("API Gateway account throttle, requests/s", self.rate, 10_000),
             ("API Gateway account burst", self.burst, 5_000),
         ]
@@ -109,14 +114,13 @@ class AccountQuotas:
     def shortfalls(self, sizing: Sizing) -> list[Shortfall]:
         """Each quota the sizing needs more of than the account has."""
         found = []
-        executions = sizing.fold_concurrency + sizing.api_concurrency + UNRESERVED_MINIMUM
         concurrency = self.lambda_concurrency()
-        if executions > concurrency:
+        if sizing.executions > concurrency:
             found.append(
                 Shortfall(
                     "Lambda concurrent executions",
                     concurrency,
-                    executions,
+                    sizing.executions,
                     "ask Service Quotas for more (service AWS Lambda, quota L-B99A9384 'Concurrent executions')",
                 )
             )
