@@ -540,6 +540,13 @@ MUTANTS = [
         'ConditionExpression="attribute_not_exists(n) OR n >= :one",',
         ("tests/test_release.py::test_an_identity_cycling_lease_and_release_is_refused_once_its_budget_is_spent",),
     ),
+    Mutant(
+        "a lease names the results of its own base version's fold, not the newest fold's",
+        "chalicelib/tasks/handout.py",
+        "if last is not None and last.version == lease.base_version:",
+        "if last is not None:",
+        ("tests/test_local_steps.py::test_a_check_pinned_to_an_older_version_names_no_fold",),
+    ),
 ]
 
 

@@ -61,6 +61,8 @@ def test_two_browser_volunteers_train_the_demo_job_then_everything_stops(tmp_pat
         "gen1:1-gen3:24",
         "--learning-rate",
         "0.02",
+        "--local-steps",
+        "0",
     )
     try:
         job = stack.state["demo_job"]
@@ -314,6 +316,7 @@ def test_the_jsdoop_preset_sets_up_the_papers_experiment(stack):
     assert spec["dataset"]["x"]["shape"] == [8, 40] and spec["gradients_per_update"] == 16
     assert spec["staleness"] == 0 and spec["synchronous"] is True and spec["optimizer"]["name"] == "rmsprop"
     assert spec["optimizer"]["learning_rate"] == 0.001
+    assert "local_steps" not in spec and spec["codec"] == "fp32"  # a gradient per task, as the paper's
     explicit = (
         stack.cli(
             "create",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from chalicelib.domain.codecs import get_codec
-from tests.harness import Dataset, job_body, softmax_loss_and_grad
+from tests.harness import Dataset, job_body, softmax_loss_and_grad, token_payload
 
 
 def local_steps(harness, task, learning_rate: float, steps: int | None = None):
@@ -63,6 +63,44 @@ def test_a_task_of_local_steps_moves_the_model_to_where_the_volunteer_got(harnes
     status = harness.status(job)
     assert status["status"] == "finished" and status["version"] == 3 and status["spec"]["tasks_per_epoch"] == 3
     assert status["samples"] == 28  # every batch's 4 samples, not one batch's per task
+
+
+def test_a_lease_names_its_results_tag_and_the_results_its_base_version_folded(harness):
+    """What a page needs to tell a version made of its own moves alone (frontend/src/trajectory.js)."""
+    from chalicelib.domain.wire import result_tag
+
+    harness.create_job(Dataset.generate(batches=4, batch_size=4), gradients_per_update=2, staleness=4)
+    first, second = harness.lease("a"), harness.lease("b")
+    assert "base_folded" not in first and first["result_tag"] != second["result_tag"]  # version 0 folded nothing
+    assert len(first["result_tag"]) == 16 and token_payload(first)["lease_id"] != first["result_tag"]
+    for task in (first, second):
+        harness.work(task)
+    harness.deliver()
+    third = harness.lease("a")
+    assert third["base_version"] == 1
+    assert sorted(third["base_folded"]) == sorted([first["result_tag"], second["result_tag"]])
+    # the tag is the lease's, hashed: a page's own tags name its own results
+    assert all(t["result_tag"] == result_tag(token_payload(t)["lease_id"]) for t in (first, second))
+
+
+def test_a_check_pinned_to_an_older_version_names_no_fold(harness):
+    """A replica's check is computed on its first copy's version; the newest fold is not that version's."""
+    harness.create_job(
+        Dataset.generate(batches=2, batch_size=4),
+        replication={"copies": 2, "tolerance": 1e-3},
+        gradients_per_update=1,
+        staleness=8,
+    )
+    firsts = [harness.lease(v) for v in ("a", "b")]
+    for task in firsts:
+        harness.work(task)
+    harness.deliver()
+    check = harness.lease("c")
+    harness.work(check)
+    harness.deliver()
+    assert harness.status(check["job_id"])["version"] == 1
+    pinned = harness.lease("d")
+    assert pinned["base_version"] == 0 and "base_folded" not in pinned
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ lease path works on fields, never on dicts checked key by key."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,14 @@ RELEASE_REASONS = ("compute_error", "download_error", "no_backend", "stopped")
 BACKENDS = ("webgpu", "wasm", "webgl", "cpu")
 # The most bytes a completion may say its page used since the one before (1 TB: more is not a browser's).
 MAX_BYTES_REPORTED = 10**12
+
+
+def result_tag(lease_id: str) -> str:
+    """A result's public name: a page knows its own results' tags and reads,
+    in each lease, the tags of the results its base version folded, to tell a
+    version made of its own moves alone (frontend/src/trajectory.js). A hash,
+    so a tag names no lease."""
+    return hashlib.sha256(lease_id.encode()).hexdigest()[:16]
 
 
 def job_id(value: Any) -> str:
@@ -170,6 +179,8 @@ class TaskAnswer:
     upload: dict[str, Any] | None = None
     upload_bytes: int | None = None
     local_learning_rate: float | None = None
+    result_tag: str | None = None  # training tasks: this task's result, as base_folded will name it
+    base_folded: tuple[str, ...] | None = None  # the tags of the results the base version folded, where known
 
     def json(self) -> dict[str, Any]:
         head = {
@@ -184,7 +195,13 @@ class TaskAnswer:
             "batch_urls": self.batch_urls,
         }
         upload = {} if self.upload is None else {"upload": self.upload, "upload_bytes": self.upload_bytes}
-        local = {} if self.local_learning_rate is None else {"local_learning_rate": self.local_learning_rate}
+        local: dict[str, Any] = {}
+        if self.local_learning_rate is not None:
+            local["local_learning_rate"] = self.local_learning_rate
+        if self.result_tag is not None:
+            local["result_tag"] = self.result_tag
+        if self.base_folded is not None:
+            local["base_folded"] = list(self.base_folded)
         return {
             **head,
             **upload,

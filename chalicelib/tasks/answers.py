@@ -9,7 +9,7 @@ from typing import Any
 from chalicelib.domain.keys import batch_key, gradient_key, model_key
 from chalicelib.domain.records import Lease
 from chalicelib.domain.spec import JobSpec
-from chalicelib.domain.wire import Renewed, TaskAnswer
+from chalicelib.domain.wire import Renewed, TaskAnswer, result_tag
 from chalicelib.store.objects import ObjectStore
 from chalicelib.tasks.tokens import TokenSigner
 
@@ -18,9 +18,10 @@ class Answers:
     def __init__(self, objects: ObjectStore, signer: TokenSigner):
         self.objects, self.signer = objects, signer
 
-    def task(self, lease: Lease, spec: JobSpec) -> TaskAnswer:
+    def task(self, lease: Lease, spec: JobSpec, base_folded: tuple[str, ...] | None = None) -> TaskAnswer:
         """A training task (a gradient to upload) or an evaluation (the
-        version's forward pass over the held-out batches; nothing to upload)."""
+        version's forward pass over the held-out batches; nothing to upload).
+        `base_folded`: the tags of the results the base version folded."""
         evaluates = lease.evaluates is not None
         batches = spec.held_out if evaluates else spec.task_batches(lease.batch)
         local = spec.local_learning_rate(lease.base_version) if spec.local_steps and not evaluates else None
@@ -40,6 +41,8 @@ class Answers:
             upload=None if evaluates else self.upload_form(lease, spec),
             upload_bytes=None if evaluates else spec.gradient_bytes,
             local_learning_rate=local,
+            result_tag=None if evaluates else result_tag(lease.lease_id),
+            base_folded=None if evaluates else base_folded,
         )
 
     def renewed(self, lease: Lease, spec: JobSpec) -> Renewed:

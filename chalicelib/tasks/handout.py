@@ -16,7 +16,7 @@ from typing import Callable
 
 from chalicelib.domain.records import Lease
 from chalicelib.domain.spec import DEFAULT_LEASE_SECONDS
-from chalicelib.domain.wire import TaskAnswer, TokenRequest, WaitAnswer
+from chalicelib.domain.wire import TaskAnswer, TokenRequest, WaitAnswer, result_tag
 from chalicelib.store.leases import LeaseRecord, LeaseRecords
 from chalicelib.tasks.answers import Answers
 from chalicelib.tasks.identities import Identities
@@ -86,4 +86,8 @@ class Handout:
         )
         if task.evaluates is not None:
             lease = replace(lease, base_version=task.evaluates, evaluates=task.evaluates)
-        return self.answers.task(lease, spec)
+        last = meta.last_fold  # the base version's fold, unless the task is pinned to an older one
+        folded = None
+        if last is not None and last.version == lease.base_version:
+            folded = tuple(result_tag(lease_id) for _, _, lease_id in last.batches)
+        return self.answers.task(lease, spec, folded)

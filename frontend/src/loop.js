@@ -6,6 +6,7 @@
 import { ApiError, backoffDelay, fetchBytes, uploadForm } from './api.js';
 import { getCodec } from './codecs.js';
 import { weightsBytes } from './trainer.js';
+import { continues, Trajectory } from './trajectory.js';
 
 const now = () => performance.now();
 // After this many failed tasks of one job in a row, the page stops leasing for GIVE_UP_MS and says why.
@@ -44,6 +45,8 @@ export class VolunteerLoop {
     this.streaks = new Map(); // job id -> its tasks that failed here in a row
     this.batchBytes = new Map(); // job id -> the bytes of its last task's batches
     this.holding = null; // the reason the loop is holding, last reported
+    this.trajectory = new Trajectory(); // this page's own path through a job that follows one
+    this.computing = null; // the tag of the result being computed, where it will be a move of that path
   }
 
   /**
@@ -196,8 +199,10 @@ export class VolunteerLoop {
     t.lease = now();
     if (task.retryAfter !== undefined) return task;
     if (task.kind === 'wait') return { retryAfter: task.retry_after, reason: task.reason, round: true };
+    // the version's weights are fetched ahead unless the page's own weights stand for it
+    const plan = this.trajectory.plan(task, this.computing);
     const left = this.dataLeft();
-    if (left < Infinity && this.bytesFor(task) > left) { // near the data cap: only a task whose model is here already
+    if (left < Infinity && this.bytesFor(task, plan) > left) { // near the data cap: only a task whose model is here already
       await this.api.release(task.job_id, task.lease_token, 'stopped').catch(() => {});
       return { retryAfter: NEAR_CAP_RETRY_S, reason: "near today's data cap: waiting for a task whose model version is already here" };
     }
@@ -208,7 +213,7 @@ export class VolunteerLoop {
       const urls = task.kind === 'evaluate' ? task.batch_urls // the held-out batches
         : task.spec.local_steps ? task.batch_urls.slice(0, this.stepsFor(task)) : [task.batch_url];
       [lease.batches] = await Promise.all([Promise.all(urls.map((url) => fetchBytes(url, this.fetchImpl))),
-        this.trainer.warm?.(task)]); // a trainer in another thread may fetch the version ahead
+        plan === 'fetch' ? this.trainer.warm?.(task) : null]); // a trainer in another thread may fetch the version ahead
     } catch (err) {
       // handed back, not dropped: a lease left to run out holds its task (and a synchronous round's seat) meanwhile
       await this.letGo(lease, 'download_error');
@@ -222,12 +227,13 @@ export class VolunteerLoop {
   /**
    * The bytes a task would cost: its batches (as large as this job's last
    * ones), the model's weights unless the trainer has that version already,
-   * and its upload, plus the uploads still owed by the tasks in hand (an
+   * (or the page's own weights stand for it: `plan`), and its upload, plus the uploads still owed by the tasks in hand (an
    * upload is at most the weights' size, fp32).
    */
-  bytesFor(task) {
+  bytesFor(task, plan) {
     const weights = weightsBytes(task.spec.weights);
-    const download = (this.batchBytes.get(task.job_id) || 0) + (this.trainer.has?.(task) ? 0 : weights);
+    const here = plan === 'continue' || this.trainer.has?.(task);
+    const download = (this.batchBytes.get(task.job_id) || 0) + (here ? 0 : weights);
     return download + weights * (1 + this.held.size);
   }
 
@@ -256,8 +262,12 @@ export class VolunteerLoop {
     const beat = () => this.heartbeat(); // between micro-batches or local steps
     // and on a timer, for a trainer in another thread (the page's Web Worker) that cannot call back
     const ticker = setInterval(() => this.heartbeat().catch(() => {}), 1000);
+    const training = task.kind !== 'evaluate';
+    const own = training && task.spec.local_steps && continues(task.spec);
     try {
-      lease.fetched = await this.trainer.prepare(task);
+      const plan = training ? this.trajectory.plan(task) : 'fetch';
+      lease.fetched = await this.trainer.prepare(task, plan === 'continue');
+      if (training) this.trajectory.began(task, lease.fetched === 'continued' || lease.fetched === 'cached');
       t.computing = now();
       await this.heartbeat();
       if (task.kind === 'evaluate') { // a forward pass over the held-out batches; nothing is trained
@@ -266,14 +276,17 @@ export class VolunteerLoop {
         if (!Number.isFinite(answer.loss)) throw new Error(`held-out loss is ${answer.loss}; not reporting it`);
         return answer;
       }
+      this.computing = own ? task.result_tag : null;
       const result = task.spec.local_steps ? await this.trainer.localSteps(batches, task.spec, task.local_learning_rate, beat)
         : await this.trainer.gradient(batches[0], task.spec, beat);
+      if (own) this.trajectory.moved(task.result_tag);
       t.compute = now();
       if (task.spec.local_steps) this.stepMs.set(task.job_id, (t.compute - t.computing) / batches.length);
       this.trained(batches[batches.length - 1], task.spec);
       if (!Number.isFinite(result.loss)) throw new Error(`loss is ${result.loss}; not uploading`);
       return result;
     } catch (err) {
+      this.trajectory.reset(null, -1); // the trainer's weights are no longer known: the next task loads its version
       if (this.stopped) { // the page stopped its trainer: not a failure of this browser
         await this.letGo(lease, 'stopped');
         throw err;
@@ -283,6 +296,7 @@ export class VolunteerLoop {
       this.streaks.set(task.job_id, streak);
       throw Object.assign(err instanceof Error ? err : new Error(String(err)), { jobId: task.job_id, streak });
     } finally {
+      this.computing = null;
       clearInterval(ticker);
     }
   }
@@ -292,6 +306,7 @@ export class VolunteerLoop {
     if (lease.task.kind === 'evaluate') return this.answer(lease, result);
     const { loss, grads } = result;
     const { task, batches, t } = lease;
+    let delivered = false;
     try {
       const body = getCodec(task.spec.codec).encode(grads);
       t.encode = now();
@@ -312,6 +327,7 @@ export class VolunteerLoop {
         throw err;
       }
       t.complete = now();
+      delivered = true;
       this.streaks.delete(task.job_id);
       this.report({
         type: 'task', jobId: task.job_id, version: task.base_version, epoch: task.epoch, batch: task.batch,
@@ -324,6 +340,8 @@ export class VolunteerLoop {
         },
       });
     } finally {
+      // a move that will never be folded: the next task loads its version
+      if (!delivered) this.trajectory.reset(null, -1);
       this.held.delete(lease);
     }
   }

@@ -4,7 +4,11 @@
 // task's requests go on during a step instead of waiting for TF.js's
 // synchronous kernels to finish.
 
+import { fetchBytes } from './api.js';
 import { shardUrl } from './trainer.js';
+
+// Versions fetched ahead and not yet handed to the worker: the one computing and the one leased next.
+const AHEAD = 2;
 
 export class RemoteTrainer {
   constructor(worker) {
@@ -13,6 +17,8 @@ export class RemoteTrainer {
     this.nextId = 0;
     this.backends = new Map(); // job id -> the backend the worker's canary chose for it
     this.cancelled = null; // why the page ended the worker: a later call is refused with it
+    this.shards = new Map(); // shard URL -> its bytes (a promise), fetched ahead for the worker
+    this.prepared = null; // the shard URL of the version the worker was last prepared for
   }
 
   /** Route a worker message: a call's result, or (returns false) something else. */
@@ -43,18 +49,28 @@ export class RemoteTrainer {
     this.calls.clear();
   }
 
-  prepare(task) { return this.call('prepare', [task]); }
+  /** Prepare the worker's model for a task: a version fetched ahead goes with the call, so it is fetched once. */
+  async prepare(task, keep = false) {
+    const url = shardUrl(task);
+    const ahead = this.shards.get(url);
+    this.shards.delete(url);
+    const shard = keep ? null : await ahead?.catch(() => null);
+    this.prepared = url;
+    return this.call('prepare', [task, keep, shard], shard ? [shard.buffer] : []);
+  }
 
-  /** Whether a task's model version is here already (its weights were the last fetched). */
-  has(task) { return this.warmed === shardUrl(task); }
+  /** Whether a task's model version is here already (fetched ahead, or the worker's last). */
+  has(task) { return this.shards.has(shardUrl(task)) || this.prepared === shardUrl(task); }
 
-  /** Fetch a leased version's weights ahead, on this thread, into the browser's HTTP cache
-   * (versions are immutable and cached for a year), so the worker's own fetch finds them there. */
+  /** Fetch a leased version's weights ahead, on this thread, while the worker computes; they
+   * travel to the worker with its prepare call (then the worker fetches only model.json once per job). */
   async warm(task) {
     const url = shardUrl(task);
-    if (url === this.warmed) return;
-    this.warmed = url;
-    try { await (await fetch(url)).arrayBuffer(); } catch (err) { /* the worker fetches it anyway */ }
+    if (this.shards.has(url) || this.prepared === url) return;
+    const bytes = fetchBytes(url);
+    this.shards.set(url, bytes);
+    while (this.shards.size > AHEAD) this.shards.delete(this.shards.keys().next().value);
+    await bytes.catch(() => null); // the worker fetches it itself
   }
 
   // `between` is not called: the loop heartbeats on a timer while the worker computes

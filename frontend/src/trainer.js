@@ -1,6 +1,7 @@
 // Gradients of one batch with TF.js, on the model version a lease names.
 // Used by the volunteer's Web Worker and, in tests, by TF.js under Node.
 import { fetchBytes } from './api.js';
+import { continues } from './trajectory.js';
 
 // A batch file's value types (chalicelib/domain/sections.py BATCH_DTYPES). TF.js has no
 // uint8 tensors: uint8 token ids become int32 tensors.
@@ -11,6 +12,8 @@ export const TYPED = { int32: Int32Array, float32: Float32Array, uint8: Uint8Arr
 const TENSOR_DTYPE = { int32: 'int32', float32: 'float32', uint8: 'int32' };
 // The server writes every version as model.json + this one shard (chalicelib/domain/weights.py).
 const SHARD = 'weights.bin';
+// A trainer's version when its model holds its own weights: the end of its last local steps (src/trajectory.js).
+const OWN = 'own';
 
 export const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
 /** The bytes of a version's weights shard (float32) for the manifest specs. */
@@ -86,32 +89,50 @@ export class Trainer {
     this.jobId = null;
     this.version = -1;
     this.inner = null; // the local optimizer kept across tasks (local_steps.keep_state)
+    this.stash = null; // its own weights, kept while an evaluation loads a version
   }
 
   /** Drop the model and a kept local optimizer (built again at the next prepare, e.g. on another backend). */
   forget() {
     this.dropInner();
+    this.dropStash();
     if (this.model) this.model.dispose();
     this.model = null;
     this.jobId = null;
     this.version = -1;
   }
 
-  /** Make the model match the lease's job and version; returns what had to be fetched. */
-  async prepare(task) {
+  /**
+   * Make the model match the lease's job and version; returns what had to be
+   * fetched ('model', 'weights'), 'cached', or 'continued': with `keep`, a
+   * training task starts from this trainer's own weights (its last local
+   * steps' end, src/trajectory.js says when they stand for the version).
+   * `shard`: the version's weights, fetched already (then not fetched again).
+   */
+  async prepare(task, keep = false, shard = null) {
     const { tf } = this;
+    const training = task.kind !== 'evaluate';
     if (this.jobId !== task.job_id) {
       this.dropInner(); // a kept local optimizer belongs to one job
+      this.dropStash();
       if (this.model) this.model.dispose();
       // The topology is built once per job (slow for LSTMs); new versions only swap weights.
-      this.model = await tf.loadLayersModel(task.model_url);
+      this.model = await this.load(task.model_url, shard);
       this.jobId = task.job_id;
       this.version = task.base_version;
       this.bind(task.spec.weights);
       return 'model';
     }
+    if (training && keep && this.stash) { // back from an evaluation: its own weights again
+      this.model.trainableWeights.forEach((w, k) => w.write(this.stash[k]));
+      this.dropStash();
+      this.version = OWN;
+    }
+    if (training && keep && this.version === OWN) return 'continued';
+    if (!training && this.version === OWN && !this.stash) this.stash = this.model.trainableWeights.map((w) => tf.clone(w.read()));
+    if (training) this.dropStash();
     if (this.version !== task.base_version) {
-      const values = splitWeights(await fetchBytes(shardUrl(task), this.fetch), task.spec.weights);
+      const values = splitWeights(shard || await fetchBytes(shardUrl(task), this.fetch), task.spec.weights);
       const byName = new Map(task.spec.weights.map((spec, i) => [spec.name, tf.tensor(values[i], spec.shape)]));
       this.model.setWeights(this.model.weights.map((w) => byName.get(w.originalName)));
       byName.forEach((t) => t.dispose());
@@ -119,6 +140,23 @@ export class Trainer {
       return 'weights';
     }
     return 'cached';
+  }
+
+  /** A version's model: TF.js reads model.json and its shard, or only model.json where the shard is here. */
+  async load(url, shard) {
+    const { tf } = this;
+    if (!shard) return tf.loadLayersModel(url);
+    const document = JSON.parse(new TextDecoder().decode(await fetchBytes(url, this.fetch)));
+    return tf.loadLayersModel(tf.io.fromMemory({
+      modelTopology: document.modelTopology,
+      weightSpecs: document.weightsManifest.flatMap((group) => group.weights),
+      weightData: shard.slice().buffer,
+    }));
+  }
+
+  dropStash() {
+    this.stash?.forEach((t) => t.dispose());
+    this.stash = null;
   }
 
   dropInner() {
@@ -187,22 +225,26 @@ export class Trainer {
    * Local steps: one step of the job's local optimizer (TF.js's own: fresh
    * for each task, or with `local_steps.keep_state` the same one across this
    * trainer's tasks of the job, its moments carried over) on each batch in
-   * turn, from the version leased; returns the mean loss and the
-   * pseudo-gradient θ_leased − θ_after, one Float32Array per manifest weight.
+   * turn, from the weights prepared; returns the mean loss and the
+   * pseudo-gradient θ_before − θ_after, one Float32Array per manifest weight.
    * The model is put back to the version leased afterwards (the next task may
-   * lease it again). `rate` is the task's inner learning rate (the lease's
-   * `local_learning_rate`, which follows `local_steps.decay_to`; the
-   * optimizer's own when absent). `between` is awaited between steps.
+   * lease it again), except in a job where the page follows its own path
+   * (src/trajectory.js): there it keeps its own weights. `rate` is the task's
+   * inner learning rate (the lease's `local_learning_rate`, which follows
+   * `local_steps.decay_to`; the optimizer's own when absent). `between` is
+   * awaited between steps.
    */
   async localSteps(batches, spec, rate = undefined, between = async () => {}) {
     const { tf } = this;
     const variables = this.model.trainableWeights.map((w) => w.val);
     const start = variables.map((v) => tf.clone(v));
     const keep = spec.local_steps.keep_state === true;
+    const own = continues(spec);
     const settings = { ...spec.local_steps.optimizer, ...(rate === undefined ? {} : { learning_rate: rate }) };
     if (!keep || !this.inner) this.inner = localOptimizer(tf, settings);
     const optimizer = this.inner;
     setLearningRate(optimizer, settings.learning_rate); // a kept optimizer follows the schedule too
+    if (own) this.version = OWN; // from the first step on, the model is no version's
     let loss = 0;
     for (const [i, bytes] of batches.entries()) {
       const { x, y } = parseBatch(bytes, spec.dataset);
@@ -213,7 +255,7 @@ export class Trainer {
       if (i < batches.length - 1) await between();
     }
     const grads = this.order.map((k) => tf.tidy(() => tf.sub(start[k], variables[k]).dataSync()));
-    variables.forEach((v, k) => v.assign(start[k]));
+    if (!own) variables.forEach((v, k) => v.assign(start[k]));
     start.forEach((t) => t.dispose());
     if (!keep) {
       optimizer.dispose();

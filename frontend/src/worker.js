@@ -11,7 +11,7 @@ import { getThreadsCount, setThreadsCount, setWasmPaths } from '@tensorflow/tfjs
 import '@tensorflow/tfjs-backend-webgpu'; // registers 'webgpu'; used only where the canary proves it
 import { candidates, chooseBackend, tinyBatch } from './canary.js';
 import { firstSequence, TextSampler } from './sampler.js';
-import { Trainer } from './trainer.js';
+import { shardUrl, Trainer } from './trainer.js';
 
 const trainer = new Trainer(tf);
 // the worker's own fetches (model topology, weights) are timed here, not on the page
@@ -27,6 +27,8 @@ let requested = 'auto'; // or a backend the volunteer forced
 const chosen = new Map(); // job id -> the canary's choice for it
 let lastTask = null; // the task the trainer was last prepared for
 let modelBackend = null; // the backend the trainer's model was built on
+let lastShard = null; // {url, bytes}: the last version's weights the page sent (the canary's trials reuse them)
+const shardFor = (task) => (lastShard?.url === shardUrl(task) ? lastShard.bytes : null);
 let work = Promise.resolve(); // one thing at a time: calls and text samples never interleave
 // The latest text-sample request. It runs between calls, so it never holds up a step.
 let sampleWanted = null;
@@ -58,7 +60,7 @@ async function startBackend() {
 async function trial(task, batch) {
   const t = new Trainer(tf);
   try {
-    await t.prepare(task);
+    await t.prepare(task, false, shardFor(task));
     const tiny = tinyBatch(batch, task.spec.dataset);
     const { grads } = await t.gradient(tiny.bytes, { ...task.spec, dataset: tiny.dataset });
     await t.gradient(batch, task.spec); // kernels and shaders for the job's shapes
@@ -87,14 +89,15 @@ async function chooseFor(task, batch) {
   chosen.set(task.job_id, choice);
   self.postMessage({ type: 'backend', jobId: task.job_id, ...choice });
   await moveTo(choice.name);
-  await trainer.prepare(task);
+  await trainer.prepare(task, false, shardFor(task));
 }
 
 const methods = {
-  prepare: async (task) => {
+  prepare: async (task, keep, shard) => {
     lastTask = task;
+    if (shard) lastShard = { url: shardUrl(task), bytes: shard };
     if (chosen.has(task.job_id)) await moveTo(chosen.get(task.job_id).name);
-    return trainer.prepare(task);
+    return trainer.prepare(task, keep, shardFor(task));
   },
   gradient: async (batch, spec) => {
     await chooseFor(lastTask, batch);

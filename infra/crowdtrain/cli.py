@@ -129,6 +129,7 @@ def _held_out(args: argparse.Namespace, spec: dict[str, Any], files: list[bytes]
 
 
 def _hyper(args: argparse.Namespace) -> dict[str, Any]:
+    job_defaults(args)
     optimizer: dict[str, Any] = {"name": args.optimizer}
     if args.learning_rate is not None:
         optimizer["learning_rate"] = args.learning_rate
@@ -507,8 +508,30 @@ PRESETS = {
         "synchronous": True,
         "optimizer": "rmsprop",
         "learning_rate": 0.001,
+        "local_steps": 0,  # a gradient per task, sent whole
+        "codec": "fp32",
     },
 }
+# Local steps a task runs where --local-steps is not given, per template (a
+# --model job: char-lstm's). Measured, with why: docs/benchmarks.md#defaults.
+TEMPLATE_STEPS = {"char-lstm": 32, "digits-cnn": 8}
+
+
+def job_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in the options whose defaults depend on others: local steps by
+    template; with them, the outer update is their moves summed (SGD at rate
+    1), each volunteer keeps its optimizer's state, and moves travel in fp16;
+    a gradient per task (--local-steps 0) folds with Adam at 0.01, in fp32."""
+    if args.local_steps is None:
+        args.local_steps = TEMPLATE_STEPS.get(args.template, TEMPLATE_STEPS["char-lstm"])
+    local = args.local_steps > 0
+    if args.optimizer is None:
+        args.optimizer = "sgd" if local else "adam"
+    if args.learning_rate is None:
+        args.learning_rate = 1.0 if local and args.optimizer == "sgd" else 0.01
+    if args.codec is None:
+        args.codec = "fp16" if local else "fp32"
+    return args
 
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
@@ -589,8 +612,14 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
         "every result is computed on the version it updates (JSDoop 1.0's mode; with "
         "--local-steps, FedAvg's and DiLoCo's rounds when K is the crowd's size)",
     )
-    parser.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
-    parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        help="the fold's optimizer (with local steps, the outer one; default: sgd with local steps, else adam)",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, help="the fold's (default: 1 for sgd over local steps, else 0.01)"
+    )
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument(
         "--nesterov", action="store_true", help="with --optimizer momentum: Nesterov's (DiLoCo's outer)"
@@ -598,9 +627,8 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--local-steps",
         type=int,
-        default=0,
         help="H: each task runs H optimizer steps on H batches in the browser and uploads the change "
-        "(the fold's --optimizer becomes the outer one); 0: one gradient per task",
+        "(the fold's --optimizer becomes the outer one; default: 32, digits-cnn 8); 0: one gradient per task",
     )
     parser.add_argument(
         "--local-optimizer",
@@ -633,9 +661,11 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keep-local-state",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="with --local-steps: each volunteer keeps its local optimizer's state across its tasks "
-        "(DiLoCo's inner state) instead of starting it fresh each task",
+        "(DiLoCo's inner state; with the default sgd at 1 and -k 1, one volunteer then trains exactly "
+        "like one process) instead of starting it fresh each task",
     )
     parser.add_argument("--lease-seconds", type=int, default=120)
     parser.add_argument(
@@ -645,7 +675,9 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
         help="G > 1 folds the job's results in G message groups at once, then sums their sums "
         "(a job of thousands of volunteers; mean or clipped_mean only: docs/scale.md)",
     )
-    parser.add_argument("--codec", default="fp32", choices=sorted(CODECS))
+    parser.add_argument(
+        "--codec", choices=sorted(CODECS), help="how results travel (default: fp16 with local steps, else fp32)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-start", action="store_true", help="upload but do not start the job")
     parser.add_argument(
@@ -681,8 +713,9 @@ def parser() -> TopParser:
     p.add_argument("--web-port", type=int, default=8080, help="the pages' port (0: any free one)")
     p.add_argument("--verbose", action="store_true", help="print every API request (the access log)")
     p.add_argument("--status-every", type=float, default=10, help="print the demo job's status every N s (0: never)")
-    # the demo checks its held-out loss every 25 versions; one volunteer's answer is shown (a demo has one)
-    p.set_defaults(func=local, held_out=4, evaluate_every=25, evaluation_copies=1)
+    # the demo checks its held-out loss every 10 versions (tasks of 32 local steps); one volunteer's
+    # answer is shown (a demo has one)
+    p.set_defaults(func=local, held_out=4, evaluate_every=10, evaluation_copies=1)
 
     p = sub.add_parser("create", help="create (and start) a job")
     _job_options(p)
