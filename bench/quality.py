@@ -218,10 +218,11 @@ def sequential_run(
     decay_to: float = 1.0,
     accumulate: int = 1,
     learning_rate: float = ADAM["learning_rate"],
+    eval_every: int | None = None,
 ) -> dict:
     """One TF.js process trains the job's model on its batches in crowdtrain's
     order (seed 0, epoch by epoch) with Adam, each step on `accumulate`
-    batches: its held-out curve and weights."""
+    batches: its held-out curve (every `eval_every` steps; 9 points) and weights."""
     shuffle = SimpleNamespace(seed=0, tasks_per_epoch=batches)
     order = [b for e in range(epochs) for b in batch_order(shuffle, e)]
     steps = len(order) // accumulate
@@ -236,7 +237,7 @@ def sequential_run(
             "accumulate": accumulate,
             "learning_rates": sequential_rates(steps, decay_to, learning_rate),
             "eval_urls": eval_urls,
-            "eval_every": max(1, steps // 8),
+            "eval_every": eval_every or max(1, steps // 8),
         },
     )
 

@@ -175,6 +175,63 @@ def test_a_data_cap_stops_leasing_at_the_cap_counting_what_the_edge_served(stack
     ] == []
 
 
+# A phone on a cellular link (Android's Chrome says so in navigator.connection), with today's
+# data counted up to 2.5 MB under the page's default cap for such a link: seeded once, before the page loads.
+CELLULAR = """
+(() => {
+  Object.defineProperty(Navigator.prototype, 'connection', { configurable: true,
+    get: () => ({ type: 'cellular', effectiveType: '4g', saveData: false, addEventListener() {} }) });
+  if (!sessionStorage.getItem('seeded')) {
+    sessionStorage.setItem('seeded', '1');
+    const today = new Date().toISOString().slice(0, 10);
+    localStorage.setItem('crowdtrain-data', JSON.stringify({ day: today, today: 97.5e6, total: 97.5e6 }));
+  }
+})();
+"""
+
+
+def test_on_a_cellular_link_the_page_shows_a_default_cap_and_stops_leasing_at_it(stack, phone):
+    job = stack.char_lstm_job(batches=400, epochs=1, lease_seconds=300)
+    phone.context.add_init_script(CELLULAR)
+    phone.goto(f"{stack.web}?volunteer=cellular")
+    phone.wait_for_function("window.crowdtrain && window.crowdtrain.ready === true", timeout=30_000)
+    assert float(phone.input_value("#data-cap")) == 100 and "metered connection" in phone.inner_text("#cap-note")
+    phone.click("#toggle")
+    phone.wait_for_function("document.getElementById('state').textContent.includes('data cap')", timeout=180_000)
+    assert tasks_done(phone) >= 1  # it trained until the cap came near
+    deadline = time.monotonic() + 30
+    while held_leases(stack, job, "cellular"):
+        assert time.monotonic() < deadline, "leases still held at the cap"
+        time.sleep(0.2)
+    stopped = phone.evaluate("performance.now()")
+    time.sleep(4)
+    assert phone.evaluate("window.crowdtrain.meter.today") <= 100e6 + 20_000
+    assert "of 100 MB" in phone.inner_text("#data-today") and tasks_done(phone) == tasks_done(phone)
+    # near the cap the page asks for a task at most every 30 s (one whose model is here may fit)
+    assert leases_since(phone, stopped) <= 1
+    phone.reload()  # the default cap is not the volunteer's choice: it is not stored, and still shown
+    assert float(phone.input_value("#data-cap")) == 100
+    assert "dailyCapMb" not in (phone.evaluate("localStorage.getItem('crowdtrain-preferences')") or "")
+
+
+def test_a_page_fetches_each_version_once(stack, phone):
+    """The version a lease names is fetched ahead on the page's thread and handed to the worker
+    with its task: each version's weights are asked for once (from the network or the browser's
+    cache alike: every request the page and its worker make is counted), the topology once."""
+    job = stack.char_lstm_job(batches=400, epochs=1, lease_seconds=300)
+    asked = Counter()
+    phone.on("request", lambda request: asked.update([request.url.split("/versions/", 1)[-1]]))
+    phone.goto(f"{stack.web}?volunteer=once&autostart")
+    phone.wait_for_function("Number(document.getElementById('tasks').textContent) >= 6", timeout=120_000)
+    phone.click("#toggle")
+    phone.wait_for_function("document.getElementById('state').textContent.includes('stopped')", timeout=60_000)
+    weights = {path: n for path, n in asked.items() if path.endswith("/weights.bin")}
+    assert len(weights) >= 3 and set(weights.values()) == {1}, weights
+    assert sum(n for path, n in asked.items() if path.endswith("/model.json")) == 1, asked
+    served = Counter(line["path"] for line in edge_log(stack) if line["path"].startswith(f"/jobs/{job}/versions/"))
+    assert set(served.values()) == {1}, served
+
+
 def edge_log(stack) -> list[dict]:
     """The local edge server's access log: one line per response, with the body bytes it sent."""
     names = ("time", "method", "path", "status", "sent")

@@ -7,9 +7,14 @@ export const PREFERENCES_KEY = 'crowdtrain-preferences';
 // How long after the last key press, pointer move or touch the person counts as using the page.
 export const BUSY_MS = 3000;
 
+// The daily cap on a metered link (the browser says cellular or Save-Data), until the volunteer sets one:
+// about an hour of the demo job's training alone (docs/benchmarks.md#data-per-volunteer).
+export const METERED_CAP_MB = 100;
+
 export const DEFAULTS = Object.freeze({
   chargingOnly: false, // lease only while the device is charging (where the browser says)
-  dailyCapMb: 0, // megabytes a day, down and up together; 0: no cap
+  dailyCapMb: 0, // megabytes a day, down and up together; 0: no cap (METERED_CAP_MB on a metered link)
+  capChosen: false, // whether the volunteer set the cap (then it is kept whatever the link)
   cpuShare: 100, // percent of the time spent computing; the rest is a pause after each task
   pauseHidden: true, // pause while this tab is hidden
   pauseBusy: false, // pause while the person is typing or moving the pointer on the page
@@ -17,27 +22,40 @@ export const DEFAULTS = Object.freeze({
 
 const clamp = (value, low, high, fallback) => (Number.isFinite(value) ? Math.min(high, Math.max(low, value)) : fallback);
 
-/** Preferences from what was stored: anything missing, of the wrong type or out of range takes its default. */
-export function parsePreferences(text) {
+/** Whether the browser says the link is metered: cellular (Android's Chrome says), or Save-Data asked for. */
+export function metered(connection) {
+  return connection?.saveData === true || connection?.type === 'cellular';
+}
+
+/**
+ * Preferences from what was stored: anything missing, of the wrong type or
+ * out of range takes its default. A cap the volunteer never set follows the
+ * link (`connection`: navigator.connection, where the browser has one).
+ */
+export function parsePreferences(text, connection = undefined) {
   let stored = {};
   try { stored = JSON.parse(text) || {}; } catch { /* unreadable: the defaults */ }
   if (typeof stored !== 'object' || Array.isArray(stored)) stored = {};
   const flag = (key) => (typeof stored[key] === 'boolean' ? stored[key] : DEFAULTS[key]);
+  const capChosen = Number.isFinite(stored.dailyCapMb);
   return {
     chargingOnly: flag('chargingOnly'),
-    dailyCapMb: clamp(stored.dailyCapMb, 0, 1e6, DEFAULTS.dailyCapMb),
+    dailyCapMb: capChosen ? clamp(stored.dailyCapMb, 0, 1e6, 0) : (metered(connection) ? METERED_CAP_MB : DEFAULTS.dailyCapMb),
+    capChosen,
     cpuShare: Math.round(clamp(stored.cpuShare, 10, 100, DEFAULTS.cpuShare)),
     pauseHidden: flag('pauseHidden'),
     pauseBusy: flag('pauseBusy'),
   };
 }
 
-export function loadPreferences(storage) {
-  return parsePreferences(storage.getItem(PREFERENCES_KEY));
+export function loadPreferences(storage, connection = undefined) {
+  return parsePreferences(storage.getItem(PREFERENCES_KEY), connection);
 }
 
+/** Keep the preferences; the cap only once the volunteer chose one (until then it follows the link). */
 export function savePreferences(storage, preferences) {
-  storage.setItem(PREFERENCES_KEY, JSON.stringify(parsePreferences(JSON.stringify(preferences))));
+  const { capChosen, dailyCapMb, ...rest } = parsePreferences(JSON.stringify(preferences));
+  storage.setItem(PREFERENCES_KEY, JSON.stringify(preferences.capChosen ? { ...rest, dailyCapMb } : rest));
 }
 
 /**

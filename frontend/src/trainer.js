@@ -14,6 +14,8 @@ const TENSOR_DTYPE = { int32: 'int32', float32: 'float32', uint8: 'int32' };
 const SHARD = 'weights.bin';
 // A trainer's version when its model holds its own weights: the end of its last local steps (src/trajectory.js).
 const OWN = 'own';
+// model.json documents read, by URL (a version's is immutable): the last few.
+const DOCUMENTS = new Map();
 
 export const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
 /** The bytes of a version's weights shard (float32) for the manifest specs. */
@@ -146,7 +148,12 @@ export class Trainer {
   async load(url, shard) {
     const { tf } = this;
     if (!shard) return tf.loadLayersModel(url);
-    const document = JSON.parse(new TextDecoder().decode(await fetchBytes(url, this.fetch)));
+    if (!DOCUMENTS.has(url)) { // the canary's trials build the same model on each backend: one request
+      DOCUMENTS.set(url, fetchBytes(url, this.fetch).then((bytes) => JSON.parse(new TextDecoder().decode(bytes))));
+      DOCUMENTS.get(url).catch(() => DOCUMENTS.delete(url));
+      while (DOCUMENTS.size > 4) DOCUMENTS.delete(DOCUMENTS.keys().next().value);
+    }
+    const document = await DOCUMENTS.get(url);
     return tf.loadLayersModel(tf.io.fromMemory({
       modelTopology: document.modelTopology,
       weightSpecs: document.weightsManifest.flatMap((group) => group.weights),

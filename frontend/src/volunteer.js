@@ -7,7 +7,7 @@ import { lineChart } from './chart.js';
 import { THANKS, dispatcher, eventHandlers } from './events.js';
 import { VolunteerLoop } from './loop.js';
 import { DataMeter } from './meter.js';
-import { BUSY_MS, holdReason, loadPreferences, pauseAfter, savePreferences } from './preferences.js';
+import { BUSY_MS, METERED_CAP_MB, holdReason, loadPreferences, metered, pauseAfter, savePreferences } from './preferences.js';
 import { RemoteTrainer } from './remote.js';
 import { INDEX_URL, formatCredit, leaderboardRows, poll, readDocument, statusUrl } from './status.js';
 
@@ -16,7 +16,7 @@ const stats = { tasks: 0, samples: 0, ms: 0, split: { download: 0, compute: 0, u
 let worker = null;
 let trainer = null;
 let loop = null;
-const preferences = loadPreferences(localStorage);
+const preferences = loadPreferences(localStorage, navigator.connection); // a metered link caps the day
 const meter = new DataMeter(localStorage, location.origin);
 let battery = null; // the Battery Status API's manager, where the browser has one
 let lastInput = -Infinity; // when the person last typed, pointed or touched on the page
@@ -41,11 +41,22 @@ const CREDIT_EVERY_MS = 15000;
 let creditAt = -Infinity; // when this volunteer's credit was last asked for
 
 const megabytes = (bytes) => `${(bytes / 1e6).toFixed(2)} MB`;
+const visitBytes = () => meter.visit.down + meter.visit.up;
+// Data per hour of volunteering, counted from the first task done since the start (the page's code,
+// the TF.js binaries and the first model are a visit's, not an hour's): {at, bytes} then.
+let rateFrom = null;
+const RATE_AFTER_MS = 30000; // shown once it spans this long
+
+function dataPerHour() {
+  const span = rateFrom ? performance.now() - rateFrom.at : 0;
+  return span < RATE_AFTER_MS ? '–' : `${megabytes(((visitBytes() - rateFrom.bytes) * 3.6e6) / span)} an hour`;
+}
 
 function render() {
   $('data-visit').textContent = `${megabytes(meter.visit.down)} / ${megabytes(meter.visit.up)}`;
   $('data-today').textContent = megabytes(meter.today) + (preferences.dailyCapMb ? ` of ${preferences.dailyCapMb} MB` : '');
   $('data-total').textContent = megabytes(meter.total);
+  $('data-hour').textContent = dataPerHour();
   $('tasks').textContent = stats.tasks;
   $('samples').textContent = stats.samples;
   $('time').textContent = `${(stats.ms / 1000).toFixed(1)} s`;
@@ -144,8 +155,13 @@ async function start() {
   worker.postMessage({ type: 'start', backend: $('backend').value,
     threads: params.has('threads') ? Number(params.get('threads')) : undefined });
   const cap = () => preferences.dailyCapMb * 1e6;
+  rateFrom = null;
+  const report = (event) => {
+    if (event.type === 'task' && !rateFrom) rateFrom = { at: performance.now(), bytes: visitBytes() };
+    onReport(event);
+  };
   loop = new VolunteerLoop({
-    api, trainer, fetchImpl: meter.wrap((...args) => fetch(...args)), report: onReport,
+    api, trainer, fetchImpl: meter.wrap((...args) => fetch(...args)), report,
     prefetch: params.has('prefetch') ? Number(params.get('prefetch')) : 1,
     pauseAfter: (computeMs) => pauseAfter(computeMs, preferences.cpuShare), hold,
     dataLeft: () => (cap() > 0 ? cap() - meter.today : Infinity), dataSince,
@@ -174,6 +190,13 @@ function bindPreferences() {
     localStorage.setItem(NAME_KEY, $('display-name').value.trim());
     if (!loop) api.identity = null; // the next start takes (or makes) the identity of the new name
   });
+  const capNote = () => {
+    $('cap-note').textContent = !preferences.capChosen && metered(navigator.connection)
+      ? `(a metered connection: ${METERED_CAP_MB} MB until you set one; 0: none)` : '(0: none)';
+  };
+  const chosen = () => { preferences.capChosen = true; }; // from now on the volunteer's, on any link
+  $('data-cap').addEventListener('input', chosen);
+  $('data-cap').addEventListener('change', chosen);
   const changed = () => {
     Object.assign(preferences, {
       cpuShare: Number($('cpu-share').value), dailyCapMb: Math.max(0, Number($('data-cap').value) || 0),
@@ -181,6 +204,7 @@ function bindPreferences() {
     });
     savePreferences(localStorage, preferences);
     $('cpu-share-value').textContent = `${preferences.cpuShare} %`;
+    capNote();
     render();
   };
   for (const id of ['cpu-share', 'data-cap', 'charging-only', 'pause-hidden', 'pause-busy']) {

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { DataMeter, DATA_KEY, bodyBytes } from '../src/meter.js';
-import { DEFAULTS, holdReason, loadPreferences, parsePreferences, pauseAfter, savePreferences } from '../src/preferences.js';
+import {
+  DEFAULTS, METERED_CAP_MB, holdReason, loadPreferences, metered, parsePreferences, pauseAfter, savePreferences,
+} from '../src/preferences.js';
 
 class Storage {
   constructor() { this.items = new Map(); }
@@ -12,13 +14,36 @@ class Storage {
 test('preferences survive a save and a load; unreadable or out-of-range ones fall back to the defaults', () => {
   const storage = new Storage();
   assert.deepEqual(loadPreferences(storage), DEFAULTS);
-  savePreferences(storage, { ...DEFAULTS, chargingOnly: true, dailyCapMb: 50, cpuShare: 40, pauseBusy: true });
-  assert.deepEqual(loadPreferences(storage), { ...DEFAULTS, chargingOnly: true, dailyCapMb: 50, cpuShare: 40, pauseBusy: true });
+  const chosen = { ...DEFAULTS, chargingOnly: true, dailyCapMb: 50, capChosen: true, cpuShare: 40, pauseBusy: true };
+  savePreferences(storage, chosen);
+  assert.deepEqual(loadPreferences(storage), chosen);
   assert.deepEqual(parsePreferences('{not json'), DEFAULTS);
   assert.deepEqual(parsePreferences('[1]'), DEFAULTS);
   assert.deepEqual(parsePreferences('{"cpuShare": 3, "dailyCapMb": -5, "chargingOnly": "yes", "pauseHidden": false}'),
-    { ...DEFAULTS, cpuShare: 10, dailyCapMb: 0, pauseHidden: false });
+    { ...DEFAULTS, cpuShare: 10, dailyCapMb: 0, capChosen: true, pauseHidden: false });
   assert.equal(parsePreferences('{"cpuShare": 1e400}').cpuShare, DEFAULTS.cpuShare);
+});
+
+test('on a metered link a cap the volunteer never set is METERED_CAP_MB; one they set is kept on any link', () => {
+  const cellular = { type: 'cellular', saveData: false };
+  for (const link of [cellular, { type: 'wifi', saveData: true }, { effectiveType: '4g', saveData: true }]) {
+    assert.ok(metered(link), JSON.stringify(link));
+  }
+  for (const link of [undefined, null, {}, { type: 'wifi', saveData: false }, { effectiveType: '2g' }]) {
+    assert.ok(!metered(link), JSON.stringify(link));
+  }
+  const storage = new Storage();
+  assert.equal(loadPreferences(storage, cellular).dailyCapMb, METERED_CAP_MB);
+  assert.equal(loadPreferences(storage, { type: 'wifi' }).dailyCapMb, 0);
+  // the other preferences saved: the cap still follows the link
+  savePreferences(storage, { ...loadPreferences(storage, cellular), cpuShare: 50 });
+  assert.deepEqual([loadPreferences(storage, cellular).dailyCapMb, loadPreferences(storage, {}).dailyCapMb],
+    [METERED_CAP_MB, 0]);
+  // a cap set (no cap included) is the volunteer's, whatever the link
+  for (const cap of [0, 20]) {
+    savePreferences(storage, { ...loadPreferences(storage, cellular), dailyCapMb: cap, capChosen: true });
+    assert.deepEqual([loadPreferences(storage, cellular).dailyCapMb, loadPreferences(storage, {}).dailyCapMb], [cap, cap]);
+  }
 });
 
 test('the pause after a task gives computing the asked share of the time', () => {

@@ -1,0 +1,236 @@
+"""Time to loss: how much sooner N volunteers reach the held-out loss that one
+TF.js process reaches after 1,200 and 2,400 steps.
+
+The model and data are the demo's (LSTM(128), sequences of 40, batches of 32,
+400 batches of KJV Genesis to Jude; the loss held out on 8 batches of
+Revelation). One process: frontend/tools/sequential.mjs, Adam 0.01, 2,400
+steps, its held-out loss every 100. A crowd: N Node volunteers running the
+page's own loop (frontend/tools/volunteer.mjs, TF.js wasm) on the local
+stack, in a job folded by the rule named (RULES) with H local steps, until it
+reaches the 2,400-step loss or spends --budget times the sequential run's
+samples; then the held-out loss of its versions, as samples go.
+
+The clock is modelled, since N volunteers share this machine's 2 cores. A
+volunteer's task takes tau = H t + o: t is a local step's compute time and o
+what the task's requests and the fold add where the page waits for them,
+both measured by the rule's run with one volunteer (its loop's compute time
+over its steps, and its wall time less its compute over its tasks). N
+volunteers of this speed each deliver a task every tau: the v-th version
+folds K results and lands at v K tau / N (asynchronous, K = 1: N versions a
+task time; rounds, K = N: one; a round's barrier is in o, as one volunteer
+waits on it too). One process takes s steps in s t. Speed-up at a target:
+s t over the crowd's time to the first version at or below that loss
+(interpolated between the versions evaluated).
+
+Runs are long on 2 cores: one crowd per invocation (`--volunteers N
+--rule R`), each kept in bench/results/speedup.json; the sequential run is
+made once and kept.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import common
+from bench.quality import ADAM, TOOLS, held_out_job, initial_weights, node, sequential_run, urls, validation_curve
+from crowdtrain.jobs.charlstm import CharLSTM
+from crowdtrain.jobs.corpus import kjv_text
+from crowdtrain.local.process import LocalCloudProcess
+
+STEPS = (1200, 2400)  # the sequential steps whose losses are the targets
+BATCHES, HELD_OUT_BATCHES = 400, 8
+# How a crowd's results are folded: the demo's default (each move applied as it lands), FedAvg's rounds
+# (the mean of a round of N), and DiLoCo's (a round's mean through outer Nesterov momentum).
+RULES = {
+    "default": {"k": "1", "optimizer": {"name": "sgd", "learning_rate": 1.0}, "synchronous": False},
+    "rounds": {"k": "n", "optimizer": {"name": "sgd", "learning_rate": 1.0}, "synchronous": True},
+    "diloco": {
+        "k": "n",
+        "optimizer": {"name": "momentum", "learning_rate": 0.7, "momentum": 0.9, "use_nesterov": True},
+        "synchronous": True,
+    },
+}
+
+
+def crowd_spec(model: CharLSTM, rule: str, volunteers: int, local_steps: int, epochs: int) -> dict:
+    r = RULES[rule]
+    k = 1 if r["k"] == "1" else volunteers
+    return model.job_spec(
+        BATCHES,
+        optimizer=r["optimizer"],
+        gradients_per_update=k,
+        synchronous=r["synchronous"],
+        staleness=0 if r["synchronous"] else 2 * volunteers,
+        epochs=epochs,
+        lease_seconds=600,
+        codec="fp16",
+        local_steps={"steps": local_steps, "optimizer": ADAM, "keep_state": True},
+    )
+
+
+def run_crowd(stack, job_id: str, volunteers: int, target: float, eval_urls: list[str], spec: dict) -> dict:
+    """N Node volunteers on the job until its newest version is at or below
+    `target` (then the job is paused and they stop) or the job finishes."""
+    procs = [
+        subprocess.Popen(
+            ["node", str(TOOLS / "volunteer.mjs"), stack.state["api"], f"node-{i}", job_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for i in range(volunteers)
+    ]
+    started, checked = time.monotonic(), -1
+    while any(p.poll() is None for p in procs):
+        time.sleep(20)
+        status = stack.api.call("GET", f"/jobs/{job_id}")
+        if status["status"] != "running" or status["version"] == checked:
+            continue
+        checked = status["version"]
+        loss = node(
+            "evaluate.mjs",
+            payload={"spec": spec, "model_urls": urls(stack, job_id, "model", [checked]), "eval_urls": eval_urls},
+        )[0]
+        print(f"  {time.monotonic() - started:5.0f} s: version {checked}, held-out loss {loss:.4f}", flush=True)
+        if loss <= target:
+            stack.api.call("POST", f"/jobs/{job_id}/pause")
+    reports = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    status = stack.api.call("GET", f"/jobs/{job_id}")
+    return {"status": status, "volunteers": reports, "seconds": time.monotonic() - started}
+
+
+def time_to(curve: list[list[float]], target: float) -> float | None:
+    """The first point (in the curve's x) at or below `target`, interpolated
+    linearly from the point before; None if never."""
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if y1 <= target:
+            return x1 if y0 <= target or y0 == y1 else x0 + (x1 - x0) * (y0 - target) / (y0 - y1)
+    return None
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--volunteers", type=int, default=1, help="the crowd's size, N")
+    p.add_argument("--rule", choices=sorted(RULES), default="default", help="how its results are folded")
+    p.add_argument("--local-steps", type=int, default=32, help="H")
+    p.add_argument("--budget", type=float, default=3.0, help="the most samples, in sequential runs of 2,400 steps")
+    args = p.parse_args()
+    steps = (12, 24) if args.quick else STEPS
+    path = common.results_path("speedup", args)
+    results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    results.pop("machine", None)
+    results.pop("quick", None)
+    model = CharLSTM(units=(16,) if args.quick else (128,), seq_len=40, batch_size=32)
+    x, y = model.batches(kjv_text("gen1:1-jude1:25"), BATCHES, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = LocalCloudProcess(Path(tmp))
+        try:
+            eval_urls = urls(stack, held_out_job(stack, model, HELD_OUT_BATCHES), "batch", range(HELD_OUT_BATCHES))
+            weights = initial_weights(model)
+            if "sequential" not in results:
+                # one task of all the batches: a lease skips a stopped job's queued tasks only a few at a time
+                serving = stack.api.create_job(
+                    model.job_spec(BATCHES, optimizer=ADAM, local_steps={"steps": BATCHES}),
+                    weights,
+                    (model.batch_file(x[b], y[b]) for b in range(BATCHES)),
+                )
+                stack.api.call("POST", f"/jobs/{serving}/pause")  # it only serves its version 0 and batches
+                started = time.monotonic()
+                out = sequential_run(
+                    stack, serving, BATCHES, -(-steps[-1] // BATCHES), eval_urls, eval_every=steps[0] // 12
+                )
+                curve = [[s // 32, loss] for s, loss in out["val"] if s // 32 <= steps[-1]]
+                results["sequential"] = {
+                    "curve": curve,
+                    "seconds": time.monotonic() - started,
+                    "targets": {str(s): float(np.interp(s, *zip(*curve))) for s in steps},
+                }
+                common.save("speedup", results, args)
+                # gone, not paused: a paused job's queued tasks would stand in front of the crowd's
+                while not stack.api.call("DELETE", f"/jobs/{serving}")["deleted"]:
+                    pass
+            targets = {int(s): v for s, v in results["sequential"]["targets"].items()}
+            name = f"{args.rule}-h{args.local_steps}-n{args.volunteers}"
+            one = results["runs"].get(f"{args.rule}-h{args.local_steps}-n1")
+            if args.volunteers > 1 and one is None:
+                raise SystemExit(
+                    f"run --volunteers 1 --rule {args.rule} --local-steps {args.local_steps} first: "
+                    "its task time is the clock of every crowd"
+                )
+            epochs = max(1, round(args.budget * steps[-1] / BATCHES))
+            spec = crowd_spec(model, args.rule, args.volunteers, args.local_steps, epochs)
+            job_id = stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(BATCHES)))
+            print(f"{name}: {args.volunteers} volunteers, up to {epochs} epochs", flush=True)
+            run = run_crowd(
+                stack,
+                job_id,
+                args.volunteers,
+                targets[steps[-1]],
+                eval_urls,
+                stack.api.call("GET", f"/jobs/{job_id}")["spec"],
+            )
+            curve = validation_curve(
+                stack, job_id, run["status"], eval_urls, points=min(61, run["status"]["version"] + 1)
+            )
+            reports = run["volunteers"]
+            tasks = sum(r["tasks"] for r in reports)
+            measured = {
+                "step_seconds": sum(r["compute_ms"] for r in reports) / 1000 / max(1, tasks * args.local_steps),
+                "overhead_seconds": sum(r["seconds"] - r["compute_ms"] / 1000 for r in reports) / max(1, tasks),
+            }
+            clock = measured if args.volunteers == 1 else one["measured"]
+            tau = args.local_steps * clock["step_seconds"] + clock["overhead_seconds"]
+            k = 1 if RULES[args.rule]["k"] == "1" else args.volunteers
+            per_sample = tau / (args.volunteers * args.local_steps * 32)  # the crowd's seconds per sample folded
+            reached = {}
+            for s, target in targets.items():
+                samples = time_to([[c[0], c[1]] for c in curve], target)
+                crowd = None if samples is None else samples * per_sample
+                reached[str(s)] = {
+                    "target": target,
+                    "samples": samples,
+                    "seconds": crowd,
+                    "sequential_seconds": s * clock["step_seconds"],
+                    "speedup": None if crowd is None else s * clock["step_seconds"] / crowd,
+                }
+            results["runs"][name] = {
+                "rule": args.rule,
+                "volunteers": args.volunteers,
+                "local_steps": args.local_steps,
+                "k": k,
+                "measured": measured,
+                "tau_seconds": tau,
+                "curve": curve,
+                "reached": reached,
+                "tasks": tasks,
+                "fetched": {
+                    key: sum(r["fetched"].get(key, 0) for r in reports)
+                    for key in {key for r in reports for key in r["fetched"]}
+                },
+                "round_waits": sum(r["round_waits"] for r in reports),
+                "discarded": run["status"]["discarded"],
+                "wall_seconds": run["seconds"],
+            }
+            for s, r in reached.items():
+                print(
+                    f"{name}: to the loss of {s} sequential steps ({r['target']:.4f}): "
+                    + (
+                        "not reached"
+                        if r["speedup"] is None
+                        else f"{r['samples']:.0f} samples, speed-up {r['speedup']:.2f}x"
+                    ),
+                    flush=True,
+                )
+        finally:
+            stack.stop()
+    common.save("speedup", results, args)
+
+
+if __name__ == "__main__":
+    main()
