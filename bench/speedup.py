@@ -44,7 +44,9 @@ from crowdtrain.jobs.corpus import kjv_text
 from crowdtrain.local.process import LocalCloudProcess
 
 STEPS = (1200, 2400)  # the sequential steps whose losses are the targets
+TARGET, TARGET_CROWD = 8, 16  # a speed-up of 8x or more with 16 volunteers
 BATCHES, HELD_OUT_BATCHES = 400, 8
+NOISE_BATCHES = 64  # single batches whose gradients estimate the noise scale
 # How a crowd's results are folded: the demo's default (each move applied as it lands), FedAvg's rounds
 # (the mean of a round of N), and DiLoCo's (a round's mean through outer Nesterov momentum).
 RULES = {
@@ -105,6 +107,24 @@ def run_crowd(stack, job_id: str, volunteers: int, target: float, eval_urls: lis
     return {"status": status, "volunteers": reports, "seconds": time.monotonic() - started}
 
 
+def noise_scale(stack, job_id: str, spec: dict, version: int, batches: int) -> dict:
+    """B_simple = tr(Σ) / |G|² at one version (McCandlish et al. 2018, appendix A): from the
+    mean squared norm of `batches` single batches' gradients (B = 32) and the squared norm of
+    their mean (B = 32 × batches), each an unbiased estimate of |G|² + tr(Σ)/B."""
+    m = node(
+        "noise.mjs",
+        payload={
+            "spec": spec,
+            "model_url": urls(stack, job_id, "model", [version])[0],
+            "batch_urls": urls(stack, job_id, "batch", range(batches)),
+        },
+    )
+    small, big = m["batch_size"], m["batch_size"] * m["batches"]
+    g2 = (big * m["big"] - small * m["small"]) / (big - small)
+    trace = (m["small"] - m["big"]) / (1 / small - 1 / big)
+    return {"version": version, "gradient_norm2": g2, "trace": trace, "b_simple": trace / g2}
+
+
 def time_to(curve: list[list[float]], target: float) -> float | None:
     """The first point (in the curve's x) at or below `target`, interpolated
     linearly from the point before; None if never."""
@@ -120,6 +140,12 @@ def main() -> None:
     p.add_argument("--rule", choices=sorted(RULES), default="default", help="how its results are folded")
     p.add_argument("--local-steps", type=int, default=32, help="H")
     p.add_argument("--budget", type=float, default=3.0, help="the most samples, in sequential runs of 2,400 steps")
+    p.add_argument(
+        "--noise-scale",
+        action="store_true",
+        help="also measure the gradient noise scale at the crowd's first and last versions "
+        "(how many samples a step can use)",
+    )
     args = p.parse_args()
     steps = (12, 24) if args.quick else STEPS
     path = common.results_path("speedup", args)
@@ -199,6 +225,17 @@ def main() -> None:
                     "sequential_seconds": s * clock["step_seconds"],
                     "speedup": None if crowd is None else s * clock["step_seconds"] / crowd,
                 }
+            if args.noise_scale:  # at the crowd's first version and its last, on the job's first batches
+                results["noise_scale"] = [
+                    noise_scale(stack, job_id, run["status"]["spec"], v, 8 if args.quick else NOISE_BATCHES)
+                    for v in (0, run["status"]["version"])
+                ]
+                print(
+                    "gradient noise scale B_simple: "
+                    + ", ".join(
+                        f"{n['b_simple']:,.0f} samples at version {n['version']}" for n in results["noise_scale"]
+                    )
+                )
             results["runs"][name] = {
                 "rule": args.rule,
                 "volunteers": args.volunteers,
@@ -229,7 +266,46 @@ def main() -> None:
                 )
         finally:
             stack.stop()
+    results["rows"], results["goals"] = table_rows(results["runs"]), goals(results["runs"], steps[-1])
+    goal = results["goals"][0]
+    print(
+        f"target: speed-up >= {TARGET}x with {TARGET_CROWD} volunteers -> {'met' if goal['met'] else 'NOT met'} "
+        f"(best {goal['speedup_text']}, {goal['rule']})"
+    )
     common.save("speedup", results, args)
+
+
+def table_rows(runs: dict) -> list[dict]:
+    """docs/benchmarks.md's rows: each run at each target, by rule, H and crowd size."""
+    rows = []
+    for run in sorted(runs.values(), key=lambda r: (r["rule"], r["local_steps"], r["volunteers"])):
+        fetched = run["fetched"].get("weights", 0) + run["fetched"].get("model", 0)
+        for steps, r in run["reached"].items():
+            done = r["speedup"] is not None
+            rows.append(
+                {
+                    **run,
+                    **r,
+                    "steps": int(steps),
+                    "samples_text": f"{r['samples']:,.0f}" if done else "not reached",
+                    "seconds_text": f"{r['seconds']:,.0f}" if done else "—",
+                    "speedup_text": f"{r['speedup']:.1f}x" if done else "—",
+                    "fetched_text": f"{fetched} / {run['tasks']}",
+                }
+            )
+    return rows
+
+
+def goals(runs: dict, steps: int) -> list[dict]:
+    """The summary's row: the best rule's speed-up with TARGET_CROWD volunteers to the longer target."""
+    reached = [
+        (r["reached"][str(steps)]["speedup"] or 0, r["rule"]) for r in runs.values() if r["volunteers"] == TARGET_CROWD
+    ]
+    best, rule = max(reached, default=(0, "not measured"))
+    text = f"{best:.1f}x" if best else "—"
+    return [
+        {"n": TARGET_CROWD, "steps": steps, "speedup_text": text, "rule": rule, "target": TARGET, "met": best >= TARGET}
+    ]
 
 
 if __name__ == "__main__":

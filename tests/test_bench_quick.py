@@ -11,7 +11,7 @@ import pytest
 from crowdtrain.paths import ROOT
 
 # two files, so that make test's two workers share them: these, and the crowds' in test_bench_quick_crowds.py
-SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "poison"]
+SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "poison", "data"]
 # results files another script's option writes (stage 2 starts where stage 1's sequential run, cached, ends)
 ARGS = {"quality_warm": ["quality", "--warm-start"], "quality_warm2": ["quality", "--warm-start", "2"]}
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.test_bench_quick import run_quick
 
-SCRIPTS = ["scaling", "wasted", "quality", "quality_warm", "quality_warm2"]
+SCRIPTS = ["scaling", "wasted", "quality", "quality_warm", "quality_warm2", "speedup"]
 
 
 @pytest.fixture(scope="module")

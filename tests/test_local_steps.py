@@ -259,3 +259,39 @@ def test_the_cli_flags_make_the_local_steps_the_api_validates(harness):
     job = harness.create_job(Dataset.generate(batches=16, batch_size=4), local_steps=local)
     assert harness.status(job)["spec"]["local_steps"]["decay_to"] == 0.1
     assert harness.lease()["local_learning_rate"] == 0.02  # version 0: the top of the cosine
+
+
+def test_a_lease_of_the_default_job_costs_at_most_1500_bytes_per_trained_sample(harness):
+    """The demo's job at `crowdtrain create`'s defaults, leased: its version (model.json and
+    weights, fetched whole), its batches (as stored, gzip-encoded, as the edge sends them) and
+    its upload, over the samples the task trains. A volunteer training alone fetches no version
+    after its first (frontend/src/trajectory.js); this counts one every task, as in a crowd."""
+    import gzip
+
+    from crowdtrain.api import post_form
+    from crowdtrain.cli import char_lstm_job, parser
+    from tests.harness import BUCKET, PUBLIC
+
+    spec, weights, batches = char_lstm_job(parser().parse_args(["create", "--batches", "64"]))
+    assert spec["local_steps"]["steps"] == 32 and spec["codec"] == "fp16" and spec["local_steps"]["keep_state"]
+    assert spec["optimizer"] == {"name": "sgd", "learning_rate": 1.0} and spec["gradients_per_update"] == 1
+    created = json.loads(harness.admin("POST", "/jobs", spec).body)
+    post_form(created["upload"]["weights"], weights)
+    for b, data in enumerate(batches):
+        post_form(
+            created["upload"]["batches"],
+            gzip.compress(data, mtime=0),
+            key=f"{created['upload']['batch_key_prefix']}batch-{b:06d}.bin",
+        )
+    assert harness.admin("POST", f"/jobs/{created['job_id']}/start").status_code == 200
+    task = harness.lease()
+
+    def size(url: str) -> int:
+        return harness.s3.head_object(Bucket=BUCKET, Key=url[len(PUBLIC) :])["ContentLength"]
+
+    version = size(task["model_url"]) + size(task["model_url"].rsplit("/", 1)[0] + "/weights.bin")
+    down = version + sum(size(url) for url in task["batch_urls"])
+    samples = len(task["batch_urls"]) * spec["dataset"]["x"]["shape"][0]
+    per_sample = (down + task["upload_bytes"]) / samples
+    assert task["upload_bytes"] == 2 * 148_096  # fp16: the LSTM(128)'s parameters, 2 bytes each
+    assert per_sample <= 1500, per_sample
