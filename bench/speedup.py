@@ -11,16 +11,19 @@ reaches the 2,400-step loss or spends --budget times the sequential run's
 samples; then the held-out loss of its versions, as samples go.
 
 The clock is modelled, since N volunteers share this machine's 2 cores. A
-volunteer's task takes tau = H t + o: t is a local step's compute time and o
-what the task's requests and the fold add where the page waits for them,
-both measured by the rule's run with one volunteer (its loop's compute time
-over its steps, and its wall time less its compute over its tasks). N
-volunteers of this speed each deliver a task every tau: the v-th version
-folds K results and lands at v K tau / N (asynchronous, K = 1: N versions a
-task time; rounds, K = N: one; a round's barrier is in o, as one volunteer
-waits on it too). One process takes s steps in s t. Speed-up at a target:
-s t over the crowd's time to the first version at or below that loss
-(interpolated between the versions evaluated).
+volunteer's task takes tau = H t + o + b: t is a local step's compute time
+and o what a task's requests and the fold add where the page waits for
+them, both measured by the default rule's run with one volunteer (its loop's
+compute time over its steps, and its wall time less its compute over its
+tasks); b, in synchronous rounds only, is the round's barrier: the waits its
+volunteers were told to make (ROUND_RETRY_SECONDS each), counted per round
+in the crowd's own run (on 2 shared cores the fold is slower than alone, so
+b errs long). N volunteers of this speed each deliver a task every tau: the
+v-th version folds K results and lands at v K tau / N (asynchronous, K = 1:
+N versions a task time; rounds, K = N: one). One process takes s steps in
+s t. Speed-up at a target: s t over the crowd's time to the first version at
+or below that loss (interpolated between the versions evaluated). A crowd
+whose loss climbs DIVERGED above its first version's is stopped there.
 
 Runs are long on 2 cores: one crowd per invocation (`--volunteers N
 --rule R`), each kept in bench/results/speedup.json; the sequential run is
@@ -39,6 +42,7 @@ import numpy as np
 
 from bench import common
 from bench.quality import ADAM, TOOLS, held_out_job, initial_weights, node, sequential_run, urls, validation_curve
+from chalicelib.tasks.handout import ROUND_RETRY_SECONDS
 from crowdtrain.jobs.charlstm import CharLSTM
 from crowdtrain.jobs.corpus import kjv_text
 from crowdtrain.local.process import LocalCloudProcess
@@ -47,6 +51,7 @@ STEPS = (1200, 2400)  # the sequential steps whose losses are the targets
 TARGET, TARGET_CROWD = 8, 16  # a speed-up of 8x or more with 16 volunteers
 BATCHES, HELD_OUT_BATCHES = 400, 8
 NOISE_BATCHES = 64  # single batches whose gradients estimate the noise scale
+DIVERGED = 0.5  # nats/char above the first version's loss: the crowd diverged, the run stops
 # How a crowd's results are folded: the demo's default (each move applied as it lands), FedAvg's rounds
 # (the mean of a round of N), and DiLoCo's (a round's mean through outer Nesterov momentum).
 RULES = {
@@ -88,7 +93,7 @@ def run_crowd(stack, job_id: str, volunteers: int, target: float, eval_urls: lis
         )
         for i in range(volunteers)
     ]
-    started, checked = time.monotonic(), -1
+    started, checked, first, diverged = time.monotonic(), -1, None, False
     while any(p.poll() is None for p in procs):
         time.sleep(20)
         status = stack.api.call("GET", f"/jobs/{job_id}")
@@ -100,11 +105,13 @@ def run_crowd(stack, job_id: str, volunteers: int, target: float, eval_urls: lis
             payload={"spec": spec, "model_urls": urls(stack, job_id, "model", [checked]), "eval_urls": eval_urls},
         )[0]
         print(f"  {time.monotonic() - started:5.0f} s: version {checked}, held-out loss {loss:.4f}", flush=True)
-        if loss <= target:
+        first = loss if first is None else first
+        diverged = diverged or (checked > 0 and loss > first + DIVERGED)
+        if loss <= target or diverged:  # reached, or no longer learning: the run ends
             stack.api.call("POST", f"/jobs/{job_id}/pause")
     reports = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     status = stack.api.call("GET", f"/jobs/{job_id}")
-    return {"status": status, "volunteers": reports, "seconds": time.monotonic() - started}
+    return {"status": status, "volunteers": reports, "seconds": time.monotonic() - started, "diverged": diverged}
 
 
 def noise_scale(stack, job_id: str, spec: dict, version: int, batches: int) -> dict:
@@ -183,10 +190,10 @@ def main() -> None:
                     pass
             targets = {int(s): v for s, v in results["sequential"]["targets"].items()}
             name = f"{args.rule}-h{args.local_steps}-n{args.volunteers}"
-            one = results["runs"].get(f"{args.rule}-h{args.local_steps}-n1")
-            if args.volunteers > 1 and one is None:
+            one = results["runs"].get(f"default-h{args.local_steps}-n1")
+            if (args.volunteers > 1 or args.rule != "default") and one is None:
                 raise SystemExit(
-                    f"run --volunteers 1 --rule {args.rule} --local-steps {args.local_steps} first: "
+                    f"run --volunteers 1 --local-steps {args.local_steps} first: "
                     "its task time is the clock of every crowd"
                 )
             epochs = max(1, round(args.budget * steps[-1] / BATCHES))
@@ -210,9 +217,12 @@ def main() -> None:
                 "step_seconds": sum(r["compute_ms"] for r in reports) / 1000 / max(1, tasks * args.local_steps),
                 "overhead_seconds": sum(r["seconds"] - r["compute_ms"] / 1000 for r in reports) / max(1, tasks),
             }
-            clock = measured if args.volunteers == 1 else one["measured"]
-            tau = args.local_steps * clock["step_seconds"] + clock["overhead_seconds"]
+            clock = one["measured"] if one else measured
             k = 1 if RULES[args.rule]["k"] == "1" else args.volunteers
+            # a round's barrier: the waits its volunteers were told to make (ROUND_RETRY_SECONDS each), per round
+            rounds = max(1, run["status"]["version"])
+            barrier = sum(r["round_waits"] for r in reports) / args.volunteers / rounds * ROUND_RETRY_SECONDS
+            tau = args.local_steps * clock["step_seconds"] + clock["overhead_seconds"] + barrier
             per_sample = tau / (args.volunteers * args.local_steps * 32)  # the crowd's seconds per sample folded
             reached = {}
             for s, target in targets.items():
@@ -243,6 +253,8 @@ def main() -> None:
                 "k": k,
                 "measured": measured,
                 "tau_seconds": tau,
+                "barrier_seconds": barrier,
+                "diverged": run["diverged"],
                 "curve": curve,
                 "reached": reached,
                 "tasks": tasks,

@@ -101,6 +101,7 @@ export class VolunteerLoop {
           const result = await this.compute(lease);
           await delivering;
           if (this.stopped || this.holds()) { // stop means stop: nothing more is uploaded
+            this.trajectory.reset(null, -1); // its move, in the trainer's weights, will not be folded
             await this.letGo(lease, 'stopped');
             continue;
           }
@@ -267,7 +268,7 @@ export class VolunteerLoop {
     try {
       const plan = training ? this.trajectory.plan(task) : 'fetch';
       lease.fetched = await this.trainer.prepare(task, plan === 'continue');
-      if (training) this.trajectory.began(task, lease.fetched === 'continued' || lease.fetched === 'cached');
+      if (training) this.trajectory.began(task, lease.fetched === 'continued'); // else the model is the version
       t.computing = now();
       await this.heartbeat();
       if (task.kind === 'evaluate') { // a forward pass over the held-out batches; nothing is trained

@@ -37,7 +37,8 @@ export function parsePreferences(text, connection = undefined) {
   try { stored = JSON.parse(text) || {}; } catch { /* unreadable: the defaults */ }
   if (typeof stored !== 'object' || Array.isArray(stored)) stored = {};
   const flag = (key) => (typeof stored[key] === 'boolean' ? stored[key] : DEFAULTS[key]);
-  const capChosen = Number.isFinite(stored.dailyCapMb);
+  // chosen: said so (pages since the metered default), or a cap above 0 (earlier pages stored 0 unasked)
+  const capChosen = Number.isFinite(stored.dailyCapMb) && (stored.capChosen === true || stored.dailyCapMb > 0);
   return {
     chargingOnly: flag('chargingOnly'),
     dailyCapMb: capChosen ? clamp(stored.dailyCapMb, 0, 1e6, 0) : (metered(connection) ? METERED_CAP_MB : DEFAULTS.dailyCapMb),
@@ -54,8 +55,8 @@ export function loadPreferences(storage, connection = undefined) {
 
 /** Keep the preferences; the cap only once the volunteer chose one (until then it follows the link). */
 export function savePreferences(storage, preferences) {
-  const { capChosen, dailyCapMb, ...rest } = parsePreferences(JSON.stringify(preferences));
-  storage.setItem(PREFERENCES_KEY, JSON.stringify(preferences.capChosen ? { ...rest, dailyCapMb } : rest));
+  const { capChosen, dailyCapMb, ...rest } = parsePreferences(JSON.stringify({ ...preferences, capChosen: true }));
+  storage.setItem(PREFERENCES_KEY, JSON.stringify(preferences.capChosen ? { ...rest, dailyCapMb, capChosen } : rest));
 }
 
 /**

@@ -55,8 +55,9 @@ export class RemoteTrainer {
     const ahead = this.shards.get(url);
     this.shards.delete(url);
     const shard = keep ? null : await ahead?.catch(() => null);
-    this.prepared = url;
-    return this.call('prepare', [task, keep, shard], shard ? [shard.buffer] : []);
+    const fetched = await this.call('prepare', [task, keep, shard], shard ? [shard.buffer] : []);
+    if (fetched !== 'continued') this.prepared = url; // the worker holds this version (not its own weights)
+    return fetched;
   }
 
   /** Whether a task's model version is here already (fetched ahead, or the worker's last). */

@@ -1,6 +1,7 @@
 // Gradients of one batch with TF.js, on the model version a lease names.
 // Used by the volunteer's Web Worker and, in tests, by TF.js under Node.
 import { fetchBytes } from './api.js';
+import { getCodec } from './codecs.js';
 import { continues } from './trajectory.js';
 
 // A batch file's value types (chalicelib/domain/sections.py BATCH_DTYPES). TF.js has no
@@ -261,10 +262,21 @@ export class Trainer {
       cost.dispose();
       if (i < batches.length - 1) await between();
     }
-    const grads = this.order.map((k) => tf.tidy(() => tf.sub(start[k], variables[k]).dataSync()));
-    if (!own) variables.forEach((v, k) => v.assign(start[k]));
+    let grads = this.order.map((k) => tf.tidy(() => tf.sub(start[k], variables[k]).dataSync()));
+    if (!Number.isFinite(loss)) { // nothing of it is kept: not the weights, not the optimizer's state
+      variables.forEach((v, k) => v.assign(start[k]));
+      this.version = own ? null : this.version;
+      this.dropInner();
+    } else if (own) {
+      // the page's weights become exactly what the fold makes of the move it is sent: start − decode(encode(move))
+      const codec = getCodec(spec.codec || 'fp32');
+      grads = codec.decode(codec.encode(grads), grads.map((g) => g.length));
+      this.order.forEach((k, i) => tf.tidy(() => variables[k].assign(tf.sub(start[k], tf.tensor(grads[i], start[k].shape)))));
+    } else {
+      variables.forEach((v, k) => v.assign(start[k]));
+    }
     start.forEach((t) => t.dispose());
-    if (!keep) {
+    if (!keep && this.inner) {
       optimizer.dispose();
       this.inner = null;
     }

@@ -197,6 +197,11 @@ function bindPreferences() {
   const chosen = () => { preferences.capChosen = true; }; // from now on the volunteer's, on any link
   $('data-cap').addEventListener('input', chosen);
   $('data-cap').addEventListener('change', chosen);
+  navigator.connection?.addEventListener?.('change', () => { // a cap not chosen follows the link
+    if (preferences.capChosen) return;
+    $('data-cap').value = loadPreferences(localStorage, navigator.connection).dailyCapMb;
+    changed();
+  });
   const changed = () => {
     Object.assign(preferences, {
       cpuShare: Number($('cpu-share').value), dailyCapMb: Math.max(0, Number($('data-cap').value) || 0),

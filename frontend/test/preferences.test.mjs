@@ -20,7 +20,7 @@ test('preferences survive a save and a load; unreadable or out-of-range ones fal
   assert.deepEqual(parsePreferences('{not json'), DEFAULTS);
   assert.deepEqual(parsePreferences('[1]'), DEFAULTS);
   assert.deepEqual(parsePreferences('{"cpuShare": 3, "dailyCapMb": -5, "chargingOnly": "yes", "pauseHidden": false}'),
-    { ...DEFAULTS, cpuShare: 10, dailyCapMb: 0, capChosen: true, pauseHidden: false });
+    { ...DEFAULTS, cpuShare: 10, dailyCapMb: 0, pauseHidden: false });
   assert.equal(parsePreferences('{"cpuShare": 1e400}').cpuShare, DEFAULTS.cpuShare);
 });
 
@@ -39,6 +39,9 @@ test('on a metered link a cap the volunteer never set is METERED_CAP_MB; one the
   savePreferences(storage, { ...loadPreferences(storage, cellular), cpuShare: 50 });
   assert.deepEqual([loadPreferences(storage, cellular).dailyCapMb, loadPreferences(storage, {}).dailyCapMb],
     [METERED_CAP_MB, 0]);
+  // what pages before the metered default stored: 0 unasked (the link decides), a cap above 0 chosen
+  assert.equal(parsePreferences('{"dailyCapMb": 0, "cpuShare": 50}', cellular).dailyCapMb, METERED_CAP_MB);
+  assert.equal(parsePreferences('{"dailyCapMb": 40}', cellular).dailyCapMb, 40);
   // a cap set (no cap included) is the volunteer's, whatever the link
   for (const cap of [0, 20]) {
     savePreferences(storage, { ...loadPreferences(storage, cellular), dailyCapMb: cap, capChosen: true });
