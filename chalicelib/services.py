@@ -156,6 +156,7 @@ class Services(Stores):
             self.committer,
             self.discards,
             CreditNotices(self.results, self.config.credit_tally_seconds),
+            self.config.distinct_addresses,
         )
 
     @cached_property

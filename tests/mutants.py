@@ -547,6 +547,20 @@ MUTANTS = [
         "if last is not None:",
         ("tests/test_local_steps.py::test_a_check_pinned_to_an_older_version_names_no_fold",),
     ),
+    Mutant(
+        "an identity's share of an update's weight is capped at max_share (not only its count of results)",
+        "chalicelib/fold/shares.py",
+        "    if max_share >= 1:",
+        "    if max_share >= 0:",
+        ("tests/test_local_steps.py::test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_weight",),
+    ),
+    Mutant(
+        "credit follows the weight an update kept",
+        "chalicelib/fold/updates.py",
+        "earned(group, shares) if spec.credit",
+        "earned(group) if spec.credit",
+        ("tests/test_local_steps.py::test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_weight",),
+    ),
 ]
 
 

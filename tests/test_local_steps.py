@@ -158,6 +158,37 @@ def test_volunteers_choose_their_steps_and_the_fold_weights_each_result_by_them(
         np.testing.assert_allclose(ours, w - acc / steps_total, atol=1e-6)
 
 
+def test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_weight(harness):
+    """Steps are a volunteer's claim: a result claiming 4 steps beside two of 1 would weigh 4 of 6.
+    With max_share 0.5 the fold lowers it to half the update's weight (2 of 4), and its credit
+    follows: its samples count as the weight kept."""
+    from chalicelib.services import services
+
+    ds = Dataset.generate(batches=12, batch_size=4)
+    job = harness.create_job(
+        ds,
+        local_steps=RANGE,
+        optimizer={"name": "sgd", "learning_rate": 1.0},
+        gradients_per_update=3,
+        staleness=0,
+        max_share=0.5,
+    )
+    w0 = harness.weights(job, 0)
+    moves, claims = [], {"greedy": 4, "a": 1, "b": 1}
+    for name, steps in claims.items():
+        task = harness.lease(name)
+        loss, data, after = local_steps(harness, task, 0.5, steps)
+        assert harness.upload(task, data).status_code in (200, 204)
+        assert harness.complete(task, loss, steps=steps).status_code == 200
+        moves.append([a - b for a, b in zip(w0, after)])
+    harness.deliver()
+    weights = [2.0, 1.0, 1.0]  # greedy's 4 lowered to the others' total: half of the update
+    for ours, w, *deltas in zip(harness.weights(job, 1), w0, *moves):
+        np.testing.assert_allclose(ours, w - sum(k * d for k, d in zip(weights, deltas)) / 4, atol=1e-6)
+    earned = dict((v, s) for v, _, s in services().meta.get(job).last_fold.earned)
+    assert earned[harness.volunteer_id("greedy")] == 2 * 4 and earned[harness.volunteer_id("a")] == 4
+
+
 def test_steps_outside_the_tasks_range_are_refused_and_the_lease_lives_on(harness):
     ds = Dataset.generate(batches=5, batch_size=4)  # two tasks: batches 0-3, and batch 4 alone
     job = harness.create_job(ds, local_steps={**RANGE, "min_steps": 2})

@@ -30,16 +30,16 @@ def _stacked(gradients: Iterable[Gradient]) -> list[np.ndarray]:
     return [np.stack(tensors) for tensors in zip(*gradients)]
 
 
-Weighted = tuple[Gradient, int]  # a gradient (or a sum) and its weight
+Weighted = tuple[Gradient, float]  # a gradient (or a sum) and its weight
 
 
-def sum_in_order(weighted: Iterable[Weighted]) -> tuple[Gradient, int]:
+def sum_in_order(weighted: Iterable[Weighted]) -> tuple[Gradient, float]:
     """Gradients (or sums) times their weights, summed in place in arrival
     order, and the total weight: one gradient in memory besides the sum,
     whatever K is, and the same bits on every retry (a weight of 1 leaves a
     gradient's bits as they are)."""
     out: Gradient = []
-    total_weight = 0
+    total_weight: float = 0
     for gradient, weight in weighted:
         scaled = gradient if weight == 1 else [t * np.float32(weight) for t in gradient]
         if total_weight == 0:
@@ -51,7 +51,7 @@ def sum_in_order(weighted: Iterable[Weighted]) -> tuple[Gradient, int]:
     return out, total_weight
 
 
-def divided(total: Gradient, weight: int) -> Gradient:
+def divided(total: Gradient, weight: float) -> Gradient:
     """A sum over its total weight, in place: the (weighted) mean."""
     scale = np.float32(1.0 / weight)
     for acc in total:
@@ -87,7 +87,7 @@ class RunningSum(Strategy):
         """What the rule adds for one gradient."""
         return gradient
 
-    def sum(self, weighted: Iterable[Weighted]) -> tuple[Gradient, int]:
+    def sum(self, weighted: Iterable[Weighted]) -> tuple[Gradient, float]:
         """The weighted sum of the prepared gradients and the total weight."""
         return sum_in_order((self.prepared(g), w) for g, w in weighted)
 

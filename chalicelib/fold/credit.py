@@ -32,12 +32,15 @@ from chalicelib.store.queues import ResultQueue
 MAX_VERSIONS = 1_000  # tallied in one pass; the next notice takes the rest
 
 
-def earned(folded: Sequence[Pending]) -> tuple[tuple[str, int, int], ...]:
-    """(volunteer id, results, samples) of each identity behind an update's results."""
+def earned(folded: Sequence[Pending], shares: Sequence[float] | None = None) -> tuple[tuple[str, int, int], ...]:
+    """(volunteer id, results, samples) of each identity behind an update's
+    results; `shares`: the part of each result's weight the update kept
+    (fold/shares.py), which its samples earn."""
     per: dict[str, tuple[int, int]] = {}
-    for p in folded:
+    for i, p in enumerate(folded):
         results, samples = per.get(p.volunteer_id, (0, 0))
-        per[p.volunteer_id] = (results + 1, samples + p.samples)
+        kept = p.samples if shares is None else round(p.samples * shares[i])
+        per[p.volunteer_id] = (results + 1, samples + kept)
     return tuple((volunteer_id, r, s) for volunteer_id, (r, s) in sorted(per.items()))
 
 

@@ -6,11 +6,16 @@ the cap, one client sending results fast enough could fill an update alone.
 
 Updates take pending results K at a time from the front, so the update a
 new result would join is known when it arrives: a result over its client's
-share is discarded and its batch re-queued for someone else."""
+share is discarded and its batch re-queued for someone else.
+
+Where results weigh by the local steps they report, a count is not a share:
+one result claiming every step would outweigh the rest. `capped` lowers the
+weights of a client over `max_share` of the update's total weight to that
+share, when the update is folded (and its credit with them)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from chalicelib.domain.records import Result
 from chalicelib.domain.spec import JobSpec
@@ -34,3 +39,34 @@ def over_share(pending: Sequence[Result], arriving: Sequence[Result], spec: JobS
         if not full:
             taken.append(r)
     return over
+
+
+def capped(group: Sequence[Result], weights: Sequence[float], max_share: float, by_address: bool) -> list[float]:
+    """The weights of an update's results with no identity (nor, with
+    `by_address`, source address) over `max_share` of their total: a
+    client's weights scaled down to that share of the total they then make
+    (alternately by identity and by address until both hold). A client that
+    is the update's only one keeps its weights: a share of itself is all."""
+    out = [float(w) for w in weights]
+    if max_share >= 1:
+        return out
+    keys: list[Callable[[Result], str]] = [lambda r: r.volunteer_id]
+    if by_address:
+        keys.append(lambda r: r.address or r.volunteer_id)
+    for _ in range(50):
+        moved = False
+        for key in keys:
+            totals: dict[str, float] = {}
+            for r, w in zip(group, out):
+                totals[key(r)] = totals.get(key(r), 0.0) + w
+            total = sum(totals.values())
+            for client, mine in totals.items():
+                others = total - mine
+                if others > 0 and mine > max_share * total * (1 + 1e-9):
+                    scale = max_share / (1 - max_share) * others / mine  # mine x scale = max_share of the new total
+                    out = [w * scale if key(r) == client else w for r, w in zip(group, out)]
+                    moved = True
+                    break  # totals changed: count again
+        if not moved:
+            break
+    return out

@@ -27,6 +27,7 @@ from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.credit import CreditNotices, earned
 from chalicelib.fold.discards import Discards
 from chalicelib.fold.outcomes import FoldOutcome
+from chalicelib.fold.shares import capped
 from chalicelib.fold.vetting import GradientVetting, SpoiledSum
 from chalicelib.store.meta import JobMeta, MetaStore, Pending, mark_folded
 from chalicelib.store.versions import VersionStore
@@ -55,8 +56,10 @@ class Updates:
         committer: VersionCommit,
         discards: Discards,
         notices: CreditNotices,
+        distinct_addresses: bool = True,
     ):
         self.meta, self.versions, self.epochs, self.vetting = meta, versions, epochs, vetting
+        self.distinct_addresses = distinct_addresses  # a weight share is capped by address too (fold/shares.py)
         self.committer, self.discards, self.notices = committer, discards, notices
 
     def settle(self, meta: JobMeta, spec: JobSpec, gradients: Gradients | None = None) -> JobMeta:
@@ -115,10 +118,12 @@ class Updates:
                 raise Spoiled(*members[err.key])
 
         strategy = spec.build_strategy()
-        sample_weights = [spec.weight(p.samples) for p in group]
+        claimed: list[float] = [spec.weight(p.samples) for p in group]
+        # a fold in parts weighs its sums whole (their results' weights are summed already)
+        sample_weights = claimed if group[0].summed else capped(group, claimed, spec.max_share, self.distinct_addresses)
         try:
             if any(p.summed for p in group):  # the total over the weight of every result behind the sums
-                combined = divided(sum_in_order(read_sums())[0], sum(sample_weights))
+                combined = divided(sum_in_order(read_sums())[0], float(sum(sample_weights)))
             elif isinstance(strategy, RunningSum):
                 combined = strategy.mean(zip(read(), sample_weights))
             else:
@@ -146,7 +151,8 @@ class Updates:
                 queue_cursor=0,
                 status="finished" if epoch >= spec.epochs else meta.status,
             )
-        committed = self.committer.commit(meta, after, group, earned(group) if spec.credit else ())
+        shares = [w / c if c else 1.0 for w, c in zip(sample_weights, claimed)]  # credit follows the weight
+        committed = self.committer.commit(meta, after, group, earned(group, shares) if spec.credit else ())
         self.notices.committed(committed, spec)  # a tally of the credit the commit recorded (fold/credit.py)
         evaluation = spec.evaluation
         if evaluation is not None and spec.evaluates(committed.version, committed.status == "finished"):
