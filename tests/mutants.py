@@ -552,14 +552,18 @@ MUTANTS = [
         "chalicelib/fold/shares.py",
         "    if max_share >= 1:",
         "    if max_share >= 0:",
-        ("tests/test_local_steps.py::test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_weight",),
+        (
+            "tests/test_local_steps.py::test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_weight",
+        ),
     ),
     Mutant(
         "credit follows the weight an update kept",
         "chalicelib/fold/updates.py",
         "earned(group, shares) if spec.credit",
         "earned(group) if spec.credit",
-        ("tests/test_local_steps.py::test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_weight",),
+        (
+            "tests/test_local_steps.py::test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_weight",
+        ),
     ),
 ]
 
