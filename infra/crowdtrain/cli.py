@@ -103,13 +103,21 @@ def digits_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterato
 def model_json_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
     """A job from a TF.js model.json (its shards beside it) and a folder of batch files."""
     path = Path(args.model)
-    document = json.loads(path.read_text())
-    shards = [p for group in document["weightsManifest"] for p in group["paths"]]
-    weights = b"".join((path.parent / shard).read_bytes() for shard in shards)
+    if not args.dataset:
+        raise SystemExit("crowdtrain: --model needs --dataset, the folder of its batch-NNNNNN.bin files")
+    document = _json_file(path, "a TF.js model.json")
+    try:
+        shards = [p for group in document["weightsManifest"] for p in group["paths"]]
+    except (KeyError, TypeError):
+        raise SystemExit(f"crowdtrain: {path} is not a TF.js model.json (no weightsManifest with paths)")
+    try:
+        weights = b"".join((path.parent / shard).read_bytes() for shard in shards)
+    except OSError as err:
+        raise SystemExit(f"crowdtrain: a weights file of {path} cannot be read: {err.strerror}: {err.filename}")
     files = sorted(Path(args.dataset).glob("batch-*.bin"))
     if not files:
-        raise SystemExit(f"no batch-*.bin files in {args.dataset}")
-    dataset = json.loads((Path(args.dataset) / "dataset.json").read_text())
+        raise SystemExit(f"crowdtrain: no batch-*.bin files in {args.dataset}")
+    dataset = _json_file(Path(args.dataset) / "dataset.json", "the dataset's layout (dataset.json)")
     spec = {
         "name": args.name or path.parent.name,
         "model": document,
@@ -119,6 +127,18 @@ def model_json_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Ite
     }
     held = [f.read_bytes() for f in sorted(Path(args.dataset).glob("held-out-*.bin"))]
     return spec, weights, itertools.chain((f.read_bytes() for f in files), _held_out(args, spec, held))
+
+
+def _json_file(path: Path, what: str) -> Any:
+    """A JSON file's document, or one line saying why not."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"crowdtrain: {path} not found ({what})")
+    except OSError as err:
+        raise SystemExit(f"crowdtrain: {path} cannot be read ({what}): {err.strerror}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SystemExit(f"crowdtrain: {path} is not JSON ({what}): {err}")
 
 
 def _held_out(args: argparse.Namespace, spec: dict[str, Any], files: list[bytes]) -> list[bytes]:
@@ -160,9 +180,11 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def create(args: argparse.Namespace) -> str:
-    api = _api(args)
     make = model_json_job if args.model else {"char-lstm": char_lstm_job, "digits-cnn": digits_job}[args.template]
-    spec, weights, batches = make(args)
+    spec, weights, batches = make(args)  # a file that is not there or not right says so before any request
+    if args.name:
+        spec["name"] = args.name
+    api = _api(args)
     first = next(batches)
     loss = check_in_tfjs(spec, weights, first)
     if loss is not None:
@@ -263,7 +285,8 @@ def delete(args: argparse.Namespace) -> None:
         step = api.call("DELETE", f"/jobs/{args.job}")
         records, files = records + step["records"], files + step["files"]
         if step["deleted"]:
-            print(json.dumps({**step, "records": records, "files": files}))
+            done = {**step, "records": records, "files": files}
+            print(json.dumps(done) if args.json else f"deleted {args.job}: {records:,} records and {files:,} files")
             return
         print(f"deleting {args.job}: {records:,} records and {files:,} files so far", file=sys.stderr, flush=True)
 
@@ -274,9 +297,14 @@ def redrive(args: argparse.Namespace) -> None:
     api = _api(args)
     if not args.quarantined:
         done = api.call("POST", f"/jobs/{args.job}/redrive")
-        print(json.dumps(done["redriven"]))
+        if args.json:
+            print(json.dumps(done))
+            return
+        moved = ", ".join(f"{n} {queue}" for queue, n in done["redriven"].items() if n) or "nothing"
+        print(f"sent back to their queues: {moved}")
         if any(done["quarantined"].values()):
-            print(f"quarantined (redriven too often): {json.dumps(done['quarantined'])}; see --quarantined")
+            held = ", ".join(f"{n} {queue}" for queue, n in done["quarantined"].items() if n)
+            print(f"quarantined (redriven too often): {held}; `crowdtrain redrive --quarantined {args.job}` lists them")
         return
     retried = api.call("POST", f"/jobs/{args.job}/quarantine")["retried"]
     for q in retried:
@@ -309,11 +337,14 @@ def download(args: argparse.Namespace) -> None:
     status = _api(args).call("GET", f"/jobs/{args.job}")
     model_url = status["model_url"]
     if args.version is not None:
+        if not 0 <= args.version <= status["version"]:
+            raise SystemExit(f"crowdtrain: job {args.job} has versions 0 to {status['version']}, not {args.version}")
         model_url = model_url.rsplit("/", 2)[0] + f"/{args.version:08d}/model.json"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     document = requests.get(model_url, timeout=60)
-    document.raise_for_status()
+    if not document.ok:
+        raise SystemExit(f"crowdtrain: {model_url} answered {document.status_code}")
+    out = Path(args.out)  # made only once there is something to write in it
+    out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").write_bytes(document.content)
     base = model_url.rsplit("/", 1)[0]
     for group in document.json()["weightsManifest"]:
@@ -747,10 +778,12 @@ def parser() -> TopParser:
     p.add_argument(
         "--quarantined", action="store_true", help="list the messages redriven too often, and send them back"
     )
+    p.add_argument("--json", action="store_true", help="the API's answer as JSON instead of a line")
     p.set_defaults(func=redrive)
 
     p = sub.add_parser("delete", help="delete a job and its files")
     p.add_argument("job")
+    p.add_argument("--json", action="store_true", help="what was deleted as JSON instead of a line")
     p.set_defaults(func=delete)
 
     p = sub.add_parser("download", help="download a job's model as TF.js files")
@@ -826,6 +859,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"crowdtrain: {err}")
     except requests.ConnectionError as err:
         raise SystemExit(f"crowdtrain: cannot reach the API: {err}")
+    except KeyboardInterrupt:  # Ctrl-C: stopped as asked, no traceback (130: by SIGINT, as shells count it)
+        print(file=sys.stderr)
+        raise SystemExit(130)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""The CLI says what is wrong in one line and exits non-zero: never a traceback, never an empty
+folder left behind (issue 40's newcomer found several)."""
+
+import json
+
+import pytest
+
+from crowdtrain import cli
+
+
+def fails(capsys, *argv: str) -> str:
+    """Run the CLI; the one line it exits with."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--api", "http://127.0.0.1:9", "--admin-token", "t", *argv])
+    message = str(exit_.value.code)
+    assert exit_.value.code != 0 and "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+def test_create_with_a_model_file_that_is_missing_garbage_or_not_a_model_says_which(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "batch-000000.bin").write_bytes(b"\0" * 8)
+    (data / "dataset.json").write_text("{}")
+    assert "not found" in fails(capsys, "create", "--model", str(tmp_path / "nope.json"), "--dataset", str(data))
+    garbage = tmp_path / "garbage.json"
+    garbage.write_bytes(b"\x89PNG not json")
+    assert "is not JSON" in fails(capsys, "create", "--model", str(garbage), "--dataset", str(data))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"modelTopology": {}}))
+    assert "not a TF.js model.json" in fails(capsys, "create", "--model", str(wrong), "--dataset", str(data))
+    shardless = tmp_path / "shardless.json"
+    shardless.write_text(json.dumps({"weightsManifest": [{"paths": ["gone.bin"], "weights": []}]}))
+    assert "cannot be read" in fails(capsys, "create", "--model", str(shardless), "--dataset", str(data))
+    assert "needs --dataset" in fails(capsys, "create", "--model", str(wrong))
+
+
+def test_download_of_a_version_the_job_has_not_made_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    class Known:
+        def call(self, method, path, body=None):
+            return {"version": 12, "model_url": "http://edge/jobs/j-1/versions/00000012/model.json"}
+
+    monkeypatch.setattr(cli, "_api", lambda args: Known())
+    out = tmp_path / "model"
+    assert "versions 0 to 12, not 99999" in fails(capsys, "download", "j-1", str(out), "--version", "99999")
+    assert not out.exists()
+
+
+def test_ctrl_c_ends_with_a_blank_line_and_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "list_jobs", interrupted)
+    monkeypatch.setattr(cli, "parser", lambda real=cli.parser: _with(real(), "jobs", interrupted))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--api", "http://127.0.0.1:9", "jobs"])
+    assert exit_.value.code == 130 and "Traceback" not in capsys.readouterr().err
+
+
+def _with(top, command, func):
+    top.commands[command].set_defaults(func=func)
+    return top
