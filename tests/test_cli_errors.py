@@ -60,3 +60,29 @@ def test_ctrl_c_ends_with_a_blank_line_and_130(monkeypatch, capsys):
 def _with(top, command, func):
     top.commands[command].set_defaults(func=func)
     return top
+
+
+def test_delete_and_redrive_answer_in_a_line_and_in_json_on_request(monkeypatch, capsys):
+    class Fake:
+        def __init__(self):
+            self.deletes = 0
+
+        def call(self, method, path, body=None):
+            if method == "DELETE":
+                self.deletes += 1
+                return {"deleted": self.deletes == 2, "records": 700, "files": 5}
+            return {"redriven": {"tasks": 2, "results": 0}, "quarantined": {"tasks": 0, "results": 1}}
+
+    monkeypatch.setattr(cli, "_api", lambda args: Fake())
+    cli.main(["delete", "j-1"])
+    out, err = capsys.readouterr()
+    assert out == "deleted j-1: 1,400 records and 10 files\n" and "700 records" in err  # the first step's progress
+    cli.main(["delete", "j-1", "--json"])
+    assert json.loads(capsys.readouterr().out) == {"deleted": True, "records": 1400, "files": 10}
+    cli.main(["redrive", "j-1"])
+    assert capsys.readouterr().out.splitlines() == [
+        "sent back to their queues: 2 tasks",
+        "quarantined (redriven too often): 1 results; `crowdtrain redrive --quarantined j-1` lists them",
+    ]
+    cli.main(["redrive", "j-1", "--json"])
+    assert json.loads(capsys.readouterr().out)["redriven"] == {"tasks": 2, "results": 0}
