@@ -565,6 +565,13 @@ MUTANTS = [
             "tests/test_local_steps.py::test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_weight",
         ),
     ),
+    Mutant(
+        "an admin action that META moved under reads it again (then a 409), never a 5xx",
+        "chalicelib/jobs/admin.py",
+        "        except StaleState:\n            continue",
+        "        except KeyError:\n            continue",
+        ("tests/test_lifecycle.py::test_an_admin_action_racing_the_fold_retries_and_never_answers_5xx",),
+    ),
 ]
 
 

@@ -517,3 +517,31 @@ def test_meta_is_written_only_from_the_revision_that_was_read(harness):
     with pytest.raises(StaleState):
         store.put(seen.rev, replace(seen, rev=seen.rev + 1, version=seen.version + 1))  # the second, from `seen`
     assert store.get(job).rev == seen.rev + 1
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "delete"])
+def test_an_admin_action_racing_the_fold_retries_and_never_answers_5xx(harness, monkeypatch, action):
+    """The fold moving META between an admin action's read and its write (StaleState): the action
+    reads again and goes through; if META keeps moving, a 409 that says so, never a 500."""
+    from chalicelib.store.meta import MetaStore, StaleState
+
+    job = harness.create_job(Dataset.generate(batches=4, batch_size=4))
+    if action == "resume":
+        assert harness.admin("POST", f"/jobs/{job}/pause").status_code == 200
+    method, path = ("DELETE", f"/jobs/{job}") if action == "delete" else ("POST", f"/jobs/{job}/{action}")
+    real, moved = MetaStore.put, {"left": 2}
+
+    def racing(store, rev, meta):
+        if moved["left"] > 0:  # a fold wrote META first
+            moved["left"] -= 1
+            raise StaleState(meta.job_id)
+        return real(store, rev, meta)
+
+    monkeypatch.setattr(MetaStore, "put", racing)
+    reply = harness.admin(method, path)
+    assert reply.status_code in (200, 202) and moved["left"] == 0, reply.body
+    if action != "delete":
+        assert json.loads(reply.body)["status"] == {"pause": "paused", "resume": "running"}[action]
+        moved["left"] = 10**6  # a fold that never stops moving it
+        reply = harness.admin("POST", f"/jobs/{job}/{'resume' if action == 'pause' else 'pause'}")
+        assert reply.status_code == 409 and "changed 5 times" in json.loads(reply.body)["Message"], reply.body

@@ -13,7 +13,7 @@ import secrets
 import time
 import zlib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -25,13 +25,15 @@ from chalicelib.domain.weights import decode_tensors
 from chalicelib.publish.status import StatusBoard
 from chalicelib.store.awaiting import AwaitingCopies
 from chalicelib.store.jobs import JobRecords
-from chalicelib.store.meta import JobMeta, MetaStore
+from chalicelib.store.meta import JobMeta, MetaStore, StaleState
 from chalicelib.store.objects import IMMUTABLE, ObjectStore
 from chalicelib.store.queues import TaskQueue
 from chalicelib.store.versions import VersionStore
 from chalicelib.tasks.epochs import EpochQueue
 
 UPLOAD_SECONDS = 6 * 3600
+ADMIN_ATTEMPTS = 5  # reads of META an admin action makes while the fold moves it (then a 409)
+T = TypeVar("T")
 # A DELETE deletes for about this long, a page of DELETE_PAGE records at a time (far below API Gateway's 29 s).
 DELETE_SECONDS, DELETE_PAGE = 10.0, 1000
 
@@ -170,6 +172,9 @@ class JobAdmin:
     def set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
         """Pause: leases drop the job's tasks as they meet them. Resume: the
         epoch is queued again from META (folded and pending batches skipped)."""
+        return retried(job_id, "pausing" if paused else "resuming", lambda: self._set_paused(job_id, paused))
+
+    def _set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
         meta = self.meta.get(job_id)
         source, target = ("running", "paused") if paused else ("paused", "running")
         if meta.status != source:
@@ -188,15 +193,20 @@ class JobAdmin:
         self.board.publish_index()
         return meta.public()
 
+    def _deleting(self, job_id: str) -> JobMeta:
+        """META marked `deleting` (once)."""
+        meta = self.meta.get(job_id)  # 404 for an unknown job
+        if meta.status != "deleting":
+            meta = self.meta.save(meta, replace(meta, status="deleting"))
+            self.board.publish_index()
+        return meta
+
     def delete(self, job_id: str) -> dict[str, Any]:
         """One bounded step of deleting a job: marked `deleting` first (leases
         drop its tasks, the fold its results), then its records and files a
         page at a time for about DELETE_SECONDS, and last its SPEC, META and
         index entry. `deleted` false: call again (the CLI does) to go on."""
-        meta = self.meta.get(job_id)  # 404 for an unknown job
-        if meta.status != "deleting":
-            meta = self.meta.save(meta, replace(meta, status="deleting"))
-            self.board.publish_index()
+        retried(job_id, "deleting", lambda: self._deleting(job_id))
         until = time.time() + DELETE_SECONDS
         records, done = self.jobs.delete_page(job_id, until, DELETE_PAGE)
         files = 0
@@ -216,6 +226,17 @@ class JobAdmin:
             "records": records,
             "files": files,
         }
+
+
+def retried(job_id: str, doing: str, action: Callable[[], T]) -> T:
+    """An admin action's META write, read and tried again while the fold's
+    writes move META under it (StaleState); a 409, never a 5xx, if it keeps moving."""
+    for _ in range(ADMIN_ATTEMPTS):
+        try:
+            return action()
+        except StaleState:
+            continue
+    raise Conflict(f"job {job_id} changed {ADMIN_ATTEMPTS} times while {doing} it (its fold is busy); try again")
 
 
 def inflate(data: bytes, limit: int) -> bytes | None:
