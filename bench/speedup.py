@@ -56,6 +56,7 @@ DIVERGED = 0.5  # nats/char above the first version's loss: the crowd diverged, 
 # (the mean of a round of N), and DiLoCo's (a round's mean through outer Nesterov momentum).
 RULES = {
     "default": {"k": "1", "optimizer": {"name": "sgd", "learning_rate": 1.0}, "synchronous": False},
+    # rounds' epochs are whole rounds: 512 batches for 16 volunteers of H = 32 (crowd_batches)
     "rounds": {"k": "n", "optimizer": {"name": "sgd", "learning_rate": 1.0}, "synchronous": True},
     "diloco": {
         "k": "n",
@@ -65,11 +66,20 @@ RULES = {
 }
 
 
+def crowd_batches(rule: str, volunteers: int, local_steps: int) -> int:
+    """A crowd's epoch: BATCHES, or in rounds of N tasks of H, a whole number of rounds (an update
+    takes K results or the rest of its epoch: a round cut short would leave volunteers idle)."""
+    if RULES[rule]["k"] == "1":
+        return BATCHES
+    round_ = volunteers * local_steps
+    return -(-BATCHES // round_) * round_
+
+
 def crowd_spec(model: CharLSTM, rule: str, volunteers: int, local_steps: int, epochs: int) -> dict:
     r = RULES[rule]
     k = 1 if r["k"] == "1" else volunteers
     return model.job_spec(
-        BATCHES,
+        crowd_batches(rule, volunteers, local_steps),
         optimizer=r["optimizer"],
         gradients_per_update=k,
         synchronous=r["synchronous"],
@@ -196,9 +206,12 @@ def main() -> None:
                     f"run --volunteers 1 --local-steps {args.local_steps} first: "
                     "its task time is the clock of every crowd"
                 )
-            epochs = max(1, round(args.budget * steps[-1] / BATCHES))
+            batches = crowd_batches(args.rule, args.volunteers, args.local_steps)
+            if batches != BATCHES:  # the same text, more sequences of it
+                x, y = model.batches(kjv_text("gen1:1-jude1:25"), batches, seed=0)
+            epochs = max(1, round(args.budget * steps[-1] / batches))
             spec = crowd_spec(model, args.rule, args.volunteers, args.local_steps, epochs)
-            job_id = stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(BATCHES)))
+            job_id = stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
             print(f"{name}: {args.volunteers} volunteers, up to {epochs} epochs", flush=True)
             run = run_crowd(
                 stack,

@@ -163,10 +163,11 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
         "lease_seconds": args.lease_seconds,
         "codec": args.codec,
         "seed": args.seed,
-        "fold_groups": args.fold_groups,
         "credit": not args.no_credit,
         "synchronous": args.synchronous,
     }
+    if args.fold_groups is not None:  # else the deploy's default, sized for its crowd (crowdtrain deploy --volunteers)
+        hyper["fold_groups"] = args.fold_groups
     if args.local_steps:
         hyper["local_steps"] = {
             "steps": args.local_steps,
@@ -702,7 +703,6 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fold-groups",
         type=int,
-        default=1,
         help="G > 1 folds the job's results in G message groups at once, then sums their sums "
         "(a job of thousands of volunteers; mean or clipped_mean only: docs/scale.md)",
     )
