@@ -139,3 +139,39 @@ def test_wrong_files_are_clear_errors(tmp_path):
         env={**os.environ},
     )
     assert proc.returncode != 0 and "cannot import" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing(tmp_path):
+    """BatchNormalization (its moving statistics are not trained by gradient), Keras 3's default
+    GRU (reset_after=True, which TF.js 4.22 refuses): one line each, and no folder written."""
+    k = keras()
+    inputs = k.Input(shape=(6, 4))
+    x = k.layers.GRU(5, name="gru")(inputs)
+    x = k.layers.BatchNormalization(name="norm")(x)
+    model = k.Model(inputs, k.layers.Dense(3, activation="softmax", name="out")(x))
+    source = tmp_path / "untrainable.keras"
+    model.save(source)
+    out = tmp_path / "tfjs"
+    with pytest.raises(KerasFileError) as refused:
+        import_keras(source, out)
+    lines = str(refused.value).splitlines()
+    assert any("'BatchNormalization'" in line and "'norm'" in line for line in lines), lines
+    assert any("reset_after" in line and "'gru'" in line for line in lines), lines
+    assert any("moving_mean" in line for line in lines), lines
+    assert not out.exists()
+    proc = subprocess.run(
+        [sys.executable, "-m", "crowdtrain.cli", "import-keras", str(source), str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1 + len(lines)
+
+
+def test_a_file_that_is_not_keras_is_named_so(tmp_path):
+    bogus = tmp_path / "bogus.keras"
+    bogus.write_text("not a model")
+    with pytest.raises(KerasFileError, match="is not a Keras file"):
+        import_keras(bogus, tmp_path / "out")
+    h5 = tmp_path / "bogus.h5"
+    h5.write_bytes(b"PK\x03\x04 a zip, not HDF5")
+    with pytest.raises(KerasFileError, match="is not a Keras file"):
+        import_keras(h5, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -83,26 +83,43 @@ def parse_model(document: Any, max_values: int) -> tuple[dict[str, Any], tuple[W
 
 
 def _check_layers(topology: dict[str, Any]) -> None:
-    """400 for a model kind or layer type crowdtrain cannot train."""
-    if topology["class_name"] not in MODEL_CLASSES:
-        raise BadRequest(f"model class {topology['class_name']!r} is not supported; use one of {sorted(MODEL_CLASSES)}")
+    """400 for a model kind or layer type crowdtrain cannot train (the first of them)."""
+    problems = untrainable(topology)
+    if problems:
+        raise BadRequest(problems[0])
+
+
+def untrainable(topology: dict[str, Any]) -> list[str]:
+    """Every model kind, layer type and layer option of a topology that the
+    page cannot train, one sentence each: what the API refuses (the first)
+    and `crowdtrain import-keras` lists (all) before it writes anything."""
+    if topology.get("class_name") not in MODEL_CLASSES:
+        return [f"model class {topology.get('class_name')!r} is not supported; use one of {sorted(MODEL_CLASSES)}"]
     config = topology.get("config")
     layers = config.get("layers") if isinstance(config, dict) else config
     if not isinstance(layers, list) or not layers:
-        raise BadRequest("modelTopology.config must list the model's layers")
+        return ["modelTopology.config must list the model's layers"]
+    problems = []
     for layer in layers:
         kind = layer.get("class_name") if isinstance(layer, dict) else None
+        settings = layer.get("config") if isinstance(layer, dict) else None
+        name = settings.get("name") if isinstance(settings, dict) else None
         if kind not in TRAINABLE_LAYERS:
-            raise BadRequest(
-                f"layer type {kind!r} is not supported: crowdtrain trains every weight by "
-                f"gradient (supported: {', '.join(sorted(TRAINABLE_LAYERS))})"
+            problems.append(
+                f"layer type {kind!r} is not supported{f' (layer {name!r})' if name else ''}: crowdtrain trains "
+                f"every weight by gradient (supported: {', '.join(sorted(TRAINABLE_LAYERS))})"
             )
-        settings = layer.get("config")
-        if kind == "InputLayer" and not (isinstance(settings, dict) and INPUT_SHAPE_KEYS & set(settings)):
-            raise BadRequest(
+        elif kind == "InputLayer" and not (isinstance(settings, dict) and INPUT_SHAPE_KEYS & set(settings)):
+            problems.append(
                 "an InputLayer needs batch_input_shape, which TF.js reads; Keras 3 writes batch_shape, "
                 "which TF.js 4.22 cannot load: convert Keras files with `crowdtrain import-keras`"
             )
+        elif kind == "GRU" and isinstance(settings, dict) and settings.get("reset_after"):
+            problems.append(
+                f"layer {name!r}: GRU with reset_after=True (Keras 3's default) is not one TF.js 4.22 trains; "
+                "build it with GRU(..., reset_after=False)"
+            )
+    return problems
 
 
 def _weight_specs(entries: list[Any], max_values: int) -> tuple[WeightSpec, ...]:

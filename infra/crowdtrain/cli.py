@@ -364,7 +364,12 @@ def import_keras(args: argparse.Namespace) -> None:
     try:
         print(convert(Path(args.keras_model), Path(args.out)))
     except (KerasFileError, OSError) as err:
-        raise SystemExit(f"cannot import {args.keras_model}: {err}")
+        lines = str(err).splitlines() or [type(err).__name__]
+        # one line, or one line per thing the page cannot train
+        raise SystemExit(
+            f"crowdtrain: cannot import {args.keras_model}: "
+            + (lines[0] if len(lines) == 1 else "\n" + "\n".join(f"  {line}" for line in lines))
+        )
 
 
 def export_keras(args: argparse.Namespace) -> None:

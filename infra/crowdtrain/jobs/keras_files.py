@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from chalicelib.domain.keys import SHARD_NAME
+from chalicelib.domain.models import untrainable
 from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -125,18 +126,43 @@ def tfjs_weights(model: Any) -> tuple[list[WeightSpec], list[np.ndarray]]:
     return specs, values
 
 
+# How each kind of Keras file starts: a .keras file is a zip archive, a .h5 file HDF5.
+SIGNATURES = {".keras": b"PK\x03\x04", ".h5": b"\x89HDF\r\n\x1a\n"}
+
+
 def import_keras(source: Path, out: Path) -> Path:
-    """`source` (.keras or .h5) -> out/model.json and out/weights.bin."""
-    if source.suffix not in (".keras", ".h5"):
+    """`source` (.keras or .h5) -> out/model.json and out/weights.bin, once
+    everything in it is something the page trains (each thing that is not,
+    one line, and nothing written)."""
+    if source.suffix not in SIGNATURES:
         raise KerasFileError(f"{source}: a Keras model file ends in .keras or .h5")
+    try:
+        with source.open("rb") as f:
+            head = f.read(8)
+    except OSError as err:
+        raise KerasFileError(f"{source}: {err.strerror}")
+    if not head.startswith(SIGNATURES[source.suffix]):
+        kind = "a zip archive" if source.suffix == ".keras" else "an HDF5 file"
+        raise KerasFileError(f"{source} is not a Keras file (a {source.suffix} file is {kind})")
     k = keras()
     try:
         model = k.models.load_model(source, compile=False)
     except (ValueError, OSError, TypeError) as err:
         raise KerasFileError(f"Keras {k.__version__} cannot read {source}: {err}")
+    topology = tfjs_topology(model)
     specs, values = tfjs_weights(model)
+    problems = untrainable(topology)
+    names = [s.name for s in specs]
+    problems += [f"weight name {n!r} is used {names.count(n)} times" for n in sorted(set(names)) if names.count(n) > 1]
+    stateful = {w.path if hasattr(w, "path") else w.name for w in model.non_trainable_weights}
+    if stateful:  # BatchNormalization's moving statistics: the layer updates them itself, the fold would not
+        problems.append(
+            f"weights the model updates itself, not by gradient, which the fold cannot carry: {sorted(stateful)}"
+        )
+    if problems:
+        raise KerasFileError("\n".join(problems))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.json").write_bytes(model_json(tfjs_topology(model), specs))
+    (out / "model.json").write_bytes(model_json(topology, specs))
     (out / SHARD_NAME).write_bytes(encode_tensors(specs, values))
     return out / "model.json"
 
