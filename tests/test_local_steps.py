@@ -127,20 +127,24 @@ def test_local_steps_take_whole_batches(harness):
 RANGE = {"steps": 4, "min_steps": 1, "target_seconds": 5, "optimizer": {"name": "sgd", "learning_rate": 0.5}}
 
 
+def range_job(harness, batches: int, k: int, **extra) -> str:
+    """A job of RANGE's steps (1 to 4 a task), folded by plain SGD at 1, K = k, staleness 0."""
+    return harness.create_job(
+        Dataset.generate(batches=batches, batch_size=4),
+        local_steps=RANGE,
+        optimizer={"name": "sgd", "learning_rate": 1.0},
+        gradients_per_update=k,
+        staleness=0,
+        **extra,
+    )
+
+
 @pytest.mark.parametrize("fold_groups", [1, 4])
 def test_volunteers_choose_their_steps_and_the_fold_weights_each_result_by_them(harness, fold_groups):
     """One update of 12 tasks, each trained on 1 to 4 of its batches: the new
     version is w0 − Σ steps × Δ / Σ steps (outer SGD, learning rate 1),
     whether one fold sums them or a fold in parts."""
-    ds = Dataset.generate(batches=48, batch_size=4)
-    job = harness.create_job(
-        ds,
-        local_steps=RANGE,
-        optimizer={"name": "sgd", "learning_rate": 1.0},
-        gradients_per_update=12,
-        staleness=0,
-        fold_groups=fold_groups,
-    )
+    job = range_job(harness, 48, 12, fold_groups=fold_groups)
     w0 = harness.weights(job, 0)
     tasks = [harness.lease(f"v{i}") for i in range(12)]
     weighted, steps_total = [np.zeros_like(w) for w in w0], 0
@@ -164,15 +168,7 @@ def test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_
     follows: its samples count as the weight kept."""
     from chalicelib.services import services
 
-    ds = Dataset.generate(batches=12, batch_size=4)
-    job = harness.create_job(
-        ds,
-        local_steps=RANGE,
-        optimizer={"name": "sgd", "learning_rate": 1.0},
-        gradients_per_update=3,
-        staleness=0,
-        max_share=0.5,
-    )
+    job = range_job(harness, 12, 3, max_share=0.5)
     w0 = harness.weights(job, 0)
     moves, claims = [], {"greedy": 4, "a": 1, "b": 1}
     for name, steps in claims.items():
