@@ -313,8 +313,8 @@ MUTANTS = [
     Mutant(
         "a job without points records no credit",
         "chalicelib/fold/updates.py",
-        "earned(group) if spec.credit else ()",
-        "earned(group)",
+        "earned(group, shares) if spec.credit else ()",
+        "earned(group, shares)",
         ("tests/test_credit.py::test_a_job_without_points_keeps_no_credit",),
     ),
     Mutant(

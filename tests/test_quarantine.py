@@ -74,12 +74,12 @@ def test_the_cli_lists_what_it_sends_back(monkeypatch, capsys):
     }
     api = SimpleNamespace(call=lambda method, path: calls.append((method, path)) or replies[path])
     monkeypatch.setattr(cli, "_api", lambda args: api)
-    cli.redrive(SimpleNamespace(job="j-1", quarantined=False))
+    cli.redrive(SimpleNamespace(job="j-1", quarantined=False, json=False))
     assert capsys.readouterr().out.splitlines() == [
-        '{"tasks": 0, "results": 0}',
-        'quarantined (redriven too often): {"tasks": 0, "results": 1}; see --quarantined',
+        "sent back to their queues: nothing",
+        "quarantined (redriven too often): 1 results; `crowdtrain redrive --quarantined j-1` lists them",
     ]
-    cli.redrive(SimpleNamespace(job="j-1", quarantined=True))
+    cli.redrive(SimpleNamespace(job="j-1", quarantined=True, json=False))
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "results m-1: dead-lettered again after 3 redrives" and '"batch": 7' in out[1]
     assert out[-1] == "sent back 1 quarantined message of j-1"

@@ -54,10 +54,14 @@ export class RemoteTrainer {
     const url = shardUrl(task);
     const ahead = this.shards.get(url);
     this.shards.delete(url);
+    if (!keep) this.prepared = url; // the worker is taking this version: a lease of it meanwhile fetches nothing
     const shard = keep ? null : await ahead?.catch(() => null);
-    const fetched = await this.call('prepare', [task, keep, shard], shard ? [shard.buffer] : []);
-    if (fetched !== 'continued') this.prepared = url; // the worker holds this version (not its own weights)
-    return fetched;
+    try {
+      return await this.call('prepare', [task, keep, shard], shard ? [shard.buffer] : []);
+    } catch (err) {
+      if (this.prepared === url) this.prepared = null;
+      throw err;
+    }
   }
 
   /** Whether a task's model version is here already (fetched ahead, or the worker's last). */
