@@ -50,6 +50,7 @@ from crowdtrain.local.process import LocalCloudProcess
 STEPS = (1200, 2400)  # the sequential steps whose losses are the targets
 TARGET, TARGET_CROWD = 8, 16  # a speed-up of 8x or more with 16 volunteers
 BATCHES, HELD_OUT_BATCHES = 400, 8
+POLL_SECONDS = 20  # between checks of a crowd's newest version (--quick: 2)
 NOISE_BATCHES = 64  # single batches whose gradients estimate the noise scale
 DIVERGED = 0.5  # nats/char above the first version's loss: the crowd diverged, the run stops
 # How a crowd's results are folded: the demo's default (each move applied as it lands), FedAvg's rounds
@@ -105,7 +106,7 @@ def run_crowd(stack, job_id: str, volunteers: int, target: float, eval_urls: lis
     ]
     started, checked, first, diverged = time.monotonic(), -1, None, False
     while any(p.poll() is None for p in procs):
-        time.sleep(20)
+        time.sleep(POLL_SECONDS)
         status = stack.api.call("GET", f"/jobs/{job_id}")
         if status["status"] != "running" or status["version"] == checked:
             continue
@@ -165,6 +166,9 @@ def main() -> None:
     )
     args = p.parse_args()
     steps = (12, 24) if args.quick else STEPS
+    if args.quick:  # a smoke run: a few batches, short polls
+        global BATCHES, POLL_SECONDS
+        BATCHES, POLL_SECONDS = 32, 2
     path = common.results_path("speedup", args)
     results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     results.pop("machine", None)
