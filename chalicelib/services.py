@@ -81,7 +81,11 @@ class Services(Stores):
     def source(self) -> TaskSource:
         c = self.config
         policy = LeasePolicy(
-            c.lease_wait_seconds, c.max_leases_per_volunteer, c.max_leases_per_address, c.lease_meta_max_age
+            c.lease_wait_seconds,
+            c.max_leases_per_volunteer,
+            c.max_leases_per_address,
+            c.lease_meta_max_age,
+            c.distinct_addresses,
         )
         return TaskSource(self.tasks, self.meta, self.jobs, self.evaluations, RoundSeats(self._table), policy)
 

@@ -427,3 +427,65 @@ def test_one_identity_cycling_lease_and_release_over_http_is_refused_within_150_
             break
         assert released.status_code == 200, released.text
     assert released.status_code == 429 and cycle <= 150 and "handed back" in released.text, (cycle, released.text)
+
+
+def test_an_honest_volunteer_is_seated_in_a_round_another_client_squats_within_two_lease_periods(tmp_path):
+    """The squat of issue 39 over HTTP: a client takes both seats of a K = 2 synchronous round,
+    heartbeats them and leases each task again the moment its lease runs out. A seat lasts one
+    lease and goes to someone else when let go; an honest volunteer asking as a page does (every
+    second, as the round's wait says) is seated within two lease periods. (Every local volunteer
+    is 127.0.0.1: here the squatter is one identity; a deploy bars its address too.) A stack of its
+    own: no other test's tasks in the queue."""
+    lease_seconds = 10
+    stack = LocalCloudProcess(tmp_path)
+    try:
+        squat(stack, lease_seconds)
+    finally:
+        assert stack.stop() == 0
+
+
+def squat(stack: LocalCloudProcess, lease_seconds: int) -> None:
+    job = stack.char_lstm_job(batches=2, epochs=1, k=2, staleness=0, synchronous=True, lease_seconds=lease_seconds)
+    api = stack.state["api"]
+
+    def identity(name: str) -> str:
+        return requests.post(f"{api}/volunteers", json={"name": name}, timeout=10).json()["volunteer_token"]
+
+    def lease(token: str) -> dict | None:
+        """A lease of the job's task, a round's wait, or None (none now)."""
+        reply = requests.post(f"{api}/tasks/lease", json={"volunteer_token": token}, timeout=30)
+        assert reply.status_code in (200, 204), reply.text
+        return reply.json() if reply.status_code == 200 else None
+
+    squatter, honest = identity("squatter"), identity("honest")
+    held: list[dict] = []
+    deadline = time.monotonic() + 30
+    while len(held) < 2:
+        assert time.monotonic() < deadline, "the squatter did not get both seats"
+        task = lease(squatter)
+        if task and task["kind"] == "train":
+            held.append(task)
+    squatted = time.monotonic()
+    seated = None
+    next_honest = next_beat = squatted
+    while seated is None:
+        now = time.monotonic()
+        assert now - squatted < 2 * lease_seconds, "the honest volunteer was not seated within two lease periods"
+        if now >= next_beat:  # the squatter keeps its leases alive as long as it may
+            for task in held:
+                body = {"job_id": job, "lease_token": task["lease_token"], "volunteer_token": squatter}
+                beat = requests.post(f"{api}/tasks/heartbeat", json=body, timeout=10)
+                if beat.status_code == 200:
+                    task["lease_token"] = beat.json()["lease_token"]
+            next_beat = now + 2
+        again = lease(squatter)  # and asks for the round's tasks again all the time
+        if again and again["kind"] == "train":
+            held.append(again)
+        if now >= next_honest:
+            answer = lease(honest)
+            if answer and answer["kind"] == "train":
+                seated = answer
+            next_honest = now + (answer["retry_after"] if answer and answer["kind"] == "wait" else 1)
+        time.sleep(0.1)
+    assert seated["base_version"] == 0 and seated["batch"] in {t["batch"] for t in held[:2]}
+    assert len(held) == 2, "the squatter leased a seat it had let go"

@@ -4,11 +4,14 @@ on the version it updates, with nothing computed only to be discarded."""
 
 import json
 import time
+from dataclasses import replace
 
 import pytest
+from chalice.local import LambdaEventConverter
 
-from chalicelib.services import services
-from tests.harness import TASK_MAX_RECEIVES, Dataset, job_body
+from chalicelib.domain.records import Lease
+from chalicelib.services import reset, services
+from tests.harness import TASK_MAX_RECEIVES, Dataset, job_body, lease_items, token_payload
 
 SYNCHRONOUS = {
     "synchronous": True,
@@ -133,6 +136,63 @@ def test_a_held_out_evaluation_takes_no_seat_in_the_round(harness):
     )
     leases = [harness.lease(v) for v in "abc"]
     assert sorted((t["kind"], t["base_version"]) for t in leases) == [("evaluate", 0), ("train", 0), ("train", 0)]
+
+
+def lapse(harness, job):
+    """Every lease of the job runs out now, as far as SQS is concerned: its tasks are visible again."""
+    for item in lease_items(services().slots._table, job):
+        harness.sqs.change_message_visibility(
+            QueueUrl=harness.tasks_url, ReceiptHandle=item["receipt"], VisibilityTimeout=0
+        )
+
+
+def test_a_rounds_seat_is_not_extended_by_heartbeats(harness):
+    """A seat lasts one lease (issue 39): heartbeats renew the token but not its end, so a client
+    that heartbeats and never completes gives the round's seat up after lease_seconds."""
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4), lease_seconds=60, **SYNCHRONOUS)
+    task = harness.lease("a")
+    lease = Lease.from_json(token_payload(task))
+    aged = replace(lease, received=lease.received - 30, expires=lease.expires - 30)  # as if leased 30 s ago
+    reply = harness.call("POST", "/tasks/heartbeat", {"job_id": job, "lease_token": services().signer.sign(aged)})
+    assert reply.status_code == 200
+    assert json.loads(reply.body)["lease_expires"] == pytest.approx(aged.expires, abs=1)  # not now + 55 s
+    finish(harness, {**task, "lease_token": json.loads(reply.body)["lease_token"]})  # the renewed token completes
+
+
+def test_a_seat_that_lapsed_is_not_leased_again_by_its_holder_in_the_round(harness):
+    """The squat of issue 39: one identity takes every seat of a round and leases each task again
+    as its lease runs out. A seat let go goes to someone else for a lease after it would have ended."""
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4), lease_seconds=60, **SYNCHRONOUS)
+    held = [harness.lease("squatter"), harness.lease("squatter")]
+    assert [t["kind"] for t in held] == ["train", "train"]
+    lapse(harness, job)
+    assert harness.lease("squatter")["kind"] == "wait"  # both tasks came up; neither is its again
+    honest = harness.lease("honest")
+    assert (honest["kind"], honest["base_version"]) == ("train", 0)
+    assert honest["batch"] in {t["batch"] for t in held}
+    finish(harness, honest)
+
+
+def test_a_seat_let_go_is_not_taken_by_another_identity_at_its_address(harness, monkeypatch):
+    """Where addresses count (a deploy), the bar is the holder's address too: a client's second
+    identity cannot take the seat its first let go."""
+    monkeypatch.setenv("DISTINCT_ADDRESSES", "1")
+    reset()
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", "192.0.2.7")
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4), **SYNCHRONOUS)
+    first, second = harness.lease("sybil-1"), harness.lease("sybil-2")
+    reply = harness.call(
+        "POST", "/tasks/release", {"job_id": job, "lease_token": first["lease_token"], "reason": "stopped"}
+    )
+    assert reply.status_code == 200
+    assert harness.lease("sybil-2")["kind"] == "wait"  # the released task is its address's no more
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", "198.51.100.9")
+    honest = harness.lease("honest")
+    assert (honest["kind"], honest["batch"]) == ("train", first["batch"])
+    finish(harness, honest)
+    finish(harness, second)
+    harness.deliver()
+    assert harness.status(job)["version"] == 1
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None])

@@ -4,9 +4,13 @@ waits for the update, so that every result of a round is computed on the
 version the round updates, as a synchronous optimizer's would be. The item
 holds task ids, not a count, so that a task handed back, expired or
 discarded can be leased again on the same version without taking a second
-seat."""
+seat; `held` names, per task, who held its seat and until when, so that a
+seat let go or lapsed is not taken again by the same client."""
 
 from __future__ import annotations
+
+from decimal import Decimal
+from typing import Sequence
 
 from chalicelib.store.table import Records, job_key
 
@@ -14,38 +18,77 @@ ROUND = "ROUND"
 
 
 class RoundSeats(Records):
-    def claim(self, job_id: str, version: int, task_id: str, seats: int) -> bool:
-        """Seat `task_id` in the round on `version`: true if it holds one
-        (it did, or one of `seats` was free), false if the round is full or
-        the job's round has moved past `version`."""
+    def claim(
+        self, job_id: str, version: int, task_id: str, seats: int, holders: Sequence[str] = (), until: float = 0.0
+    ) -> bool:
+        """Seat `task_id` in the round on `version` for the client named by
+        `holders` (its identity, and its address where addresses count): true
+        if it holds one (it did, or one of `seats` was free), false if the
+        round is full, the job's round has moved past `version`, or one of
+        `holders` held this task's seat in this round until after now (a seat
+        let go or lapsed goes to someone else: one client cannot squat a
+        round by leasing its tasks again as its leases run out)."""
         return (
-            self._seat(job_id, version, task_id, seats)
-            or self._open(job_id, version, task_id)
-            or self._seat(job_id, version, task_id, seats)
+            self._seat(job_id, version, task_id, seats, holders, until)
+            or self._open(job_id, version, task_id, holders, until)
+            or self._seat(job_id, version, task_id, seats, holders, until, mend=False)
         )  # a concurrent lease may have just opened it
 
-    def _seat(self, job_id: str, version: int, task_id: str, seats: int) -> bool:
-        """The round on `version`: the task is seated already, or a seat is free."""
+    def _seat(
+        self, job_id: str, version: int, task_id: str, seats: int, holders: Sequence[str], until: float, mend=True
+    ) -> bool:
+        """The round on `version`: the task is seated already, or a seat is
+        free; and no holder is barred from this task's seat."""
+        names = {"#t": task_id, **{f"#h{i}": h for i, h in enumerate(holders)}}
+        barred = "".join(
+            f" AND (attribute_not_exists(held.#t.#h{i}) OR held.#t.#h{i} < :now)" for i in range(len(holders))
+        )
         try:
             self._table.update_item(
                 Key=job_key(job_id, ROUND),
-                UpdateExpression="ADD tasks :task",
-                ConditionExpression="version = :v AND (contains(tasks, :id) OR size(tasks) < :seats)",
-                ExpressionAttributeValues={":task": {task_id}, ":id": task_id, ":v": version, ":seats": seats},
+                UpdateExpression="ADD tasks :task SET held.#t = :mine",
+                ConditionExpression="version = :v AND (contains(tasks, :id) OR size(tasks) < :seats)" + barred,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    ":task": {task_id},
+                    ":id": task_id,
+                    ":v": version,
+                    ":seats": seats,
+                    ":mine": {h: _decimal(until) for h in holders},
+                    **({":now": _decimal(self._clock())} if holders else {}),
+                },
             )
             return True
         except self._condition_failed:
             return False
+        except self._client.exceptions.ClientError as err:
+            if err.response["Error"]["Code"] != "ValidationException" or not mend:
+                raise
+            # a round opened before seats named their holders has no `held` map to add to
+            self._table.update_item(
+                Key=job_key(job_id, ROUND),
+                UpdateExpression="SET held = if_not_exists(held, :none)",
+                ExpressionAttributeValues={":none": {}},
+            )
+            return self._seat(job_id, version, task_id, seats, holders, until, mend=False)
 
-    def _open(self, job_id: str, version: int, task_id: str) -> bool:
+    def _open(self, job_id: str, version: int, task_id: str, holders: Sequence[str], until: float) -> bool:
         """The first task on a newer version than the round's opens the round on it."""
         try:
             self._table.update_item(
                 Key=job_key(job_id, ROUND),
-                UpdateExpression="SET version = :v, tasks = :task",
+                UpdateExpression="SET version = :v, tasks = :task, held = :held",
                 ConditionExpression="attribute_not_exists(version) OR version < :v",
-                ExpressionAttributeValues={":task": {task_id}, ":v": version},
+                ExpressionAttributeValues={
+                    ":task": {task_id},
+                    ":v": version,
+                    ":held": {task_id: {h: _decimal(until) for h in holders}},
+                },
             )
             return True
         except self._condition_failed:
             return False
+
+
+def _decimal(seconds: float) -> Decimal:
+    return Decimal(str(round(seconds, 3)))

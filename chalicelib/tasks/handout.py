@@ -62,7 +62,7 @@ class Handout:
             self.slots.free(seats)
             return None
         task, spec = chosen.task, chosen.spec
-        meta, seated = self.source.seat(chosen)
+        meta, seated = self.source.seat(chosen, volunteer_id, address)
         if not seated:
             self.slots.free(seats)
             return WaitAnswer(task.job_id, meta.version, ROUND_RETRY_SECONDS)

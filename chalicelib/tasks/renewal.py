@@ -40,10 +40,16 @@ class Heartbeats:
         self.clock = clock
 
     def heartbeat(self, request: HeldLease) -> Renewed:
-        """Extend a live lease by the job's lease seconds; a fresh token and a
-        fresh upload form (valid as long as the renewed lease) come back."""
+        """Extend a live lease by the job's lease seconds (a synchronous
+        round's seat: not at all); a fresh token and a fresh upload form
+        (valid as long as the renewed lease) come back."""
         lease = self.held.verify(request)
         spec = self.jobs.spec(lease.job_id)
+        if spec.synchronous and lease.evaluates is None:
+            # A round's seat lasts one lease: the token is renewed (the lease is still held), its
+            # end is not, so a client that never completes lets the round go after lease_seconds.
+            self.held.move(lease, "leased", "leased", expires=lease.expires)
+            return self.answers.renewed(lease, spec)
         now = self.clock()
         if now + spec.lease_seconds > lease.received + MAX_VISIBILITY_SECONDS:
             raise Conflict(

@@ -16,6 +16,7 @@ from chalicelib.store.meta import JobMeta, MetaStore
 from chalicelib.store.queues import TaskQueue
 from chalicelib.store.rounds import RoundSeats
 from chalicelib.tasks.evaluations import REQUEUE_DELAY_SECONDS, Evaluations
+from chalicelib.tasks.tokens import token_seconds
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class LeasePolicy:
     max_leases_per_volunteer: int
     max_leases_per_address: int
     meta_max_age: float  # how old a META read a lease may reuse (each lease would read it otherwise)
+    distinct_addresses: bool = True  # a round's seat let go is barred to its address too (off: the local stack)
 
 
 @dataclass(frozen=True)
@@ -92,16 +94,22 @@ class TaskSource:
             return Chosen(task, meta, spec)
         return None
 
-    def seat(self, chosen: Chosen) -> tuple[JobMeta, bool]:
+    def seat(self, chosen: Chosen, volunteer_id: str, address: str) -> tuple[JobMeta, bool]:
         """The META to lease `chosen` on, and whether it may be leased: a
         synchronous job's training task first takes a seat in the newest
-        version's round (False: the round is full, and the task went back); a
-        check's batch holds its seat in its version's round."""
+        version's round (False: the round is full, or this volunteer or its
+        address held this task's seat in the round until less than a lease
+        ago, and the task went back); a check's batch holds its seat in its
+        version's round."""
         task, spec = chosen.task, chosen.spec
         if not (spec.synchronous and task.evaluates is None):
             return chosen.meta, True
         meta = self.meta.get(task.job_id)  # the newest version: its round is the one to sit in
-        if self.rounds.claim(task.job_id, meta.version, f"{task.epoch}-{task.batch}", spec.gradients_per_update):
+        holders = (volunteer_id, f"@{address}") if self.policy.distinct_addresses else (volunteer_id,)
+        # barred from this seat for a lease after its lease would end (a seat is not extended: tasks/renewal.py)
+        until = time.time() + token_seconds(spec.lease_seconds) + spec.lease_seconds
+        task_id = f"{task.epoch}-{task.batch}"
+        if self.rounds.claim(task.job_id, meta.version, task_id, spec.gradients_per_update, holders, until):
             return meta, True
         self.put_back(task)
         return meta, False
