@@ -46,9 +46,11 @@ import numpy as np
 
 from bench import common
 from chalicelib.domain.optimizers import make_optimizer
+from chalicelib.domain.records import Result
 from chalicelib.domain.schema import DEFAULT_ROBUST_SHARE
 from chalicelib.domain.sections import Replication
-from chalicelib.domain.strategies import make_strategy
+from chalicelib.domain.strategies import ClippedMean, make_strategy
+from chalicelib.fold.shares import capped
 from chalicelib.store.reputations import Standing
 
 FEATURES, CLASSES, BATCH = 20, 10, 32
@@ -109,6 +111,7 @@ class ReplicatedCrowd:
         self.replication, self.sleepers, self.rng = replication, sleepers, rng
         self.identities, self.hostile = identities, set(range(round(share * identities)))
         self.standing = [Standing() for _ in range(identities)]
+        self.judges: list[set[int]] = [set() for _ in range(identities)]  # who outvoted each (its address)
         self.copies = self.folded = self.hostile_folded = 0
 
     def _attacks(self, who: int) -> bool:
@@ -126,9 +129,12 @@ class ReplicatedCrowd:
             if self.replication is None or not self.replication.barred(self.standing[who]):
                 return who
 
-    def _judged(self, who: int, agreed: bool) -> None:
-        s = self.standing[who]
-        self.standing[who] = Standing(s.agreed + 1 if agreed else 0, s.outvoted + (not agreed), s.judged + 1)
+    def _judged(self, who: int, agreed: bool, by: tuple[int, ...] = ()) -> None:
+        s, judges = self.standing[who], self.judges[who]
+        judges.update(by)
+        self.standing[who] = Standing(
+            s.agreed + 1 if agreed else 0, s.outvoted + (not agreed), s.judged + 1, len(judges)
+        )
 
     def fold_one(self) -> bool:
         """One task: whether the gradient it folds is hostile."""
@@ -147,7 +153,7 @@ class ReplicatedCrowd:
                 flipped = self._attacks(third)
                 for who in (winner, third):
                     self._judged(who, True)
-                self._judged(loser, False)
+                self._judged(loser, False, by=(winner, third))
         self.folded += 1
         self.hostile_folded += flipped
         return flipped
@@ -160,6 +166,70 @@ REPLICATION_POLICIES = {
     "adaptive (trusted after 10, spot checks 10 %)": Replication(copies=2, trust_after=10, spot_check=0.1),
 }
 REPLICATION_SHARES = (0.1, 0.2, 0.3, 0.4)
+
+
+def outvoting(replication: Replication, by_address: bool, honest: int = 20, seed: int = 7) -> dict:
+    """The outvoting attack: two hostile clients (two identities each, at
+    addresses A and B) take the check and the tie-break of every honest first
+    copy (the worst case: each picks the tasks it wants by cycling leases) and
+    outvote it. Honest identities barred after EPOCHS x TASKS tasks, counting
+    a verdict's judges by address (the fold's rule) or by identity (before)."""
+    rng = np.random.default_rng(seed)
+    standing, judges = [Standing() for _ in range(honest)], [set() for _ in range(honest)]
+    discarded = 0
+    for task in range(EPOCHS * TASKS):
+        who = int(rng.integers(honest))
+        if replication.barred(standing[who]):
+            discarded += 1  # its copy no longer counts: another honest one is asked
+            continue
+        check, tie_break = (f"A{task % 2}", "A"), (f"B{task % 2}", "B")  # (identity, address)
+        judges[who].update(j[1] if by_address else j[0] for j in (check, tie_break))
+        s = standing[who]
+        standing[who] = Standing(0, s.outvoted + 1, s.judged + 1, len(judges[who]))
+    barred = sum(replication.barred(s) for s in standing)
+    judged = "by address (the fold)" if by_address else "by identity (before)"
+    return {"judges": judged, "honest": honest, "barred": barred, "discarded": discarded}
+
+
+def claimed_steps(k: int = 5, steps: int = 16, honest_steps: int = 1) -> list[dict]:
+    """The claimed-steps attack: in a job with a range of local steps (results
+    weigh by the steps they report), one identity reports every step of its
+    task (H = 16) with a sign-flipped move at the clip norm, beside K - 1
+    honest results of 1 step, under clipped_mean (K = 5, max_share's default
+    for a robust rule). Its share of the update's weight, and the cosine of the
+    applied update with the honest mean, with the claims believed and with the
+    fold's cap (chalicelib/fold/shares.py's `capped`)."""
+    (x, y), _ = problem()
+    w = [np.zeros((FEATURES, CLASSES), np.float32), np.zeros(CLASSES, np.float32)]
+    honest = [loss_and_grad(w, x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH])[1] for i in range(k - 1)]
+    clip = float(np.median([norm(g) for g in honest]))
+    mean = [np.mean([g[i] for g in honest], axis=0) for i in range(2)]
+    gradients = [*honest, scaled([-t for t in mean], clip)]
+    group = [
+        Result("j", 0, i, f"l{i}", 0, "", 0.0, BATCH * n, f"v{i}", address=f"192.0.2.{i}")
+        for i, n in enumerate([honest_steps] * (k - 1) + [steps])
+    ]
+    claimed = [float(honest_steps)] * (k - 1) + [float(steps)]
+    rule = ClippedMean(clip)
+    rows = []
+    for label, weights in (
+        ("believed (before)", claimed),
+        ("capped at max_share (the fold)", capped(group, claimed, DEFAULT_ROBUST_SHARE, True)),
+    ):
+        applied = rule.mean(zip(gradients, weights))
+        cosine = sum(float(np.sum(a * m)) for a, m in zip(applied, mean)) / (norm(applied) * norm(mean))
+        rows.append(
+            {
+                "claims": label,
+                "k": k,
+                "steps": steps,
+                "honest_steps": honest_steps,
+                "max_share": DEFAULT_ROBUST_SHARE,
+                "share": weights[-1] / sum(weights),
+                "cosine": cosine,
+            }
+        )
+    return rows
 
 
 def train(
@@ -293,6 +363,24 @@ def main() -> None:
                     f"folded gradients hostile, median K={ks[0]} accuracy {accuracy:.3f}",
                     flush=True,
                 )
+    policy = Replication(copies=2)  # the defaults: bar_ratio 0.25 of at least bar_after 4, bar_judges 3
+    for by_address in (True, False):
+        row = outvoting(policy, by_address)
+        results.setdefault("outvoting", []).append(row)
+        print(
+            f"outvoting: two hostile clients at 2 addresses take every honest copy's check and tie-break; "
+            f"judges counted {row['judges']}: {row['barred']} of "
+            f"{row['honest']} honest identities barred",
+            flush=True,
+        )
+    results["claimed_steps"] = claimed_steps()
+    for row in results["claimed_steps"]:
+        print(
+            f"claimed steps ({row['steps']} against {row['honest_steps']}, K = {row['k']}, clipped mean), "
+            f"claims {row['claims']}: one identity's share of the update's weight {100 * row['share']:.0f} %, "
+            f"cosine with the honest mean {row['cosine']:+.2f}",
+            flush=True,
+        )
     median = max(survives(shares, results["attacks"]["flip"][str(k)]["median"], clean) for k in ks)
     defended = {
         policy: survives([r["share"] for r in rows], [r["accuracy"] for r in rows], clean)

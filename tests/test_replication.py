@@ -249,16 +249,17 @@ def test_bad_adaptive_replication_settings_are_refused(harness, replication, fie
 
 def test_an_identity_outvoted_too_often_loses_its_standing_and_its_copies_are_discarded(harness):
     """bar_after 2, bar_ratio 0.25: h, outvoted in both of its two judged
-    copies, is barred; its next first copy is discarded and the batch
-    re-queued, its next check is discarded and another check asked for."""
+    copies by four judges (three are needed), is barred; its next first copy
+    is discarded and the batch re-queued, its next check is discarded and
+    another check asked for."""
     job = harness.create_job(
         Dataset.generate(batches=1, batch_size=4),
         **{**ADAPTIVE, "replication": {"copies": 2, "tolerance": 1e-3, "bar_ratio": 0.25, "bar_after": 2}},
     )
-    for _ in range(2):
+    for check, tie_break in (("b", "c"), ("d", "e")):
         step(harness, "h", sign_flipped)
-        step(harness, "b")  # disagrees
-        step(harness, "c")  # settles it against h
+        step(harness, check)  # disagrees
+        step(harness, tie_break)  # settles it against h
     status = harness.status(job)
     assert status["version"] == 2 and status["discarded"] == {"outvoted": 2}
     step(harness, "h")  # even an honest copy of h's no longer counts
@@ -270,6 +271,31 @@ def test_an_identity_outvoted_too_often_loses_its_standing_and_its_copies_are_di
     assert status["discarded"] == {"outvoted": 2, "barred": 2} and status["awaiting_replica"] == 1
     step(harness, "c")
     assert harness.status(job)["version"] == 3
+
+
+def test_hostile_identities_at_two_addresses_outvoting_an_honest_one_cannot_bar_it(harness, monkeypatch):
+    """The outvoting attack of issue 39: two hostile clients (three identities at two addresses)
+    take the check and the tie-break of an honest identity's copies and outvote it every time.
+    Their verdicts are two judges (their addresses), not a majority: the honest identity keeps
+    its standing."""
+    from chalice.local import LambdaEventConverter
+
+    monkeypatch.setenv("DISTINCT_ADDRESSES", "1")
+    services_module.reset()
+    at = lambda address: monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", address)  # noqa: E731
+    job = harness.create_job(
+        Dataset.generate(batches=1, batch_size=4),
+        **{**ADAPTIVE, "replication": {"copies": 2, "tolerance": 1e-3, "bar_ratio": 0.25, "bar_after": 2}},
+    )
+    for checker in ("hostile-1", "hostile-3", "hostile-1", "hostile-3"):
+        at("198.51.100.1"), step(harness, "honest")
+        at("192.0.2.1"), step(harness, checker, sign_flipped)  # the check disagrees
+        at("192.0.2.2"), step(harness, "hostile-2", sign_flipped)  # the tie-break sides with it
+    status = harness.status(job)
+    assert status["discarded"] == {"outvoted": 4}  # the honest copies lost each dispute...
+    at("198.51.100.1"), step(harness, "honest")
+    assert harness.status(job)["discarded"] == {"outvoted": 4}  # ...but still count: not barred
+    assert harness.status(job)["awaiting_replica"] == 1
 
 
 def test_a_check_computed_on_another_version_than_its_first_copy_is_not_compared(harness):

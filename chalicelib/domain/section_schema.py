@@ -88,13 +88,13 @@ def replication(raw: Any) -> Replication:
     """{"copies": 1 or 2, "tolerance": relative L2 difference two copies may
     have, "trust_after": agreeing results before an identity is only
     spot-checked (0: never), "spot_check": the least share of its results then
-    checked, "bar_ratio" and "bar_after": when an often outvoted identity loses its standing}."""
+    checked, "bar_ratio", "bar_after" and "bar_judges": when an often outvoted identity loses its standing}."""
     if raw is None:
         return Replication()
     if not isinstance(raw, dict):
         raise BadRequest("replication must be an object with copies (1 or 2) and an optional tolerance")
     validate.only_keys(
-        raw, ("copies", "tolerance", "trust_after", "spot_check", "bar_ratio", "bar_after"), "replication"
+        raw, ("copies", "tolerance", "trust_after", "spot_check", "bar_ratio", "bar_after", "bar_judges"), "replication"
     )
     replication = Replication(
         validate.integer(raw, "copies", 1, 1, 2, "replication."),
@@ -103,6 +103,7 @@ def replication(raw: Any) -> Replication:
         validate.number(raw, "spot_check", Replication.spot_check, 0.01, 1.0, "replication."),
         validate.number(raw, "bar_ratio", Replication.bar_ratio, 0.0, 1.0, "replication."),
         validate.integer(raw, "bar_after", Replication.bar_after, 1, 100_000, "replication."),
+        validate.integer(raw, "bar_judges", Replication.bar_judges, 1, 100, "replication."),
     )
     if replication.trust_after and replication.copies < 2:
         raise BadRequest("replication.trust_after needs copies 2: it decides which results get their second copy")

@@ -85,11 +85,15 @@ class Replication:
     in a dispute loses its record and is checked on every result again.
 
     Barring: an identity outvoted in more than `bar_ratio` of its judged
-    copies (once it has `bar_after` of them) loses its standing in the job:
-    its results are discarded from then on. An honest identity is outvoted
-    only where hostile ones check it and settle its dispute, so hostile
+    copies (once it has `bar_after` of them), by the verdicts of at least
+    `bar_judges` different judges (the source addresses of the copies that
+    outvoted it, where addresses count), loses its standing in the job: its
+    results are discarded from then on. An honest identity is outvoted only
+    where hostile ones check it and settle its dispute, so hostile
     identities, outvoted wherever an honest one checks or settles, cross the
-    ratio first (bench/poison.py)."""
+    ratio first; and hostile identities behind fewer than `bar_judges`
+    addresses cannot bar anyone however often they outvote it
+    (bench/poison.py)."""
 
     copies: int = 1
     tolerance: float = 1e-2
@@ -97,6 +101,7 @@ class Replication:
     spot_check: float = 0.1
     bar_ratio: float = 0.25  # 0: never barred
     bar_after: int = 4
+    bar_judges: int = 3
 
     def barred(self, standing: Any) -> bool:
         """Whether an identity's record (store/reputations.py's Standing) has lost it its standing."""
@@ -104,6 +109,7 @@ class Replication:
             self.bar_ratio > 0
             and standing.judged >= self.bar_after
             and standing.outvoted > self.bar_ratio * standing.judged
+            and standing.judges >= self.bar_judges
         )
 
     def check_rate(self, agreed: int) -> float:

@@ -180,6 +180,7 @@ class JobSpec:
                 "spot_check": self.replication.spot_check,
                 "bar_ratio": self.replication.bar_ratio,
                 "bar_after": self.replication.bar_after,
+                "bar_judges": self.replication.bar_judges,
             },
             "fold_groups": self.fold_groups,
             "max_share": self.max_share,

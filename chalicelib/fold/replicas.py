@@ -98,6 +98,10 @@ class Replicas:
         self.discards.discard(r.job_id, [(r.epoch, r.batch, [r.lease_id])], reason)
         return reason
 
+    def _judge(self, copy: Pending | Result) -> str:
+        """Who a verdict counts as: the copy's source address where addresses count, else its identity."""
+        return f"@{copy.address}" if self.distinct_addresses and copy.address else copy.volunteer_id
+
     def _over_share(self, meta: JobMeta, spec: JobSpec, copy: Pending) -> bool:
         """Whether folding `copy` would take its volunteer (or address) past its share of the update."""
         return over_share(meta.pending, [copy], spec, self.distinct_addresses)[0]
@@ -220,5 +224,5 @@ class Replicas:
         self.awaiting.drop(first)
         self.discards.mark(r.job_id, [loser.lease_id], FoldOutcome.OUTVOTED)
         self.reputations.agreed(r.job_id, [winner.volunteer_id, r.volunteer_id])
-        self.reputations.outvoted(r.job_id, loser.volunteer_id)
+        self.reputations.outvoted(r.job_id, loser.volunteer_id, {self._judge(winner), self._judge(r)})
         return outcome

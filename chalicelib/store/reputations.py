@@ -1,9 +1,11 @@
 """`REP#<volunteer id>` in a job's partition: an identity's record in a
 replicated job (BOINC's adaptive replication): how many of its copies
 agreed with another volunteer's since it was last outvoted, how many of
-its copies were judged (compared with another's) and how often it was
-outvoted. Counted by atomic updates; a fold retried after a crash may
-count a judgement twice, which only moves a rate a little."""
+its copies were judged (compared with another's), how often it was
+outvoted, and by which judges (a string set: two hostile clients outvoting
+an honest identity again and again are two judges, not a majority).
+Counted by atomic updates; a fold retried after a crash may count a
+judgement twice, which only moves a rate a little."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ class Standing:
     agreed: int = 0  # since it was last outvoted
     outvoted: int = 0
     judged: int = 0
+    judges: int = 0  # the different judges that outvoted it
 
 
 def _key(job_id: str, volunteer_id: str) -> dict[str, str]:
@@ -26,7 +29,12 @@ def _key(job_id: str, volunteer_id: str) -> dict[str, str]:
 class Reputations(Records):
     def get(self, job_id: str, volunteer_id: str) -> Standing:
         item = self._table.get_item(Key=_key(job_id, volunteer_id), ConsistentRead=True).get("Item") or {}
-        return Standing(int(item.get("agreed", 0)), int(item.get("outvoted", 0)), int(item.get("judged", 0)))
+        return Standing(
+            int(item.get("agreed", 0)),
+            int(item.get("outvoted", 0)),
+            int(item.get("judged", 0)),
+            len(item.get("judges", ())),
+        )
 
     def agreed(self, job_id: str, volunteer_ids: list[str]) -> None:
         """Each of these identities' copies agreed with another's."""
@@ -37,10 +45,11 @@ class Reputations(Records):
                 ExpressionAttributeValues={":one": 1},
             )
 
-    def outvoted(self, job_id: str, volunteer_id: str) -> None:
-        """The identity's copy lost a dispute: its record starts over."""
+    def outvoted(self, job_id: str, volunteer_id: str, judges: set[str]) -> None:
+        """The identity's copy lost a dispute to `judges` (the keys of the
+        copies that outvoted it): its record starts over."""
         self._table.update_item(
             Key=_key(job_id, volunteer_id),
-            UpdateExpression="SET agreed = :zero ADD outvoted :one, judged :one",
-            ExpressionAttributeValues={":zero": 0, ":one": 1},
+            UpdateExpression="SET agreed = :zero ADD outvoted :one, judged :one, judges :judges",
+            ExpressionAttributeValues={":zero": 0, ":one": 1, ":judges": judges},
         )
