@@ -93,6 +93,8 @@ def targets(name: str, r: dict):
     if name == "overhead":
         yield "overhead", r, r["target_met"], None
         yield "pipelined", r["pipelined"], r["pipelined"]["target_met"], None
+        if p := r.get("preset_jsdoop"):
+            yield "preset", p, p["target_met"], f"`{RUN}overhead --only preset`"
     for c in r["cases"] if name == "scaling" else []:
         cmd = f'`{RUN}scaling --case "{c["case"]}"`'
         yield "scaling", {**c["rows"][-1], "case": c["case"], "target": r["target"]}, c["target_met"], cmd

@@ -14,6 +14,11 @@ export const MAX_STREAK = 3;
 export const GIVE_UP_MS = 5 * 60 * 1000;
 // Near the data cap, after handing back a task whose model is not here, wait this long before the next lease.
 const NEAR_CAP_RETRY_S = 30;
+// A page that holds (or held) a seat in a synchronous round that is all handed out asks again this
+// soon (the update is a fold away from its result), at most FOLLOW_WAITS times in a row; others as
+// told. At most K pages a round ask this often, and for about two seconds.
+export const FOLLOW_MS = 250;
+export const FOLLOW_WAITS = 8;
 const sleep = (ms, signal) => new Promise((resolve) => {
   const wake = () => { clearTimeout(timer); signal?.removeEventListener('abort', wake); resolve(); };
   const timer = setTimeout(wake, ms);
@@ -31,7 +36,7 @@ export class VolunteerLoop {
    *   (the volunteer's CPU share); hold(): why not to lease now, or null (the volunteer's
    *   preferences: charging, data cap, idle); dataLeft(): bytes left under today's data cap;
    *   dataSince(): {down, up} bytes the page used since it last asked (sent with each completion).
-   *   The loop never holds more than prefetch + 1 leases.
+   *   The loop never holds more than prefetch + 1 leases (prefetch + 2 briefly in a synchronous round).
    */
   constructor({ api, trainer, fetchImpl, report, betweenTasks = async () => {},
     trained = () => {}, prefetch = 1, pauseAfter = () => 0, hold = () => null, dataLeft = () => Infinity,
@@ -47,6 +52,16 @@ export class VolunteerLoop {
     this.holding = null; // the reason the loop is holding, last reported
     this.trajectory = new Trajectory(); // this page's own path through a job that follows one
     this.computing = null; // the tag of the result being computed, where it will be a move of that path
+    this.inRound = new Map(); // job id -> the version of the synchronous round this page last took a seat in
+    this.follows = 0; // round waits in a row cut short
+  }
+
+  /** How long to wait after a synchronous round's wait answer (`lease`: its retryAfter, job and version). */
+  roundWait(lease) {
+    const told = lease.retryAfter * 1000;
+    if (this.inRound.get(lease.jobId) !== lease.version || this.follows >= FOLLOW_WAITS) return told;
+    this.follows += 1;
+    return Math.min(told, FOLLOW_MS);
   }
 
   /**
@@ -88,14 +103,18 @@ export class VolunteerLoop {
         if (lease === null) continue; // stopped or held while prefetching
         if (lease.retryAfter !== undefined) {
           // a synchronous job's round is a fold away from its update: ask again as told, not later each time
-          waitMs = lease.round ? lease.retryAfter * 1000 : backoffDelay(this.failures, lease.retryAfter * 1000);
+          waitMs = lease.round ? this.roundWait(lease) : backoffDelay(this.failures, lease.retryAfter * 1000);
           if (!lease.round) this.failures += 1;
           this.report({ type: 'idle', waitMs, reason: lease.reason });
         } else {
           this.failures = 0;
-          // Lease the next task once the one before this is delivered: then at most the
-          // one computing and the one prefetched are held.
-          const prefetching = this.prefetch > 0 ? delivering.then(() => this.acquire()) : null;
+          this.follows = 0;
+          // Lease the next task once the one before this is delivered (then at most the one
+          // computing and the one prefetched are held, and the lease may get the version that
+          // folds it), or beside that delivery in a synchronous round, whose version does not
+          // move before its last result: there a short step would otherwise wait for both.
+          const beside = lease.task.spec?.synchronous && lease.task.kind !== 'evaluate';
+          const prefetching = this.prefetch > 0 ? (beside ? this.acquire() : delivering.then(() => this.acquire())) : null;
           prefetching?.catch(() => {}); // its failure is met where it is awaited, as the next task
           next = prefetching; // the next task even when this one's compute fails
           const result = await this.compute(lease);
@@ -199,7 +218,9 @@ export class VolunteerLoop {
     const task = await this.api.lease();
     t.lease = now();
     if (task.retryAfter !== undefined) return task;
-    if (task.kind === 'wait') return { retryAfter: task.retry_after, reason: task.reason, round: true };
+    if (task.kind === 'wait') {
+      return { retryAfter: task.retry_after, reason: task.reason, round: true, jobId: task.job_id, version: task.base_version };
+    }
     // the version's weights are fetched ahead unless the page's own weights stand for it
     const plan = this.trajectory.plan(task, this.computing);
     const left = this.dataLeft();
@@ -208,6 +229,7 @@ export class VolunteerLoop {
       return { retryAfter: NEAR_CAP_RETRY_S, reason: "near today's data cap: waiting for a task whose model version is already here" };
     }
     this.report({ type: 'leased', jobId: task.job_id, epoch: task.epoch, batch: task.batch, version: task.base_version });
+    if (task.spec.synchronous && task.kind !== 'evaluate') this.inRound.set(task.job_id, task.base_version);
     const lease = { task, token: task.lease_token, beat: t.start, t, expiresAt: task.lease_expires * 1000 };
     this.held.add(lease);
     try {

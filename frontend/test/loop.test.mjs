@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { ApiError, backoffDelay } from '../src/api.js';
-import { VolunteerLoop } from '../src/loop.js';
+import { FOLLOW_MS, FOLLOW_WAITS, VolunteerLoop } from '../src/loop.js';
 import { RemoteTrainer } from '../src/remote.js';
 import { parseBatch } from '../src/trainer.js';
 
@@ -120,7 +120,7 @@ test('uint8 token ids take one byte each, and the y half after an odd x is read 
   assert.throws(() => parseBatch(bytes.slice(1), ids), /expected 11/);
 });
 
-function pipelineFakes(tasks) {
+function pipelineFakes(tasks, taskSpec = spec) {
   const events = [];
   let held = 0;
   let most = 0;
@@ -132,7 +132,7 @@ function pipelineFakes(tasks) {
       held += 1;
       most = Math.max(most, held);
       events.push(`lease ${n}`);
-      return { ...task, lease_token: `t${n}`, batch: n };
+      return { ...task, lease_token: `t${n}`, batch: n, spec: taskSpec };
     },
     heartbeat: async (jobId, token) => ({ lease_token: token }),
     complete: async (jobId, token) => {
@@ -166,6 +166,34 @@ for (const prefetch of [0, 1]) {
     assert.equal(reports.at(-1).type, 'stopped');
   });
 }
+
+test('in a synchronous round the next lease goes beside the delivery before it: at most 3 leases held', async () => {
+  const { events, api, trainer, fetchImpl, most } = pipelineFakes(6, { ...spec, synchronous: true });
+  const reports = [];
+  const loop = new VolunteerLoop({ api, trainer, fetchImpl, report: (e) => reports.push(e), prefetch: 1 });
+  const running = loop.run();
+  while (reports.filter((r) => r.type === 'task').length < 6) await new Promise((r) => setTimeout(r, 5));
+  loop.stop();
+  await running;
+  assert.equal(most(), 3);
+  assert.deepEqual(events.filter((e) => e.startsWith('complete')), [1, 2, 3, 4, 5, 6].map((i) => `complete t${i}`));
+  // task 3 is leased while task 1 is still being completed (a completion outlasts a compute here)
+  assert.ok(events.indexOf('lease 3') < events.indexOf('complete t1'));
+});
+
+test('a page with a seat in a full round asks again soon, a few times; a page without one as told', async () => {
+  const wait = { kind: 'wait', job_id: 'j-1', base_version: 7, retry_after: 1, reason: 'round' };
+  const leases = [{ ...task, spec: { ...spec, synchronous: true } }, wait, wait];
+  const api = { lease: async () => leases.shift() ?? wait, heartbeat: async (j, token) => ({ lease_token: token }) };
+  const seated = new VolunteerLoop({ api, trainer: fakes().trainer, fetchImpl: fakes().fetchImpl, report: () => {} });
+  await seated.acquire(); // a seat in version 7's round
+  const waits = [];
+  for (let i = 0; i < FOLLOW_WAITS + 2; i += 1) waits.push(seated.roundWait(await seated.acquire()));
+  assert.deepEqual(waits, [...Array(FOLLOW_WAITS).fill(FOLLOW_MS), 1000, 1000]);
+  const other = new VolunteerLoop({ api, trainer: fakes().trainer, fetchImpl: fakes().fetchImpl, report: () => {} });
+  assert.equal(other.roundWait(await other.acquire()), 1000); // no seat of its in that round
+  assert.equal(seated.roundWait({ ...(await seated.acquire()), version: 8 }), 1000); // another round
+});
 
 test('with a range of local steps the page trains as many batches as fit the target at its own step time', async () => {
   const urls = Array.from({ length: 8 }, (_, i) => `http://cdn/batch-${i}`);
