@@ -296,8 +296,8 @@ MUTANTS = [
     Mutant(
         "an identity outvoted in a dispute loses its record",
         "chalicelib/store/reputations.py",
-        'UpdateExpression="SET agreed = :zero ADD outvoted :one, judged :one"',
-        'UpdateExpression="SET agreed = agreed + :zero ADD outvoted :one, judged :one"',
+        'UpdateExpression="SET agreed = :zero ADD outvoted :one, judged :one, judges :judges"',
+        'UpdateExpression="SET agreed = agreed + :zero ADD outvoted :one, judged :one, judges :judges"',
         (ADAPTIVE_TEST,),
     ),
     Mutant(
@@ -571,6 +571,44 @@ MUTANTS = [
         "        except StaleState:\n            continue",
         "        except KeyError:\n            continue",
         ("tests/test_lifecycle.py::test_an_admin_action_racing_the_fold_retries_and_never_answers_5xx",),
+    ),
+    Mutant(
+        "a synchronous round's seat is not extended by heartbeats (it lasts one lease)",
+        "chalicelib/tasks/renewal.py",
+        "        if spec.synchronous and lease.evaluates is None:\n",
+        "        if False:\n",
+        (SYNC_TEST + "test_a_rounds_seat_is_not_extended_by_heartbeats",),
+    ),
+    Mutant(
+        "a round's seat let go or lapsed is barred to its holder for a lease",
+        "chalicelib/store/rounds.py",
+        '":now": _decimal(self._clock())',
+        '":now": _decimal(self._clock() + 1e9)',
+        (
+            SYNC_TEST + "test_a_seat_that_lapsed_is_not_leased_again_by_its_holder_in_the_round",
+            SYNC_TEST + "test_a_seat_let_go_is_not_taken_by_another_identity_at_its_address",
+        ),
+    ),
+    Mutant(
+        "a round's seat let go is barred to its holder's address too, where addresses count",
+        "chalicelib/tasks/source.py",
+        'holders = (volunteer_id, f"@{address}") if self.policy.distinct_addresses else (volunteer_id,)',
+        "holders = (volunteer_id,)",
+        (SYNC_TEST + "test_a_seat_let_go_is_not_taken_by_another_identity_at_its_address",),
+    ),
+    Mutant(
+        "barring needs the verdicts of bar_judges different judges",
+        "chalicelib/domain/sections.py",
+        "            and standing.judges >= self.bar_judges\n",
+        "",
+        ("tests/test_replication.py::test_hostile_identities_at_two_addresses_outvoting_an_honest_one_cannot_bar_it",),
+    ),
+    Mutant(
+        "a judge is the outvoting copy's address where addresses count, not its identity",
+        "chalicelib/fold/replicas.py",
+        'return f"@{copy.address}" if self.distinct_addresses and copy.address else copy.volunteer_id',
+        "return copy.volunteer_id",
+        ("tests/test_replication.py::test_hostile_identities_at_two_addresses_outvoting_an_honest_one_cannot_bar_it",),
     ),
 ]
 
