@@ -188,6 +188,7 @@ def test_a_page_task_of_local_steps_uploads_what_tfjs_under_node_computes(stack,
 def test_a_pipelined_page_holds_at_most_prefetch_plus_one_leases(stack, page, prefetch):
     job = stack.char_lstm_job(batches=10, epochs=1, seed=5, staleness=16)
     name = f"pipelined-{prefetch}"
+    opened = time.monotonic()
     page.goto(f"{stack.web}?autostart&volunteer={name}&prefetch={prefetch}")
     held, deadline = [], time.monotonic() + 120
 
@@ -209,6 +210,9 @@ def test_a_pipelined_page_holds_at_most_prefetch_plus_one_leases(stack, page, pr
     assert max(held) <= prefetch + 1 and status["batches_done"] == 10
     if prefetch:
         assert max(held) == 2, held  # it did lease ahead
+    # "time contributed" is wall time with a task in hand: overlapping tasks count once, not each
+    contributed = float(page.inner_text("#time").split()[0])
+    assert 0 < contributed <= time.monotonic() - opened, contributed
 
 
 def _bucket(stack) -> str:

@@ -42,7 +42,11 @@ export function eventHandlers(page) {
     const { stats } = page;
     stats.tasks += 1;
     stats.samples += data.samples;
-    stats.ms += data.ms.total;
+    // time contributed is wall time with a task in hand: pipelined tasks overlap, so each adds
+    // only its time after the last counted end (tasks are reported in the order they end)
+    const end = data.at?.completed ?? stats.until + data.ms.total;
+    stats.ms += Math.max(0, end - Math.max(end - data.ms.total, stats.until));
+    stats.until = Math.max(stats.until, end);
     stats.split.download += data.ms.download;
     stats.split.compute += data.ms.compute + data.ms.encode;
     stats.split.upload += data.ms.upload + data.ms.complete;

@@ -12,7 +12,8 @@ import { RemoteTrainer } from './remote.js';
 import { INDEX_URL, formatCredit, leaderboardRows, poll, readDocument, statusUrl } from './status.js';
 
 const $ = (id) => document.getElementById(id);
-const stats = { tasks: 0, samples: 0, ms: 0, split: { download: 0, compute: 0, upload: 0 } };
+// ms: time contributed (wall time with a task in hand), until: the end of the last task counted
+const stats = { tasks: 0, samples: 0, ms: 0, until: 0, split: { download: 0, compute: 0, upload: 0 } };
 let worker = null;
 let trainer = null;
 let loop = null;

@@ -8,7 +8,7 @@ function fakePage({ finished = false } = {}) {
   const calls = [];
   const page = {
     $: (id) => (elements[id] ??= { textContent: '' }),
-    stats: { tasks: 0, samples: 0, ms: 0, split: { download: 0, compute: 0, upload: 0 } },
+    stats: { tasks: 0, samples: 0, ms: 0, until: 0, split: { download: 0, compute: 0, upload: 0 } },
     crowdtrain: { tasks: [], evaluations: [] },
     setJob: (id) => calls.push(['setJob', id]),
     finished: () => finished,
@@ -32,7 +32,7 @@ test('each event goes to its handler, which sets the page\'s texts and calls its
   assert.equal(text('backend-active'), 'wasm');
   assert.equal(text('wasm-threads'), '1 thread (page not cross-origin isolated)');
   report({ type: 'task', samples: 32, ms: { total: 100, download: 10, compute: 50, encode: 5, upload: 20, complete: 15 } });
-  assert.deepEqual(page.stats, { tasks: 1, samples: 32, ms: 100, split: { download: 10, compute: 55, upload: 35 } });
+  assert.deepEqual(page.stats, { tasks: 1, samples: 32, ms: 100, until: 100, split: { download: 10, compute: 55, upload: 35 } });
   assert.equal(page.crowdtrain.tasks.length, 1);
   report({ type: 'idle' });
   assert.equal(text('state'), 'no task right now; waiting');
@@ -43,6 +43,16 @@ test('each event goes to its handler, which sets the page\'s texts and calls its
   report({ type: 'stopped' });
   assert.equal(text('state'), 'stopped');
   assert.deepEqual(calls, [['setJob', 'j-1'], ['setJob', 'j-1'], ['render'], ['refreshCredit'], ['stopped']]);
+});
+
+test('time contributed is wall time with a task in hand: overlapping pipelined tasks count once', () => {
+  const { page } = fakePage();
+  const report = dispatcher(eventHandlers(page), quiet);
+  const ms = { download: 0, compute: 0, encode: 0, upload: 0, complete: 0 };
+  report({ type: 'task', samples: 1, at: { completed: 1000 }, ms: { ...ms, total: 1000 } }); // 0 to 1,000
+  report({ type: 'task', samples: 1, at: { completed: 1600 }, ms: { ...ms, total: 900 } }); // 700 to 1,600
+  report({ type: 'task', samples: 1, at: { completed: 3000 }, ms: { ...ms, total: 500 } }); // 2,500 to 3,000
+  assert.equal(page.stats.ms, 1000 + 600 + 500); // not 2,400: the second overlapped the first
 });
 
 test('a retried request says what failed and when it is tried again', () => {
