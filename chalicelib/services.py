@@ -45,6 +45,7 @@ from chalicelib.tasks.renewal import Heartbeats, ReleaseLimits, Releases
 from chalicelib.tasks.slots import LeaseSlots
 from chalicelib.tasks.source import LeasePolicy, TaskSource
 from chalicelib.tasks.tokens import TokenSigner
+from chalicelib.tasks.untrainable import Untrainable
 
 
 class Services(Stores):
@@ -128,7 +129,8 @@ class Services(Stores):
             c.releases_per_address,
             c.release_window_seconds,
         )
-        return Releases(self.held, self.source, self.lease_slots, self.counters, limits)
+        untrainable = Untrainable(self.meta, self.jobs, self.counters, self.board, self.config.distinct_addresses)
+        return Releases(self.held, self.source, self.lease_slots, self.counters, limits, untrainable)
 
     @cached_property
     def identities(self) -> Identities:

@@ -610,6 +610,38 @@ MUTANTS = [
         "return copy.volunteer_id",
         ("tests/test_replication.py::test_hostile_identities_at_two_addresses_outvoting_an_honest_one_cannot_bar_it",),
     ),
+    Mutant(
+        "compute errors pause only a job that has folded nothing (a hand-back is a claim)",
+        "chalicelib/tasks/untrainable.py",
+        'if meta.status != "running" or meta.folded_total or meta.auto_paused:',
+        'if meta.status != "running" or meta.auto_paused:',
+        ("tests/test_release.py::test_compute_errors_never_pause_a_job_that_has_trained",),
+    ),
+    Mutant(
+        "a job pauses itself once: the operator's resume overrides it",
+        "chalicelib/tasks/untrainable.py",
+        'if meta.status != "running" or meta.folded_total or meta.auto_paused:',
+        'if meta.status != "running" or meta.folded_total:',
+        (
+            "tests/test_release.py::test_a_job_whose_tasks_fail_in_three_browsers_before_any_fold_pauses_itself_with_why",
+        ),
+    ),
+    Mutant(
+        "a job pauses itself only after compute errors from SOURCES different volunteers",
+        "chalicelib/tasks/untrainable.py",
+        "        if sources < SOURCES:",
+        "        if sources < 1:",
+        (
+            "tests/test_release.py::test_a_job_whose_tasks_fail_in_three_browsers_before_any_fold_pauses_itself_with_why",
+        ),
+    ),
+    Mutant(
+        "compute errors count by source address toward pausing, where addresses count",
+        "chalicelib/tasks/untrainable.py",
+        'f"@{address}" if self.distinct_addresses else volunteer_id',
+        "volunteer_id",
+        ("tests/test_release.py::test_compute_errors_from_one_address_count_once_toward_pausing",),
+    ),
 ]
 
 

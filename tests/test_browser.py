@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import requests
 
 from bench.quality import node
 from chalicelib.domain.codecs import get_codec
@@ -503,3 +504,22 @@ def test_the_page_delivers_its_gradients_through_throttled_completions(own_stack
     assert status["batches_done"] == 3 and completed == 3, (status, completed)  # none computed for nothing
     assert status["counters"].get("released_compute_error", 0) == 0
     page.close()
+
+
+def test_a_job_that_cannot_train_pauses_itself_and_watch_and_the_dashboard_say_why(own_stack, page):
+    """issue 41: tasks handed back as compute errors by three volunteers before anything folded
+    (as every page would with a model TF.js cannot train) pause the job, with its reason shown."""
+    job = own_stack.char_lstm_job(batches=4, epochs=1)
+    api = own_stack.state["api"]
+    for name in ("a", "b", "c"):
+        token = requests.post(f"{api}/volunteers", json={"name": name}, timeout=10).json()["volunteer_token"]
+        task = requests.post(f"{api}/tasks/lease", json={"volunteer_token": token}, timeout=30).json()
+        body = {"job_id": job, "lease_token": task["lease_token"], "volunteer_token": token, "reason": "compute_error"}
+        assert requests.post(f"{api}/tasks/release", json=body, timeout=10).status_code == 200
+    watched = own_stack.cli("watch", job, "--once").stdout
+    assert " paused " in watched and "paused: its tasks failed to compute in 3 volunteers' browsers" in watched
+    page.goto(f"{own_stack.web}dashboard.html?job={job}")
+    page.wait_for_function(
+        "document.getElementById('summary').textContent.includes('failed to compute in 3')", timeout=20_000
+    )
+    assert "paused (its tasks failed" in page.inner_text("#summary")

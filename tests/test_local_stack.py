@@ -6,6 +6,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -489,3 +490,33 @@ def squat(stack: LocalCloudProcess, lease_seconds: int) -> None:
         time.sleep(0.1)
     assert seated["base_version"] == 0 and seated["batch"] in {t["batch"] for t in held[:2]}
     assert len(held) == 2, "the squatter leased a seat it had let go"
+
+
+def test_a_second_local_stack_keeps_its_own_state_and_never_deletes_the_firsts(stack):
+    """Two `crowdtrain local` in one folder: the second leaves .crowdtrain/local.json (the other
+    commands' default) to the first, says how to reach itself, and on exit removes only its own file."""
+    shared = stack.workdir / ".crowdtrain" / "local.json"
+    before = json.loads(shared.read_text())
+    second = subprocess.Popen(
+        [str(CLI), "local", "--api-port", "0", "--web-port", "0", "--status-every", "0", "--no-demo"],
+        cwd=stack.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    own = stack.workdir / ".crowdtrain" / f"local-{second.pid}.json"
+    try:
+        deadline = time.monotonic() + 120
+        while not (own.exists() and "api" in json.loads(own.read_text() or "{}")):
+            assert second.poll() is None and time.monotonic() < deadline, "the second stack did not start"
+            time.sleep(0.2)
+        mine = json.loads(own.read_text())
+        assert json.loads(shared.read_text()) == before and mine["api"] != before["api"]
+        assert requests.post(f"{mine['api']}/volunteers", json={"name": "second"}, timeout=10).status_code == 201
+    finally:
+        second.send_signal(signal.SIGINT)
+        output, _ = second.communicate(timeout=60)
+    assert second.returncode == 0, output
+    assert f"reach this one with --api={mine['api']}" in output
+    assert not own.exists() and json.loads(shared.read_text()) == before  # the first's state is untouched

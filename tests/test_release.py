@@ -53,7 +53,7 @@ def test_a_released_task_starts_its_receives_over(harness):
     """Queued again as a fresh message: released 5 times (by 5 volunteers), it has been received once."""
     harness.create_job(Dataset.generate(batches=1, batch_size=4))
     for n in range(5):
-        assert release(harness, harness.lease(f"broken-{n}")).status_code == 200
+        assert release(harness, harness.lease(f"broken-{n}"), "download_error").status_code == 200
     assert receive_count(harness) == [1]
 
 
@@ -178,5 +178,49 @@ def test_the_identities_behind_one_address_share_a_release_budget(harness, monke
     monkeypatch.setenv("RELEASES_PER_ADDRESS", "3")
     services_module.reset()
     harness.create_job(Dataset.generate(batches=2, batch_size=4), lease_seconds=600)
-    replies = [release(harness, harness.lease(name)).status_code for name in ("a", "b", "c", "d")]
+    replies = [release(harness, harness.lease(name), "download_error").status_code for name in ("a", "b", "c", "d")]
     assert replies == [200, 200, 200, 429]
+
+
+def test_a_job_whose_tasks_fail_in_three_browsers_before_any_fold_pauses_itself_with_why(harness):
+    """issue 41: a model the browsers cannot train (create's check skipped) pauses its job, with the
+    reason in its status, instead of burning every volunteer's time; two failures are not enough."""
+    job = harness.create_job(Dataset.generate(batches=4, batch_size=4))
+    for volunteer in ("a", "b"):
+        assert release(harness, harness.lease(volunteer)).status_code == 200
+    assert harness.status(job)["status"] == "running"
+    assert release(harness, harness.lease("c")).status_code == 200
+    status = harness.status(job)
+    assert status["status"] == "paused" and "failed to compute in 3 volunteers' browsers" in status["paused_reason"]
+    assert harness.lease("d") is None  # a paused job hands out nothing
+    # the operator's resume overrides it for good: more failures do not pause it again
+    assert harness.admin("POST", f"/jobs/{job}/resume").status_code == 200
+    assert "paused_reason" not in harness.status(job)
+    for volunteer in ("e", "f", "g"):
+        assert release(harness, harness.lease(volunteer)).status_code == 200
+    assert harness.status(job)["status"] == "running"
+
+
+def test_compute_errors_never_pause_a_job_that_has_trained(harness):
+    """A hand-back is a volunteer's claim: once a result of the job folded, no number of them pauses it."""
+    job = harness.create_job(Dataset.generate(batches=5, batch_size=4))
+    assert harness.work(harness.lease("honest")).status_code == 200
+    harness.deliver()
+    for volunteer in ("x", "y", "z", "w"):
+        assert release(harness, harness.lease(volunteer)).status_code == 200
+    assert harness.status(job)["status"] == "running"
+
+
+def test_compute_errors_from_one_address_count_once_toward_pausing(harness, monkeypatch):
+    """Where addresses count, three identities of one client are one source: the job keeps running."""
+    from chalice.local import LambdaEventConverter
+
+    from chalicelib import services as services_module
+
+    monkeypatch.setenv("DISTINCT_ADDRESSES", "1")
+    services_module.reset()
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", "192.0.2.33")
+    job = harness.create_job(Dataset.generate(batches=4, batch_size=4))
+    for volunteer in ("s1", "s2", "s3"):
+        assert release(harness, harness.lease(volunteer)).status_code == 200
+    assert harness.status(job)["status"] == "running"

@@ -184,7 +184,7 @@ class JobAdmin:
         spec = self.jobs.spec(job_id)
         if paused:
             return self._published(self.meta.save(meta, replace(meta, status=target)), spec)
-        meta = self.meta.save(meta, self.epochs.requeue(replace(meta, status=target)))
+        meta = self.meta.save(meta, self.epochs.requeue(replace(meta, status=target, paused_reason="")))
         return self._published(self.epochs.queue(meta, spec), spec)
 
     def _published(self, meta: JobMeta, spec: JobSpec) -> dict[str, Any]:

@@ -106,6 +106,8 @@ class JobMeta:
     rev: int = 0
     created: float = 0.0
     updated: float = 0.0
+    paused_reason: str = ""  # why the job paused itself (tasks/releases.py), shown with its status
+    auto_paused: bool = False  # it did once: the operator's resume overrides it for good
 
     @property
     def folded_in_epoch(self) -> int:
@@ -131,6 +133,7 @@ class JobMeta:
             "pending_gradients": len(self.pending),
             "created": self.created,
             "updated": self.updated,
+            **({"paused_reason": self.paused_reason} if self.paused_reason else {}),
         }
 
 
@@ -189,6 +192,8 @@ def meta_item(meta: JobMeta) -> dict[str, Any]:
         "last_fold": json.dumps(asdict(meta.last_fold) if meta.last_fold else None),
         "created": Decimal(str(meta.created)),
         "updated": Decimal(str(meta.updated)),
+        **({"paused_reason": meta.paused_reason} if meta.paused_reason else {}),
+        **({"auto_paused": True} if meta.auto_paused else {}),
     }
 
 
@@ -211,6 +216,8 @@ def _meta_from(item: dict[str, Any]) -> JobMeta:
         rev=int(item["rev"]),
         created=float(item["created"]),
         updated=float(item["updated"]),
+        paused_reason=str(item.get("paused_reason", "")),
+        auto_paused=bool(item.get("auto_paused", False)),
     )
 
 

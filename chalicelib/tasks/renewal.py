@@ -17,6 +17,7 @@ from chalicelib.tasks.held import HeldLeases
 from chalicelib.tasks.slots import LeaseSlots, Seats
 from chalicelib.tasks.source import TaskSource
 from chalicelib.tasks.tokens import token_expiry
+from chalicelib.tasks.untrainable import Untrainable
 
 # SQS keeps a received message out of sight at most this long in all, however
 # often its visibility is extended (moto does not enforce it; AWS does).
@@ -99,9 +100,16 @@ class ReleaseLimits:
 
 class Releases:
     def __init__(
-        self, held: HeldLeases, source: TaskSource, slots: LeaseSlots, counters: Counters, limits: ReleaseLimits
+        self,
+        held: HeldLeases,
+        source: TaskSource,
+        slots: LeaseSlots,
+        counters: Counters,
+        limits: ReleaseLimits,
+        untrainable: Untrainable,
     ):
         self.held, self.source, self.slots, self.counters, self.limits = held, source, slots, counters, limits
+        self.untrainable = untrainable
 
     def release(self, request: Release, address: str) -> Released:
         """Hand a leased task back at once (the volunteer cannot compute it): a
@@ -129,4 +137,6 @@ class Releases:
         job_id, reason = lease.job_id, request.reason
         self.counters.add(job_id, **{f"released_{reason}": 1})
         self.counters.first_time(job_id, f"released_{reason}", record.volunteer_id)
+        if reason == "compute_error" and lease.evaluates is None:
+            self.untrainable.compute_error(job_id, record.volunteer_id, address)
         return Released(job_id, lease.epoch, lease.batch)

@@ -59,7 +59,8 @@ export function heldOutSummary(job) {
 function show(job) {
   if (!job) { $('summary').textContent = `job ${jobId} has not started`; return; }
   const total = job.spec.dataset.batches * job.spec.epochs;
-  $('summary').textContent = `${job.spec.name}: ${job.status}, version ${job.version}`;
+  const why = job.paused_reason ? ` (${job.paused_reason})` : ''; // a job that paused itself says why
+  $('summary').textContent = `${job.spec.name}: ${job.status}${why}, version ${job.version}`;
   $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
   $('epoch-bar').value = job.batches_done;
   $('epoch-bar').max = total;

@@ -217,6 +217,7 @@ def describe(status: dict[str, Any]) -> str:
         f"{status['epoch']}/{spec['epochs']}  batches {status['batches_done']}/{total}  training loss "
         f"(reported) {loss}{held_out(status)}  volunteers {status['active_volunteers']}  "
         f"discarded {sum(status['discarded'].values())}  eta {eta}"
+        + (f"  paused: {status['paused_reason']}" if status.get("paused_reason") else "")
     )
 
 
@@ -384,6 +385,21 @@ def export_keras(args: argparse.Namespace) -> None:
 
 
 # -- the local stack -----------------------------------------------------------------
+def own_state() -> tuple[Path, int | None]:
+    """Where this `crowdtrain local` keeps its state: .crowdtrain/local.json
+    (which the other commands read), unless another running stack holds it
+    (then a file of this process's own, and that stack's pid)."""
+    from crowdtrain.local.process import alive
+
+    try:
+        holder = int(json.loads(STATE.read_text()).get("pid", 0)) if STATE.exists() else 0
+    except (ValueError, TypeError, AttributeError):
+        holder = 0  # unreadable: not a running stack's
+    if holder and holder != os.getpid() and alive(holder):
+        return STATE.with_name(f"local-{os.getpid()}.json"), holder
+    return STATE, None
+
+
 def local(args: argparse.Namespace) -> None:
     from crowdtrain.local.cloud import LocalCloud, PortInUse
 
@@ -391,9 +407,9 @@ def local(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     STATE.parent.mkdir(exist_ok=True)
-    stack = LocalCloud(
-        api_port=args.api_port, web_port=args.web_port, verbose=args.verbose, edge_log=STATE.parent / "edge-access.log"
-    )
+    state, other = own_state()
+    log = STATE.parent / ("edge-access.log" if other is None else f"edge-access-{os.getpid()}.log")
+    stack = LocalCloud(api_port=args.api_port, web_port=args.web_port, verbose=args.verbose, edge_log=log)
     print("starting moto server, resources, API, dispatcher and web server ...", flush=True)
     swarm = None
     try:
@@ -403,7 +419,7 @@ def local(args: argparse.Namespace) -> None:
     try:
         STATE.parent.mkdir(exist_ok=True)
         assert stack.moto is not None  # start() started moto_server, or raised
-        STATE.write_text(
+        state.write_text(
             json.dumps(
                 {
                     "api": stack.api_url,
@@ -415,12 +431,17 @@ def local(args: argparse.Namespace) -> None:
                 }
             )
         )
-        print(f"API:            {stack.api_url}\nadmin token:    {stack.admin_token} (saved in {STATE})")
+        print(f"API:            {stack.api_url}\nadmin token:    {stack.admin_token} (saved in {state})")
+        if other is not None:
+            print(
+                f"another `crowdtrain local` (pid {other}) holds {STATE}, which the other commands read: "
+                f"reach this one with --api={stack.api_url} --admin-token={stack.admin_token}"
+            )
         job = None
         if not args.no_demo:
             args.api, args.admin_token, args.region = stack.api_url, stack.admin_token, ""
             job = create(args)
-            STATE.write_text(json.dumps({**json.loads(STATE.read_text()), "demo_job": job}))
+            state.write_text(json.dumps({**json.loads(state.read_text()), "demo_job": job}))
         print(f"volunteer page: {stack.web_url}")
         print(f"dashboard:      {stack.web_url}dashboard.html" + (f"?job={job}" if job else ""), flush=True)
         if args.volunteers:
@@ -440,7 +461,11 @@ def local(args: argparse.Namespace) -> None:
                 swarm.stop()
     finally:
         stack.stop()
-    STATE.unlink(missing_ok=True)
+        try:  # its own state only: never a file another stack took over meanwhile
+            if json.loads(state.read_text()).get("pid") == os.getpid():
+                state.unlink()
+        except (OSError, ValueError):
+            pass
     print("stopped", flush=True)
 
 
