@@ -29,6 +29,7 @@ from chalicelib.publish.status import Sources, StatusBoard
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.budgets import ReleaseBudgets
 from chalicelib.store.credits import CreditTallies
+from chalicelib.store.paces import Paces
 from chalicelib.store.reputations import Reputations
 from chalicelib.store.rounds import RoundSeats
 from chalicelib.store.stores import Stores
@@ -75,7 +76,11 @@ class Services(Stores):
     def lease_slots(self) -> LeaseSlots:
         c = self.config
         return LeaseSlots(
-            self.slots, VolunteerSlots(self._table, "ADDRESS"), c.max_leases_per_volunteer, c.max_leases_per_address
+            self.slots,
+            VolunteerSlots(self._table, "ADDRESS"),
+            c.max_leases_per_volunteer,
+            c.max_leases_per_address,
+            Paces(self._table),
         )
 
     @cached_property

@@ -142,7 +142,7 @@ MUTANTS = [
     Mutant(
         "a completion's step count must be in the task's range",
         "chalicelib/tasks/completion.py",
-        "        if steps not in allowed:\n",
+        "        if steps not in allowed or steps > most:\n",
         "        if False:\n",
         ("tests/test_local_steps.py",),
     ),
@@ -641,6 +641,42 @@ MUTANTS = [
         'f"@{address}" if self.distinct_addresses else volunteer_id',
         "volunteer_id",
         ("tests/test_release.py::test_compute_errors_from_one_address_count_once_toward_pausing",),
+    ),
+    Mutant(
+        "a completion's steps can only lower its lease's budget",
+        "chalicelib/tasks/completion.py",
+        "if steps not in allowed or steps > most:",
+        "if steps not in allowed:",
+        (
+            "tests/test_local_steps.py::test_the_server_sets_each_leases_step_budget_from_its_own_timing_and_a_claim_can_only_lower_it",
+        ),
+    ),
+    Mutant(
+        "a lease of a job whose steps vary carries the server's step budget",
+        "chalicelib/tasks/handout.py",
+        "steps=spec.budget(task.batch, pace) if varies else 0,",
+        "steps=0,",
+        (
+            "tests/test_local_steps.py::test_the_server_sets_each_leases_step_budget_from_its_own_timing_and_a_claim_can_only_lower_it",
+        ),
+    ),
+    Mutant(
+        "an identity the server has not timed is budgeted the least steps",
+        "chalicelib/domain/spec.py",
+        "        if not seconds_per_step:\n            return allowed[0]",
+        "        if not seconds_per_step:\n            return allowed[-1]",
+        (
+            "tests/test_local_steps.py::test_the_server_sets_each_leases_step_budget_from_its_own_timing_and_a_claim_can_only_lower_it",
+        ),
+    ),
+    Mutant(
+        "the server times each completed task of a job whose steps vary",
+        "chalicelib/tasks/completion.py",
+        "        if lease.steps:  # the server's own timing",
+        "        if False:  # the server's own timing",
+        (
+            "tests/test_local_steps.py::test_the_server_sets_each_leases_step_budget_from_its_own_timing_and_a_claim_can_only_lower_it",
+        ),
     ),
 ]
 

@@ -127,6 +127,15 @@ def test_local_steps_take_whole_batches(harness):
 RANGE = {"steps": 4, "min_steps": 1, "target_seconds": 5, "optimizer": {"name": "sgd", "learning_rate": 0.5}}
 
 
+def timed(harness, job: str, *names: str, seconds_per_step: float = 1e-3) -> None:
+    """As if the server had timed each of these identities' last task of the job at this pace
+    (a fast one: its next lease's budget is every step)."""
+    from chalicelib.services import services
+
+    for name in names:
+        services().lease_slots.paces.put(job, harness.volunteer_id(name), seconds_per_step)
+
+
 def range_job(harness, batches: int, k: int, **extra) -> str:
     """A job of RANGE's steps (1 to 4 a task), folded by plain SGD at 1, K = k, staleness 0."""
     return harness.create_job(
@@ -146,6 +155,7 @@ def test_volunteers_choose_their_steps_and_the_fold_weights_each_result_by_them(
     whether one fold sums them or a fold in parts."""
     job = range_job(harness, 48, 12, fold_groups=fold_groups)
     w0 = harness.weights(job, 0)
+    timed(harness, job, *(f"v{i}" for i in range(12)))  # each may report every step
     tasks = [harness.lease(f"v{i}") for i in range(12)]
     weighted, steps_total = [np.zeros_like(w) for w in w0], 0
     for task in tasks:
@@ -171,6 +181,7 @@ def test_one_identity_claiming_every_step_gets_at_most_max_share_of_the_updates_
     job = range_job(harness, 12, 3, max_share=0.5)
     w0 = harness.weights(job, 0)
     moves, claims = [], {"greedy": 4, "a": 1, "b": 1}
+    timed(harness, job, *claims)  # a fast last task (or one answered at once): a budget of every step
     for name, steps in claims.items():
         task = harness.lease(name)
         loss, data, after = local_steps(harness, task, 0.5, steps)
@@ -322,3 +333,21 @@ def test_a_lease_of_the_default_job_costs_at_most_1500_bytes_per_trained_sample(
     per_sample = (down + task["upload_bytes"]) / samples
     assert task["upload_bytes"] == 2 * 148_096  # fp16: the LSTM(128)'s parameters, 2 bytes each
     assert per_sample <= 1500, per_sample
+
+
+def test_the_server_sets_each_leases_step_budget_from_its_own_timing_and_a_claim_can_only_lower_it(harness):
+    """issue 39: a first lease may report the least steps (the server has timed nothing yet); a claim
+    above its budget is refused; the server times the task from lease to completion, and the next
+    lease's budget is what fits target_seconds at that pace (a slow identity: fewer steps)."""
+    job = range_job(harness, 40, 1)
+    task = harness.lease("new")
+    assert task["steps"] == 1  # RANGE's least
+    loss, data, _ = local_steps(harness, task, 0.5, 1)
+    assert harness.upload(task, data).status_code in (200, 204)
+    refused = harness.complete(task, loss, steps=4)
+    assert refused.status_code == 400 and b"between 1 and 1 for this lease" in refused.body
+    assert harness.complete(task, loss, steps=1).status_code == 200
+    # the server's timing (a fraction of a second for the step) fits every step into 5 s
+    assert harness.lease("new")["steps"] == 4
+    timed(harness, job, "slow", seconds_per_step=2.0)  # 5 s at 2 s a step: 2 steps
+    assert harness.lease("slow")["steps"] == 2

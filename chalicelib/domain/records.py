@@ -8,15 +8,18 @@ JSON it travels as."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any
 
 from chalicelib.domain.keys import partial_sum_key
 
 
 def _load(cls: type, raw: Any) -> Any:
-    """`cls` from a decoded JSON object: exactly its fields (TypeError otherwise)."""
-    if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(cls)}:
+    """`cls` from a decoded JSON object: its fields, those with a default
+    optional (a token signed before a field was added), nothing else (TypeError)."""
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    if not isinstance(raw, dict) or not required <= set(raw) <= names:
         raise TypeError(f"not a {cls.__name__} record")
     return cls(**raw)
 
@@ -83,6 +86,7 @@ class Lease:
     expires: float
     evaluates: int | None = None  # an evaluation lease: the version (base_version) to evaluate
     volunteer_id: str = ""  # the identity that took it: only that identity may extend, complete or release it
+    steps: int = 0  # the local steps its result may report at most, set at lease (0: all the task's batches)
 
     @classmethod
     def from_json(cls, raw: Any) -> "Lease":

@@ -116,6 +116,19 @@ class JobSpec:
         least = min(self.local_steps.min_steps, batches) if self.local_steps else batches
         return range(least, batches + 1)
 
+    def budget(self, task: int, seconds_per_step: float | None) -> int:
+        """The local steps a lease of `task` may report at most: all its
+        batches, or with a range of steps as many as fit `target_seconds` at
+        the pace the server timed for the identity's last task (the least,
+        until it has one)."""
+        allowed = self.steps_allowed(task)
+        if not (self.local_steps and self.local_steps.varies):
+            return allowed[-1]
+        if not seconds_per_step:
+            return allowed[0]
+        fit = int(self.local_steps.target_seconds / seconds_per_step)
+        return max(allowed[0], min(fit, allowed[-1]))
+
     def weight(self, samples: int) -> int:
         """A result's weight in its update's mean: its steps when volunteers
         choose them (more steps, more pull), else 1 (the plain mean)."""

@@ -181,6 +181,7 @@ class TaskAnswer:
     local_learning_rate: float | None = None
     result_tag: str | None = None  # training tasks: this task's result, as base_folded will name it
     base_folded: tuple[str, ...] | None = None  # the tags of the results the base version folded, where known
+    steps: int | None = None  # with a range of local steps: the most this lease's result may report
 
     def json(self) -> dict[str, Any]:
         head = {
@@ -202,6 +203,8 @@ class TaskAnswer:
             local["result_tag"] = self.result_tag
         if self.base_folded is not None:
             local["base_folded"] = list(self.base_folded)
+        if self.steps is not None:
+            local["steps"] = self.steps
         return {
             **head,
             **upload,

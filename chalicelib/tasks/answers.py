@@ -43,6 +43,7 @@ class Answers:
             local_learning_rate=local,
             result_tag=None if evaluates else result_tag(lease.lease_id),
             base_folded=None if evaluates else base_folded,
+            steps=lease.steps if spec.local_steps and spec.local_steps.varies and not evaluates else None,
         )
 
     def renewed(self, lease: Lease, spec: JobSpec) -> Renewed:

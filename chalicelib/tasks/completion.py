@@ -8,6 +8,8 @@ only after the result is safely in the fold queue.
 
 from __future__ import annotations
 
+import time
+
 from chalicelib.domain.errors import BadRequest, Conflict, NotFound
 from chalicelib.domain.gradients import check_gradient, digest
 from chalicelib.domain.keys import gradient_key
@@ -42,7 +44,9 @@ class Completions:
 
     def complete(self, c: Completion) -> Accepted:
         """Accept an uploaded gradient: verify, hand it to the fold, retire the
-        task. `steps` defaults to all the task's batches; the bytes a page
+        task. `steps` defaults to the lease's budget (all the task's batches, or
+        where steps vary what the server's timing of the identity allowed),
+        and may only lower it; the bytes a page
         says it used are summed by the fold, and its volunteer counted once in
         `volunteers_data`."""
         lease = self.held.verify(c.held)
@@ -52,9 +56,10 @@ class Completions:
         if c.accuracy is not None:
             raise BadRequest("accuracy is an evaluation task's answer; this lease is a training task")
         allowed = spec.steps_allowed(lease.batch)
-        steps = allowed[-1] if c.steps is None else c.steps
-        if steps not in allowed:
-            raise BadRequest(f"steps must be between {allowed[0]} and {allowed[-1]} for this task")
+        most = min(lease.steps, allowed[-1]) if lease.steps else allowed[-1]  # the budget the lease was given
+        steps = most if c.steps is None else c.steps
+        if steps not in allowed or steps > most:
+            raise BadRequest(f"steps must be between {allowed[0]} and {most} for this lease")
         record = self.held.move(lease, "leased", "completed", loss=c.loss)
         key = gradient_key(lease.job_id, lease.epoch, lease.batch, lease.lease_id)
         try:
@@ -69,6 +74,8 @@ class Completions:
             raise
         self.source.retire(Task(lease.job_id, lease.epoch, lease.batch, record.receipt))
         self.slots.free(Seats.of(record, lease.lease_id))
+        if lease.steps:  # the server's own timing of this identity, for its next lease's budget
+            self.slots.paces.put(lease.job_id, record.volunteer_id, (time.time() - lease.received) / steps)
         if c.data is not None:
             self.counters.first_time(lease.job_id, "data", record.volunteer_id)
         return Accepted(lease.job_id, lease.epoch, lease.batch)

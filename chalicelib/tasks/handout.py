@@ -67,6 +67,8 @@ class Handout:
             self.slots.free(seats)
             return WaitAnswer(task.job_id, meta.version, ROUND_RETRY_SECONDS)
         now = self.clock()
+        varies = task.evaluates is None and spec.local_steps is not None and spec.local_steps.varies
+        pace = self.slots.paces.get(task.job_id, volunteer_id) if varies else None
         lease = Lease(
             job_id=task.job_id,
             epoch=task.epoch,
@@ -76,6 +78,7 @@ class Handout:
             received=now,
             expires=token_expiry(spec, now),
             volunteer_id=volunteer_id,
+            steps=spec.budget(task.batch, pace) if varies else 0,  # the server decides what a result may weigh
         )
         if spec.lease_seconds != seconds:
             self.source.hide(task.receipt, spec.lease_seconds)

@@ -1,7 +1,9 @@
 """A lease's two slots as one pair: its identity's (so no identity holds more
 than the deployment's limit of leases at once) and its source address's (so
 the identities behind one address share a limit), claimed, extended and
-freed together (store/volunteers.py holds each)."""
+freed together (store/volunteers.py holds each); and the identity's pace,
+timed by the server from lease to completion (store/paces.py), which sets
+its next lease's step budget where a job lets steps vary."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 
 from chalicelib.domain.errors import TooManyRequests
 from chalicelib.store.leases import LeaseRecord
+from chalicelib.store.paces import Paces
 from chalicelib.store.volunteers import VolunteerSlots
 
 
@@ -28,8 +31,10 @@ class Seats:
 
 
 class LeaseSlots:
-    def __init__(self, volunteers: VolunteerSlots, addresses: VolunteerSlots, per_volunteer: int, per_address: int):
-        self.volunteers, self.addresses = volunteers, addresses
+    def __init__(
+        self, volunteers: VolunteerSlots, addresses: VolunteerSlots, per_volunteer: int, per_address: int, paces: Paces
+    ):
+        self.volunteers, self.addresses, self.paces = volunteers, addresses, paces
         self.per_volunteer, self.per_address = per_volunteer, per_address
 
     def claim(self, volunteer_id: str, address: str, lease_id: str, seconds: float) -> Seats:

@@ -73,9 +73,10 @@ export class VolunteerLoop {
     const all = task.batch_urls.length;
     const { min_steps: least, steps, target_seconds: target } = task.spec.local_steps;
     if (!(least < steps)) return all;
+    const most = Math.min(all, task.steps ?? all); // the budget the server gave this lease: a result reports no more
     const ms = this.stepMs.get(task.job_id);
     const fit = ms ? Math.floor((target * 1000) / ms) : least;
-    return Math.max(Math.min(least, all), Math.min(fit, all));
+    return Math.max(Math.min(least, most), Math.min(fit, most));
   }
 
   /**

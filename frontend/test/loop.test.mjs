@@ -227,6 +227,13 @@ test('with a range of local steps the page trains as many batches as fit the tar
   assert.ok(completed[3] === 2 || completed[3] === 3, completed);
   assert.deepEqual(downloads.slice(0, 2), urls.slice(0, 2)); // only the batches it trains on
   assert.equal(downloads.length, 2 + 8 + 8 + completed[3]);
+  // the server's budget for the lease caps it: a fast page given 5 trains (and reports) 5
+  msPerStep = 10;
+  api.lease = async () => ({ ...task, batch_urls: urls, spec: local, steps: 5 });
+  await loop.once(); // measured at 130 ms a step: 3 fit
+  await loop.once(); // ~10 ms: all 8 fit, 5 given
+  await loop.once();
+  assert.deepEqual(completed.slice(5), [5, 5]);
 });
 
 test("a task of fixed local steps trains on all its batches at the lease's inner learning rate and says so", async () => {
