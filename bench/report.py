@@ -17,11 +17,12 @@ T = json.loads((Path(__file__).parent / "tables.json").read_text())  # headers, 
 NAMES, QUALITY, LABEL = T["names"], T["quality"], T["labels"]
 DOC = common.ROOT / "docs" / "benchmarks.md"
 SCALE_DOC = common.ROOT / "docs" / "scale.md"  # its tables too: one per scenario of bench/scale.py
+SECURITY_DOC = common.ROOT / "docs" / "security.md"  # the poisoning tables again, beside the defences
 
 
 def pages_beside(out: Path) -> tuple[tuple[Path, Path], ...]:
     """The pages written (beside `out`), each with the page read where it is not there yet."""
-    return (out, DOC), (out.with_name(SCALE_DOC.name), SCALE_DOC)
+    return (out, DOC), *((out.with_name(d.name), d) for d in (SCALE_DOC, SECURITY_DOC))
 
 
 RUN = T["run"]
