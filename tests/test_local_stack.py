@@ -3,6 +3,7 @@ Chromium volunteers, and the operator CLI against it."""
 
 import io
 import json
+import math
 import os
 import select
 import shutil
@@ -520,3 +521,20 @@ def test_a_second_local_stack_keeps_its_own_state_and_never_deletes_the_firsts(s
     assert second.returncode == 0, output
     assert f"reach this one with --api={mine['api']}" in output
     assert not own.exists() and json.loads(shared.read_text()) == before  # the first's state is untouched
+
+
+def test_a_downloaded_model_loads_in_node_with_the_readmes_tool(stack, tmp_path):
+    """README, "Using it": `crowdtrain download` then `node frontend/tools/load_model.mjs DIR`."""
+    job = stack.char_lstm_job(batches=2, epochs=1)
+    stack.cli("download", job, str(tmp_path / "model"))
+    shown = subprocess.run(
+        ["node", "frontend/tools/load_model.mjs", str(tmp_path / "model")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded = json.loads(shown.stdout.strip().splitlines()[-1])
+    spec = stack.api.call("GET", f"/jobs/{job}")["spec"]
+    assert loaded["parameters"] == sum(math.prod(w["shape"]) for w in spec["weights"])
+    assert loaded["inputs"][0][1:] == spec["dataset"]["x"]["shape"][1:] + [128]  # one-hot characters

@@ -607,7 +607,7 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
         default="char-lstm",
         choices=("char-lstm", "digits-cnn"),
         help="char-lstm: next character of KJV text; digits-cnn: Conv2D on scikit-learn's 8x8 digits "
-        "(pip install '.[digits]'; --batches caps its 46 batches of 32)",
+        "(.venv/bin/pip install -e '.[digits]'; --batches caps its 46 batches of 32)",
     )
     parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of a template")
     parser.add_argument("--dataset", help="with --model: folder of batch-NNNNNN.bin files and dataset.json")

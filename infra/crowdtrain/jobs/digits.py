@@ -26,7 +26,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError:
-        raise SystemExit("the digits-cnn template needs scikit-learn: pip install '.[digits]'")
+        raise SystemExit("the digits-cnn template needs scikit-learn: .venv/bin/pip install -e '.[digits]'")
     digits = sklearn_digits()
     return (digits.data / 16.0).astype(np.float32).reshape(-1, 8, 8, 1), digits.target.astype(np.int64)
 

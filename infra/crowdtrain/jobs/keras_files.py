@@ -47,12 +47,12 @@ def keras():
     if "KERAS_BACKEND" not in os.environ:
         found = next((b for b in BACKENDS if importlib.util.find_spec(b)), None)
         if found is None:
-            raise KerasFileError("Keras needs a backend: pip install '.[keras]' (Keras 3 with jax's CPU build)")
+            raise KerasFileError("Keras needs a backend: pip install -e '.[keras]' (Keras 3 with jax's CPU build)")
         os.environ["KERAS_BACKEND"] = found
     try:
         import keras as module
     except ImportError:
-        raise KerasFileError("Keras import/export needs the optional extra: pip install '.[keras]'")
+        raise KerasFileError("Keras import/export needs the optional extra: pip install -e '.[keras]'")
     if not module.__version__.startswith("3."):
         raise KerasFileError(f"crowdtrain reads and writes Keras files with Keras 3; this is {module.__version__}")
     return module
