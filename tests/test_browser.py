@@ -339,6 +339,12 @@ def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(ow
     assert checked["accuracy"] == pytest.approx(accuracy, abs=ACCURACY_TOLERANCE)
     assert checked["loss"] == pytest.approx(loss, rel=Evaluation.tolerance)
     assert f"accuracy {100 * checked['accuracy']:.1f}%" in own_stack.cli("watch", job, "--once").stdout
+    # the volunteer page shows the checked held-out figure beside the training loss
+    page.wait_for_function(
+        f"document.getElementById('held-out').textContent.includes('at version {status['version']}')",
+        timeout=60_000,
+    )
+    assert page.locator("#held-out-box").is_visible() and "volunteers agreed" in page.inner_text("#held-out")
     page.goto(f"{own_stack.web}dashboard.html?job={job}")
     page.wait_for_function("document.getElementById('held-out').textContent.includes('accuracy')")
     assert f"at version {status['version']}" in page.inner_text("#held-out")

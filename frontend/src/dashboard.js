@@ -1,7 +1,7 @@
 // The job dashboard: version over time, loss, epoch progress, volunteers,
 // throughput and discarded results, refreshed every few seconds.
 import { lineChart } from './chart.js';
-import { INDEX_URL, leaderboardRows, poll, readDocument, statusUrl } from './status.js';
+import { heldOutSummary, INDEX_URL, leaderboardRows, poll, readDocument, statusUrl } from './status.js';
 
 const $ = (id) => document.getElementById(id);
 const charts = {
@@ -45,15 +45,6 @@ function dataUsed({ bytes_down: down = 0, bytes_up: up = 0, data_reports: report
   if (!reports) return ['–', '–'];
   return [`${kilobytes(down / reports)} / ${kilobytes(up / reports)}`,
     `${kilobytes((down + up) / volunteers)} (${volunteers} volunteers)`];
-}
-
-/** The newest accepted held-out figures: "loss 1.234, accuracy 91.2 % at version 40 (2 volunteers agreed)". */
-export function heldOutSummary(job) {
-  if (!job.spec.evaluation) return 'not measured: the job has no held-out data';
-  const last = job.held_out.at(-1);
-  if (!last) return `none agreed yet (every ${job.spec.evaluation.every} versions, ${job.spec.evaluation.copies} volunteers)`;
-  const accuracy = last.accuracy === null ? '' : `, accuracy ${(100 * last.accuracy).toFixed(1)} %`;
-  return `loss ${last.loss.toFixed(4)}${accuracy} at version ${last.version} (${last.volunteers} volunteers agreed)`;
 }
 
 function show(job) {

@@ -72,3 +72,12 @@ export function leaderboardRows(board, mine = null) {
     mine: tag !== null && entry.name === `${name === 'v' ? 'anonymous' : name} ${tag}`,
   }));
 }
+
+/** The newest accepted held-out figures: "loss 1.234, accuracy 91.2 % at version 40 (2 volunteers agreed)". */
+export function heldOutSummary(job) {
+  if (!job.spec.evaluation) return 'not measured: the job has no held-out data';
+  const last = job.held_out.at(-1);
+  if (!last) return `none agreed yet (every ${job.spec.evaluation.every} versions, ${job.spec.evaluation.copies} volunteers)`;
+  const accuracy = last.accuracy === null ? '' : `, accuracy ${(100 * last.accuracy).toFixed(1)} %`;
+  return `loss ${last.loss.toFixed(4)}${accuracy} at version ${last.version} (${last.volunteers} volunteers agreed)`;
+}

@@ -9,7 +9,7 @@ import { VolunteerLoop } from './loop.js';
 import { DataMeter } from './meter.js';
 import { BUSY_MS, METERED_CAP_MB, holdReason, loadPreferences, metered, pauseAfter, savePreferences } from './preferences.js';
 import { RemoteTrainer } from './remote.js';
-import { INDEX_URL, formatCredit, leaderboardRows, poll, readDocument, statusUrl } from './status.js';
+import { INDEX_URL, formatCredit, heldOutSummary, leaderboardRows, poll, readDocument, statusUrl } from './status.js';
 
 const $ = (id) => document.getElementById(id);
 // ms: time contributed (wall time with a task in hand), until: the end of the last task counted
@@ -28,6 +28,8 @@ let sampledVersion = null; // the version the shown text sample came from
 let sampledAt = -Infinity; // when it was asked for
 const SAMPLE_EVERY_MS = 20000;
 const lossChart = lineChart($('loss-chart'), 'loss', { yLabel: 'loss (nats)' });
+// the held-out loss volunteers agreed on, beside the training loss they report (jobs with held-out data)
+const heldOutChart = lineChart($('held-out-chart'), 'held-out loss', { yLabel: 'loss (nats)', color: '#c53030' });
 let jobFinished = false; // the job shown has finished: the page thanks the volunteer instead of waiting
 // The last tasks' timings and the data meter, for people curious in the console, bench/overhead.py and the tests.
 window.crowdtrain = { tasks: [], evaluations: [], meter };
@@ -257,6 +259,11 @@ function showJob(job) {
   $('version').textContent = job.version;
   $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;
   lossChart.update(job.history.map((h) => h.version), job.history.map((h) => h.loss));
+  $('held-out-box').hidden = !job.spec.evaluation;
+  if (job.spec.evaluation) {
+    $('held-out').textContent = heldOutSummary(job);
+    heldOutChart.update(job.held_out.map((p) => p.version), job.held_out.map((p) => p.loss));
+  }
   showLeaderboard(job.leaderboard);
   refreshCredit(jobFinished); // a finished job's credit is final: shown at once
   alphabet = job.spec.text ? job.spec.text.alphabet : null;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { nextDelay, poll, readDocument } from '../src/status.js';
+import { heldOutSummary, nextDelay, poll, readDocument } from '../src/status.js';
 
 test('polling slows while nothing changes, snaps back on a change and backs off on errors', () => {
   let delay = 3000;
@@ -42,4 +42,12 @@ test('a leaderboard becomes ranked rows, the reader\'s own marked by name and ta
   assert.equal(leaderboardRows(board, 'ada.9999aaaaaaaa')[0].mine, false); // same name, another identity
   assert.deepEqual(leaderboardRows(undefined), []);
   assert.equal(formatCredit(12.34), '12.3');
+});
+
+test('the held-out summary names the newest agreed figure, or why there is none', () => {
+  const spec = { evaluation: { every: 10, copies: 2 } };
+  assert.equal(heldOutSummary({ spec: {}, held_out: [] }), 'not measured: the job has no held-out data');
+  assert.equal(heldOutSummary({ spec, held_out: [] }), 'none agreed yet (every 10 versions, 2 volunteers)');
+  const held = [{ version: 10, loss: 2.5, accuracy: null, volunteers: 2 }, { version: 20, loss: 1.98771, accuracy: 0.5, volunteers: 3 }];
+  assert.equal(heldOutSummary({ spec, held_out: held }), 'loss 1.9877, accuracy 50.0 % at version 20 (3 volunteers agreed)');
 });
