@@ -169,7 +169,7 @@ def test_cli_creates_watches_pauses_downloads_and_deletes(stack, tmp_path):
     assert {"job_id": job, "status": "uploading"}.items() <= next(j for j in jobs if j["job_id"] == job).items()
     header, *rows = stack.cli("jobs").stdout.splitlines()
     assert header.split()[:3] == ["JOB", "NAME", "STATUS"]
-    assert any(row.startswith(job) and " uploading " in row for row in rows), rows
+    assert any(row.startswith(job) and " not started " in row for row in rows), rows  # uploaded, not started
     assert stack.cli("start", job).stdout.strip() == "running"
     # batch files keep the Cache-Control their upload form pinned: immutable, as versions are
     served = requests.head(f"{stack.web}jobs/{job}/data/batch-000000.bin", timeout=10)

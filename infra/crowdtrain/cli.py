@@ -213,7 +213,7 @@ def describe(status: dict[str, Any]) -> str:
         per_batch = span / max(1, status["batches_done"] - 1)
         eta = f"{per_batch * (total - status['batches_done']):.0f}s"
     return (
-        f"{status['job_id']} {status['status']:<9} version {status['version']:>5}  epoch "
+        f"{status['job_id']} {shown(status['status']):<9} version {status['version']:>5}  epoch "
         f"{status['epoch']}/{spec['epochs']}  batches {status['batches_done']}/{total}  training loss "
         f"(reported) {loss}{held_out(status)}  volunteers {status['active_volunteers']}  "
         f"discarded {sum(status['discarded'].values())}  eta {eta}"
@@ -314,13 +314,22 @@ def redrive(args: argparse.Namespace) -> None:
     print(f"sent back {len(retried)} quarantined message{'s' * (len(retried) != 1)} of {args.job}")
 
 
+def shown(status: str) -> str:
+    """A job's status for people: the API's "uploading" also covers a job whose upload
+    finished but that was not started (`create --no-start`)."""
+    return "not started" if status == "uploading" else status
+
+
 def job_table(jobs: list[dict[str, Any]]) -> str:
     """`crowdtrain jobs`: one aligned row per job, newest first."""
     if not jobs:
         return "no jobs yet: `crowdtrain create` makes one"
     return table(
         [[label for _, label in JOB_COLUMNS]]
-        + [[str(job[key]) for key, _ in JOB_COLUMNS] for job in sorted(jobs, key=lambda j: -j["created"])]
+        + [
+            [shown(job[key]) if key == "status" else str(job[key]) for key, _ in JOB_COLUMNS]
+            for job in sorted(jobs, key=lambda j: -j["created"])
+        ]
     )
 
 
