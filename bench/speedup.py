@@ -67,20 +67,20 @@ RULES = {
 }
 
 
-def crowd_batches(rule: str, volunteers: int, local_steps: int) -> int:
-    """A crowd's epoch: BATCHES, or in rounds of N tasks of H, a whole number of rounds (an update
-    takes K results or the rest of its epoch: a round cut short would leave volunteers idle)."""
+def crowd_batches(rule: str, volunteers: int, local_steps: int, base: int) -> int:
+    """A crowd's epoch: `base` batches, or in rounds of N tasks of H, a whole number of rounds (an
+    update takes K results or the rest of its epoch: a round cut short would leave volunteers idle)."""
     if RULES[rule]["k"] == "1":
-        return BATCHES
+        return base
     round_ = volunteers * local_steps
-    return -(-BATCHES // round_) * round_
+    return -(-base // round_) * round_
 
 
-def crowd_spec(model: CharLSTM, rule: str, volunteers: int, local_steps: int, epochs: int) -> dict:
+def crowd_spec(model: CharLSTM, rule: str, volunteers: int, local_steps: int, epochs: int, batches: int) -> dict:
     r = RULES[rule]
     k = 1 if r["k"] == "1" else volunteers
     return model.job_spec(
-        crowd_batches(rule, volunteers, local_steps),
+        batches,
         optimizer=r["optimizer"],
         gradients_per_update=k,
         synchronous=r["synchronous"],
@@ -92,7 +92,9 @@ def crowd_spec(model: CharLSTM, rule: str, volunteers: int, local_steps: int, ep
     )
 
 
-def run_crowd(stack, job_id: str, volunteers: int, target: float, eval_urls: list[str], spec: dict) -> dict:
+def run_crowd(
+    stack, job_id: str, volunteers: int, target: float, eval_urls: list[str], spec: dict, poll_seconds: float
+) -> dict:
     """N Node volunteers on the job until its newest version is at or below
     `target` (then the job is paused and they stop) or the job finishes."""
     procs = [
@@ -106,7 +108,7 @@ def run_crowd(stack, job_id: str, volunteers: int, target: float, eval_urls: lis
     ]
     started, checked, first, diverged = time.monotonic(), -1, None, False
     while any(p.poll() is None for p in procs):
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll_seconds)
         status = stack.api.call("GET", f"/jobs/{job_id}")
         if status["status"] != "running" or status["version"] == checked:
             continue
@@ -166,15 +168,13 @@ def main() -> None:
     )
     args = p.parse_args()
     steps = (12, 24) if args.quick else STEPS
-    if args.quick:  # a smoke run: a few batches, short polls
-        global BATCHES, POLL_SECONDS
-        BATCHES, POLL_SECONDS = 32, 2
+    base, poll_seconds = (32, 2) if args.quick else (BATCHES, POLL_SECONDS)  # --quick: a smoke run
     path = common.results_path("speedup", args)
     results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     results.pop("machine", None)
     results.pop("quick", None)
     model = CharLSTM(units=(16,) if args.quick else (128,), seq_len=40, batch_size=32)
-    x, y = model.batches(kjv_text("gen1:1-jude1:25"), BATCHES, seed=0)
+    x, y = model.batches(kjv_text("gen1:1-jude1:25"), base, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         stack = LocalCloudProcess(Path(tmp))
         try:
@@ -183,15 +183,13 @@ def main() -> None:
             if "sequential" not in results:
                 # one task of all the batches: a lease skips a stopped job's queued tasks only a few at a time
                 serving = stack.api.create_job(
-                    model.job_spec(BATCHES, optimizer=ADAM, local_steps={"steps": BATCHES}),
+                    model.job_spec(base, optimizer=ADAM, local_steps={"steps": base}),
                     weights,
-                    (model.batch_file(x[b], y[b]) for b in range(BATCHES)),
+                    (model.batch_file(x[b], y[b]) for b in range(base)),
                 )
                 stack.api.call("POST", f"/jobs/{serving}/pause")  # it only serves its version 0 and batches
                 started = time.monotonic()
-                out = sequential_run(
-                    stack, serving, BATCHES, -(-steps[-1] // BATCHES), eval_urls, eval_every=steps[0] // 12
-                )
+                out = sequential_run(stack, serving, base, -(-steps[-1] // base), eval_urls, eval_every=steps[0] // 12)
                 curve = [[s // 32, loss] for s, loss in out["val"] if s // 32 <= steps[-1]]
                 results["sequential"] = {
                     "curve": curve,
@@ -210,11 +208,11 @@ def main() -> None:
                     f"run --volunteers 1 --local-steps {args.local_steps} first: "
                     "its task time is the clock of every crowd"
                 )
-            batches = crowd_batches(args.rule, args.volunteers, args.local_steps)
-            if batches != BATCHES:  # the same text, more sequences of it
+            batches = crowd_batches(args.rule, args.volunteers, args.local_steps, base)
+            if batches != base:  # the same text, more sequences of it
                 x, y = model.batches(kjv_text("gen1:1-jude1:25"), batches, seed=0)
             epochs = max(1, round(args.budget * steps[-1] / batches))
-            spec = crowd_spec(model, args.rule, args.volunteers, args.local_steps, epochs)
+            spec = crowd_spec(model, args.rule, args.volunteers, args.local_steps, epochs, batches)
             job_id = stack.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
             print(f"{name}: {args.volunteers} volunteers, up to {epochs} epochs", flush=True)
             run = run_crowd(
@@ -224,6 +222,7 @@ def main() -> None:
                 targets[steps[-1]],
                 eval_urls,
                 stack.api.call("GET", f"/jobs/{job_id}")["spec"],
+                poll_seconds,
             )
             curve = validation_curve(
                 stack, job_id, run["status"], eval_urls, points=min(61, run["status"]["version"] + 1)

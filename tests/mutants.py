@@ -587,6 +587,7 @@ MUTANTS = [
         (
             SYNC_TEST + "test_a_seat_that_lapsed_is_not_leased_again_by_its_holder_in_the_round",
             SYNC_TEST + "test_a_seat_let_go_is_not_taken_by_another_identity_at_its_address",
+            SYNC_TEST + "test_two_clients_taking_turns_on_a_rounds_seats_do_not_squat_it",
         ),
     ),
     Mutant(
@@ -613,15 +614,15 @@ MUTANTS = [
     Mutant(
         "compute errors pause only a job that has folded nothing (a hand-back is a claim)",
         "chalicelib/tasks/untrainable.py",
-        'if meta.status != "running" or meta.folded_total or meta.auto_paused:',
+        'if meta.status != "running" or meta.folded_total or meta.pending or meta.auto_paused:',
         'if meta.status != "running" or meta.auto_paused:',
         ("tests/test_release.py::test_compute_errors_never_pause_a_job_that_has_trained",),
     ),
     Mutant(
         "a job pauses itself once: the operator's resume overrides it",
         "chalicelib/tasks/untrainable.py",
-        'if meta.status != "running" or meta.folded_total or meta.auto_paused:',
-        'if meta.status != "running" or meta.folded_total:',
+        'if meta.status != "running" or meta.folded_total or meta.pending or meta.auto_paused:',
+        'if meta.status != "running" or meta.folded_total or meta.pending:',
         (
             "tests/test_release.py::test_a_job_whose_tasks_fail_in_three_browsers_before_any_fold_pauses_itself_with_why",
         ),
@@ -677,6 +678,27 @@ MUTANTS = [
         (
             "tests/test_local_steps.py::test_the_server_sets_each_leases_step_budget_from_its_own_timing_and_a_claim_can_only_lower_it",
         ),
+    ),
+    Mutant(
+        "compute errors do not pause a job with a result waiting for its update",
+        "chalicelib/tasks/untrainable.py",
+        'if meta.status != "running" or meta.folded_total or meta.pending or meta.auto_paused:',
+        'if meta.status != "running" or meta.folded_total or meta.auto_paused:',
+        ("tests/test_release.py::test_compute_errors_never_pause_a_job_with_a_result_waiting_for_its_update",),
+    ),
+    Mutant(
+        "a pipelined identity's task is timed from its previous completion when that came later",
+        "chalicelib/store/paces.py",
+        'began = max(leased, float(last["at"])) if last and "at" in last else leased',
+        "began = leased",
+        ("tests/test_local_steps.py::test_a_pipelined_identitys_pace_is_timed_from_its_previous_completion",),
+    ),
+    Mutant(
+        "a reputation recorded before judges were kept keeps its verdicts",
+        "chalicelib/store/reputations.py",
+        "(LEGACY_JUDGES if outvoted else 0)",
+        "0",
+        ("tests/test_replication.py::test_a_record_from_before_judges_were_kept_keeps_its_verdicts",),
     ),
 ]
 

@@ -3,6 +3,7 @@ steps of its own optimizer from the version it leased and uploads the
 pseudo-gradient θ_leased − θ_after; the fold applies the outer optimizer."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -133,7 +134,7 @@ def timed(harness, job: str, *names: str, seconds_per_step: float = 1e-3) -> Non
     from chalicelib.services import services
 
     for name in names:
-        services().lease_slots.paces.put(job, harness.volunteer_id(name), seconds_per_step)
+        services().lease_slots.paces.timed(job, harness.volunteer_id(name), time.time() - seconds_per_step, 1)
 
 
 def range_job(harness, batches: int, k: int, **extra) -> str:
@@ -351,3 +352,22 @@ def test_the_server_sets_each_leases_step_budget_from_its_own_timing_and_a_claim
     assert harness.lease("new")["steps"] == 4
     timed(harness, job, "slow", seconds_per_step=2.0)  # 5 s at 2 s a step: 2 steps
     assert harness.lease("slow")["steps"] == 2
+
+
+def test_a_pipelined_identitys_pace_is_timed_from_its_previous_completion(harness):
+    """A page leases its next task while one computes: that lease's clock runs during the task
+    before, so the server times a task from its lease or the identity's previous completion,
+    whichever came later (else its pace would read about twice too slow)."""
+    from chalicelib.services import services
+
+    job = range_job(harness, 40, 1)
+    first, second = harness.lease("piped"), harness.lease("piped")  # both leased at once
+    time.sleep(1.0)
+    for task in (first, second):
+        loss, data, _ = local_steps(harness, task, 0.5, 1)
+        assert harness.upload(task, data).status_code in (200, 204)
+        assert harness.complete(task, loss, steps=1).status_code == 200
+        if task is first:
+            time.sleep(0.2)
+    pace = services().lease_slots.paces.get(job, harness.volunteer_id("piped"))
+    assert pace is not None and pace < 0.7, pace  # about 0.2 s since the first's completion, not 1.2 s

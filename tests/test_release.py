@@ -211,6 +211,17 @@ def test_compute_errors_never_pause_a_job_that_has_trained(harness):
     assert harness.status(job)["status"] == "running"
 
 
+def test_compute_errors_never_pause_a_job_with_a_result_waiting_for_its_update(harness):
+    """K = 3: one honest result accepted and pending (nothing folded yet) is progress enough."""
+    job = harness.create_job(Dataset.generate(batches=6, batch_size=4), gradients_per_update=3)
+    assert harness.work(harness.lease("honest")).status_code == 200
+    harness.deliver()
+    assert harness.status(job)["pending_gradients"] == 1
+    for volunteer in ("x", "y", "z"):
+        assert release(harness, harness.lease(volunteer)).status_code == 200
+    assert harness.status(job)["status"] == "running"
+
+
 def test_compute_errors_from_one_address_count_once_toward_pausing(harness, monkeypatch):
     """Where addresses count, three identities of one client are one source: the job keeps running."""
     from chalice.local import LambdaEventConverter

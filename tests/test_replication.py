@@ -321,3 +321,15 @@ def test_a_check_computed_on_another_version_than_its_first_copy_is_not_compared
     moved = replace(Result.from_json(json.loads(message["Body"])), base_version=1)
     assert services_module.services().fold.handle_batch([moved]) == [FoldOutcome.REPLICA_VERSION]
     assert harness.status(job)["version"] == 1
+
+
+def test_a_record_from_before_judges_were_kept_keeps_its_verdicts(harness):
+    """An identity's record written before barring counted judges (no `judges` set) still bars it
+    as it did: its verdicts count as enough judges'."""
+    from chalicelib.domain.sections import Replication
+    from chalicelib.store.reputations import Reputations, _key
+
+    table = services_module.services()._table
+    table.put_item(Item={**_key("j-old", "v-old"), "agreed": 0, "outvoted": 3, "judged": 4})
+    standing = Reputations(table).get("j-old", "v-old")
+    assert Replication(copies=2).barred(standing)

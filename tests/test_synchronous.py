@@ -195,6 +195,29 @@ def test_a_seat_let_go_is_not_taken_by_another_identity_at_its_address(harness, 
     assert harness.status(job)["version"] == 1
 
 
+def test_two_clients_taking_turns_on_a_rounds_seats_do_not_squat_it(harness, monkeypatch):
+    """The squat of issue 39 with two clients at two addresses taking turns: each seat a client let
+    go stays barred to it after the other took it (a holder's bar is its own entry, never
+    replaced), so when the second's leases lapse too, neither may take the seats again; an honest
+    volunteer at a third address is seated."""
+    monkeypatch.setenv("DISTINCT_ADDRESSES", "1")
+    reset()
+    at = lambda address: monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", address)  # noqa: E731
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4), lease_seconds=60, **SYNCHRONOUS)
+    at("192.0.2.1")
+    assert [harness.lease("turn-a")["kind"] for _ in range(2)] == ["train", "train"]
+    lapse(harness, job)
+    at("192.0.2.2")
+    assert [harness.lease("turn-b")["kind"] for _ in range(2)] == ["train", "train"]
+    lapse(harness, job)
+    at("192.0.2.1")
+    assert harness.lease("turn-a")["kind"] == "wait"
+    at("192.0.2.2")
+    assert harness.lease("turn-b")["kind"] == "wait"
+    at("198.51.100.3")
+    assert harness.lease("honest")["kind"] == "train"
+
+
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_synchronous_must_be_true_or_false(harness, value):
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=2, batch_size=4), synchronous=value))

@@ -22,6 +22,9 @@ class Standing:
     judges: int = 0  # the different judges that outvoted it
 
 
+LEGACY_JUDGES = 1_000_000
+
+
 def _key(job_id: str, volunteer_id: str) -> dict[str, str]:
     return job_key(job_id, f"REP#{volunteer_id}")
 
@@ -29,12 +32,10 @@ def _key(job_id: str, volunteer_id: str) -> dict[str, str]:
 class Reputations(Records):
     def get(self, job_id: str, volunteer_id: str) -> Standing:
         item = self._table.get_item(Key=_key(job_id, volunteer_id), ConsistentRead=True).get("Item") or {}
-        return Standing(
-            int(item.get("agreed", 0)),
-            int(item.get("outvoted", 0)),
-            int(item.get("judged", 0)),
-            len(item.get("judges", ())),
-        )
+        outvoted = int(item.get("outvoted", 0))
+        # a record from before judges were kept: its verdicts count as many judges' (it was barred then)
+        judges = len(item["judges"]) if "judges" in item else (LEGACY_JUDGES if outvoted else 0)
+        return Standing(int(item.get("agreed", 0)), outvoted, int(item.get("judged", 0)), judges)
 
     def agreed(self, job_id: str, volunteer_ids: list[str]) -> None:
         """Each of these identities' copies agreed with another's."""

@@ -4,8 +4,9 @@ waits for the update, so that every result of a round is computed on the
 version the round updates, as a synchronous optimizer's would be. The item
 holds task ids, not a count, so that a task handed back, expired or
 discarded can be leased again on the same version without taking a second
-seat; `held` names, per task, who held its seat and until when, so that a
-seat let go or lapsed is not taken again by the same client."""
+seat; `held` names, per task and holder (`<task>|<identity or @address>`),
+until when that holder is barred from the task's seat, so that a seat let
+go or lapsed is not taken again by the same client for a while."""
 
 from __future__ import annotations
 
@@ -19,15 +20,17 @@ ROUND = "ROUND"
 
 class RoundSeats(Records):
     def claim(
-        self, job_id: str, version: int, task_id: str, seats: int, holders: Sequence[str] = (), until: float = 0.0
+        self, job_id: str, version: int, task_id: str, seats: int, holders: Sequence[str] = (), bar: float = 0.0
     ) -> bool:
         """Seat `task_id` in the round on `version` for the client named by
         `holders` (its identity, and its address where addresses count): true
         if it holds one (it did, or one of `seats` was free), false if the
         round is full, the job's round has moved past `version`, or one of
-        `holders` held this task's seat in this round until after now (a seat
-        let go or lapsed goes to someone else: one client cannot squat a
-        round by leasing its tasks again as its leases run out)."""
+        `holders` held this task's seat in this round less than `bar` seconds
+        ago (a seat let go or lapsed goes to someone else: one client, or a
+        few taking turns, cannot squat a round by leasing its tasks again as
+        their leases run out)."""
+        until = self._clock() + bar
         return (
             self._seat(job_id, version, task_id, seats, holders, until)
             or self._open(job_id, version, task_id, holders, until)
@@ -38,24 +41,23 @@ class RoundSeats(Records):
         self, job_id: str, version: int, task_id: str, seats: int, holders: Sequence[str], until: float, mend=True
     ) -> bool:
         """The round on `version`: the task is seated already, or a seat is
-        free; and no holder is barred from this task's seat."""
-        names = {"#t": task_id, **{f"#h{i}": h for i, h in enumerate(holders)}}
-        barred = "".join(
-            f" AND (attribute_not_exists(held.#t.#h{i}) OR held.#t.#h{i} < :now)" for i in range(len(holders))
-        )
+        free; and no holder is barred from this task's seat. Each holder's bar
+        is its own entry (`task|holder`): a later holder's never replaces it."""
+        names = {f"#h{i}": _entry(task_id, h) for i, h in enumerate(holders)}
+        barred = "".join(f" AND (attribute_not_exists(held.#h{i}) OR held.#h{i} < :now)" for i in range(len(holders)))
+        bars = ", ".join(f"held.#h{i} = :until" for i in range(len(holders)))
         try:
             self._table.update_item(
                 Key=job_key(job_id, ROUND),
-                UpdateExpression="ADD tasks :task SET held.#t = :mine",
+                UpdateExpression="ADD tasks :task" + (f" SET {bars}" if holders else ""),
                 ConditionExpression="version = :v AND (contains(tasks, :id) OR size(tasks) < :seats)" + barred,
-                ExpressionAttributeNames=names,
+                **({"ExpressionAttributeNames": names} if holders else {}),
                 ExpressionAttributeValues={
                     ":task": {task_id},
                     ":id": task_id,
                     ":v": version,
                     ":seats": seats,
-                    ":mine": {h: _decimal(until) for h in holders},
-                    **({":now": _decimal(self._clock())} if holders else {}),
+                    **({":now": _decimal(self._clock()), ":until": _decimal(until)} if holders else {}),
                 },
             )
             return True
@@ -73,7 +75,7 @@ class RoundSeats(Records):
             return self._seat(job_id, version, task_id, seats, holders, until, mend=False)
 
     def _open(self, job_id: str, version: int, task_id: str, holders: Sequence[str], until: float) -> bool:
-        """The first task on a newer version than the round's opens the round on it."""
+        """The first task on a newer version than the round's opens the round on it (its bars start over)."""
         try:
             self._table.update_item(
                 Key=job_key(job_id, ROUND),
@@ -82,12 +84,16 @@ class RoundSeats(Records):
                 ExpressionAttributeValues={
                     ":task": {task_id},
                     ":v": version,
-                    ":held": {task_id: {h: _decimal(until) for h in holders}},
+                    ":held": {_entry(task_id, h): _decimal(until) for h in holders},
                 },
             )
             return True
         except self._condition_failed:
             return False
+
+
+def _entry(task_id: str, holder: str) -> str:
+    return f"{task_id}|{holder}"
 
 
 def _decimal(seconds: float) -> Decimal:

@@ -8,7 +8,7 @@ only after the result is safely in the fold queue.
 
 from __future__ import annotations
 
-import time
+import logging
 
 from chalicelib.domain.errors import BadRequest, Conflict, NotFound
 from chalicelib.domain.gradients import check_gradient, digest
@@ -25,6 +25,8 @@ from chalicelib.tasks.evaluations import Evaluations
 from chalicelib.tasks.held import HeldLeases
 from chalicelib.tasks.slots import LeaseSlots, Seats
 from chalicelib.tasks.source import TaskSource
+
+log = logging.getLogger(__name__)
 
 
 class Completions:
@@ -75,7 +77,10 @@ class Completions:
         self.source.retire(Task(lease.job_id, lease.epoch, lease.batch, record.receipt))
         self.slots.free(Seats.of(record, lease.lease_id))
         if lease.steps:  # the server's own timing of this identity, for its next lease's budget
-            self.slots.paces.put(lease.job_id, record.volunteer_id, (time.time() - lease.received) / steps)
+            try:
+                self.slots.paces.timed(lease.job_id, record.volunteer_id, lease.received, steps)
+            except Exception:  # the result is accepted already: its next lease keeps the last pace
+                log.exception("job %s: timing %s's task failed", lease.job_id, record.volunteer_id)
         if c.data is not None:
             self.counters.first_time(lease.job_id, "data", record.volunteer_id)
         return Accepted(lease.job_id, lease.epoch, lease.batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -18,6 +19,8 @@ from chalicelib.tasks.slots import LeaseSlots, Seats
 from chalicelib.tasks.source import TaskSource
 from chalicelib.tasks.tokens import token_expiry
 from chalicelib.tasks.untrainable import Untrainable
+
+log = logging.getLogger(__name__)
 
 # SQS keeps a received message out of sight at most this long in all, however
 # often its visibility is extended (moto does not enforce it; AWS does).
@@ -138,5 +141,8 @@ class Releases:
         self.counters.add(job_id, **{f"released_{reason}": 1})
         self.counters.first_time(job_id, f"released_{reason}", record.volunteer_id)
         if reason == "compute_error" and lease.evaluates is None:
-            self.untrainable.compute_error(job_id, record.volunteer_id, address)
+            try:
+                self.untrainable.compute_error(job_id, record.volunteer_id, address)
+            except Exception:  # the task is handed back already; the next compute error looks again
+                log.exception("job %s: checking whether it can train failed", job_id)
         return Released(job_id, lease.epoch, lease.batch)

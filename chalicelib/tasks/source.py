@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 # Receives tried per lease request while skipping tasks of paused or ended jobs.
 MAX_SKIPS = 5
+# How long, in leases after its lease would have ended, a synchronous round's seat let go or lapsed
+# is barred to the client that held it. Clients taking turns on one seat need this many more
+# addresses; a lone volunteer whose page closed mid-round waits this long for its seat.
+SEAT_BAR_LEASES = 4
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,11 @@ class TaskSource:
             return chosen.meta, True
         meta = self.meta.get(task.job_id)  # the newest version: its round is the one to sit in
         holders = (volunteer_id, f"@{address}") if self.policy.distinct_addresses else (volunteer_id,)
-        # barred from this seat for a lease after its lease would end (a seat is not extended: tasks/renewal.py)
-        until = time.time() + token_seconds(spec.lease_seconds) + spec.lease_seconds
+        # barred from this seat for SEAT_BAR_LEASES leases after its lease would end (a seat is not
+        # extended: tasks/renewal.py), so that clients taking turns need that many more addresses
+        bar = token_seconds(spec.lease_seconds) + SEAT_BAR_LEASES * spec.lease_seconds
         task_id = f"{task.epoch}-{task.batch}"
-        if self.rounds.claim(task.job_id, meta.version, task_id, spec.gradients_per_update, holders, until):
+        if self.rounds.claim(task.job_id, meta.version, task_id, spec.gradients_per_update, holders, bar):
             return meta, True
         self.put_back(task)
         return meta, False

@@ -1,6 +1,6 @@
 """A job that cannot train pauses itself. When its tasks come back as compute
 errors from `SOURCES` different volunteers (source addresses, where addresses
-count) before any result of it was folded, the model is one the browsers
+count) before any result of it was folded or accepted, the model is one the browsers
 cannot train (a layer TF.js lacks, where `create`'s check was skipped), and
 every volunteer's time on it is wasted. Only before any progress, and only
 once: a hand-back is a volunteer's claim, so a job that trained is never
@@ -30,7 +30,7 @@ class Untrainable:
         """A task of the job came back because the volunteer's browser could not compute it."""
         self.counters.first_time(job_id, COUNTER, f"@{address}" if self.distinct_addresses else volunteer_id)
         meta = self.meta.get(job_id)
-        if meta.status != "running" or meta.folded_total or meta.auto_paused:
+        if meta.status != "running" or meta.folded_total or meta.pending or meta.auto_paused:
             return
         sources = self.counters.read(job_id).get(f"volunteers_{COUNTER}", 0)
         if sources < SOURCES:
