@@ -85,14 +85,16 @@ class Volunteer(threading.Thread):
 
     def steps_for(self, task: dict) -> int:
         """The page's choice (VolunteerLoop.stepsFor): all the task's batches, or
-        with a range of local steps as many as fit the target at its step time."""
+        with a range of local steps as many as fit the target at its step time,
+        at most the budget the server gave the lease."""
         every = len(task["batch_urls"])
         local = task["spec"].get("local_steps")
         if not local or local["min_steps"] >= local["steps"]:
             return every
-        least = min(local["min_steps"], every)
+        most = min(every, task.get("steps", every))
+        least = min(local["min_steps"], most)
         fit = int(local["target_seconds"] // self.step) if self.measured else least
-        return max(least, min(fit, every))
+        return max(least, min(fit, most))
 
     def compute(self, task: dict) -> None:
         time.sleep(self.step * task["steps"])  # the browser's gradient computation (or local steps)
