@@ -180,8 +180,8 @@ def main() -> None:
         results["pipelined"] = pipelined(args.pipeline_seq_len, max(tasks, args.pipeline_tasks))
     if args.threads_tasks and not args.quick:
         results["threads"] = threads_ratio(args.threads_tasks)
-    if args.preset_rounds:
-        results["preset_jsdoop"] = preset(args.preset_rounds)
+    if args.preset_rounds:  # --quick: one round, to run the code
+        results["preset_jsdoop"] = preset(1 if args.quick else args.preset_rounds)
     common.save("overhead", results, args)
 
 

@@ -431,6 +431,7 @@ def test_one_identity_cycling_lease_and_release_over_http_is_refused_within_150_
     assert released.status_code == 429 and cycle <= 150 and "handed back" in released.text, (cycle, released.text)
 
 
+@pytest.mark.soak  # two lease periods of real time; its guards' own tests run in make test (test_synchronous.py)
 def test_an_honest_volunteer_is_seated_in_a_round_another_client_squats_within_two_lease_periods(tmp_path):
     """The squat of issue 39 over HTTP: a client takes both seats of a K = 2 synchronous round,
     heartbeats them and leases each task again the moment its lease runs out. A seat lasts one
