@@ -607,7 +607,7 @@ MUTANTS = [
     Mutant(
         "a judge is the outvoting copy's address where addresses count, not its identity",
         "chalicelib/fold/replicas.py",
-        'return f"@{copy.address}" if self.distinct_addresses and copy.address else copy.volunteer_id',
+        "return client(copy.volunteer_id, copy.address, self.distinct_addresses)",
         "return copy.volunteer_id",
         ("tests/test_replication.py::test_hostile_identities_at_two_addresses_outvoting_an_honest_one_cannot_bar_it",),
     ),
@@ -639,7 +639,7 @@ MUTANTS = [
     Mutant(
         "compute errors count by source address toward pausing, where addresses count",
         "chalicelib/tasks/untrainable.py",
-        'f"@{address}" if self.distinct_addresses else volunteer_id',
+        "client(volunteer_id, address, self.distinct_addresses)",
         "volunteer_id",
         ("tests/test_release.py::test_compute_errors_from_one_address_count_once_toward_pausing",),
     ),

@@ -21,3 +21,10 @@ def network(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def client(volunteer_id: str, address: str, by_address: bool) -> str:
+    """Who a vote or a report counts as: its source address where addresses
+    count (`@` + the key `network` gave it), else its identity (the local
+    stack, where every volunteer is 127.0.0.1, or a record without one)."""
+    return f"@{address}" if by_address and address else volunteer_id

@@ -19,6 +19,7 @@ import logging
 import random
 from typing import Callable, Sequence
 
+from chalicelib.domain.addresses import client
 from chalicelib.domain.errors import BadRequest, NotFound
 from chalicelib.domain.records import Result
 from chalicelib.domain.spec import JobSpec
@@ -100,7 +101,7 @@ class Replicas:
 
     def _judge(self, copy: Pending | Result) -> str:
         """Who a verdict counts as: the copy's source address where addresses count, else its identity."""
-        return f"@{copy.address}" if self.distinct_addresses and copy.address else copy.volunteer_id
+        return client(copy.volunteer_id, copy.address, self.distinct_addresses)
 
     def _over_share(self, meta: JobMeta, spec: JobSpec, copy: Pending) -> bool:
         """Whether folding `copy` would take its volunteer (or address) past its share of the update."""

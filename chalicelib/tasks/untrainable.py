@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from chalicelib.domain.addresses import client
 from chalicelib.publish.status import StatusBoard
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.meta import MetaStore, StaleState
@@ -28,7 +29,7 @@ class Untrainable:
 
     def compute_error(self, job_id: str, volunteer_id: str, address: str) -> None:
         """A task of the job came back because the volunteer's browser could not compute it."""
-        self.counters.first_time(job_id, COUNTER, f"@{address}" if self.distinct_addresses else volunteer_id)
+        self.counters.first_time(job_id, COUNTER, client(volunteer_id, address, self.distinct_addresses))
         meta = self.meta.get(job_id)
         if meta.status != "running" or meta.folded_total or meta.pending or meta.auto_paused:
             return
