@@ -13,6 +13,7 @@ from chalicelib.domain.records import CreditDue, fold_message
 from chalicelib.domain.wire import Completion, CreditRequest, HeldLease, Registration, Release, TokenRequest
 from chalicelib.domain.wire import job_id as _job_id
 from chalicelib.services import services
+from chalicelib.store.due import due_jobs
 from chalicelib.tasks.handout import RETRY_AFTER_SECONDS
 
 app = Chalice(app_name="crowdtrain")
@@ -194,6 +195,13 @@ def fold(event):
     messages = [fold_message(record.body) for record in event]
     services().credit_tally.handle([m for m in messages if isinstance(m, CreditDue)])
     services().fold.handle_batch([m for m in messages if not isinstance(m, CreditDue)])
+
+
+# -- status documents due later (a standard queue, each message delayed) ---------
+@app.on_sqs_message(queue=os.environ.get("PUBLISH_QUEUE_NAME", "crowdtrain-dev-publish"), batch_size=10)
+def publish_status(event):
+    """Write the status documents a fold skipped (one was written seconds before), now that they are due."""
+    services().board.publish_due(due_jobs([record.body for record in event]))
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))

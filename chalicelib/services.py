@@ -29,6 +29,7 @@ from chalicelib.publish.status import Sources, StatusBoard
 from chalicelib.store.addresses import IssuedIdentities
 from chalicelib.store.budgets import ReleaseBudgets
 from chalicelib.store.credits import CreditTallies
+from chalicelib.store.due import DuePublishes
 from chalicelib.store.paces import Paces
 from chalicelib.store.reputations import Reputations
 from chalicelib.store.rounds import RoundSeats
@@ -41,6 +42,7 @@ from chalicelib.tasks.evaluations import Evaluations
 from chalicelib.tasks.handout import Handout
 from chalicelib.tasks.held import HeldLeases
 from chalicelib.tasks.identities import Identities
+from chalicelib.tasks.picker import JobPicker
 from chalicelib.tasks.redrive import DeadLetters, Redrive
 from chalicelib.tasks.renewal import Heartbeats, ReleaseLimits, Releases
 from chalicelib.tasks.slots import LeaseSlots
@@ -58,7 +60,7 @@ class Services(Stores):
         return Redrive(
             self._sqs,
             [
-                DeadLetters("tasks", c.task_dlq_url, c.task_queue_url, fifo=False),
+                DeadLetters("tasks", c.task_dlq_url, c.task_queue_url, fifo=False, route=self.tasks.route),
                 DeadLetters("results", c.results_dlq_url, c.results_queue_url, fifo=True),
             ],
             self.quarantine,
@@ -93,7 +95,8 @@ class Services(Stores):
             c.lease_meta_max_age,
             c.distinct_addresses,
         )
-        return TaskSource(self.tasks, self.meta, self.jobs, self.evaluations, RoundSeats(self._table), policy)
+        picker = JobPicker(self.jobs, self.meta, c.lease_meta_max_age)
+        return TaskSource(self.tasks, self.meta, self.jobs, self.evaluations, RoundSeats(self._table), picker, policy)
 
     @cached_property
     def answers(self) -> Answers:
@@ -212,6 +215,7 @@ class Services(Stores):
             self.meta,
             self.objects,
             Sources(self.counters, self.fold_log, self.evaluation_records, self.credits),
+            DuePublishes(self._sqs, self.config.publish_queue_url) if self.config.publish_queue_url else None,
         )
 
     @cached_property

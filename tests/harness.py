@@ -137,11 +137,14 @@ def job_body(ds: Dataset, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+# How old a running-jobs list or META read a lease may use (chalicelib/domain/config.py's default).
+LEASE_META_MAX_AGE = 1.0
 APP_SETTINGS = (
     "TABLE_NAME",
     "BUCKET_NAME",
     "TASK_QUEUE_URL",
     "RESULTS_QUEUE_URL",
+    "PUBLISH_QUEUE_URL",
     "TASK_DLQ_URL",
     "RESULTS_DLQ_URL",
     "LEASE_SECRET_ID",
@@ -230,6 +233,7 @@ class Harness:
                 "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn(result_dlq), "maxReceiveCount": "5"}),
             },
         )["QueueUrl"]
+        publish = sqs.create_queue(QueueName="crowdtrain-test-publish")["QueueUrl"]
         secret = session.client("secretsmanager").create_secret(
             Name="crowdtrain-test-lease", SecretString="0123456789abcdef0123456789abcdef"
         )["ARN"]
@@ -238,6 +242,7 @@ class Harness:
             "BUCKET_NAME": BUCKET,
             "TASK_QUEUE_URL": tasks,
             "RESULTS_QUEUE_URL": results,
+            "PUBLISH_QUEUE_URL": publish,
             "TASK_DLQ_URL": task_dlq,
             "RESULTS_DLQ_URL": result_dlq,
             "LEASE_SECRET_ID": secret,
@@ -334,6 +339,10 @@ class Harness:
         """(epoch, batch, version) of every folded batch, from the fold log and META."""
         parts = services_module.services()
         return parts.fold_log.folds(parts.meta.get(job))
+
+    def job_queue(self, job: str) -> str:
+        """The job's own task queue (store/queues.py)."""
+        return f"{self.tasks_url}-{job}"
 
     def waiting(self, url: str) -> int:
         """Messages waiting in a queue (moto counts exactly)."""

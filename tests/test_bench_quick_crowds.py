@@ -6,7 +6,15 @@ import pytest
 
 from tests.test_bench_quick import run_quick
 
-SCRIPTS = ["scaling", "wasted", "quality", "quality_warm", "quality_warm2", "speedup"]
+# quality with --warm-start 2 runs the same code as --warm-start (1) with one more warm version: make soak's
+SCRIPTS = [
+    "scaling",
+    "wasted",
+    "quality",
+    "quality_warm",
+    pytest.param("quality_warm2", marks=pytest.mark.soak),
+    "speedup",
+]
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,9 @@ OPERATIONS = {
     "receive_message": "sqs:ReceiveMessage",
     "change_message_visibility": "sqs:ChangeMessageVisibility",
     "delete_message": "sqs:DeleteMessage",
+    "create_queue": "sqs:CreateQueue",
+    "get_queue_url": "sqs:GetQueueUrl",
+    "delete_queue": "sqs:DeleteQueue",
     "get_item": "dynamodb:GetItem",
     "put_item": "dynamodb:PutItem",
     "update_item": "dynamodb:UpdateItem",
@@ -85,6 +88,7 @@ REAL = {
     "BucketName": "crowdtrain-dev-data-123456789012",
     "TaskQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-tasks",
     "ResultsQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-results.fifo",
+    "PublishQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-publish",
     "TaskDeadLettersUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-tasks-dlq",
     "ResultDeadLettersUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/crowdtrain-dev-results-dlq.fifo",
     "LeaseSecretId": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:crowdtrain-dev-lease-secret-AbCdEf",
@@ -126,7 +130,7 @@ def test_the_policies_are_pinned_to_the_stacks_account_region_and_names():
     at = "eu-west-1:123456789012"
     logs = {
         f"arn:aws:logs:{at}:log-group:/aws/lambda/crowdtrain-dev{suffix}{stream}"
-        for suffix in ("", "-fold", "-redrive_dead_letters")
+        for suffix in ("", "-fold", "-redrive_dead_letters", "-publish_status")
         for stream in ("", ":log-stream:*")
     }
     assert set().union(*(actions_and_resources(p)[1] for p in policies.values())) == logs | {
@@ -144,7 +148,9 @@ def test_the_policies_are_pinned_to_the_stacks_account_region_and_names():
         ),
         "arn:aws:s3:::crowdtrain-dev-data-123456789012",
         f"arn:aws:sqs:{at}:crowdtrain-dev-tasks",
+        f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-j-*",  # each job's queue: not the dead-letter queue's name
         f"arn:aws:sqs:{at}:crowdtrain-dev-results.fifo",
+        f"arn:aws:sqs:{at}:crowdtrain-dev-publish",
         f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-dlq",
         f"arn:aws:sqs:{at}:crowdtrain-dev-results-dlq.fifo",
         REAL["LeaseSecretId"],
@@ -165,7 +171,9 @@ def test_template_has_what_the_stage_needs():
     template = load_template()
     resources = template["Resources"]
     kinds = sorted(r["Type"] for r in resources.values())
-    assert kinds.count("AWS::SQS::Queue") == 4  # tasks, results and a dead-letter queue for each
+    # tasks (held-out checks; each job's own are made by the app), results and a dead-letter queue
+    # for each, and the status documents due later
+    assert kinds.count("AWS::SQS::Queue") == 5
     for queue in ("TaskQueue", "ResultQueue"):
         assert "deadLetterTargetArn" in resources[queue]["Properties"]["RedrivePolicy"]
     assert resources["ResultQueue"]["Properties"]["FifoQueue"] is True
@@ -184,6 +192,8 @@ def test_template_has_what_the_stage_needs():
         "TaskQueueUrl",
         "ResultsQueueUrl",
         "ResultsQueueName",
+        "PublishQueueUrl",
+        "PublishQueueName",
         "LeaseSecretId",
         "DistributionDomain",
         "DistributionId",
@@ -218,6 +228,8 @@ OUTPUTS = {
     "TaskQueueUrl": "https://sqs/1/crowdtrain-dev-tasks",
     "ResultsQueueUrl": "https://sqs/1/r.fifo",
     "ResultsQueueName": "crowdtrain-dev-results.fifo",
+    "PublishQueueUrl": "https://sqs/1/crowdtrain-dev-publish",
+    "PublishQueueName": "crowdtrain-dev-publish",
     "LeaseSecretId": "arn:secret",
     "TaskDeadLettersUrl": "https://sqs/1/crowdtrain-dev-tasks-dlq",
     "ResultDeadLettersUrl": "https://sqs/1/crowdtrain-dev-results-dlq.fifo",
@@ -575,8 +587,12 @@ def teardown(moto_session, tmp_path, delete_data=False, chalice_status=0) -> tup
 
 def test_teardown_deletes_the_app_the_site_and_the_stack_and_keeps_the_data(moto_session, tmp_path):
     names = moto_stack(moto_session)
+    sqs = moto_session.client("sqs")
+    for job in ("j-1", "j-2"):  # the app makes a queue per job; the stack's own are named alike
+        sqs.create_queue(QueueName=f"crowdtrain-dev-tasks-{job}")
     runs, lines = teardown(moto_session, tmp_path)
     assert runs[0][1:] == ["delete", "--stage", "dev"]
+    assert sqs.list_queues(QueueNamePrefix="crowdtrain-dev-tasks-j-").get("QueueUrls", []) == []
     cloudformation = moto_session.client("cloudformation")
     assert [s["StackStatus"] for s in cloudformation.list_stacks()["StackSummaries"]] == ["DELETE_COMPLETE"]
     buckets = {b["Name"] for b in moto_session.client("s3").list_buckets()["Buckets"]}

@@ -98,10 +98,15 @@ def test_deploy_with_a_region_puts_every_resource_in_it(endpoint, tmp_path):
     printed = deploy(fresh_clone(tmp_path / "clone"), endpoint, "--alarm-email", "ops@example.com")
     here, elsewhere = app_resources(endpoint, REGION), app_resources(endpoint, OTHER)
     assert here["stacks"] == ["crowdtrain-dev"]
-    assert here["functions"] == ["crowdtrain-dev", "crowdtrain-dev-fold", "crowdtrain-dev-redrive_dead_letters"]
-    assert len(here["rest_apis"]) == 1 and len(here["event_sources"]) == 1
+    assert here["functions"] == [
+        "crowdtrain-dev",
+        "crowdtrain-dev-fold",
+        "crowdtrain-dev-publish_status",
+        "crowdtrain-dev-redrive_dead_letters",
+    ]
+    assert len(here["rest_apis"]) == 1 and len(here["event_sources"]) == 2  # the results and the publish queues
     sqs = client(endpoint, "sqs")
-    assert len(here["queues"]) == 4 and all(
+    assert len(here["queues"]) == 5 and all(
         sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"].startswith(
             f"arn:aws:sqs:{REGION}:"
         )
@@ -134,12 +139,12 @@ def test_deploy_with_a_region_puts_every_resource_in_it(endpoint, tmp_path):
             assert f":{REGION}:" in document and f":{OTHER}:" not in document and ":*:" not in document
 
 
-def test_two_deploys_from_two_fresh_clones_leave_one_api_and_one_event_source(endpoint, tmp_path):
+def test_two_deploys_from_two_fresh_clones_leave_one_api_and_one_event_source_per_queue(endpoint, tmp_path):
     deploy(fresh_clone(tmp_path / "first"), endpoint)
     first = app_resources(endpoint, REGION)
     printed = deploy(fresh_clone(tmp_path / "second"), endpoint)
     second = app_resources(endpoint, REGION)
-    assert len(second["rest_apis"]) == len(second["event_sources"]) == 1
+    assert len(second["rest_apis"]) == 1 and len(second["event_sources"]) == len(set(second["event_sources"])) == 2
     assert second == first
     assert "restored Chalice's deployed state" in printed
 

@@ -68,13 +68,14 @@ def test_failures_are_redelivered_then_dead_lettered(sqs):
 def test_finds_the_apps_sqs_handlers(sqs):
     import app
 
-    sqs.create_queue(
-        QueueName=app.app.event_sources[0].queue,
-        Attributes={"FifoQueue": "true"} if app.app.event_sources[0].queue.endswith(".fifo") else {},
-    )
-    [dispatcher] = sqs_dispatchers(app, sqs)
-    assert dispatcher.function_name == "fold" and dispatcher.batch_size == 10
-    assert dispatcher.handler is app.fold
+    for source in app.app.event_sources:
+        if hasattr(source, "queue"):
+            sqs.create_queue(
+                QueueName=source.queue, Attributes={"FifoQueue": "true"} if source.queue.endswith(".fifo") else {}
+            )
+    fold, publish = sqs_dispatchers(app, sqs)
+    assert fold.function_name == "fold" and fold.batch_size == 10 and fold.handler is app.fold
+    assert publish.function_name == "publish_status" and publish.handler is app.publish_status
 
 
 def test_runs_the_apps_schedules_as_eventbridge_would():

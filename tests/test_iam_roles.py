@@ -23,7 +23,11 @@ from tests.harness import Dataset, Harness
 REGION, ACCOUNT = "us-east-1", "123456789012"  # moto's
 # Actions a function needs that no call of its code makes: Lambda's event source mapping reads the
 # fold's queue with the fold's role.
-NOT_CALLED = {"fold": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}}
+# what Lambda's SQS event source mappings call with the functions' roles
+NOT_CALLED = {
+    function: {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    for function in ("fold", "publish_status")
+}
 BATCHED = {
     "SendMessageBatch": "SendMessage",
     "DeleteMessageBatch": "DeleteMessage",
@@ -70,7 +74,7 @@ def requests_of(service: str, operation: str, params: dict) -> list[tuple[str, s
 
 def _actions_of(service: str, operation: str, params: dict) -> list[tuple[str, str]]:
     if service == "sqs":
-        name = urlparse(params["QueueUrl"]).path.rsplit("/", 1)[-1]
+        name = params.get("QueueName") or urlparse(params["QueueUrl"]).path.rsplit("/", 1)[-1]
         return [(f"sqs:{BATCHED.get(operation, operation)}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
     if service == "dynamodb":
 
@@ -210,6 +214,11 @@ def scenario(h: Harness, run) -> None:
     run("redrive_dead_letters", h.client.lambda_.invoke, "redrive_dead_letters", schedule)
     assert len(json.loads(api(h.admin, "GET", f"/jobs/{copied}/quarantine").body)["quarantined"]) == 1
     assert len(json.loads(api(h.admin, "POST", f"/jobs/{copied}/quarantine").body)["retried"]) == 1
+    # a status document a fold skipped (the folds above sent theirs, delayed), written by its own Lambda
+    due = h.client.events.generate_sqs_event(
+        message_bodies=[json.dumps({"job_id": job})], queue_name="crowdtrain-test-publish"
+    )
+    run("publish_status", h.client.lambda_.invoke, "publish_status", due)
     for j in (job, grouped, copied):
         api(h.admin, "DELETE", f"/jobs/{j}")
 
@@ -234,6 +243,7 @@ def test_each_function_calls_only_what_its_own_policy_allows_and_its_policy_hold
         "BucketName": os.environ["BUCKET_NAME"],
         "TaskQueueUrl": harness.tasks_url,
         "ResultsQueueUrl": harness.results_url,
+        "PublishQueueUrl": harness.sqs.get_queue_url(QueueName="crowdtrain-test-publish")["QueueUrl"],
         "TaskDeadLettersUrl": harness.task_dlq_url,
         "ResultDeadLettersUrl": harness.result_dlq_url,
         "LeaseSecretId": os.environ["LEASE_SECRET_ID"],

@@ -17,13 +17,9 @@ from tests.conftest import Crash
 from tests.harness import TABLE, Dataset, softmax_loss_and_grad, token_payload
 
 
-def queued(harness) -> int:
-    """Task messages waiting in the queue (moto counts exactly)."""
-    return int(
-        harness.sqs.get_queue_attributes(QueueUrl=harness.tasks_url, AttributeNames=["All"])["Attributes"][
-            "ApproximateNumberOfMessages"
-        ]
-    )
+def queued(harness, job: str) -> int:
+    """The job's task messages waiting in its queue (moto counts exactly)."""
+    return harness.waiting(harness.job_queue(job))
 
 
 def drain(harness, job=None):
@@ -383,11 +379,11 @@ def test_paused_job_hands_out_nothing_until_resumed(harness):
     assert json.loads(harness.admin("POST", f"/jobs/{job}/pause").body)["status"] == "paused"
     assert harness.lease() is None
     assert harness.admin("POST", f"/jobs/{job}/pause").status_code == 409
-    # the tasks met while paused left the queue (none cycles toward the dead-letter queue) ...
-    assert queued(harness) == 0
+    # its queue kept its tasks, never asked while paused (none cycles toward the dead-letter queue) ...
+    assert queued(harness, job) == 2
     assert json.loads(harness.admin("POST", f"/jobs/{job}/resume").body)["status"] == "running"
-    # ... and resuming queued the epoch again from META
-    assert queued(harness) == 2
+    # ... and resuming queued nothing twice
+    assert queued(harness, job) == 2
     assert drain(harness) == 2 and harness.status(job)["status"] == "finished"
 
 
@@ -407,13 +403,8 @@ def test_deleted_job_disappears_with_its_tasks(harness):
     reply = harness.admin("DELETE", f"/jobs/{job}")
     assert reply.status_code == 200 and json.loads(reply.body)["files"] >= 4
     assert harness.admin("GET", f"/jobs/{job}").status_code == 404
-    assert harness.lease() is None  # its queued tasks were dropped on sight
-    assert (
-        harness.sqs.get_queue_attributes(QueueUrl=harness.tasks_url, AttributeNames=["All"])["Attributes"][
-            "ApproximateNumberOfMessages"
-        ]
-        == "0"
-    )
+    assert harness.lease() is None  # its queue went with it
+    assert harness.job_queue(job) not in harness.sqs.list_queues().get("QueueUrls", [])
     assert json.loads(harness.admin("GET", "/jobs").body)["jobs"] == []
 
 
@@ -463,7 +454,7 @@ def test_a_volunteer_holds_a_bounded_number_of_leases(harness, monkeypatch):
     first, _ = harness.lease("greedy"), harness.lease("greedy")
     refused = harness.lease_reply("greedy")
     assert refused.status_code == 429 and b"already holds 2 leases" in refused.body
-    assert queued(harness) == 2  # a refused lease took no task out of the queue
+    assert queued(harness, job) == 2  # a refused lease took no task out of the queue
     assert harness.lease("someone-else") is not None
     assert harness.work(first).status_code == 200  # completing frees a slot
     assert harness.lease("greedy") is not None

@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import math
+import threading
 import time
+from collections import Counter
 
 import pytest
 import requests
 
-from crowdtrain.api import post_form
+from crowdtrain.api import ApiError, post_form
 from crowdtrain.local.process import LocalCloudProcess
 
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
@@ -131,3 +133,49 @@ def test_an_update_of_ten_identities_writes_credit_off_the_folds_path(stack):
     assert items_off == 0 and items_on == 10, counted  # each identity's credit item once, by the tally
     assert meta_on == meta_off > 0, counted  # the fold commits the update alike: nothing per identity on its path
     assert all_on - all_off == items_on + 3, counted  # besides: the leaderboard and the tally's two marks
+
+
+def test_pause_resume_and_delete_racing_a_busy_fold_never_answer_5xx(stack):
+    """Issue 40 over HTTP: 50 pauses, 50 resumes and 50 deletes of a job
+    whose fold keeps moving its META (a volunteer delivering results as fast
+    as it can) answer 2xx or 409, never 5xx, and the fold goes on meanwhile."""
+    job = stack.char_lstm_job(batches=300, epochs=1, lease_seconds=300)
+    api, stop = stack.state["api"], threading.Event()
+
+    def volunteer(token: str) -> None:
+        while not stop.is_set():
+            reply = requests.post(f"{api}/tasks/lease", json={"volunteer_token": token}, timeout=30)
+            if reply.status_code != 200 or reply.json().get("job_id") != job or reply.json()["kind"] != "train":
+                time.sleep(0.5)  # none now (the job is paused): asks again soon, as a page does later
+                continue
+            task = reply.json()
+            post_form(task["upload"], bytes(sum(4 * math.prod(w["shape"]) for w in task["spec"]["weights"])))
+            body = {"job_id": job, "lease_token": task["lease_token"], "volunteer_token": token, "loss": 4.0}
+            requests.post(f"{api}/tasks/complete", json=body, timeout=30)  # a 409 once the job is paused or gone
+
+    def admin(method: str, path: str) -> int:
+        try:
+            stack.api.call(method, path)
+            return 200
+        except ApiError as err:
+            return err.status
+
+    threads = [threading.Thread(target=volunteer, args=(token,)) for token in volunteers(stack, ["busy"])]
+    for thread in threads:
+        thread.start()
+    try:
+        stack.wait_for(job, lambda s: s["version"] >= 3, timeout=60)  # the fold is busy
+        codes = Counter()
+        for _ in range(50):
+            codes[admin("POST", f"/jobs/{job}/pause")] += 1
+            codes[admin("POST", f"/jobs/{job}/resume")] += 1
+        folded = stack.api.call("GET", f"/jobs/{job}")["version"]
+        for _ in range(50):
+            codes[admin("DELETE", f"/jobs/{job}")] += 1
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    # 409: the fold moved META five times under one action; 404: a delete asked again once the job was gone
+    assert set(codes) <= {200, 404, 409} and codes[200] >= 75, codes
+    assert folded > 3, "the fold did not move during the races"

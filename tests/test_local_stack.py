@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -542,3 +543,38 @@ def test_a_downloaded_model_loads_in_node_with_the_readmes_tool(stack, tmp_path)
     spec = stack.api.call("GET", f"/jobs/{job}")["spec"]
     assert loaded["parameters"] == sum(math.prod(w["shape"]) for w in spec["weights"])
     assert loaded["inputs"][0][1:] == spec["dataset"]["x"]["shape"][1:] + [128]  # one-hot characters
+
+
+def test_jobs_share_leases_over_http_and_a_new_jobs_check_goes_first(stack):
+    """Issue 40 over HTTP: a job started behind another's 300-task backlog gets
+    one of the next 6 leases; three running jobs of equal priority each get
+    25-42 % of 120 leases; a new job's held-out check goes out within 10 leases.
+    (The module's stack: the other tests' jobs are paused first, and stay so.)"""
+    api = stack.state["api"]
+    for job in stack.api.call("GET", "/jobs")["jobs"]:
+        if job["status"] == "running":
+            stack.api.call("POST", f"/jobs/{job['job_id']}/pause")
+    leases, token = 0, ""
+
+    def lease() -> dict:
+        """A lease by a fresh identity every four (the default leases an identity may hold)."""
+        nonlocal leases, token
+        if leases % 4 == 0:
+            token = requests.post(f"{api}/volunteers", json={"name": "fair"}, timeout=10).json()["volunteer_token"]
+        leases += 1
+        reply = requests.post(f"{api}/tasks/lease", json={"volunteer_token": token}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    backlog = stack.char_lstm_job(batches=300, epochs=1, lease_seconds=600)
+    assert {lease()["job_id"] for _ in range(3)} == {backlog}
+    new = stack.char_lstm_job(batches=60, epochs=1, lease_seconds=600)
+    time.sleep(1.1)  # the API reads the running jobs at most once a second (LEASE_META_MAX_AGE)
+    assert new in [lease()["job_id"] for _ in range(6)]
+    third = stack.char_lstm_job(batches=60, epochs=1, lease_seconds=600)
+    time.sleep(1.1)
+    shares = Counter(lease()["job_id"] for _ in range(120))
+    assert set(shares) == {backlog, new, third} and all(30 <= n <= 50 for n in shares.values()), shares
+    checked = stack.char_lstm_job(batches=4, epochs=1, lease_seconds=600, held_out=1)
+    first = [lease() for _ in range(10)]
+    assert ("evaluate", checked, 0) in [(t["kind"], t["job_id"], t["base_version"]) for t in first], first

@@ -41,7 +41,7 @@ def test_package_contains_numpy_and_the_fold_event_source(tmp_path):
         for r in template["Resources"].values()
         if r["Type"] == "AWS::Serverless::Function"
     ]
-    assert len(roles) == len(set(roles)) == 3
+    assert len(roles) == len(set(roles)) == 4
 
 
 def test_packaged_template_passes_cfn_lint(tmp_path):

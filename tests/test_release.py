@@ -30,10 +30,10 @@ def in_one_window(needed: float = 60.0, window: int = 600) -> None:
         time.sleep(left + 0.1)
 
 
-def receive_count(harness) -> list[int]:
+def receive_count(harness, job: str) -> list[int]:
     """Each visible task message's receive count so far, looked at without leasing (hidden a moment)."""
     reply = harness.sqs.receive_message(
-        QueueUrl=harness.tasks_url,
+        QueueUrl=harness.job_queue(job),
         MaxNumberOfMessages=10,
         VisibilityTimeout=0,
         AttributeNames=["ApproximateReceiveCount"],
@@ -59,10 +59,10 @@ def test_a_released_task_is_leased_again_at_once_and_the_job_finishes(harness):
 
 def test_a_released_task_starts_its_receives_over(harness):
     """Queued again as a fresh message: released 5 times (by 5 volunteers), it has been received once."""
-    harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4))
     for n in range(5):
         assert release(harness, harness.lease(f"broken-{n}"), "download_error").status_code == 200
-    assert receive_count(harness) == [1]
+    assert receive_count(harness, job) == [1]
 
 
 @pytest.mark.parametrize("reason", ["no_backend", "download_error"])
@@ -75,22 +75,22 @@ def test_the_reasons_count_each_volunteer_once(harness, reason):
 
 
 def test_a_released_lease_can_be_neither_completed_nor_released_again(harness):
-    harness.create_job(Dataset.generate(batches=1, batch_size=4))
+    job = harness.create_job(Dataset.generate(batches=1, batch_size=4))
     task = harness.lease("v")
     loss, data = harness.compute(task)
     assert harness.upload(task, data).status_code in (200, 204)
     assert release(harness, task).status_code == 200
     assert harness.complete(task, loss).status_code == 409
     assert release(harness, task).status_code == 409
-    assert len(receive_count(harness)) == 1  # one copy of the task, not two
+    assert len(receive_count(harness, job)) == 1  # one copy of the task, not two
 
 
 def test_a_completed_lease_cannot_be_released(harness):
-    harness.create_job(Dataset.generate(batches=2, batch_size=4))
+    job = harness.create_job(Dataset.generate(batches=2, batch_size=4))
     task = harness.lease("v")
     assert harness.work(task).status_code == 200
     assert release(harness, task).status_code == 409
-    assert receive_count(harness) == [1]  # only the other batch's task
+    assert receive_count(harness, job) == [1]  # only the other batch's task
 
 
 def test_a_release_frees_the_volunteers_slot(harness):

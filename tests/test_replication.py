@@ -134,7 +134,7 @@ def test_crash_between_queueing_a_third_copy_and_keeping_the_dispute_loses_nothi
         harness.invoke_fold([m["Body"] for m in harness.result_messages(visibility=0)])
     crashes.heal()
     harness.deliver()  # b's result again: the dispute is kept, and a second third copy queued
-    assert harness.status(job)["awaiting_replica"] == 1 and harness.waiting(harness.tasks_url) == 2
+    assert harness.status(job)["awaiting_replica"] == 1 and harness.waiting(harness.job_queue(job)) == 2
     step(harness, "c")  # settles it (the extra copy is dropped once the job has finished)
     status = harness.status(job)
     assert status["status"] == "finished" and folds(harness, job) == [(0, 0)]

@@ -21,7 +21,15 @@ from chalicelib.services import services
 from chalicelib.store.meta import FoldLog, JobMeta, Pending, mark_folded, meta_item
 from chalicelib.store.table import item_size
 from chalicelib.tasks.epochs import CHUNK, EpochQueue
-from tests.harness import BUCKET, TASK_MAX_RECEIVES, Dataset, job_body, softmax_loss_and_grad, token_payload
+from tests.harness import (
+    BUCKET,
+    LEASE_META_MAX_AGE,
+    TASK_MAX_RECEIVES,
+    Dataset,
+    job_body,
+    softmax_loss_and_grad,
+    token_payload,
+)
 
 
 def count_calls(client) -> Counter:
@@ -73,17 +81,42 @@ def test_the_fold_publishes_status_at_most_every_few_seconds(harness):
     assert harness.status(job)["version"] == 6
 
 
+def test_a_document_the_fold_skips_is_written_when_its_interval_ends(harness):
+    """Two folds a second apart, both inside the interval after the start's
+    document: one message, delayed until the interval ends, and the
+    publish_status Lambda then writes the second version (issue 40)."""
+    job = harness.create_job(Dataset.generate(batches=4, batch_size=4))
+    board = services().board
+    board.interval = 3.0  # the deployed 5 s, shortened: the test waits it out
+    publish_url = harness.sqs.get_queue_url(QueueName="crowdtrain-test-publish")["QueueUrl"]
+    for _ in range(2):
+        assert harness.work(harness.lease()).status_code == 200
+        harness.deliver()
+    public = lambda: json.loads(harness.s3.get_object(Bucket=BUCKET, Key=f"jobs/{job}/status.json")["Body"].read())  # noqa: E731
+    assert public()["version"] == 0 and harness.status(job)["version"] == 2
+    delayed = harness.sqs.get_queue_attributes(QueueUrl=publish_url, AttributeNames=["All"])["Attributes"]
+    assert (delayed["ApproximateNumberOfMessagesDelayed"], delayed["ApproximateNumberOfMessages"]) == ("1", "0")
+    bodies: list[str] = []
+    deadline = time.monotonic() + 10
+    while not bodies and time.monotonic() < deadline:  # out of sight until the interval ends
+        reply = harness.sqs.receive_message(QueueUrl=publish_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        bodies = [m["Body"] for m in reply.get("Messages", [])]
+    event = harness.client.events.generate_sqs_event(message_bodies=bodies, queue_name="crowdtrain-test-publish")
+    harness.client.lambda_.invoke("publish_status", event)
+    assert public()["version"] == 2
+
+
 def test_a_volunteer_at_its_limit_takes_nothing_out_of_the_queue(harness, monkeypatch):
     monkeypatch.setenv("MAX_LEASES_PER_VOLUNTEER", "1")
     ds = Dataset.generate(batches=3, batch_size=4)
-    harness.create_job(ds)
+    job = harness.create_job(ds)
     assert harness.lease("hammer") is not None
     for _ in range(3 * TASK_MAX_RECEIVES):
         reply = harness.lease_reply("hammer")
         assert reply.status_code == 429
-    assert harness.waiting(harness.tasks_url) == 2 and harness.waiting(harness.task_dlq_url) == 0
+    assert harness.waiting(harness.job_queue(job)) == 2 and harness.waiting(harness.task_dlq_url) == 0
     reply = harness.sqs.receive_message(
-        QueueUrl=harness.tasks_url, MaxNumberOfMessages=10, AttributeNames=["ApproximateReceiveCount"]
+        QueueUrl=harness.job_queue(job), MaxNumberOfMessages=10, AttributeNames=["ApproximateReceiveCount"]
     )
     assert [m["Attributes"]["ApproximateReceiveCount"] for m in reply["Messages"]] == ["1", "1"]
 
@@ -93,10 +126,10 @@ def test_a_paused_job_polled_for_hours_loses_nothing(harness):
     job = harness.create_job(ds)
     held = harness.lease("busy")  # a lease in flight when the job is paused
     harness.admin("POST", f"/jobs/{job}/pause")
-    # three hours of polling, one lease a minute: every task met is dropped, none cycles
+    # three hours of polling, one lease a minute: its queue is never asked, so no task cycles
     for _ in range(180):
         assert harness.lease() is None
-    assert harness.waiting(harness.tasks_url) == 0 and harness.waiting(harness.task_dlq_url) == 0
+    assert harness.waiting(harness.job_queue(job)) == 4 and harness.waiting(harness.task_dlq_url) == 0
     assert harness.work(held).status_code == 200  # the lease in flight still completes
     harness.admin("POST", f"/jobs/{job}/resume")
     drain(harness)
@@ -122,6 +155,7 @@ def huge_job(harness, batches: int) -> tuple[JobMeta, object]:
     )
     parts = services()
     meta = parts.jobs.create("j-huge", spec)
+    parts.tasks.open("j-huge")
     return parts.meta.save(meta, replace(meta, status="running")), spec
 
 
@@ -131,7 +165,7 @@ def test_a_huge_epoch_is_queued_a_bounded_chunk_per_call(harness):
     sqs = count_calls(parts.tasks._sqs)
     meta = parts.epochs.queue(meta, spec)
     assert sqs["SendMessageBatch"] == CHUNK // 10 and meta.queue_cursor == CHUNK and meta.queued_epoch == -1
-    assert harness.waiting(harness.tasks_url) == CHUNK
+    assert harness.waiting(harness.job_queue(meta.job_id)) == CHUNK
 
 
 def test_chunked_queueing_queues_each_batch_of_the_epoch_once(harness):
@@ -143,10 +177,11 @@ def test_chunked_queueing_queues_each_batch_of_the_epoch_once(harness):
         calls += 1
     assert calls == 3 and queue.queue(meta, spec) == meta  # queued: nothing more to do
     seen = Counter()
-    while batch := harness.sqs.receive_message(QueueUrl=harness.tasks_url, MaxNumberOfMessages=10).get("Messages"):
+    url = harness.job_queue(meta.job_id)
+    while batch := harness.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
         seen.update(json.loads(m["Body"])["batch"] for m in batch)
         harness.sqs.delete_message_batch(
-            QueueUrl=harness.tasks_url,
+            QueueUrl=url,
             Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
         )
     assert sorted(seen) == list(range(250)) and set(seen.values()) == {1}
@@ -330,17 +365,18 @@ def test_a_result_dead_lettered_by_failing_folds_is_redriven_and_folded_once(har
 
 def test_redrive_returns_one_jobs_dead_tasks_on_request_and_everything_on_schedule(harness):
     job = harness.create_job(Dataset.generate(batches=1, batch_size=4))
-    assert harness.waiting(harness.tasks_url) == 1
+    assert harness.waiting(harness.job_queue(job)) == 1
     for body in ({"job_id": job, "epoch": 0, "batch": 0}, {"job_id": "j-other", "epoch": 0, "batch": 0}):
         harness.sqs.send_message(QueueUrl=harness.task_dlq_url, MessageBody=json.dumps(body))
     assert json.loads(harness.admin("POST", f"/jobs/{job}/redrive").body)["redriven"] == {"tasks": 1, "results": 0}
-    assert harness.waiting(harness.tasks_url) == 2  # the job's task is back; the other job's stays dead
+    assert harness.waiting(harness.job_queue(job)) == 2  # the job's task is back; the other job's stays dead
     harness.sqs.send_message(
         QueueUrl=harness.task_dlq_url, MessageBody=json.dumps({"job_id": "j-third", "epoch": 0, "batch": 0})
     )
     event = harness.client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [])
     harness.client.lambda_.invoke("redrive_dead_letters", event)  # the scheduled Lambda takes whatever is there
-    assert harness.waiting(harness.tasks_url) == 3
+    # the two other jobs' dead letters are dropped: those jobs (and so their queues) do not exist
+    assert harness.waiting(harness.job_queue(job)) == 2 and harness.waiting(harness.task_dlq_url) == 0
 
 
 def test_meta_does_not_grow_with_the_first_copies_awaiting_their_check(harness):
@@ -366,8 +402,10 @@ def test_a_lease_drops_a_task_only_on_a_fresh_read_of_its_job(harness):
     paused = replace(parts.meta.get(job), status="paused")
     # another Lambda's view, a moment old: the job looked paused, and has since resumed
     parts.meta._seen[job] = (time.time(), paused)
+    harness.lease()  # on that view the job is not asked; nor is a task of it dropped, should one be met
+    time.sleep(LEASE_META_MAX_AGE + 0.1)
     task = harness.lease()
-    assert task is not None and task["job_id"] == job  # leased, not dropped
+    assert task is not None and task["job_id"] == job and harness.waiting(harness.job_queue(job)) == 1
 
 
 def test_a_slot_is_freed_only_by_the_lease_that_holds_it(harness):

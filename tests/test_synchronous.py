@@ -142,7 +142,7 @@ def lapse(harness, job):
     """Every lease of the job runs out now, as far as SQS is concerned: its tasks are visible again."""
     for item in lease_items(services().slots._table, job):
         harness.sqs.change_message_visibility(
-            QueueUrl=harness.tasks_url, ReceiptHandle=item["receipt"], VisibilityTimeout=0
+            QueueUrl=harness.job_queue(job), ReceiptHandle=item["receipt"], VisibilityTimeout=0
         )
 
 

@@ -14,6 +14,7 @@ class Settings:
     bucket_name: str
     task_queue_url: str
     results_queue_url: str
+    publish_queue_url: str  # status documents due later (store/due.py); none: a skipped one waits for the next fold
     # Their dead-letter queues, which the redrive empties back into them.
     task_dlq_url: str
     results_dlq_url: str
@@ -79,6 +80,7 @@ def settings() -> Settings:
         bucket_name=bucket,
         task_queue_url=env.get("TASK_QUEUE_URL", ""),
         results_queue_url=env.get("RESULTS_QUEUE_URL", ""),
+        publish_queue_url=env.get("PUBLISH_QUEUE_URL", ""),
         task_dlq_url=env.get("TASK_DLQ_URL", ""),
         results_dlq_url=env.get("RESULTS_DLQ_URL", ""),
         public_base_url=env.get("PUBLIC_BASE_URL", f"https://{bucket}.s3.amazonaws.com/").rstrip("/") + "/",

@@ -87,6 +87,10 @@ class Lease:
     volunteer_id: str = ""  # the identity that took it: only that identity may extend, complete or release it
     steps: int = 0  # the local steps its result may report at most, set at lease (0: all the task's batches)
 
+    def task(self, receipt: str) -> Task:
+        """The task this lease took, as received with `receipt` (kept server-side)."""
+        return Task(self.job_id, self.epoch, self.batch, receipt, evaluates=self.evaluates)
+
     @classmethod
     def from_json(cls, raw: Any) -> "Lease":
         return _load(cls, raw, frozenset({"steps"}))  # a token signed before budgets still verifies

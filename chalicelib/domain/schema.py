@@ -28,6 +28,8 @@ DOCUMENT_NAMES = {"topology": "model", "weight_specs": "model", "alphabet": "tex
 JOB_FIELDS = tuple(dict.fromkeys(DOCUMENT_NAMES.get(f.name, f.name) for f in fields(JobSpec)))
 # The fewest gradients an update under a robust rule may take (a median of 5 outvotes 2).
 MIN_ROBUST_GRADIENTS = 5
+# A job's weight in the share of leases, at most this many times another's.
+MAX_PRIORITY = 100
 # Under a robust rule, one volunteer identity or one source address may give
 # at most this share of an update unless the job says otherwise.
 DEFAULT_ROBUST_SHARE = 0.25
@@ -90,6 +92,7 @@ def parse_job(
         max_share=_max_share(body, strategy, fold_groups),
         credit=validate.flag(body, "credit", True),
         synchronous=validate.flag(body, "synchronous", False),
+        priority=validate.integer(body, "priority", 1, 1, MAX_PRIORITY),
     )
     _check_robust(spec, strategy)
     return spec

@@ -61,6 +61,9 @@ class JobSpec:
     # on a version, and the next one waits for the update (leases.py), so
     # that no result is computed on a version older than the one it updates.
     synchronous: bool = False
+    # The job's weight in the running jobs' share of leases (tasks/picker.py):
+    # a job of priority 2 gets twice the tasks of one of priority 1.
+    priority: int = 1
 
     @property
     def share_cap(self) -> int:
@@ -199,6 +202,7 @@ class JobSpec:
             "max_share": self.max_share,
             "credit": self.credit,
             "synchronous": self.synchronous,
+            "priority": self.priority,
         }
         if self.alphabet:
             document["text"] = {"alphabet": self.alphabet}

@@ -50,15 +50,15 @@ class JobLimits:
 
 @dataclass(frozen=True)
 class InFlight:
-    """Work under way, which a job's admin status adds: the stage's tasks
-    waiting and in flight (the task queue's own counts: no lease record is
+    """Work under way, which a job's admin status adds: its tasks waiting
+    and in flight (its task queue's own counts: no lease record is
     read, however many leases are out), and the job's first copies awaiting a check."""
 
     tasks: TaskQueue
     awaiting: AwaitingCopies
 
     def figures(self, job_id: str) -> dict[str, Any]:
-        return {"tasks": self.tasks.depth(), "awaiting_replica": self.awaiting.count(job_id)}
+        return {"tasks": self.tasks.depth(job_id), "awaiting_replica": self.awaiting.count(job_id)}
 
 
 class JobAdmin:
@@ -121,6 +121,7 @@ class JobAdmin:
             raise BadRequest("initial weights contain NaN or infinite values")
         optimizer = spec.build_optimizer()
         self.versions.write(job_id, 0, spec, weights, optimizer.initial_state(weights))
+        self.epochs.tasks.open(job_id)
         meta = self.meta.save(meta, replace(meta, status="running"))
         evaluation = spec.evaluation
         # where training starts from, for the held-out curve
@@ -170,8 +171,9 @@ class JobAdmin:
         ]
 
     def set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
-        """Pause: leases drop the job's tasks as they meet them. Resume: the
-        epoch is queued again from META (folded and pending batches skipped)."""
+        """Pause: leases stop asking the job's queue, which keeps its tasks.
+        Resume: leases ask it again, and what is left of the epoch is queued
+        (all of it again, from META, where the queue itself is gone)."""
         return retried(job_id, "pausing" if paused else "resuming", lambda: self._set_paused(job_id, paused))
 
     def _set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
@@ -184,7 +186,10 @@ class JobAdmin:
         spec = self.jobs.spec(job_id)
         if paused:
             return self._published(self.meta.save(meta, replace(meta, status=target)), spec)
-        meta = self.meta.save(meta, self.epochs.requeue(replace(meta, status=target, paused_reason="")))
+        resumed = replace(meta, status=target, paused_reason="")
+        if self.epochs.tasks.open(job_id):  # its queue is gone (a teardown, a job older than job queues): refill it
+            resumed = self.epochs.requeue(resumed)
+        meta = self.meta.save(meta, resumed)
         return self._published(self.epochs.queue(meta, spec), spec)
 
     def _published(self, meta: JobMeta, spec: JobSpec) -> dict[str, Any]:
@@ -199,11 +204,12 @@ class JobAdmin:
         if meta.status != "deleting":
             meta = self.meta.save(meta, replace(meta, status="deleting"))
             self.board.publish_index()
+        self.epochs.tasks.close(job_id)  # its tasks go with it
         return meta
 
     def delete(self, job_id: str) -> dict[str, Any]:
-        """One bounded step of deleting a job: marked `deleting` first (leases
-        drop its tasks, the fold its results), then its records and files a
+        """One bounded step of deleting a job: marked `deleting` and its task
+        queue deleted first (the fold drops its results), then its records and files a
         page at a time for about DELETE_SECONDS, and last its SPEC, META and
         index entry. `deleted` false: call again (the CLI does) to go on."""
         retried(job_id, "deleting", lambda: self._deleting(job_id))

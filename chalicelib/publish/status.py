@@ -4,7 +4,8 @@
 started jobs) sit in the data bucket and are served through CloudFront with a
 short max-age, so however many pages poll, none of them reaches DynamoDB.
 The fold publishes a job's document at most every few seconds (and at once
-when the job's status changes); admin actions publish at once. Activity is
+when the job's status changes), and one it skips is written when the
+interval ends (store/due.py); admin actions publish at once. Activity is
 counted from the fold's own records (store/stats.py), never from lease
 records.
 """
@@ -20,6 +21,7 @@ from chalicelib.domain.errors import NotFound
 from chalicelib.domain.keys import INDEX_KEY, model_key, status_key
 from chalicelib.domain.spec import JobSpec
 from chalicelib.store.credits import Credits
+from chalicelib.store.due import DuePublishes
 from chalicelib.store.evaluations import EvaluationRecords
 from chalicelib.store.foldlog import FoldLogStore
 from chalicelib.store.jobs import JobRecords
@@ -49,14 +51,16 @@ class StatusBoard:
         meta: MetaStore,
         objects: ObjectStore,
         sources: Sources,
+        due: DuePublishes | None = None,
         clock: Callable[[], float] = time.time,
         interval: float = MAX_AGE_SECONDS,
     ):
-        self.jobs, self.meta, self.objects = jobs, meta, objects
+        self.jobs, self.meta, self.objects, self.due = jobs, meta, objects, due
         s = sources
         self.counters, self.fold_log, self.evaluations, self.credits = s.counters, s.fold_log, s.evaluations, s.credits
         self.clock, self.interval = clock, interval
         self._published: dict[str, float] = {}
+        self._trailing: dict[str, float] = {}  # when the document skipped last is due, per job
 
     def document(self, meta: JobMeta, spec: JobSpec) -> dict[str, Any]:
         """A job's progress; none of it is secret."""
@@ -84,16 +88,30 @@ class StatusBoard:
 
     def publish(self, meta: JobMeta, spec: JobSpec, force: bool = False) -> None:
         """Write the job's document, unless one was written in the last few
-        seconds (`force`: a status change, written at once)."""
+        seconds (`force`: a status change, written at once); a document
+        skipped is sent on to be written when the interval ends (once per interval)."""
         if meta.status == "uploading":
             return
         now = self.clock()
-        if not force and now - self._published.get(meta.job_id, float("-inf")) < self.interval:
+        due = self._published.get(meta.job_id, float("-inf")) + self.interval
+        if not force and now < due:
+            if self.due is not None and self._trailing.get(meta.job_id) != due:
+                self.due.send(meta.job_id, due - now)
+                self._trailing[meta.job_id] = due
             return
         self._published[meta.job_id] = now
         self.objects.put(
             status_key(meta.job_id), json.dumps(self.document(meta, spec)).encode(), "application/json", SHORT_CACHE
         )
+
+    def publish_due(self, job_ids: list[str]) -> None:
+        """The documents a fold skipped, now that they are due: as META is now (a deleted job's: none)."""
+        for job_id in job_ids:
+            try:
+                meta = self.meta.get(job_id)
+            except NotFound:
+                continue
+            self.publish(meta, self.jobs.spec(job_id), force=True)
 
     def publish_index(self) -> None:
         """The started jobs, for the pages' job list."""

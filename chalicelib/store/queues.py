@@ -1,38 +1,92 @@
-"""SQS behind two small classes: the task queue (a receive is a lease) and the
-results FIFO queue (one message group per job serializes its folds; a job
+"""SQS behind two small classes: the task queues (a receive is a lease) and
+the results FIFO queue (one message group per job serializes its folds; a job
 with `fold_groups` G > 1 spreads its results over G more groups, by batch,
 their partial sums over a tenth as many middle groups, and the middle sums
 go to the job's own group: fold/partials.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import json
+import logging
+import time
+from typing import Any, Callable, Iterable
 
 from botocore.exceptions import ClientError
 
 from chalicelib.domain.records import CreditDue, PartialSum, Result, Task
 
+log = logging.getLogger(__name__)
+
+# What SQS answers for a queue that does not exist (the JSON and the query protocols).
+NO_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+# A queue is usable a second after it is created (SQS's CreateQueue reference): sends to a
+# job's new queue are tried this often, this far apart, before its tasks count as a deleted job's.
+NEW_QUEUE_TRIES, NEW_QUEUE_PAUSE = 4, 0.5
+# What a job's queue takes from the stage's queue (the stack sets them: infra/template.yaml).
+INHERITED = ("VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy")
+
+
+def missing(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") in NO_QUEUE
+
 
 class TaskQueue:
+    """The tasks, in one SQS queue per job (created when the job starts,
+    deleted with it) so that a lease chooses the job first (tasks/picker.py)
+    and no job's backlog stands in front of another's; and the stage's own
+    queue, which holds the held-out checks that every lease tries first. A
+    job's queue is the stage's queue's URL and `-<job id>`, so no lookup is
+    needed, and it takes the stage queue's dead-letter queue and timeouts."""
+
     errors = ClientError  # what SQS raises, e.g. for a receipt handle that is no longer valid
 
-    def __init__(self, sqs: Any, url: str):
+    def __init__(self, sqs: Any, url: str, sleep: Callable[[float], None] = time.sleep):
         self._sqs = sqs
         self.url = url
+        self._sleep = sleep
+
+    def job_url(self, job_id: str) -> str:
+        return f"{self.url}-{job_id}"
+
+    def url_of(self, task: Task) -> str:
+        """Where a task lives: a check in the stage's queue, a training task in its job's."""
+        return self.url if task.evaluates is not None else self.job_url(task.job_id)
+
+    def open(self, job_id: str) -> bool:
+        """Create the job's queue; false if it was there already (with its tasks)."""
+        name = self.job_url(job_id).rsplit("/", 1)[-1]
+        try:
+            self._sqs.get_queue_url(QueueName=name)
+            return False
+        except ClientError as err:
+            if not missing(err):
+                raise
+        inherited = self._sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=list(INHERITED))["Attributes"]
+        self._sqs.create_queue(QueueName=name, Attributes={k: inherited[k] for k in INHERITED if k in inherited})
+        return True
+
+    def close(self, job_id: str) -> None:
+        """Delete the job's queue with every task in it (it may be gone already)."""
+        try:
+            self._sqs.delete_queue(QueueUrl=self.job_url(job_id))
+        except ClientError as err:
+            if not missing(err):
+                raise
 
     def enqueue(self, job_id: str, epoch: int, batches: Iterable[int], pin: int | None = None) -> int:
         """Queue one message per (epoch, batch), in the order given."""
         return self.enqueue_tasks([Task(job_id, epoch, b, pin=pin) for b in batches])
 
     def enqueue_tasks(self, tasks: list[Task]) -> int:
-        """Queue these tasks as they are, in the order given."""
-        entries = [{"Id": str(i), "MessageBody": task.message()} for i, task in enumerate(tasks)]
-        for start in range(0, len(entries), 10):
-            chunk = entries[start : start + 10]
-            failed = self._sqs.send_message_batch(QueueUrl=self.url, Entries=chunk).get("Failed", [])
-            if failed:
-                raise RuntimeError(f"SQS refused {len(failed)} task messages: {failed[0].get('Message')}")
-        return len(entries)
+        """Queue these tasks as they are, in the order given, each in its job's queue."""
+        by_url: dict[str, list[Task]] = {}
+        for task in tasks:
+            by_url.setdefault(self.url_of(task), []).append(task)
+        for url, queued in by_url.items():
+            entries = [{"Id": str(i), "MessageBody": task.message()} for i, task in enumerate(queued)]
+            for start in range(0, len(entries), 10):
+                self._send(url, entries[start : start + 10])
+        return len(tasks)
 
     def enqueue_evaluation(self, job_id: str, version: int, copies: int, delay: int = 0) -> None:
         """Queue `copies` evaluation tasks of one version (each for a different
@@ -41,36 +95,71 @@ class TaskQueue:
             {"Id": str(i), "MessageBody": Task.evaluation(job_id, version).message(), "DelaySeconds": delay}
             for i in range(copies)
         ]
-        failed = self._sqs.send_message_batch(QueueUrl=self.url, Entries=entries).get("Failed", [])
-        if failed:
-            raise RuntimeError(f"SQS refused {len(failed)} evaluation messages: {failed[0].get('Message')}")
+        self._send(self.url, entries)
 
-    def receive(self, visibility: int, wait: int) -> Task | None:
-        """Take one task out of sight for `visibility` seconds, or None."""
-        reply = self._sqs.receive_message(
-            QueueUrl=self.url, MaxNumberOfMessages=1, VisibilityTimeout=visibility, WaitTimeSeconds=wait
-        )
+    def _send(self, url: str, entries: list[dict[str, Any]]) -> None:
+        """One SendMessageBatch; a job's queue created less than a second ago
+        is waited for, and one that stays missing was its deleted job's:
+        its tasks are dropped, as a lease would drop them."""
+        for attempt in range(NEW_QUEUE_TRIES):
+            try:
+                failed = self._sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed", [])
+                break
+            except ClientError as err:
+                if not missing(err) or url == self.url:
+                    raise
+                if attempt == NEW_QUEUE_TRIES - 1:
+                    log.warning("dropped %d tasks: no queue %s (its job was deleted)", len(entries), url)
+                    return
+                self._sleep(NEW_QUEUE_PAUSE)
+        if failed:
+            raise RuntimeError(f"SQS refused {len(failed)} task messages: {failed[0].get('Message')}")
+
+    def receive(self, job_id: str | None, visibility: int, wait: int) -> Task | None:
+        """Take one task of the job (None: a held-out check) out of sight for
+        `visibility` seconds, or None (a job whose queue is gone has none)."""
+        url = self.url if job_id is None else self.job_url(job_id)
+        try:
+            reply = self._sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=visibility, WaitTimeSeconds=wait
+            )
+        except ClientError as err:
+            if job_id is None or not missing(err):
+                raise
+            return None
         for message in reply.get("Messages", []):
             return Task.from_message(message["Body"], message["ReceiptHandle"])
         return None
 
-    def hide(self, receipt: str, seconds: int) -> None:
+    def hide(self, task: Task, seconds: int) -> None:
         """Extend (or shorten) a lease: the task stays out of sight this long from now."""
-        self._sqs.change_message_visibility(QueueUrl=self.url, ReceiptHandle=receipt, VisibilityTimeout=seconds)
+        self._sqs.change_message_visibility(
+            QueueUrl=self.url_of(task), ReceiptHandle=task.receipt, VisibilityTimeout=seconds
+        )
 
-    def delete(self, receipt: str) -> None:
-        self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
+    def delete(self, task: Task) -> None:
+        self._sqs.delete_message(QueueUrl=self.url_of(task), ReceiptHandle=task.receipt)
 
-    def depth(self) -> dict[str, int]:
-        """The stage's tasks waiting and in flight (leased, or held back for a
+    def route(self, body: str) -> str:
+        """The queue a dead-lettered task message goes back to (tasks/redrive.py)."""
+        data = json.loads(body)
+        return self.url if "evaluates" in data else self.job_url(str(data["job_id"]))
+
+    def depth(self, job_id: str) -> dict[str, int]:
+        """The job's tasks waiting and in flight (leased, or held back for a
         round), as SQS counts them (approximately): one call, however many leases."""
-        attributes = self._sqs.get_queue_attributes(
-            QueueUrl=self.url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
+        try:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self.job_url(job_id),
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+        except ClientError as err:
+            if not missing(err):
+                raise
+            attributes = {}
         return {
-            "waiting": int(attributes["ApproximateNumberOfMessages"]),
-            "in_flight": int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+            "waiting": int(attributes.get("ApproximateNumberOfMessages", 0)),
+            "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
         }
 
 

@@ -13,7 +13,7 @@ import logging
 from chalicelib.domain.errors import BadRequest, Conflict, NotFound
 from chalicelib.domain.gradients import check_gradient, digest
 from chalicelib.domain.keys import gradient_key
-from chalicelib.domain.records import Lease, Result, Task
+from chalicelib.domain.records import Lease, Result
 from chalicelib.domain.spec import JobSpec
 from chalicelib.domain.wire import Accepted, Completion
 from chalicelib.store.evaluations import Claim
@@ -74,7 +74,7 @@ class Completions:
         except Exception:
             self.held.reopen(lease)
             raise
-        self.source.retire(Task(lease.job_id, lease.epoch, lease.batch, record.receipt))
+        self.source.retire(lease.task(record.receipt))
         self.slots.free(Seats.of(record, lease.lease_id))
         if lease.steps:  # the server's own timing of this identity, for its next lease's budget
             try:
@@ -90,7 +90,7 @@ class Completions:
         if c.accuracy is not None and not spec.classifies:
             raise BadRequest(f"accuracy is reported only for a classifier's loss, not {spec.loss}")
         record = self.held.move(lease, "leased", "completed", loss=c.loss)
-        task = Task(lease.job_id, lease.epoch, lease.batch, record.receipt, evaluates=lease.evaluates)
+        task = lease.task(record.receipt)
         try:
             outcome = self.evaluations.settle(
                 lease.job_id, spec, Claim(record.volunteer_id, c.loss, c.accuracy, record.address), version

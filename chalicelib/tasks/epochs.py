@@ -9,7 +9,9 @@ until the epoch is queued. Batches already folded or pending are skipped.
 The tasks are sent before META records the cursor, so a crash in between
 queues some tasks twice and never zero times; a duplicate task is harmless
 because its batch is folded at most once (docs/architecture.md#exactly-once).
-A paused job queues nothing; resuming re-queues the epoch from META.
+A paused job queues nothing; resuming goes on from META's cursor (its
+queue kept the tasks queued before the pause), or queues the epoch again
+from its start where the job's queue is gone (a teardown deletes them).
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ class EpochQueue:
         )
 
     def requeue(self, meta: JobMeta) -> JobMeta:
-        """META set to queue the current epoch again from its start (on resume:
-        a paused job's tasks were dropped from the queue as leases met them)."""
+        """META set to queue the current epoch again from its start (on a
+        resume that found the job's queue gone: folded and pending batches are skipped)."""
         return replace(meta, queued_epoch=min(meta.queued_epoch, meta.epoch - 1), queue_cursor=0)
 
     def _order(self, job_id: str, spec: JobSpec, epoch: int) -> list[int]:

@@ -81,7 +81,7 @@ class Handout:
             steps=spec.budget(task.batch, pace) if varies else 0,  # the server decides what a result may weigh
         )
         if spec.lease_seconds != seconds:
-            self.source.hide(task.receipt, spec.lease_seconds)
+            self.source.hide(task, spec.lease_seconds)
             self.slots.extend(seats, token_seconds(spec.lease_seconds))
             self.expected_seconds = spec.lease_seconds
         self.leases.put(

@@ -17,11 +17,17 @@ until its operator retries it.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from botocore.exceptions import ClientError
+
 from chalicelib.store.quarantine import Quarantined, QuarantineRecords, job_of
+from chalicelib.store.queues import missing
+
+log = logging.getLogger(__name__)
 
 MAX_REDRIVES = 3
 REDRIVES = "redrives"  # the message attribute that counts them
@@ -35,6 +41,8 @@ class DeadLetters:
     url: str
     source_url: str
     fifo: bool
+    # the queue a message goes back to, from its body, where it is not source_url (a task: its job's)
+    route: Callable[[str], str] | None = None
 
 
 @dataclass
@@ -114,7 +122,13 @@ class Redrive:
     def _send_back(self, queue: DeadLetters, body: str, group: str, redrives: int, dedup: str) -> None:
         attributes = {REDRIVES: {"DataType": "Number", "StringValue": str(redrives)}}
         if not queue.fifo:
-            self._sqs.send_message(QueueUrl=queue.source_url, MessageBody=body, MessageAttributes=attributes)
+            url = queue.route(body) if queue.route else queue.source_url
+            try:
+                self._sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attributes)
+            except ClientError as err:
+                if not missing(err):
+                    raise
+                log.info("dropped a dead letter of a deleted job (no queue %s)", url)
             return
         # A new deduplication id: the original one (the lease id) may still be
         # in SQS's 5-minute window, which would swallow the redriven copy.

@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from chalicelib.domain.errors import Conflict, TooManyRequests
-from chalicelib.domain.records import Task
 from chalicelib.domain.wire import HeldLease, Release, Released, Renewed
 from chalicelib.store.budgets import ReleaseBudgets
 from chalicelib.store.jobs import JobRecords
@@ -69,7 +68,7 @@ class Heartbeats:
         renewed = replace(lease, expires=token_expiry(spec, now))
         record = self.held.move(lease, "leased", "leased", expires=renewed.expires)
         try:
-            self.source.hide(record.receipt, spec.lease_seconds)
+            self.source.hide(lease.task(record.receipt), spec.lease_seconds)
         except self.source.errors as err:
             raise Conflict(f"the task can no longer be extended: {err}")
         # the slots are held as long as the renewed lease: a heartbeated lease still counts
@@ -125,13 +124,9 @@ class Releases:
         self.limits.spend(lease.volunteer_id, address)
         record = self.held.move(lease, "leased", "released", reason=request.reason)
         self.source.put_back(
-            Task(
-                lease.job_id,
-                lease.epoch,
-                lease.batch,
-                receipt=record.receipt,
+            replace(
+                lease.task(record.receipt),
                 pin=record.pin,
-                evaluates=lease.evaluates,
                 not_for=lease.volunteer_id,  # not back to it before its lease would have ended
                 not_for_until=lease.expires,
             )

@@ -1,5 +1,6 @@
-"""Where a lease's task comes from: the task queue, past tasks of paused,
-ended or deleted jobs, folded batches and evaluations the volunteer answered;
+"""Where a lease's task comes from: the held-out checks' queue, then the
+queue of the job whose turn it is, past tasks of ended or deleted jobs,
+folded batches and evaluations the volunteer answered;
 a synchronous job's round seat; and the way a received task goes back."""
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from chalicelib.store.meta import JobMeta, MetaStore
 from chalicelib.store.queues import TaskQueue
 from chalicelib.store.rounds import RoundSeats
 from chalicelib.tasks.evaluations import REQUEUE_DELAY_SECONDS, Evaluations
+from chalicelib.tasks.picker import JobPicker
 from chalicelib.tasks.tokens import token_seconds
 
 log = logging.getLogger(__name__)
 
-# Receives tried per lease request while skipping tasks of paused or ended jobs.
+# Receives tried per queue and lease request while skipping tasks of ended jobs, folded batches and the like.
 MAX_SKIPS = 5
 # How long, in leases after its lease would have ended, a synchronous round's seat let go or lapsed
 # is barred to the client that held it. Clients taking turns on one seat need this many more
@@ -58,45 +60,81 @@ class TaskSource:
         jobs: JobRecords,
         evaluations: Evaluations,
         rounds: RoundSeats,
+        picker: JobPicker,
         policy: LeasePolicy,
     ):
         self.tasks, self.meta, self.jobs, self.evaluations, self.rounds = tasks, meta, jobs, evaluations, rounds
-        self.policy = policy
+        self.picker, self.policy = picker, policy
 
     def next(self, seconds: int, volunteer_id: str) -> Chosen | None:
-        """A task of a running job, received out of sight for `seconds`;
-        tasks of deleted, finished or paused jobs and of folded batches met on
-        the way are dropped (resuming a job queues its epoch again).
-        Evaluations are kept for a finished job (its last version's); one this
-        volunteer answered already, or a task it handed back, goes back for another volunteer."""
+        """A task received out of sight for `seconds`: a held-out check that
+        is due first, then a training task of the running job whose turn it
+        is (tasks/picker.py), or of the next job if that one has none now.
+        Tasks met on the way are dropped if their job was deleted or ended or
+        their batch is folded, and go back for later if it is paused or they
+        are not for this volunteer (a check it answered, a task it handed back)."""
+        asked: list[str | None] = []
+        for fresh in (False, True):  # the running jobs as this Lambda last read them, then read afresh
+            jobs = [job_id for job_id in self.picker.order(fresh) if job_id not in asked]
+            for job_id in ([] if asked else [None]) + jobs:
+                asked.append(job_id)
+                # a check or a job's queue is asked without waiting; only the last job's waits for a
+                # task (SQS's short poll may miss a queue's last few messages; a long poll does not)
+                wait = self.policy.wait_seconds if not fresh and jobs and job_id == jobs[-1] else 0
+                chosen = self._from(job_id, seconds, wait, volunteer_id)
+                if chosen is not None:
+                    return chosen
+            if self.picker.fresh:  # read for this lease already: no job started since
+                break
+        return None
+
+    def _from(self, job_id: str | None, seconds: int, wait: int, volunteer_id: str) -> Chosen | None:
+        """A usable task from one queue (None: the checks'), past at most MAX_SKIPS that are not."""
         for _ in range(MAX_SKIPS):
-            task = self.tasks.receive(seconds, self.policy.wait_seconds)
+            task = self.tasks.receive(job_id, seconds, wait)
             if task is None:
                 return None
-            live = ("running", "finished") if task.evaluates is not None else ("running",)
-            meta: JobMeta | None
-            try:
-                meta = self.meta.get(task.job_id, max_age=self.policy.meta_max_age)
-                if meta.status not in live:  # drop a task only on a fresh read: the job may have just resumed
-                    meta = self.meta.get(task.job_id)
-                spec = self.jobs.spec(task.job_id)
-            except NotFound:
-                meta = None
-            if (
-                meta is None
-                or meta.status not in live
-                or (task.evaluates is None and meta.is_folded(task.epoch, task.batch))
-            ):
-                self.tasks.delete(task.receipt)
-                continue
-            if task.evaluates is not None and self.evaluations.answered(task.job_id, task.evaluates, volunteer_id):
-                self.evaluate_later(task)
-                continue
-            if task.not_for == volunteer_id and time.time() < task.not_for_until:  # it handed it back: another's
-                self.put_back(task)
-                continue
-            return Chosen(task, meta, spec)
+            chosen, go_on = self._usable(task, volunteer_id)
+            if chosen is not None:
+                if job_id is not None:
+                    self.picker.gave(job_id)
+                return chosen
+            if not go_on:
+                return None
         return None
+
+    def _usable(self, task: Task, volunteer_id: str) -> tuple[Chosen | None, bool]:
+        """The received task with its job's META and spec, or None once it is
+        dropped or put back; and whether its queue is worth asking again now
+        (not while its job is paused)."""
+        live = ("running", "finished") if task.evaluates is not None else ("running",)
+        meta: JobMeta | None
+        try:
+            meta = self.meta.get(task.job_id, max_age=self.policy.meta_max_age)
+            if meta.status not in live:  # act on a fresh read only: the job may have just resumed
+                meta = self.meta.get(task.job_id)
+            spec = self.jobs.spec(task.job_id)
+        except NotFound:
+            meta = None
+        if meta is not None and meta.status == "paused" and task.evaluates is None:
+            # back to its job's queue for the resume, as a fresh copy: met again and again on a list
+            # a second old it would count receives toward the dead-letter queue (a paused job's check is dropped)
+            self.put_back(task)
+            return None, False
+        if (
+            meta is None
+            or meta.status not in live
+            or (task.evaluates is None and meta.is_folded(task.epoch, task.batch))
+        ):
+            self.tasks.delete(task)
+            return None, True
+        if task.evaluates is not None and self.evaluations.answered(task.job_id, task.evaluates, volunteer_id):
+            self.evaluate_later(task)
+            return None, True
+        if task.not_for == volunteer_id and time.time() < task.not_for_until:  # it handed it back: another's
+            self.put_back(task)
+            return None, True
+        return Chosen(task, meta, spec), True
 
     def seat(self, chosen: Chosen, volunteer_id: str, address: str) -> tuple[JobMeta, bool]:
         """The META to lease `chosen` on, and whether it may be leased: a
@@ -119,9 +157,9 @@ class TaskSource:
         self.put_back(task)
         return meta, False
 
-    def hide(self, receipt: str, seconds: int) -> None:
+    def hide(self, task: Task, seconds: int) -> None:
         """Keep a received task out of sight `seconds` from now (its lease is longer, or renewed)."""
-        self.tasks.hide(receipt, seconds)
+        self.tasks.hide(task, seconds)
 
     def put_back(self, task: Task) -> None:
         """A received task goes back to the queue now, as a fresh copy (the
@@ -138,13 +176,13 @@ class TaskSource:
         """The evaluation back on the queue, out of sight a while (for another volunteer)."""
         assert task.evaluates is not None, "only an evaluation task is evaluated later"  # both callers check
         self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1, delay=REQUEUE_DELAY_SECONDS)
-        self.tasks.delete(task.receipt)
+        self.tasks.delete(task)
 
     def retire(self, task: Task, why: str = "done") -> None:
         """Delete the delivery of a task that is done or queued again. If that
         fails the task reappears and is leased again; the fold discards its
         second result as a duplicate, so nothing is lost."""
         try:
-            self.tasks.delete(task.receipt)
+            self.tasks.delete(task)
         except self.tasks.errors as err:
             log.warning("could not delete task %s-%s of %s (%s): %s", task.epoch, task.batch, task.job_id, why, err)

@@ -165,6 +165,7 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "credit": not args.no_credit,
         "synchronous": args.synchronous,
+        "priority": args.priority,
     }
     if args.fold_groups is not None:  # else the deploy's default, sized for its crowd (crowdtrain deploy --volunteers)
         hyper["fold_groups"] = args.fold_groups
@@ -676,6 +677,13 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
         help="gradients folded into each update, K (paper's stand-alone example: 3)",
     )
     parser.add_argument("--staleness", type=int, default=4)
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=1,
+        help="the job's share of the volunteers beside other running jobs (1-100; priority 2 gets twice "
+        "the tasks of priority 1)",
+    )
     parser.add_argument(
         "--synchronous",
         action="store_true",

@@ -15,6 +15,8 @@ def app_environment(
         "TASK_QUEUE_URL": outputs["TaskQueueUrl"],
         "RESULTS_QUEUE_URL": outputs["ResultsQueueUrl"],
         "RESULTS_QUEUE_NAME": outputs["ResultsQueueName"],
+        "PUBLISH_QUEUE_URL": outputs["PublishQueueUrl"],
+        "PUBLISH_QUEUE_NAME": outputs["PublishQueueName"],
         "LEASE_SECRET_ID": outputs["LeaseSecretId"],
         "TASK_DLQ_URL": outputs["TaskDeadLettersUrl"],
         "RESULTS_DLQ_URL": outputs["ResultDeadLettersUrl"],

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError, WaiterError
 
-from crowdtrain.aws.policy import function_policies, policy_file
+from crowdtrain.aws.policy import function_policies, policy_file, queue_name
 from crowdtrain.aws.sizing import AccountQuotas, Sizing
 from crowdtrain.environment import app_environment
 from crowdtrain.paths import ROOT, TEMPLATE
@@ -445,6 +445,7 @@ class Deployer:
             f"empty {outputs['FrontendBucketName']}",
             lambda: s3.Bucket(outputs["FrontendBucketName"]).objects.all().delete(),
         )
+        step("delete the jobs' task queues", lambda: self._delete_job_queues(outputs))
         step(f"delete stack {self.stack_name}", self._delete_stack)
         if delete_data:
             bucket = s3.Bucket(outputs["BucketName"])
@@ -463,6 +464,14 @@ class Deployer:
             )
         if failed:
             raise DeployError(f"teardown of {self.stack_name} incomplete; failed: {', '.join(failed)}")
+
+    def _delete_job_queues(self, outputs: dict[str, str]) -> None:
+        """Each job's task queue (chalicelib/store/queues.py): made by the app, not the stack."""
+        sqs = self.session.client("sqs")
+        prefix = queue_name(outputs["TaskQueueUrl"]) + "-j-"
+        for page in sqs.get_paginator("list_queues").paginate(QueueNamePrefix=prefix):
+            for url in page.get("QueueUrls", []):
+                sqs.delete_queue(QueueUrl=url)
 
     def _delete_stack(self) -> None:
         self.cloudformation.delete_stack(StackName=self.stack_name)

@@ -25,8 +25,9 @@ def queue_name(url: str) -> str:
 
 
 # Chalice's Lambdas and what each may touch (chalicelib's code paths, observed in tests/test_iam_roles.py):
-# the API (public and admin routes), the fold fed by the results queue, the scheduled redrive.
-FUNCTIONS = ("api_handler", "fold", "redrive_dead_letters")
+# the API (public and admin routes), the fold fed by the results queue, the scheduled redrive, and the
+# status documents' trailing writes fed by the publish queue.
+FUNCTIONS = ("api_handler", "fold", "redrive_dead_letters", "publish_status")
 TABLE_READS = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
 TABLE_WRITES = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
 
@@ -65,7 +66,9 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
     bucket = f"arn:{part}:s3:::{outputs['BucketName']}"
     objects = [f"{bucket}/jobs/*", f"{bucket}/grads/*"]
     dead_letters = [sqs("TaskDeadLettersUrl"), sqs("ResultDeadLettersUrl")]
-    send_back = statement("SendBack", ["sqs:SendMessage"], [sqs("TaskQueueUrl"), sqs("ResultsQueueUrl")])
+    # the stage's queue (held-out checks) and each job's own, named after it (store/queues.py)
+    tasks = [sqs("TaskQueueUrl"), sqs("TaskQueueUrl") + "-j-*"]
+    send_back = statement("SendBack", ["sqs:SendMessage"], [*tasks, sqs("ResultsQueueUrl")])
     statements = {
         "api_handler": [
             statement("Table", TABLE_READS + TABLE_WRITES, table),
@@ -80,7 +83,11 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
                     "sqs:DeleteMessage",
                     "sqs:GetQueueAttributes",  # a job's admin status: the tasks waiting and in flight
                 ],
-                sqs("TaskQueueUrl"),
+                tasks,
+            ),
+            # a job's queue is created when it starts (with the stage queue's settings) and deleted with it
+            statement(
+                "JobQueues", ["sqs:GetQueueUrl", "sqs:CreateQueue", "sqs:DeleteQueue"], sqs("TaskQueueUrl") + "-j-*"
             ),
             statement("Results", ["sqs:SendMessage"], sqs("ResultsQueueUrl")),
             statement("DeadLetters", ["sqs:ReceiveMessage", "sqs:DeleteMessage"], dead_letters),
@@ -108,12 +115,24 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
                     f"{bucket}/grads/*/sums/*",
                 ],
             ),
-            statement("Tasks", ["sqs:SendMessage"], sqs("TaskQueueUrl")),
+            statement("Tasks", ["sqs:SendMessage"], tasks),
+            # a status document it skipped (one was written seconds before), sent on to be written when due
+            statement("Publish", ["sqs:SendMessage"], sqs("PublishQueueUrl")),
             # its own queue: read by Lambda's event source mapping with this role, and partial sums sent on
             statement(
                 "Results",
                 ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
                 sqs("ResultsQueueUrl"),
+            ),
+        ],
+        "publish_status": [
+            statement("Table", TABLE_READS, table),
+            statement("Writes", ["s3:PutObject"], f"{bucket}/jobs/*/status.json"),
+            # its own queue, read by Lambda's event source mapping with this role
+            statement(
+                "Publish",
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                sqs("PublishQueueUrl"),
             ),
         ],
         "redrive_dead_letters": [
@@ -143,6 +162,7 @@ def placeholder_outputs(stage: str) -> dict[str, str]:
         "BucketName": f"crowdtrain-{stage}-data-{account}",
         "TaskQueueUrl": f"{queue}-tasks",
         "ResultsQueueUrl": f"{queue}-results.fifo",
+        "PublishQueueUrl": f"{queue}-publish",
         "TaskDeadLettersUrl": f"{queue}-tasks-dlq",
         "ResultDeadLettersUrl": f"{queue}-results-dlq.fifo",
         "LeaseSecretId": f"arn:aws:secretsmanager:{region}:{account}:secret:crowdtrain-{stage}-lease-secret-*",

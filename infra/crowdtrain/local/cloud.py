@@ -158,8 +158,9 @@ class LocalCloud:
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))  # app.py lives at the checkout's top, as `chalice` expects
         module = importlib.import_module("app")
-        if module.app.event_sources and module.app.event_sources[0].queue != env["RESULTS_QUEUE_NAME"]:
-            module = importlib.reload(module)  # the queue name is read when app.py is imported
+        queues = {getattr(source, "queue", None) for source in module.app.event_sources} - {None}
+        if queues != {env["RESULTS_QUEUE_NAME"], env["PUBLISH_QUEUE_NAME"]}:
+            module = importlib.reload(module)  # the queue names are read when app.py is imported
         from chalicelib import services
 
         serialize_condition_building()  # the API, the fold and the schedules share the clients on threads

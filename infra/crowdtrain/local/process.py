@@ -95,10 +95,14 @@ class LocalCloudProcess:
         micro_batch: int | None = None,
         lease_seconds: int = 60,
         embedding: int = 0,
+        held_out: int = 0,
         **extra: Any,
     ) -> str:
+        """A char-LSTM job over HTTP, with `held_out` batches checked at every version."""
         model = CharLSTM(units=tuple(units), seq_len=seq_len, batch_size=batch_size, embedding=embedding)
-        x, y = model.batches(kjv_text("gen1:1-gen3:24"), batches, seed=seed)
+        x, y = model.batches(kjv_text("gen1:1-gen3:24"), batches + held_out, seed=seed)
+        if held_out:
+            extra["evaluation"] = {"batches": held_out, "every": 1, "copies": 1}
         spec = model.job_spec(
             batches,
             micro_batch,
@@ -111,7 +115,7 @@ class LocalCloudProcess:
             **extra,
         )
         weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(seed))
-        return self.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches)))
+        return self.api.create_job(spec, weights, (model.batch_file(x[b], y[b]) for b in range(batches + held_out)))
 
     def wait_for(self, job: str, condition, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
