@@ -757,7 +757,10 @@ MUTANTS = [
         "chalicelib/publish/status.py",
         "if self.due is not None and self._trailing.get(meta.job_id) != due:",
         "if False:",
-        ("tests/test_scale_paths.py::test_a_document_the_fold_skips_is_written_when_its_interval_ends",),
+        (
+            "tests/test_scale_paths.py::test_a_document_the_fold_skips_is_written_when_its_interval_ends",
+            "tests/test_local_counts.py::test_after_two_folds_a_second_apart_the_public_document_shows_the_second_within_20_s",
+        ),
     ),
     Mutant(
         "a skipped status document is sent on once per interval",

@@ -179,3 +179,19 @@ def test_pause_resume_and_delete_racing_a_busy_fold_never_answer_5xx(stack):
     # 409: the fold moved META five times under one action; 404: a delete asked again once the job was gone
     assert set(codes) <= {200, 404, 409} and codes[200] >= 75, codes
     assert folded > 3, "the fold did not move during the races"
+
+
+def test_after_two_folds_a_second_apart_the_public_document_shows_the_second_within_20_s(stack):
+    """Issue 40 over HTTP: both folds land inside the 5 s after the start's
+    document, so the fold skips both; the one message it sends, delayed until
+    the interval ends, has the local stack's publish_status write version 2."""
+    job = stack.char_lstm_job(batches=4, epochs=1, lease_seconds=300)
+    [token] = volunteers(stack, ["twice"])
+    for _ in range(2):
+        deliver(stack, token, lease(stack, token, job))
+        stack.wait_for(job, lambda s, v=_ + 1: s["version"] >= v, timeout=20)
+        time.sleep(1)
+    folded = time.monotonic()
+    while (public := requests.get(f"{stack.state['api']}/progress/{job}", timeout=10).json())["version"] < 2:
+        assert time.monotonic() - folded < 20, public["version"]
+        time.sleep(0.5)
