@@ -776,6 +776,13 @@ MUTANTS = [
         "url = queue.source_url",
         ("tests/test_scale_paths.py::test_redrive_returns_one_jobs_dead_tasks_on_request_and_everything_on_schedule",),
     ),
+    Mutant(
+        "a stage name keeps a job's queue name within SQS's 80 characters",
+        "infra/crowdtrain/cli.py",
+        'if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", text):',
+        "if False:",
+        ("tests/test_cli_errors.py::test_a_stage_name_a_jobs_queue_name_would_not_fit_is_refused",),
+    ),
 ]
 
 

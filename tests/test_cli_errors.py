@@ -86,3 +86,12 @@ def test_delete_and_redrive_answer_in_a_line_and_in_json_on_request(monkeypatch,
     ]
     cli.main(["redrive", "j-1", "--json"])
     assert json.loads(capsys.readouterr().out)["redriven"] == {"tasks": 2, "results": 0}
+
+
+def test_a_stage_name_a_jobs_queue_name_would_not_fit_is_refused(capsys):
+    """SQS names a queue in at most 80 characters: crowdtrain-STAGE-tasks-j-<12 hex> fits a 40-character stage."""
+    for stage in ("x" * 41, "Dev", "dev_1"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["deploy", "--stage", stage])
+        assert exit_.value.code == 2 and "a stage is 1-40 lower-case letters" in capsys.readouterr().err
+    assert len(f"crowdtrain-{'x' * 40}-tasks-j-{'0' * 12}") <= 80

@@ -539,6 +539,14 @@ def positive(kind: type) -> Any:
     return parse
 
 
+def stage_name(text: str) -> str:
+    """A --stage: lower-case letters, digits and hyphens, short enough that a
+    job's task queue (crowdtrain-STAGE-tasks-j-<12 hex>) keeps within SQS's 80 characters."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", text):
+        raise argparse.ArgumentTypeError(f"a stage is 1-40 lower-case letters, digits and hyphens: {text!r}")
+    return text
+
+
 def email_address(text: str) -> str:
     """An --alarm-email value: an address, or "" (none)."""
     if text and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
@@ -840,7 +848,7 @@ def parser() -> TopParser:
     p.set_defaults(func=download)
 
     p = sub.add_parser("deploy", help="deploy a stage to AWS: stack, app, frontend, CloudFront")
-    p.add_argument("--stage", default="dev")
+    p.add_argument("--stage", type=stage_name, default="dev")
     p.add_argument(
         "--volunteers",
         type=positive(int),
@@ -871,11 +879,11 @@ def parser() -> TopParser:
     p.set_defaults(func=plan)
 
     p = sub.add_parser("rotate-secret", help="rotate a stage's lease secret (leases signed before still complete)")
-    p.add_argument("--stage", default="dev")
+    p.add_argument("--stage", type=stage_name, default="dev")
     p.set_defaults(func=rotate_secret)
 
     p = sub.add_parser("teardown", help="delete a stage from AWS: app, site, stack; the data is kept")
-    p.add_argument("--stage", default="dev")
+    p.add_argument("--stage", type=stage_name, default="dev")
     p.add_argument("--delete-data", action="store_true", help="also delete the data bucket and the table")
     p.set_defaults(func=teardown)
 
