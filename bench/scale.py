@@ -143,7 +143,7 @@ def per_task_demand(calls: dict[str, float], scenario: Scenario) -> dict[str, fl
         + 0.005
         * (calls.get("dynamodb:PutItem", 0) + calls.get("dynamodb:DeleteItem", 0) + calls.get("dynamodb:UpdateItem", 0))
         + 0.025 * 1
-        + 0.010 * 3
+        + 0.010 * 4  # SQS: the checks queue and the job's asked, the result sent, the task deleted
     )
     heartbeats = max(0, math.ceil(step / (120 / 3)) - 1)  # 120 s leases, a beat every 40 s
     return {

@@ -783,6 +783,20 @@ MUTANTS = [
         "if False:",
         ("tests/test_cli_errors.py::test_a_stage_name_a_jobs_queue_name_would_not_fit_is_refused",),
     ),
+    Mutant(
+        "the CLI's AWS session reads AWS_REGION, as its help says",
+        "infra/crowdtrain/cli.py",
+        'region = args.region or os.environ.get("AWS_REGION")',
+        "region = args.region",
+        ("tests/test_cli_errors.py::test_deploy_reads_aws_region_and_says_plainly_when_there_are_no_credentials",),
+    ),
+    Mutant(
+        "watch counts a job's tasks, not its batches",
+        "infra/crowdtrain/cli.py",
+        'return int(spec.get("tasks_per_epoch", spec["dataset"]["batches"])) * int(spec["epochs"])',
+        'return int(spec["dataset"]["batches"]) * int(spec["epochs"])',
+        ("tests/test_cli_errors.py::test_watch_counts_tasks_not_batches_where_a_task_trains_several",),
+    ),
 ]
 
 

@@ -95,3 +95,43 @@ def test_a_stage_name_a_jobs_queue_name_would_not_fit_is_refused(capsys):
             cli.main(["deploy", "--stage", stage])
         assert exit_.value.code == 2 and "a stage is 1-40 lower-case letters" in capsys.readouterr().err
     assert len(f"crowdtrain-{'x' * 40}-tasks-j-{'0' * 12}") <= 80
+
+
+def test_deploy_reads_aws_region_and_says_plainly_when_there_are_no_credentials(monkeypatch, tmp_path, capsys):
+    """A newcomer's finding: boto3 reads AWS_DEFAULT_REGION but not AWS_REGION, which the CLI's help names."""
+    import argparse
+
+    for name in (
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert cli.aws_session(argparse.Namespace(region=None)).region_name == "eu-west-1"
+    message = fails(capsys, "deploy", "--stage", "dev")
+    assert message.startswith("crowdtrain: no AWS credentials"), message
+
+
+def test_watch_counts_tasks_not_batches_where_a_task_trains_several():
+    """A newcomer's finding: the demo (32 batches a task) showed 4/8000 and a 25-hour ETA after 4 tasks."""
+    spec = {"dataset": {"batches": 400}, "epochs": 20, "tasks_per_epoch": 12}
+    assert cli.total_tasks(spec) == 240
+    status = {
+        "job_id": "j-1",
+        "status": "running",
+        "version": 4,
+        "epoch": 0,
+        "batches_done": 4,
+        "spec": spec,
+        "history": [{"loss": 3.0, "time": 0.0}, {"loss": 2.9, "time": 30.0}],
+        "active_volunteers": 1,
+        "discarded": {},
+    }
+    line = cli.describe(status)
+    assert "tasks 4/240" in line and "eta 2360s" in line, line

@@ -49,7 +49,8 @@ function dataUsed({ bytes_down: down = 0, bytes_up: up = 0, data_reports: report
 
 function show(job) {
   if (!job) { $('summary').textContent = `job ${jobId} has not started`; return; }
-  const total = job.spec.dataset.batches * job.spec.epochs;
+  // batches_done counts folded tasks; with local steps a task trains several batches
+  const total = (job.spec.tasks_per_epoch ?? job.spec.dataset.batches) * job.spec.epochs;
   const why = job.paused_reason ? ` (${job.paused_reason})` : ''; // a job that paused itself says why
   $('summary').textContent = `${job.spec.name}: ${job.status}${why}, version ${job.version}`;
   $('epoch').textContent = `${job.epoch} / ${job.spec.epochs}`;

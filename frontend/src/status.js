@@ -79,5 +79,5 @@ export function heldOutSummary(job) {
   const last = job.held_out.at(-1);
   if (!last) return `none agreed yet (every ${job.spec.evaluation.every} versions, ${job.spec.evaluation.copies} volunteers)`;
   const accuracy = last.accuracy === null ? '' : `, accuracy ${(100 * last.accuracy).toFixed(1)} %`;
-  return `loss ${last.loss.toFixed(4)}${accuracy} at version ${last.version} (${last.volunteers} volunteers agreed)`;
+  return `loss ${last.loss.toFixed(4)}${accuracy} at version ${last.version} (${last.volunteers} volunteer${last.volunteers === 1 ? '' : 's'} agreed)`;
 }

@@ -12,7 +12,8 @@ const shards = json.weightsManifest.flatMap((group) => group.paths.map((path) =>
 const bytes = Buffer.concat(shards);
 const weights = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
 const specs = json.weightsManifest.flatMap((group) => group.weights);
-const model = await tf.loadLayersModel(tf.io.fromMemory(json.modelTopology, specs, weights));
+const model = await tf.loadLayersModel(
+  tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs: specs, weightData: weights }));
 console.log(JSON.stringify({
   inputs: model.inputs.map((t) => t.shape), outputs: model.outputs.map((t) => t.shape), parameters: model.countParams(),
 }));

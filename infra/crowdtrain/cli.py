@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import requests
+from botocore.exceptions import NoCredentialsError
 
 from chalicelib.domain.codecs import CODECS
 from chalicelib.domain.optimizers import OPTIMIZERS
+from chalicelib.domain.schema import LOSSES
 from crowdtrain.api import Api, ApiError
 from crowdtrain.aws.deploy import DeployError
 from crowdtrain.jobs.check import check_in_tfjs
@@ -203,9 +205,14 @@ def list_jobs(args: argparse.Namespace) -> None:
     print("\n".join(json.dumps(job) for job in jobs) if args.json else job_table(jobs))
 
 
+def total_tasks(spec: dict[str, Any]) -> int:
+    """The tasks a job folds in all (batches_done counts them): with local steps, a task is several batches."""
+    return int(spec.get("tasks_per_epoch", spec["dataset"]["batches"])) * int(spec["epochs"])
+
+
 def describe(status: dict[str, Any]) -> str:
     spec = status["spec"]
-    total = spec["dataset"]["batches"] * spec["epochs"]
+    total = total_tasks(spec)
     history = status["history"]
     loss = f"{history[-1]['loss']:.4f}" if history else "-"
     eta = "-"
@@ -215,7 +222,7 @@ def describe(status: dict[str, Any]) -> str:
         eta = f"{per_batch * (total - status['batches_done']):.0f}s"
     return (
         f"{status['job_id']} {shown(status['status']):<9} version {status['version']:>5}  epoch "
-        f"{status['epoch']}/{spec['epochs']}  batches {status['batches_done']}/{total}  training loss "
+        f"{status['epoch']}/{spec['epochs']}  tasks {status['batches_done']}/{total}  training loss "
         f"(reported) {loss}{held_out(status)}  volunteers {status['active_volunteers']}  "
         f"discarded {sum(status['discarded'].values())}  eta {eta}"
         + (f"  paused: {status['paused_reason']}" if status.get("paused_reason") else "")
@@ -237,7 +244,7 @@ JOB_COLUMNS = (
     ("status", "STATUS"),
     ("version", "VERSION"),
     ("epoch", "EPOCH"),
-    ("batches_done", "BATCHES"),
+    ("batches_done", "TASKS"),
     ("pending_gradients", "PENDING"),
 )
 
@@ -498,12 +505,20 @@ class StatusLine:
 
 
 # -- AWS --------------------------------------------------------------------------------
-def deploy(args: argparse.Namespace) -> None:
+def aws_session(args: argparse.Namespace) -> Any:
+    """A boto3 session in --region, else AWS_REGION (which boto3 itself does not read), else AWS_DEFAULT_REGION
+    or the profile's."""
     import boto3
+
+    region = args.region or os.environ.get("AWS_REGION")
+    return boto3.Session(region_name=region) if region else boto3.Session()
+
+
+def deploy(args: argparse.Namespace) -> None:
 
     from crowdtrain.aws.deploy import Deployer
 
-    session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
+    session = aws_session(args)
     from crowdtrain.aws.sizing import Sizing
 
     sizing = Sizing.for_crowd(args.volunteers, args.task_seconds) if args.volunteers is not None else None
@@ -555,20 +570,18 @@ def email_address(text: str) -> str:
 
 
 def rotate_secret(args: argparse.Namespace) -> None:
-    import boto3
 
     from crowdtrain.aws.deploy import Deployer
 
-    session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
+    session = aws_session(args)
     Deployer(session, args.stage).rotate_secret()
 
 
 def teardown(args: argparse.Namespace) -> None:
-    import boto3
 
     from crowdtrain.aws.deploy import Deployer
 
-    session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
+    session = aws_session(args)
     Deployer(session, args.stage).teardown(delete_data=args.delete_data)
 
 
@@ -629,7 +642,12 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of a template")
     parser.add_argument("--dataset", help="with --model: folder of batch-NNNNNN.bin files and dataset.json")
-    parser.add_argument("--loss", default="sparseCategoricalCrossentropy")
+    parser.add_argument(
+        "--loss",
+        default="sparseCategoricalCrossentropy",
+        choices=LOSSES,
+        help="the loss volunteers train on, by TF.js's name (import-keras does not carry a Keras file's loss)",
+    )
     parser.add_argument("--name")
     parser.add_argument(
         "--units",
@@ -914,6 +932,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"crowdtrain: {err}")
     except requests.ConnectionError as err:
         raise SystemExit(f"crowdtrain: cannot reach the API: {err}")
+    except NoCredentialsError:
+        raise SystemExit(
+            "crowdtrain: no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(docs/deploy.md)"
+        )
     except KeyboardInterrupt:  # Ctrl-C: stopped as asked, no traceback (130: by SIGINT, as shells count it)
         print(file=sys.stderr)
         raise SystemExit(130)
