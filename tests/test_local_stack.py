@@ -176,7 +176,9 @@ def test_cli_creates_watches_pauses_downloads_and_deletes(stack, tmp_path):
     served = requests.head(f"{stack.web}jobs/{job}/data/batch-000000.bin", timeout=10)
     assert served.headers["Cache-Control"] == IMMUTABLE and served.headers["Content-Encoding"] == "gzip"
     line = stack.cli("watch", job, "--once").stdout
-    assert job in line and "running" in line and "version     0" in line and "batches 0/3" in line
+    assert (
+        job in line and "running" in line and "version     0" in line and "tasks 0/1" in line
+    )  # its 3 batches are one task (local steps)
     assert stack.cli("pause", job).stdout.strip() == "paused"
     assert stack.cli("resume", job).stdout.strip() == "running"
 
