@@ -465,9 +465,11 @@ MUTANTS = [
     Mutant(
         "a task put back is a fresh copy, not a receive toward the DLQ",
         "chalicelib/tasks/source.py",
-        "            self.tasks.enqueue_tasks([task])  # as it is: pinned, or not for its releaser\n"
+        "                self.tasks.enqueue_tasks([task])  # as it is: pinned, or not for its releaser\n"
+        "        except QueueGone as err:  # its job was deleted meanwhile: the task goes with it\n"
+        '            log.info("dropped task %s-%s of %s: %s", task.epoch, task.batch, task.job_id, err)\n'
         '        self.retire(task, "put back")',
-        "            pass\n        self.tasks.hide(task.receipt, 0)",
+        "                pass\n        except QueueGone:\n            pass\n        self.tasks.hide(task, 0)",
         (SYNC_TEST + "test_waiting_does_not_count_toward_the_dead_letter_queue",),
     ),
     Mutant(
@@ -713,15 +715,15 @@ MUTANTS = [
     Mutant(
         "a job asked while it had no task is at most one turn ahead",
         "chalicelib/tasks/picker.py",
-        "min(max(self._ahead.get(job_id, 0.0) + priority, -total), total)",
-        "self._ahead.get(job_id, 0.0) + priority",
+        "self._ahead[other] = min(max(self._ahead[other] + priority, -total), total)",
+        "self._ahead[other] = self._ahead[other] + priority",
         ("tests/test_fair_share.py::test_a_job_that_had_no_task_for_a_while_does_not_take_a_run_of_leases",),
     ),
     Mutant(
         "a lease asks the held-out checks' queue first",
         "chalicelib/tasks/source.py",
-        "for job_id in ([] if asked else [None]) + jobs:",
-        "for job_id in jobs + ([] if asked else [None]):",
+        "for job_id in [None, *jobs]:",
+        "for job_id in [*jobs, None]:",
         ("tests/test_fair_share.py::test_a_held_out_check_that_falls_due_goes_out_before_the_backlog",),
     ),
     Mutant(
@@ -748,7 +750,7 @@ MUTANTS = [
     Mutant(
         "tasks sent to a job's new queue wait for it",
         "chalicelib/store/queues.py",
-        "NEW_QUEUE_TRIES, NEW_QUEUE_PAUSE = 4, 0.5",
+        "NEW_QUEUE_TRIES, NEW_QUEUE_PAUSE = 6, 0.5",
         "NEW_QUEUE_TRIES, NEW_QUEUE_PAUSE = 1, 0.5",
         ("tests/test_fair_share.py::test_tasks_sent_to_a_queue_created_a_moment_ago_wait_for_it",),
     ),
@@ -796,6 +798,22 @@ MUTANTS = [
         'return int(spec.get("tasks_per_epoch", spec["dataset"]["batches"])) * int(spec["epochs"])',
         'return int(spec["dataset"]["batches"]) * int(spec["epochs"])',
         ("tests/test_cli_errors.py::test_watch_counts_tasks_not_batches_where_a_task_trains_several",),
+    ),
+    Mutant(
+        "the API's job-queue grant names a job id's 12 characters, not any suffix",
+        "infra/crowdtrain/aws/policy.py",
+        'JOB_QUEUES = "-j-" + "?" * 12',
+        'JOB_QUEUES = "-j-*"',
+        (
+            "tests/test_iam_roles.py::test_each_function_calls_only_what_its_own_policy_allows_and_its_policy_holds_nothing_else",
+        ),
+    ),
+    Mutant(
+        "a paused job's held-out check waits in the checks' queue",
+        "chalicelib/tasks/source.py",
+        "if task.evaluates is not None:  # a paused job's check waits",
+        "if False:  # a paused job's check waits",
+        ("tests/test_fair_share.py::test_a_paused_jobs_held_out_check_waits_in_the_checks_queue",),
     ),
 ]
 

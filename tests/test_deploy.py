@@ -148,7 +148,7 @@ def test_the_policies_are_pinned_to_the_stacks_account_region_and_names():
         ),
         "arn:aws:s3:::crowdtrain-dev-data-123456789012",
         f"arn:aws:sqs:{at}:crowdtrain-dev-tasks",
-        f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-j-*",  # each job's queue: not the dead-letter queue's name
+        f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-j-????????????",  # each job's queue: not the dead-letter queue's
         f"arn:aws:sqs:{at}:crowdtrain-dev-results.fifo",
         f"arn:aws:sqs:{at}:crowdtrain-dev-publish",
         f"arn:aws:sqs:{at}:crowdtrain-dev-tasks-dlq",

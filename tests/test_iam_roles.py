@@ -259,6 +259,12 @@ def test_each_function_calls_only_what_its_own_policy_allows_and_its_policy_hold
     api, fold = policies["api_handler"], policies["fold"]
     results = f"arn:aws:sqs:{REGION}:{ACCOUNT}:crowdtrain-test-results.fifo"
     assert not allows(api, "sqs:ReceiveMessage", results) and not allows(api, "sqs:DeleteMessage", results)
+    # the API makes and deletes its jobs' queues only: not the dead-letter queue, not a stage named "test-tasks-j-x"'s
+    queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:crowdtrain-test-tasks"
+    assert allows(api, "sqs:DeleteQueue", f"{queue}-j-0123456789ab")
+    assert not allows(api, "sqs:DeleteQueue", f"{queue}-dead")  # it only receives from the DLQ, to redrive
+    for other in (f"{queue}-j-x-tasks", f"{queue}-j-x-tasks-dlq"):
+        assert not allows(api, "sqs:DeleteQueue", other) and not allows(api, "sqs:ReceiveMessage", other), other
     assert not allows(fold, "secretsmanager:GetSecretValue", os.environ["LEASE_SECRET_ID"])
     assert not allows(fold, "s3:DeleteObject", f"arn:aws:s3:::{os.environ['BUCKET_NAME']}/jobs/j-1/versions/x")
     # the fold cannot create a job: not list it, not write its data or initial weights (the API can)

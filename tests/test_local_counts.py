@@ -131,7 +131,10 @@ def test_an_update_of_ten_identities_writes_credit_off_the_folds_path(stack):
         counted[credit] = (len(credit_items), len(meta), len(recording.writes(f"JOB#{job}")))
     (items_on, meta_on, all_on), (items_off, meta_off, all_off) = counted[True], counted[False]
     assert items_off == 0 and items_on == 10, counted  # each identity's credit item once, by the tally
-    assert meta_on == meta_off > 0, counted  # the fold commits the update alike: nothing per identity on its path
+    # the fold commits the update alike: nothing per identity on its path (each fold invocation writes META
+    # once for the results it took, and the dispatcher hands over the ten as they arrive: a write or two
+    # either way; a write per identity would be ten more)
+    assert meta_on > 0 and meta_off > 0 and abs(meta_on - meta_off) <= 2, counted
     assert all_on - all_off == items_on + 3, counted  # besides: the leaderboard and the tally's two marks
 
 

@@ -187,7 +187,9 @@ class JobAdmin:
         if paused:
             return self._published(self.meta.save(meta, replace(meta, status=target)), spec)
         resumed = replace(meta, status=target, paused_reason="")
-        if self.epochs.tasks.open(job_id):  # its queue is gone (a teardown, a job older than job queues): refill it
+        if self.epochs.tasks.open(job_id) or not any(self.epochs.tasks.depth(job_id).values()):
+            # its queue is gone or empty (a teardown; a resume that failed after making it; SQS's 14 days'
+            # retention): the epoch is queued again from META, folded and pending batches skipped
             resumed = self.epochs.requeue(resumed)
         meta = self.meta.save(meta, resumed)
         return self._published(self.epochs.queue(meta, spec), spec)

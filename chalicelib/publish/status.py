@@ -111,7 +111,8 @@ class StatusBoard:
                 meta = self.meta.get(job_id)
             except NotFound:
                 continue
-            self.publish(meta, self.jobs.spec(job_id), force=True)
+            if meta.status != "deleting":  # a job being deleted has its files removed
+                self.publish(meta, self.jobs.spec(job_id), force=True)
 
     def publish_index(self) -> None:
         """The started jobs, for the pages' job list."""

@@ -229,6 +229,9 @@ class MetaStore(Records):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._seen: dict[str, tuple[float, JobMeta]] = {}
+        # how many job statuses this process changed (a start, a pause, a resume, a job finished):
+        # tasks/picker.py reads the running jobs again after one, not a second later
+        self.status_changes = 0
 
     def get(self, job_id: str, max_age: float = 0.0) -> JobMeta:
         if max_age > 0 and job_id in self._seen:
@@ -253,6 +256,8 @@ class MetaStore(Records):
         """Write `after` if META is still at `before`'s revision; StaleState if not."""
         after = replace(after, rev=before.rev + 1, updated=self._clock())
         self.put(before.rev, after)
+        if after.status != before.status:
+            self.status_changes += 1
         return after
 
     def put(self, rev: int, meta: JobMeta) -> None:

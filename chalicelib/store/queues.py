@@ -7,7 +7,6 @@ go to the job's own group: fold/partials.py)."""
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Any, Callable, Iterable
 
@@ -15,15 +14,17 @@ from botocore.exceptions import ClientError
 
 from chalicelib.domain.records import CreditDue, PartialSum, Result, Task
 
-log = logging.getLogger(__name__)
-
 # What SQS answers for a queue that does not exist (the JSON and the query protocols).
 NO_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 # A queue is usable a second after it is created (SQS's CreateQueue reference): sends to a
 # job's new queue are tried this often, this far apart, before its tasks count as a deleted job's.
-NEW_QUEUE_TRIES, NEW_QUEUE_PAUSE = 4, 0.5
+NEW_QUEUE_TRIES, NEW_QUEUE_PAUSE = 6, 0.5
 # What a job's queue takes from the stage's queue (the stack sets them: infra/template.yaml).
 INHERITED = ("VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy")
+
+
+class QueueGone(RuntimeError):
+    """A job's queue that is not there (its job was deleted, or it was never made: a job older than job queues)."""
 
 
 def missing(err: ClientError) -> bool:
@@ -99,8 +100,9 @@ class TaskQueue:
 
     def _send(self, url: str, entries: list[dict[str, Any]]) -> None:
         """One SendMessageBatch; a job's queue created less than a second ago
-        is waited for, and one that stays missing was its deleted job's:
-        its tasks are dropped, as a lease would drop them."""
+        is waited for (2.5 s), and one that stays missing is QueueGone: the
+        caller knows whether that is its job's deletion (tasks dropped) or an
+        error (the fold's invocation fails and SQS retries it)."""
         for attempt in range(NEW_QUEUE_TRIES):
             try:
                 failed = self._sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed", [])
@@ -109,8 +111,7 @@ class TaskQueue:
                 if not missing(err) or url == self.url:
                     raise
                 if attempt == NEW_QUEUE_TRIES - 1:
-                    log.warning("dropped %d tasks: no queue %s (its job was deleted)", len(entries), url)
-                    return
+                    raise QueueGone(f"no queue {url}") from err
                 self._sleep(NEW_QUEUE_PAUSE)
         if failed:
             raise RuntimeError(f"SQS refused {len(failed)} task messages: {failed[0].get('Message')}")

@@ -81,7 +81,11 @@ class Handout:
             steps=spec.budget(task.batch, pace) if varies else 0,  # the server decides what a result may weigh
         )
         if spec.lease_seconds != seconds:
-            self.source.hide(task, spec.lease_seconds)
+            try:
+                self.source.hide(task, spec.lease_seconds)
+            except self.source.errors:  # its job's queue was deleted with it a moment ago
+                self.slots.free(seats)
+                return None
             self.slots.extend(seats, token_seconds(spec.lease_seconds))
             self.expected_seconds = spec.lease_seconds
         self.leases.put(

@@ -29,42 +29,42 @@ class JobPicker:
         self._read = float("-inf")
         self._ended: set[str] = set()
         self._lock = threading.Lock()
-        self.fresh = False  # whether the last order() read the running jobs afresh
+        self._changes = 0  # the MetaStore's status changes when the running jobs were read
 
-    def order(self, fresh: bool = False) -> list[str]:
-        """The running jobs to ask for a task, the one whose turn it is first
-        (`fresh`: read afresh, as when none of the jobs read before had a
-        task: one may have started since); `self.fresh` says whether they were."""
+    def order(self) -> list[str]:
+        """The running jobs to ask for a task, the one whose turn it is first."""
         with self._lock:
-            running = self._jobs(fresh)
-            total = sum(priority for _, priority in running)
-            for job_id, priority in running:
-                # at most one whole turn ahead or behind: a job that had no task when asked (its round
-                # full, its epoch out) does not take a run of leases from the others when it has again
-                self._ahead[job_id] = min(max(self._ahead.get(job_id, 0.0) + priority, -total), total)
-            self._ahead = {job_id: self._ahead[job_id] for job_id, _ in running}
+            running = self._jobs()
+            self._ahead = {job_id: self._ahead.get(job_id, 0.0) for job_id, _ in running}
             return sorted(self._ahead, key=lambda job_id: -self._ahead[job_id])
 
     def gave(self, job_id: str) -> None:
-        """The job gave this lease its task: its turn is spent."""
+        """The job gave this lease its task: every running job gains its
+        priority and this one gives back their sum (a lease that went to no
+        job moves no turn). Each stays within one whole turn ahead or behind:
+        a job that had no task when asked (its round full, its epoch out)
+        does not take a run of leases from the others when it has again."""
         with self._lock:
-            if job_id in self._ahead:
-                total = sum(priority for _, priority in self._running)
-                self._ahead[job_id] = max(self._ahead[job_id] - total, -total)
+            if job_id not in self._ahead:
+                return
+            total = sum(priority for _, priority in self._running)
+            for other, priority in self._running:
+                self._ahead[other] = min(max(self._ahead[other] + priority, -total), total)
+            self._ahead[job_id] = max(self._ahead[job_id] - total, -total)
 
-    def _jobs(self, fresh: bool) -> list[tuple[str, int]]:
-        """(job id, priority) of every running job, read at most every `max_age`
-        seconds unless `fresh` (or while none runs: a job resumed or started is served at once)."""
-        self.fresh = fresh or self.clock() - self._read > self.max_age or not self._running
-        if self.fresh:
+    def _jobs(self) -> list[tuple[str, int]]:
+        """(job id, priority) of every running job: one JOBS query and each
+        job's META as this Lambda last read it (at most `max_age` old), read
+        again `max_age` later, or at once where this Lambda changed a job's
+        status itself (a start or resume elsewhere is seen within `max_age`)."""
+        if self.clock() - self._read > self.max_age or self.meta.status_changes != self._changes:
+            self._changes = self.meta.status_changes
             running = []
             for job_id in self.jobs.ids():
                 if job_id in self._ended:
                     continue
                 try:
                     status = self.meta.get(job_id, max_age=self.max_age).status
-                    if fresh and status != "running":  # it may have just been resumed
-                        status = self.meta.get(job_id).status
                     if status == "running":
                         running.append((job_id, self.jobs.spec(job_id).priority))
                 except NotFound:

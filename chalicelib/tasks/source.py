@@ -14,7 +14,7 @@ from chalicelib.domain.records import Task
 from chalicelib.domain.spec import JobSpec
 from chalicelib.store.jobs import JobRecords
 from chalicelib.store.meta import JobMeta, MetaStore
-from chalicelib.store.queues import TaskQueue
+from chalicelib.store.queues import QueueGone, TaskQueue
 from chalicelib.store.rounds import RoundSeats
 from chalicelib.tasks.evaluations import REQUEUE_DELAY_SECONDS, Evaluations
 from chalicelib.tasks.picker import JobPicker
@@ -73,19 +73,14 @@ class TaskSource:
         Tasks met on the way are dropped if their job was deleted or ended or
         their batch is folded, and go back for later if it is paused or they
         are not for this volunteer (a check it answered, a task it handed back)."""
-        asked: list[str | None] = []
-        for fresh in (False, True):  # the running jobs as this Lambda last read them, then read afresh
-            jobs = [job_id for job_id in self.picker.order(fresh) if job_id not in asked]
-            for job_id in ([] if asked else [None]) + jobs:
-                asked.append(job_id)
-                # a check or a job's queue is asked without waiting; only the last job's waits for a
-                # task (SQS's short poll may miss a queue's last few messages; a long poll does not)
-                wait = self.policy.wait_seconds if not fresh and jobs and job_id == jobs[-1] else 0
-                chosen = self._from(job_id, seconds, wait, volunteer_id)
-                if chosen is not None:
-                    return chosen
-            if self.picker.fresh:  # read for this lease already: no job started since
-                break
+        jobs = self.picker.order()
+        for job_id in [None, *jobs]:
+            # a check or a job's queue is asked without waiting; only the last job's waits for a
+            # task (SQS's short poll may miss a queue's last few messages; a long poll does not)
+            wait = self.policy.wait_seconds if jobs and job_id == jobs[-1] else 0
+            chosen = self._from(job_id, seconds, wait, volunteer_id)
+            if chosen is not None:
+                return chosen
         return None
 
     def _from(self, job_id: str | None, seconds: int, wait: int, volunteer_id: str) -> Chosen | None:
@@ -116,9 +111,12 @@ class TaskSource:
             spec = self.jobs.spec(task.job_id)
         except NotFound:
             meta = None
-        if meta is not None and meta.status == "paused" and task.evaluates is None:
+        if meta is not None and meta.status == "paused":
+            if task.evaluates is not None:  # a paused job's check waits in the checks' queue, asked again later
+                self.evaluate_later(task)
+                return None, True
             # back to its job's queue for the resume, as a fresh copy: met again and again on a list
-            # a second old it would count receives toward the dead-letter queue (a paused job's check is dropped)
+            # a second old it would count receives toward the dead-letter queue
             self.put_back(task)
             return None, False
         if (
@@ -126,7 +124,7 @@ class TaskSource:
             or meta.status not in live
             or (task.evaluates is None and meta.is_folded(task.epoch, task.batch))
         ):
-            self.tasks.delete(task)
+            self.retire(task, "dropped")  # its job's queue may be going with it
             return None, True
         if task.evaluates is not None and self.evaluations.answered(task.job_id, task.evaluates, volunteer_id):
             self.evaluate_later(task)
@@ -166,17 +164,20 @@ class TaskSource:
         received one deleted), so that a task handed back or waiting for a
         round is leased again at once and does not count as receives toward
         the dead-letter queue."""
-        if task.evaluates is not None:
-            self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1)
-        else:
-            self.tasks.enqueue_tasks([task])  # as it is: pinned, or not for its releaser
+        try:
+            if task.evaluates is not None:
+                self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1)
+            else:
+                self.tasks.enqueue_tasks([task])  # as it is: pinned, or not for its releaser
+        except QueueGone as err:  # its job was deleted meanwhile: the task goes with it
+            log.info("dropped task %s-%s of %s: %s", task.epoch, task.batch, task.job_id, err)
         self.retire(task, "put back")
 
     def evaluate_later(self, task: Task) -> None:
         """The evaluation back on the queue, out of sight a while (for another volunteer)."""
         assert task.evaluates is not None, "only an evaluation task is evaluated later"  # both callers check
         self.tasks.enqueue_evaluation(task.job_id, task.evaluates, 1, delay=REQUEUE_DELAY_SECONDS)
-        self.tasks.delete(task)
+        self.retire(task, "evaluated later")
 
     def retire(self, task: Task, why: str = "done") -> None:
         """Delete the delivery of a task that is done or queued again. If that

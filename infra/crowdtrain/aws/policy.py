@@ -24,6 +24,10 @@ def queue_name(url: str) -> str:
     return urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
+# Each job's own task queue: the stage queue's name, "-j-" and the job id's 12 hex digits (jobs/admin.py),
+# so that no other stage's queues ("<stage>-tasks-j-x...") match.
+JOB_QUEUES = "-j-" + "?" * 12
+
 # Chalice's Lambdas and what each may touch (chalicelib's code paths, observed in tests/test_iam_roles.py):
 # the API (public and admin routes), the fold fed by the results queue, the scheduled redrive, and the
 # status documents' trailing writes fed by the publish queue.
@@ -67,7 +71,7 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
     objects = [f"{bucket}/jobs/*", f"{bucket}/grads/*"]
     dead_letters = [sqs("TaskDeadLettersUrl"), sqs("ResultDeadLettersUrl")]
     # the stage's queue (held-out checks) and each job's own, named after it (store/queues.py)
-    tasks = [sqs("TaskQueueUrl"), sqs("TaskQueueUrl") + "-j-*"]
+    tasks = [sqs("TaskQueueUrl"), sqs("TaskQueueUrl") + JOB_QUEUES]
     send_back = statement("SendBack", ["sqs:SendMessage"], [*tasks, sqs("ResultsQueueUrl")])
     statements = {
         "api_handler": [
@@ -87,7 +91,7 @@ def function_policies(stage: str, outputs: dict[str, str]) -> dict[str, dict[str
             ),
             # a job's queue is created when it starts (with the stage queue's settings) and deleted with it
             statement(
-                "JobQueues", ["sqs:GetQueueUrl", "sqs:CreateQueue", "sqs:DeleteQueue"], sqs("TaskQueueUrl") + "-j-*"
+                "JobQueues", ["sqs:GetQueueUrl", "sqs:CreateQueue", "sqs:DeleteQueue"], sqs("TaskQueueUrl") + JOB_QUEUES
             ),
             statement("Results", ["sqs:SendMessage"], sqs("ResultsQueueUrl")),
             statement("DeadLetters", ["sqs:ReceiveMessage", "sqs:DeleteMessage"], dead_letters),
