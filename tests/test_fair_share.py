@@ -110,13 +110,18 @@ def test_a_paused_job_is_never_asked_and_keeps_its_tasks_for_the_resume(harness)
     assert Counter(leases(harness, 8))["j-paused"] == 4
 
 
-def test_a_held_out_check_that_falls_due_goes_out_before_the_backlog(harness):
-    ds = Dataset.generate(batches=41, batch_size=4)  # 40 to train on, 1 held out
-    job = harness.create_job(
-        Dataset(ds.x[:40], ds.y[:40]),
-        files=[ds.batch_bytes(b) for b in range(41)],
+def checked_job(harness, batches: int) -> str:
+    """A job of `batches` to train on and one held out, checked at every version."""
+    ds = Dataset.generate(batches=batches + 1, batch_size=4)
+    return harness.create_job(
+        Dataset(ds.x[:batches], ds.y[:batches]),
+        files=[ds.batch_bytes(b) for b in range(batches + 1)],
         evaluation={"batches": 1, "every": 1, "copies": 1},
     )
+
+
+def test_a_held_out_check_that_falls_due_goes_out_before_the_backlog(harness):
+    job = checked_job(harness, 40)
     first = harness.lease("a")
     assert (first["kind"], first["base_version"]) == ("evaluate", 0)  # version 0's check, queued at start
     task = harness.lease("b")
@@ -169,12 +174,7 @@ def test_a_job_resumed_after_its_queue_was_deleted_gets_its_tasks_again(harness)
 
 def test_a_paused_jobs_held_out_check_waits_in_the_checks_queue(harness):
     """Every lease asks the checks' queue first: a paused job's check goes back there, out of sight a while."""
-    ds = Dataset.generate(batches=3, batch_size=4)  # 2 to train on, 1 held out
-    job = harness.create_job(
-        Dataset(ds.x[:2], ds.y[:2]),
-        files=[ds.batch_bytes(b) for b in range(3)],
-        evaluation={"batches": 1, "every": 1, "copies": 1},
-    )
+    job = checked_job(harness, 2)
     harness.admin("POST", f"/jobs/{job}/pause")
     assert harness.lease() is None
     counts = harness.sqs.get_queue_attributes(QueueUrl=harness.tasks_url, AttributeNames=["All"])["Attributes"]
