@@ -10,7 +10,7 @@ import gzip
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import app as app_module
 from chalicelib import services as services_module
 from chalicelib.domain.codecs import get_codec
 from chalicelib.domain.records import CreditDue, fold_message
+from chalicelib.domain.schema import parse_job
 from chalicelib.store.table import job_partitions
 from crowdtrain.api import post_form
 
@@ -135,6 +136,22 @@ def job_body(ds: Dataset, **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def direct_job(job_id: str, batches: int, **options: Any) -> tuple[Any, Any]:
+    """(META, spec) of a running job of `batches` batches, its records and queue made directly,
+    nothing queued yet (no uploads: leases never read them; a test with a huge epoch queues it itself)."""
+    x = {"shape": [4, 4], "dtype": "float32"}
+    body = job_body(
+        Dataset.generate(batches=1, batch_size=4),
+        dataset={"batches": batches, "x": x, "y": {"shape": [4], "dtype": "int32"}},
+        **options,
+    )
+    spec = parse_job(body, 10**6, 10**6)
+    parts = services_module.services()
+    meta = parts.jobs.create(job_id, spec)
+    parts.tasks.open(job_id)
+    return parts.meta.save(meta, replace(meta, status="running")), spec
 
 
 # How old a running-jobs list or META read a lease may use (chalicelib/domain/config.py's default).

@@ -15,30 +15,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.domain.records import Task
-from chalicelib.domain.schema import parse_job
 from chalicelib.services import services
 from chalicelib.store.meta import MetaStore
 from chalicelib.store.queues import NEW_QUEUE_TRIES, QueueGone, TaskQueue
-from tests.harness import LEASE_META_MAX_AGE, Dataset, job_body
-
-SHAPE_Y = {"shape": [4], "dtype": "int32"}
+from tests.harness import LEASE_META_MAX_AGE, Dataset, direct_job
 
 
 def running_job(job_id: str, batches: int, **options) -> str:
-    """A running job of `batches` tasks, its records made directly (no uploads: leases never read them)."""
-    spec = parse_job(
-        job_body(
-            Dataset.generate(batches=1, batch_size=4),
-            dataset={"batches": batches, "x": {"shape": [4, 4], "dtype": "float32"}, "y": SHAPE_Y},
-            **options,
-        ),
-        10**6,
-        10**6,
-    )
-    parts = services()
-    meta = parts.jobs.create(job_id, spec)
-    parts.tasks.open(job_id)
-    parts.epochs.queue(parts.meta.save(meta, replace(meta, status="running")), spec)
+    """A running job of `batches` tasks, all queued (tests/harness.py direct_job)."""
+    services().epochs.queue(*direct_job(job_id, batches, **options))
     return job_id
 
 

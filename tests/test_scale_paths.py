@@ -16,7 +16,7 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from chalicelib.domain.records import Lease, PartialSum, Result
-from chalicelib.domain.schema import MAX_GRADIENTS_PER_UPDATE, parse_job
+from chalicelib.domain.schema import MAX_GRADIENTS_PER_UPDATE
 from chalicelib.services import services
 from chalicelib.store.meta import FoldLog, JobMeta, Pending, mark_folded, meta_item
 from chalicelib.store.table import item_size
@@ -26,6 +26,7 @@ from tests.harness import (
     LEASE_META_MAX_AGE,
     TASK_MAX_RECEIVES,
     Dataset,
+    direct_job,
     job_body,
     softmax_loss_and_grad,
     token_payload,
@@ -140,23 +141,8 @@ def test_a_paused_job_polled_for_hours_loses_nothing(harness):
 
 
 def huge_job(harness, batches: int) -> tuple[JobMeta, object]:
-    """A running job of `batches` batches, its records made directly (no uploads)."""
-    spec = parse_job(
-        job_body(
-            Dataset.generate(batches=1, batch_size=4),
-            dataset={
-                "batches": batches,
-                "x": {"shape": [4, 4], "dtype": "float32"},
-                "y": {"shape": [4], "dtype": "int32"},
-            },
-        ),
-        10**6,
-        10**6,
-    )
-    parts = services()
-    meta = parts.jobs.create("j-huge", spec)
-    parts.tasks.open("j-huge")
-    return parts.meta.save(meta, replace(meta, status="running")), spec
+    """A running job of `batches` batches, its records made directly (no uploads), nothing queued yet."""
+    return direct_job("j-huge", batches)
 
 
 def test_a_huge_epoch_is_queued_a_bounded_chunk_per_call(harness):

@@ -6,7 +6,6 @@ go to the job's own group: fold/partials.py)."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Iterable
 
@@ -17,7 +16,7 @@ from chalicelib.domain.records import CreditDue, PartialSum, Result, Task
 # What SQS answers for a queue that does not exist (the JSON and the query protocols).
 NO_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 # A queue is usable a second after it is created (SQS's CreateQueue reference): sends to a
-# job's new queue are tried this often, this far apart, before its tasks count as a deleted job's.
+# job's new queue are tried this often, this far apart, before it is QueueGone.
 NEW_QUEUE_TRIES, NEW_QUEUE_PAUSE = 6, 0.5
 # What a job's queue takes from the stage's queue (the stack sets them: infra/template.yaml).
 INHERITED = ("VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy")
@@ -143,8 +142,7 @@ class TaskQueue:
 
     def route(self, body: str) -> str:
         """The queue a dead-lettered task message goes back to (tasks/redrive.py)."""
-        data = json.loads(body)
-        return self.url if "evaluates" in data else self.job_url(str(data["job_id"]))
+        return self.url_of(Task.from_message(body, ""))
 
     def depth(self, job_id: str) -> dict[str, int]:
         """The job's tasks waiting and in flight (leased, or held back for a
