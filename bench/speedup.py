@@ -43,6 +43,7 @@ import numpy as np
 
 from bench import common
 from bench.quality import ADAM, TOOLS, held_out_job, initial_weights, node, sequential_run, urls, validation_curve
+from crowdtrain.api import ApiError
 from crowdtrain.jobs.charlstm import CharLSTM
 from crowdtrain.jobs.corpus import kjv_text
 from crowdtrain.local.process import LocalCloudProcess
@@ -121,7 +122,11 @@ def run_crowd(
         first = loss if first is None else first
         diverged = diverged or (checked > 0 and loss > first + DIVERGED)
         if loss <= target or diverged:  # reached, or no longer learning: the run ends
-            stack.api.call("POST", f"/jobs/{job_id}/pause")
+            try:
+                stack.api.call("POST", f"/jobs/{job_id}/pause")
+            except ApiError as err:  # it finished while that version was evaluated: nothing to pause
+                if err.status != 409:
+                    raise
     reports = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     status = stack.api.call("GET", f"/jobs/{job_id}")
     return {"status": status, "volunteers": reports, "seconds": time.monotonic() - started, "diverged": diverged}
