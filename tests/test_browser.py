@@ -77,7 +77,11 @@ def test_volunteer_page_trains_a_char_lstm_and_stays_responsive(stack, page):
     assert frames_during >= 20, f"main thread starved: {frames_during} frames in 2 s while training"
     losses = [h["loss"] for h in status["history"]]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
-    assert page.inner_text("#backend-active") == "wasm"
+    # the canary timed each backend whose gradient matched cpu's (wasm has every kernel an LSTM needs) and
+    # trains on the fastest; which one that is depends on the machine's load, so it is read, not assumed
+    timed = {name: int(ms) for name, ms in re.findall(r"(\w+) (\d+) ms", page.inner_text("#backend-detail"))}
+    assert "wasm" in timed and "cpu" in timed, timed
+    assert timed.get(page.inner_text("#backend-active")) == min(timed.values()), timed
     page.wait_for_function("Number(document.getElementById('version').textContent) >= 20", timeout=10_000)
     page.wait_for_function("document.getElementById('sample').textContent.length > 20", timeout=20_000)
     # credit for folded results: the volunteer's own, and its row on the job's leaderboard
