@@ -815,6 +815,30 @@ MUTANTS = [
         "if False:  # a paused job's check waits",
         ("tests/test_fair_share.py::test_a_paused_jobs_held_out_check_waits_in_the_checks_queue",),
     ),
+    Mutant(
+        "one client sits in at most its share of a synchronous round's seats",
+        "chalicelib/store/rounds.py",
+        'f" AND (attribute_not_exists(#s{i}) OR contains(#s{i}, :id) OR size(#s{i}) < :cap)"',
+        '""',
+        (
+            SYNC_TEST + "test_one_client_sits_in_at_most_its_share_of_a_rounds_seats",
+            SYNC_TEST + "test_the_identities_at_one_address_share_a_share_of_a_rounds_seats",
+        ),
+    ),
+    Mutant(
+        "the lease that opens a round counts its seat in its holders' shares",
+        "chalicelib/store/rounds.py",
+        "**{_seats(h): {task_id} for h in holders},",
+        "",
+        (SYNC_TEST + "test_one_client_sits_in_at_most_its_share_of_a_rounds_seats",),
+    ),
+    Mutant(
+        "a synchronous lease's seat is capped at the job's share of an update",
+        "chalicelib/tasks/source.py",
+        "holders, bar, spec.share_cap",
+        "holders, bar",
+        (SYNC_TEST + "test_one_client_sits_in_at_most_its_share_of_a_rounds_seats",),
+    ),
 ]
 
 

@@ -6,10 +6,11 @@ import pytest
 
 from tests.test_bench_quick import run_quick
 
-# quality with --warm-start 2 runs the same code as --warm-start (1) with one more warm version: make soak's
+# make soak's: quality with --warm-start 2 runs the same code as --warm-start (1) with one more warm
+# version; scaling and wasted (35 s each) run crowds of the same Node volunteers as quality and speedup
 SCRIPTS = [
-    "scaling",
-    "wasted",
+    pytest.param("scaling", marks=pytest.mark.soak),
+    pytest.param("wasted", marks=pytest.mark.soak),
     "quality",
     "quality_warm",
     pytest.param("quality_warm2", marks=pytest.mark.soak),

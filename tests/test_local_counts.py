@@ -130,7 +130,10 @@ def test_an_update_of_ten_identities_writes_credit_off_the_folds_path(stack):
         meta = recording.writes(f'"S": "JOB#{job}"}}, "sk": {{"S": "META"')
         activity = recording.writes(f'"S": "JOB#{job}"}}, "sk": {{"S": "ACTIVITY#')
         counted[credit] = (len(credit_items), len(meta), len(activity), len(recording.writes(f"JOB#{job}")))
-    (items_on, meta_on, activity_on, all_on), (items_off, meta_off, activity_off, all_off) = counted[True], counted[False]
+    (items_on, meta_on, activity_on, all_on), (items_off, meta_off, activity_off, all_off) = (
+        counted[True],
+        counted[False],
+    )
     assert items_off == 0 and items_on == 10, counted  # each identity's credit item once, by the tally
     # the fold commits the update alike: each fold invocation writes META and the minute's activity once for
     # the results it took, and the dispatcher hands over the ten as they arrive (one invocation or several):

@@ -218,6 +218,41 @@ def test_two_clients_taking_turns_on_a_rounds_seats_do_not_squat_it(harness, mon
     assert harness.lease("honest")["kind"] == "train"
 
 
+ROBUST_ROUNDS = {**SYNCHRONOUS, "gradients_per_update": 5, "aggregation": "median", "max_share": 0.4}
+
+
+def test_one_client_sits_in_at_most_its_share_of_a_rounds_seats(harness):
+    """Under a robust rule the fold takes at most max_share of an update from one client (here two
+    of five): a client leasing as fast as it can holds no more seats than that, so the rest of
+    each round goes to others and no result is computed only to be refused; its share starts over
+    with the next round, which it opens."""
+    job = harness.create_job(Dataset.generate(batches=15, batch_size=4), **ROBUST_ROUNDS)
+    for version in (0, 1):
+        greedy = [harness.lease("greedy") for _ in range(3)]
+        assert [t["kind"] for t in greedy] == ["train", "train", "wait"], version
+        honest = [harness.lease(f"honest-{name}") for name in "abc"]
+        assert [(t["kind"], t["base_version"]) for t in honest] == [("train", version)] * 3
+        assert harness.lease("honest-d")["kind"] == "wait"  # the round is full
+        for task in greedy[:2] + honest:
+            finish(harness, task)
+        harness.deliver()
+        status = harness.status(job)
+        assert (status["version"], status["discarded"]) == (version + 1, {})
+
+
+def test_the_identities_at_one_address_share_a_share_of_a_rounds_seats(harness, monkeypatch):
+    """Where addresses count, the seats' share is the address's too: a client's second identity
+    does not add to its first's."""
+    monkeypatch.setenv("DISTINCT_ADDRESSES", "1")
+    reset()
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", "192.0.2.7")
+    harness.create_job(Dataset.generate(batches=5, batch_size=4), **ROBUST_ROUNDS)
+    sybils = [harness.lease(name) for name in ("sybil-1", "sybil-2", "sybil-3")]
+    assert [t["kind"] for t in sybils] == ["train", "train", "wait"]
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", "198.51.100.9")
+    assert harness.lease("honest")["kind"] == "train"
+
+
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_synchronous_must_be_true_or_false(harness, value):
     reply = harness.admin("POST", "/jobs", job_body(Dataset.generate(batches=2, batch_size=4), synchronous=value))

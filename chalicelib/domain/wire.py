@@ -218,7 +218,7 @@ class TaskAnswer:
 
 @dataclass(frozen=True)
 class WaitAnswer:
-    """A lease's answer while a synchronous job's round is all handed out."""
+    """A lease's answer while a synchronous job's round has no seat for the volunteer."""
 
     job_id: str
     base_version: int
@@ -230,7 +230,8 @@ class WaitAnswer:
             "job_id": self.job_id,
             "base_version": self.base_version,
             "retry_after": self.retry_after,
-            "reason": f"waiting for version {self.base_version + 1}: this round's tasks are all handed out",
+            "reason": f"waiting for version {self.base_version + 1}: this round has no seat for you "
+            "(its tasks are handed out, or you hold your share of them)",
         }
 
 

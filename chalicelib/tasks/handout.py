@@ -50,7 +50,7 @@ class Handout:
     def lease(self, request: TokenRequest, address: str) -> TaskAnswer | WaitAnswer | None:
         """The next task of a running job for the identity of the request's
         volunteer token (leasing from `address`), None when there is none now,
-        or a wait when a synchronous job's round is all handed out. The
+        or a wait when a synchronous job's round has no seat for it. The
         identity's slot and its address's are claimed first: one at either
         limit takes nothing out of the queue."""
         volunteer_id = self.identities.verify(request.volunteer_token)

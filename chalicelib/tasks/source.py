@@ -137,10 +137,10 @@ class TaskSource:
     def seat(self, chosen: Chosen, volunteer_id: str, address: str) -> tuple[JobMeta, bool]:
         """The META to lease `chosen` on, and whether it may be leased: a
         synchronous job's training task first takes a seat in the newest
-        version's round (False: the round is full, or this volunteer or its
+        version's round (False: the round is full, this volunteer or its
         address held this task's seat in the round until less than a lease
-        ago, and the task went back); a check's batch holds its seat in its
-        version's round."""
+        ago, or sits in its share of the round's seats already, and the task
+        went back); a check's batch holds its seat in its version's round."""
         task, spec = chosen.task, chosen.spec
         if not (spec.synchronous and task.evaluates is None):
             return chosen.meta, True
@@ -150,7 +150,10 @@ class TaskSource:
         # extended: tasks/renewal.py), so that clients taking turns need that many more addresses
         bar = token_seconds(spec.lease_seconds) + SEAT_BAR_LEASES * spec.lease_seconds
         task_id = f"{task.epoch}-{task.batch}"
-        if self.rounds.claim(task.job_id, meta.version, task_id, spec.gradients_per_update, holders, bar):
+        # at most the client's share of the round's seats: the fold takes no more of its results into the update
+        if self.rounds.claim(
+            task.job_id, meta.version, task_id, spec.gradients_per_update, holders, bar, spec.share_cap
+        ):
             return meta, True
         self.put_back(task)
         return meta, False
