@@ -839,6 +839,13 @@ MUTANTS = [
         "holders, bar",
         (SYNC_TEST + "test_one_client_sits_in_at_most_its_share_of_a_rounds_seats",),
     ),
+    Mutant(
+        "a GRU with reset_after=True and dropout is refused (the page's cell has no dropout)",
+        "chalicelib/domain/models.py",
+        'and settings.get("reset_after", settings.get("resetAfter"))',
+        "and False",
+        ("tests/test_keras_files.py::test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing",),
+    ),
 ]
 
 

@@ -435,6 +435,64 @@ def test_a_keras3_cnn_imports_trains_in_the_browser_and_exports_to_a_file_keras3
     assert accuracy >= max(0.3, untrained + 0.2), (accuracy, untrained)
 
 
+def test_keras3s_default_gru_trains_in_two_pages_and_keras_scores_its_export_as_the_job_did(
+    own_stack, context, tmp_path
+):
+    """Issue 41: a Keras 3 model with a default GRU (reset_after=True, which TF.js 4.22's own cell
+    refuses) → `import-keras` → a job with held-out batches trained by two pages (its held-out loss
+    falls) → `download` → `export-keras` → Keras 3 scores the held-out batches to the loss the
+    job's last check reported."""
+    from crowdtrain.jobs.charlstm import VOCAB, CharLSTM
+    from crowdtrain.jobs.corpus import kjv_text
+    from crowdtrain.jobs.keras_files import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    ids = k.Input((20,), dtype="int32")
+    gru = k.Model(ids, k.layers.Dense(VOCAB, activation="softmax")(k.layers.GRU(16)(k.layers.Embedding(VOCAB, 8)(ids))))
+    gru.save(tmp_path / "gru.keras")
+    own_stack.cli("import-keras", str(tmp_path / "gru.keras"), str(tmp_path / "tfjs"))
+    template = CharLSTM(units=(16,), seq_len=20, batch_size=16, embedding=8)
+    x, y = template.batches(kjv_text("gen1:1-gen3:24"), 12)
+    hx, hy = template.batches(kjv_text("mat5:1-mat5:48"), 2, seed=1)
+    data = tmp_path / "data"
+    data.mkdir()
+    for b in range(len(x)):
+        (data / f"batch-{b:06d}.bin").write_bytes(template.batch_file(x[b], y[b]))
+    for b in range(len(hx)):
+        (data / f"held-out-{b:06d}.bin").write_bytes(template.batch_file(hx[b], hy[b]))
+    dataset = {key: v for key, v in template.job_spec(len(x))["dataset"].items() if key != "batches"}
+    (data / "dataset.json").write_text(json.dumps(dataset))
+    created = own_stack.cli(
+        "create", "--model", str(tmp_path / "tfjs" / "model.json"), "--dataset", str(data), "--epochs", "3",
+        "--staleness", "4", "--evaluate-every", "12", "--evaluation-copies", "1", "--name", "keras gru",
+    )  # fmt: skip
+    job = created.stdout.strip().splitlines()[-1]
+    pages = [context.new_page() for _ in range(2)]
+    for i, page in enumerate(pages):
+        page.goto(f"{own_stack.web}?autostart&volunteer=gru-{i}")
+    status = own_stack.wait_for(
+        job,
+        lambda s: s["status"] == "finished" and s["held_out"] and s["held_out"][-1]["version"] == s["version"],
+        timeout=600,
+    )
+    deadline = time.monotonic() + 30  # both pages trained it (the credit tally runs every 2 s here)
+    while len(own_stack.api.call("GET", f"/jobs/{job}/credit")["volunteers"]) < 2:
+        assert time.monotonic() < deadline, own_stack.api.call("GET", f"/jobs/{job}/credit")
+        time.sleep(1)
+    first, last = status["held_out"][0], status["held_out"][-1]
+    assert first["version"] == 0 and last["loss"] < first["loss"], status["held_out"]
+    own_stack.cli("download", job, str(tmp_path / "trained"))
+    own_stack.cli("export-keras", str(tmp_path / "trained" / "model.json"), str(tmp_path / "trained.keras"))
+    trained = k.models.load_model(tmp_path / "trained.keras")
+    assert trained.layers[2].get_config()["reset_after"] is True
+    probabilities = np.asarray(trained.predict(np.concatenate(hx).astype(np.int32), verbose=0), np.float64)
+    keras_loss = float(-np.log(probabilities[np.arange(len(probabilities)), np.concatenate(hy)]).mean())
+    assert keras_loss == pytest.approx(last["loss"], abs=1e-3), (keras_loss, last)
+    for page in pages:
+        page.close()
+
+
 def test_webgpu_is_tried_by_the_canary_for_the_char_lstm_and_the_cnn(own_stack, playwright, tmp_path):
     """Headless Chromium's WebGPU adapter: the canary tries the bundled webgpu
     backend on each job and either times it or says what it lacks."""

@@ -15,7 +15,7 @@ import pytest
 
 from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 from crowdtrain.jobs.charlstm import VOCAB, CharLSTM
-from crowdtrain.jobs.check import check_in_tfjs
+from crowdtrain.jobs.check import check_in_tfjs, gradient_in_tfjs
 from crowdtrain.jobs.corpus import kjv_text
 from crowdtrain.jobs.digits import DigitsCNN
 from crowdtrain.jobs.keras_files import KerasFileError, export_keras, import_keras, keras
@@ -95,6 +95,53 @@ def test_a_functional_embedding_lstm_model_loads_and_trains_in_tfjs(tmp_path):
     assert tfjs == pytest.approx(float(-np.log(probabilities[np.arange(len(y[0])), y[0]]).mean()), abs=1e-4)
 
 
+def keras_gru_model():
+    """Functional: Embedding → Keras 3's default GRU (reset_after=True, sigmoid gates) → Dense."""
+    k = keras()
+    k.utils.set_random_seed(3)
+    ids = k.Input((40,), dtype="int32")
+    out = k.layers.Dense(VOCAB, activation="softmax")(k.layers.GRU(16)(k.layers.Embedding(VOCAB, 8)(ids)))
+    return k.Model(ids, out)
+
+
+def keras_gradient(model, x, y) -> tuple[float, dict[str, np.ndarray]]:
+    """Keras 3's (jax's) mean cross-entropy of a batch and its gradient, by weight name."""
+    import jax
+    import jax.numpy as jnp
+
+    frozen = [v.value for v in model.non_trainable_variables]
+
+    def loss(trainable):
+        probabilities, _ = model.stateless_call(trainable, frozen, x)
+        return -jnp.mean(jnp.log(probabilities[jnp.arange(len(y)), y]))
+
+    value, grads = jax.value_and_grad(loss)([v.value for v in model.trainable_variables])
+    by_variable = {id(v): np.asarray(g) for v, g in zip(model.trainable_variables, grads)}
+    return float(value), {f"{l.name}/{v.name}": by_variable[id(v)] for l in model.layers for v in l.trainable_weights}
+
+
+def test_keras3s_default_gru_trains_in_tfjs_with_keras_loss_and_gradient(tmp_path):
+    """TF.js 4.22's GRUCell refuses reset_after=True; the page's own (frontend/src/layers.js,
+    registered as GRU) gives Keras's loss and gradient to 1e-5 on a batch of the char template."""
+    model = keras_gru_model()
+    assert model.layers[2].get_config()["reset_after"] is True
+    model.save(tmp_path / "gru.keras")
+    document = json.loads(import_keras(tmp_path / "gru.keras", tmp_path / "tfjs").read_text())
+    weights = document["weightsManifest"][0]["weights"]
+    assert [w["shape"] for w in weights if w["name"].endswith("/bias")][0] == [2, 48]  # input and recurrent rows
+    template = CharLSTM(units=(16,), seq_len=40, batch_size=8, embedding=8)
+    x, y = template.batches(kjv_text("gen1:1-gen3:24"), 1)
+    spec = {**template.job_spec(1), "model": document}
+    loss, grads = gradient_in_tfjs(
+        spec, (tmp_path / "tfjs" / "weights.bin").read_bytes(), template.batch_file(x[0], y[0])
+    )
+    want_loss, want = keras_gradient(model, x[0].astype(np.int32), y[0].astype(np.int32))
+    assert loss == pytest.approx(want_loss, abs=1e-5)
+    assert [w["name"] for w in weights] == list(want)
+    for w, got in zip(weights, grads):
+        np.testing.assert_allclose(np.asarray(got).reshape(w["shape"]), want[w["name"]], atol=1e-5, err_msg=w["name"])
+
+
 def test_tfjs_files_export_to_a_keras3_file_with_the_same_weights_and_predictions(tmp_path):
     """The digits template's own TF.js files (no InputLayer: the first layer's batch_input_shape)."""
     template, x, y = digits_batch()
@@ -143,10 +190,10 @@ def test_wrong_files_are_clear_errors(tmp_path):
 
 def test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing(tmp_path):
     """BatchNormalization (its moving statistics are not trained by gradient), Keras 3's default
-    GRU (reset_after=True, which TF.js 4.22 refuses): one line each, and no folder written."""
+    GRU with dropout (the page's reset_after GRU has none): one line each, and no folder written."""
     k = keras()
     inputs = k.Input(shape=(6, 4))
-    x = k.layers.GRU(5, name="gru")(inputs)
+    x = k.layers.GRU(5, dropout=0.1, name="gru")(inputs)
     x = k.layers.BatchNormalization(name="norm")(x)
     model = k.Model(inputs, k.layers.Dense(3, activation="softmax", name="out")(x))
     source = tmp_path / "untrainable.keras"
@@ -156,7 +203,7 @@ def test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing(
         import_keras(source, out)
     lines = str(refused.value).splitlines()
     assert any("'BatchNormalization'" in line and "'norm'" in line for line in lines), lines
-    assert any("reset_after" in line and "'gru'" in line for line in lines), lines
+    assert any("reset_after" in line and "'gru'" in line and "dropout" in line for line in lines), lines
     assert any("moving_mean" in line for line in lines), lines
     assert not out.exists()
     proc = subprocess.run(

@@ -114,10 +114,15 @@ def untrainable(topology: dict[str, Any]) -> list[str]:
                 "an InputLayer needs batch_input_shape, which TF.js reads; Keras 3 writes batch_shape, "
                 "which TF.js 4.22 cannot load: convert Keras files with `crowdtrain import-keras`"
             )
-        elif kind == "GRU" and isinstance(settings, dict) and settings.get("reset_after"):
+        elif (
+            kind == "GRU"
+            and isinstance(settings, dict)
+            and settings.get("reset_after", settings.get("resetAfter"))
+            and (settings.get("dropout") or settings.get("recurrent_dropout", settings.get("recurrentDropout")))
+        ):
             problems.append(
-                f"layer {name!r}: GRU with reset_after=True (Keras 3's default) is not one TF.js 4.22 trains; "
-                "build it with GRU(..., reset_after=False)"
+                f"layer {name!r}: a GRU with reset_after=True (Keras 3's default) trains in the page "
+                "(frontend/src/layers.js) without dropout only; build it with dropout=0 and recurrent_dropout=0"
             )
     return problems
 

@@ -2,6 +2,7 @@
 // Used by the volunteer's Web Worker and, in tests, by TF.js under Node.
 import { fetchBytes } from './api.js';
 import { getCodec } from './codecs.js';
+import { registerLayers } from './layers.js';
 import { continues } from './trajectory.js';
 
 // A batch file's value types (chalicelib/domain/sections.py BATCH_DTYPES). TF.js has no
@@ -86,6 +87,7 @@ export function setLearningRate(optimizer, rate) {
 
 export class Trainer {
   constructor(tf, fetchImpl) {
+    registerLayers(tf); // Keras's layers TF.js lacks, before any model loads
     this.tf = tf;
     this.fetch = fetchImpl;
     this.model = null;

@@ -5,6 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { registerLayers } from '../src/layers.js';
+
+registerLayers(tf); // Keras 3's default GRU, which TF.js builds only with it
 
 const dir = process.argv[2];
 const json = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));

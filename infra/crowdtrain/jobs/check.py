@@ -25,13 +25,32 @@ def check_in_tfjs(spec: dict[str, Any], weights: bytes, batch: bytes) -> float |
     """The loss of one forward and backward pass in TF.js; SystemExit with
     TF.js's error when it fails; None (with a warning) where Node or the
     frontend's packages are missing, so nothing could be checked."""
+    result = _run(spec, weights, batch, gradient=False)
+    return None if result is None else result["loss"]
+
+
+def gradient_in_tfjs(spec: dict[str, Any], weights: bytes, batch: bytes) -> tuple[float, list[list[float]]]:
+    """The loss and the gradient (one flat list per weight, in the manifest's
+    order) of one forward and backward pass in TF.js: what tests compare with Keras."""
+    result = _run(spec, weights, batch, gradient=True)
+    if result is None:
+        raise SystemExit("TF.js is not here to compute a gradient (needs node and `make frontend`)")
+    return result["loss"], result["grads"]
+
+
+def _run(spec: dict[str, Any], weights: bytes, batch: bytes, gradient: bool) -> dict[str, Any] | None:
     if not shutil.which("node") or not (ROOT / "frontend" / "node_modules" / "@tensorflow" / "tfjs").is_dir():
         print("warning: the model was not tried in TF.js (needs node and `make frontend`)", file=sys.stderr)
         return None
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / SHARD_NAME).write_bytes(weights)
         (Path(tmp) / "batch.bin").write_bytes(batch)
-        request = {"spec": spec, "weights": str(Path(tmp) / SHARD_NAME), "batch": str(Path(tmp) / "batch.bin")}
+        request = {
+            "spec": spec,
+            "weights": str(Path(tmp) / SHARD_NAME),
+            "batch": str(Path(tmp) / "batch.bin"),
+            "gradient": gradient,
+        }
         proc = subprocess.run(
             ["node", str(TOOL)], input=json.dumps(request), capture_output=True, text=True, timeout=TIMEOUT_SECONDS
         )
@@ -41,4 +60,4 @@ def check_in_tfjs(spec: dict[str, Any], weights: bytes, batch: bytes) -> float |
         raise SystemExit(f"could not try the model in TF.js: {proc.stderr.strip()[-1000:]}")
     if not result["ok"]:
         raise SystemExit(f"TF.js cannot train this model on this data, so no volunteer could: {result['error']}")
-    return result["loss"]
+    return result
