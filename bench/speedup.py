@@ -316,6 +316,8 @@ def table_rows(runs: dict) -> list[dict]:
     rows = []
     for run in sorted(runs.values(), key=lambda r: (r["rule"], r["local_steps"], r["volunteers"])):
         fetched = run["fetched"].get("weights", 0) + run["fetched"].get("model", 0)
+        barrier = run.get("barrier_seconds", 0.0)
+        uncounted = RULES[run["rule"]]["synchronous"] and not barrier  # a run from before its waits were counted
         for steps, r in run["reached"].items():
             done = r["speedup"] is not None
             rows.append(
@@ -327,6 +329,11 @@ def table_rows(runs: dict) -> list[dict]:
                     "seconds_text": f"{r['seconds']:,.0f}" if done else "—",
                     "speedup_text": f"{r['speedup']:.1f}x" if done else "—",
                     "fetched_text": f"{fetched} / {run['tasks']}",
+                    "barrier_text": "not counted" if uncounted else f"{barrier:.1f}",
+                    # the same crowd were its rounds' barrier nothing (each volunteer on a core of its own)
+                    "unbarred_text": f"{r['speedup'] * run['tau_seconds'] / (run['tau_seconds'] - barrier):.1f}x"
+                    if done
+                    else "—",
                 }
             )
     return rows
