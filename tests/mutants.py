@@ -846,6 +846,27 @@ MUTANTS = [
         "and False",
         ("tests/test_keras_files.py::test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing",),
     ),
+    Mutant(
+        "a BatchNormalization's moving variance never goes below zero in the fold",
+        "chalicelib/domain/statistics.py",
+        "out.append(np.maximum(weight - change, 0).astype(np.float32))",
+        "out.append((weight - change).astype(np.float32))",
+        ("tests/test_statistics.py::test_the_optimizer_moves_trained_weights_and_statistics_move_by_their_change",),
+    ),
+    Mutant(
+        "import-keras refuses weights that are not trained unless they are a layer's own statistics",
+        "infra/crowdtrain/jobs/keras_files.py",
+        "if [name for name in frozen if name not in own]:",
+        "if False:",
+        ("tests/test_keras_files.py::test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing",),
+    ),
+    Mutant(
+        "a layer's options the page's layer lacks (attention's dropout) are refused",
+        "chalicelib/domain/models.py",
+        "if value not in allowed:",
+        "if False:",
+        ("tests/test_keras_files.py::test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing",),
+    ),
 ]
 
 

@@ -389,12 +389,12 @@ CASES = [
     ),
     Case("unknown job field", "POST", "/jobs", spec_with(surprise=1), headers=ADMIN, message="unknown job fields"),
     Case(
-        "unsupported layer (non-trainable state)",
+        "unsupported layer",
         "POST",
         "/jobs",
-        topology_layer("BatchNormalization"),
+        topology_layer("UnitNormalization"),
         headers=ADMIN,
-        message="'BatchNormalization' is not supported",
+        message="'UnitNormalization' is not supported",
     ),
     Case(
         "unknown layer type", "POST", "/jobs", topology_layer("MyCustomLayer"), headers=ADMIN, message="not supported"

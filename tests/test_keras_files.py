@@ -15,10 +15,11 @@ import pytest
 
 from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 from crowdtrain.jobs.charlstm import VOCAB, CharLSTM
+from crowdtrain.jobs.chartransformer import CharTransformer
 from crowdtrain.jobs.check import check_in_tfjs, gradient_in_tfjs
 from crowdtrain.jobs.corpus import kjv_text
 from crowdtrain.jobs.digits import DigitsCNN
-from crowdtrain.jobs.keras_files import KerasFileError, export_keras, import_keras, keras
+from crowdtrain.jobs.keras_files import KerasFileError, export_keras, import_keras, keras, weight_names
 
 
 def keras_cnn(seed: int = 0):
@@ -113,11 +114,13 @@ def keras_gradient(model, x, y) -> tuple[float, dict[str, np.ndarray]]:
 
     def loss(trainable):
         probabilities, _ = model.stateless_call(trainable, frozen, x)
-        return -jnp.mean(jnp.log(probabilities[jnp.arange(len(y)), y]))
+        return -jnp.mean(jnp.log(jnp.take_along_axis(probabilities, y[..., None], axis=-1)))
 
     value, grads = jax.value_and_grad(loss)([v.value for v in model.trainable_variables])
     by_variable = {id(v): np.asarray(g) for v, g in zip(model.trainable_variables, grads)}
-    return float(value), {f"{l.name}/{v.name}": by_variable[id(v)] for l in model.layers for v in l.trainable_weights}
+    return float(value), {
+        name: by_variable[id(v)] for l in model.layers for name, v in zip(weight_names(l), l.weights) if v.trainable
+    }
 
 
 def test_keras3s_default_gru_trains_in_tfjs_with_keras_loss_and_gradient(tmp_path):
@@ -140,6 +143,116 @@ def test_keras3s_default_gru_trains_in_tfjs_with_keras_loss_and_gradient(tmp_pat
     assert [w["name"] for w in weights] == list(want)
     for w, got in zip(weights, grads):
         np.testing.assert_allclose(np.asarray(got).reshape(w["shape"]), want[w["name"]], atol=1e-5, err_msg=w["name"])
+
+
+def keras_bn_cnn(seed: int = 0):
+    """A CNN as Keras users build them: Conv2D -> BatchNormalization -> ReLU."""
+    k = keras()
+    k.utils.set_random_seed(seed)
+    return k.Sequential(
+        [
+            k.Input((8, 8, 1)),
+            k.layers.Conv2D(8, 3, padding="same", name="conv"),
+            k.layers.BatchNormalization(name="norm"),
+            k.layers.Activation("relu"),
+            k.layers.MaxPooling2D(2),
+            k.layers.Flatten(),
+            k.layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+
+
+def test_batchnormalization_trains_in_tfjs_as_keras_and_its_statistics_travel(tmp_path):
+    """A training pass in TF.js gives Keras 3's gradient (training mode: the batch's own
+    statistics) to 1e-5, and for the moving mean and variance the change Keras's layer
+    makes to them on that batch (before minus after), which the fold applies."""
+    import jax
+    import jax.numpy as jnp
+
+    model = keras_bn_cnn()
+    k = keras()
+    norm = model.get_layer("norm")
+    norm.moving_mean.assign(np.linspace(-0.5, 0.5, 8).astype(np.float32))  # not the initial 0 and 1
+    norm.moving_variance.assign(np.linspace(0.5, 2, 8).astype(np.float32))
+    model.save(tmp_path / "bn.keras")
+    document = json.loads(import_keras(tmp_path / "bn.keras", tmp_path / "tfjs").read_text())
+    names = [w["name"] for w in document["weightsManifest"][0]["weights"]]
+    template, x, y = digits_batch()
+    spec = {**template.job_spec(2), "model": document}
+    loss, grads = gradient_in_tfjs(spec, (tmp_path / "tfjs" / "weights.bin").read_bytes(), template.batch_file(x, y))
+
+    trainable = [v.value for v in model.trainable_variables]
+    frozen = [v.value for v in model.non_trainable_variables]
+
+    def cost(values):
+        probabilities, moved = model.stateless_call(values, frozen, x, training=True)
+        return -jnp.mean(jnp.log(probabilities[jnp.arange(len(y)), y.reshape(-1)])), moved
+
+    (want_loss, moved), want = jax.value_and_grad(cost, has_aux=True)(trainable)
+    expected = {f"{l.name}/{v.name}": None for l in model.layers for v in l.weights}
+    by_id = {id(v): np.asarray(g) for v, g in zip(model.trainable_variables, want)}
+    by_id.update({id(v): np.asarray(v.value) - np.asarray(m) for v, m in zip(model.non_trainable_variables, moved)})
+    for layer in model.layers:
+        for v in layer.weights:
+            expected[f"{layer.name}/{v.name}"] = by_id[id(v)]
+    assert loss == pytest.approx(float(want_loss), abs=1e-5)
+    assert names == list(expected) and {"norm/moving_mean", "norm/moving_variance"} <= set(names)
+    for name, got in zip(names, grads):
+        np.testing.assert_allclose(
+            np.asarray(got).reshape(expected[name].shape), expected[name], atol=1e-5, err_msg=name
+        )
+    assert np.abs(expected["norm/moving_variance"]).max() > 1e-3  # the statistics did move
+    assert k.ops.convert_to_numpy(norm.moving_mean)[0] == pytest.approx(-0.5)  # Keras's own model left as it was
+
+
+def keras_attention_model(blocks: int = 2, width: int = 16, seq_len: int = 40):
+    """A small causal transformer over the char template's ids: Embedding, a causal Conv1D
+    (TF.js has no causal padding; the page's Conv1D does), then per block
+    x + MultiHeadAttention(LN(x)) and x + Dense(Dense(LN(x))), then LN -> Dense softmax."""
+    k = keras()
+    k.utils.set_random_seed(5)
+    ids = k.Input((seq_len,), dtype="int32")
+    x = k.layers.Conv1D(width, 4, padding="causal", name="steps")(k.layers.Embedding(VOCAB, width)(ids))
+    for b in range(blocks):
+        h = k.layers.LayerNormalization(name=f"ln{b}a")(x)
+        h = k.layers.MultiHeadAttention(num_heads=2, key_dim=width // 2, name=f"mha{b}")(h, h, use_causal_mask=True)
+        x = k.layers.Add()([x, h])
+        h = k.layers.Dense(2 * width, activation="relu")(k.layers.LayerNormalization(name=f"ln{b}b")(x))
+        x = k.layers.Add()([x, k.layers.Dense(width)(h)])
+    out = k.layers.Dense(VOCAB, activation="softmax")(k.layers.LayerNormalization()(x))
+    return k.Model(ids, out)
+
+
+def test_keras3s_attention_trains_in_tfjs_with_keras_loss_and_gradient_and_exports_back(tmp_path):
+    """MultiHeadAttention with a causal mask (the page's own layer, frontend/src/layers.js) and
+    LayerNormalization: TF.js gives Keras 3's loss and every weight's gradient to 1e-5; the
+    weights keep Keras's names; the export is the same model to Keras (predictions to 1e-5)."""
+    model = keras_attention_model()
+    model.save(tmp_path / "attention.keras")
+    document = json.loads(import_keras(tmp_path / "attention.keras", tmp_path / "tfjs").read_text())
+    weights = document["weightsManifest"][0]["weights"]
+    assert [w["name"] for w in weights[5:13]] == [
+        f"mha0/{part}/{kind}" for part in ("query", "key", "value", "attention_output") for kind in ("kernel", "bias")
+    ]
+    attention = [
+        layer for layer in document["modelTopology"]["config"]["layers"] if layer["class_name"] == "MultiHeadAttention"
+    ]
+    assert [layer["config"]["use_causal_mask"] for layer in attention] == [True, True]
+    template = CharTransformer(seq_len=40, batch_size=8)
+    x, y = template.batches(kjv_text("gen1:1-gen3:24"), 1)
+    assert y.shape == (1, 8, 40)  # the next character at every position
+    spec = {**template.job_spec(1), "model": document}
+    loss, grads = gradient_in_tfjs(
+        spec, (tmp_path / "tfjs" / "weights.bin").read_bytes(), template.batch_file(x[0], y[0])
+    )
+    want_loss, want = keras_gradient(model, x[0].astype(np.int32), y[0].astype(np.int32))
+    assert loss == pytest.approx(want_loss, abs=1e-5)
+    assert [w["name"] for w in weights] == list(want)
+    for w, got in zip(weights, grads):
+        np.testing.assert_allclose(np.asarray(got).reshape(w["shape"]), want[w["name"]], atol=1e-5, err_msg=w["name"])
+    export_keras(tmp_path / "tfjs" / "model.json", tmp_path / "back.keras")
+    back = keras().models.load_model(tmp_path / "back.keras")
+    np.testing.assert_allclose(back.predict(x[0], verbose=0), model.predict(x[0], verbose=0), atol=1e-5)
 
 
 def test_tfjs_files_export_to_a_keras3_file_with_the_same_weights_and_predictions(tmp_path):
@@ -189,22 +302,29 @@ def test_wrong_files_are_clear_errors(tmp_path):
 
 
 def test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing(tmp_path):
-    """BatchNormalization (its moving statistics are not trained by gradient), Keras 3's default
-    GRU with dropout (the page's reset_after GRU has none): one line each, and no folder written."""
+    """A layer type the page has not (UnitNormalization), Keras 3's default GRU with dropout (the
+    page's reset_after GRU has none), attention with dropout (nor has the page's) and a frozen
+    layer (the fold would move its weights; a BatchNormalization's moving statistics are not
+    listed): one line each, and no folder written."""
     k = keras()
     inputs = k.Input(shape=(6, 4))
-    x = k.layers.GRU(5, dropout=0.1, name="gru")(inputs)
-    x = k.layers.BatchNormalization(name="norm")(x)
-    model = k.Model(inputs, k.layers.Dense(3, activation="softmax", name="out")(x))
+    x = k.layers.MultiHeadAttention(2, 2, dropout=0.1, name="mha")(inputs, inputs)
+    x = k.layers.GRU(5, dropout=0.1, name="gru")(x)
+    x = k.layers.UnitNormalization(name="unit")(k.layers.BatchNormalization(name="norm")(x))
+    frozen = k.layers.Dense(4, name="frozen")
+    frozen.trainable = False
+    model = k.Model(inputs, k.layers.Dense(3, activation="softmax", name="out")(frozen(x)))
     source = tmp_path / "untrainable.keras"
     model.save(source)
     out = tmp_path / "tfjs"
     with pytest.raises(KerasFileError) as refused:
         import_keras(source, out)
     lines = str(refused.value).splitlines()
-    assert any("'BatchNormalization'" in line and "'norm'" in line for line in lines), lines
+    assert any("'UnitNormalization'" in line and "'unit'" in line for line in lines), lines
     assert any("reset_after" in line and "'gru'" in line and "dropout" in line for line in lines), lines
-    assert any("moving_mean" in line for line in lines), lines
+    assert any("frozen/kernel" in line for line in lines) and "norm" not in str(lines), lines
+    assert any("'mha'" in line and "dropout=0.1" in line for line in lines), lines
+    assert len(lines) == 4, lines
     assert not out.exists()
     proc = subprocess.run(
         [sys.executable, "-m", "crowdtrain.cli", "import-keras", str(source), str(out)], capture_output=True, text=True

@@ -12,10 +12,25 @@ from chalicelib.domain.weights import WeightSpec
 MODEL_CLASSES = ("Sequential", "Model", "Functional")
 # How an InputLayer's config gives its shape so that TF.js 4.22 can build it.
 INPUT_SHAPE_KEYS = {"batch_input_shape", "batchInputShape", "input_shape", "inputShape"}
-# Layers whose every weight is trained by gradients. Layers with state that is
-# not learned by gradient (BatchNormalization's moving statistics) would be
-# corrupted by the fold, which moves every weight of the manifest.
+# Options of a supported layer that the page's layer has only at these values
+# (the first its default): attention over a sequence's steps with no dropout.
+OPTIONS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "MultiHeadAttention": {
+        "dropout": (0, 0.0),
+        "attention_axes": (None, [1], 1),
+        "output_shape": (None,),
+        "use_gate": (False,),
+        "sliding_window": (None,),
+    },
+    "LayerNormalization": {"rms_scaling": (False,), "axis": (-1, [-1])},
+}
+# The weights a layer updates itself as it trains, by layer type: weight name -> what it is.
+STATISTICS = {"BatchNormalization": {"moving_mean": "mean", "moving_variance": "variance"}}
+# Layers the page trains: every weight by gradient, except the statistics a
+# layer keeps itself (STATISTICS), which travel with a result as the change
+# the layer made to them and are folded by their own rule (domain/statistics.py).
 TRAINABLE_LAYERS = {
+    "BatchNormalization",
     "InputLayer",
     "Dense",
     "Dropout",
@@ -50,6 +65,7 @@ TRAINABLE_LAYERS = {
     "Multiply",
     "Average",
     "LayerNormalization",
+    "MultiHeadAttention",
     "SpatialDropout1D",
     "GaussianNoise",
     "LeakyReLU",
@@ -79,7 +95,21 @@ def parse_model(document: Any, max_values: int) -> tuple[dict[str, Any], tuple[W
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise BadRequest("weightsManifest paths must be a list of file names")
         entries.extend(group["weights"])
-    return topology, _weight_specs(entries, max_values)
+    return topology, _weight_specs(entries, max_values, statistics(topology))
+
+
+def statistics(topology: dict[str, Any]) -> dict[str, str]:
+    """The weights of a topology that its layers update themselves, by
+    manifest name (`<layer>/<weight>`, as TF.js and import-keras name them)."""
+    config = topology.get("config")
+    layers = config.get("layers") if isinstance(config, dict) else config
+    found = {}
+    for layer in layers if isinstance(layers, list) else []:
+        settings = layer.get("config") if isinstance(layer, dict) else None
+        if isinstance(settings, dict) and isinstance(settings.get("name"), str):
+            for weight, state in STATISTICS.get(layer.get("class_name"), {}).items():
+                found[f"{settings['name']}/{weight}"] = state
+    return found
 
 
 def _check_layers(topology: dict[str, Any]) -> None:
@@ -106,14 +136,16 @@ def untrainable(topology: dict[str, Any]) -> list[str]:
         name = settings.get("name") if isinstance(settings, dict) else None
         if kind not in TRAINABLE_LAYERS:
             problems.append(
-                f"layer type {kind!r} is not supported{f' (layer {name!r})' if name else ''}: crowdtrain trains "
-                f"every weight by gradient (supported: {', '.join(sorted(TRAINABLE_LAYERS))})"
+                f"layer type {kind!r} is not supported{f' (layer {name!r})' if name else ''}: the page trains "
+                f"{', '.join(sorted(TRAINABLE_LAYERS))}"
             )
         elif kind == "InputLayer" and not (isinstance(settings, dict) and INPUT_SHAPE_KEYS & set(settings)):
             problems.append(
                 "an InputLayer needs batch_input_shape, which TF.js reads; Keras 3 writes batch_shape, "
                 "which TF.js 4.22 cannot load: convert Keras files with `crowdtrain import-keras`"
             )
+        elif kind in OPTIONS and isinstance(settings, dict) and (options := _options(kind, settings)):
+            problems.append(f"layer {name!r}: {kind} {options} does not train in the page (frontend/src/layers.js)")
         elif (
             kind == "GRU"
             and isinstance(settings, dict)
@@ -127,8 +159,24 @@ def untrainable(topology: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _weight_specs(entries: list[Any], max_values: int) -> tuple[WeightSpec, ...]:
-    """A manifest's weight entries (float32 only: they are trained)."""
+def _options(kind: str, settings: dict[str, Any]) -> str:
+    """A layer's options the page's layer does not have, as `name=value` (empty: none)."""
+    wrong = []
+    for option, allowed in OPTIONS[kind].items():
+        value = settings.get(option, settings.get(_camel(option), allowed[0]))
+        if value not in allowed:
+            wrong.append(f"{option}={value!r}")
+    return ", ".join(wrong)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _weight_specs(entries: list[Any], max_values: int, statistics: dict[str, str]) -> tuple[WeightSpec, ...]:
+    """A manifest's weight entries (float32 only: they are trained), each
+    marked with the statistic it is where a layer updates it itself."""
     if not entries:
         raise BadRequest("weights manifest must list at least one weight")
     specs: list[WeightSpec] = []
@@ -152,7 +200,7 @@ def _weight_specs(entries: list[Any], max_values: int) -> tuple[WeightSpec, ...]
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)
         ):
             raise BadRequest(f"weight {name!r} needs a shape of up to 8 positive integers")
-        spec = WeightSpec(name, tuple(shape))
+        spec = WeightSpec(name, tuple(shape), state=statistics.get(name, ""))
         total += spec.size
         if total > max_values:
             raise BadRequest(f"model has more than the allowed {max_values} parameters")

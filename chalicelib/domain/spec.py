@@ -166,7 +166,7 @@ class JobSpec:
         document.pop("model")
         return {
             **document,
-            "weights": [s.to_json() for s in self.weight_specs],
+            "weights": [s.public() for s in self.weight_specs],
             "tasks_per_epoch": self.tasks_per_epoch,
         }
 

@@ -24,11 +24,16 @@ DTYPES = {"float32": "<f4", "int32": "<i4"}
 
 @dataclass(frozen=True)
 class WeightSpec:
-    """One tensor of the weights manifest."""
+    """One tensor of the weights manifest. `state` is empty for a weight
+    trained by gradient, else which of a layer's own statistics it is
+    (BatchNormalization's "mean" or "variance"): the layer moves those
+    itself as it trains, and the fold applies the change volunteers measured
+    (fold/updates.py), never the optimizer."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str = "float32"
+    state: str = ""
 
     @property
     def size(self) -> int:
@@ -39,7 +44,12 @@ class WeightSpec:
         return 4 * self.size
 
     def to_json(self) -> dict[str, Any]:
+        """The manifest entry (TF.js's fields only)."""
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    def public(self) -> dict[str, Any]:
+        """What a volunteer's page reads: the manifest entry, and what moves the weight."""
+        return {**self.to_json(), "state": self.state} if self.state else self.to_json()
 
 
 def encode_tensors(specs: Sequence[WeightSpec], tensors: Sequence[np.ndarray]) -> bytes:

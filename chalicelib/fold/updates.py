@@ -2,7 +2,8 @@
 
 An update takes the first K pending gradients (or, at the end of an epoch,
 what is left of it), aggregates them with the job's strategy, applies the
-numpy optimizer to version N and commits N+1 (fold/commit.py). Gradients
+numpy optimizer to version N (layers' own statistics by their rule,
+domain/statistics.py) and commits N+1 (fold/commit.py). Gradients
 the same invocation accepted are used as they were checked; the others are
 read again and folded only if their bytes are still those accepted.
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from chalicelib.domain.errors import BadRequest, NotFound
 from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.statistics import apply_update
 from chalicelib.domain.strategies import RunningSum, Weighted, divided, sum_in_order
 from chalicelib.fold.commit import VersionCommit
 from chalicelib.fold.credit import CreditNotices, earned
@@ -131,7 +133,7 @@ class Updates:
         except Spoiled as err:
             return self._drop_spoiled(meta, list(err.pending))
         weights, state = self.versions.read(meta.job_id, meta.version, spec)
-        new_weights, new_state = spec.build_optimizer().apply(weights, combined, state)
+        new_weights, new_state = apply_update(spec.build_optimizer(), spec.weight_specs, weights, combined, state)
         self.versions.write(meta.job_id, meta.version + 1, spec, new_weights, new_state)
 
         after = replace(

@@ -21,6 +21,7 @@ from chalicelib.domain.errors import BadRequest, Conflict
 from chalicelib.domain.keys import batch_key, data_prefix, initial_weights_key, job_prefixes
 from chalicelib.domain.schema import parse_job
 from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.statistics import initial_state
 from chalicelib.domain.weights import decode_tensors
 from chalicelib.publish.status import StatusBoard
 from chalicelib.store.awaiting import AwaitingCopies
@@ -119,8 +120,8 @@ class JobAdmin:
         weights = decode_tensors(spec.weight_specs, self.objects.get(initial_weights_key(job_id)))
         if not all(np.isfinite(w).all() for w in weights):
             raise BadRequest("initial weights contain NaN or infinite values")
-        optimizer = spec.build_optimizer()
-        self.versions.write(job_id, 0, spec, weights, optimizer.initial_state(weights))
+        state = initial_state(spec.build_optimizer(), spec.weight_specs, weights)
+        self.versions.write(job_id, 0, spec, weights, state)
         self.epochs.tasks.open(job_id)
         meta = self.meta.save(meta, replace(meta, status="running"))
         evaluation = spec.evaluation

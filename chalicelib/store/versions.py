@@ -20,6 +20,7 @@ import numpy as np
 from chalicelib.domain.keys import SHARD_NAME, version_prefix
 from chalicelib.domain.optimizers import OptimizerState
 from chalicelib.domain.spec import JobSpec
+from chalicelib.domain.statistics import trained
 from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 from chalicelib.store.objects import ObjectStore
 
@@ -47,8 +48,8 @@ class VersionStore:
         """
         prefix = version_prefix(job_id, version)
         specs = list(spec.weight_specs)
-        slot_names = sorted(state.slots)
-        slot_specs = [WeightSpec(f"{slot}/{s.name}", s.shape) for slot in slot_names for s in specs]
+        slot_names = sorted(state.slots)  # the optimizer's, for the trained weights only
+        slot_specs = [WeightSpec(f"{slot}/{s.name}", s.shape) for slot in slot_names for s in trained(specs, specs)]
         slot_tensors = [t for slot in slot_names for t in state.slots[slot]]
         header = json.dumps(
             {"optimizer": spec.optimizer["name"], "step": state.step, "scalars": state.scalars, "slots": slot_names}
@@ -76,7 +77,7 @@ class VersionStore:
         data = optimizer.result()
         length = int.from_bytes(data[:4], "little")
         meta = json.loads(data[4 : 4 + length])
-        specs = list(spec.weight_specs)
+        specs = trained(spec.weight_specs, spec.weight_specs)
         slot_specs = [WeightSpec(f"{slot}/{s.name}", s.shape) for slot in meta["slots"] for s in specs]
         tensors = decode_tensors(slot_specs, data[4 + length :]) if slot_specs else []
         n = len(specs)

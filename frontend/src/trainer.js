@@ -129,12 +129,12 @@ export class Trainer {
       return 'model';
     }
     if (training && keep && this.stash) { // back from an evaluation: its own weights again
-      this.model.trainableWeights.forEach((w, k) => w.write(this.stash[k]));
+      this.model.weights.forEach((w, k) => w.write(this.stash[k]));
       this.dropStash();
       this.version = OWN;
     }
     if (training && keep && this.version === OWN) return 'continued';
-    if (!training && this.version === OWN && !this.stash) this.stash = this.model.trainableWeights.map((w) => tf.clone(w.read()));
+    if (!training && this.version === OWN && !this.stash) this.stash = this.model.weights.map((w) => tf.clone(w.read()));
     if (training) this.dropStash();
     if (this.version !== task.base_version) {
       const values = splitWeights(shard || await fetchBytes(shardUrl(task), this.fetch), task.spec.weights);
@@ -174,13 +174,23 @@ export class Trainer {
     this.inner = null;
   }
 
+  /**
+   * Each manifest weight's index among the model's weights. A weight the spec
+   * marks as a layer's own statistic (`state`: BatchNormalization's moving
+   * mean and variance) must be one the layer updates itself, and every other
+   * one trainable: a result carries a gradient for the one, the change the
+   * layer made for the other (chalicelib/domain/statistics.py folds it).
+   */
   bind(specs) {
-    const trainable = this.model.trainableWeights;
+    const { weights } = this.model;
     this.order = specs.map((spec) => {
-      const index = trainable.findIndex((w) => w.originalName === spec.name);
-      if (index < 0) throw new Error(`weight ${spec.name} is not trainable in this model`);
+      const index = weights.findIndex((w) => w.originalName === spec.name);
+      if (index < 0 || weights[index].trainable === Boolean(spec.state)) {
+        throw new Error(`weight ${spec.name} is not ${spec.state ? 'a statistic its layer updates itself' : 'trainable'} in this model`);
+      }
       return index;
     });
+    this.statistics = this.order.filter((k, i) => specs[i].state);
   }
 
   loss(spec, ys, preds) {
@@ -214,20 +224,30 @@ export class Trainer {
   async gradient(batchBytes, spec, between = async () => {}) {
     const { tf } = this;
     const parts = microBatches(parseBatch(batchBytes, spec.dataset), spec.dataset);
-    const variables = this.model.trainableWeights.map((w) => w.val);
+    const variables = this.model.weights.map((w) => w.val);
+    const trained = this.model.trainableWeights.map((w) => w.val);
+    const before = new Map(this.statistics.map((k) => [k, tf.clone(variables[k])]));
     let loss = 0;
     let sums = null;
     for (const [i, { x, y, share }] of parts.entries()) {
       const part = tf.tidy(() => {
         const { value, grads } = tf.variableGrads(
-          () => this.loss(spec, this.inputs(y), this.model.apply(this.inputs(x), { training: true })), variables);
-        return { loss: value.dataSync()[0], grads: this.order.map((k) => grads[variables[k].name].dataSync()) };
+          () => this.loss(spec, this.inputs(y), this.model.apply(this.inputs(x), { training: true })), trained);
+        const of = (k) => (before.has(k) ? new Float32Array(variables[k].size) : grads[variables[k].name].dataSync());
+        return { loss: value.dataSync()[0], grads: this.order.map(of) };
       });
       loss += share * part.loss;
       if (sums === null) sums = part.grads.map((g) => Float32Array.from(g, (v) => share * v));
       else part.grads.forEach((g, k) => { for (let j = 0; j < g.length; j += 1) sums[k][j] += share * g[j]; });
       if (i < parts.length - 1) await between();
     }
+    // a statistic's entry is the change its layer made over the batch; the model keeps the version's
+    this.order.forEach((k, i) => {
+      if (!before.has(k)) return;
+      sums[i] = tf.tidy(() => tf.sub(before.get(k), variables[k]).dataSync());
+      variables[k].assign(before.get(k));
+    });
+    before.forEach((t) => t.dispose());
     return { loss, grads: sums };
   }
 
@@ -246,7 +266,7 @@ export class Trainer {
    */
   async localSteps(batches, spec, rate = undefined, between = async () => {}) {
     const { tf } = this;
-    const variables = this.model.trainableWeights.map((w) => w.val);
+    const variables = this.model.weights.map((w) => w.val); // a layer's own statistics move too, and travel
     const start = variables.map((v) => tf.clone(v));
     const keep = spec.local_steps.keep_state === true;
     const own = continues(spec);
@@ -259,7 +279,8 @@ export class Trainer {
     for (const [i, bytes] of batches.entries()) {
       const { x, y } = parseBatch(bytes, spec.dataset);
       const cost = optimizer.minimize(() => this.loss(spec, this.inputs({ values: y, layout: spec.dataset.y }),
-        this.model.apply(this.inputs({ values: x, layout: spec.dataset.x }), { training: true })), true, variables);
+        this.model.apply(this.inputs({ values: x, layout: spec.dataset.x }), { training: true })), true,
+        this.model.trainableWeights.map((w) => w.val));
       loss += cost.dataSync()[0] / batches.length;
       cost.dispose();
       if (i < batches.length - 1) await between();

@@ -7,6 +7,6 @@ export function lstmTrainer(tf, seqLen, vocab) {
   model.add(tf.layers.dense({ units: vocab, activation: 'softmax' }));
   const trainer = new Trainer(tf);
   trainer.model = model;
-  trainer.order = model.trainableWeights.map((_, i) => i);
+  trainer.bind(model.weights.map((w) => ({ name: w.originalName })));
   return trainer;
 }

@@ -3,15 +3,17 @@
 // way a volunteer's page computes it. `crowdtrain create` runs it before
 // uploading anything.
 // stdin: {spec: the job document, weights: path of the weights' bytes, batch: path of one batch file,
-//   gradient: also print the gradient (tests compare it with Keras's)}
+//   gradient: also print the gradient (tests compare it with Keras's),
+//   statistics: {weight name: "mean" or "variance"} for the weights a layer updates itself}
 // stdout (last line): {ok: true, loss, grads?: [[...], ...] in the manifest's order} or {ok: false, error}
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { Trainer } from '../src/trainer.js';
 
 await tf.setBackend('cpu');
-const { spec, weights, batch, gradient } = JSON.parse(readFileSync(0, 'utf8'));
-const specs = spec.model.weightsManifest.flatMap((group) => group.weights);
+const { spec, weights, batch, gradient, statistics = {} } = JSON.parse(readFileSync(0, 'utf8'));
+const specs = spec.model.weightsManifest.flatMap((group) => group.weights)
+  .map((w) => (statistics[w.name] ? { ...w, state: statistics[w.name] } : w));
 const trainer = new Trainer(tf); // registers the Keras layers the model may use
 let out;
 try {

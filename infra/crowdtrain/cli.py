@@ -82,6 +82,26 @@ def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iter
     )
 
 
+def char_transformer_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
+    """The char-transformer template: char-lstm's text and held-out passage, a causal transformer."""
+    from crowdtrain.jobs.chartransformer import CharTransformer
+    from crowdtrain.jobs.corpus import kjv_text
+
+    model = CharTransformer(seq_len=args.seq_len, batch_size=args.batch_size)
+    x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
+    spec = model.job_spec(args.batches, args.micro_batch, **_hyper(args))
+    weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
+    held = []
+    if args.held_out:
+        hx, hy = model.batches(kjv_text(args.held_out_passage), args.held_out, seed=args.seed + 1)
+        held = [model.batch_file(hx[b], hy[b]) for b in range(len(hx))]
+    return (
+        spec,
+        weights,
+        itertools.chain((model.batch_file(x[b], y[b]) for b in range(args.batches)), _held_out(args, spec, held)),
+    )
+
+
 def digits_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
     """The digits-cnn template: every whole batch of the training images (the held-out ones never)."""
     from crowdtrain.jobs.digits import DigitsCNN
@@ -169,6 +189,8 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
         "synchronous": args.synchronous,
         "priority": args.priority,
     }
+    if args.max_share is not None:
+        hyper["max_share"] = args.max_share
     if args.fold_groups is not None:  # else the deploy's default, sized for its crowd (crowdtrain deploy --volunteers)
         hyper["fold_groups"] = args.fold_groups
     if args.local_steps:
@@ -183,8 +205,11 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
     return hyper
 
 
+TEMPLATES = {"char-lstm": char_lstm_job, "char-transformer": char_transformer_job, "digits-cnn": digits_job}
+
+
 def create(args: argparse.Namespace) -> str:
-    make = model_json_job if args.model else {"char-lstm": char_lstm_job, "digits-cnn": digits_job}[args.template]
+    make = model_json_job if args.model else TEMPLATES[args.template]
     spec, weights, batches = make(args)  # a file that is not there or not right says so before any request
     if args.name:
         spec["name"] = args.name
@@ -607,7 +632,7 @@ PRESETS = {
 }
 # Local steps a task runs where --local-steps is not given, per template (a
 # --model job: char-lstm's). Measured, with why: docs/benchmarks.md#defaults.
-TEMPLATE_STEPS = {"char-lstm": 32, "digits-cnn": 8}
+TEMPLATE_STEPS = {"char-lstm": 32, "char-transformer": 16, "digits-cnn": 8}
 
 
 def job_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -636,8 +661,10 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template",
         default="char-lstm",
-        choices=("char-lstm", "digits-cnn"),
-        help="char-lstm: next character of KJV text; digits-cnn: Conv2D on scikit-learn's 8x8 digits "
+        choices=("char-lstm", "char-transformer", "digits-cnn"),
+        help="char-lstm: next character of KJV text; char-transformer: the same text, a small causal "
+        "transformer (2 blocks of attention, width 64) trained on every position's next character; "
+        "digits-cnn: Conv2D on scikit-learn's 8x8 digits "
         "(.venv/bin/pip install -e '.[digits]'; --batches caps its 46 batches of 32)",
     )
     parser.add_argument("--model", help="a TF.js model.json (shards beside it) instead of a template")
@@ -703,6 +730,13 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
         help="gradients folded into each update, K (paper's stand-alone example: 3)",
     )
     parser.add_argument("--staleness", type=int, default=4)
+    parser.add_argument(
+        "--max-share",
+        type=float,
+        help="the largest share of one update one identity (or address) may give, 0.01-1 (default: all of it "
+        "under the mean, a quarter under a robust rule); below 1 with --synchronous, a round seats each "
+        "client in at most its share",
+    )
     parser.add_argument(
         "--priority",
         type=int,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from chalicelib.domain.keys import SHARD_NAME
-from chalicelib.domain.models import untrainable
+from chalicelib.domain.models import statistics, untrainable
 from chalicelib.domain.weights import WeightSpec, decode_tensors, encode_tensors, model_json
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -73,6 +73,24 @@ def _node_args(node: dict[str, Any]) -> list[list[Any]]:
     return out
 
 
+def _causal(layer: dict[str, Any]) -> bool:
+    """An attention layer's use_causal_mask, a call argument in Keras and a
+    config field in TF.js (which drops call arguments; frontend/src/layers.js)."""
+    masks = {bool(node.get("kwargs", {}).get("use_causal_mask")) for node in layer["inbound_nodes"]}
+    if len(masks) > 1:
+        raise KerasFileError(f"layer {layer['config']['name']!r} is called both with and without a causal mask")
+    return masks == {True}
+
+
+def weight_names(layer: Any) -> list[str]:
+    """A layer's weights as TF.js names them, `<layer>/<weight>`, or by their
+    path where a layer has two of one name (attention's query/kernel, key/kernel...)."""
+    names = [v.name for v in layer.weights]
+    if len(set(names)) == len(names):
+        return [f"{layer.name}/{name}" for name in names]
+    return [v.path if v.path.startswith(f"{layer.name}/") else f"{layer.name}/{v.path}" for v in layer.weights]
+
+
 def _tensor_refs(value: Any) -> list[list[Any]]:
     """A model's input_layers/output_layers: Keras 3 writes one as a flat [name, node, index]."""
     return [value] if value and isinstance(value[0], str) else value
@@ -88,6 +106,8 @@ def _convert(value: Any) -> Any:
     out = {k: _convert(v) for k, v in value.items() if k not in KERAS3_ONLY}
     if "inbound_nodes" in value:
         out["inbound_nodes"] = [_node_args(node) for node in value["inbound_nodes"]]
+    if value.get("class_name") == "MultiHeadAttention" and "inbound_nodes" in value:
+        out["config"]["use_causal_mask"] = _causal(value)
     if value.get("class_name") == "InputLayer":
         config = {k: v for k, v in out["config"].items() if k not in INPUT_LAYER_ONLY}
         if "batch_shape" in config:
@@ -115,13 +135,11 @@ def tfjs_weights(model: Any) -> tuple[list[WeightSpec], list[np.ndarray]]:
     """Every weight as TF.js names it, `<layer>/<weight>`, in the layers' order."""
     specs, values = [], []
     for layer in model.layers:
-        for variable in layer.weights:
+        for name, variable in zip(weight_names(layer), layer.weights):
             value = np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
             if value.dtype not in (np.float32, np.int32):
-                raise KerasFileError(
-                    f"weight {layer.name}/{variable.name} is {value.dtype}; TF.js files hold float32 and int32"
-                )
-            specs.append(WeightSpec(f"{layer.name}/{variable.name}", tuple(value.shape), str(value.dtype)))
+                raise KerasFileError(f"weight {name} is {value.dtype}; TF.js files hold float32 and int32")
+            specs.append(WeightSpec(name, tuple(value.shape), str(value.dtype)))
             values.append(value)
     return specs, values
 
@@ -154,10 +172,12 @@ def import_keras(source: Path, out: Path) -> Path:
     problems = untrainable(topology)
     names = [s.name for s in specs]
     problems += [f"weight name {n!r} is used {names.count(n)} times" for n in sorted(set(names)) if names.count(n) > 1]
-    stateful = {w.path if hasattr(w, "path") else w.name for w in model.non_trainable_weights}
-    if stateful:  # BatchNormalization's moving statistics: the layer updates them itself, the fold would not
+    own = statistics(topology)  # BatchNormalization's moving statistics: they travel with results
+    frozen = [name for layer in model.layers for name, w in zip(weight_names(layer), layer.weights) if not w.trainable]
+    if [name for name in frozen if name not in own]:
         problems.append(
-            f"weights the model updates itself, not by gradient, which the fold cannot carry: {sorted(stateful)}"
+            "weights that are not trained (a frozen layer?), which the fold would move: "
+            f"{sorted(name for name in frozen if name not in own)}"
         )
     if problems:
         raise KerasFileError("\n".join(problems))
@@ -204,11 +224,34 @@ def _with_input_layer(topology: dict[str, Any]) -> dict[str, Any]:
     return {**topology, "config": {**topology["config"], "layers": [given, first, *layers[1:]]}}
 
 
+def _with_call_arguments(topology: dict[str, Any]) -> dict[str, Any]:
+    """Attention layers' use_causal_mask back where Keras takes it, in the
+    call: their nodes in Keras 3's form (which its reader of Keras 2 files
+    takes too), since Keras 2's form calls a layer on one list of tensors."""
+
+    def tensor(name: str, node: int, index: int) -> dict[str, Any]:
+        return {"class_name": "__keras_tensor__", "config": {"shape": [None], "dtype": "float32",
+                                                                "keras_history": [name, node, index]}}  # fmt: skip
+
+    layers = []
+    for layer in topology["config"]["layers"]:
+        if layer["class_name"] == "MultiHeadAttention":
+            config = dict(layer["config"])
+            causal = bool(config.pop("use_causal_mask", False))
+            nodes = [
+                {"args": [tensor(*ref[:3]) for ref in node], "kwargs": {"use_causal_mask": causal}}
+                for node in layer["inbound_nodes"]
+            ]
+            layer = {**layer, "config": config, "inbound_nodes": nodes}
+        layers.append(layer)
+    return {**topology, "config": {**topology["config"], "layers": layers}}
+
+
 def _write_keras2_h5(path: Path, topology: dict[str, Any], specs: list[WeightSpec], values: list[np.ndarray]) -> None:
     """The Keras 2 HDF5 layout: model_config, then model_weights/<layer>/<weight> in layer order."""
     import h5py
 
-    topology = _with_input_layer(topology)
+    topology = _with_call_arguments(_with_input_layer(topology))
     layers: dict[str, list[tuple[str, np.ndarray]]] = {}
     for spec, value in zip(specs, values):
         layer = spec.name.split("/", 1)[0]
@@ -244,7 +287,7 @@ def export_keras(model_path: Path, out: Path) -> Path:
             model = keras().models.load_model(legacy, compile=False)
         except (ValueError, TypeError, KeyError) as err:
             raise KerasFileError(f"Keras 3 cannot build this model from its TF.js topology: {err}")
-    loaded = {f"{layer.name}/{v.name}" for layer in model.layers for v in layer.weights}
+    loaded = {name for layer in model.layers for name in weight_names(layer)}
     if loaded != {s.name for s in specs}:
         raise KerasFileError(
             f"Keras built other weights than the files hold: {sorted(loaded ^ {s.name for s in specs})}"
