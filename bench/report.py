@@ -124,7 +124,7 @@ def targets(name: str, r: dict):
         yield "exactness", e, e["met"], None
     if name == "poison":
         yield "poison", r, r["target_met"], None
-    for goal in r["goals"] if name in ("data", "speedup") else []:
+    for goal in r["goals"] if name in ("data", "speedup", "curves") else []:
         yield name, goal, goal["met"], None
     for key, ok in r["targets"].items() if name == "scale" else []:  # "scenario: target"
         scenario, goal = key.split(": ", 1)

@@ -392,7 +392,7 @@ def test_keras3_models_people_build_train_in_two_pages_and_keras_scores_their_ex
     from crowdtrain.jobs.corpus import kjv_text
     from crowdtrain.jobs.digits import DigitsCNN
     from crowdtrain.jobs.keras_files import export_keras, keras
-    from tests.test_keras_files import keras_attention_model, keras_bn_cnn, keras_gru_model
+    from tests.test_keras_files import keras_attention_model, keras_cnn, keras_gru_model
 
     k = keras()
     text, held_text = kjv_text("gen1:1-gen3:24"), kjv_text("mat5:1-mat5:48")
@@ -402,7 +402,7 @@ def test_keras3_models_people_build_train_in_two_pages_and_keras_scores_their_ex
     (images, labels), (held_images, held_labels) = digits.split(0)
     models = {
         "norm": (
-            keras_bn_cnn(),
+            keras_cnn(normalized=True),
             digits.batches(images, labels, 12),
             digits.batches(held_images, held_labels, 2),
             digits,

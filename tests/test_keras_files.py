@@ -22,18 +22,18 @@ from crowdtrain.jobs.digits import DigitsCNN
 from crowdtrain.jobs.keras_files import KerasFileError, export_keras, import_keras, keras, weight_names
 
 
-def keras_cnn(seed: int = 0):
+def keras_cnn(seed: int = 0, normalized: bool = False):
+    """Conv2D (ReLU) -> pooling -> Dense softmax; `normalized`: as Keras users build CNNs,
+    Conv2D -> BatchNormalization ("norm") -> ReLU."""
     k = keras()
     k.utils.set_random_seed(seed)
-    return k.Sequential(
-        [
-            k.Input((8, 8, 1)),
-            k.layers.Conv2D(8, 3, padding="same", activation="relu"),
-            k.layers.MaxPooling2D(2),
-            k.layers.Flatten(),
-            k.layers.Dense(10, activation="softmax"),
-        ]
-    )
+    if normalized:
+        conv = [k.layers.Conv2D(8, 3, padding="same", name="conv"), k.layers.BatchNormalization(name="norm")]
+        conv.append(k.layers.Activation("relu"))
+    else:
+        conv = [k.layers.Conv2D(8, 3, padding="same", activation="relu")]
+    layers = [k.layers.MaxPooling2D(2), k.layers.Flatten(), k.layers.Dense(10, activation="softmax")]
+    return k.Sequential([k.Input((8, 8, 1)), *conv, *layers])
 
 
 def keras_text_model():
@@ -105,6 +105,18 @@ def keras_gru_model():
     return k.Model(ids, out)
 
 
+def assert_tfjs_gradient_is_keras(model, document: dict, folder, template, x, y) -> None:
+    """TF.js's loss and gradient of the imported files (in `folder`) on a batch: Keras 3's, to 1e-5."""
+    spec = {**template.job_spec(1), "model": document}
+    loss, grads = gradient_in_tfjs(spec, (folder / "weights.bin").read_bytes(), template.batch_file(x, y))
+    want_loss, want = keras_gradient(model, x.astype(np.int32), y.astype(np.int32))
+    assert loss == pytest.approx(want_loss, abs=1e-5)
+    weights = document["weightsManifest"][0]["weights"]
+    assert [w["name"] for w in weights] == list(want)
+    for w, got in zip(weights, grads):
+        np.testing.assert_allclose(np.asarray(got).reshape(w["shape"]), want[w["name"]], atol=1e-5, err_msg=w["name"])
+
+
 def keras_gradient(model, x, y) -> tuple[float, dict[str, np.ndarray]]:
     """Keras 3's (jax's) mean cross-entropy of a batch and its gradient, by weight name."""
     import jax
@@ -134,32 +146,7 @@ def test_keras3s_default_gru_trains_in_tfjs_with_keras_loss_and_gradient(tmp_pat
     assert [w["shape"] for w in weights if w["name"].endswith("/bias")][0] == [2, 48]  # input and recurrent rows
     template = CharLSTM(units=(16,), seq_len=40, batch_size=8, embedding=8)
     x, y = template.batches(kjv_text("gen1:1-gen3:24"), 1)
-    spec = {**template.job_spec(1), "model": document}
-    loss, grads = gradient_in_tfjs(
-        spec, (tmp_path / "tfjs" / "weights.bin").read_bytes(), template.batch_file(x[0], y[0])
-    )
-    want_loss, want = keras_gradient(model, x[0].astype(np.int32), y[0].astype(np.int32))
-    assert loss == pytest.approx(want_loss, abs=1e-5)
-    assert [w["name"] for w in weights] == list(want)
-    for w, got in zip(weights, grads):
-        np.testing.assert_allclose(np.asarray(got).reshape(w["shape"]), want[w["name"]], atol=1e-5, err_msg=w["name"])
-
-
-def keras_bn_cnn(seed: int = 0):
-    """A CNN as Keras users build them: Conv2D -> BatchNormalization -> ReLU."""
-    k = keras()
-    k.utils.set_random_seed(seed)
-    return k.Sequential(
-        [
-            k.Input((8, 8, 1)),
-            k.layers.Conv2D(8, 3, padding="same", name="conv"),
-            k.layers.BatchNormalization(name="norm"),
-            k.layers.Activation("relu"),
-            k.layers.MaxPooling2D(2),
-            k.layers.Flatten(),
-            k.layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
+    assert_tfjs_gradient_is_keras(model, document, tmp_path / "tfjs", template, x[0], y[0])
 
 
 def test_batchnormalization_trains_in_tfjs_as_keras_and_its_statistics_travel(tmp_path):
@@ -169,7 +156,7 @@ def test_batchnormalization_trains_in_tfjs_as_keras_and_its_statistics_travel(tm
     import jax
     import jax.numpy as jnp
 
-    model = keras_bn_cnn()
+    model = keras_cnn(normalized=True)
     k = keras()
     norm = model.get_layer("norm")
     norm.moving_mean.assign(np.linspace(-0.5, 0.5, 8).astype(np.float32))  # not the initial 0 and 1
@@ -241,15 +228,7 @@ def test_keras3s_attention_trains_in_tfjs_with_keras_loss_and_gradient_and_expor
     template = CharTransformer(seq_len=40, batch_size=8)
     x, y = template.batches(kjv_text("gen1:1-gen3:24"), 1)
     assert y.shape == (1, 8, 40)  # the next character at every position
-    spec = {**template.job_spec(1), "model": document}
-    loss, grads = gradient_in_tfjs(
-        spec, (tmp_path / "tfjs" / "weights.bin").read_bytes(), template.batch_file(x[0], y[0])
-    )
-    want_loss, want = keras_gradient(model, x[0].astype(np.int32), y[0].astype(np.int32))
-    assert loss == pytest.approx(want_loss, abs=1e-5)
-    assert [w["name"] for w in weights] == list(want)
-    for w, got in zip(weights, grads):
-        np.testing.assert_allclose(np.asarray(got).reshape(w["shape"]), want[w["name"]], atol=1e-5, err_msg=w["name"])
+    assert_tfjs_gradient_is_keras(model, document, tmp_path / "tfjs", template, x[0], y[0])
     export_keras(tmp_path / "tfjs" / "model.json", tmp_path / "back.keras")
     back = keras().models.load_model(tmp_path / "back.keras")
     np.testing.assert_allclose(back.predict(x[0], verbose=0), model.predict(x[0], verbose=0), atol=1e-5)

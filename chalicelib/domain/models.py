@@ -22,7 +22,7 @@ OPTIONS: dict[str, dict[str, tuple[Any, ...]]] = {
         "use_gate": (False,),
         "sliding_window": (None,),
     },
-    "LayerNormalization": {"rms_scaling": (False,), "axis": (-1, [-1])},
+    "LayerNormalization": {"rms_scaling": (False,)},
 }
 # The weights a layer updates itself as it trains, by layer type: weight name -> what it is.
 STATISTICS = {"BatchNormalization": {"moving_mean": "mean", "moving_variance": "variance"}}

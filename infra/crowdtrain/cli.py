@@ -63,31 +63,22 @@ def _api(args: argparse.Namespace) -> Api:
 # -- job creation -------------------------------------------------------------------
 def char_lstm_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
     from crowdtrain.jobs.charlstm import CharLSTM
-    from crowdtrain.jobs.corpus import kjv_text
 
-    model = CharLSTM(
-        units=tuple(args.units), seq_len=args.seq_len, batch_size=args.batch_size, embedding=args.embedding
-    )
-    x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
-    spec = model.job_spec(args.batches, args.micro_batch, **_hyper(args))
-    weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))
-    held = []
-    if args.held_out:
-        hx, hy = model.batches(kjv_text(args.held_out_passage), args.held_out, seed=args.seed + 1)
-        held = [model.batch_file(hx[b], hy[b]) for b in range(len(hx))]
-    return (
-        spec,
-        weights,
-        itertools.chain((model.batch_file(x[b], y[b]) for b in range(args.batches)), _held_out(args, spec, held)),
-    )
+    units, embedding = tuple(args.units), args.embedding
+    return _text_job(args, CharLSTM(units=units, seq_len=args.seq_len, batch_size=args.batch_size, embedding=embedding))
 
 
 def char_transformer_job(args: argparse.Namespace) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
     """The char-transformer template: char-lstm's text and held-out passage, a causal transformer."""
     from crowdtrain.jobs.chartransformer import CharTransformer
+
+    return _text_job(args, CharTransformer(seq_len=args.seq_len, batch_size=args.batch_size))
+
+
+def _text_job(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any], bytes, Iterator[bytes]]:
+    """A text template's job: batches of --passage, held-out ones of --held-out-passage."""
     from crowdtrain.jobs.corpus import kjv_text
 
-    model = CharTransformer(seq_len=args.seq_len, batch_size=args.batch_size)
     x, y = model.batches(kjv_text(args.passage), args.batches, seed=args.seed)
     spec = model.job_spec(args.batches, args.micro_batch, **_hyper(args))
     weights = b"".join(w.astype("<f4").tobytes() for w in model.initial_weights(args.seed))

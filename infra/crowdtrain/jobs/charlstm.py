@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.domain.keys import SHARD_NAME
+from crowdtrain.jobs.corpus import TOKEN_DTYPE, token_file, windows
+from crowdtrain.jobs.documents import job_document
 
 VOCAB = 128
-TOKEN_DTYPE = "uint8"  # how batch files store token ids (see above)
 ALPHABET = "".join(chr(i) if 32 <= i < 127 or chr(i) == "\n" else "\x00" for i in range(VOCAB))
 
 
@@ -139,38 +139,23 @@ class CharLSTM:
 
     def batches(self, text: str, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """`count` batches of (sequence, next character) pairs drawn from the text, as uint8 ids."""
-        codes = np.frombuffer(text.encode("ascii", "ignore"), np.uint8)
-        needed = self.seq_len + 1
-        if len(codes) < needed:
-            raise ValueError(f"the text has {len(codes)} usable characters; a sequence needs {needed}")
-        starts = np.random.default_rng(seed).integers(0, len(codes) - needed + 1, size=(count, self.batch_size))
-        windows = codes[starts[..., None] + np.arange(needed)]
-        return windows[..., :-1], windows[..., -1]
+        drawn = windows(text, count, self.batch_size, self.seq_len + 1, seed)
+        return drawn[..., :-1], drawn[..., -1]
 
-    @staticmethod
-    def batch_file(x: np.ndarray, y: np.ndarray) -> bytes:
-        """One batch's file as job_spec describes it: the sequences, then the next characters."""
-        return x.astype(TOKEN_DTYPE).tobytes() + y.astype(TOKEN_DTYPE).tobytes()
+    batch_file = staticmethod(token_file)  # the sequences, then the next characters
 
     def job_spec(self, batches: int, micro_batch: int | None = None, **hyper: Any) -> dict[str, Any]:
         """The job: `hyper` are the spec's top-level settings; `micro_batch`
         has volunteers compute each batch that many sequences at a time."""
         x = {"shape": [self.batch_size, self.seq_len], "dtype": TOKEN_DTYPE}
-        spec: dict[str, Any] = {
-            "name": f"char-lstm {'x'.join(map(str, self.units))} seq {self.seq_len}"
-            + (f" embedding {self.embedding}" if self.embedding else ""),
-            "model": {
-                "modelTopology": self.topology(),
-                "weightsManifest": [{"paths": [SHARD_NAME], "weights": self.weight_specs()}],
-            },
-            "loss": "sparseCategoricalCrossentropy",
-            "dataset": {
-                "batches": batches,
-                "encoding": "gzip",  # English text: about 2.7x smaller
-                "x": x if self.embedding else {**x, "one_hot": self.vocab},
-                "y": {"shape": [self.batch_size], "dtype": TOKEN_DTYPE},
-            },
+        name = f"char-lstm {'x'.join(map(str, self.units))} seq {self.seq_len}"
+        dataset = {
+            "batches": batches,
+            "encoding": "gzip",  # English text: about 2.7x smaller
+            "x": x if self.embedding else {**x, "one_hot": self.vocab},
+            "y": {"shape": [self.batch_size], "dtype": TOKEN_DTYPE},
         }
+        spec = job_document(name + (f" embedding {self.embedding}" if self.embedding else ""), self, dataset)
         if not self.embedding:  # the page's text sample feeds one-hot characters
             spec["text"] = {"alphabet": ALPHABET}
         if micro_batch:

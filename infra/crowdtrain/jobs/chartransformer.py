@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.domain.keys import SHARD_NAME
-from crowdtrain.jobs.charlstm import TOKEN_DTYPE, VOCAB
+from crowdtrain.jobs.charlstm import VOCAB
+from crowdtrain.jobs.corpus import TOKEN_DTYPE, token_file, windows
+from crowdtrain.jobs.documents import job_document
 
 GLOROT = {"class_name": "GlorotUniform", "config": {"seed": None}}
 ZEROS = {"class_name": "Zeros", "config": {}}
@@ -145,35 +146,22 @@ class CharTransformer:
 
     def batches(self, text: str, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """`count` batches of sequences and, at each position, the character that follows."""
-        codes = np.frombuffer(text.encode("ascii", "ignore"), np.uint8)
-        needed = self.seq_len + 1
-        if len(codes) < needed:
-            raise ValueError(f"the text has {len(codes)} usable characters; a sequence needs {needed}")
-        starts = np.random.default_rng(seed).integers(0, len(codes) - needed + 1, size=(count, self.batch_size))
-        windows = codes[starts[..., None] + np.arange(needed)]
-        return windows[..., :-1], windows[..., 1:]
+        drawn = windows(text, count, self.batch_size, self.seq_len + 1, seed)
+        return drawn[..., :-1], drawn[..., 1:]
 
-    @staticmethod
-    def batch_file(x: np.ndarray, y: np.ndarray) -> bytes:
-        return x.astype(TOKEN_DTYPE).tobytes() + y.astype(TOKEN_DTYPE).tobytes()
+    batch_file = staticmethod(token_file)  # the sequences, then each position's next character
 
     def job_spec(self, batches: int, micro_batch: int | None = None, **hyper: Any) -> dict[str, Any]:
         shape = [self.batch_size, self.seq_len]
-        spec: dict[str, Any] = {
-            "name": f"char-transformer {self.blocks}x{self.width} seq {self.seq_len}",
-            "model": {
-                "modelTopology": self.topology(),
-                "weightsManifest": [{"paths": [SHARD_NAME], "weights": self.weight_specs()}],
-            },
-            "loss": "sparseCategoricalCrossentropy",
-            "dataset": {
-                "batches": batches,
-                "encoding": "gzip",
-                "x": {"shape": shape, "dtype": TOKEN_DTYPE},
-                "y": {"shape": shape, "dtype": TOKEN_DTYPE},
-            },
+        dataset: dict[str, Any] = {
+            "batches": batches,
+            "encoding": "gzip",
+            "x": {"shape": shape, "dtype": TOKEN_DTYPE},
+            "y": {"shape": shape, "dtype": TOKEN_DTYPE},
         }
         if micro_batch:
-            spec["dataset"]["micro_batch"] = micro_batch
-        spec.update(hyper)
-        return spec
+            dataset["micro_batch"] = micro_batch
+        return {
+            **job_document(f"char-transformer {self.blocks}x{self.width} seq {self.seq_len}", self, dataset),
+            **hyper,
+        }

@@ -8,6 +8,9 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
+
+TOKEN_DTYPE = "uint8"  # how batch files store token ids: character codes below 128, one byte each
 INSTALL_HINT = "install Debian's bible-kjv package (apt-get install bible-kjv)"
 HEADING = re.compile(r"^[1-3]?\s?[A-Z][A-Za-z ]+ \d+$")
 VERSE = re.compile(r"^\s*\d+ ")
@@ -28,3 +31,17 @@ def kjv_text(passage: str = "gen1:1-rev22:21") -> str:
         elif verses:
             verses[-1] += " " + line.strip()
     return "\n".join(verses) + "\n"
+
+
+def windows(text: str, count: int, batch_size: int, length: int, seed: int = 0) -> np.ndarray:
+    """`count` batches of `batch_size` runs of `length` characters drawn from the text, as uint8 ids."""
+    codes = np.frombuffer(text.encode("ascii", "ignore"), np.uint8)
+    if len(codes) < length:
+        raise ValueError(f"the text has {len(codes)} usable characters; a sequence needs {length}")
+    starts = np.random.default_rng(seed).integers(0, len(codes) - length + 1, size=(count, batch_size))
+    return codes[starts[..., None] + np.arange(length)]
+
+
+def token_file(x: np.ndarray, y: np.ndarray) -> bytes:
+    """One batch's file: the sequences' ids, then the targets' ids."""
+    return x.astype(TOKEN_DTYPE).tobytes() + y.astype(TOKEN_DTYPE).tobytes()

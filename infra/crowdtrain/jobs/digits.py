@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib.domain.keys import SHARD_NAME
+from crowdtrain.jobs.documents import job_document
 
 HELD_OUT = 297  # of 1,797 images; 1,500 left to train on
 CLASSES = 10
@@ -135,18 +135,9 @@ class DigitsCNN:
         return x.astype("<f4").tobytes() + y.astype(np.uint8).tobytes()
 
     def job_spec(self, batches: int, **hyper: Any) -> dict[str, Any]:
-        spec = {
-            "name": f"digits-cnn {self.filters} filters",
-            "model": {
-                "modelTopology": self.topology(),
-                "weightsManifest": [{"paths": [SHARD_NAME], "weights": self.weight_specs()}],
-            },
-            "loss": "sparseCategoricalCrossentropy",
-            "dataset": {
-                "batches": batches,
-                "x": {"shape": [self.batch_size, 8, 8, 1], "dtype": "float32"},
-                "y": {"shape": [self.batch_size], "dtype": "uint8"},
-            },
+        dataset = {
+            "batches": batches,
+            "x": {"shape": [self.batch_size, 8, 8, 1], "dtype": "float32"},
+            "y": {"shape": [self.batch_size], "dtype": "uint8"},
         }
-        spec.update(hyper)
-        return spec
+        return {**job_document(f"digits-cnn {self.filters} filters", self, dataset), **hyper}
