@@ -180,8 +180,8 @@ def main() -> None:
         results["pipelined"] = pipelined(args.pipeline_seq_len, max(tasks, args.pipeline_tasks))
     if args.threads_tasks and not args.quick:
         results["threads"] = threads_ratio(args.threads_tasks)
-    if args.preset_rounds:  # --quick: one round, to run the code
-        results["preset_jsdoop"] = preset(1 if args.quick else args.preset_rounds)
+    if args.preset_rounds:  # --quick: one round of 4, to run the code
+        results["preset_jsdoop"] = preset(1, k=4) if args.quick else preset(args.preset_rounds)
     common.save("overhead", results, args)
 
 
@@ -235,7 +235,7 @@ def pipelined(seq_len: int, tasks: int) -> dict:
     return {"seq_len": seq_len, **out, "target": 0.03, "target_met": met}
 
 
-def preset(rounds: int) -> dict:
+def preset(rounds: int, k: int | None = None) -> dict:
     """One page on `--preset jsdoop`'s job (per-gradient tasks of 8 sequences
     of 40 on LSTM(50) x 2, synchronous rounds of 16, fp32), on the wall clock
     from the first task's compute to the last's. A round's barrier is the gap
@@ -245,7 +245,7 @@ def preset(rounds: int) -> dict:
     from crowdtrain.cli import PRESETS
 
     jsdoop = PRESETS["jsdoop"]
-    k = jsdoop["gradients_per_update"]
+    k = k or jsdoop["gradients_per_update"]  # --quick: rounds of 4, to run the code
     job = {key: jsdoop[key] for key in ("units", "seq_len", "batch_size", "staleness", "synchronous", "codec")}
     reports = run(jsdoop["seq_len"], rounds * k + 1, k=k, job={**job, "micro_batch": None})
     reports.sort(key=lambda r: r["at"]["computing"])

@@ -867,6 +867,13 @@ MUTANTS = [
         "if False:",
         ("tests/test_keras_files.py::test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing",),
     ),
+    Mutant(
+        "import-keras refuses attention called with what the page's layer has not (keywords, masks)",
+        "infra/crowdtrain/jobs/keras_files.py",
+        'if others or len(node.get("args", [])) < 2:',
+        "if False:",
+        ("tests/test_keras_files.py::test_attention_called_with_what_the_pages_layer_has_not_is_refused",),
+    ),
 ]
 
 

@@ -371,7 +371,7 @@ def keras_job(own_stack, tmp_path, name: str, model, data: tuple, held_out: tupl
     dataset = {key: v for key, v in template.job_spec(len(data[0]))["dataset"].items() if key != "batches"}
     (folder / "dataset.json").write_text(json.dumps(dataset))
     created = own_stack.cli(
-        "create", "--model", str(tmp_path / name / "model.json"), "--dataset", str(folder), "--epochs", "2",
+        "create", "--model", str(tmp_path / name / "model.json"), "--dataset", str(folder), "--epochs", "1",
         "--local-steps", "4", "-k", "2", "--synchronous", "--max-share", "0.5", "--fold-groups", "1",
         "--evaluate-every", "6", "--evaluation-copies", "1", "--name", f"keras {name}",
     )  # fmt: skip

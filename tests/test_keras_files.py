@@ -311,6 +311,18 @@ def test_import_keras_lists_each_thing_the_page_cannot_train_and_writes_nothing(
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1 + len(lines)
 
 
+def test_attention_called_with_what_the_pages_layer_has_not_is_refused(tmp_path):
+    """The page's MultiHeadAttention takes query, value (and key) as arguments and use_causal_mask:
+    a mask tensor, attention scores or tensors passed by keyword would be dropped, so they are refused."""
+    k = keras()
+    inputs = k.Input(shape=(6, 4))
+    attended = k.layers.MultiHeadAttention(2, 2, name="mha")(query=inputs, value=inputs)
+    k.Model(inputs, attended).save(tmp_path / "keywords.keras")
+    with pytest.raises(KerasFileError, match="'mha'.*takes query and value"):
+        import_keras(tmp_path / "keywords.keras", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_file_that_is_not_keras_is_named_so(tmp_path):
     bogus = tmp_path / "bogus.keras"
     bogus.write_text("not a model")

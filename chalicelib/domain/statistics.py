@@ -5,7 +5,7 @@ them as it trains, and its result carries the change it made (before minus
 after, the sign of a pseudo-gradient). The job's aggregation combines those
 changes with the same weights as the rest of the update (a weighted mean by
 default, so the statistics become the mean of where the volunteers' layers
-took them) and the fold subtracts that, with no optimizer and no learning
+took them when the results share a base version) and the fold subtracts that, with no optimizer and no learning
 rate: an optimizer's rate, momentum or moments would rescale a statistic.
 A variance stays at zero or above whatever the changes sum to."""
 

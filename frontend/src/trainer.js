@@ -185,7 +185,8 @@ export class Trainer {
     const { weights } = this.model;
     this.order = specs.map((spec) => {
       const index = weights.findIndex((w) => w.originalName === spec.name);
-      if (index < 0 || weights[index].trainable === Boolean(spec.state)) {
+      if (index < 0) throw new Error(`weight ${spec.name} is not in this model`);
+      if (weights[index].trainable === Boolean(spec.state)) {
         throw new Error(`weight ${spec.name} is not ${spec.state ? 'a statistic its layer updates itself' : 'trainable'} in this model`);
       }
       return index;
@@ -229,25 +230,26 @@ export class Trainer {
     const before = new Map(this.statistics.map((k) => [k, tf.clone(variables[k])]));
     let loss = 0;
     let sums = null;
-    for (const [i, { x, y, share }] of parts.entries()) {
-      const part = tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(
-          () => this.loss(spec, this.inputs(y), this.model.apply(this.inputs(x), { training: true })), trained);
-        const of = (k) => (before.has(k) ? new Float32Array(variables[k].size) : grads[variables[k].name].dataSync());
-        return { loss: value.dataSync()[0], grads: this.order.map(of) };
+    try {
+      for (const [i, { x, y, share }] of parts.entries()) {
+        const part = tf.tidy(() => {
+          const { value, grads } = tf.variableGrads(
+            () => this.loss(spec, this.inputs(y), this.model.apply(this.inputs(x), { training: true })), trained);
+          const of = (k) => (before.has(k) ? new Float32Array(variables[k].size) : grads[variables[k].name].dataSync());
+          return { loss: value.dataSync()[0], grads: this.order.map(of) };
+        });
+        loss += share * part.loss;
+        if (sums === null) sums = part.grads.map((g) => Float32Array.from(g, (v) => share * v));
+        else part.grads.forEach((g, k) => { for (let j = 0; j < g.length; j += 1) sums[k][j] += share * g[j]; });
+        if (i < parts.length - 1) await between();
+      }
+      // a statistic's entry is the change its layer made over the batch
+      this.order.forEach((k, i) => {
+        if (before.has(k)) sums[i] = tf.tidy(() => tf.sub(before.get(k), variables[k]).dataSync());
       });
-      loss += share * part.loss;
-      if (sums === null) sums = part.grads.map((g) => Float32Array.from(g, (v) => share * v));
-      else part.grads.forEach((g, k) => { for (let j = 0; j < g.length; j += 1) sums[k][j] += share * g[j]; });
-      if (i < parts.length - 1) await between();
+    } finally { // the model keeps the version's statistics, whatever happened
+      before.forEach((t, k) => { variables[k].assign(t); t.dispose(); });
     }
-    // a statistic's entry is the change its layer made over the batch; the model keeps the version's
-    this.order.forEach((k, i) => {
-      if (!before.has(k)) return;
-      sums[i] = tf.tidy(() => tf.sub(before.get(k), variables[k]).dataSync());
-      variables[k].assign(before.get(k));
-    });
-    before.forEach((t) => t.dispose());
     return { loss, grads: sums };
   }
 

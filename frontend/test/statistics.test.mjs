@@ -66,3 +66,12 @@ test('a weight the spec calls a statistic must be one its layer updates itself, 
   assert.throws(() => trainer.bind(specs.map((s) => ({ name: s.name }))), /norm\/moving_mean is not trainable/);
   assert.throws(() => trainer.bind(specs.map((s) => ({ ...s, state: 'mean' }))), /dense\/kernel is not a statistic/);
 });
+
+test('a task that fails midway leaves the version\'s statistics in the model', async () => {
+  const { trainer, specs } = normalized();
+  const before = values(trainer.model);
+  const halves = { ...spec(specs, 0), dataset: { ...dataset, micro_batch: 4 } };
+  await assert.rejects(trainer.gradient(batch(1), halves, async () => { throw new Error('heartbeat refused'); }),
+    /heartbeat refused/);
+  assert.deepEqual(values(trainer.model), before);
+});

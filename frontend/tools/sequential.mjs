@@ -26,7 +26,7 @@ const optimizer = {
 const evalBatches = await Promise.all((input.eval_urls || []).map((u) => fetchBytes(u)));
 const validate = () => evalBatches.reduce((s, b) => s + trainer.evaluate(b, spec), 0) / Math.max(1, evalBatches.length);
 const val = [[0, validate()]];
-const variables = trainer.model.trainableWeights.map((w) => w.val);
+const variables = trainer.model.weights.map((w) => w.val); // trainer.order indexes these
 const group = input.accumulate || 1;
 const steps = Math.floor(input.batch_urls.length / group);
 const batchSamples = spec.dataset.x.shape[0];
@@ -38,8 +38,12 @@ for (let step = 0; step < steps; step += 1) {
     if (sum === null) sum = grads.map((g) => Float32Array.from(g));
     else sum.forEach((s, k) => { for (let i = 0; i < s.length; i += 1) s[i] += grads[k][i]; });
   }
-  tf.tidy(() => optimizer.applyGradients(trainer.order.map((i, k) => ({
-    name: variables[i].name, tensor: tf.div(tf.tensor(sum[k], variables[i].shape), group) }))));
+  const mean = (k) => tf.div(tf.tensor(sum[k], variables[trainer.order[k]].shape), group);
+  const statistic = (k) => Boolean(spec.weights?.[k]?.state);
+  tf.tidy(() => optimizer.applyGradients(trainer.order.flatMap((i, k) => (statistic(k) ? [] : [{
+    name: variables[i].name, tensor: mean(k) }]))));
+  // a layer's own statistics (BatchNormalization's) move by their change, as the fold moves them
+  trainer.order.forEach((i, k) => statistic(k) && tf.tidy(() => variables[i].assign(tf.sub(variables[i], mean(k)))));
   if ((step + 1) % (input.eval_every || 1e9) === 0 || step === steps - 1) {
     val.push([(step + 1) * group * batchSamples, validate()]);
   }

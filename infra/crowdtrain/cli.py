@@ -725,8 +725,8 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
         "--max-share",
         type=float,
         help="the largest share of one update one identity (or address) may give, 0.01-1 (default: all of it "
-        "under the mean, a quarter under a robust rule); below 1 with --synchronous, a round seats each "
-        "client in at most its share",
+        "under the mean, a quarter under a robust rule); below 1 it needs --fold-groups 1, and with "
+        "--synchronous a round seats each client in at most its share",
     )
     parser.add_argument(
         "--priority",

@@ -76,6 +76,13 @@ def _node_args(node: dict[str, Any]) -> list[list[Any]]:
 def _causal(layer: dict[str, Any]) -> bool:
     """An attention layer's use_causal_mask, a call argument in Keras and a
     config field in TF.js (which drops call arguments; frontend/src/layers.js)."""
+    for node in layer["inbound_nodes"]:
+        others = set(node.get("kwargs", {})) - {"use_causal_mask", "training"}
+        if others or len(node.get("args", [])) < 2:
+            raise KerasFileError(
+                f"layer {layer['config']['name']!r}: the page's MultiHeadAttention takes query and value (and key) "
+                f"as arguments and use_causal_mask, not {sorted(others) or 'its tensors by keyword'}"
+            )
     masks = {bool(node.get("kwargs", {}).get("use_causal_mask")) for node in layer["inbound_nodes"]}
     if len(masks) > 1:
         raise KerasFileError(f"layer {layer['config']['name']!r} is called both with and without a causal mask")
@@ -83,12 +90,12 @@ def _causal(layer: dict[str, Any]) -> bool:
 
 
 def weight_names(layer: Any) -> list[str]:
-    """A layer's weights as TF.js names them, `<layer>/<weight>`, or by their
-    path where a layer has two of one name (attention's query/kernel, key/kernel...)."""
-    names = [v.name for v in layer.weights]
-    if len(set(names)) == len(names):
-        return [f"{layer.name}/{name}" for name in names]
-    return [v.path if v.path.startswith(f"{layer.name}/") else f"{layer.name}/{v.path}" for v in layer.weights]
+    """A layer's weights as TF.js names them: `<layer>/<weight>`, and for
+    attention, whose four projections each have a kernel and a bias, their
+    Keras path, `<layer>/query/kernel` (as frontend/src/layers.js names them)."""
+    if type(layer).__name__ == "MultiHeadAttention":
+        return [v.path if v.path.startswith(f"{layer.name}/") else f"{layer.name}/{v.path}" for v in layer.weights]
+    return [f"{layer.name}/{v.name}" for v in layer.weights]
 
 
 def _tensor_refs(value: Any) -> list[list[Any]]:
