@@ -115,6 +115,9 @@ def main() -> None:
         for x in rows
         if x["template"] == "char-transformer"
     ]
+    for goal in goals:
+        print(f"target: the {goal['template']} template below {GOAL} nats/char within {GOAL_SECONDS // 60} min "
+              f"({goal['reached_text']}): {'met' if goal['met'] else 'NOT met'}")  # fmt: skip
     common.save(
         "curves", {"budget_seconds": args.budget, "every_seconds": args.every, "rows": rows, "goals": goals}, args
     )

@@ -11,7 +11,12 @@ import pytest
 from crowdtrain.paths import ROOT
 
 # two files, so that make test's two workers share them: these, and the crowds' in test_bench_quick_crowds.py
-SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "overhead", "poison", "data"]
+# make soak's: overhead (three local stacks and a browser, about a minute: the page's micro-batches
+# and preset rounds it runs are checked in make test by the trainer's and rounds' own tests) and
+# curves (a browser on each text template)
+SCRIPTS = ["fold", "fold_throughput", "cost", "scale", "poison", "data"] + [
+    pytest.param(name, marks=pytest.mark.soak) for name in ("overhead", "curves")
+]
 # results files another script's option writes (stage 2 starts where stage 1's sequential run, cached, ends)
 ARGS = {"quality_warm": ["quality", "--warm-start"], "quality_warm2": ["quality", "--warm-start", "2"]}
 
@@ -28,7 +33,7 @@ def test_benchmark_runs_quick(results, name):
 
 def run_quick(results, name: str) -> None:
     """bench.NAME --quick runs, writes its results and states its target."""
-    if name in ("overhead",) and not shutil.which("/usr/bin/chromium"):
+    if name in ("overhead", "curves") and not shutil.which("/usr/bin/chromium"):
         pytest.skip("needs Debian's chromium")
     out = results / f"{name}.json"
     module, *options = ARGS.get(name, [name])

@@ -285,6 +285,7 @@ def test_a_page_that_cannot_compute_hands_its_tasks_back_and_the_job_finishes(ow
     page.close()
 
 
+@pytest.mark.soak  # eight epochs of a browser (make test trains CNNs in the page in the Keras and WebGPU tests)
 def test_the_digits_cnn_template_trains_in_the_browser_to_90_percent_held_out(own_stack, page):
     """Conv2D has no weight-gradient kernel on wasm: the canary trains the
     template on another backend, and its held-out accuracy reaches 90 %."""
