@@ -278,14 +278,22 @@ export class Trainer {
     setLearningRate(optimizer, settings.learning_rate); // a kept optimizer follows the schedule too
     if (own) this.version = OWN; // from the first step on, the model is no version's
     let loss = 0;
-    for (const [i, bytes] of batches.entries()) {
-      const { x, y } = parseBatch(bytes, spec.dataset);
-      const cost = optimizer.minimize(() => this.loss(spec, this.inputs({ values: y, layout: spec.dataset.y }),
-        this.model.apply(this.inputs({ values: x, layout: spec.dataset.x }), { training: true })), true,
-        this.model.trainableWeights.map((w) => w.val));
-      loss += cost.dataSync()[0] / batches.length;
-      cost.dispose();
-      if (i < batches.length - 1) await between();
+    try {
+      for (const [i, bytes] of batches.entries()) {
+        const { x, y } = parseBatch(bytes, spec.dataset);
+        const cost = optimizer.minimize(() => this.loss(spec, this.inputs({ values: y, layout: spec.dataset.y }),
+          this.model.apply(this.inputs({ values: x, layout: spec.dataset.x }), { training: true })), true,
+          this.model.trainableWeights.map((w) => w.val));
+        loss += cost.dataSync()[0] / batches.length;
+        cost.dispose();
+        if (i < batches.length - 1) await between();
+      }
+    } catch (err) { // a step or a heartbeat failed: nothing of the task is kept, as with a non-finite loss
+      variables.forEach((v, k) => v.assign(start[k]));
+      start.forEach((t) => t.dispose());
+      this.version = own ? null : this.version;
+      this.dropInner();
+      throw err;
     }
     let grads = this.order.map((k) => tf.tidy(() => tf.sub(start[k], variables[k]).dataSync()));
     if (!Number.isFinite(loss)) { // nothing of it is kept: not the weights, not the optimizer's state

@@ -67,11 +67,15 @@ test('a weight the spec calls a statistic must be one its layer updates itself, 
   assert.throws(() => trainer.bind(specs.map((s) => ({ ...s, state: 'mean' }))), /dense\/kernel is not a statistic/);
 });
 
-test('a task that fails midway leaves the version\'s statistics in the model', async () => {
+test('a task that fails midway leaves the version\'s weights and statistics in the model, and no tensor', async () => {
   const { trainer, specs } = normalized();
   const before = values(trainer.model);
+  const tensors = tf.memory().numTensors;
+  const refused = async () => { throw new Error('heartbeat refused'); };
   const halves = { ...spec(specs, 0), dataset: { ...dataset, micro_batch: 4 } };
-  await assert.rejects(trainer.gradient(batch(1), halves, async () => { throw new Error('heartbeat refused'); }),
-    /heartbeat refused/);
+  await assert.rejects(trainer.gradient(batch(1), halves, refused), /heartbeat refused/);
   assert.deepEqual(values(trainer.model), before);
+  await assert.rejects(trainer.localSteps([batch(1), batch(2)], spec(specs, 2), undefined, refused), /heartbeat refused/);
+  assert.deepEqual(values(trainer.model), before);
+  assert.equal(tf.memory().numTensors, tensors);
 });
