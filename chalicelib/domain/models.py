@@ -78,9 +78,7 @@ def parse_model(document: Any, max_values: int) -> tuple[dict[str, Any], tuple[W
     """The topology and weight specs of a model.json document."""
     if not isinstance(document, dict):
         raise BadRequest("model must be a TF.js model.json object")
-    topology = document.get("modelTopology")
-    if isinstance(topology, dict) and "model_config" in topology:  # the converter nests the Keras config
-        topology = topology["model_config"]
+    topology = model_topology(document)
     if not isinstance(topology, dict) or not isinstance(topology.get("class_name"), str):
         raise BadRequest("modelTopology must be a Keras model config with a class_name")
     _check_layers(topology)
@@ -98,11 +96,22 @@ def parse_model(document: Any, max_values: int) -> tuple[dict[str, Any], tuple[W
     return topology, _weight_specs(entries, max_values, statistics(topology))
 
 
-def statistics(topology: dict[str, Any]) -> dict[str, str]:
+def model_topology(document: dict[str, Any]) -> Any:
+    """A model.json's Keras config (the converter nests it in model_config)."""
+    topology = document.get("modelTopology")
+    return topology["model_config"] if isinstance(topology, dict) and "model_config" in topology else topology
+
+
+def _layers(topology: dict[str, Any]) -> Any:
+    """A topology's layer list (a Sequential's config may be the list itself)."""
+    config = topology.get("config")
+    return config.get("layers") if isinstance(config, dict) else config
+
+
+def statistics(topology: Any) -> dict[str, str]:
     """The weights of a topology that its layers update themselves, by
     manifest name (`<layer>/<weight>`, as TF.js and import-keras name them)."""
-    config = topology.get("config")
-    layers = config.get("layers") if isinstance(config, dict) else config
+    layers = _layers(topology) if isinstance(topology, dict) else None
     found = {}
     for layer in layers if isinstance(layers, list) else []:
         settings = layer.get("config") if isinstance(layer, dict) else None
@@ -125,8 +134,7 @@ def untrainable(topology: dict[str, Any]) -> list[str]:
     and `crowdtrain import-keras` lists (all) before it writes anything."""
     if topology.get("class_name") not in MODEL_CLASSES:
         return [f"model class {topology.get('class_name')!r} is not supported; use one of {sorted(MODEL_CLASSES)}"]
-    config = topology.get("config")
-    layers = config.get("layers") if isinstance(config, dict) else config
+    layers = _layers(topology)
     if not isinstance(layers, list) or not layers:
         return ["modelTopology.config must list the model's layers"]
     problems = []

@@ -158,8 +158,7 @@ function multiHeadAttention(tf) {
     }
 
     computeOutputShape(inputShape) {
-      const query = inputShape[0];
-      return [...query.slice(0, -1), query[query.length - 1]];
+      return inputShape[0].slice(); // the query's (Keras's output_shape=None)
     }
 
     call(inputs) {

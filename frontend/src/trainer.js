@@ -289,17 +289,13 @@ export class Trainer {
         if (i < batches.length - 1) await between();
       }
     } catch (err) { // a step or a heartbeat failed: nothing of the task is kept, as with a non-finite loss
-      variables.forEach((v, k) => v.assign(start[k]));
+      this.discard(variables, start, own);
       start.forEach((t) => t.dispose());
-      this.version = own ? null : this.version;
-      this.dropInner();
       throw err;
     }
     let grads = this.order.map((k) => tf.tidy(() => tf.sub(start[k], variables[k]).dataSync()));
-    if (!Number.isFinite(loss)) { // nothing of it is kept: not the weights, not the optimizer's state
-      variables.forEach((v, k) => v.assign(start[k]));
-      this.version = own ? null : this.version;
-      this.dropInner();
+    if (!Number.isFinite(loss)) {
+      this.discard(variables, start, own);
     } else if (own) {
       // the page's weights become exactly what the fold makes of the move it is sent: start − decode(encode(move))
       const codec = getCodec(spec.codec || 'fp32');
@@ -314,6 +310,13 @@ export class Trainer {
       this.inner = null;
     }
     return { loss, grads };
+  }
+
+  /** Nothing of a task's local steps is kept: not the weights, not the optimizer's state, not the page's own path. */
+  discard(variables, start, own) {
+    variables.forEach((v, k) => v.assign(start[k]));
+    this.version = own ? null : this.version;
+    this.dropInner();
   }
 
   /** The share of a batch whose most likely class is its label (a classifier's held-out accuracy). */

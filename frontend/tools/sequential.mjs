@@ -39,7 +39,7 @@ for (let step = 0; step < steps; step += 1) {
     else sum.forEach((s, k) => { for (let i = 0; i < s.length; i += 1) s[i] += grads[k][i]; });
   }
   const mean = (k) => tf.div(tf.tensor(sum[k], variables[trainer.order[k]].shape), group);
-  const statistic = (k) => Boolean(spec.weights?.[k]?.state);
+  const statistic = (k) => trainer.statistics.includes(trainer.order[k]);
   tf.tidy(() => optimizer.applyGradients(trainer.order.flatMap((i, k) => (statistic(k) ? [] : [{
     name: variables[i].name, tensor: mean(k) }]))));
   // a layer's own statistics (BatchNormalization's) move by their change, as the fold moves them

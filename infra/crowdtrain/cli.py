@@ -652,7 +652,7 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template",
         default="char-lstm",
-        choices=("char-lstm", "char-transformer", "digits-cnn"),
+        choices=sorted(TEMPLATES),
         help="char-lstm: next character of KJV text; char-transformer: the same text, a small causal "
         "transformer (2 blocks of attention, width 64) trained on every position's next character; "
         "digits-cnn: Conv2D on scikit-learn's 8x8 digits "

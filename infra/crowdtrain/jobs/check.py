@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.domain.keys import SHARD_NAME
-from chalicelib.domain.models import statistics
+from chalicelib.domain.models import model_topology, statistics
 from crowdtrain.paths import ROOT
 
 TOOL = ROOT / "frontend" / "tools" / "check_model.mjs"
@@ -39,11 +39,6 @@ def gradient_in_tfjs(spec: dict[str, Any], weights: bytes, batch: bytes) -> tupl
     return result["loss"], result["grads"]
 
 
-def _topology(spec: dict[str, Any]) -> dict[str, Any]:
-    topology = spec.get("model", {}).get("modelTopology", {})
-    return topology.get("model_config", topology) if isinstance(topology, dict) else {}
-
-
 def _run(spec: dict[str, Any], weights: bytes, batch: bytes, gradient: bool) -> dict[str, Any] | None:
     if not shutil.which("node") or not (ROOT / "frontend" / "node_modules" / "@tensorflow" / "tfjs").is_dir():
         print("warning: the model was not tried in TF.js (needs node and `make frontend`)", file=sys.stderr)
@@ -56,7 +51,8 @@ def _run(spec: dict[str, Any], weights: bytes, batch: bytes, gradient: bool) -> 
             "weights": str(Path(tmp) / SHARD_NAME),
             "batch": str(Path(tmp) / "batch.bin"),
             "gradient": gradient,
-            "statistics": statistics(_topology(spec)),  # the weights layers update themselves, as the API says
+            # the weights the model's layers update themselves, as the API marks them
+            "statistics": statistics(model_topology(spec["model"])),
         }
         proc = subprocess.run(
             ["node", str(TOOL)], input=json.dumps(request), capture_output=True, text=True, timeout=TIMEOUT_SECONDS
